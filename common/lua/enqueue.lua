@@ -1,0 +1,35 @@
+-- Enqueue one or more jobs. Idempotent: an id whose record exists is reported, not queued again.
+-- ARGV: prefix, max_depth (0 = unlimited), n, then n times: id, priority index (1-3), spec JSON,
+--       batch id ('' = none), result ttl seconds.
+-- Returns one string per job: 'new:<entry id>', 'exists:<state>' or 'full'.
+local max_depth = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local depth = 0
+if max_depth > 0 then
+  for i = 1, 3 do depth = depth + redis.call('XLEN', K.streams[i]) end
+end
+local now = now_ms()
+local out = {}
+for j = 0, n - 1 do
+  local b = 4 + j * 5
+  local id, prio, spec, batch, ttl = ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+  local rec = K.job(id)
+  local state = redis.call('HGET', rec, 'state')
+  if state then
+    out[#out + 1] = 'exists:' .. state
+  elseif max_depth > 0 and depth >= max_depth then
+    out[#out + 1] = 'full'
+  else
+    local entry = redis.call('XADD', K.streams[prio], '*', 'id', id)
+    redis.call('HSET', rec, 'state', 'queued', 'spec', spec, 'priority', prio, 'entry', entry,
+      'attempts', 0, 'token', 0, 'enqueued_at', now, 'ttl', ttl, 'batch', batch)
+    if batch ~= '' then
+      local bk = K.batch(batch)
+      redis.call('HINCRBY', bk, 'total', 1)
+      redis.call('PERSIST', bk)
+    end
+    depth = depth + 1
+    out[#out + 1] = 'new:' .. entry
+  end
+end
+return out

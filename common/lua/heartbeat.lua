@@ -1,0 +1,24 @@
+-- Record a worker's heartbeat, expire workers that stopped beating, and delete consumers that
+-- hold no pending entries and belong to no live worker (so the group does not grow forever).
+-- ARGV: prefix, worker id, heartbeat JSON, ttl ms. Returns the number of workers expired.
+local worker, doc, ttl = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local now = now_ms()
+redis.call('HSET', K.workers, worker, doc)
+redis.call('ZADD', K.workers_expiry, now + ttl, worker)
+local dead = redis.call('ZRANGEBYSCORE', K.workers_expiry, '-inf', now)
+for _, w in ipairs(dead) do
+  redis.call('HDEL', K.workers, w)
+  redis.call('ZREM', K.workers_expiry, w)
+end
+for i = 1, 3 do
+  local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', K.streams[i], K.group)
+  if ok then
+    for _, c in ipairs(consumers) do
+      local name, pending, idle = field(c, 'name'), field(c, 'pending'), field(c, 'idle')
+      if pending == 0 and idle > 2 * ttl and redis.call('HEXISTS', K.workers, name) == 0 then
+        redis.call('XGROUP', 'DELCONSUMER', K.streams[i], K.group, name)
+      end
+    end
+  end
+end
+return #dead

@@ -1,0 +1,400 @@
+//! Configuration: defaults < TOML file < `QUAYSIDE_*` environment (`__` separates levels, so
+//! `QUAYSIDE_WORKER__SLOTS=8` sets `worker.slots`). Unknown keys are errors, not typos ignored.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::keys::Keys;
+use crate::limits::Limits;
+
+/// Why configuration could not be loaded. Messages name the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(Box<figment::Error>),
+    #[error("invalid config: {key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+/// The whole configuration tree; the CLI reads `redis` and `queue`, the worker all of it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub redis: RedisConfig,
+    pub queue: QueueConfig,
+    pub worker: WorkerConfig,
+    pub retry: RetryConfig,
+    pub limits: LimitsConfig,
+    pub runner: RunnerConfig,
+    /// Language table: name (the job's `language`) to how it is built and run.
+    pub languages: BTreeMap<String, LanguageConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`; the password is never printed.
+    pub url: String,
+    /// Pooled connections per process (each multiplexes many requests).
+    pub pool_size: usize,
+    /// Give up on a connection attempt after this long.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            pool_size: 8,
+            connect_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Queue name; every key of the queue is tagged `{name}`.
+    pub name: String,
+    /// Entries (queued + running) past which enqueueing is refused; 0 = unlimited.
+    pub max_depth: u64,
+    /// Dead letters kept; the oldest are trimmed past this (their job records stay until TTL).
+    pub dlq_max_len: u64,
+    /// Entries kept in each job's live log stream.
+    pub log_max_entries: u64,
+    /// Result TTL for jobs that set none.
+    pub default_result_ttl_s: u64,
+    /// Largest result TTL a job may ask for.
+    pub max_result_ttl_s: u64,
+    /// Executions allowed per job when it sets no `max_attempts`.
+    pub default_max_attempts: u32,
+    /// Largest `max_attempts` a job may ask for.
+    pub max_attempts_cap: u32,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            name: "default".into(),
+            max_depth: 0,
+            dlq_max_len: 100_000,
+            log_max_entries: 10_000,
+            default_result_ttl_s: 86_400,
+            max_result_ttl_s: 7 * 86_400,
+            default_max_attempts: 3,
+            max_attempts_cap: 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Consumer name; generated (host-pid-random) when unset. Must be unique per process.
+    pub id: Option<String>,
+    /// Jobs run at once; the worker never claims more than it has free.
+    pub slots: usize,
+    /// A claimed job whose lease is not renewed for this long may be taken over.
+    pub lease_ms: u64,
+    /// How long one blocking wait for new entries lasts before re-checking.
+    pub claim_block_ms: u64,
+    /// How often to look for entries whose lease expired.
+    pub reclaim_interval_ms: u64,
+    /// How often to move due retries back to their streams.
+    pub promote_interval_ms: u64,
+    /// How often to heartbeat into the worker registry.
+    pub heartbeat_interval_ms: u64,
+    /// 0 = strict priority. N > 0: one claim in N starts from the lowest non-empty priority, so
+    /// low priority still moves under sustained high-priority load.
+    pub starvation_guard: u32,
+    /// On SIGTERM, how long in-flight jobs may run before they are stopped and handed back.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            id: None,
+            slots: 4,
+            lease_ms: 30_000,
+            claim_block_ms: 5_000,
+            reclaim_interval_ms: 5_000,
+            promote_interval_ms: 250,
+            heartbeat_interval_ms: 5_000,
+            starvation_guard: 20,
+            drain_timeout_ms: 25_000,
+        }
+    }
+}
+
+/// Backoff for infrastructure failures: full jitter over `base * 2^(attempt-1)`, capped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    pub base_ms: u64,
+    pub max_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            base_ms: 1_000,
+            max_ms: 60_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Applied to fields a job leaves unset.
+    pub default: Limits,
+    /// A job asking for more is rejected.
+    pub max: Limits,
+    /// Total bytes of all source files (names included).
+    pub max_source_bytes: u64,
+    pub max_files: u64,
+    pub max_stdin_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            default: Limits::DEFAULT,
+            max: Limits::MAX,
+            max_source_bytes: 1 << 20,
+            max_files: 256,
+            max_stdin_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Which sandbox backend runs jobs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunnerBackend {
+    Docker,
+    Kubernetes,
+    /// Kubernetes inside a cluster (`KUBERNETES_SERVICE_HOST` set), Docker otherwise.
+    #[default]
+    Auto,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunnerConfig {
+    pub backend: RunnerBackend,
+}
+
+/// How one language is built and run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LanguageConfig {
+    /// Runner image, e.g. `quayside/runner-c:1`.
+    pub image: String,
+}
+
+fn default_languages() -> BTreeMap<String, LanguageConfig> {
+    ["c", "cpp", "python", "rust", "go", "javascript"]
+        .into_iter()
+        .map(|l| {
+            let image = format!("quayside/runner-{l}:1");
+            (l.to_owned(), LanguageConfig { image })
+        })
+        .collect()
+}
+
+impl Config {
+    /// Loads defaults, then `path` (TOML) if given, then `QUAYSIDE_*` variables, and validates.
+    ///
+    /// # Errors
+    /// A missing or unreadable file, an unknown key, a wrong type or an invalid value, each
+    /// naming the key.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::figment(path)
+            .extract::<Config>()
+            .map_err(|e| ConfigError::Load(Box::new(e)))
+            .and_then(Config::finish)
+    }
+
+    /// The provider chain [`Config::load`] extracts from.
+    pub fn figment(path: Option<&Path>) -> Figment {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(p) = path {
+            // `file_exact`: a missing --config is an error, not silently nothing.
+            fig = fig.merge(Toml::file_exact(p));
+        }
+        fig.merge(Env::prefixed("QUAYSIDE_").split("__"))
+    }
+
+    fn finish(mut self) -> Result<Config, ConfigError> {
+        if self.languages.is_empty() {
+            self.languages = default_languages();
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// # Errors
+    /// The first invalid value, naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        Keys::new(&self.queue.name).map_err(|e| invalid("queue.name", e.to_string()))?;
+        redis::parse_redis_url(&self.redis.url)
+            .ok_or_else(|| invalid("redis.url", "not a redis:// or rediss:// URL"))?;
+        if self.redis.pool_size == 0 {
+            return Err(invalid("redis.pool_size", "must be at least 1"));
+        }
+        let w = &self.worker;
+        if w.slots == 0 || w.slots > 1024 {
+            return Err(invalid("worker.slots", "must be 1 to 1024"));
+        }
+        if let Some(id) = &w.id {
+            crate::JobId::parse(id).map_err(|e| invalid("worker.id", e.to_string()))?;
+        }
+        if w.lease_ms < 300 {
+            return Err(invalid("worker.lease_ms", "must be at least 300"));
+        }
+        if w.claim_block_ms == 0 || w.claim_block_ms >= w.lease_ms {
+            return Err(invalid("worker.claim_block_ms", "must be above 0 and below worker.lease_ms"));
+        }
+        for (key, v) in [
+            ("worker.reclaim_interval_ms", w.reclaim_interval_ms),
+            ("worker.promote_interval_ms", w.promote_interval_ms),
+            ("worker.heartbeat_interval_ms", w.heartbeat_interval_ms),
+            ("queue.default_result_ttl_s", self.queue.default_result_ttl_s),
+            ("queue.log_max_entries", self.queue.log_max_entries),
+            ("queue.dlq_max_len", self.queue.dlq_max_len),
+            ("retry.base_ms", self.retry.base_ms),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.retry.max_ms < self.retry.base_ms {
+            return Err(invalid("retry.max_ms", "must be at least retry.base_ms"));
+        }
+        if self.queue.default_result_ttl_s > self.queue.max_result_ttl_s {
+            return Err(invalid("queue.default_result_ttl_s", "exceeds queue.max_result_ttl_s"));
+        }
+        let q = &self.queue;
+        if q.default_max_attempts == 0 || q.default_max_attempts > q.max_attempts_cap {
+            return Err(invalid(
+                "queue.default_max_attempts",
+                "must be 1 to queue.max_attempts_cap",
+            ));
+        }
+        self.limits
+            .default
+            .check_within(&self.limits.max)
+            .map_err(|e| invalid("limits.default", e.to_string()))?;
+        for (name, lang) in &self.languages {
+            if lang.image.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "languages.<name>.image",
+                    problem: format!("language {name:?} has no image"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A copy safe to print or log: the Redis password is replaced.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        c.redis.url = redact_url(&c.redis.url);
+        c
+    }
+}
+
+/// Replaces the password (or lone user-info token) of a URL with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let user = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_owned(),
+    };
+    format!("{scheme}://{user}@{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_are_valid() {
+        Jail::expect_with(|_| {
+            let c = Config::load(None).expect("defaults load");
+            assert_eq!(c.worker.slots, 4);
+            assert!(c.languages.contains_key("c"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_overrides_file_overrides_defaults() {
+        Jail::expect_with(|jail| {
+            jail.create_file("q.toml", "[worker]\nslots = 7\nlease_ms = 9000\n[queue]\nname = \"builds\"\n")?;
+            jail.set_env("QUAYSIDE_WORKER__SLOTS", "9");
+            let c = Config::load(Some(Path::new("q.toml"))).expect("loads");
+            assert_eq!(c.worker.slots, 9, "env wins over file");
+            assert_eq!(c.worker.lease_ms, 9000, "file wins over default");
+            assert_eq!(c.queue.name, "builds");
+            assert_eq!(c.worker.claim_block_ms, 5000, "default kept");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[worker]\nslotz = 3\n")?;
+            let e = Config::load(Some(Path::new("bad.toml"))).expect_err("unknown key");
+            assert!(e.to_string().contains("slotz"), "{e}");
+
+            jail.create_file("zero.toml", "[worker]\nslots = 0\n")?;
+            let e = Config::load(Some(Path::new("zero.toml"))).expect_err("zero slots");
+            assert!(e.to_string().contains("worker.slots"), "{e}");
+
+            jail.set_env("QUAYSIDE_WORKER__SLOTS", "many");
+            let e = Config::load(None).expect_err("wrong type");
+            let msg = e.to_string().to_lowercase();
+            assert!(msg.contains("worker.slots") && msg.contains("quayside_"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_config_file_is_an_error() {
+        Jail::expect_with(|_| {
+            assert!(Config::load(Some(Path::new("nope.toml"))).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact_url("rediss://secret@h"), "rediss://***@h");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        let mut c = Config::default();
+        c.redis.url = "redis://:pw@x".into();
+        assert!(!format!("{:?}", c.redacted()).contains("pw@"));
+    }
+}

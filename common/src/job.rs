@@ -1,0 +1,309 @@
+//! What a producer submits: [`JobSpec`] and its parts.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::LimitsSpec;
+
+/// The protocol version this build speaks; carried as `v` in every spec and result.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Longest accepted job id, batch id or file path component chain.
+pub const MAX_ID_LEN: usize = 128;
+const MAX_PATH_LEN: usize = 255;
+
+/// A job's identity: the caller's idempotency key, or a generated UUIDv7 (time-sortable).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(String);
+
+impl JobId {
+    /// Generates a new time-sortable id.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// Checks that `s` is a usable id: 1..=128 chars of `[A-Za-z0-9._:-]`, so it is safe inside a
+    /// Redis key, a channel name and a container label.
+    pub fn parse(s: &str) -> Result<Self, SpecError> {
+        check_id("id", s)?;
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `compile` builds and reports diagnostics only; `run` builds, links and runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Compile,
+    Run,
+}
+
+impl JobKind {
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::Compile => "compile",
+            Self::Run => "run",
+        }
+    }
+}
+
+/// Priority levels, each its own Redis stream. Workers drain them in this order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    High,
+    #[default]
+    Normal,
+    Low,
+}
+
+impl Priority {
+    /// Highest first.
+    pub const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
+
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::High => "high",
+            Self::Normal => "normal",
+            Self::Low => "low",
+        }
+    }
+
+    /// Position in [`Priority::ALL`]; also the stream index used by the Lua scripts.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn from_index(i: usize) -> Option<Self> {
+        Self::ALL.get(i).copied()
+    }
+}
+
+impl std::str::FromStr for Priority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_label() == s)
+            .ok_or_else(|| format!("unknown priority {s:?} (expected high, normal or low)"))
+    }
+}
+
+/// One job as it travels on the wire (version [`PROTOCOL_VERSION`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Protocol version; must be [`PROTOCOL_VERSION`].
+    pub v: u32,
+    pub id: JobId,
+    pub kind: JobKind,
+    /// A key of the worker's language table, e.g. `c`, `python`.
+    pub language: String,
+    /// Relative path (folders allowed) to file text.
+    pub files: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compiler_options: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stdin: String,
+    /// Unset fields take the worker's defaults.
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    #[serde(default)]
+    pub priority: Priority,
+    /// Executions allowed before the job is dead-lettered; unset takes the worker default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// How long the result (and everything else the job left) lives after it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_ttl_s: Option<u64>,
+}
+
+impl JobSpec {
+    /// A `run` job with one source file and every optional field unset.
+    pub fn new(kind: JobKind, language: &str, files: BTreeMap<String, String>) -> Self {
+        Self {
+            v: PROTOCOL_VERSION,
+            id: JobId::generate(),
+            kind,
+            language: language.to_owned(),
+            files,
+            compiler_options: Vec::new(),
+            args: Vec::new(),
+            stdin: String::new(),
+            limits: LimitsSpec::default(),
+            priority: Priority::Normal,
+            max_attempts: None,
+            batch: None,
+            labels: BTreeMap::new(),
+            result_ttl_s: None,
+        }
+    }
+
+    /// Total bytes of all source files.
+    pub fn source_bytes(&self) -> usize {
+        self.files.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+
+    /// Checks what needs no worker configuration: version, ids, file names.
+    ///
+    /// # Errors
+    /// The first problem found, naming the field.
+    pub fn validate_shape(&self) -> Result<(), SpecError> {
+        if self.v != PROTOCOL_VERSION {
+            return Err(SpecError::Version(self.v));
+        }
+        check_id("id", self.id.as_str())?;
+        if let Some(b) = &self.batch {
+            check_id("batch", b)?;
+        }
+        if self.language.is_empty() {
+            return Err(SpecError::field("language", "must not be empty"));
+        }
+        if self.files.is_empty() {
+            return Err(SpecError::field("files", "at least one source file is required"));
+        }
+        for name in self.files.keys() {
+            check_path(name)?;
+        }
+        if self.max_attempts == Some(0) {
+            return Err(SpecError::field("max_attempts", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Why a spec is not acceptable. The message names the field, for the submitter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("unsupported protocol version v={0} (this build speaks v={PROTOCOL_VERSION})")]
+    Version(u32),
+    #[error("{field}: {problem}")]
+    Field { field: String, problem: String },
+}
+
+impl SpecError {
+    pub fn field(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self::Field {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+fn check_id(field: &str, s: &str) -> Result<(), SpecError> {
+    if s.is_empty() || s.len() > MAX_ID_LEN {
+        return Err(SpecError::field(field, format!("must be 1 to {MAX_ID_LEN} characters")));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+    {
+        return Err(SpecError::field(
+            field,
+            format!("character {c:?} not allowed (use A-Z a-z 0-9 . _ : -)"),
+        ));
+    }
+    Ok(())
+}
+
+/// A file name must stay inside the job's work folder: relative, no `..`, no empty or `.` parts.
+fn check_path(name: &str) -> Result<(), SpecError> {
+    let field = || format!("files[{name:?}]");
+    if name.is_empty() || name.len() > MAX_PATH_LEN {
+        return Err(SpecError::field(field(), format!("path must be 1 to {MAX_PATH_LEN} bytes")));
+    }
+    if name.starts_with('/') {
+        return Err(SpecError::field(field(), "absolute paths are not allowed"));
+    }
+    if name.contains(['\0', '\\']) || name.chars().any(char::is_control) {
+        return Err(SpecError::field(field(), "control characters and backslashes are not allowed"));
+    }
+    for part in name.split('/') {
+        match part {
+            "" => return Err(SpecError::field(field(), "empty path component")),
+            "." | ".." => {
+                return Err(SpecError::field(field(), "`.` and `..` components are not allowed"))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> JobSpec {
+        JobSpec::new(JobKind::Run, "c", [("main.c".into(), "int main(){}".into())].into())
+    }
+
+    #[test]
+    fn generated_ids_sort_by_creation() {
+        let a = JobId::generate();
+        let b = JobId::generate();
+        assert!(a < b, "{a} !< {b}");
+        JobId::parse(a.as_str()).expect("generated ids are valid");
+    }
+
+    #[test]
+    fn id_rejects_key_breaking_characters() {
+        for bad in ["", "a b", "a{b}", "a/b", &"x".repeat(129)] {
+            assert!(JobId::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        JobId::parse("build-42:main.c_v1").expect("valid id");
+    }
+
+    #[test]
+    fn paths_that_escape_the_work_folder_are_rejected() {
+        for bad in ["../x.c", "/etc/passwd", "a/../../b", "a//b", "./a", "a\\b", "a\0b", ""] {
+            let mut s = spec();
+            s.files = [(bad.to_string(), String::new())].into();
+            let err = s.validate_shape().expect_err(bad);
+            assert!(err.to_string().starts_with("files["), "{err}");
+        }
+        let mut s = spec();
+        s.files = [("src/lib/util.c".to_string(), String::new())].into();
+        s.validate_shape().expect("nested relative path is fine");
+    }
+
+    #[test]
+    fn version_and_required_fields_are_checked() {
+        let mut s = spec();
+        s.v = 2;
+        assert_eq!(s.validate_shape(), Err(SpecError::Version(2)));
+        let mut s = spec();
+        s.files.clear();
+        assert!(s.validate_shape().unwrap_err().to_string().starts_with("files:"));
+        let mut s = spec();
+        s.max_attempts = Some(0);
+        assert!(s.validate_shape().is_err());
+    }
+
+    #[test]
+    fn priority_round_trips_through_index_and_label() {
+        for p in Priority::ALL {
+            assert_eq!(Priority::from_index(p.index()), Some(p));
+            assert_eq!(p.as_label().parse::<Priority>(), Ok(p));
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The Redis key schema. Nothing else spells a key: Rust callers use [`Keys`], Lua scripts use the
+//! `K.*` helpers that [`Keys::lua_prelude`] generates from the same constants.
+//!
+//! Every key of queue `q` starts with `qs:{q}:`, so all of them hash to one Redis Cluster slot and
+//! every script may touch any of them.
+
+use crate::job::{JobId, Priority, SpecError};
+
+/// Consumer group all workers of a queue share.
+pub const GROUP: &str = "workers";
+
+const STREAM: &str = "stream:";
+const JOB: &str = "job:";
+const LOGS: &str = "logs:";
+const BATCH: &str = "batch:";
+const DONE: &str = "done:";
+const BATCH_EVENTS: &str = "batch-events:";
+const DELAYED: &str = "delayed";
+const DLQ: &str = "dlq";
+const RUNNING: &str = "running";
+const WORKERS: &str = "workers";
+const WORKERS_EXPIRY: &str = "workers:expiry";
+const CANCEL: &str = "cancel";
+
+/// Key builder for one queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keys {
+    queue: String,
+    prefix: String,
+}
+
+impl Keys {
+    /// # Errors
+    /// The queue name is empty, too long or has characters outside `[A-Za-z0-9._:-]`.
+    pub fn new(queue: &str) -> Result<Self, SpecError> {
+        JobId::parse(queue).map_err(|_| {
+            SpecError::field("queue", "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
+        })?;
+        Ok(Self {
+            queue: queue.to_owned(),
+            prefix: format!("qs:{{{queue}}}:"),
+        })
+    }
+
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Stream of entries waiting at `priority`. Entries: `id` (job id) and, for raw producers
+    /// that write no record, `job` (the spec JSON).
+    pub fn stream(&self, priority: Priority) -> String {
+        format!("{}{STREAM}{}", self.prefix, priority.as_label())
+    }
+
+    /// The three streams, highest priority first.
+    pub fn streams(&self) -> [String; 3] {
+        Priority::ALL.map(|p| self.stream(p))
+    }
+
+    /// Hash: the job's record (state, spec, attempts, fencing token, result).
+    pub fn job(&self, id: &JobId) -> String {
+        format!("{}{JOB}{id}", self.prefix)
+    }
+
+    /// Stream: the job's live log, capped, ended by an entry with `s = end`.
+    pub fn logs(&self, id: &JobId) -> String {
+        format!("{}{LOGS}{id}", self.prefix)
+    }
+
+    /// Hash: counters of one batch.
+    pub fn batch(&self, batch: &str) -> String {
+        format!("{}{BATCH}{batch}", self.prefix)
+    }
+
+    /// Sorted set: job ids waiting for a retry, scored by due time (ms).
+    pub fn delayed(&self) -> String {
+        format!("{}{DELAYED}", self.prefix)
+    }
+
+    /// Stream: dead letters (`id`, `reason`, `error`, `attempts`, `job`), capped by length.
+    pub fn dlq(&self) -> String {
+        format!("{}{DLQ}", self.prefix)
+    }
+
+    /// Hash: `<priority index>:<entry id>` to job id for every claimed entry, so an entry deleted
+    /// while pending can still be traced to its job.
+    pub fn running(&self) -> String {
+        format!("{}{RUNNING}", self.prefix)
+    }
+
+    /// Hash: worker id to its heartbeat document.
+    pub fn workers(&self) -> String {
+        format!("{}{WORKERS}", self.prefix)
+    }
+
+    /// Sorted set: worker id scored by the time its heartbeat expires (ms).
+    pub fn workers_expiry(&self) -> String {
+        format!("{}{WORKERS_EXPIRY}", self.prefix)
+    }
+
+    /// Pub/sub channel: the job's terminal status is published here once.
+    pub fn done_channel(&self, id: &JobId) -> String {
+        format!("{}{DONE}{id}", self.prefix)
+    }
+
+    /// Pub/sub channel: `<job id> <status>` for every job of the batch that ends.
+    pub fn batch_channel(&self, batch: &str) -> String {
+        format!("{}{BATCH_EVENTS}{batch}", self.prefix)
+    }
+
+    /// Pub/sub channel: ids of running jobs whose cancellation was requested.
+    pub fn cancel_channel(&self) -> String {
+        format!("{}{CANCEL}", self.prefix)
+    }
+
+    /// Lua helpers the scripts share, generated from the constants above so the schema is
+    /// written once. Every script gets the prefix as `ARGV[1]`.
+    pub fn lua_prelude() -> String {
+        format!(
+            r#"local P = ARGV[1]
+local K = {{}}
+K.streams = {{ P .. '{STREAM}high', P .. '{STREAM}normal', P .. '{STREAM}low' }}
+function K.job(id) return P .. '{JOB}' .. id end
+function K.logs(id) return P .. '{LOGS}' .. id end
+function K.batch(b) return P .. '{BATCH}' .. b end
+function K.done(id) return P .. '{DONE}' .. id end
+function K.batch_events(b) return P .. '{BATCH_EVENTS}' .. b end
+K.delayed = P .. '{DELAYED}'
+K.dlq = P .. '{DLQ}'
+K.running = P .. '{RUNNING}'
+K.workers = P .. '{WORKERS}'
+K.workers_expiry = P .. '{WORKERS_EXPIRY}'
+K.cancel = P .. '{CANCEL}'
+K.group = '{GROUP}'
+"#
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_shares_the_hash_tag() {
+        let k = Keys::new("builds").expect("valid");
+        let id = JobId::parse("j1").expect("valid");
+        let all = [
+            k.stream(Priority::Low),
+            k.job(&id),
+            k.logs(&id),
+            k.batch("b"),
+            k.delayed(),
+            k.dlq(),
+            k.running(),
+            k.workers(),
+            k.workers_expiry(),
+            k.done_channel(&id),
+            k.batch_channel("b"),
+            k.cancel_channel(),
+        ];
+        for key in all {
+            assert!(key.starts_with("qs:{builds}:"), "{key}");
+        }
+        assert_eq!(k.job(&id), "qs:{builds}:job:j1");
+        assert_eq!(k.stream(Priority::High), "qs:{builds}:stream:high");
+    }
+
+    #[test]
+    fn prelude_spells_the_same_keys() {
+        let lua = Keys::lua_prelude();
+        for needle in ["'stream:high'", "'job:'", "'logs:'", "'delayed'", "'dlq'", "'workers'"] {
+            assert!(lua.contains(needle), "{needle} missing from prelude");
+        }
+    }
+
+    #[test]
+    fn queue_names_cannot_break_the_tag() {
+        assert!(Keys::new("a}b").is_err());
+        assert!(Keys::new("").is_err());
+    }
+}

@@ -1,0 +1,34 @@
+//! The Quayside job model on one page.
+//!
+//! - [`job`]: what a producer submits ([`JobSpec`]): kind, language, files, stdin, limits, priority.
+//! - [`limits`]: resource limits and their validation against worker maxima.
+//! - [`outcome`]: what a job ended as ([`JobResult`], [`Status`]).
+//! - [`wire`]: the versioned JSON encoding of specs and results, and decode errors.
+//! - [`keys`]: the Redis key schema; every key of a queue carries the `{queue}` hash tag.
+//! - [`scripts`]: the Lua scripts that make each state transition one atomic step.
+//! - [`config`]: configuration types, loaded defaults < file < `QUAYSIDE_*` environment.
+//!
+//! The protocol these types implement is specified in `docs/protocol.md`.
+
+pub mod config;
+pub mod connection;
+pub mod job;
+pub mod keys;
+pub mod limits;
+pub mod outcome;
+pub mod scripts;
+pub mod wire;
+
+pub use job::{JobId, JobKind, JobSpec, Priority};
+pub use keys::Keys;
+pub use limits::Limits;
+pub use outcome::{Captured, JobResult, Status};
+pub use wire::WireError;
+
+/// Milliseconds since the Unix epoch, the unit of every timestamp in the protocol.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

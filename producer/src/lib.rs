@@ -1,0 +1,464 @@
+//! The Quayside producer library: enqueue jobs, wait for results, follow logs, cancel, manage
+//! the dead-letter queue and read queue statistics.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), quayside_producer::Error> {
+//! use quayside_common::{config::Config, JobKind, JobSpec};
+//! let producer = quayside_producer::Producer::new(&Config::load(None).expect("config"))?;
+//! let spec = JobSpec::new(JobKind::Run, "python", [("main.py".into(), "print(42)".into())].into());
+//! producer.enqueue(&spec).await?;
+//! let result = producer.wait(&spec.id, None).await?;
+//! println!("{}: {}", result.status, result.stdout.lossy());
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod stats;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, BoxStream};
+use futures_util::StreamExt as _;
+use quayside_common::config::{Config, QueueConfig};
+use quayside_common::connection::Redis;
+use quayside_common::scripts::Scripts;
+use quayside_common::wire::{decode_result, encode_result, encode_spec};
+use quayside_common::{JobId, JobResult, JobSpec, Keys, Priority, Status};
+use serde::Serialize;
+
+pub use error::Error;
+pub use stats::{PriorityStats, QueueStats, WorkerInfo};
+
+/// Jobs per enqueue script call; calls are pipelined on one connection.
+const ENQUEUE_CHUNK: usize = 256;
+
+/// A handle on one queue. Cheap to clone; share it.
+#[derive(Clone, Debug)]
+pub struct Producer {
+    redis: Arc<Redis>,
+    keys: Keys,
+    queue: QueueConfig,
+}
+
+/// What enqueueing one job did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Enqueued {
+    pub id: JobId,
+    /// False when a job with this id already existed (idempotent enqueue): nothing was added.
+    pub created: bool,
+    /// `queued` for a new job, the existing job's state otherwise.
+    pub state: Status,
+}
+
+/// A job's record as stored.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobStatus {
+    pub id: JobId,
+    pub state: Status,
+    pub attempts: u32,
+    pub priority: Option<Priority>,
+    pub worker: Option<String>,
+    pub enqueued_at_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub cancel_requested: bool,
+    pub result: Option<JobResult>,
+}
+
+/// One entry of a job's live log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LogEntry {
+    /// `stdout`, `stderr`, `compile`, `system`, or `end` (the last entry; `data` is the status).
+    pub source: String,
+    #[serde(serialize_with = "lossy")]
+    pub data: Vec<u8>,
+}
+
+fn lossy<S: serde::Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(data))
+}
+
+/// What a cancel request did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum CancelOutcome {
+    /// It was queued or waiting for a retry; it is now `cancelled`.
+    Cancelled,
+    /// It is running; its worker stops it and records `cancelled`.
+    Requested,
+    /// It had already ended.
+    AlreadyTerminal { status: Status },
+}
+
+/// One dead letter.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeadLetterEntry {
+    /// Stream entry id in the dead-letter stream; pass it to [`Producer::dlq_replay`].
+    pub entry: String,
+    pub job_id: String,
+    pub reason: String,
+    pub error: String,
+    pub attempts: String,
+    pub at_ms: u64,
+}
+
+/// What replaying a dead letter did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ReplayOutcome {
+    Queued,
+    Missing,
+    /// The letter has no job id or spec (e.g. a malformed entry): nothing to run.
+    Unreplayable,
+    /// The job was queued again some other way; the letter was kept.
+    Busy { state: String },
+}
+
+impl Producer {
+    /// Connects lazily to the queue named in `cfg`.
+    ///
+    /// # Errors
+    /// Invalid queue name or Redis URL.
+    pub fn new(cfg: &Config) -> Result<Self, Error> {
+        Ok(Self {
+            redis: Arc::new(Redis::new(&cfg.redis)?),
+            keys: Keys::new(&cfg.queue.name)?,
+            queue: cfg.queue.clone(),
+        })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    async fn conn(&self) -> Result<redis::aio::MultiplexedConnection, Error> {
+        Ok(self.redis.conn().await?)
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, op: &'static str, cmd: &redis::Cmd) -> Result<T, Error> {
+        let mut conn = self.conn().await?;
+        cmd.query_async(&mut conn).await.map_err(|e| {
+            self.redis.note_error(&e);
+            Error::Redis { op, source: e }
+        })
+    }
+
+    async fn invoke<T: redis::FromRedisValue>(&self, op: &'static str, inv: &redis::ScriptInvocation<'_>) -> Result<T, Error> {
+        let mut conn = self.conn().await?;
+        inv.invoke_async(&mut conn).await.map_err(|e| {
+            self.redis.note_error(&e);
+            Error::Redis { op, source: e }
+        })
+    }
+
+    /// Enqueues one job. Enqueueing an id that exists returns that job's state and adds nothing.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a malformed spec, [`Error::QueueFull`] past `queue.max_depth`.
+    pub async fn enqueue(&self, spec: &JobSpec) -> Result<Enqueued, Error> {
+        let mut out = self.enqueue_many(std::slice::from_ref(spec)).await?;
+        out.pop().ok_or_else(|| Error::Reply {
+            op: "enqueue",
+            detail: "no answer".into(),
+        })
+    }
+
+    /// Enqueues many jobs: validated first, then sent in script calls of 256 jobs, pipelined.
+    ///
+    /// # Errors
+    /// The first invalid spec (nothing is sent then), or [`Error::QueueFull`] naming the first
+    /// job refused (jobs before it were enqueued).
+    pub async fn enqueue_many(&self, specs: &[JobSpec]) -> Result<Vec<Enqueued>, Error> {
+        for s in specs {
+            s.validate_shape()?;
+        }
+        let invocations: Vec<_> = specs.chunks(ENQUEUE_CHUNK).map(|c| self.enqueue_invocation(c)).collect();
+        let mut conn = self.conn().await?;
+        let replies = futures_util::future::join_all(invocations.iter().map(|inv| {
+            let mut c = conn.clone();
+            async move { inv.invoke_async::<Vec<String>>(&mut c).await }
+        }))
+        .await;
+        let mut out = Vec::with_capacity(specs.len());
+        for (chunk, reply) in specs.chunks(ENQUEUE_CHUNK).zip(replies) {
+            let answers = reply.map_err(|e| {
+                self.redis.note_error(&e);
+                Error::Redis { op: "enqueue", source: e }
+            })?;
+            for (spec, answer) in chunk.iter().zip(answers) {
+                out.push(self.enqueued(spec, &answer)?);
+            }
+        }
+        let _ = &mut conn;
+        Ok(out)
+    }
+
+    fn enqueue_invocation(&self, chunk: &[JobSpec]) -> redis::ScriptInvocation<'static> {
+        let mut inv = Scripts::get().enqueue.prepare_invoke();
+        inv.key(self.keys.stream(Priority::Normal));
+        inv.arg(self.keys.prefix()).arg(self.queue.max_depth).arg(chunk.len());
+        for s in chunk {
+            inv.arg(s.id.as_str())
+                .arg(s.priority.index() + 1)
+                .arg(encode_spec(s))
+                .arg(s.batch.as_deref().unwrap_or(""))
+                .arg(s.result_ttl_s.unwrap_or(self.queue.default_result_ttl_s));
+        }
+        inv
+    }
+
+    fn enqueued(&self, spec: &JobSpec, answer: &str) -> Result<Enqueued, Error> {
+        if answer.starts_with("new:") {
+            return Ok(Enqueued {
+                id: spec.id.clone(),
+                created: true,
+                state: Status::Queued,
+            });
+        }
+        if let Some(state) = answer.strip_prefix("exists:") {
+            return Ok(Enqueued {
+                id: spec.id.clone(),
+                created: false,
+                state: state.parse().map_err(|detail| Error::Reply { op: "enqueue", detail })?,
+            });
+        }
+        if answer == "full" {
+            return Err(Error::QueueFull {
+                queue: self.keys.queue().to_owned(),
+                max_depth: self.queue.max_depth,
+                id: spec.id.clone(),
+            });
+        }
+        Err(Error::Reply {
+            op: "enqueue",
+            detail: answer.to_owned(),
+        })
+    }
+
+    /// The job's record, or `None` if unknown (never enqueued, or expired).
+    ///
+    /// # Errors
+    /// Redis unreachable, or a stored result that does not decode.
+    pub async fn status(&self, id: &JobId) -> Result<Option<JobStatus>, Error> {
+        let fields: HashMap<String, Vec<u8>> = self.query("HGETALL", redis::cmd("HGETALL").arg(self.keys.job(id))).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let text = |k: &str| fields.get(k).map(|v| String::from_utf8_lossy(v).into_owned()).filter(|s| !s.is_empty());
+        let state = text("state")
+            .and_then(|s| s.parse::<Status>().ok())
+            .ok_or_else(|| Error::Reply {
+                op: "status",
+                detail: format!("record of {id} has no valid state"),
+            })?;
+        let result = match fields.get("result").filter(|r| !r.is_empty()) {
+            Some(r) => Some(decode_result(r).map_err(|source| Error::Corrupt { id: id.clone(), source })?),
+            None => None,
+        };
+        Ok(Some(JobStatus {
+            id: id.clone(),
+            state,
+            attempts: text("attempts").and_then(|a| a.parse().ok()).unwrap_or(0),
+            priority: text("priority")
+                .and_then(|p| p.parse::<usize>().ok())
+                .and_then(|i| Priority::from_index(i.wrapping_sub(1))),
+            worker: text("worker"),
+            enqueued_at_ms: text("enqueued_at").and_then(|a| a.parse().ok()),
+            last_error: text("last_error"),
+            cancel_requested: text("cancel").as_deref() == Some("1"),
+            result,
+        }))
+    }
+
+    /// Waits for the job's terminal result without polling: subscribes to its completion
+    /// channel, then reads the record (so a result written in between is not missed).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown id, [`Error::Timeout`] when `timeout` passes first.
+    pub async fn wait(&self, id: &JobId, timeout: Option<Duration>) -> Result<JobResult, Error> {
+        let started = Instant::now();
+        let mut pubsub = self.redis.pubsub().await?;
+        pubsub
+            .subscribe(self.keys.done_channel(id))
+            .await
+            .map_err(Error::redis("SUBSCRIBE"))?;
+        loop {
+            match self.status(id).await? {
+                None => return Err(Error::NotFound(id.clone())),
+                Some(JobStatus { result: Some(r), state, .. }) if state.is_terminal() => return Ok(r),
+                Some(_) => {}
+            }
+            let mut messages = pubsub.on_message();
+            let next = messages.next();
+            let got = match timeout {
+                Some(t) => match tokio::time::timeout(t.saturating_sub(started.elapsed()), next).await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        return Err(Error::Timeout {
+                            id: id.clone(),
+                            waited_ms: started.elapsed().as_millis() as u64,
+                        })
+                    }
+                },
+                None => next.await,
+            };
+            if got.is_none() {
+                return Err(Error::Reply {
+                    op: "wait",
+                    detail: "subscription closed".into(),
+                });
+            }
+        }
+    }
+
+    /// The job's log entries from the start. With `follow`, keeps reading live (blocking reads,
+    /// no polling) until the end entry; without, stops at what exists now.
+    pub fn logs(&self, id: &JobId, follow: bool) -> BoxStream<'static, Result<LogEntry, Error>> {
+        let this = self.clone();
+        let key = self.keys.logs(id);
+        let id = id.clone();
+        stream::try_unfold((String::from("0-0"), false, None::<redis::aio::MultiplexedConnection>), move |(last, ended, conn)| {
+            let this = this.clone();
+            let key = key.clone();
+            let id = id.clone();
+            async move {
+                if ended {
+                    return Ok(None);
+                }
+                if last == "0-0" && this.status(&id).await?.is_none() {
+                    return Err(Error::NotFound(id));
+                }
+                let mut conn = match conn {
+                    Some(c) => c,
+                    None => this.redis.dedicated().await?,
+                };
+                let mut cmd = redis::cmd("XREAD");
+                cmd.arg("COUNT").arg(512);
+                if follow {
+                    cmd.arg("BLOCK").arg(0);
+                }
+                cmd.arg("STREAMS").arg(&key).arg(&last);
+                let reply: Option<redis::streams::StreamReadReply> = cmd.query_async(&mut conn).await.map_err(Error::redis("XREAD"))?;
+                let ids = reply.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>()).unwrap_or_default();
+                if ids.is_empty() && !follow {
+                    return Ok(None);
+                }
+                let mut batch = Vec::with_capacity(ids.len());
+                let mut next_last = last;
+                let mut end = false;
+                for e in ids {
+                    next_last = e.id.clone();
+                    let get = |f: &str| match e.map.get(f) {
+                        Some(redis::Value::BulkString(b)) => b.clone(),
+                        _ => Vec::new(),
+                    };
+                    let source = String::from_utf8_lossy(&get("s")).into_owned();
+                    end |= source == "end";
+                    batch.push(Ok(LogEntry { source, data: get("d") }));
+                }
+                Ok(Some((stream::iter(batch), (next_last, end, Some(conn)))))
+            }
+        })
+        .flat_map(|r| match r {
+            Ok(s) => s.boxed(),
+            Err(e) => stream::once(async { Err(e) }).boxed(),
+        })
+        .boxed()
+    }
+
+    /// Cancels a job: a queued one never runs, a running one is stopped by its worker.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown id.
+    pub async fn cancel(&self, id: &JobId) -> Result<CancelOutcome, Error> {
+        let template = JobResult::without_output(id.clone(), Status::Cancelled, Some("cancelled before it ran".into()), 0);
+        let mut inv = Scripts::get().cancel.prepare_invoke();
+        inv.key(self.keys.job(id))
+            .arg(self.keys.prefix())
+            .arg(id.as_str())
+            .arg(encode_result(&template))
+            .arg(self.queue.default_result_ttl_s)
+            .arg(self.queue.log_max_entries);
+        let answer: String = self.invoke("cancel", &inv).await?;
+        match answer.as_str() {
+            "cancelled" => Ok(CancelOutcome::Cancelled),
+            "requested" => Ok(CancelOutcome::Requested),
+            "unknown" => Err(Error::NotFound(id.clone())),
+            other => match other.strip_prefix("terminal:").and_then(|s| s.parse().ok()) {
+                Some(status) => Ok(CancelOutcome::AlreadyTerminal { status }),
+                None => Err(Error::Reply {
+                    op: "cancel",
+                    detail: other.to_owned(),
+                }),
+            },
+        }
+    }
+
+    /// Up to `count` dead letters, oldest first.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn dlq_list(&self, count: usize) -> Result<Vec<DeadLetterEntry>, Error> {
+        let reply: redis::streams::StreamRangeReply = self
+            .query("XRANGE", redis::cmd("XRANGE").arg(self.keys.dlq()).arg("-").arg("+").arg("COUNT").arg(count))
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .map(|e| {
+                let get = |f: &str| match e.map.get(f) {
+                    Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                    _ => String::new(),
+                };
+                DeadLetterEntry {
+                    job_id: get("id"),
+                    reason: get("reason"),
+                    error: get("error"),
+                    attempts: get("attempts"),
+                    at_ms: get("at").parse().unwrap_or(0),
+                    entry: e.id,
+                }
+            })
+            .collect())
+    }
+
+    /// Queues a dead-lettered job again with a fresh attempt budget.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn dlq_replay(&self, entry: &str) -> Result<ReplayOutcome, Error> {
+        let mut inv = Scripts::get().replay.prepare_invoke();
+        inv.key(self.keys.dlq()).arg(self.keys.prefix()).arg(entry);
+        let answer: String = self.invoke("replay", &inv).await?;
+        Ok(match answer.as_str() {
+            "queued" => ReplayOutcome::Queued,
+            "missing" => ReplayOutcome::Missing,
+            "unreplayable" => ReplayOutcome::Unreplayable,
+            other => ReplayOutcome::Busy {
+                state: other.trim_start_matches("busy:").to_owned(),
+            },
+        })
+    }
+
+    /// Deletes every dead letter; returns how many there were. Job records are untouched.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn dlq_purge(&self) -> Result<u64, Error> {
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("XLEN").arg(self.keys.dlq()).cmd("DEL").arg(self.keys.dlq()).ignore();
+        let mut conn = self.conn().await?;
+        let (n,): (u64,) = pipe.query_async(&mut conn).await.map_err(Error::redis("DEL dlq"))?;
+        Ok(n)
+    }
+
+    /// Depths, pending entries, lag, delayed and dead-letter counts, and live workers.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn stats(&self) -> Result<QueueStats, Error> {
+        let mut conn = self.conn().await?;
+        stats::read(&mut conn, &self.keys).await
+    }
+}

@@ -1,0 +1,331 @@
+//! One claimed job, from spec to terminal result: validate, run under its lease, then finish,
+//! retry or dead-letter it, each as one fenced step.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quayside_common::config::Config;
+use quayside_common::job::SpecError;
+use quayside_common::outcome::Durations;
+use quayside_common::wire::{decode_spec, WireError};
+use quayside_common::{now_ms, JobId, JobResult, JobSpec, Status};
+use tracing::Instrument as _;
+
+use crate::inflight::{InFlight, StopReason};
+use crate::queue::{Claimed, DeadLetter, JobQueue, Lease, QueueError};
+use crate::retry::{decide, Disposition};
+use crate::runner::{RunOutput, RunRequest, RunnerError, RunnerErrorKind, SharedRunner};
+
+/// What every execution shares.
+#[derive(Debug)]
+pub struct Context {
+    pub cfg: Arc<Config>,
+    pub queue: Arc<dyn JobQueue>,
+    pub runner: SharedRunner,
+    pub inflight: Arc<InFlight>,
+    pub worker_id: String,
+}
+
+/// Runs one claimed job to its next state. Never panics on bad input; logs what it cannot write.
+pub async fn execute(ctx: Arc<Context>, claimed: Claimed) {
+    let span = tracing::info_span!(
+        "job",
+        job_id = %claimed.lease.job_id,
+        attempt = claimed.attempts,
+        priority = claimed.lease.priority.as_label(),
+        language = tracing::field::Empty,
+        runner = ctx.runner.name(),
+    );
+    run_claimed(&ctx, claimed).instrument(span).await;
+}
+
+async fn run_claimed(ctx: &Context, claimed: Claimed) {
+    let lease = claimed.lease.clone();
+    let (id, spec) = match validate(&ctx.cfg, &claimed) {
+        Ok(ok) => ok,
+        Err((reason, message)) => {
+            tracing::warn!(reason, error = %message, "rejecting malformed job");
+            let id = JobId::parse(&lease.job_id).unwrap_or_else(|_| JobId::generate());
+            let mut result = JobResult::without_output(id, Status::Rejected, Some(message.clone()), claimed.attempts);
+            result.worker = Some(ctx.worker_id.clone());
+            let dl = DeadLetter { reason, error: &message };
+            persist(ctx, &lease, "reject", || ctx.queue.finish(&lease, &result, ctx.cfg.queue.default_result_ttl_s, Some(dl))).await;
+            return;
+        }
+    };
+    tracing::Span::current().record("language", spec.language.as_str());
+    let ttl = spec.result_ttl_s.unwrap_or(ctx.cfg.queue.default_result_ttl_s);
+    let max_attempts = spec.max_attempts.unwrap_or(ctx.cfg.queue.default_max_attempts);
+    let finish = |status: Status, error: Option<String>| {
+        let mut r = JobResult::without_output(id.clone(), status, error, claimed.attempts);
+        r.worker = Some(ctx.worker_id.clone());
+        r.runner = Some(ctx.runner.name().to_owned());
+        r
+    };
+
+    if claimed.cancel_requested {
+        let result = finish(Status::Cancelled, Some("cancelled before it ran".into()));
+        persist(ctx, &lease, "finish", || ctx.queue.finish(&lease, &result, ttl, None)).await;
+        return;
+    }
+    if claimed.attempts > max_attempts {
+        // Earlier executions died with their worker (the lease expired): a poison job.
+        let msg = format!("{max_attempts} attempt(s) started and none finished (worker lost each time)");
+        tracing::error!(max_attempts, "dead-lettering job whose workers keep dying");
+        let result = finish(Status::Dead, Some(msg.clone()));
+        let dl = DeadLetter { reason: "attempts_exhausted", error: &msg };
+        persist(ctx, &lease, "dead-letter", || ctx.queue.finish(&lease, &result, ttl, Some(dl))).await;
+        return;
+    }
+
+    let req = match request(&ctx.cfg, &spec, claimed.attempts) {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = e.to_string();
+            let result = finish(Status::Rejected, Some(msg.clone()));
+            let dl = DeadLetter { reason: "invalid_spec", error: &msg };
+            persist(ctx, &lease, "reject", || ctx.queue.finish(&lease, &result, ttl, Some(dl))).await;
+            return;
+        }
+    };
+
+    let guard = ctx.inflight.track(lease.clone());
+    let started = Instant::now();
+    let started_ms = now_ms();
+    let logs = ctx.queue.log_sink(&id);
+    // Backstop for a runner that hangs: it enforces wall time itself, this only bounds a bug.
+    let deadline = Duration::from_millis(req.limits.compile_wall_time_ms + req.limits.run_wall_time_ms) + Duration::from_secs(60);
+    let outcome = match tokio::time::timeout(deadline, ctx.runner.run(&req, &logs, guard.tracked.cancel.clone())).await {
+        Ok(r) => r,
+        Err(_) => Err(RunnerError::Failed {
+            context: format!("runner did not return within {}s", deadline.as_secs()),
+            transient: true,
+            source: None,
+        }),
+    };
+    let stop = guard.tracked.reason();
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, ?stop, "execution ended");
+
+    match (outcome, stop) {
+        (_, StopReason::LeaseLost) => {
+            tracing::warn!("abandoning result: the job was taken over by another worker");
+        }
+        (Ok(out), _) => {
+            let result = completed(ctx, &id, &claimed, started_ms, out);
+            tracing::info!(status = %result.status, exit_code = ?result.exit_code, "job finished");
+            persist(ctx, &lease, "finish", || ctx.queue.finish(&lease, &result, ttl, None)).await;
+        }
+        (Err(_), StopReason::Cancelled) => {
+            let result = finish(Status::Cancelled, Some("cancelled while running".into()));
+            tracing::info!("job cancelled");
+            persist(ctx, &lease, "finish", || ctx.queue.finish(&lease, &result, ttl, None)).await;
+        }
+        (Err(_), StopReason::Drain) => {
+            tracing::info!("handing job back: worker is draining");
+            persist(ctx, &lease, "hand back", || ctx.queue.retry(&lease, 0, "worker drained before the job finished", true)).await;
+        }
+        (Err(e), StopReason::None) => {
+            let kind = e.kind();
+            let message = format!("{:#}", anyhow_chain(&e));
+            let jitter: f64 = rand::random();
+            match decide(kind, claimed.attempts, max_attempts, &ctx.cfg.retry, jitter) {
+                Disposition::Retry { delay_ms } => {
+                    tracing::warn!(error = %message, delay_ms, "runner failed; retrying");
+                    persist(ctx, &lease, "retry", || ctx.queue.retry(&lease, delay_ms, &message, false)).await;
+                }
+                Disposition::DeadLetter { reason } => {
+                    tracing::error!(error = %message, reason, kind = ?kind, "runner failed; dead-lettering");
+                    let result = finish(Status::Dead, Some(message.clone()));
+                    let dl = DeadLetter { reason, error: &message };
+                    persist(ctx, &lease, "dead-letter", || ctx.queue.finish(&lease, &result, ttl, Some(dl))).await;
+                }
+            }
+        }
+    }
+    drop(guard);
+}
+
+/// The error and its sources, joined by ": ".
+fn anyhow_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+fn completed(ctx: &Context, id: &JobId, claimed: &Claimed, started_ms: u64, out: RunOutput) -> JobResult {
+    let finished = now_ms();
+    JobResult {
+        v: quayside_common::job::PROTOCOL_VERSION,
+        id: id.clone(),
+        status: out.status,
+        exit_code: out.exit_code,
+        signal: out.signal,
+        stdout: out.stdout,
+        stderr: out.stderr,
+        compile_output: out.compile_output,
+        error: None,
+        durations: Durations {
+            queued_ms: started_ms.saturating_sub(claimed.enqueued_at_ms),
+            compile_ms: out.compile_ms,
+            run_ms: out.run_ms,
+            total_ms: finished.saturating_sub(claimed.enqueued_at_ms),
+        },
+        attempts: claimed.attempts,
+        worker: Some(ctx.worker_id.clone()),
+        runner: Some(ctx.runner.name().to_owned()),
+        finished_at_ms: finished,
+    }
+}
+
+/// Decodes the spec and checks it against this worker's configuration.
+fn validate(cfg: &Config, claimed: &Claimed) -> Result<(JobId, JobSpec), (&'static str, String)> {
+    let spec = decode_spec(&claimed.spec_json).map_err(|e| (e.as_label(), e.to_string()))?;
+    if spec.id.as_str() != claimed.lease.job_id {
+        let e = WireError::IdMismatch {
+            entry: claimed.lease.entry.clone(),
+            entry_id: claimed.lease.job_id.clone(),
+            payload_id: spec.id.to_string(),
+        };
+        return Err((e.as_label(), e.to_string()));
+    }
+    check_against_config(cfg, &spec).map_err(|e| ("invalid_spec", format!("invalid job spec: {e}")))?;
+    Ok((spec.id.clone(), spec))
+}
+
+fn check_against_config(cfg: &Config, spec: &JobSpec) -> Result<(), SpecError> {
+    if !cfg.languages.contains_key(&spec.language) {
+        let known: Vec<&str> = cfg.languages.keys().map(String::as_str).collect();
+        return Err(SpecError::field(
+            "language",
+            format!("unknown language {:?} (this worker runs: {})", spec.language, known.join(", ")),
+        ));
+    }
+    let l = &cfg.limits;
+    let checks = [
+        ("files", spec.files.len() as u64, l.max_files, "files"),
+        ("files", spec.source_bytes() as u64, l.max_source_bytes, "bytes of source"),
+        ("stdin", spec.stdin.len() as u64, l.max_stdin_bytes, "bytes"),
+        ("max_attempts", u64::from(spec.max_attempts.unwrap_or(1)), u64::from(cfg.queue.max_attempts_cap), "attempts"),
+        ("result_ttl_s", spec.result_ttl_s.unwrap_or(0), cfg.queue.max_result_ttl_s, "seconds"),
+    ];
+    for (field, got, max, unit) in checks {
+        if got > max {
+            return Err(SpecError::field(field, format!("{got} {unit} exceeds the configured maximum of {max}")));
+        }
+    }
+    spec.limits.resolve(&l.default, &l.max)?;
+    Ok(())
+}
+
+fn request(cfg: &Config, spec: &JobSpec, attempt: u32) -> Result<RunRequest, SpecError> {
+    Ok(RunRequest {
+        job_id: spec.id.clone(),
+        attempt,
+        kind: spec.kind,
+        language: spec.language.clone(),
+        language_config: cfg.languages.get(&spec.language).cloned().unwrap_or_default(),
+        files: spec.files.clone(),
+        compiler_options: spec.compiler_options.clone(),
+        args: spec.args.clone(),
+        stdin: spec.stdin.clone(),
+        limits: spec.limits.resolve(&cfg.limits.default, &cfg.limits.max)?,
+    })
+}
+
+/// Runs a fenced write until Redis takes it or refuses it. Redis being unreachable is not a
+/// reason to drop a result: retry with backoff for a bounded time, after which the lease has
+/// long expired and another worker owns the job.
+async fn persist<F, Fut>(ctx: &Context, lease: &Lease, what: &'static str, mut write: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, QueueError>>,
+{
+    let give_up = Instant::now() + Duration::from_millis(ctx.cfg.worker.lease_ms * 4).max(Duration::from_secs(60));
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match write().await {
+            Ok(true) => return,
+            Ok(false) => {
+                tracing::warn!(job_id = %lease.job_id, token = lease.token, what, "write refused: this worker no longer holds the job");
+                return;
+            }
+            Err(error) if Instant::now() < give_up => {
+                tracing::warn!(job_id = %lease.job_id, what, error = %error, retry_in_ms = delay.as_millis() as u64, "cannot write to redis; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(error) => {
+                tracing::error!(job_id = %lease.job_id, what, error = %error, "giving up on write; the job will be reclaimed when its lease expires");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quayside_common::{JobKind, Priority};
+
+    fn claimed(spec: &JobSpec) -> Claimed {
+        Claimed {
+            lease: Lease {
+                job_id: spec.id.to_string(),
+                priority: Priority::Normal,
+                entry: "1-0".into(),
+                token: 1,
+            },
+            attempts: 1,
+            spec_json: quayside_common::wire::encode_spec(spec).into_bytes(),
+            enqueued_at_ms: 0,
+            cancel_requested: false,
+        }
+    }
+
+    fn spec() -> JobSpec {
+        JobSpec::new(JobKind::Run, "c", [("a.c".into(), "x".into())].into())
+    }
+
+    #[test]
+    fn unknown_language_names_the_known_ones() {
+        let cfg = Config::load(None).expect("defaults");
+        let mut s = spec();
+        s.language = "cobol".into();
+        let (reason, msg) = validate(&cfg, &claimed(&s)).expect_err("unknown");
+        assert_eq!(reason, "invalid_spec");
+        assert!(msg.contains("language: unknown language \"cobol\"") && msg.contains("python"), "{msg}");
+    }
+
+    #[test]
+    fn oversized_source_is_rejected() {
+        let cfg = Config::load(None).expect("defaults");
+        let mut s = spec();
+        s.files.insert("big.c".into(), "x".repeat(cfg.limits.max_source_bytes as usize + 1));
+        let (_, msg) = validate(&cfg, &claimed(&s)).expect_err("too big");
+        assert!(msg.contains("files:") && msg.contains("exceeds the configured maximum"), "{msg}");
+    }
+
+    #[test]
+    fn id_mismatch_between_entry_and_payload_is_rejected() {
+        let cfg = Config::load(None).expect("defaults");
+        let s = spec();
+        let mut c = claimed(&s);
+        c.lease.job_id = "other".into();
+        assert_eq!(validate(&cfg, &c).expect_err("mismatch").0, "id_mismatch");
+    }
+
+    #[test]
+    fn error_chain_is_kept() {
+        let e = RunnerError::Failed {
+            context: "cannot create container".into(),
+            transient: true,
+            source: Some("connection refused".into()),
+        };
+        assert_eq!(anyhow_chain(&e), "cannot create container: connection refused");
+    }
+}

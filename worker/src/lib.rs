@@ -1,0 +1,169 @@
+//! The Quayside worker: claim → execute → report.
+//!
+//! - [`claim`]: the claim loop. It holds one semaphore permit per slot and never claims more
+//!   entries than it holds permits; strict priority with a starvation guard.
+//! - [`execute`]: one job: validate its spec, run it on the [`runner`], then finish, retry or
+//!   dead-letter it through one fenced [`queue`] script.
+//! - [`inflight`]: the running jobs, their lease renewal and cancellation.
+//! - [`retry`]: the pure retry/dead-letter decision and backoff.
+//! - [`queue`]: the queue seam ([`queue::JobQueue`]) and its Redis implementation.
+//! - [`runner`]: the runner seam ([`runner::Runner`]).
+//! - [`shutdown`], [`telemetry`]: signals and drain; logs.
+//!
+//! [`run`] wires these together and returns after a graceful drain.
+
+pub mod claim;
+pub mod execute;
+pub mod inflight;
+pub mod logs;
+pub mod queue;
+pub mod retry;
+pub mod runner;
+pub mod shutdown;
+pub mod telemetry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quayside_common::config::Config;
+use quayside_common::connection::{ConnectError, Redis};
+use quayside_common::job::SpecError;
+use quayside_common::{now_ms, Keys};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::execute::Context;
+use crate::inflight::{InFlight, StopReason};
+use crate::queue::{JobQueue, RedisQueue};
+use crate::runner::{RunnerError, SharedRunner};
+
+/// Why the worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("invalid queue name")]
+    Queue(#[from] SpecError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("runner {runner} is not ready")]
+    Runner {
+        runner: &'static str,
+        #[source]
+        source: RunnerError,
+    },
+}
+
+/// A unique consumer name: host, pid and a random suffix, so a restarted process never inherits
+/// (and never waits on) the pending entries of its predecessor.
+pub fn generate_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "host".into());
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
+        .take(60)
+        .collect();
+    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+}
+
+/// Serves the queue until `shutdown` fires, then drains: stops claiming, lets running jobs
+/// finish for up to `worker.drain_timeout_ms`, then stops them and hands them back.
+///
+/// # Errors
+/// The queue name is invalid or the runner is not ready. Redis being unreachable is not an
+/// error: the worker waits for it.
+pub async fn run(cfg: Config, runner: SharedRunner, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    let cfg = Arc::new(cfg);
+    let worker_id = cfg.worker.id.clone().unwrap_or_else(generate_worker_id);
+    let keys = Keys::new(&cfg.queue.name)?;
+    let redis = Arc::new(Redis::new(&cfg.redis)?);
+    let queue: Arc<dyn JobQueue> = Arc::new(RedisQueue::new(redis, keys, cfg.queue.clone(), worker_id.clone()));
+
+    runner.check().await.map_err(|source| WorkerError::Runner {
+        runner: runner.name(),
+        source,
+    })?;
+    while let Err(error) = queue.prepare().await {
+        tracing::warn!(error = %error, "redis not ready; retrying");
+        if claim::sleep_or_stop(&shutdown, Duration::from_secs(1)).await {
+            return Ok(());
+        }
+    }
+    tracing::info!(worker = %worker_id, queue = %cfg.queue.name, slots = cfg.worker.slots, runner = runner.name(), "worker started");
+
+    let inflight = Arc::new(InFlight::default());
+    let ctx = Arc::new(Context {
+        cfg: Arc::clone(&cfg),
+        queue: Arc::clone(&queue),
+        runner: Arc::clone(&runner),
+        inflight: Arc::clone(&inflight),
+        worker_id: worker_id.clone(),
+    });
+
+    let background = CancellationToken::new();
+    let chores = TaskTracker::new();
+    chores.spawn(Arc::clone(&inflight).renew_forever(
+        Arc::clone(&queue),
+        Duration::from_millis(cfg.worker.lease_ms / 3),
+        background.clone(),
+    ));
+    chores.spawn(Arc::clone(&inflight).listen_for_cancels(Arc::clone(&queue), background.clone()));
+    chores.spawn(promote_loop(Arc::clone(&queue), cfg.worker.promote_interval_ms, background.clone()));
+    chores.spawn(heartbeat_loop(Arc::clone(&ctx), background.clone()));
+
+    let jobs = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(cfg.worker.slots));
+    claim::claim_loop(Arc::clone(&ctx), slots, jobs.clone(), shutdown).await;
+
+    tracing::info!(running = inflight.len(), grace_ms = cfg.worker.drain_timeout_ms, "draining: no new claims");
+    jobs.close();
+    let grace = Duration::from_millis(cfg.worker.drain_timeout_ms);
+    if tokio::time::timeout(grace, jobs.wait()).await.is_err() {
+        tracing::warn!(running = inflight.len(), "grace period over; stopping running jobs and handing them back");
+        inflight.stop_all(StopReason::Drain);
+        jobs.wait().await;
+    }
+    background.cancel();
+    chores.close();
+    chores.wait().await;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// Moves due retries back to their streams every `interval_ms`.
+async fn promote_loop(queue: Arc<dyn JobQueue>, interval_ms: u64, stop: CancellationToken) {
+    let interval = Duration::from_millis(interval_ms);
+    loop {
+        if let Err(error) = queue.promote(1000).await {
+            tracing::warn!(error = %error, "cannot promote due retries");
+        }
+        if claim::sleep_or_stop(&stop, interval).await {
+            return;
+        }
+    }
+}
+
+/// Keeps this worker's entry in the registry fresh.
+async fn heartbeat_loop(ctx: Arc<Context>, stop: CancellationToken) {
+    let every = ctx.cfg.worker.heartbeat_interval_ms;
+    let started = now_ms();
+    loop {
+        let doc = serde_json::json!({
+            "id": ctx.worker_id,
+            "host": std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(),
+            "pid": std::process::id(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "runner": ctx.runner.name(),
+            "slots": ctx.cfg.worker.slots,
+            "in_flight": ctx.inflight.len(),
+            "started_at_ms": started,
+            "heartbeat_at_ms": now_ms(),
+        });
+        if let Err(error) = ctx.queue.heartbeat(&doc.to_string(), every * 3).await {
+            tracing::warn!(error = %error, "cannot heartbeat");
+        }
+        if claim::sleep_or_stop(&stop, Duration::from_millis(every)).await {
+            return;
+        }
+    }
+}

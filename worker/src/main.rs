@@ -1,0 +1,67 @@
+//! `quayside-worker`: load config, set up logs, build the runner, serve until signalled.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use quayside_common::config::Config;
+use quayside_worker::telemetry::{self, LogFormat};
+use tokio_util::sync::CancellationToken;
+
+/// Claims Quayside jobs from Redis and runs them in sandboxes.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// TOML config file (defaults < file < QUAYSIDE_* environment).
+    #[arg(long, short, env = "QUAYSIDE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective config (secrets redacted) as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    #[arg(long, value_enum, default_value = "pretty")]
+    log_format: LogFormat,
+    /// Default log level when RUST_LOG is unset.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let cfg = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("quayside-worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        match toml::to_string_pretty(&cfg.redacted()) {
+            Ok(s) => print!("{s}"),
+            Err(e) => {
+                eprintln!("quayside-worker: cannot render config: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init(args.log_format, &args.log_level);
+    tracing::info!(config = ?cfg.redacted(), "effective config");
+
+    let runner = match quayside_worker::runner::build(&cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build runner");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = CancellationToken::new();
+    quayside_worker::shutdown::watch_signals(shutdown.clone());
+    match quayside_worker::run(cfg, runner, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{:#}", anyhow::Error::from(e)), "worker failed");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The queue seam: what the claim loop needs from the job store. [`RedisQueue`] implements it on
+//! Redis streams; every state change is one Lua script (see `common/lua/`).
+
+mod redis_queue;
+
+use futures_util::stream::BoxStream;
+use quayside_common::connection::ConnectError;
+use quayside_common::{JobId, JobResult, Priority};
+
+pub use redis_queue::RedisQueue;
+
+use crate::logs::LogSink;
+
+/// The fencing handle of one claimed attempt. Only the holder of the job's current token may
+/// finish, retry or renew it; a takeover moves the token on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// As found in the entry; may be invalid, which the executor then rejects.
+    pub job_id: String,
+    pub priority: Priority,
+    pub entry: String,
+    pub token: u64,
+}
+
+/// One job handed to this worker.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    pub lease: Lease,
+    /// Executions started so far, this one included.
+    pub attempts: u32,
+    pub spec_json: Vec<u8>,
+    pub enqueued_at_ms: u64,
+    /// Cancellation was requested while the job was held by a previous worker.
+    pub cancel_requested: bool,
+}
+
+/// An entry the claim step removed without running it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dropped {
+    pub priority: Priority,
+    pub entry: String,
+    /// `duplicate` (job already ran or was re-queued), `malformed` (dead-lettered) or
+    /// `requeued` (entry deleted while pending; job queued again).
+    pub reason: String,
+}
+
+/// What one claim call returned.
+#[derive(Clone, Debug, Default)]
+pub struct ClaimBatch {
+    pub claimed: Vec<Claimed>,
+    pub dropped: Vec<Dropped>,
+    /// When nothing was claimed: each stream's last entry id, to block on.
+    pub last_ids: Option<[String; 3]>,
+}
+
+/// State of a lease after renewal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseState {
+    Held,
+    /// Held, and the job's cancellation was requested.
+    CancelRequested,
+    /// Another worker took the job over; stop and write nothing.
+    Lost,
+}
+
+/// A dead letter to add together with a terminal result.
+#[derive(Clone, Copy, Debug)]
+pub struct DeadLetter<'a> {
+    pub reason: &'a str,
+    pub error: &'a str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("redis {op} failed")]
+    Redis {
+        op: &'static str,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("unexpected reply to {op}: {detail}")]
+    Reply { op: &'static str, detail: String },
+}
+
+/// The job store as the worker sees it.
+#[async_trait::async_trait]
+pub trait JobQueue: std::fmt::Debug + Send + Sync + 'static {
+    /// Creates the consumer group on every stream if missing.
+    async fn prepare(&self) -> Result<(), QueueError>;
+    /// Claims up to `count` new entries, taking streams in `order`.
+    async fn claim(&self, count: usize, order: &[Priority]) -> Result<ClaimBatch, QueueError>;
+    /// Takes over up to `count` entries whose lease has been idle for `min_idle_ms`.
+    async fn reclaim(&self, count: usize, min_idle_ms: u64) -> Result<ClaimBatch, QueueError>;
+    /// Blocks up to `block_ms` until an entry newer than `after` arrives in any stream.
+    async fn wait_for_entries(&self, after: &[String; 3], block_ms: u64) -> Result<(), QueueError>;
+    /// Writes the terminal result, fenced. `Ok(false)`: the lease was lost, nothing written.
+    async fn finish(
+        &self,
+        lease: &Lease,
+        result: &JobResult,
+        ttl_s: u64,
+        dead_letter: Option<DeadLetter<'_>>,
+    ) -> Result<bool, QueueError>;
+    /// Puts the job back after `delay_ms`, fenced; `refund` un-counts this attempt.
+    async fn retry(
+        &self,
+        lease: &Lease,
+        delay_ms: u64,
+        error: &str,
+        refund: bool,
+    ) -> Result<bool, QueueError>;
+    /// Renews every lease in one step.
+    async fn renew(&self, leases: &[Lease]) -> Result<Vec<LeaseState>, QueueError>;
+    /// Moves due retries back to their streams; returns how many.
+    async fn promote(&self, limit: usize) -> Result<u64, QueueError>;
+    /// Heartbeats into the worker registry.
+    async fn heartbeat(&self, doc: &str, ttl_ms: u64) -> Result<(), QueueError>;
+    /// Ids of running jobs whose cancellation is requested, as they are requested.
+    async fn cancel_requests(&self) -> Result<BoxStream<'static, String>, QueueError>;
+    /// The live log of a job.
+    fn log_sink(&self, job_id: &JobId) -> LogSink;
+}

@@ -1,0 +1,334 @@
+//! [`JobQueue`] on Redis streams.
+
+use std::sync::Arc;
+
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt as _;
+use quayside_common::config::QueueConfig;
+use quayside_common::connection::Redis;
+use quayside_common::keys::GROUP;
+use quayside_common::scripts::Scripts;
+use quayside_common::wire::encode_result;
+use quayside_common::{JobId, JobResult, Keys, Priority};
+use redis::Value;
+
+use super::{ClaimBatch, Claimed, DeadLetter, Dropped, JobQueue, Lease, LeaseState, QueueError};
+use crate::logs::LogSink;
+
+/// The Redis-backed queue of one worker process; `worker` is its consumer name.
+#[derive(Debug)]
+pub struct RedisQueue {
+    redis: Arc<Redis>,
+    keys: Keys,
+    cfg: QueueConfig,
+    worker: String,
+}
+
+impl RedisQueue {
+    pub fn new(redis: Arc<Redis>, keys: Keys, cfg: QueueConfig, worker: String) -> Self {
+        Self {
+            redis,
+            keys,
+            cfg,
+            worker,
+        }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    async fn eval<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        inv: redis::ScriptInvocation<'_>,
+    ) -> Result<T, QueueError> {
+        let mut conn = self.redis.conn().await?;
+        inv.invoke_async(&mut conn).await.map_err(|source| {
+            self.redis.note_error(&source);
+            QueueError::Redis { op, source }
+        })
+    }
+
+    fn claim_invocation(&self, mode: &str, count: usize, order: &str, min_idle_ms: u64) -> redis::ScriptInvocation<'static> {
+        let mut inv = Scripts::get().claim.prepare_invoke();
+        for s in self.keys.streams() {
+            inv.key(s);
+        }
+        inv.arg(self.keys.prefix())
+            .arg(&self.worker)
+            .arg(mode)
+            .arg(count)
+            .arg(order)
+            .arg(min_idle_ms)
+            .arg(self.cfg.dlq_max_len);
+        inv
+    }
+
+    /// Logs what a production deployment must not run with: eviction of queue keys, or no
+    /// persistence at all.
+    async fn warn_about_settings(&self) {
+        let Ok(mut conn) = self.redis.conn().await else { return };
+        let get = |name: &'static str| redis::cmd("CONFIG").arg("GET").arg(name).clone();
+        let policy: Result<Vec<String>, _> = get("maxmemory-policy").query_async(&mut conn).await;
+        match policy.as_deref() {
+            Ok([_, p]) if p != "noeviction" => tracing::warn!(
+                policy = %p,
+                "redis maxmemory-policy is not noeviction: queue keys may be evicted and jobs lost"
+            ),
+            Err(e) => tracing::info!(error = %e, "cannot read redis maxmemory-policy (CONFIG disabled?)"),
+            _ => {}
+        }
+        let aof: Result<Vec<String>, _> = get("appendonly").query_async(&mut conn).await;
+        let save: Result<Vec<String>, _> = get("save").query_async(&mut conn).await;
+        if let (Ok([_, aof]), Ok([_, save])) = (aof.as_deref(), save.as_deref()) {
+            if aof != "yes" {
+                tracing::warn!(
+                    snapshots = %save,
+                    "redis appendonly is off: a redis crash loses every job since the last snapshot"
+                );
+            }
+        }
+    }
+}
+
+fn bytes(v: &Value) -> Vec<u8> {
+    match v {
+        Value::BulkString(b) => b.clone(),
+        Value::SimpleString(s) => s.clone().into_bytes(),
+        Value::Int(i) => i.to_string().into_bytes(),
+        _ => Vec::new(),
+    }
+}
+
+fn text(v: &Value) -> String {
+    String::from_utf8_lossy(&bytes(v)).into_owned()
+}
+
+fn number<T: std::str::FromStr>(op: &'static str, v: &Value) -> Result<T, QueueError> {
+    text(v).parse().map_err(|_| QueueError::Reply {
+        op,
+        detail: format!("expected a number, got {v:?}"),
+    })
+}
+
+fn priority(op: &'static str, v: &Value) -> Result<Priority, QueueError> {
+    let i: usize = number(op, v)?;
+    i.checked_sub(1)
+        .and_then(Priority::from_index)
+        .ok_or_else(|| QueueError::Reply {
+            op,
+            detail: format!("stream index {i} out of range"),
+        })
+}
+
+fn array<'a>(op: &'static str, v: &'a Value) -> Result<&'a [Value], QueueError> {
+    match v {
+        Value::Array(a) => Ok(a),
+        Value::Nil => Ok(&[]),
+        other => Err(QueueError::Reply {
+            op,
+            detail: format!("expected an array, got {other:?}"),
+        }),
+    }
+}
+
+fn parse_claim(reply: &Value) -> Result<ClaimBatch, QueueError> {
+    const OP: &str = "claim";
+    let parts = array(OP, reply)?;
+    let [claimed, dropped, last] = parts else {
+        return Err(QueueError::Reply {
+            op: OP,
+            detail: format!("expected 3 parts, got {}", parts.len()),
+        });
+    };
+    let mut batch = ClaimBatch::default();
+    for c in array(OP, claimed)?.chunks_exact(8) {
+        batch.claimed.push(Claimed {
+            lease: Lease {
+                priority: priority(OP, &c[0])?,
+                entry: text(&c[1]),
+                job_id: text(&c[2]),
+                token: number(OP, &c[3])?,
+            },
+            attempts: number(OP, &c[4])?,
+            spec_json: bytes(&c[5]),
+            enqueued_at_ms: number(OP, &c[6]).unwrap_or(0),
+            cancel_requested: text(&c[7]) == "1",
+        });
+    }
+    for d in array(OP, dropped)?.chunks_exact(3) {
+        batch.dropped.push(Dropped {
+            priority: priority(OP, &d[0])?,
+            entry: text(&d[1]),
+            reason: text(&d[2]),
+        });
+    }
+    if let [a, b, c] = array(OP, last)? {
+        batch.last_ids = Some([text(a), text(b), text(c)]);
+    }
+    Ok(batch)
+}
+
+#[async_trait::async_trait]
+impl JobQueue for RedisQueue {
+    async fn prepare(&self) -> Result<(), QueueError> {
+        let mut conn = self.redis.conn().await?;
+        for stream in self.keys.streams() {
+            let created: Result<(), _> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&stream)
+                .arg(GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut conn)
+                .await;
+            match created {
+                Ok(()) => tracing::info!(%stream, group = GROUP, "created consumer group"),
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                Err(source) => {
+                    self.redis.note_error(&source);
+                    return Err(QueueError::Redis { op: "XGROUP CREATE", source });
+                }
+            }
+        }
+        self.warn_about_settings().await;
+        Ok(())
+    }
+
+    async fn claim(&self, count: usize, order: &[Priority]) -> Result<ClaimBatch, QueueError> {
+        let order: String = order.iter().map(|p| char::from(b'1' + p.index() as u8)).collect();
+        let reply: Value = self
+            .eval("claim", self.claim_invocation("new", count, &order, 0))
+            .await?;
+        parse_claim(&reply)
+    }
+
+    async fn reclaim(&self, count: usize, min_idle_ms: u64) -> Result<ClaimBatch, QueueError> {
+        let reply: Value = self
+            .eval("reclaim", self.claim_invocation("reclaim", count, "123", min_idle_ms))
+            .await?;
+        parse_claim(&reply)
+    }
+
+    async fn wait_for_entries(&self, after: &[String; 3], block_ms: u64) -> Result<(), QueueError> {
+        // A connection of its own: a blocked multiplexed connection would stall every other
+        // request queued behind it.
+        let mut conn = self.redis.dedicated().await?;
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT").arg(1).arg("BLOCK").arg(block_ms).arg("STREAMS");
+        cmd.arg(&self.keys.streams()[..]).arg(&after[..]);
+        let _: Value = cmd.query_async(&mut conn).await.map_err(|source| QueueError::Redis {
+            op: "XREAD BLOCK",
+            source,
+        })?;
+        Ok(())
+    }
+
+    async fn finish(
+        &self,
+        lease: &Lease,
+        result: &JobResult,
+        ttl_s: u64,
+        dead_letter: Option<DeadLetter<'_>>,
+    ) -> Result<bool, QueueError> {
+        let mut inv = Scripts::get().finish.prepare_invoke();
+        inv.key(self.keys.stream(lease.priority))
+            .arg(self.keys.prefix())
+            .arg(&lease.job_id)
+            .arg(lease.priority.index() + 1)
+            .arg(&lease.entry)
+            .arg(lease.token)
+            .arg(result.status.as_str())
+            .arg(encode_result(result))
+            .arg(ttl_s)
+            .arg(self.cfg.log_max_entries)
+            .arg(dead_letter.map_or("", |d| d.reason))
+            .arg(dead_letter.map_or("", |d| d.error))
+            .arg(self.cfg.dlq_max_len);
+        let written: i64 = self.eval("finish", inv).await?;
+        Ok(written == 1)
+    }
+
+    async fn retry(
+        &self,
+        lease: &Lease,
+        delay_ms: u64,
+        error: &str,
+        refund: bool,
+    ) -> Result<bool, QueueError> {
+        let mut inv = Scripts::get().retry.prepare_invoke();
+        inv.key(self.keys.stream(lease.priority))
+            .arg(self.keys.prefix())
+            .arg(&lease.job_id)
+            .arg(lease.priority.index() + 1)
+            .arg(&lease.entry)
+            .arg(lease.token)
+            .arg(delay_ms)
+            .arg(error)
+            .arg(if refund { "1" } else { "0" });
+        let done: i64 = self.eval("retry", inv).await?;
+        Ok(done == 1)
+    }
+
+    async fn renew(&self, leases: &[Lease]) -> Result<Vec<LeaseState>, QueueError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = Scripts::get().renew.prepare_invoke();
+        inv.key(self.keys.stream(Priority::Normal));
+        inv.arg(self.keys.prefix()).arg(&self.worker);
+        for l in leases {
+            inv.arg(&l.job_id)
+                .arg(l.priority.index() + 1)
+                .arg(&l.entry)
+                .arg(l.token);
+        }
+        let answers: Vec<String> = self.eval("renew", inv).await?;
+        Ok(answers
+            .iter()
+            .map(|a| match a.as_str() {
+                "ok" => LeaseState::Held,
+                "cancel" => LeaseState::CancelRequested,
+                _ => LeaseState::Lost,
+            })
+            .collect())
+    }
+
+    async fn promote(&self, limit: usize) -> Result<u64, QueueError> {
+        let mut inv = Scripts::get().promote.prepare_invoke();
+        inv.key(self.keys.delayed()).arg(self.keys.prefix()).arg(limit);
+        self.eval("promote", inv).await
+    }
+
+    async fn heartbeat(&self, doc: &str, ttl_ms: u64) -> Result<(), QueueError> {
+        let mut inv = Scripts::get().heartbeat.prepare_invoke();
+        inv.key(self.keys.workers())
+            .arg(self.keys.prefix())
+            .arg(&self.worker)
+            .arg(doc)
+            .arg(ttl_ms);
+        let _expired: i64 = self.eval("heartbeat", inv).await?;
+        Ok(())
+    }
+
+    async fn cancel_requests(&self) -> Result<BoxStream<'static, String>, QueueError> {
+        let mut pubsub = self.redis.pubsub().await?;
+        pubsub
+            .subscribe(self.keys.cancel_channel())
+            .await
+            .map_err(|source| QueueError::Redis { op: "SUBSCRIBE", source })?;
+        Ok(pubsub
+            .into_on_message()
+            .map(|m| String::from_utf8_lossy(m.get_payload_bytes()).into_owned())
+            .boxed())
+    }
+
+    fn log_sink(&self, job_id: &JobId) -> LogSink {
+        LogSink::new(
+            Arc::clone(&self.redis),
+            self.keys.logs(job_id),
+            self.cfg.log_max_entries,
+        )
+    }
+}

@@ -1,0 +1,101 @@
+//! What to do after a runner failure: a pure decision, tested without I/O.
+
+use quayside_common::config::RetryConfig;
+
+use crate::runner::RunnerErrorKind;
+
+/// The next step for a job whose attempt failed for infrastructure reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Queue it again after this delay.
+    Retry { delay_ms: u64 },
+    /// Give up: dead-letter with this reason.
+    DeadLetter { reason: &'static str },
+}
+
+/// Transient failures retry with backoff until `max_attempts` executions have started;
+/// permanent ones are dead-lettered at once.
+pub fn decide(
+    kind: RunnerErrorKind,
+    attempts: u32,
+    max_attempts: u32,
+    policy: &RetryConfig,
+    jitter: f64,
+) -> Disposition {
+    match kind {
+        RunnerErrorKind::Permanent => Disposition::DeadLetter {
+            reason: "permanent_error",
+        },
+        RunnerErrorKind::Transient | RunnerErrorKind::Cancelled if attempts >= max_attempts => {
+            Disposition::DeadLetter {
+                reason: "attempts_exhausted",
+            }
+        }
+        RunnerErrorKind::Transient | RunnerErrorKind::Cancelled => Disposition::Retry {
+            delay_ms: backoff_ms(attempts, policy, jitter),
+        },
+    }
+}
+
+/// Exponential backoff with "equal jitter": half the step is fixed, half random, so retries of
+/// many jobs failing together spread out but never fire at once. `jitter` is in `[0, 1)`.
+pub fn backoff_ms(attempt: u32, policy: &RetryConfig, jitter: f64) -> u64 {
+    let exp = attempt.saturating_sub(1).min(32);
+    let step = policy
+        .base_ms
+        .saturating_mul(1u64 << exp)
+        .min(policy.max_ms);
+    let half = step / 2;
+    half + (half as f64 * jitter.clamp(0.0, 1.0)) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryConfig {
+        RetryConfig {
+            base_ms: 100,
+            max_ms: 1_000,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_then_caps() {
+        let at = |a| backoff_ms(a, &policy(), 1.0);
+        assert_eq!([at(1), at(2), at(3), at(4), at(5), at(60)], [100, 200, 400, 800, 1000, 1000]);
+    }
+
+    #[test]
+    fn jitter_stays_within_the_upper_half() {
+        for j in [0.0, 0.3, 0.999] {
+            let d = backoff_ms(3, &policy(), j);
+            assert!((200..=400).contains(&d), "{d}");
+        }
+    }
+
+    #[test]
+    fn transient_retries_until_attempts_run_out() {
+        let p = policy();
+        assert!(matches!(
+            decide(RunnerErrorKind::Transient, 1, 3, &p, 0.5),
+            Disposition::Retry { .. }
+        ));
+        assert_eq!(
+            decide(RunnerErrorKind::Transient, 3, 3, &p, 0.5),
+            Disposition::DeadLetter {
+                reason: "attempts_exhausted"
+            }
+        );
+    }
+
+    #[test]
+    fn permanent_is_dead_lettered_at_once() {
+        assert_eq!(
+            decide(RunnerErrorKind::Permanent, 1, 5, &policy(), 0.0),
+            Disposition::DeadLetter {
+                reason: "permanent_error"
+            }
+        );
+    }
+}
