@@ -27,8 +27,10 @@ local function take(idx, entry, fields)
     return drop(idx, entry, 'malformed')
   end
   local rec = K.job(id)
-  local r = redis.call('HMGET', rec, 'state', 'entry', 'batch')
+  local r = redis.call('HMGET', rec, 'state', 'entry', 'batch', 'priority')
+  -- Entry ids are per stream: the same id can exist in two streams, so compare both.
   local state, current, batch = r[1], r[2], r[3]
+  if tonumber(r[4]) ~= idx then current = nil end
   if not state then
     -- A raw producer wrote only the entry: the entry's payload becomes the record.
     if not job then

@@ -266,13 +266,19 @@ impl Config {
             return Err(invalid("worker.lease_ms", "must be at least 300"));
         }
         if w.claim_block_ms == 0 || w.claim_block_ms >= w.lease_ms {
-            return Err(invalid("worker.claim_block_ms", "must be above 0 and below worker.lease_ms"));
+            return Err(invalid(
+                "worker.claim_block_ms",
+                "must be above 0 and below worker.lease_ms",
+            ));
         }
         for (key, v) in [
             ("worker.reclaim_interval_ms", w.reclaim_interval_ms),
             ("worker.promote_interval_ms", w.promote_interval_ms),
             ("worker.heartbeat_interval_ms", w.heartbeat_interval_ms),
-            ("queue.default_result_ttl_s", self.queue.default_result_ttl_s),
+            (
+                "queue.default_result_ttl_s",
+                self.queue.default_result_ttl_s,
+            ),
             ("queue.log_max_entries", self.queue.log_max_entries),
             ("queue.dlq_max_len", self.queue.dlq_max_len),
             ("retry.base_ms", self.retry.base_ms),
@@ -285,7 +291,10 @@ impl Config {
             return Err(invalid("retry.max_ms", "must be at least retry.base_ms"));
         }
         if self.queue.default_result_ttl_s > self.queue.max_result_ttl_s {
-            return Err(invalid("queue.default_result_ttl_s", "exceeds queue.max_result_ttl_s"));
+            return Err(invalid(
+                "queue.default_result_ttl_s",
+                "exceeds queue.max_result_ttl_s",
+            ));
         }
         let q = &self.queue;
         if q.default_max_attempts == 0 || q.default_max_attempts > q.max_attempts_cap {
@@ -350,7 +359,10 @@ mod tests {
     #[test]
     fn env_overrides_file_overrides_defaults() {
         Jail::expect_with(|jail| {
-            jail.create_file("q.toml", "[worker]\nslots = 7\nlease_ms = 9000\n[queue]\nname = \"builds\"\n")?;
+            jail.create_file(
+                "q.toml",
+                "[worker]\nslots = 7\nlease_ms = 9000\n[queue]\nname = \"builds\"\n",
+            )?;
             jail.set_env("QUAYSIDE_WORKER__SLOTS", "9");
             let c = Config::load(Some(Path::new("q.toml"))).expect("loads");
             assert_eq!(c.worker.slots, 9, "env wins over file");
@@ -375,7 +387,10 @@ mod tests {
             jail.set_env("QUAYSIDE_WORKER__SLOTS", "many");
             let e = Config::load(None).expect_err("wrong type");
             let msg = e.to_string().to_lowercase();
-            assert!(msg.contains("worker.slots") && msg.contains("quayside_"), "{e}");
+            assert!(
+                msg.contains("worker.slots") && msg.contains("quayside_"),
+                "{e}"
+            );
             Ok(())
         });
     }

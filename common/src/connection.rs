@@ -75,10 +75,11 @@ impl Redis {
                 url: url.clone(),
                 source,
             })?;
-        let client = redis::Client::open(cfg.url.as_str()).map_err(|source| ConnectError::Redis {
-            url: url.clone(),
-            source,
-        })?;
+        let client =
+            redis::Client::open(cfg.url.as_str()).map_err(|source| ConnectError::Redis {
+                url: url.clone(),
+                source,
+            })?;
         Ok(Self {
             pool,
             client,
@@ -108,7 +109,11 @@ impl Redis {
     /// Drops the shared connection after `err` if it means the socket is unusable, so the next
     /// [`Redis::conn`] reconnects.
     pub fn note_error(&self, err: &redis::RedisError) {
-        if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() || err.is_timeout() {
+        if err.is_io_error()
+            || err.is_connection_dropped()
+            || err.is_connection_refusal()
+            || err.is_timeout()
+        {
             self.shared.lock().expect("lock poisoned").take();
         }
     }

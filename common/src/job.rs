@@ -61,7 +61,9 @@ impl JobKind {
 }
 
 /// Priority levels, each its own Redis stream. Workers drain them in this order.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     High,
@@ -179,7 +181,10 @@ impl JobSpec {
             return Err(SpecError::field("language", "must not be empty"));
         }
         if self.files.is_empty() {
-            return Err(SpecError::field("files", "at least one source file is required"));
+            return Err(SpecError::field(
+                "files",
+                "at least one source file is required",
+            ));
         }
         for name in self.files.keys() {
             check_path(name)?;
@@ -211,7 +216,10 @@ impl SpecError {
 
 fn check_id(field: &str, s: &str) -> Result<(), SpecError> {
     if s.is_empty() || s.len() > MAX_ID_LEN {
-        return Err(SpecError::field(field, format!("must be 1 to {MAX_ID_LEN} characters")));
+        return Err(SpecError::field(
+            field,
+            format!("must be 1 to {MAX_ID_LEN} characters"),
+        ));
     }
     if let Some(c) = s
         .chars()
@@ -229,19 +237,28 @@ fn check_id(field: &str, s: &str) -> Result<(), SpecError> {
 fn check_path(name: &str) -> Result<(), SpecError> {
     let field = || format!("files[{name:?}]");
     if name.is_empty() || name.len() > MAX_PATH_LEN {
-        return Err(SpecError::field(field(), format!("path must be 1 to {MAX_PATH_LEN} bytes")));
+        return Err(SpecError::field(
+            field(),
+            format!("path must be 1 to {MAX_PATH_LEN} bytes"),
+        ));
     }
     if name.starts_with('/') {
         return Err(SpecError::field(field(), "absolute paths are not allowed"));
     }
     if name.contains(['\0', '\\']) || name.chars().any(char::is_control) {
-        return Err(SpecError::field(field(), "control characters and backslashes are not allowed"));
+        return Err(SpecError::field(
+            field(),
+            "control characters and backslashes are not allowed",
+        ));
     }
     for part in name.split('/') {
         match part {
             "" => return Err(SpecError::field(field(), "empty path component")),
             "." | ".." => {
-                return Err(SpecError::field(field(), "`.` and `..` components are not allowed"))
+                return Err(SpecError::field(
+                    field(),
+                    "`.` and `..` components are not allowed",
+                ))
             }
             _ => {}
         }
@@ -254,7 +271,11 @@ mod tests {
     use super::*;
 
     fn spec() -> JobSpec {
-        JobSpec::new(JobKind::Run, "c", [("main.c".into(), "int main(){}".into())].into())
+        JobSpec::new(
+            JobKind::Run,
+            "c",
+            [("main.c".into(), "int main(){}".into())].into(),
+        )
     }
 
     #[test]
@@ -275,7 +296,16 @@ mod tests {
 
     #[test]
     fn paths_that_escape_the_work_folder_are_rejected() {
-        for bad in ["../x.c", "/etc/passwd", "a/../../b", "a//b", "./a", "a\\b", "a\0b", ""] {
+        for bad in [
+            "../x.c",
+            "/etc/passwd",
+            "a/../../b",
+            "a//b",
+            "./a",
+            "a\\b",
+            "a\0b",
+            "",
+        ] {
             let mut s = spec();
             s.files = [(bad.to_string(), String::new())].into();
             let err = s.validate_shape().expect_err(bad);
@@ -293,7 +323,11 @@ mod tests {
         assert_eq!(s.validate_shape(), Err(SpecError::Version(2)));
         let mut s = spec();
         s.files.clear();
-        assert!(s.validate_shape().unwrap_err().to_string().starts_with("files:"));
+        assert!(s
+            .validate_shape()
+            .unwrap_err()
+            .to_string()
+            .starts_with("files:"));
         let mut s = spec();
         s.max_attempts = Some(0);
         assert!(s.validate_shape().is_err());

@@ -34,7 +34,10 @@ impl Keys {
     /// The queue name is empty, too long or has characters outside `[A-Za-z0-9._:-]`.
     pub fn new(queue: &str) -> Result<Self, SpecError> {
         JobId::parse(queue).map_err(|_| {
-            SpecError::field("queue", "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
+            SpecError::field(
+                "queue",
+                "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -",
+            )
         })?;
         Ok(Self {
             queue: queue.to_owned(),
@@ -173,7 +176,14 @@ mod tests {
     #[test]
     fn prelude_spells_the_same_keys() {
         let lua = Keys::lua_prelude();
-        for needle in ["'stream:high'", "'job:'", "'logs:'", "'delayed'", "'dlq'", "'workers'"] {
+        for needle in [
+            "'stream:high'",
+            "'job:'",
+            "'logs:'",
+            "'delayed'",
+            "'dlq'",
+            "'workers'",
+        ] {
             assert!(lua.contains(needle), "{needle} missing from prelude");
         }
     }

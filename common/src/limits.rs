@@ -61,7 +61,10 @@ impl Limits {
     pub fn check_within(&self, max: &Limits) -> Result<(), SpecError> {
         for ((name, v), (_, m)) in self.fields().into_iter().zip(max.fields()) {
             if v == 0 {
-                return Err(SpecError::field(format!("limits.{name}"), "must be greater than 0"));
+                return Err(SpecError::field(
+                    format!("limits.{name}"),
+                    "must be greater than 0",
+                ));
             }
             if v > m {
                 return Err(SpecError::field(
@@ -137,8 +140,14 @@ mod tests {
         }
         .resolve(&Limits::DEFAULT, &Limits::MAX)
         .expect_err("over max");
-        assert!(err.to_string().starts_with("limits.memory_bytes: "), "{err}");
-        assert!(err.to_string().contains("exceeds the configured maximum"), "{err}");
+        assert!(
+            err.to_string().starts_with("limits.memory_bytes: "),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("exceeds the configured maximum"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -149,7 +158,10 @@ mod tests {
         }
         .resolve(&Limits::DEFAULT, &Limits::MAX)
         .expect_err("zero");
-        assert!(err.to_string().starts_with("limits.run_wall_time_ms"), "{err}");
+        assert!(
+            err.to_string().starts_with("limits.run_wall_time_ms"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -217,7 +217,10 @@ mod tests {
         assert_eq!(c.encoding, Encoding::Base64);
         assert_eq!(c.bytes(), raw);
         let text = Captured::from_bytes(b"hi\n".to_vec(), true);
-        assert_eq!((text.encoding, text.data.as_str(), text.truncated), (Encoding::Utf8, "hi\n", true));
+        assert_eq!(
+            (text.encoding, text.data.as_str(), text.truncated),
+            (Encoding::Utf8, "hi\n", true)
+        );
     }
 
     #[test]
@@ -225,7 +228,10 @@ mod tests {
         for s in Status::TERMINAL {
             assert!(s.is_terminal());
             assert_eq!(s.as_str().parse::<Status>(), Ok(s));
-            assert_eq!(serde_json::to_string(&s).expect("serialize"), format!("\"{s}\""));
+            assert_eq!(
+                serde_json::to_string(&s).expect("serialize"),
+                format!("\"{s}\"")
+            );
         }
         assert!(!Status::Running.is_terminal());
     }

@@ -82,7 +82,11 @@ mod tests {
     use crate::job::{JobKind, JobSpec};
 
     fn good() -> JobSpec {
-        JobSpec::new(JobKind::Run, "python", [("main.py".into(), "print(1)".into())].into())
+        JobSpec::new(
+            JobKind::Run,
+            "python",
+            [("main.py".into(), "print(1)".into())].into(),
+        )
     }
 
     #[test]
@@ -97,12 +101,18 @@ mod tests {
             ("{not json", "not_json"),
             (r#"{"id":"a"}"#, "bad_version"),
             (r#"{"v":9,"id":"a"}"#, "bad_version"),
-            (r#"{"v":1,"id":"a","language":"c","files":{"a.c":""}}"#, "bad_schema"),
+            (
+                r#"{"v":1,"id":"a","language":"c","files":{"a.c":""}}"#,
+                "bad_schema",
+            ),
             (
                 r#"{"v":1,"id":"a","kind":"run","language":"c","files":{"a.c":""},"langauge":"x"}"#,
                 "bad_schema",
             ),
-            (r#"{"v":1,"id":"a","kind":"run","language":"c","files":{"../a.c":""}}"#, "invalid_spec"),
+            (
+                r#"{"v":1,"id":"a","kind":"run","language":"c","files":{"../a.c":""}}"#,
+                "invalid_spec",
+            ),
         ];
         for (json, label) in cases {
             let err = decode_spec(json.as_bytes()).expect_err(json);
@@ -112,7 +122,8 @@ mod tests {
 
     #[test]
     fn schema_errors_name_the_field() {
-        let err = decode_spec(br#"{"v":1,"id":"a","language":"c","files":{}}"#).expect_err("no kind");
+        let err =
+            decode_spec(br#"{"v":1,"id":"a","language":"c","files":{}}"#).expect_err("no kind");
         assert!(err.to_string().contains("missing field `kind`"), "{err}");
     }
 }

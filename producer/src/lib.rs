@@ -112,7 +112,9 @@ pub enum ReplayOutcome {
     /// The letter has no job id or spec (e.g. a malformed entry): nothing to run.
     Unreplayable,
     /// The job was queued again some other way; the letter was kept.
-    Busy { state: String },
+    Busy {
+        state: String,
+    },
 }
 
 impl Producer {
@@ -136,7 +138,11 @@ impl Producer {
         Ok(self.redis.conn().await?)
     }
 
-    async fn query<T: redis::FromRedisValue>(&self, op: &'static str, cmd: &redis::Cmd) -> Result<T, Error> {
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, Error> {
         let mut conn = self.conn().await?;
         cmd.query_async(&mut conn).await.map_err(|e| {
             self.redis.note_error(&e);
@@ -144,7 +150,11 @@ impl Producer {
         })
     }
 
-    async fn invoke<T: redis::FromRedisValue>(&self, op: &'static str, inv: &redis::ScriptInvocation<'_>) -> Result<T, Error> {
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, Error> {
         let mut conn = self.conn().await?;
         inv.invoke_async(&mut conn).await.map_err(|e| {
             self.redis.note_error(&e);
@@ -173,7 +183,10 @@ impl Producer {
         for s in specs {
             s.validate_shape()?;
         }
-        let invocations: Vec<_> = specs.chunks(ENQUEUE_CHUNK).map(|c| self.enqueue_invocation(c)).collect();
+        let invocations: Vec<_> = specs
+            .chunks(ENQUEUE_CHUNK)
+            .map(|c| self.enqueue_invocation(c))
+            .collect();
         let mut conn = self.conn().await?;
         let replies = futures_util::future::join_all(invocations.iter().map(|inv| {
             let mut c = conn.clone();
@@ -184,7 +197,10 @@ impl Producer {
         for (chunk, reply) in specs.chunks(ENQUEUE_CHUNK).zip(replies) {
             let answers = reply.map_err(|e| {
                 self.redis.note_error(&e);
-                Error::Redis { op: "enqueue", source: e }
+                Error::Redis {
+                    op: "enqueue",
+                    source: e,
+                }
             })?;
             for (spec, answer) in chunk.iter().zip(answers) {
                 out.push(self.enqueued(spec, &answer)?);
@@ -197,7 +213,9 @@ impl Producer {
     fn enqueue_invocation(&self, chunk: &[JobSpec]) -> redis::ScriptInvocation<'static> {
         let mut inv = Scripts::get().enqueue.prepare_invoke();
         inv.key(self.keys.stream(Priority::Normal));
-        inv.arg(self.keys.prefix()).arg(self.queue.max_depth).arg(chunk.len());
+        inv.arg(self.keys.prefix())
+            .arg(self.queue.max_depth)
+            .arg(chunk.len());
         for s in chunk {
             inv.arg(s.id.as_str())
                 .arg(s.priority.index() + 1)
@@ -220,7 +238,10 @@ impl Producer {
             return Ok(Enqueued {
                 id: spec.id.clone(),
                 created: false,
-                state: state.parse().map_err(|detail| Error::Reply { op: "enqueue", detail })?,
+                state: state.parse().map_err(|detail| Error::Reply {
+                    op: "enqueue",
+                    detail,
+                })?,
             });
         }
         if answer == "full" {
@@ -241,11 +262,18 @@ impl Producer {
     /// # Errors
     /// Redis unreachable, or a stored result that does not decode.
     pub async fn status(&self, id: &JobId) -> Result<Option<JobStatus>, Error> {
-        let fields: HashMap<String, Vec<u8>> = self.query("HGETALL", redis::cmd("HGETALL").arg(self.keys.job(id))).await?;
+        let fields: HashMap<String, Vec<u8>> = self
+            .query("HGETALL", redis::cmd("HGETALL").arg(self.keys.job(id)))
+            .await?;
         if fields.is_empty() {
             return Ok(None);
         }
-        let text = |k: &str| fields.get(k).map(|v| String::from_utf8_lossy(v).into_owned()).filter(|s| !s.is_empty());
+        let text = |k: &str| {
+            fields
+                .get(k)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .filter(|s| !s.is_empty())
+        };
         let state = text("state")
             .and_then(|s| s.parse::<Status>().ok())
             .ok_or_else(|| Error::Reply {
@@ -253,7 +281,10 @@ impl Producer {
                 detail: format!("record of {id} has no valid state"),
             })?;
         let result = match fields.get("result").filter(|r| !r.is_empty()) {
-            Some(r) => Some(decode_result(r).map_err(|source| Error::Corrupt { id: id.clone(), source })?),
+            Some(r) => Some(decode_result(r).map_err(|source| Error::Corrupt {
+                id: id.clone(),
+                source,
+            })?),
             None => None,
         };
         Ok(Some(JobStatus {
@@ -272,11 +303,29 @@ impl Producer {
     }
 
     /// Waits for the job's terminal result without polling: subscribes to its completion
-    /// channel, then reads the record (so a result written in between is not missed).
+    /// channel, then reads the record (so a result written in between is not missed). Redis
+    /// restarts are waited out: the result is safe in Redis.
     ///
     /// # Errors
     /// [`Error::NotFound`] for an unknown id, [`Error::Timeout`] when `timeout` passes first.
     pub async fn wait(&self, id: &JobId, timeout: Option<Duration>) -> Result<JobResult, Error> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.wait_once(id, deadline).await {
+                // Redis went away (restart, failover): the result is safe in Redis, so wait on.
+                Err(Error::Connect(_) | Error::Redis { .. })
+                    if deadline.is_none_or(|d| Instant::now() + backoff < d) =>
+                {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn wait_once(&self, id: &JobId, deadline: Option<Instant>) -> Result<JobResult, Error> {
         let started = Instant::now();
         let mut pubsub = self.redis.pubsub().await?;
         pubsub
@@ -286,27 +335,38 @@ impl Producer {
         loop {
             match self.status(id).await? {
                 None => return Err(Error::NotFound(id.clone())),
-                Some(JobStatus { result: Some(r), state, .. }) if state.is_terminal() => return Ok(r),
+                Some(JobStatus {
+                    result: Some(r),
+                    state,
+                    ..
+                }) if state.is_terminal() => return Ok(r),
                 Some(_) => {}
             }
             let mut messages = pubsub.on_message();
             let next = messages.next();
-            let got = match timeout {
-                Some(t) => match tokio::time::timeout(t.saturating_sub(started.elapsed()), next).await {
-                    Ok(m) => m,
-                    Err(_) => {
-                        return Err(Error::Timeout {
-                            id: id.clone(),
-                            waited_ms: started.elapsed().as_millis() as u64,
-                        })
+            let got = match deadline {
+                Some(d) => {
+                    match tokio::time::timeout(d.saturating_duration_since(Instant::now()), next)
+                        .await
+                    {
+                        Ok(m) => m,
+                        Err(_) => {
+                            return Err(Error::Timeout {
+                                id: id.clone(),
+                                waited_ms: started.elapsed().as_millis() as u64,
+                            })
+                        }
                     }
-                },
+                }
                 None => next.await,
             };
             if got.is_none() {
-                return Err(Error::Reply {
+                return Err(Error::Redis {
                     op: "wait",
-                    detail: "subscription closed".into(),
+                    source: redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "subscription closed",
+                    )),
                 });
             }
         }
@@ -318,48 +378,63 @@ impl Producer {
         let this = self.clone();
         let key = self.keys.logs(id);
         let id = id.clone();
-        stream::try_unfold((String::from("0-0"), false, None::<redis::aio::MultiplexedConnection>), move |(last, ended, conn)| {
-            let this = this.clone();
-            let key = key.clone();
-            let id = id.clone();
-            async move {
-                if ended {
-                    return Ok(None);
-                }
-                if last == "0-0" && this.status(&id).await?.is_none() {
-                    return Err(Error::NotFound(id));
-                }
-                let mut conn = match conn {
-                    Some(c) => c,
-                    None => this.redis.dedicated().await?,
-                };
-                let mut cmd = redis::cmd("XREAD");
-                cmd.arg("COUNT").arg(512);
-                if follow {
-                    cmd.arg("BLOCK").arg(0);
-                }
-                cmd.arg("STREAMS").arg(&key).arg(&last);
-                let reply: Option<redis::streams::StreamReadReply> = cmd.query_async(&mut conn).await.map_err(Error::redis("XREAD"))?;
-                let ids = reply.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>()).unwrap_or_default();
-                if ids.is_empty() && !follow {
-                    return Ok(None);
-                }
-                let mut batch = Vec::with_capacity(ids.len());
-                let mut next_last = last;
-                let mut end = false;
-                for e in ids {
-                    next_last = e.id.clone();
-                    let get = |f: &str| match e.map.get(f) {
-                        Some(redis::Value::BulkString(b)) => b.clone(),
-                        _ => Vec::new(),
+        stream::try_unfold(
+            (
+                String::from("0-0"),
+                false,
+                None::<redis::aio::MultiplexedConnection>,
+            ),
+            move |(last, ended, conn)| {
+                let this = this.clone();
+                let key = key.clone();
+                let id = id.clone();
+                async move {
+                    if ended {
+                        return Ok(None);
+                    }
+                    if last == "0-0" && this.status(&id).await?.is_none() {
+                        return Err(Error::NotFound(id));
+                    }
+                    let mut conn = match conn {
+                        Some(c) => c,
+                        None => this.redis.dedicated().await?,
                     };
-                    let source = String::from_utf8_lossy(&get("s")).into_owned();
-                    end |= source == "end";
-                    batch.push(Ok(LogEntry { source, data: get("d") }));
+                    let mut cmd = redis::cmd("XREAD");
+                    cmd.arg("COUNT").arg(512);
+                    if follow {
+                        cmd.arg("BLOCK").arg(0);
+                    }
+                    cmd.arg("STREAMS").arg(&key).arg(&last);
+                    let reply: Option<redis::streams::StreamReadReply> = cmd
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(Error::redis("XREAD"))?;
+                    let ids = reply
+                        .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>())
+                        .unwrap_or_default();
+                    if ids.is_empty() && !follow {
+                        return Ok(None);
+                    }
+                    let mut batch = Vec::with_capacity(ids.len());
+                    let mut next_last = last;
+                    let mut end = false;
+                    for e in ids {
+                        next_last = e.id.clone();
+                        let get = |f: &str| match e.map.get(f) {
+                            Some(redis::Value::BulkString(b)) => b.clone(),
+                            _ => Vec::new(),
+                        };
+                        let source = String::from_utf8_lossy(&get("s")).into_owned();
+                        end |= source == "end";
+                        batch.push(Ok(LogEntry {
+                            source,
+                            data: get("d"),
+                        }));
+                    }
+                    Ok(Some((stream::iter(batch), (next_last, end, Some(conn)))))
                 }
-                Ok(Some((stream::iter(batch), (next_last, end, Some(conn)))))
-            }
-        })
+            },
+        )
         .flat_map(|r| match r {
             Ok(s) => s.boxed(),
             Err(e) => stream::once(async { Err(e) }).boxed(),
@@ -372,7 +447,12 @@ impl Producer {
     /// # Errors
     /// [`Error::NotFound`] for an unknown id.
     pub async fn cancel(&self, id: &JobId) -> Result<CancelOutcome, Error> {
-        let template = JobResult::without_output(id.clone(), Status::Cancelled, Some("cancelled before it ran".into()), 0);
+        let template = JobResult::without_output(
+            id.clone(),
+            Status::Cancelled,
+            Some("cancelled before it ran".into()),
+            0,
+        );
         let mut inv = Scripts::get().cancel.prepare_invoke();
         inv.key(self.keys.job(id))
             .arg(self.keys.prefix())
@@ -401,7 +481,15 @@ impl Producer {
     /// Redis unreachable.
     pub async fn dlq_list(&self, count: usize) -> Result<Vec<DeadLetterEntry>, Error> {
         let reply: redis::streams::StreamRangeReply = self
-            .query("XRANGE", redis::cmd("XRANGE").arg(self.keys.dlq()).arg("-").arg("+").arg("COUNT").arg(count))
+            .query(
+                "XRANGE",
+                redis::cmd("XRANGE")
+                    .arg(self.keys.dlq())
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count),
+            )
             .await?;
         Ok(reply
             .ids
@@ -447,9 +535,17 @@ impl Producer {
     /// Redis unreachable.
     pub async fn dlq_purge(&self) -> Result<u64, Error> {
         let mut pipe = redis::pipe();
-        pipe.atomic().cmd("XLEN").arg(self.keys.dlq()).cmd("DEL").arg(self.keys.dlq()).ignore();
+        pipe.atomic()
+            .cmd("XLEN")
+            .arg(self.keys.dlq())
+            .cmd("DEL")
+            .arg(self.keys.dlq())
+            .ignore();
         let mut conn = self.conn().await?;
-        let (n,): (u64,) = pipe.query_async(&mut conn).await.map_err(Error::redis("DEL dlq"))?;
+        let (n,): (u64,) = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(Error::redis("DEL dlq"))?;
         Ok(n)
     }
 

@@ -53,7 +53,10 @@ fn int(v: &Value) -> u64 {
     }
 }
 
-pub(crate) async fn read(conn: &mut MultiplexedConnection, keys: &Keys) -> Result<QueueStats, Error> {
+pub(crate) async fn read(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+) -> Result<QueueStats, Error> {
     let mut pipe = redis::pipe();
     for p in Priority::ALL {
         pipe.cmd("XLEN").arg(keys.stream(p));
@@ -63,7 +66,10 @@ pub(crate) async fn read(conn: &mut MultiplexedConnection, keys: &Keys) -> Resul
     pipe.cmd("XLEN").arg(keys.dlq());
     pipe.cmd("HVALS").arg(keys.workers());
     // XPENDING fails with NOGROUP before any worker created the group: read the raw values.
-    let replies: Vec<Value> = pipe.query_async(conn).await.map_err(Error::redis("stats"))?;
+    let replies: Vec<Value> = pipe
+        .query_async(conn)
+        .await
+        .map_err(Error::redis("stats"))?;
     let mut priorities = Vec::new();
     for (i, p) in Priority::ALL.into_iter().enumerate() {
         let depth = int(&replies[2 * i]);

@@ -26,7 +26,12 @@ pub fn guarded_claims(claimed: u64, n: u64, guard: u32) -> u64 {
 }
 
 /// Claims and dispatches until `stop` fires. Each job runs on `tracker` holding one slot.
-pub async fn claim_loop(ctx: Arc<Context>, slots: Arc<Semaphore>, tracker: TaskTracker, stop: CancellationToken) {
+pub async fn claim_loop(
+    ctx: Arc<Context>,
+    slots: Arc<Semaphore>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+) {
     let w = &ctx.cfg.worker;
     let reclaim_every = Duration::from_millis(w.reclaim_interval_ms);
     let mut next_reclaim = Instant::now();
@@ -45,14 +50,22 @@ pub async fn claim_loop(ctx: Arc<Context>, slots: Arc<Semaphore>, tracker: TaskT
 
         let result = if Instant::now() >= next_reclaim {
             next_reclaim = Instant::now() + reclaim_every;
-            ctx.queue.reclaim(permits.len(), w.lease_ms).await.map(|batch| {
-                if !batch.claimed.is_empty() {
-                    tracing::info!(jobs = batch.claimed.len(), "took over jobs whose lease expired");
-                }
-                (batch, true)
-            })
+            ctx.queue
+                .reclaim(permits.len(), w.lease_ms)
+                .await
+                .map(|batch| {
+                    if !batch.claimed.is_empty() {
+                        tracing::info!(
+                            jobs = batch.claimed.len(),
+                            "took over jobs whose lease expired"
+                        );
+                    }
+                    (batch, true)
+                })
         } else {
-            claim_new(&ctx, permits.len(), claimed_total).await.map(|b| (b, false))
+            claim_new(&ctx, permits.len(), claimed_total)
+                .await
+                .map(|b| (b, false))
         };
 
         match result {
@@ -66,7 +79,9 @@ pub async fn claim_loop(ctx: Arc<Context>, slots: Arc<Semaphore>, tracker: TaskT
                 if idle && !reclaiming {
                     if let Some(last) = batch.last_ids {
                         let until_reclaim = next_reclaim.saturating_duration_since(Instant::now());
-                        let block = Duration::from_millis(w.claim_block_ms).min(until_reclaim).max(Duration::from_millis(1));
+                        let block = Duration::from_millis(w.claim_block_ms)
+                            .min(until_reclaim)
+                            .max(Duration::from_millis(1));
                         tokio::select! {
                             _ = stop.cancelled() => return,
                             r = ctx.queue.wait_for_entries(&last, block.as_millis() as u64) => {
@@ -92,7 +107,11 @@ pub async fn claim_loop(ctx: Arc<Context>, slots: Arc<Semaphore>, tracker: TaskT
 }
 
 /// One claim round: strict order, except the share the starvation guard reserves.
-async fn claim_new(ctx: &Context, n: usize, claimed_total: u64) -> Result<ClaimBatch, crate::queue::QueueError> {
+async fn claim_new(
+    ctx: &Context,
+    n: usize,
+    claimed_total: u64,
+) -> Result<ClaimBatch, crate::queue::QueueError> {
     let guarded = guarded_claims(claimed_total, n as u64, ctx.cfg.worker.starvation_guard) as usize;
     if guarded == 0 {
         return ctx.queue.claim(n, &STRICT).await;
@@ -103,12 +122,21 @@ async fn claim_new(ctx: &Context, n: usize, claimed_total: u64) -> Result<ClaimB
         let more = ctx.queue.claim(rest, &STRICT).await?;
         batch.claimed.extend(more.claimed);
         batch.dropped.extend(more.dropped);
-        batch.last_ids = if batch.claimed.is_empty() { more.last_ids } else { None };
+        batch.last_ids = if batch.claimed.is_empty() {
+            more.last_ids
+        } else {
+            None
+        };
     }
     Ok(batch)
 }
 
-fn dispatch(ctx: &Arc<Context>, tracker: &TaskTracker, jobs: Vec<crate::queue::Claimed>, permits: &mut Vec<OwnedSemaphorePermit>) {
+fn dispatch(
+    ctx: &Arc<Context>,
+    tracker: &TaskTracker,
+    jobs: Vec<crate::queue::Claimed>,
+    permits: &mut Vec<OwnedSemaphorePermit>,
+) {
     for job in jobs {
         let Some(permit) = permits.pop() else {
             // Cannot happen: claims never ask for more than the permits held.
@@ -126,8 +154,12 @@ fn dispatch(ctx: &Arc<Context>, tracker: &TaskTracker, jobs: Vec<crate::queue::C
 fn log_dropped(batch: &ClaimBatch) {
     for d in &batch.dropped {
         match d.reason.as_str() {
-            "malformed" => tracing::warn!(entry = %d.entry, priority = d.priority.as_label(), "dead-lettered a malformed stream entry"),
-            "requeued" => tracing::warn!(entry = %d.entry, "stream entry was deleted while pending; its job was queued again"),
+            "malformed" => {
+                tracing::warn!(entry = %d.entry, priority = d.priority.as_label(), "dead-lettered a malformed stream entry")
+            }
+            "requeued" => {
+                tracing::warn!(entry = %d.entry, "stream entry was deleted while pending; its job was queued again")
+            }
             _ => tracing::debug!(entry = %d.entry, reason = %d.reason, "skipped a duplicate entry"),
         }
     }

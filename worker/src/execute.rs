@@ -14,7 +14,7 @@ use tracing::Instrument as _;
 use crate::inflight::{InFlight, StopReason};
 use crate::queue::{Claimed, DeadLetter, JobQueue, Lease, QueueError};
 use crate::retry::{decide, Disposition};
-use crate::runner::{RunOutput, RunRequest, RunnerError, RunnerErrorKind, SharedRunner};
+use crate::runner::{RunOutput, RunRequest, RunnerError, SharedRunner};
 
 /// What every execution shares.
 #[derive(Debug)]
@@ -46,16 +46,36 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         Err((reason, message)) => {
             tracing::warn!(reason, error = %message, "rejecting malformed job");
             let id = JobId::parse(&lease.job_id).unwrap_or_else(|_| JobId::generate());
-            let mut result = JobResult::without_output(id, Status::Rejected, Some(message.clone()), claimed.attempts);
+            let mut result = JobResult::without_output(
+                id,
+                Status::Rejected,
+                Some(message.clone()),
+                claimed.attempts,
+            );
             result.worker = Some(ctx.worker_id.clone());
-            let dl = DeadLetter { reason, error: &message };
-            persist(ctx, &lease, "reject", || ctx.queue.finish(&lease, &result, ctx.cfg.queue.default_result_ttl_s, Some(dl))).await;
+            let dl = DeadLetter {
+                reason,
+                error: &message,
+            };
+            persist(ctx, &lease, "reject", || {
+                ctx.queue.finish(
+                    &lease,
+                    &result,
+                    ctx.cfg.queue.default_result_ttl_s,
+                    Some(dl),
+                )
+            })
+            .await;
             return;
         }
     };
     tracing::Span::current().record("language", spec.language.as_str());
-    let ttl = spec.result_ttl_s.unwrap_or(ctx.cfg.queue.default_result_ttl_s);
-    let max_attempts = spec.max_attempts.unwrap_or(ctx.cfg.queue.default_max_attempts);
+    let ttl = spec
+        .result_ttl_s
+        .unwrap_or(ctx.cfg.queue.default_result_ttl_s);
+    let max_attempts = spec
+        .max_attempts
+        .unwrap_or(ctx.cfg.queue.default_max_attempts);
     let finish = |status: Status, error: Option<String>| {
         let mut r = JobResult::without_output(id.clone(), status, error, claimed.attempts);
         r.worker = Some(ctx.worker_id.clone());
@@ -65,16 +85,26 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
 
     if claimed.cancel_requested {
         let result = finish(Status::Cancelled, Some("cancelled before it ran".into()));
-        persist(ctx, &lease, "finish", || ctx.queue.finish(&lease, &result, ttl, None)).await;
+        persist(ctx, &lease, "finish", || {
+            ctx.queue.finish(&lease, &result, ttl, None)
+        })
+        .await;
         return;
     }
     if claimed.attempts > max_attempts {
         // Earlier executions died with their worker (the lease expired): a poison job.
-        let msg = format!("{max_attempts} attempt(s) started and none finished (worker lost each time)");
+        let msg =
+            format!("{max_attempts} attempt(s) started and none finished (worker lost each time)");
         tracing::error!(max_attempts, "dead-lettering job whose workers keep dying");
         let result = finish(Status::Dead, Some(msg.clone()));
-        let dl = DeadLetter { reason: "attempts_exhausted", error: &msg };
-        persist(ctx, &lease, "dead-letter", || ctx.queue.finish(&lease, &result, ttl, Some(dl))).await;
+        let dl = DeadLetter {
+            reason: "attempts_exhausted",
+            error: &msg,
+        };
+        persist(ctx, &lease, "dead-letter", || {
+            ctx.queue.finish(&lease, &result, ttl, Some(dl))
+        })
+        .await;
         return;
     }
 
@@ -83,8 +113,14 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         Err(e) => {
             let msg = e.to_string();
             let result = finish(Status::Rejected, Some(msg.clone()));
-            let dl = DeadLetter { reason: "invalid_spec", error: &msg };
-            persist(ctx, &lease, "reject", || ctx.queue.finish(&lease, &result, ttl, Some(dl))).await;
+            let dl = DeadLetter {
+                reason: "invalid_spec",
+                error: &msg,
+            };
+            persist(ctx, &lease, "reject", || {
+                ctx.queue.finish(&lease, &result, ttl, Some(dl))
+            })
+            .await;
             return;
         }
     };
@@ -94,8 +130,15 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
     let started_ms = now_ms();
     let logs = ctx.queue.log_sink(&id);
     // Backstop for a runner that hangs: it enforces wall time itself, this only bounds a bug.
-    let deadline = Duration::from_millis(req.limits.compile_wall_time_ms + req.limits.run_wall_time_ms) + Duration::from_secs(60);
-    let outcome = match tokio::time::timeout(deadline, ctx.runner.run(&req, &logs, guard.tracked.cancel.clone())).await {
+    let deadline =
+        Duration::from_millis(req.limits.compile_wall_time_ms + req.limits.run_wall_time_ms)
+            + Duration::from_secs(60);
+    let outcome = match tokio::time::timeout(
+        deadline,
+        ctx.runner.run(&req, &logs, guard.tracked.cancel.clone()),
+    )
+    .await
+    {
         Ok(r) => r,
         Err(_) => Err(RunnerError::Failed {
             context: format!("runner did not return within {}s", deadline.as_secs()),
@@ -104,7 +147,11 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         }),
     };
     let stop = guard.tracked.reason();
-    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, ?stop, "execution ended");
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        ?stop,
+        "execution ended"
+    );
 
     match (outcome, stop) {
         (_, StopReason::LeaseLost) => {
@@ -113,16 +160,26 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         (Ok(out), _) => {
             let result = completed(ctx, &id, &claimed, started_ms, out);
             tracing::info!(status = %result.status, exit_code = ?result.exit_code, "job finished");
-            persist(ctx, &lease, "finish", || ctx.queue.finish(&lease, &result, ttl, None)).await;
+            persist(ctx, &lease, "finish", || {
+                ctx.queue.finish(&lease, &result, ttl, None)
+            })
+            .await;
         }
         (Err(_), StopReason::Cancelled) => {
             let result = finish(Status::Cancelled, Some("cancelled while running".into()));
             tracing::info!("job cancelled");
-            persist(ctx, &lease, "finish", || ctx.queue.finish(&lease, &result, ttl, None)).await;
+            persist(ctx, &lease, "finish", || {
+                ctx.queue.finish(&lease, &result, ttl, None)
+            })
+            .await;
         }
         (Err(_), StopReason::Drain) => {
             tracing::info!("handing job back: worker is draining");
-            persist(ctx, &lease, "hand back", || ctx.queue.retry(&lease, 0, "worker drained before the job finished", true)).await;
+            persist(ctx, &lease, "hand back", || {
+                ctx.queue
+                    .retry(&lease, 0, "worker drained before the job finished", true)
+            })
+            .await;
         }
         (Err(e), StopReason::None) => {
             let kind = e.kind();
@@ -131,13 +188,22 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
             match decide(kind, claimed.attempts, max_attempts, &ctx.cfg.retry, jitter) {
                 Disposition::Retry { delay_ms } => {
                     tracing::warn!(error = %message, delay_ms, "runner failed; retrying");
-                    persist(ctx, &lease, "retry", || ctx.queue.retry(&lease, delay_ms, &message, false)).await;
+                    persist(ctx, &lease, "retry", || {
+                        ctx.queue.retry(&lease, delay_ms, &message, false)
+                    })
+                    .await;
                 }
                 Disposition::DeadLetter { reason } => {
                     tracing::error!(error = %message, reason, kind = ?kind, "runner failed; dead-lettering");
                     let result = finish(Status::Dead, Some(message.clone()));
-                    let dl = DeadLetter { reason, error: &message };
-                    persist(ctx, &lease, "dead-letter", || ctx.queue.finish(&lease, &result, ttl, Some(dl))).await;
+                    let dl = DeadLetter {
+                        reason,
+                        error: &message,
+                    };
+                    persist(ctx, &lease, "dead-letter", || {
+                        ctx.queue.finish(&lease, &result, ttl, Some(dl))
+                    })
+                    .await;
                 }
             }
         }
@@ -157,7 +223,13 @@ fn anyhow_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-fn completed(ctx: &Context, id: &JobId, claimed: &Claimed, started_ms: u64, out: RunOutput) -> JobResult {
+fn completed(
+    ctx: &Context,
+    id: &JobId,
+    claimed: &Claimed,
+    started_ms: u64,
+    out: RunOutput,
+) -> JobResult {
     let finished = now_ms();
     JobResult {
         v: quayside_common::job::PROTOCOL_VERSION,
@@ -193,7 +265,8 @@ fn validate(cfg: &Config, claimed: &Claimed) -> Result<(JobId, JobSpec), (&'stat
         };
         return Err((e.as_label(), e.to_string()));
     }
-    check_against_config(cfg, &spec).map_err(|e| ("invalid_spec", format!("invalid job spec: {e}")))?;
+    check_against_config(cfg, &spec)
+        .map_err(|e| ("invalid_spec", format!("invalid job spec: {e}")))?;
     Ok((spec.id.clone(), spec))
 }
 
@@ -202,20 +275,42 @@ fn check_against_config(cfg: &Config, spec: &JobSpec) -> Result<(), SpecError> {
         let known: Vec<&str> = cfg.languages.keys().map(String::as_str).collect();
         return Err(SpecError::field(
             "language",
-            format!("unknown language {:?} (this worker runs: {})", spec.language, known.join(", ")),
+            format!(
+                "unknown language {:?} (this worker runs: {})",
+                spec.language,
+                known.join(", ")
+            ),
         ));
     }
     let l = &cfg.limits;
     let checks = [
         ("files", spec.files.len() as u64, l.max_files, "files"),
-        ("files", spec.source_bytes() as u64, l.max_source_bytes, "bytes of source"),
+        (
+            "files",
+            spec.source_bytes() as u64,
+            l.max_source_bytes,
+            "bytes of source",
+        ),
         ("stdin", spec.stdin.len() as u64, l.max_stdin_bytes, "bytes"),
-        ("max_attempts", u64::from(spec.max_attempts.unwrap_or(1)), u64::from(cfg.queue.max_attempts_cap), "attempts"),
-        ("result_ttl_s", spec.result_ttl_s.unwrap_or(0), cfg.queue.max_result_ttl_s, "seconds"),
+        (
+            "max_attempts",
+            u64::from(spec.max_attempts.unwrap_or(1)),
+            u64::from(cfg.queue.max_attempts_cap),
+            "attempts",
+        ),
+        (
+            "result_ttl_s",
+            spec.result_ttl_s.unwrap_or(0),
+            cfg.queue.max_result_ttl_s,
+            "seconds",
+        ),
     ];
     for (field, got, max, unit) in checks {
         if got > max {
-            return Err(SpecError::field(field, format!("{got} {unit} exceeds the configured maximum of {max}")));
+            return Err(SpecError::field(
+                field,
+                format!("{got} {unit} exceeds the configured maximum of {max}"),
+            ));
         }
     }
     spec.limits.resolve(&l.default, &l.max)?;
@@ -228,7 +323,11 @@ fn request(cfg: &Config, spec: &JobSpec, attempt: u32) -> Result<RunRequest, Spe
         attempt,
         kind: spec.kind,
         language: spec.language.clone(),
-        language_config: cfg.languages.get(&spec.language).cloned().unwrap_or_default(),
+        language_config: cfg
+            .languages
+            .get(&spec.language)
+            .cloned()
+            .unwrap_or_default(),
         files: spec.files.clone(),
         compiler_options: spec.compiler_options.clone(),
         args: spec.args.clone(),
@@ -245,7 +344,8 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool, QueueError>>,
 {
-    let give_up = Instant::now() + Duration::from_millis(ctx.cfg.worker.lease_ms * 4).max(Duration::from_secs(60));
+    let give_up = Instant::now()
+        + Duration::from_millis(ctx.cfg.worker.lease_ms * 4).max(Duration::from_secs(60));
     let mut delay = Duration::from_millis(50);
     loop {
         match write().await {
@@ -298,16 +398,25 @@ mod tests {
         s.language = "cobol".into();
         let (reason, msg) = validate(&cfg, &claimed(&s)).expect_err("unknown");
         assert_eq!(reason, "invalid_spec");
-        assert!(msg.contains("language: unknown language \"cobol\"") && msg.contains("python"), "{msg}");
+        assert!(
+            msg.contains("language: unknown language \"cobol\"") && msg.contains("python"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn oversized_source_is_rejected() {
         let cfg = Config::load(None).expect("defaults");
         let mut s = spec();
-        s.files.insert("big.c".into(), "x".repeat(cfg.limits.max_source_bytes as usize + 1));
+        s.files.insert(
+            "big.c".into(),
+            "x".repeat(cfg.limits.max_source_bytes as usize + 1),
+        );
         let (_, msg) = validate(&cfg, &claimed(&s)).expect_err("too big");
-        assert!(msg.contains("files:") && msg.contains("exceeds the configured maximum"), "{msg}");
+        assert!(
+            msg.contains("files:") && msg.contains("exceeds the configured maximum"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -326,6 +435,9 @@ mod tests {
             transient: true,
             source: Some("connection refused".into()),
         };
-        assert_eq!(anyhow_chain(&e), "cannot create container: connection refused");
+        assert_eq!(
+            anyhow_chain(&e),
+            "cannot create container: connection refused"
+        );
     }
 }

@@ -87,11 +87,20 @@ impl InFlight {
     }
 
     fn snapshot(&self) -> Vec<Arc<Tracked>> {
-        self.jobs.lock().expect("lock poisoned").values().cloned().collect()
+        self.jobs
+            .lock()
+            .expect("lock poisoned")
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn get(&self, job_id: &str) -> Option<Arc<Tracked>> {
-        self.jobs.lock().expect("lock poisoned").get(job_id).cloned()
+        self.jobs
+            .lock()
+            .expect("lock poisoned")
+            .get(job_id)
+            .cloned()
     }
 
     /// Stops every running job with `reason`.
@@ -134,14 +143,20 @@ impl InFlight {
                         }
                     }
                 }
-                Err(error) => tracing::warn!(error = %error, jobs = jobs.len(), "cannot renew leases; retrying"),
+                Err(error) => {
+                    tracing::warn!(error = %error, jobs = jobs.len(), "cannot renew leases; retrying")
+                }
             }
         }
     }
 
     /// Stops running jobs whose cancellation is published, until `shutdown`. Reconnects after
     /// errors; a request missed meanwhile is still seen at the next lease renewal.
-    pub async fn listen_for_cancels(self: Arc<Self>, queue: Arc<dyn JobQueue>, shutdown: CancellationToken) {
+    pub async fn listen_for_cancels(
+        self: Arc<Self>,
+        queue: Arc<dyn JobQueue>,
+        shutdown: CancellationToken,
+    ) {
         loop {
             match queue.cancel_requests().await {
                 Ok(mut ids) => loop {
@@ -156,7 +171,9 @@ impl InFlight {
                         },
                     }
                 },
-                Err(error) => tracing::warn!(error = %error, "cannot subscribe to cancellations; retrying"),
+                Err(error) => {
+                    tracing::warn!(error = %error, "cannot subscribe to cancellations; retrying")
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,

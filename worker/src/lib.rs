@@ -56,14 +56,25 @@ pub enum WorkerError {
 /// A unique consumer name: host, pid and a random suffix, so a restarted process never inherits
 /// (and never waits on) the pending entries of its predecessor.
 pub fn generate_worker_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "host".into());
+    let host =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "host".into());
     let host: String = host
         .trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(60)
         .collect();
-    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
 }
 
 /// Serves the queue until `shutdown` fires, then drains: stops claiming, lets running jobs
@@ -72,12 +83,21 @@ pub fn generate_worker_id() -> String {
 /// # Errors
 /// The queue name is invalid or the runner is not ready. Redis being unreachable is not an
 /// error: the worker waits for it.
-pub async fn run(cfg: Config, runner: SharedRunner, shutdown: CancellationToken) -> Result<(), WorkerError> {
+pub async fn run(
+    cfg: Config,
+    runner: SharedRunner,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
     let cfg = Arc::new(cfg);
     let worker_id = cfg.worker.id.clone().unwrap_or_else(generate_worker_id);
     let keys = Keys::new(&cfg.queue.name)?;
     let redis = Arc::new(Redis::new(&cfg.redis)?);
-    let queue: Arc<dyn JobQueue> = Arc::new(RedisQueue::new(redis, keys, cfg.queue.clone(), worker_id.clone()));
+    let queue: Arc<dyn JobQueue> = Arc::new(RedisQueue::new(
+        redis,
+        keys,
+        cfg.queue.clone(),
+        worker_id.clone(),
+    ));
 
     runner.check().await.map_err(|source| WorkerError::Runner {
         runner: runner.name(),
@@ -108,18 +128,29 @@ pub async fn run(cfg: Config, runner: SharedRunner, shutdown: CancellationToken)
         background.clone(),
     ));
     chores.spawn(Arc::clone(&inflight).listen_for_cancels(Arc::clone(&queue), background.clone()));
-    chores.spawn(promote_loop(Arc::clone(&queue), cfg.worker.promote_interval_ms, background.clone()));
+    chores.spawn(promote_loop(
+        Arc::clone(&queue),
+        cfg.worker.promote_interval_ms,
+        background.clone(),
+    ));
     chores.spawn(heartbeat_loop(Arc::clone(&ctx), background.clone()));
 
     let jobs = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(cfg.worker.slots));
     claim::claim_loop(Arc::clone(&ctx), slots, jobs.clone(), shutdown).await;
 
-    tracing::info!(running = inflight.len(), grace_ms = cfg.worker.drain_timeout_ms, "draining: no new claims");
+    tracing::info!(
+        running = inflight.len(),
+        grace_ms = cfg.worker.drain_timeout_ms,
+        "draining: no new claims"
+    );
     jobs.close();
     let grace = Duration::from_millis(cfg.worker.drain_timeout_ms);
     if tokio::time::timeout(grace, jobs.wait()).await.is_err() {
-        tracing::warn!(running = inflight.len(), "grace period over; stopping running jobs and handing them back");
+        tracing::warn!(
+            running = inflight.len(),
+            "grace period over; stopping running jobs and handing them back"
+        );
         inflight.stop_all(StopReason::Drain);
         jobs.wait().await;
     }

@@ -63,7 +63,10 @@ mod tests {
     #[test]
     fn backoff_doubles_then_caps() {
         let at = |a| backoff_ms(a, &policy(), 1.0);
-        assert_eq!([at(1), at(2), at(3), at(4), at(5), at(60)], [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(
+            [at(1), at(2), at(3), at(4), at(5), at(60)],
+            [100, 200, 400, 800, 1000, 1000]
+        );
     }
 
     #[test]

@@ -50,7 +50,13 @@ impl RedisQueue {
         })
     }
 
-    fn claim_invocation(&self, mode: &str, count: usize, order: &str, min_idle_ms: u64) -> redis::ScriptInvocation<'static> {
+    fn claim_invocation(
+        &self,
+        mode: &str,
+        count: usize,
+        order: &str,
+        min_idle_ms: u64,
+    ) -> redis::ScriptInvocation<'static> {
         let mut inv = Scripts::get().claim.prepare_invoke();
         for s in self.keys.streams() {
             inv.key(s);
@@ -68,7 +74,9 @@ impl RedisQueue {
     /// Logs what a production deployment must not run with: eviction of queue keys, or no
     /// persistence at all.
     async fn warn_about_settings(&self) {
-        let Ok(mut conn) = self.redis.conn().await else { return };
+        let Ok(mut conn) = self.redis.conn().await else {
+            return;
+        };
         let get = |name: &'static str| redis::cmd("CONFIG").arg("GET").arg(name).clone();
         let policy: Result<Vec<String>, _> = get("maxmemory-policy").query_async(&mut conn).await;
         match policy.as_deref() {
@@ -76,7 +84,9 @@ impl RedisQueue {
                 policy = %p,
                 "redis maxmemory-policy is not noeviction: queue keys may be evicted and jobs lost"
             ),
-            Err(e) => tracing::info!(error = %e, "cannot read redis maxmemory-policy (CONFIG disabled?)"),
+            Err(e) => {
+                tracing::info!(error = %e, "cannot read redis maxmemory-policy (CONFIG disabled?)")
+            }
             _ => {}
         }
         let aof: Result<Vec<String>, _> = get("appendonly").query_async(&mut conn).await;
@@ -188,7 +198,10 @@ impl JobQueue for RedisQueue {
                 Err(e) if e.code() == Some("BUSYGROUP") => {}
                 Err(source) => {
                     self.redis.note_error(&source);
-                    return Err(QueueError::Redis { op: "XGROUP CREATE", source });
+                    return Err(QueueError::Redis {
+                        op: "XGROUP CREATE",
+                        source,
+                    });
                 }
             }
         }
@@ -197,7 +210,10 @@ impl JobQueue for RedisQueue {
     }
 
     async fn claim(&self, count: usize, order: &[Priority]) -> Result<ClaimBatch, QueueError> {
-        let order: String = order.iter().map(|p| char::from(b'1' + p.index() as u8)).collect();
+        let order: String = order
+            .iter()
+            .map(|p| char::from(b'1' + p.index() as u8))
+            .collect();
         let reply: Value = self
             .eval("claim", self.claim_invocation("new", count, &order, 0))
             .await?;
@@ -206,7 +222,10 @@ impl JobQueue for RedisQueue {
 
     async fn reclaim(&self, count: usize, min_idle_ms: u64) -> Result<ClaimBatch, QueueError> {
         let reply: Value = self
-            .eval("reclaim", self.claim_invocation("reclaim", count, "123", min_idle_ms))
+            .eval(
+                "reclaim",
+                self.claim_invocation("reclaim", count, "123", min_idle_ms),
+            )
             .await?;
         parse_claim(&reply)
     }
@@ -216,12 +235,19 @@ impl JobQueue for RedisQueue {
         // request queued behind it.
         let mut conn = self.redis.dedicated().await?;
         let mut cmd = redis::cmd("XREAD");
-        cmd.arg("COUNT").arg(1).arg("BLOCK").arg(block_ms).arg("STREAMS");
+        cmd.arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(block_ms)
+            .arg("STREAMS");
         cmd.arg(&self.keys.streams()[..]).arg(&after[..]);
-        let _: Value = cmd.query_async(&mut conn).await.map_err(|source| QueueError::Redis {
-            op: "XREAD BLOCK",
-            source,
-        })?;
+        let _: Value = cmd
+            .query_async(&mut conn)
+            .await
+            .map_err(|source| QueueError::Redis {
+                op: "XREAD BLOCK",
+                source,
+            })?;
         Ok(())
     }
 
@@ -297,7 +323,9 @@ impl JobQueue for RedisQueue {
 
     async fn promote(&self, limit: usize) -> Result<u64, QueueError> {
         let mut inv = Scripts::get().promote.prepare_invoke();
-        inv.key(self.keys.delayed()).arg(self.keys.prefix()).arg(limit);
+        inv.key(self.keys.delayed())
+            .arg(self.keys.prefix())
+            .arg(limit);
         self.eval("promote", inv).await
     }
 
@@ -317,7 +345,10 @@ impl JobQueue for RedisQueue {
         pubsub
             .subscribe(self.keys.cancel_channel())
             .await
-            .map_err(|source| QueueError::Redis { op: "SUBSCRIBE", source })?;
+            .map_err(|source| QueueError::Redis {
+                op: "SUBSCRIBE",
+                source,
+            })?;
         Ok(pubsub
             .into_on_message()
             .map(|m| String::from_utf8_lossy(m.get_payload_bytes()).into_owned())

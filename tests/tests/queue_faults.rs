@@ -1,0 +1,499 @@
+//! Fault injection: killed workers, expired and renewed leases, stale results, infrastructure
+//! failures, malformed entries, Redis restarts and draining. Every multi-job test checks that
+//! each job ended exactly once and nothing is left pending.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quayside_common::connection::Redis;
+use quayside_common::{JobId, JobResult, Priority, Status};
+use quayside_e2e::{recorded, within, PrivateRedis, TestQueue};
+use quayside_producer::ReplayOutcome;
+use quayside_worker::queue::{JobQueue, LeaseState, RedisQueue};
+
+#[tokio::test]
+async fn a_job_whose_worker_is_killed_completes_on_another_exactly_once() {
+    let q = TestQueue::new("sigkill");
+    let done = q.count_completions().await;
+    let rec = q.path("exec.log");
+    let spec = q.job(&format!("record {rec}\nsleep 1500\nprint finished"));
+    q.producer.enqueue(&spec).await.expect("enqueue");
+    let a = q.spawn_worker(|c| c.worker.lease_ms = 1_000);
+    q.wait_state(&spec.id, Status::Running, 10).await;
+    a.signal(9);
+    a.wait_exit(5).await;
+    q.spawn_worker(|c| c.worker.lease_ms = 1_000);
+    let r = q
+        .wait_all(std::slice::from_ref(&spec.id), 20)
+        .await
+        .remove(0);
+    assert_eq!(r.status, Status::Succeeded);
+    assert_eq!(
+        r.worker.as_deref(),
+        Some("w1"),
+        "finished by the surviving worker"
+    );
+    assert_eq!(r.attempts, 2, "the killed execution counts as an attempt");
+    assert_eq!(recorded(&rec).iter().filter(|e| e.2 == "start").count(), 2);
+    q.assert_settled(std::slice::from_ref(&spec.id)).await;
+    done.assert_exactly_once(std::slice::from_ref(&spec.id));
+}
+
+#[tokio::test]
+async fn a_lease_renewed_past_its_timeout_is_not_stolen() {
+    let q = TestQueue::new("renew");
+    let done = q.count_completions().await;
+    let rec = q.path("exec.log");
+    let specs: Vec<_> = (0..4)
+        .map(|_| q.job(&format!("record {rec}\nsleep 3000")))
+        .collect();
+    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
+    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    // Jobs run three times longer than the lease; two workers with free slots keep reclaiming.
+    for _ in 0..2 {
+        q.spawn_worker(|c| {
+            c.worker.lease_ms = 900;
+            c.worker.reclaim_interval_ms = 100;
+            c.worker.slots = 4;
+        });
+    }
+    let results = q.wait_all(&ids, 30).await;
+    assert!(
+        results
+            .iter()
+            .all(|r| r.status == Status::Succeeded && r.attempts == 1),
+        "{results:?}"
+    );
+    assert_eq!(
+        recorded(&rec).iter().filter(|e| e.2 == "start").count(),
+        4,
+        "each job ran once"
+    );
+    q.assert_settled(&ids).await;
+    done.assert_exactly_once(&ids);
+}
+
+#[tokio::test]
+async fn a_stale_workers_late_result_is_refused() {
+    let q = TestQueue::new("fence");
+    let redis = Arc::new(Redis::new(&q.cfg.redis).expect("redis"));
+    let queue = |name: &str| {
+        RedisQueue::new(
+            Arc::clone(&redis),
+            q.keys.clone(),
+            q.cfg.queue.clone(),
+            name.to_owned(),
+        )
+    };
+    let (old, new) = (queue("old"), queue("new"));
+    old.prepare().await.expect("groups");
+    let spec = q.job("print x");
+    q.producer.enqueue(&spec).await.expect("enqueue");
+
+    let first = old
+        .claim(1, &Priority::ALL)
+        .await
+        .expect("claim")
+        .claimed
+        .remove(0);
+    // "old" stalls past its lease; "new" takes the entry over.
+    let taken = new.reclaim(1, 0).await.expect("reclaim").claimed.remove(0);
+    assert_eq!(
+        (taken.lease.entry.as_str(), taken.attempts),
+        (first.lease.entry.as_str(), 2)
+    );
+    assert!(
+        taken.lease.token > first.lease.token,
+        "takeover moves the fencing token on"
+    );
+
+    assert_eq!(
+        old.renew(std::slice::from_ref(&first.lease))
+            .await
+            .expect("renew"),
+        vec![LeaseState::Lost]
+    );
+    let late = JobResult::without_output(spec.id.clone(), Status::Failed, Some("late".into()), 1);
+    assert!(
+        !old.finish(&first.lease, &late, 60, None)
+            .await
+            .expect("finish"),
+        "stale result refused"
+    );
+    assert!(
+        !old.retry(&first.lease, 0, "late", false)
+            .await
+            .expect("retry"),
+        "stale retry refused"
+    );
+
+    let good = JobResult::without_output(spec.id.clone(), Status::Succeeded, None, 2);
+    assert!(new
+        .finish(&taken.lease, &good, 60, None)
+        .await
+        .expect("finish"));
+    assert!(
+        !new.finish(&taken.lease, &good, 60, None)
+            .await
+            .expect("finish twice"),
+        "a result is written once"
+    );
+    let stored = q.producer.wait(&spec.id, None).await.expect("result");
+    assert_eq!((stored.status, stored.attempts), (Status::Succeeded, 2));
+    q.assert_settled(std::slice::from_ref(&spec.id)).await;
+}
+
+#[tokio::test]
+async fn infrastructure_failures_retry_with_backoff_then_dead_letter_then_replay() {
+    let q = TestQueue::new("retry");
+    let done = q.count_completions().await;
+    let flag = q.path("runner-fixed");
+    let mut spec = q.job(&format!("infra_unless_file {flag}\nprint recovered"));
+    spec.max_attempts = Some(3);
+    let started = Instant::now();
+    q.producer.enqueue(&spec).await.expect("enqueue");
+    q.spawn_worker(|_| {});
+    let dead = q
+        .wait_all(std::slice::from_ref(&spec.id), 20)
+        .await
+        .remove(0);
+    let elapsed = started.elapsed();
+    assert_eq!((dead.status, dead.attempts), (Status::Dead, 3));
+    assert!(
+        dead.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("runner-fixed does not exist"),
+        "{:?}",
+        dead.error
+    );
+    // Backoff base 100 ms with equal jitter: at least 50 + 100 ms between the three attempts.
+    assert!(
+        elapsed >= Duration::from_millis(150),
+        "retried without backoff: {elapsed:?}"
+    );
+
+    let letters = q.producer.dlq_list(10).await.expect("dlq");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        (letters[0].job_id.as_str(), letters[0].reason.as_str()),
+        (spec.id.as_str(), "attempts_exhausted")
+    );
+    assert!(letters[0].error.contains("does not exist"));
+
+    std::fs::write(&flag, "").expect("fix the runner");
+    assert_eq!(
+        q.producer
+            .dlq_replay(&letters[0].entry)
+            .await
+            .expect("replay"),
+        ReplayOutcome::Queued
+    );
+    let r = within(20, "replayed job", async {
+        loop {
+            let st = q
+                .producer
+                .status(&spec.id)
+                .await
+                .expect("status")
+                .expect("known");
+            if st.state == Status::Succeeded {
+                return st.result.expect("result");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        (r.attempts, r.stdout.data.as_str()),
+        (1, "recovered\n"),
+        "replay starts a fresh attempt budget"
+    );
+    assert!(
+        q.producer.dlq_list(10).await.expect("dlq").is_empty(),
+        "replayed letter removed"
+    );
+    q.assert_settled(std::slice::from_ref(&spec.id)).await;
+    let announced: Vec<String> = done.order().into_iter().map(|(_, s)| s).collect();
+    assert_eq!(
+        announced,
+        ["dead", "succeeded"],
+        "one terminal result per run"
+    );
+}
+
+#[tokio::test]
+async fn permanent_runner_errors_are_dead_lettered_without_retry() {
+    let q = TestQueue::new("permanent");
+    let spec = q.job("permanent this can never work");
+    q.producer.enqueue(&spec).await.expect("enqueue");
+    q.spawn_worker(|_| {});
+    let r = q
+        .wait_all(std::slice::from_ref(&spec.id), 20)
+        .await
+        .remove(0);
+    assert_eq!((r.status, r.attempts), (Status::Dead, 1));
+    assert_eq!(
+        q.producer.dlq_list(10).await.expect("dlq")[0].reason,
+        "permanent_error"
+    );
+}
+
+#[tokio::test]
+async fn a_job_that_kills_every_worker_is_quarantined() {
+    let q = TestQueue::new("poison");
+    let mut spec = q.job("crash");
+    spec.max_attempts = Some(2);
+    q.producer.enqueue(&spec).await.expect("enqueue");
+    // Both allowed attempts take their worker down with them.
+    for _ in 0..2 {
+        let w = q.spawn_worker(|c| c.worker.lease_ms = 600);
+        w.wait_exit(15).await;
+    }
+    let w = q.spawn_worker(|c| c.worker.lease_ms = 600);
+    let r = q
+        .wait_all(std::slice::from_ref(&spec.id), 20)
+        .await
+        .remove(0);
+    assert_eq!(r.status, Status::Dead);
+    assert!(
+        r.error.as_deref().unwrap_or("").contains("none finished"),
+        "{:?}",
+        r.error
+    );
+    let ok = q.job("print alive");
+    q.producer.enqueue(&ok).await.expect("enqueue");
+    assert_eq!(
+        q.wait_all(std::slice::from_ref(&ok.id), 10).await[0].status,
+        Status::Succeeded,
+        "{} serves on",
+        w.id
+    );
+    q.assert_settled(&[spec.id, ok.id]).await;
+}
+
+#[tokio::test]
+async fn malformed_entries_are_dead_lettered_with_a_reason_and_the_worker_keeps_serving() {
+    let q = TestQueue::new("malformed");
+    let mut conn = q.conn().await;
+    let stream = q.keys.stream(Priority::Normal);
+    let good = q.job("print fine");
+    let mut over = q.job("print x");
+    over.limits.memory_bytes = Some(u64::MAX);
+    let mut unknown = q.job("print x");
+    unknown.language = "cobol".into();
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "m-notjson",
+            "{not json".into(),
+            "not_json",
+            "not valid JSON",
+        ),
+        (
+            "m-version",
+            r#"{"v":7,"id":"m-version"}"#.into(),
+            "bad_version",
+            "unsupported protocol version v=7",
+        ),
+        (
+            "m-missing",
+            r#"{"v":1,"id":"m-missing","language":"script","files":{"a":"b"}}"#.into(),
+            "bad_schema",
+            "missing field `kind`",
+        ),
+        (
+            "m-lang",
+            with_id(&unknown, "m-lang"),
+            "invalid_spec",
+            "unknown language \"cobol\"",
+        ),
+        (
+            "m-limits",
+            with_id(&over, "m-limits"),
+            "invalid_spec",
+            "limits.memory_bytes",
+        ),
+    ];
+    for (id, payload, _, _) in &cases {
+        let _: String = redis::cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("id")
+            .arg(*id)
+            .arg("job")
+            .arg(payload)
+            .query_async(&mut conn)
+            .await
+            .expect("XADD");
+    }
+    let _: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("job")
+        .arg("{}")
+        .query_async(&mut conn)
+        .await
+        .expect("XADD no id");
+    q.producer.enqueue(&good).await.expect("enqueue good");
+    q.spawn_worker(|_| {});
+    assert_eq!(
+        q.wait_all(std::slice::from_ref(&good.id), 10).await[0].status,
+        Status::Succeeded
+    );
+    let mut ids = vec![good.id.clone()];
+    for (id, _, reason, message) in &cases {
+        let id = JobId::parse(id).expect("id");
+        let r = q.wait_all(std::slice::from_ref(&id), 10).await.remove(0);
+        assert_eq!(r.status, Status::Rejected, "{id}");
+        assert!(
+            r.error.as_deref().unwrap_or("").contains(message),
+            "{id}: {:?}",
+            r.error
+        );
+        let letters = q.producer.dlq_list(100).await.expect("dlq");
+        let l = letters
+            .iter()
+            .find(|l| l.job_id == id.as_str())
+            .unwrap_or_else(|| panic!("{id} not dead-lettered"));
+        assert_eq!(l.reason, *reason, "{id}");
+        ids.push(id);
+    }
+    let letters = q.producer.dlq_list(100).await.expect("dlq");
+    assert!(
+        letters
+            .iter()
+            .any(|l| l.job_id.is_empty() && l.reason == "missing_field"),
+        "entry without id dead-lettered"
+    );
+    q.assert_settled(&ids).await;
+}
+
+fn with_id(spec: &quayside_common::JobSpec, id: &str) -> String {
+    let mut s = spec.clone();
+    s.id = JobId::parse(id).expect("id");
+    quayside_common::wire::encode_spec(&s)
+}
+
+#[tokio::test]
+async fn workers_survive_a_redis_restart_and_nothing_is_lost() {
+    let dir = std::env::temp_dir().join(format!("qs-redis-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut redis = PrivateRedis::start(&dir).expect("private redis");
+    let q = TestQueue::on("restart", &redis.url());
+    let rec = q.path("exec.log");
+    let specs: Vec<_> = (0..150)
+        .map(|_| q.job(&format!("record {rec}\nsleep 20")))
+        .collect();
+    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
+    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    for _ in 0..2 {
+        q.spawn_worker(|c| {
+            c.worker.lease_ms = 1_500;
+            c.worker.slots = 4;
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    redis.restart().expect("restart redis");
+    let results = q.wait_all(&ids, 60).await;
+    assert!(
+        results.iter().all(|r| r.status == Status::Succeeded),
+        "every job succeeded"
+    );
+    let mut ran: Vec<String> = recorded(&rec)
+        .into_iter()
+        .filter(|e| e.2 == "end")
+        .map(|e| e.0)
+        .collect();
+    ran.sort();
+    ran.dedup();
+    assert_eq!(
+        ran.len(),
+        ids.len(),
+        "every job ran to the end at least once"
+    );
+    q.assert_settled(&ids).await;
+}
+
+#[tokio::test]
+async fn drain_finishes_running_jobs_within_the_grace_period() {
+    let q = TestQueue::new("drain");
+    let done = q.count_completions().await;
+    let specs: Vec<_> = (0..4).map(|_| q.job("sleep 700\nprint done")).collect();
+    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
+    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let w = q.spawn_worker(|c| c.worker.slots = 2);
+    for id in &ids[..2] {
+        q.wait_state(id, Status::Running, 10).await;
+    }
+    w.signal(15);
+    w.wait_exit(10).await;
+    let st: Vec<Status> =
+        futures_util::future::join_all(ids.iter().map(|id| q.producer.status(id)))
+            .await
+            .into_iter()
+            .map(|s| s.expect("status").expect("known").state)
+            .collect();
+    assert_eq!(
+        &st[..2],
+        [Status::Succeeded, Status::Succeeded],
+        "in-flight jobs finished"
+    );
+    assert_eq!(
+        &st[2..],
+        [Status::Queued, Status::Queued],
+        "no new claims after SIGTERM"
+    );
+    q.spawn_worker(|_| {});
+    q.wait_all(&ids, 20).await;
+    q.assert_settled(&ids).await;
+    done.assert_exactly_once(&ids);
+}
+
+#[tokio::test]
+async fn drain_past_the_grace_period_hands_jobs_back_without_spending_an_attempt() {
+    let q = TestQueue::new("handback");
+    let done = q.count_completions().await;
+    let rec = q.path("exec.log");
+    let specs: Vec<_> = (0..2)
+        .map(|_| q.job(&format!("record {rec}\nsleep 4000")))
+        .collect();
+    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
+    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let w = q.spawn_worker(|c| {
+        c.worker.slots = 2;
+        c.worker.drain_timeout_ms = 300;
+    });
+    for id in &ids {
+        q.wait_state(id, Status::Running, 10).await;
+    }
+    let signalled = Instant::now();
+    w.signal(15);
+    w.wait_exit(10).await;
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "drain took {:?}",
+        signalled.elapsed()
+    );
+    for id in &ids {
+        let st = q.producer.status(id).await.expect("status").expect("known");
+        assert_eq!(
+            (st.state, st.attempts),
+            (Status::Queued, 0),
+            "{id} handed back, attempt refunded"
+        );
+    }
+    q.spawn_worker(|c| c.worker.id = Some("other".into()));
+    let results = q.wait_all(&ids, 20).await;
+    for r in &results {
+        assert_eq!(
+            (r.status, r.attempts, r.worker.as_deref()),
+            (Status::Succeeded, 1, Some("other"))
+        );
+    }
+    let stopped = recorded(&rec).iter().filter(|e| e.2 == "stopped").count();
+    assert_eq!(stopped, 2, "the first executions were stopped");
+    q.assert_settled(&ids).await;
+    done.assert_exactly_once(&ids);
+}
