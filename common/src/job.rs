@@ -325,7 +325,7 @@ mod tests {
         s.files.clear();
         assert!(s
             .validate_shape()
-            .unwrap_err()
+            .expect_err("no files")
             .to_string()
             .starts_with("files:"));
         let mut s = spec();

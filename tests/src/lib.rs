@@ -53,13 +53,10 @@ impl TestQueue {
         let mut cfg = Config::default();
         cfg.redis.url = url.to_owned();
         cfg.queue.name = name.clone();
-        cfg.languages = BTreeMap::from([(
-            "script".to_owned(),
-            LanguageConfig {
-                image: "none".into(),
-                ..Default::default()
-            },
-        )]);
+        // Through serde, so fields the table gains later keep their defaults.
+        let script: LanguageConfig = serde_json::from_value(serde_json::json!({ "image": "none" }))
+            .expect("language config");
+        cfg.languages = BTreeMap::from([("script".to_owned(), script)]);
         cfg.worker.lease_ms = 3_000;
         cfg.worker.claim_block_ms = 500;
         cfg.worker.reclaim_interval_ms = 500;

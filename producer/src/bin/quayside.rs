@@ -1,1 +1,475 @@
-fn main() {}
+//! `quayside`: enqueue jobs, wait for them, follow logs, cancel, manage dead letters, read stats.
+//!
+//! Exit codes scripts can rely on: 0 ok (for `wait`/`submit --wait`: the job succeeded),
+//! 1 the job ended but did not succeed, 2 usage or invalid job, 3 job not found,
+//! 4 timed out waiting, 5 Redis or other infrastructure error.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use futures_util::StreamExt as _;
+use quayside_common::config::Config;
+use quayside_common::wire::decode_spec;
+use quayside_common::{JobId, JobKind, JobResult, JobSpec, Priority, Status};
+use quayside_producer::{Error, Producer, QueueStats};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Quayside job queue client")]
+struct Cli {
+    /// TOML config file (defaults < file < QUAYSIDE_* environment).
+    #[arg(long, short, global = true, env = "QUAYSIDE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Redis URL; overrides the config.
+    #[arg(long, global = true)]
+    redis_url: Option<String>,
+    /// Queue name; overrides the config.
+    #[arg(long, short, global = true)]
+    queue: Option<String>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Enqueue a job from source files (folders are walked) or from a JSON spec.
+    Submit(Box<SubmitArgs>),
+    /// Show a job's state and result.
+    Status { id: String },
+    /// Wait for a job's result (no polling).
+    Wait {
+        id: String,
+        /// Give up after this many seconds (exit code 4).
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
+    /// Print a job's log; with --follow, live until it ends.
+    Logs {
+        id: String,
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Cancel a queued or running job.
+    Cancel { id: String },
+    /// Dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// Queue depths, pending, delayed and dead-letter counts, workers.
+    Stats,
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqAction {
+    /// List dead letters, oldest first.
+    List {
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+    },
+    /// Queue dead-lettered jobs again (by dead-letter entry id, or all).
+    Replay {
+        entries: Vec<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete every dead letter.
+    Purge,
+}
+
+#[derive(Debug, clap::Args)]
+struct SubmitArgs {
+    /// Source files or folders; names inside the job are paths relative to the folder given,
+    /// or the file name for a single file.
+    files: Vec<PathBuf>,
+    /// A complete JSON job spec (file, or - for stdin) instead of files and flags.
+    #[arg(long, conflicts_with = "files")]
+    spec: Option<PathBuf>,
+    #[arg(long, short)]
+    language: Option<String>,
+    #[arg(long, default_value = "run", value_parser = ["run", "compile"])]
+    kind: String,
+    /// Job id (idempotency key); generated when absent.
+    #[arg(long)]
+    id: Option<String>,
+    #[arg(long, default_value = "normal")]
+    priority: Priority,
+    /// Text to feed the program on stdin.
+    #[arg(long, conflicts_with = "stdin_file")]
+    stdin: Option<String>,
+    #[arg(long)]
+    stdin_file: Option<PathBuf>,
+    /// Program argument (repeatable).
+    #[arg(long = "arg")]
+    args: Vec<String>,
+    /// Compiler option (repeatable).
+    #[arg(long = "option", allow_hyphen_values = true)]
+    compiler_options: Vec<String>,
+    /// Limit as NAME=VALUE, e.g. run_wall_time_ms=2000 (repeatable).
+    #[arg(long = "limit")]
+    limits: Vec<String>,
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    #[arg(long)]
+    batch: Option<String>,
+    /// Label as KEY=VALUE (repeatable).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    #[arg(long)]
+    result_ttl_s: Option<u64>,
+    /// Wait for the result and exit with its status.
+    #[arg(long)]
+    wait: bool,
+    #[arg(long)]
+    timeout: Option<f64>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("quayside: {e:#}");
+            ExitCode::from(exit_code_of(&e))
+        }
+    }
+}
+
+fn exit_code_of(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<Error>() {
+        Some(Error::Invalid(_) | Error::QueueFull { .. }) => 2,
+        Some(Error::NotFound(_)) => 3,
+        Some(Error::Timeout { .. }) => 4,
+        Some(_) => 5,
+        None if e.downcast_ref::<UsageError>().is_some() => 2,
+        None => 5,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut cfg = Config::load(cli.config.as_deref()).map_err(|e| usage(e.to_string()))?;
+    if let Some(url) = cli.redis_url {
+        cfg.redis.url = url;
+    }
+    if let Some(q) = cli.queue {
+        cfg.queue.name = q;
+    }
+    cfg.validate().map_err(|e| usage(e.to_string()))?;
+    let producer = Producer::new(&cfg)?;
+    let json = cli.json;
+    match cli.command {
+        Command::Submit(args) => submit(&producer, *args, json).await,
+        Command::Status { id } => {
+            let id = parse_id(&id)?;
+            let st = producer.status(&id).await?.ok_or(Error::NotFound(id))?;
+            if json {
+                println!("{}", serde_json::to_string(&st)?);
+            } else {
+                println!("{} {} (attempts {})", st.id, st.state, st.attempts);
+                if let Some(r) = &st.result {
+                    print_result(r);
+                } else if let Some(e) = &st.last_error {
+                    println!("last error: {e}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Wait { id, timeout } => {
+            let r = producer
+                .wait(&parse_id(&id)?, timeout.map(Duration::from_secs_f64))
+                .await?;
+            Ok(report(&r, json))
+        }
+        Command::Logs { id, follow } => {
+            let mut logs = producer.logs(&parse_id(&id)?, follow);
+            while let Some(entry) = logs.next().await {
+                let entry = entry?;
+                if json {
+                    println!("{}", serde_json::to_string(&entry)?);
+                } else if entry.source == "end" {
+                    eprintln!("[job ended: {}]", String::from_utf8_lossy(&entry.data));
+                } else if entry.source == "stdout" {
+                    use std::io::Write as _;
+                    std::io::stdout().write_all(&entry.data)?;
+                } else {
+                    use std::io::Write as _;
+                    std::io::stderr().write_all(&entry.data)?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cancel { id } => {
+            let outcome = producer.cancel(&parse_id(&id)?).await?;
+            if json {
+                println!("{}", serde_json::to_string(&outcome)?);
+            } else {
+                println!("{outcome:?}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dlq { action } => dlq(&producer, action, json).await,
+        Command::Stats => {
+            let stats = producer.stats().await?;
+            if json {
+                println!("{}", serde_json::to_string(&stats)?);
+            } else {
+                print_stats(&stats);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn parse_id(id: &str) -> anyhow::Result<JobId> {
+    JobId::parse(id).map_err(|e| usage(format!("invalid job id: {e}")))
+}
+
+async fn submit(producer: &Producer, a: SubmitArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let spec = match &a.spec {
+        Some(path) => {
+            let mut raw = Vec::new();
+            if path == Path::new("-") {
+                std::io::stdin().read_to_end(&mut raw)?;
+            } else {
+                raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            }
+            decode_spec(&raw).map_err(|e| usage(e.to_string()))?
+        }
+        None => spec_from_flags(&a)?,
+    };
+    let enqueued = producer.enqueue(&spec).await?;
+    if !a.wait {
+        if json {
+            println!("{}", serde_json::to_string(&enqueued)?);
+        } else if enqueued.created {
+            println!("{}", enqueued.id);
+        } else {
+            println!("{} (already exists: {})", enqueued.id, enqueued.state);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r = producer
+        .wait(&spec.id, a.timeout.map(Duration::from_secs_f64))
+        .await?;
+    Ok(report(&r, json))
+}
+
+fn spec_from_flags(a: &SubmitArgs) -> anyhow::Result<JobSpec> {
+    let language = a
+        .language
+        .clone()
+        .ok_or_else(|| usage("--language is required (or use --spec)"))?;
+    if a.files.is_empty() {
+        return Err(usage("give at least one source file or folder"));
+    }
+    let mut files = BTreeMap::new();
+    for path in &a.files {
+        collect(path, path, &mut files)?;
+    }
+    let kind = if a.kind == "compile" {
+        JobKind::Compile
+    } else {
+        JobKind::Run
+    };
+    let mut spec = JobSpec::new(kind, &language, files);
+    if let Some(id) = &a.id {
+        spec.id = parse_id(id)?;
+    }
+    spec.priority = a.priority;
+    spec.args = a.args.clone();
+    spec.compiler_options = a.compiler_options.clone();
+    spec.stdin = match (&a.stdin, &a.stdin_file) {
+        (Some(s), _) => s.clone(),
+        (None, Some(p)) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        (None, None) => String::new(),
+    };
+    spec.max_attempts = a.max_attempts;
+    spec.batch = a.batch.clone();
+    spec.result_ttl_s = a.result_ttl_s;
+    for l in &a.labels {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--label {l}: expected KEY=VALUE")))?;
+        spec.labels.insert(k.to_owned(), v.to_owned());
+    }
+    let mut limits = serde_json::Map::new();
+    for l in &a.limits {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--limit {l}: expected NAME=VALUE")))?;
+        let v: u64 = v
+            .parse()
+            .map_err(|_| usage(format!("--limit {l}: value must be a whole number")))?;
+        limits.insert(k.to_owned(), v.into());
+    }
+    spec.limits =
+        serde_json::from_value(limits.into()).map_err(|e| usage(format!("--limit: {e}")))?;
+    Ok(spec)
+}
+
+/// Adds `path` (a file, or a folder walked recursively) with names relative to `root`.
+fn collect(root: &Path, path: &Path, files: &mut BTreeMap<String, String>) -> anyhow::Result<()> {
+    if path.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(path)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.path());
+        for e in entries {
+            collect(root, &e.path(), files)?;
+        }
+        return Ok(());
+    }
+    let name = if root == path {
+        path.file_name().map(|n| n.to_string_lossy().into_owned())
+    } else {
+        path.strip_prefix(root)
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+    };
+    let Some(name) = name else {
+        bail!("cannot name {}", path.display())
+    };
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "reading {} (source files must be UTF-8 text)",
+            path.display()
+        )
+    })?;
+    files.insert(name, text);
+    Ok(())
+}
+
+fn report(r: &JobResult, json: bool) -> ExitCode {
+    if json {
+        match serde_json::to_string(r) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("quayside: {e}"),
+        }
+    } else {
+        print_result(r);
+    }
+    if r.status == Status::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn print_result(r: &JobResult) {
+    let code = r
+        .exit_code
+        .map(|c| format!(" exit {c}"))
+        .unwrap_or_default();
+    println!(
+        "{}: {}{code} (attempts {}, {} ms)",
+        r.id, r.status, r.attempts, r.durations.total_ms
+    );
+    for (name, c) in [
+        ("compile output", &r.compile_output),
+        ("stdout", &r.stdout),
+        ("stderr", &r.stderr),
+    ] {
+        if !c.is_empty() {
+            let more = if c.truncated { " (truncated)" } else { "" };
+            println!("--- {name}{more}\n{}", c.lossy().trim_end());
+        }
+    }
+    if let Some(e) = &r.error {
+        println!("--- error\n{e}");
+    }
+}
+
+fn print_stats(s: &QueueStats) {
+    println!("queue {}", s.queue);
+    println!(
+        "{:<8} {:>8} {:>8} {:>8}",
+        "priority", "waiting", "running", "depth"
+    );
+    for p in &s.priorities {
+        println!(
+            "{:<8} {:>8} {:>8} {:>8}",
+            p.priority, p.waiting, p.pending, p.depth
+        );
+    }
+    println!(
+        "delayed retries: {}   dead letters: {}",
+        s.delayed, s.dead_letters
+    );
+    println!("workers: {}", s.workers.len());
+    for w in &s.workers {
+        let f = |k: &str| w.0.get(k).map(|v| v.to_string()).unwrap_or_default();
+        println!(
+            "  {} runner={} slots={} in_flight={} version={}",
+            f("id"),
+            f("runner"),
+            f("slots"),
+            f("in_flight"),
+            f("version")
+        );
+    }
+}
+
+async fn dlq(producer: &Producer, action: DlqAction, json: bool) -> anyhow::Result<ExitCode> {
+    match action {
+        DlqAction::List { count } => {
+            let letters = producer.dlq_list(count).await?;
+            if json {
+                println!("{}", serde_json::to_string(&letters)?);
+            } else {
+                for l in letters {
+                    println!(
+                        "{} job={} reason={} attempts={} error={}",
+                        l.entry, l.job_id, l.reason, l.attempts, l.error
+                    );
+                }
+            }
+        }
+        DlqAction::Replay { entries, all } => {
+            let entries = if all {
+                producer
+                    .dlq_list(usize::MAX >> 1)
+                    .await?
+                    .into_iter()
+                    .map(|l| l.entry)
+                    .collect()
+            } else if entries.is_empty() {
+                return Err(usage("name dead-letter entries to replay, or --all"));
+            } else {
+                entries
+            };
+            for e in entries {
+                let outcome = producer.dlq_replay(&e).await?;
+                if json {
+                    println!("{}", serde_json::json!({ "entry": e, "result": outcome }));
+                } else {
+                    println!("{e}: {outcome:?}");
+                }
+            }
+        }
+        DlqAction::Purge => {
+            let n = producer.dlq_purge().await?;
+            if json {
+                println!("{}", serde_json::json!({ "purged": n }));
+            } else {
+                println!("purged {n} dead letters");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

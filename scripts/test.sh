@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian 12 machine (README command 2; .ci/run calls it):
+# installs what is missing, starts a throwaway redis-server (unless E2E_REDIS_URL is set) and
+# the Docker engine, builds the runner images offline, then fmt, clippy and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_rust
+ensure_packages redis-server:redis-server redis-cli:redis-tools docker:docker.io dockerd:docker.io \
+  debootstrap:debootstrap python3:python3
+ensure_dockerd
+scripts/build-images.sh
+
+work=$(mktemp -d /tmp/quayside-test.XXXXXX)
+if [ -z "${E2E_REDIS_URL:-}" ]; then
+  start_redis "$work/redis"
+  trap 'kill "$REDIS_PID" 2>/dev/null || true' EXIT
+  export E2E_REDIS_URL=$REDIS_URL
+fi
+log "redis at $E2E_REDIS_URL"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+log "cargo test"
+cargo test --workspace --no-fail-fast
