@@ -194,25 +194,202 @@ pub enum RunnerBackend {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunnerConfig {
+    /// Which sandbox backend runs jobs.
     pub backend: RunnerBackend,
+    /// Settings of the Docker backend.
+    pub docker: DockerConfig,
 }
 
-/// How one language is built and run.
+/// How job files reach `/work` in a Docker sandbox.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileTransfer {
+    /// A tar archive streamed over the container's attached stdin and unpacked by the image's
+    /// `tar` into a plain tmpfs: no extra Engine API round trip.
+    #[default]
+    Stdin,
+    /// The Engine API archive upload (`PUT /containers/{id}/archive`). Docker cannot upload
+    /// into a `--tmpfs` mount of a read-only container, so `/work` becomes an anonymous
+    /// tmpfs-backed volume instead; costs about 40 ms per job.
+    Archive,
+}
+
+/// The Docker sandbox: where the engine is and how every job container is hardened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// Engine socket, e.g. `unix:///var/run/docker.sock`; empty = `DOCKER_HOST` or the default.
+    pub socket: String,
+    /// OCI runtime for job containers, e.g. `runsc`; empty = the daemon's default.
+    pub runtime: String,
+    /// `uid:gid` (numeric) that job processes run as; never root.
+    pub user: String,
+    /// Size of each writable tmpfs, `/work` and `/tmp`; nothing else is writable.
+    pub tmpfs_bytes: u64,
+    /// Largest file a job process may write (`RLIMIT_FSIZE`).
+    pub max_file_bytes: u64,
+    /// Files a job process may hold open at once (`RLIMIT_NOFILE`).
+    pub max_open_files: u64,
+    /// Longest one Engine API request may take (the job's own time is bounded by its limits).
+    pub api_timeout_ms: u64,
+    /// How job files reach `/work`.
+    pub file_transfer: FileTransfer,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        Self {
+            socket: String::new(),
+            runtime: String::new(),
+            user: "10001:10001".into(),
+            tmpfs_bytes: 64 << 20,
+            max_file_bytes: 64 << 20,
+            max_open_files: 1024,
+            api_timeout_ms: 30_000,
+            file_transfer: FileTransfer::Stdin,
+        }
+    }
+}
+
+impl DockerConfig {
+    /// The numeric uid and gid of [`DockerConfig::user`], if it has that form.
+    pub fn uid_gid(&self) -> Option<(u32, u32)> {
+        let (uid, gid) = self.user.split_once(':')?;
+        Some((uid.parse().ok()?, gid.parse().ok()?))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        match self.uid_gid() {
+            None => {
+                return Err(invalid(
+                    "runner.docker.user",
+                    "must be numeric uid:gid, e.g. 10001:10001",
+                ))
+            }
+            Some((0, _)) | Some((_, 0)) => {
+                return Err(invalid(
+                    "runner.docker.user",
+                    "job processes must not run as root",
+                ))
+            }
+            Some(_) => {}
+        }
+        if self.tmpfs_bytes < 1 << 20 {
+            return Err(invalid(
+                "runner.docker.tmpfs_bytes",
+                "must be at least 1 MiB",
+            ));
+        }
+        if self.max_file_bytes == 0 {
+            return Err(invalid(
+                "runner.docker.max_file_bytes",
+                "must be greater than 0",
+            ));
+        }
+        if self.max_open_files < 16 {
+            return Err(invalid(
+                "runner.docker.max_open_files",
+                "must be at least 16",
+            ));
+        }
+        if self.api_timeout_ms < 1_000 {
+            return Err(invalid(
+                "runner.docker.api_timeout_ms",
+                "must be at least 1000",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How one language is built and run. Commands are `sh -c` strings run in `/work`, where
+/// `{options}` becomes the job's compiler options, `{sources}` the job's files ending in
+/// `.{source_extension}` and `{entry}` the entry file (the job's only source file when it has
+/// exactly one), each shell-quoted. The job's args are the positional parameters of the run
+/// command, so it passes them on as `"$@"`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LanguageConfig {
-    /// Runner image, e.g. `quayside/runner-c:1`.
+    /// Runner image, e.g. `quayside/runner-c:1`; never pulled.
     pub image: String,
+    /// Extension of this language's source files, without the dot; what `{sources}` lists.
+    pub source_extension: String,
+    /// The file the program starts from in a multi-file job, e.g. `main.py`.
+    pub entry_file: String,
+    /// Builds the program before a `run` job runs it; empty = nothing to build.
+    pub build_command: String,
+    /// Runs the built program with the job's stdin; must pass `"$@"` on for the job's args.
+    pub run_command: String,
+    /// What a `compile` job runs: diagnostics only, no program (object files, metadata).
+    pub compile_only_command: String,
 }
 
-fn default_languages() -> BTreeMap<String, LanguageConfig> {
-    ["c", "cpp", "python", "rust", "go", "javascript"]
-        .into_iter()
-        .map(|l| {
-            let image = format!("quayside/runner-{l}:1");
-            (l.to_owned(), LanguageConfig { image })
-        })
-        .collect()
+/// The built-in language table, matching the images of `deploy/images`.
+pub fn default_languages() -> BTreeMap<String, LanguageConfig> {
+    // Go needs a module for `.` and `./...` to name the sources (sub-packages import as main/x).
+    const GO_MOD: &str = "[ -f go.mod ] || go mod init main >/dev/null 2>&1";
+    let lang = |name: &str, ext: &str, entry: &str, build: &str, run: &str, check: &str| {
+        let config = LanguageConfig {
+            image: format!("quayside/runner-{name}:1"),
+            source_extension: ext.to_owned(),
+            entry_file: entry.to_owned(),
+            build_command: build.to_owned(),
+            run_command: run.to_owned(),
+            compile_only_command: check.to_owned(),
+        };
+        (name.to_owned(), config)
+    };
+    BTreeMap::from([
+        lang(
+            "c",
+            "c",
+            "main.c",
+            "gcc -O2 -pipe -std=gnu17 {options} -o main {sources} -lm",
+            r#"./main "$@""#,
+            "gcc -std=gnu17 {options} -c {sources}",
+        ),
+        lang(
+            "cpp",
+            "cpp",
+            "main.cpp",
+            "g++ -O2 -pipe -std=gnu++17 {options} -o main {sources}",
+            r#"./main "$@""#,
+            "g++ -std=gnu++17 {options} -c {sources}",
+        ),
+        lang(
+            "python",
+            "py",
+            "main.py",
+            "",
+            r#"python3 {entry} "$@""#,
+            "python3 -m py_compile {sources}",
+        ),
+        lang(
+            "rust",
+            "rs",
+            "main.rs",
+            "rustc --edition 2021 -O {options} -o main {entry}",
+            r#"./main "$@""#,
+            "rustc --edition 2021 --emit=metadata {options} -o /tmp/check.rmeta {entry}",
+        ),
+        lang(
+            "go",
+            "go",
+            "main.go",
+            &format!("{GO_MOD}; go build {{options}} -o main ."),
+            r#"./main "$@""#,
+            &format!("{GO_MOD}; go build {{options}} -o /dev/null ./..."),
+        ),
+        lang(
+            "javascript",
+            "js",
+            "main.js",
+            "",
+            r#"node {entry} "$@""#,
+            // `node --check` takes one file per call.
+            r#"for f in {sources}; do node --check "$f" || exit 1; done"#,
+        ),
+    ])
 }
 
 impl Config {
@@ -315,6 +492,7 @@ impl Config {
                 });
             }
         }
+        self.runner.docker.validate()?;
         Ok(())
     }
 
@@ -415,5 +593,66 @@ mod tests {
         let mut c = Config::default();
         c.redis.url = "redis://:pw@x".into();
         assert!(!format!("{:?}", c.redacted()).contains("pw@"));
+    }
+
+    #[test]
+    fn docker_settings_are_checked_and_name_their_key() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "d.toml",
+                "[runner.docker]\nruntime = \"runsc\"\ntmpfs_bytes = 8388608\n",
+            )?;
+            let c = Config::load(Some(Path::new("d.toml"))).expect("loads");
+            assert_eq!(c.runner.docker.runtime, "runsc");
+            assert_eq!(c.runner.docker.tmpfs_bytes, 8 << 20);
+            assert_eq!(
+                c.runner.docker.uid_gid(),
+                Some((10001, 10001)),
+                "default user kept"
+            );
+
+            for (toml, key) in [
+                ("user = \"0:0\"", "runner.docker.user"),
+                ("user = \"runner\"", "runner.docker.user"),
+                ("tmpfs_bytes = 1", "runner.docker.tmpfs_bytes"),
+                ("max_open_files = 3", "runner.docker.max_open_files"),
+                ("api_timeout_ms = 10", "runner.docker.api_timeout_ms"),
+            ] {
+                jail.create_file("bad.toml", &format!("[runner.docker]\n{toml}\n"))?;
+                let e = Config::load(Some(Path::new("bad.toml"))).expect_err(toml);
+                assert!(e.to_string().contains(key), "{toml}: {e}");
+            }
+            jail.set_env("QUAYSIDE_RUNNER__DOCKER__FILE_TRANSFER", "archive");
+            let c = Config::load(None).expect("env sets the transfer");
+            assert_eq!(c.runner.docker.file_transfer, FileTransfer::Archive);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_default_language_can_build_run_and_check() {
+        let langs = default_languages();
+        assert_eq!(langs.len(), 6);
+        for (name, l) in &langs {
+            assert_eq!(l.image, format!("quayside/runner-{name}:1"));
+            assert!(
+                !l.source_extension.is_empty()
+                    && l.entry_file.ends_with(&format!(".{}", l.source_extension)),
+                "{name}"
+            );
+            assert!(
+                l.run_command.contains(r#""$@""#),
+                "{name}: args must reach the program"
+            );
+            assert!(!l.compile_only_command.is_empty(), "{name}");
+        }
+        for compiled in ["c", "cpp", "rust", "go"] {
+            let l = &langs[compiled];
+            assert!(
+                l.build_command.contains("{options}"),
+                "{compiled}: options reach the compiler"
+            );
+            assert!(l.compile_only_command.contains("{options}"), "{compiled}");
+        }
     }
 }

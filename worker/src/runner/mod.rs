@@ -1,5 +1,8 @@
 //! The runner seam: one trait, one implementation per sandbox backend.
 
+pub mod docker;
+pub mod sandbox;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -90,7 +93,9 @@ impl RunnerError {
         match self {
             Self::Unavailable { .. } | Self::ImageMissing { .. } => RunnerErrorKind::Transient,
             Self::Cancelled => RunnerErrorKind::Cancelled,
-            Self::Failed { transient: true, .. } => RunnerErrorKind::Transient,
+            Self::Failed {
+                transient: true, ..
+            } => RunnerErrorKind::Transient,
             Self::Failed { .. } => RunnerErrorKind::Permanent,
         }
     }
@@ -136,9 +141,20 @@ pub type SharedRunner = Arc<dyn Runner>;
 /// The selected backend is not available in this build.
 pub fn build(cfg: &quayside_common::config::Config) -> Result<SharedRunner, RunnerError> {
     use quayside_common::config::RunnerBackend;
+    // Sandboxes are labelled with this id; `worker.id` keeps it stable across restarts.
+    let worker_id = cfg
+        .worker
+        .id
+        .clone()
+        .unwrap_or_else(crate::generate_worker_id);
     match cfg.runner.backend {
-        RunnerBackend::Docker | RunnerBackend::Auto | RunnerBackend::Kubernetes => Err(RunnerError::Unavailable {
-            detail: format!("runner backend {:?} is not built into this version yet", cfg.runner.backend),
+        RunnerBackend::Docker | RunnerBackend::Auto => Ok(Arc::new(docker::DockerRunner::new(
+            cfg.runner.docker.clone(),
+            &cfg.languages,
+            worker_id,
+        ))),
+        RunnerBackend::Kubernetes => Err(RunnerError::Unavailable {
+            detail: "runner backend kubernetes is not built into this version yet".into(),
         }),
     }
 }

@@ -1,0 +1,341 @@
+//! One attempt of a job in a fresh container.
+//!
+//! Round trips: create, attach, start (plus the archive upload with `file_transfer = archive`),
+//! then everything else goes over the attach: the header, the files and the job's stdin in,
+//! stdout and stderr out. When the output ends the container has exited, and one inspect
+//! gives its exit code and whether the kernel OOM-killed any process in it. The worker times
+//! the build and the run apart from the wrapper's end-of-build marker, and stops the container
+//! at a wall-time limit or when an output stream passes its cap.
+
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use bollard::container::{AttachContainerResults, LogOutput};
+use bollard::errors::Error as DockerError;
+use bollard::query_parameters::{
+    AttachContainerOptions, CreateContainerOptions, InspectContainerOptions,
+    RemoveContainerOptions, StartContainerOptions, UploadToContainerOptions, WaitContainerOptions,
+};
+use bollard::Docker;
+use futures_util::{Stream, StreamExt as _};
+use quayside_common::config::{DockerConfig, FileTransfer};
+use quayside_common::{JobKind, Limits};
+use tokio::io::AsyncWriteExt as _;
+use tokio_util::task::AbortOnDropHandle;
+
+use super::{api_error, spec};
+use crate::logs::{LogSink, LogSource};
+use crate::runner::sandbox::protocol::{self, PhaseMarker, Scan};
+use crate::runner::sandbox::{self, CappedOutput, Ending, LiveLog, WORK_DIR};
+use crate::runner::{RunOutput, RunRequest, RunnerError};
+
+/// How long the live log may take to catch up once the program has ended.
+const LOG_FLUSH_GRACE: Duration = Duration::from_secs(2);
+/// How long an exited container may take to show as stopped after its output ended.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, DockerError>> + Send>>;
+
+/// The container of one attempt. Removed by [`Sandbox::remove`], or in the background if the
+/// attempt is dropped half way (an outer timeout).
+#[derive(Debug)]
+pub(super) struct Sandbox {
+    docker: Docker,
+    /// The container's name (the Engine API takes names wherever it takes ids).
+    id: Option<String>,
+}
+
+impl Sandbox {
+    pub(super) fn new(docker: Docker) -> Self {
+        Self { docker, id: None }
+    }
+
+    /// Force-removes the container and its anonymous volume, if one was created.
+    pub(super) async fn remove(&mut self) {
+        if let Some(id) = self.id.take() {
+            if let Err(error) = remove_container(&self.docker, &id).await {
+                tracing::warn!(container = %id, %error, "cannot remove sandbox; the orphan sweep will");
+            }
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else { return };
+        let docker = self.docker.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(error) = remove_container(&docker, &id).await {
+                        tracing::warn!(container = %id, %error, "cannot remove sandbox; the orphan sweep will");
+                    }
+                });
+            }
+            Err(_) => {
+                tracing::warn!(container = %id, "no runtime to remove sandbox; the orphan sweep will")
+            }
+        }
+    }
+}
+
+/// Force-removes a container (killing it if it runs) with its anonymous volumes. A container
+/// that is already gone or already being removed counts as removed.
+pub(super) async fn remove_container(docker: &Docker, id: &str) -> Result<(), DockerError> {
+    let options = RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..Default::default()
+    };
+    match docker.remove_container(id, Some(options)).await {
+        Err(DockerError::DockerResponseServerError {
+            status_code: 404 | 409,
+            ..
+        })
+        | Ok(()) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs one attempt in a container it creates in `sandbox`. Removes it when it stops it at a
+/// limit; otherwise (exit, error, cancel) the caller does.
+pub(super) async fn run(
+    sandbox: &mut Sandbox,
+    cfg: &DockerConfig,
+    req: &RunRequest,
+    logs: &LogSink,
+    script: String,
+    worker_id: &str,
+) -> Result<RunOutput, RunnerError> {
+    let job = &req.job_id;
+    let docker = sandbox.docker.clone();
+    let (uid, gid) = cfg.uid_gid().unwrap_or(spec::DEFAULT_UID_GID);
+    let archive = protocol::archive(&req.files, uid, gid).map_err(|e| RunnerError::Failed {
+        context: format!("cannot archive the files of job {job}"),
+        transient: false,
+        source: Some(Box::new(e)),
+    })?;
+    let nonce = protocol::new_nonce();
+
+    let body = spec::create_body(
+        cfg,
+        req,
+        script,
+        sandbox::labels(job, req.attempt, worker_id),
+    );
+    // Known before the create returns, so even a create cut short by a cancel is removed.
+    let id = sandbox::sandbox_name(job, req.attempt);
+    sandbox.id = Some(id.clone());
+    let options = CreateContainerOptions {
+        name: Some(id.clone()),
+        ..Default::default()
+    };
+    match docker.create_container(Some(options), body).await {
+        Ok(_) => {}
+        Err(DockerError::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {
+            return Err(RunnerError::ImageMissing {
+                image: req.language_config.image.clone(),
+            })
+        }
+        Err(e) => {
+            return Err(api_error(
+                format!("cannot create the sandbox of job {job}"),
+                e,
+            ))
+        }
+    }
+    // Attached before the start, so no output is missed.
+    let attach = AttachContainerOptions {
+        stream: true,
+        stdin: true,
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    let AttachContainerResults { output, mut input } = docker
+        .attach_container(&id, Some(attach))
+        .await
+        .map_err(|e| api_error(format!("cannot attach to the sandbox of job {job}"), e))?;
+    docker
+        .start_container(&id, None::<StartContainerOptions>)
+        .await
+        .map_err(|e| api_error(format!("cannot start the sandbox of job {job}"), e))?;
+    let payload = match cfg.file_transfer {
+        FileTransfer::Stdin => protocol::stdin_payload(&nonce, &archive, &req.stdin),
+        FileTransfer::Archive => {
+            // Only now that the container runs is its /work volume mounted to write through.
+            let to = UploadToContainerOptions {
+                path: WORK_DIR.into(),
+                ..Default::default()
+            };
+            docker
+                .upload_to_container(&id, Some(to), bollard::body_full(archive.into()))
+                .await
+                .map_err(|e| api_error(format!("cannot upload the files of job {job}"), e))?;
+            protocol::stdin_payload(&nonce, &[], &req.stdin)
+        }
+    };
+    // A task of its own: a program that never reads its stdin must not block its output.
+    let _stdin = AbortOnDropHandle::new(tokio::spawn(async move {
+        // A failed write means the program exited or closed its stdin: nothing to do.
+        if input.write_all(&payload).await.is_ok() {
+            let _ = input.shutdown().await;
+        }
+    }));
+
+    let mut live = LiveLog::start(logs);
+    let streamed = stream(output, &nonce, &req.limits, &mut live).await;
+    let (ending, ()) = tokio::join!(
+        async {
+            match streamed.ending {
+                // Stopped at a limit: kill it now, not after the live log has caught up.
+                Some(ending) => {
+                    sandbox.remove().await;
+                    Ok(ending)
+                }
+                None => exited(&docker, &id).await,
+            }
+        },
+        live.finish(LOG_FLUSH_GRACE),
+    );
+    let ending = ending?;
+    let verdict = match sandbox::classify(req.kind, streamed.build_status, ending) {
+        Ok(verdict) => verdict,
+        Err((what, transient)) => {
+            let output = streamed.build.into_captured().lossy();
+            return Err(RunnerError::Failed {
+                context: format!("{what} (job {job}, {ending:?}): {}", output.trim()),
+                transient,
+                source: None,
+            });
+        }
+    };
+    Ok(RunOutput {
+        status: verdict.status,
+        exit_code: verdict.exit_code,
+        signal: verdict.signal,
+        stdout: streamed.stdout.into_captured(),
+        stderr: streamed.stderr.into_captured(),
+        compile_output: streamed.build.into_captured(),
+        compile_ms: streamed.compile_ms,
+        // Only a program that ran has a run time.
+        run_ms: if req.kind == JobKind::Run && streamed.build_status == Some(0) {
+            streamed.run_ms
+        } else {
+            0
+        },
+    })
+}
+
+/// What the attach delivered, split by phase and capped.
+struct Streamed {
+    build: CappedOutput,
+    stdout: CappedOutput,
+    stderr: CappedOutput,
+    /// The build step's exit status, once its marker arrived.
+    build_status: Option<i64>,
+    /// Why the worker stopped reading; `None` when the output ended (the container exited).
+    ending: Option<Ending>,
+    compile_ms: u64,
+    run_ms: u64,
+}
+
+/// Reads the container's output until it ends, a wall-time limit passes or a stream passes
+/// its cap, feeding the live log as it goes.
+async fn stream(mut output: Output, nonce: &str, limits: &Limits, live: &mut LiveLog) -> Streamed {
+    let cap = limits.output_bytes;
+    let (mut build, mut stdout, mut stderr) = (
+        CappedOutput::new(cap),
+        CappedOutput::new(cap),
+        CappedOutput::new(cap),
+    );
+    let mut marker = PhaseMarker::new(nonce);
+    let mut build_status = None;
+    let started = Instant::now();
+    let mut run_started = None;
+    let mut deadline = started + Duration::from_millis(limits.compile_wall_time_ms);
+    let ending = loop {
+        let frame = tokio::select! {
+            frame = output.next() => frame,
+            () = tokio::time::sleep_until(deadline.into()) => break Some(Ending::TimedOut),
+        };
+        match frame {
+            None => break None,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "sandbox output stream broke");
+                break None;
+            }
+            Some(Ok(LogOutput::StdOut { message })) if run_started.is_some() => {
+                live.send(LogSource::Stdout, stdout.push(&message));
+            }
+            Some(Ok(LogOutput::StdOut { message })) => match marker.feed(&message) {
+                Scan::Build(bytes) => live.send(LogSource::Compile, build.push(&bytes)),
+                Scan::Ended {
+                    build: last,
+                    status,
+                    program,
+                } => {
+                    live.send(LogSource::Compile, build.push(&last));
+                    build_status = Some(status);
+                    let now = Instant::now();
+                    run_started = Some(now);
+                    deadline = now + Duration::from_millis(limits.run_wall_time_ms);
+                    live.send(LogSource::Stdout, stdout.push(&program));
+                }
+            },
+            // The wrapper writes nothing to stderr before the program starts, so all of it
+            // is the program's, even if it overtakes the marker on the way.
+            Some(Ok(LogOutput::StdErr { message })) => {
+                live.send(LogSource::Stderr, stderr.push(&message))
+            }
+            Some(Ok(_)) => {}
+        }
+        if build.exceeded() || stdout.exceeded() || stderr.exceeded() {
+            break Some(Ending::OutputExceeded);
+        }
+    };
+    let ended = Instant::now();
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    Streamed {
+        build,
+        stdout,
+        stderr,
+        build_status,
+        ending,
+        compile_ms: ms(run_started.unwrap_or(ended) - started),
+        run_ms: run_started.map_or(0, |r| ms(ended - r)),
+    }
+}
+
+/// How the container ended, from its state once it has stopped: exit code and OOM kill.
+async fn exited(docker: &Docker, id: &str) -> Result<Ending, RunnerError> {
+    let inspect = || async {
+        docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| api_error("cannot inspect the sandbox", e))
+    };
+    let mut state = inspect().await?.state.unwrap_or_default();
+    if state.running == Some(true) {
+        // The output can end a moment before the engine records the exit.
+        let until = WaitContainerOptions {
+            condition: "not-running".into(),
+        };
+        let mut wait = docker.wait_container(id, Some(until));
+        // A non-zero exit arrives as an error here; the inspect below reads it either way.
+        if tokio::time::timeout(EXIT_GRACE, wait.next()).await.is_err() {
+            return Err(RunnerError::Failed {
+                context: "lost the output of a sandbox that is still running".into(),
+                transient: true,
+                source: None,
+            });
+        }
+        state = inspect().await?.state.unwrap_or_default();
+    }
+    Ok(Ending::Exited {
+        code: state.exit_code.unwrap_or(-1),
+        oom_killed: state.oom_killed.unwrap_or(false),
+    })
+}

@@ -1,0 +1,391 @@
+//! The in-sandbox protocol: the wrapper script a sandbox runs, what the worker writes to its
+//! stdin, and the end-of-build marker the worker reads back.
+//!
+//! The worker writes one header line to the wrapper's stdin (`<nonce> <archive bytes>`), then
+//! the archive, then the job's stdin. The wrapper unpacks the archive into `/work`, runs the
+//! build (or compile-only) step with all its output on stdout, prints `<nonce>:<status>` on
+//! stdout, and then runs the program with the rest of stdin and the job's args. The nonce is
+//! random per attempt and reaches the wrapper only through stdin, so the build step cannot
+//! forge the marker, and the worker can time and cap the build and the run apart.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use quayside_common::config::LanguageConfig;
+use quayside_common::JobKind;
+
+use super::WORK_DIR;
+
+/// Exit status of the wrapper when its stdin header is missing (the worker went away).
+pub(super) const EXIT_NO_HEADER: i64 = 120;
+/// Exit status of the wrapper when the archive does not unpack (e.g. `/work` is full).
+pub(super) const EXIT_UNPACK: i64 = 121;
+
+/// Quotes `s` for a POSIX shell: always one single-quoted word.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Shell-quoted words joined by spaces.
+fn quote_all(words: &[&str]) -> String {
+    words
+        .iter()
+        .map(|w| shell_quote(w))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Fills `{options}`, `{sources}` and `{entry}` in a language command in one pass, so text
+/// coming from a job (an option or a file name) is never expanded again.
+pub fn expand(template: &str, vars: &[(&str, String)]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open..];
+        match vars.iter().find(|(name, _)| {
+            after
+                .strip_prefix('{')
+                .and_then(|a| a.strip_prefix(name))
+                .is_some_and(|a| a.starts_with('}'))
+        }) {
+            Some((name, value)) => {
+                out.push_str(value);
+                rest = &after[name.len() + 2..];
+            }
+            None => {
+                out.push('{');
+                rest = &after[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The wrapper script that runs one attempt of `kind` for `lang`, or `None` when the language
+/// has no command for it. `options` and `files` come from the job and are shell-quoted; the
+/// job's args are the script's positional parameters. `{entry}` is the job's only source file
+/// when it has exactly one, the language's `entry_file` otherwise.
+pub fn wrapper_script(
+    lang: &LanguageConfig,
+    kind: JobKind,
+    options: &[String],
+    files: &BTreeMap<String, String>,
+) -> Option<String> {
+    let suffix = format!(".{}", lang.source_extension);
+    let sources: Vec<&str> = files
+        .keys()
+        .filter(|f| !lang.source_extension.is_empty() && f.ends_with(&suffix))
+        .map(String::as_str)
+        .collect();
+    // A lone source file is the entry, whatever its name (`quayside submit hello.py`).
+    let entry = match sources.as_slice() {
+        [only] => only,
+        _ => lang.entry_file.as_str(),
+    };
+    let options: Vec<&str> = options.iter().map(String::as_str).collect();
+    let vars = [
+        ("options", quote_all(&options)),
+        ("sources", quote_all(&sources)),
+        ("entry", shell_quote(entry)),
+    ];
+    let (step, run) = match kind {
+        JobKind::Compile => (lang.compile_only_command.as_str(), None),
+        JobKind::Run => (lang.build_command.as_str(), Some(lang.run_command.as_str())),
+    };
+    if step.trim().is_empty() && run.is_none_or(|r| r.trim().is_empty()) {
+        return None;
+    }
+    let mut script = format!(
+        "IFS=' ' read -r nonce size || exit {EXIT_NO_HEADER}\n\
+         if [ \"$size\" -gt 0 ]; then head -c \"$size\" | tar -xf - -C {WORK_DIR} 2>&1 || exit {EXIT_UNPACK}; fi\n"
+    );
+    if step.trim().is_empty() {
+        script.push_str("s=0\n");
+    } else {
+        // The step never sees the program's stdin, and all its output is on stdout.
+        script.push_str(&format!(
+            "(\n{}\n) </dev/null 2>&1\ns=$?\n",
+            expand(step, &vars)
+        ));
+    }
+    script.push_str("printf '%s:%d\\n' \"$nonce\" \"$s\"\n[ \"$s\" -eq 0 ] || exit \"$s\"\n");
+    match run {
+        Some(run) if !run.trim().is_empty() => {
+            script.push_str(&format!("(\n{}\n)\n", expand(run, &vars)))
+        }
+        Some(_) => return None,
+        None => {}
+    }
+    Some(script)
+}
+
+/// Why the wrapper ended before printing its marker, from its exit status.
+pub fn wrapper_failure(exit_code: i64) -> &'static str {
+    match exit_code {
+        EXIT_NO_HEADER => "the sandbox got no input header",
+        EXIT_UNPACK => "the job files did not unpack into /work",
+        _ => "the sandbox ended before the build step finished",
+    }
+}
+
+/// The job's files as a tar archive, parent folders included, owned by `uid:gid`.
+///
+/// # Errors
+/// A file name the tar format refuses.
+pub fn archive(files: &BTreeMap<String, String>, uid: u32, gid: u32) -> std::io::Result<Vec<u8>> {
+    let mtime = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let header = |kind: tar::EntryType, mode: u32, size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_uid(uid.into());
+        h.set_gid(gid.into());
+        h.set_mtime(mtime);
+        h
+    };
+    let dirs: BTreeSet<&str> = files
+        .keys()
+        .flat_map(|f| f.match_indices('/').map(move |(i, _)| &f[..i]))
+        .collect();
+    let mut tar = tar::Builder::new(Vec::new());
+    for dir in dirs {
+        let mut h = header(tar::EntryType::Directory, 0o755, 0);
+        tar.append_data(&mut h, dir, std::io::empty())?;
+    }
+    for (name, text) in files {
+        let mut h = header(tar::EntryType::Regular, 0o644, text.len() as u64);
+        tar.append_data(&mut h, name, text.as_bytes())?;
+    }
+    tar.into_inner()
+}
+
+/// What the worker writes to the wrapper's stdin: header line, archive (may be empty), stdin.
+pub fn stdin_payload(nonce: &str, archive: &[u8], stdin: &str) -> Vec<u8> {
+    let mut payload = format!("{nonce} {}\n", archive.len()).into_bytes();
+    payload.extend_from_slice(archive);
+    payload.extend_from_slice(stdin.as_bytes());
+    payload
+}
+
+/// A fresh marker nonce: 32 hex characters.
+pub fn new_nonce() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// What [`PhaseMarker::feed`] found in a chunk of stdout.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// No marker yet; these bytes are build output.
+    Build(Vec<u8>),
+    /// The build ended with `status`; `build` is its last output, `program` the program's first.
+    Ended {
+        build: Vec<u8>,
+        status: i64,
+        program: Vec<u8>,
+    },
+}
+
+/// Finds `<nonce>:<status>\n` in a stdout stream split into arbitrary chunks. Holds back at
+/// most the length of a marker, so memory stays bounded whatever the build prints.
+#[derive(Debug)]
+pub struct PhaseMarker {
+    nonce: Vec<u8>,
+    held: Vec<u8>,
+}
+
+/// Longest `:<status>\n` tail accepted after the nonce.
+const MAX_STATUS_LEN: usize = 8;
+
+impl PhaseMarker {
+    pub fn new(nonce: &str) -> Self {
+        Self {
+            nonce: nonce.as_bytes().to_vec(),
+            held: Vec::new(),
+        }
+    }
+
+    /// Scans the next chunk. After [`Scan::Ended`] the marker is spent: feed it nothing more.
+    pub fn feed(&mut self, chunk: &[u8]) -> Scan {
+        self.held.extend_from_slice(chunk);
+        let n = self.nonce.len();
+        let found = self
+            .held
+            .windows(n)
+            .position(|w| w == self.nonce.as_slice());
+        let Some(at) = found else {
+            let keep = self.held.len().min(n - 1);
+            let build = self.held.drain(..self.held.len() - keep).collect();
+            return Scan::Build(build);
+        };
+        let tail = &self.held[at + n..];
+        match tail.iter().position(|&b| b == b'\n') {
+            Some(nl) => {
+                // A malformed status (only a forged marker has one) counts as a failed build.
+                let status = std::str::from_utf8(&tail[..nl])
+                    .ok()
+                    .and_then(|t| t.strip_prefix(':'))
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(255);
+                let program = tail[nl + 1..].to_vec();
+                self.held.truncate(at);
+                Scan::Ended {
+                    build: std::mem::take(&mut self.held),
+                    status,
+                    program,
+                }
+            }
+            None if tail.len() > MAX_STATUS_LEN => {
+                let program = tail.to_vec();
+                self.held.truncate(at);
+                Scan::Ended {
+                    build: std::mem::take(&mut self.held),
+                    status: 255,
+                    program,
+                }
+            }
+            None => Scan::Build(self.held.drain(..at).collect()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lang() -> LanguageConfig {
+        LanguageConfig {
+            image: "img".into(),
+            source_extension: "c".into(),
+            entry_file: "main.c".into(),
+            build_command: "cc {options} -o main {sources}".into(),
+            run_command: r#"./main "$@""#.into(),
+            compile_only_command: "cc {options} -c {sources}".into(),
+        }
+    }
+
+    #[test]
+    fn expansion_is_one_pass_and_quoted() {
+        let vars = [
+            ("options", shell_quote("{sources}")),
+            ("sources", shell_quote("it's.c")),
+        ];
+        assert_eq!(
+            expand("cc {options} {sources} ${HOME} {x}", &vars),
+            r"cc '{sources}' 'it'\''s.c' ${HOME} {x}"
+        );
+        assert_eq!(expand("{options", &vars), "{options");
+    }
+
+    #[test]
+    fn script_quotes_job_input_and_passes_args_as_parameters() {
+        let files = BTreeMap::from([
+            ("main.c".to_owned(), String::new()),
+            ("lib/a b.c".to_owned(), String::new()),
+            ("lib/a.h".to_owned(), String::new()),
+        ]);
+        let opts = vec!["-DX=$(id)".to_owned()];
+        let run = wrapper_script(&lang(), JobKind::Run, &opts, &files).expect("runnable");
+        assert!(
+            run.contains("cc '-DX=$(id)' -o main 'lib/a b.c' 'main.c'"),
+            "{run}"
+        );
+        assert!(run.contains(r#"./main "$@""#), "{run}");
+        let check = wrapper_script(&lang(), JobKind::Compile, &[], &files).expect("checkable");
+        assert!(
+            check.contains("cc  -c 'lib/a b.c' 'main.c'") && !check.contains("./main"),
+            "{check}"
+        );
+
+        let single = BTreeMap::from([("hello.c".to_owned(), String::new())]);
+        let mut by_entry = lang();
+        by_entry.run_command = "run {entry}".into();
+        let run = wrapper_script(&by_entry, JobKind::Run, &[], &single).expect("runnable");
+        assert!(
+            run.contains("run 'hello.c'"),
+            "a lone file is the entry: {run}"
+        );
+        let run = wrapper_script(&by_entry, JobKind::Run, &[], &files).expect("runnable");
+        assert!(run.contains("run 'main.c'"), "{run}");
+
+        let mut empty = lang();
+        empty.run_command.clear();
+        assert_eq!(wrapper_script(&empty, JobKind::Run, &[], &files), None);
+        empty.compile_only_command.clear();
+        assert_eq!(wrapper_script(&empty, JobKind::Compile, &[], &files), None);
+    }
+
+    #[test]
+    fn marker_is_found_across_chunk_boundaries() {
+        let nonce = "0123456789abcdef0123456789abcdef";
+        let stream = format!("warning: x\n{nonce}:0\nhello\n");
+        for split in 0..stream.len() {
+            let (a, b) = stream.as_bytes().split_at(split);
+            let mut m = PhaseMarker::new(nonce);
+            let mut build = Vec::new();
+            let mut ended: Option<(i64, Vec<u8>)> = None;
+            for chunk in [a, b] {
+                if let Some((_, program)) = ended.as_mut() {
+                    // Spent: what follows is the program's.
+                    program.extend_from_slice(chunk);
+                    continue;
+                }
+                match m.feed(chunk) {
+                    Scan::Build(bytes) => build.extend(bytes),
+                    Scan::Ended {
+                        build: last,
+                        status,
+                        program,
+                    } => {
+                        build.extend(last);
+                        ended = Some((status, program));
+                    }
+                }
+            }
+            assert_eq!(build, b"warning: x\n", "split at {split}");
+            assert_eq!(ended, Some((0, b"hello\n".to_vec())), "split at {split}");
+        }
+    }
+
+    #[test]
+    fn marker_holds_back_little_and_reads_failures() {
+        let nonce = "ffffffffffffffffffffffffffffffff";
+        let mut m = PhaseMarker::new(nonce);
+        let Scan::Build(out) = m.feed(&[b'x'; 100_000]) else {
+            panic!("no marker yet")
+        };
+        assert_eq!(out.len(), 100_000 - (nonce.len() - 1));
+        assert_eq!(
+            m.feed(format!("{nonce}:1\n").as_bytes()),
+            Scan::Ended {
+                build: vec![b'x'; nonce.len() - 1],
+                status: 1,
+                program: vec![]
+            }
+        );
+        let mut forged = PhaseMarker::new(nonce);
+        assert!(matches!(
+            forged.feed(format!("{nonce}:oops\n").as_bytes()),
+            Scan::Ended { status: 255, .. }
+        ));
+    }
+
+    #[test]
+    fn archive_holds_files_and_their_folders() {
+        let files = BTreeMap::from([("src/util/u.c".to_owned(), "int u;".to_owned())]);
+        let bytes = archive(&files, 10001, 10001).expect("archive");
+        let mut names = Vec::new();
+        for entry in tar::Archive::new(bytes.as_slice())
+            .entries()
+            .expect("entries")
+        {
+            let entry = entry.expect("entry");
+            assert_eq!(entry.header().uid().expect("uid"), 10001);
+            names.push(entry.path().expect("path").display().to_string());
+        }
+        assert_eq!(names, ["src", "src/util", "src/util/u.c"]);
+    }
+}
