@@ -26,7 +26,12 @@ impl Runner for Noop {
     async fn check(&self) -> Result<(), RunnerError> {
         Ok(())
     }
-    async fn run(&self, _: &RunRequest, _: &LogSink, _: CancellationToken) -> Result<RunOutput, RunnerError> {
+    async fn run(
+        &self,
+        _: &RunRequest,
+        _: &LogSink,
+        _: CancellationToken,
+    ) -> Result<RunOutput, RunnerError> {
         let mut out = RunOutput::with_status(Status::Succeeded);
         out.exit_code = Some(0);
         Ok(out)
@@ -39,7 +44,8 @@ fn config(url: &str, queue: &str, slots: usize) -> Config {
     cfg.queue.name = queue.to_owned();
     cfg.worker.slots = slots;
     cfg.worker.id = Some(format!("bench-{slots}"));
-    let noop: LanguageConfig = serde_json::from_value(serde_json::json!({ "image": "none" })).expect("language");
+    let noop: LanguageConfig =
+        serde_json::from_value(serde_json::json!({ "image": "none" })).expect("language");
     cfg.languages = [("noop".to_owned(), noop)].into();
     cfg
 }
@@ -47,7 +53,11 @@ fn config(url: &str, queue: &str, slots: usize) -> Config {
 fn jobs(n: usize, batch: Option<&str>) -> Vec<JobSpec> {
     (0..n)
         .map(|_| {
-            let mut s = JobSpec::new(JobKind::Run, "noop", [("main".to_owned(), "x".to_owned())].into());
+            let mut s = JobSpec::new(
+                JobKind::Run,
+                "noop",
+                [("main".to_owned(), "x".to_owned())].into(),
+            );
             s.batch = batch.map(str::to_owned);
             s.result_ttl_s = Some(600);
             s
@@ -57,7 +67,10 @@ fn jobs(n: usize, batch: Option<&str>) -> Vec<JobSpec> {
 
 /// (commands, script calls, microseconds Redis spent executing them) since Redis started.
 async fn commands(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<(u64, u64, u64)> {
-    let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await?;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await?;
     let (mut total, mut scripts, mut usec) = (0, 0, 0);
     for line in info.lines().filter(|l| l.starts_with("cmdstat_")) {
         let calls: u64 = line
@@ -65,12 +78,20 @@ async fn commands(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Resul
             .nth(1)
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
-        let name = line.trim_start_matches("cmdstat_").split(':').next().unwrap_or("");
+        let name = line
+            .trim_start_matches("cmdstat_")
+            .split(':')
+            .next()
+            .unwrap_or("");
         if name == "info" {
             continue;
         }
         total += calls;
-        let field = |k: &str| line.split(',').find_map(|f| f.split_once(k)).and_then(|(_, v)| v.parse::<u64>().ok());
+        let field = |k: &str| {
+            line.split(',')
+                .find_map(|f| f.split_once(k))
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+        };
         if name == "evalsha" || name == "eval" {
             scripts += calls;
             usec += field("usec=").unwrap_or(0);
@@ -79,10 +100,18 @@ async fn commands(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Resul
     Ok((total, scripts, usec))
 }
 
-async fn wait_batch_done(conn: &mut redis::aio::MultiplexedConnection, keys: &Keys, batch: &str, n: u64) -> anyhow::Result<()> {
+/// Waits until every entry is gone from the streams: an entry is deleted when its job ends.
+async fn wait_drained(
+    conn: &mut redis::aio::MultiplexedConnection,
+    keys: &Keys,
+) -> anyhow::Result<()> {
     loop {
-        let done: Option<u64> = redis::cmd("HGET").arg(keys.batch(batch)).arg("done").query_async(conn).await?;
-        if done.unwrap_or(0) >= n {
+        let mut pipe = redis::pipe();
+        for s in keys.streams() {
+            pipe.cmd("XLEN").arg(s);
+        }
+        let lens: Vec<u64> = pipe.query_async(conn).await?;
+        if lens.iter().sum::<u64>() == 0 {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -90,13 +119,20 @@ async fn wait_batch_done(conn: &mut redis::aio::MultiplexedConnection, keys: &Ke
 }
 
 fn rate(n: usize, d: Duration) -> String {
-    format!("{:>9.0} jobs/s ({n} in {:.3} s)", n as f64 / d.as_secs_f64(), d.as_secs_f64())
+    format!(
+        "{:>9.0} jobs/s ({n} in {:.3} s)",
+        n as f64 / d.as_secs_f64(),
+        d.as_secs_f64()
+    )
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let url = std::env::var("E2E_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let n: usize = std::env::var("BENCH_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let n: usize = std::env::var("BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let client = redis::Client::open(url.as_str())?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let tag = std::process::id();
@@ -132,29 +168,39 @@ async fn enqueue_rates(url: &str, n: usize, tag: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn processing_rates(url: &str, n: usize, tag: u32, conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<()> {
-
+async fn processing_rates(
+    url: &str,
+    n: usize,
+    tag: u32,
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> anyhow::Result<()> {
     // 2. Processing rate for a full queue at several concurrencies.
     for slots in [1usize, 8, 64] {
         let queue = format!("bench-proc{slots}-{tag}");
         let cfg = config(url, &queue, slots);
         let keys = Keys::new(&queue)?;
         let p = Producer::new(&cfg)?;
-        p.enqueue_many(&jobs(n, Some("b"))).await?;
+        p.enqueue_many(&jobs(n, None)).await?;
         if std::env::var("BENCH_BREAKDOWN").is_ok() {
-            let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(conn).await?;
+            let _: () = redis::cmd("CONFIG")
+                .arg("RESETSTAT")
+                .query_async(conn)
+                .await?;
         }
         let (c0, s0, u0) = commands(conn).await?;
         let stop = CancellationToken::new();
         let t = Instant::now();
         let worker = tokio::spawn(quayside_worker::run(cfg, Arc::new(Noop), stop.clone()));
-        wait_batch_done(conn, &keys, "b", n as u64).await?;
+        wait_drained(conn, &keys).await?;
         let took = t.elapsed();
         stop.cancel();
         worker.await?.context("worker")?;
         let (c1, s1, u1) = commands(conn).await?;
         if std::env::var("BENCH_BREAKDOWN").is_ok() {
-            let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await?;
+            let info: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query_async(conn)
+                .await?;
             eprintln!("{info}");
         }
         println!(
@@ -210,7 +256,11 @@ async fn latency(url: &str, tag: u32, client: &redis::Client) -> anyhow::Result<
     let arrived = arrivals.lock().expect("lock");
     let mut lat: Vec<f64> = sent
         .iter()
-        .filter_map(|(id, t0)| arrived.get(id.as_str()).map(|t| t.duration_since(*t0).as_secs_f64() * 1e3))
+        .filter_map(|(id, t0)| {
+            arrived
+                .get(id.as_str())
+                .map(|t| t.duration_since(*t0).as_secs_f64() * 1e3)
+        })
         .collect();
     lat.sort_by(f64::total_cmp);
     let pct = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];

@@ -90,7 +90,9 @@ impl RunnerError {
         match self {
             Self::Unavailable { .. } | Self::ImageMissing { .. } => RunnerErrorKind::Transient,
             Self::Cancelled => RunnerErrorKind::Cancelled,
-            Self::Failed { transient: true, .. } => RunnerErrorKind::Transient,
+            Self::Failed {
+                transient: true, ..
+            } => RunnerErrorKind::Transient,
             Self::Failed { .. } => RunnerErrorKind::Permanent,
         }
     }
@@ -137,8 +139,13 @@ pub type SharedRunner = Arc<dyn Runner>;
 pub fn build(cfg: &quayside_common::config::Config) -> Result<SharedRunner, RunnerError> {
     use quayside_common::config::RunnerBackend;
     match cfg.runner.backend {
-        RunnerBackend::Docker | RunnerBackend::Auto | RunnerBackend::Kubernetes => Err(RunnerError::Unavailable {
-            detail: format!("runner backend {:?} is not built into this version yet", cfg.runner.backend),
-        }),
+        RunnerBackend::Docker | RunnerBackend::Auto | RunnerBackend::Kubernetes => {
+            Err(RunnerError::Unavailable {
+                detail: format!(
+                    "runner backend {:?} is not built into this version yet",
+                    cfg.runner.backend
+                ),
+            })
+        }
     }
 }
