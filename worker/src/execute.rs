@@ -100,7 +100,7 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         return;
     }
 
-    let req = match request(&ctx.cfg, &spec, claimed.attempts) {
+    let req = match request(&ctx.cfg, spec, claimed.attempts) {
         Ok(r) => r,
         Err(e) => {
             let msg = e.to_string();
@@ -308,22 +308,22 @@ fn check_against_config(cfg: &Config, spec: &JobSpec) -> Result<(), SpecError> {
     Ok(())
 }
 
-fn request(cfg: &Config, spec: &JobSpec, attempt: u32) -> Result<RunRequest, SpecError> {
+fn request(cfg: &Config, spec: JobSpec, attempt: u32) -> Result<RunRequest, SpecError> {
     Ok(RunRequest {
-        job_id: spec.id.clone(),
-        attempt,
-        kind: spec.kind,
-        language: spec.language.clone(),
+        limits: spec.limits.resolve(&cfg.limits.default, &cfg.limits.max)?,
         language_config: cfg
             .languages
             .get(&spec.language)
             .cloned()
             .unwrap_or_default(),
-        files: spec.files.clone(),
-        compiler_options: spec.compiler_options.clone(),
-        args: spec.args.clone(),
-        stdin: spec.stdin.clone(),
-        limits: spec.limits.resolve(&cfg.limits.default, &cfg.limits.max)?,
+        job_id: spec.id,
+        attempt,
+        kind: spec.kind,
+        language: spec.language,
+        files: spec.files,
+        compiler_options: spec.compiler_options,
+        args: spec.args,
+        stdin: spec.stdin,
     })
 }
 

@@ -241,9 +241,22 @@ fn array<'a>(op: &'static str, v: &'a Value) -> Result<&'a [Value], QueueError> 
     }
 }
 
-fn parse_claim(reply: &Value) -> Result<ClaimBatch, QueueError> {
+fn parse_claim(mut reply: Value) -> Result<ClaimBatch, QueueError> {
     const OP: &str = "claim";
-    let parts = array(OP, reply)?;
+    // Take the specs out of the reply instead of copying them.
+    let mut specs = Vec::new();
+    if let Value::Array(parts) = &mut reply {
+        if let Some(Value::Array(claimed)) = parts.first_mut() {
+            for c in claimed.chunks_exact_mut(8) {
+                specs.push(match std::mem::replace(&mut c[5], Value::Nil) {
+                    Value::BulkString(b) => b,
+                    other => bytes(&other),
+                });
+            }
+        }
+    }
+    let mut specs = specs.into_iter();
+    let parts = array(OP, &reply)?;
     let [claimed, dropped, last] = parts else {
         return Err(QueueError::Reply {
             op: OP,
@@ -260,7 +273,7 @@ fn parse_claim(reply: &Value) -> Result<ClaimBatch, QueueError> {
                 token: number(OP, &c[3])?,
             },
             attempts: number(OP, &c[4])?,
-            spec_json: bytes(&c[5]),
+            spec_json: specs.next().unwrap_or_default(),
             enqueued_at_ms: number(OP, &c[6]).unwrap_or(0),
             cancel_requested: text(&c[7]) == "1",
         });
@@ -315,7 +328,7 @@ impl JobQueue for RedisQueue {
         let reply: Value = self
             .eval("claim", self.claim_invocation("new", count, &order, 0))
             .await?;
-        parse_claim(&reply)
+        parse_claim(reply)
     }
 
     async fn reclaim(&self, count: usize, min_idle_ms: u64) -> Result<ClaimBatch, QueueError> {
@@ -325,7 +338,7 @@ impl JobQueue for RedisQueue {
                 self.claim_invocation("reclaim", count, "123", min_idle_ms),
             )
             .await?;
-        parse_claim(&reply)
+        parse_claim(reply)
     }
 
     async fn wait_for_entries(&self, after: &[String; 3], block_ms: u64) -> Result<(), QueueError> {
