@@ -25,4 +25,6 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 log "cargo test"
+# The CLI tests run the real `quayside` binary, which cargo test does not build by itself.
+cargo build --workspace --bins
 cargo test --workspace --no-fail-fast

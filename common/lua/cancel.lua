@@ -4,7 +4,7 @@
 -- Returns 'cancelled', 'requested', 'terminal:<status>' or 'unknown'.
 local id = ARGV[2]
 local rec = K.job(id)
-local r = redis.call('HMGET', rec, 'state', 'entry', 'priority', 'ttl', 'attempts')
+local r = redis.call('HMGET', rec, 'state', 'entry', 'priority', 'ttl', 'attempts', 'batch', 'cancel')
 local state = r[1]
 if not state then return 'unknown' end
 if state == 'queued' or state == 'delayed' then
@@ -18,7 +18,7 @@ if state == 'queued' or state == 'delayed' then
   result.attempts = tonumber(r[5] or '0')
   local ttl = r[4]
   if not ttl or ttl == '' then ttl = ARGV[4] end
-  finalize(id, 'cancelled', cjson.encode(result), ttl, ARGV[5])
+  finalize(id, 'cancelled', cjson.encode(result), ttl, ARGV[5], state, r[6], r[7])
   return 'cancelled'
 elseif state == 'running' then
   redis.call('HSET', rec, 'cancel', '1')

@@ -27,7 +27,8 @@ local function take(idx, entry, fields)
     return drop(idx, entry, 'malformed')
   end
   local rec = K.job(id)
-  local r = redis.call('HMGET', rec, 'state', 'entry', 'batch', 'priority')
+  local r = redis.call('HMGET', rec, 'state', 'entry', 'batch', 'priority', 'token', 'attempts',
+    'spec', 'enqueued_at', 'cancel')
   -- Entry ids are per stream: the same id can exist in two streams, so compare both.
   local state, current, batch = r[1], r[2], r[3]
   if tonumber(r[4]) ~= idx then current = nil end
@@ -37,8 +38,8 @@ local function take(idx, entry, fields)
       dead_letter(id, 'missing_field', 'job has no record and its entry no `job` field', 0, '', dlq_cap)
       return drop(idx, entry, 'malformed')
     end
-    redis.call('HSET', rec, 'state', 'queued', 'spec', job, 'priority', idx, 'entry', entry,
-      'attempts', 0, 'token', 0, 'enqueued_at', string.match(entry, '^(%d+)'), 'batch', '')
+    r = { false, entry, '', idx, '0', '0', job, string.match(entry, '^(%d+)'), false }
+    redis.call('HSET', rec, 'spec', job, 'priority', idx, 'enqueued_at', r[8], 'batch', '')
     state, current = 'queued', entry
   end
   if (state ~= 'queued' and state ~= 'running') or current ~= entry then
@@ -48,20 +49,20 @@ local function take(idx, entry, fields)
   if state == 'queued' and batch and batch ~= '' then
     redis.call('HINCRBY', K.batch(batch), 'running', 1)
   end
-  local token = redis.call('HINCRBY', rec, 'token', 1)
-  local attempts = redis.call('HINCRBY', rec, 'attempts', 1)
-  redis.call('HSET', rec, 'state', 'running', 'worker', worker, 'started_at', now)
+  local token = tonumber(r[5] or '0') + 1
+  local attempts = tonumber(r[6] or '0') + 1
+  redis.call('HSET', rec, 'state', 'running', 'entry', entry, 'token', token, 'attempts', attempts,
+    'worker', worker, 'started_at', now)
   redis.call('HSET', K.running, idx .. ':' .. entry, id)
-  local f = redis.call('HMGET', rec, 'spec', 'enqueued_at', 'cancel')
   local n = #claimed
   claimed[n + 1] = idx
   claimed[n + 2] = entry
   claimed[n + 3] = id
   claimed[n + 4] = tostring(token)
   claimed[n + 5] = tostring(attempts)
-  claimed[n + 6] = f[1]
-  claimed[n + 7] = f[2] or '0'
-  claimed[n + 8] = f[3] or ''
+  claimed[n + 6] = r[7]
+  claimed[n + 7] = r[8] or '0'
+  claimed[n + 8] = r[9] or ''
   taken = taken + 1
 end
 

@@ -26,6 +26,7 @@ for j = 0, n - 1 do
     if batch ~= '' then
       local bk = K.batch(batch)
       redis.call('HINCRBY', bk, 'total', 1)
+      redis.call('HINCRBY', bk, 'remaining', 1)
       redis.call('PERSIST', bk)
     end
     depth = depth + 1

@@ -21,27 +21,29 @@ local function dead_letter(id, reason, err, attempts, job, cap)
 end
 
 -- Writes the job's one terminal result and everything that goes with it: the record's state and
--- TTL, the end marker of its log, the waiters' notification and its batch counters. Callers
+-- TTL, the end marker of its log (only if it may have logged: a log stream per silent job would
+-- cost memory and time), the waiters' notification and its batch counters. `was` and `batch`
+-- are the record's state and batch as the caller read them; `cancel` its cancel flag. Callers
 -- check first that the job is not terminal yet.
-local function finalize(id, status, result, ttl, log_cap)
+local function finalize(id, status, result, ttl, log_cap, was, batch, cancel, logged)
   local rec = K.job(id)
-  local r = redis.call('HMGET', rec, 'state', 'batch')
-  local was, batch = r[1], r[2]
   redis.call('HSET', rec, 'state', status, 'result', result, 'finished_at', now_ms(), 'entry', '')
-  redis.call('HDEL', rec, 'cancel')
+  if cancel then redis.call('HDEL', rec, 'cancel') end
   redis.call('EXPIRE', rec, ttl)
   local logs = K.logs(id)
-  redis.call('XADD', logs, 'MAXLEN', '~', log_cap, '*', 's', 'end', 'd', status)
-  redis.call('EXPIRE', logs, ttl)
+  -- logged: true/false as the finishing worker knows it, nil when unknown (ask Redis).
+  if logged == nil then logged = redis.call('EXISTS', logs) == 1 end
+  if logged then
+    redis.call('XADD', logs, 'MAXLEN', '~', log_cap, '*', 's', 'end', 'd', status)
+    redis.call('EXPIRE', logs, ttl)
+  end
   redis.call('PUBLISH', K.done(id), status)
   if batch and batch ~= '' then
     local bk = K.batch(batch)
     if was == 'running' then redis.call('HINCRBY', bk, 'running', -1) end
     redis.call('HINCRBY', bk, 's:' .. status, 1)
-    local done = redis.call('HINCRBY', bk, 'done', 1)
-    local total = tonumber(redis.call('HGET', bk, 'total') or '0')
     -- A batch lives until its last job ends, then as long as that job's result.
-    if done >= total then redis.call('EXPIRE', bk, ttl) end
+    if redis.call('HINCRBY', bk, 'remaining', -1) <= 0 then redis.call('EXPIRE', bk, ttl) end
     redis.call('PUBLISH', K.batch_events(batch), id .. ' ' .. status)
   end
 end
@@ -55,7 +57,9 @@ local function drop_entry(idx, entry)
 end
 
 -- The fencing check: only the holder of the current token of a running job may act on it.
+-- Returns the record's fields { token, state, batch, cancel, attempts, spec } when it holds.
 local function holds(id, token)
-  local r = redis.call('HMGET', K.job(id), 'token', 'state')
-  return r[1] == token and r[2] == 'running'
+  local r = redis.call('HMGET', K.job(id), 'token', 'state', 'batch', 'cancel', 'attempts', 'spec')
+  if r[1] == token and r[2] == 'running' then return r end
+  return nil
 end

@@ -26,7 +26,7 @@ redis.call('PERSIST', rec)
 redis.call('DEL', K.logs(id))
 if state and r[2] and r[2] ~= '' then
   local bk = K.batch(r[2])
-  redis.call('HINCRBY', bk, 'done', -1)
+  redis.call('HINCRBY', bk, 'remaining', 1)
   redis.call('HINCRBY', bk, 's:' .. state, -1)
   redis.call('PERSIST', bk)
 end

@@ -50,6 +50,8 @@ pub struct RedisConfig {
     pub pool_size: usize,
     /// Give up on a connection attempt after this long.
     pub connect_timeout_ms: u64,
+    /// Give up on a command's reply after this long (blocking reads add their block time).
+    pub command_timeout_ms: u64,
 }
 
 impl Default for RedisConfig {
@@ -58,6 +60,7 @@ impl Default for RedisConfig {
             url: "redis://127.0.0.1:6379".into(),
             pool_size: 8,
             connect_timeout_ms: 5_000,
+            command_timeout_ms: 10_000,
         }
     }
 }
@@ -449,6 +452,8 @@ impl Config {
             ));
         }
         for (key, v) in [
+            ("redis.connect_timeout_ms", self.redis.connect_timeout_ms),
+            ("redis.command_timeout_ms", self.redis.command_timeout_ms),
             ("worker.reclaim_interval_ms", w.reclaim_interval_ms),
             ("worker.promote_interval_ms", w.promote_interval_ms),
             ("worker.heartbeat_interval_ms", w.heartbeat_interval_ms),

@@ -9,8 +9,9 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::{Manager, Pool, Runtime};
 use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
 
 use crate::config::{redact_url, RedisConfig};
 
@@ -21,7 +22,7 @@ pub enum ConnectError {
     Pool {
         url: String,
         #[source]
-        source: deadpool_redis::CreatePoolError,
+        source: deadpool_redis::BuildError,
     },
     #[error("cannot connect to redis at {url}")]
     Connect {
@@ -42,6 +43,8 @@ pub struct Redis {
     pool: Pool,
     client: redis::Client,
     url: String,
+    connect: Duration,
+    command: Duration,
     shared: Mutex<Option<MultiplexedConnection>>,
 }
 
@@ -58,32 +61,35 @@ impl Redis {
     /// The URL is invalid.
     pub fn new(cfg: &RedisConfig) -> Result<Self, ConnectError> {
         let url = redact_url(&cfg.url);
-        let timeout = Some(Duration::from_millis(cfg.connect_timeout_ms));
-        let mut pool_cfg = deadpool_redis::Config::from_url(cfg.url.clone());
-        pool_cfg.pool = Some(PoolConfig {
-            max_size: cfg.pool_size,
-            timeouts: Timeouts {
-                wait: timeout,
-                create: timeout,
-                recycle: timeout,
-            },
-            ..PoolConfig::default()
-        });
-        let pool = pool_cfg
-            .create_pool(Some(Runtime::Tokio1))
+        let connect = Duration::from_millis(cfg.connect_timeout_ms);
+        let command = Duration::from_millis(cfg.command_timeout_ms);
+        // redis-rs would give up on any reply after 500 ms; a big batch under load can take longer.
+        let conn_cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect))
+            .set_response_timeout(Some(command));
+        let redis_err = |source| ConnectError::Redis {
+            url: url.clone(),
+            source,
+        };
+        let manager = Manager::new_with_config(cfg.url.as_str(), conn_cfg).map_err(redis_err)?;
+        let pool = Pool::builder(manager)
+            .max_size(cfg.pool_size)
+            .wait_timeout(Some(connect))
+            .create_timeout(Some(connect))
+            .recycle_timeout(Some(connect))
+            .runtime(Runtime::Tokio1)
+            .build()
             .map_err(|source| ConnectError::Pool {
                 url: url.clone(),
                 source,
             })?;
-        let client =
-            redis::Client::open(cfg.url.as_str()).map_err(|source| ConnectError::Redis {
-                url: url.clone(),
-                source,
-            })?;
+        let client = redis::Client::open(cfg.url.as_str()).map_err(redis_err)?;
         Ok(Self {
             pool,
             client,
             url,
+            connect,
+            command,
             shared: Mutex::new(None),
         })
     }
@@ -118,13 +124,17 @@ impl Redis {
         }
     }
 
-    /// A connection of its own, for blocking reads and pub/sub.
+    /// A connection of its own for blocking reads. It has no reply timeout: callers bound each
+    /// blocking call themselves (block time plus a margin).
     ///
     /// # Errors
     /// Redis cannot be reached.
     pub async fn dedicated(&self) -> Result<MultiplexedConnection, ConnectError> {
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect))
+            .set_response_timeout(None);
         self.client
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&cfg)
             .await
             .map_err(|source| ConnectError::Redis {
                 url: self.url.clone(),
@@ -144,6 +154,11 @@ impl Redis {
                 url: self.url.clone(),
                 source,
             })
+    }
+
+    /// How long a reply may take before a command is given up.
+    pub fn command_timeout(&self) -> Duration {
+        self.command
     }
 
     /// The URL with its password redacted, for messages.

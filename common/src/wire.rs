@@ -47,6 +47,14 @@ impl WireError {
 /// # Errors
 /// The first problem found, as a [`WireError`].
 pub fn decode_spec(json: &[u8]) -> Result<JobSpec, WireError> {
+    // Fast path: a well-formed current spec parses in one pass. Anything else is parsed again
+    // step by step, to say precisely what is wrong.
+    if let Ok(spec) = serde_json::from_slice::<JobSpec>(json) {
+        if spec.v == PROTOCOL_VERSION {
+            spec.validate_shape()?;
+            return Ok(spec);
+        }
+    }
     let value: serde_json::Value =
         serde_json::from_slice(json).map_err(|e| WireError::NotJson(e.to_string()))?;
     let v = value

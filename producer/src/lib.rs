@@ -33,6 +33,8 @@ pub use stats::{PriorityStats, QueueStats, WorkerInfo};
 
 /// Jobs per enqueue script call; calls are pipelined on one connection.
 const ENQUEUE_CHUNK: usize = 256;
+/// Enqueue script calls in flight at once.
+const ENQUEUE_IN_FLIGHT: usize = 8;
 
 /// A handle on one queue. Cheap to clone; share it.
 #[derive(Clone, Debug)]
@@ -187,11 +189,14 @@ impl Producer {
             .chunks(ENQUEUE_CHUNK)
             .map(|c| self.enqueue_invocation(c))
             .collect();
-        let mut conn = self.conn().await?;
-        let replies = futures_util::future::join_all(invocations.iter().map(|inv| {
+        let conn = self.conn().await?;
+        // A few chunks in flight keep the pipe full without queueing seconds of work in Redis.
+        let replies: Vec<_> = stream::iter(invocations.iter().map(|inv| {
             let mut c = conn.clone();
             async move { inv.invoke_async::<Vec<String>>(&mut c).await }
         }))
+        .buffered(ENQUEUE_IN_FLIGHT)
+        .collect()
         .await;
         let mut out = Vec::with_capacity(specs.len());
         for (chunk, reply) in specs.chunks(ENQUEUE_CHUNK).zip(replies) {
@@ -206,7 +211,6 @@ impl Producer {
                 out.push(self.enqueued(spec, &answer)?);
             }
         }
-        let _ = &mut conn;
         Ok(out)
     }
 
@@ -372,74 +376,102 @@ impl Producer {
         }
     }
 
-    /// The job's log entries from the start. With `follow`, keeps reading live (blocking reads,
-    /// no polling) until the end entry; without, stops at what exists now.
+    /// The job's log entries from the start. With `follow`, keeps reading live (blocking reads)
+    /// until the job ends; without, stops at what exists now. The last entry of a followed log
+    /// is always `end` with the job's status (jobs that printed nothing have no log stream, so
+    /// the follower confirms the end from the record after a second of silence).
     pub fn logs(&self, id: &JobId, follow: bool) -> BoxStream<'static, Result<LogEntry, Error>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
         let this = self.clone();
-        let key = self.keys.logs(id);
         let id = id.clone();
-        stream::try_unfold(
-            (
-                String::from("0-0"),
-                false,
-                None::<redis::aio::MultiplexedConnection>,
-            ),
-            move |(last, ended, conn)| {
-                let this = this.clone();
-                let key = key.clone();
-                let id = id.clone();
-                async move {
-                    if ended {
-                        return Ok(None);
-                    }
-                    if last == "0-0" && this.status(&id).await?.is_none() {
-                        return Err(Error::NotFound(id));
-                    }
-                    let mut conn = match conn {
-                        Some(c) => c,
-                        None => this.redis.dedicated().await?,
-                    };
-                    let mut cmd = redis::cmd("XREAD");
-                    cmd.arg("COUNT").arg(512);
-                    if follow {
-                        cmd.arg("BLOCK").arg(0);
-                    }
-                    cmd.arg("STREAMS").arg(&key).arg(&last);
-                    let reply: Option<redis::streams::StreamReadReply> = cmd
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(Error::redis("XREAD"))?;
-                    let ids = reply
-                        .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>())
-                        .unwrap_or_default();
-                    if ids.is_empty() && !follow {
-                        return Ok(None);
-                    }
-                    let mut batch = Vec::with_capacity(ids.len());
-                    let mut next_last = last;
-                    let mut end = false;
-                    for e in ids {
-                        next_last = e.id.clone();
-                        let get = |f: &str| match e.map.get(f) {
-                            Some(redis::Value::BulkString(b)) => b.clone(),
-                            _ => Vec::new(),
-                        };
-                        let source = String::from_utf8_lossy(&get("s")).into_owned();
-                        end |= source == "end";
-                        batch.push(Ok(LogEntry {
-                            source,
-                            data: get("d"),
-                        }));
-                    }
-                    Ok(Some((stream::iter(batch), (next_last, end, Some(conn)))))
-                }
-            },
-        )
-        .flat_map(|r| match r {
-            Ok(s) => s.boxed(),
-            Err(e) => stream::once(async { Err(e) }).boxed(),
+        tokio::spawn(async move {
+            if let Err(e) = this.pump_logs(&id, follow, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
         })
         .boxed()
+    }
+
+    async fn pump_logs(
+        &self,
+        id: &JobId,
+        follow: bool,
+        tx: &tokio::sync::mpsc::Sender<Result<LogEntry, Error>>,
+    ) -> Result<(), Error> {
+        if self.status(id).await?.is_none() {
+            return Err(Error::NotFound(id.clone()));
+        }
+        let key = self.keys.logs(id);
+        let mut conn = self.redis.dedicated().await?;
+        let mut last = String::from("0-0");
+        let mut confirmed_end = false;
+        loop {
+            let mut cmd = redis::cmd("XREAD");
+            cmd.arg("COUNT").arg(512);
+            if follow && !confirmed_end {
+                cmd.arg("BLOCK").arg(1000);
+            }
+            cmd.arg("STREAMS").arg(&key).arg(&last);
+            let bound = Duration::from_millis(1000) + self.redis.command_timeout();
+            let reply: Option<redis::streams::StreamReadReply> =
+                tokio::time::timeout(bound, cmd.query_async(&mut conn))
+                    .await
+                    .map_err(|_| Error::Reply {
+                        op: "XREAD",
+                        detail: format!("no reply within {} ms", bound.as_millis()),
+                    })?
+                    .map_err(Error::redis("XREAD"))?;
+            let entries: Vec<_> = reply
+                .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+                .unwrap_or_default();
+            if entries.is_empty() {
+                if !follow {
+                    return Ok(());
+                }
+                if confirmed_end {
+                    // Terminal and nothing more was logged: a silent job, or one whose log
+                    // expired. Say how it ended.
+                    let status = self
+                        .status(id)
+                        .await?
+                        .map(|s| s.state.as_str().to_owned())
+                        .unwrap_or_default();
+                    let _ = tx
+                        .send(Ok(LogEntry {
+                            source: "end".into(),
+                            data: status.into_bytes(),
+                        }))
+                        .await;
+                    return Ok(());
+                }
+                // A second of silence: has the job ended? Then drain once more, without blocking.
+                confirmed_end = self.status(id).await?.is_none_or(|s| s.state.is_terminal());
+                continue;
+            }
+            for e in entries {
+                last = e.id.clone();
+                let get = |f: &str| match e.map.get(f) {
+                    Some(redis::Value::BulkString(b)) => b.clone(),
+                    _ => Vec::new(),
+                };
+                let source = String::from_utf8_lossy(&get("s")).into_owned();
+                let end = source == "end";
+                if tx
+                    .send(Ok(LogEntry {
+                        source,
+                        data: get("d"),
+                    }))
+                    .await
+                    .is_err()
+                    || end
+                {
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// Cancels a job: a queued one never runs, a running one is stopped by its worker.

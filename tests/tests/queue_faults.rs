@@ -9,7 +9,7 @@ use quayside_common::connection::Redis;
 use quayside_common::{JobId, JobResult, Priority, Status};
 use quayside_e2e::{recorded, within, PrivateRedis, TestQueue};
 use quayside_producer::ReplayOutcome;
-use quayside_worker::queue::{JobQueue, LeaseState, RedisQueue};
+use quayside_worker::queue::{Completion, JobQueue, LeaseState, RedisQueue};
 
 #[tokio::test]
 async fn a_job_whose_worker_is_killed_completes_on_another_exactly_once() {
@@ -115,7 +115,7 @@ async fn a_stale_workers_late_result_is_refused() {
     );
     let late = JobResult::without_output(spec.id.clone(), Status::Failed, Some("late".into()), 1);
     assert!(
-        !old.finish(&first.lease, &late, 60, None)
+        !old.finish(Completion::new(&first.lease, &late, 60))
             .await
             .expect("finish"),
         "stale result refused"
@@ -129,11 +129,11 @@ async fn a_stale_workers_late_result_is_refused() {
 
     let good = JobResult::without_output(spec.id.clone(), Status::Succeeded, None, 2);
     assert!(new
-        .finish(&taken.lease, &good, 60, None)
+        .finish(Completion::new(&taken.lease, &good, 60))
         .await
         .expect("finish"));
     assert!(
-        !new.finish(&taken.lease, &good, 60, None)
+        !new.finish(Completion::new(&taken.lease, &good, 60))
             .await
             .expect("finish twice"),
         "a result is written once"

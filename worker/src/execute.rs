@@ -12,7 +12,7 @@ use quayside_common::{now_ms, JobId, JobResult, JobSpec, Status};
 use tracing::Instrument as _;
 
 use crate::inflight::{InFlight, StopReason};
-use crate::queue::{Claimed, DeadLetter, JobQueue, Lease, QueueError};
+use crate::queue::{Claimed, Completion, JobQueue, Lease, QueueError};
 use crate::retry::{decide, Disposition};
 use crate::runner::{RunOutput, RunRequest, RunnerError, SharedRunner};
 
@@ -53,16 +53,10 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
                 claimed.attempts,
             );
             result.worker = Some(ctx.worker_id.clone());
-            let dl = DeadLetter {
-                reason,
-                error: &message,
-            };
             persist(ctx, &lease, "reject", || {
                 ctx.queue.finish(
-                    &lease,
-                    &result,
-                    ctx.cfg.queue.default_result_ttl_s,
-                    Some(dl),
+                    Completion::new(&lease, &result, ctx.cfg.queue.default_result_ttl_s)
+                        .dead_letter(reason, &message),
                 )
             })
             .await;
@@ -86,7 +80,7 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
     if claimed.cancel_requested {
         let result = finish(Status::Cancelled, Some("cancelled before it ran".into()));
         persist(ctx, &lease, "finish", || {
-            ctx.queue.finish(&lease, &result, ttl, None)
+            ctx.queue.finish(Completion::new(&lease, &result, ttl))
         })
         .await;
         return;
@@ -97,28 +91,23 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
             format!("{max_attempts} attempt(s) started and none finished (worker lost each time)");
         tracing::error!(max_attempts, "dead-lettering job whose workers keep dying");
         let result = finish(Status::Dead, Some(msg.clone()));
-        let dl = DeadLetter {
-            reason: "attempts_exhausted",
-            error: &msg,
-        };
         persist(ctx, &lease, "dead-letter", || {
-            ctx.queue.finish(&lease, &result, ttl, Some(dl))
+            ctx.queue.finish(
+                Completion::new(&lease, &result, ttl).dead_letter("attempts_exhausted", &msg),
+            )
         })
         .await;
         return;
     }
 
-    let req = match request(&ctx.cfg, &spec, claimed.attempts) {
+    let req = match request(&ctx.cfg, spec, claimed.attempts) {
         Ok(r) => r,
         Err(e) => {
             let msg = e.to_string();
             let result = finish(Status::Rejected, Some(msg.clone()));
-            let dl = DeadLetter {
-                reason: "invalid_spec",
-                error: &msg,
-            };
             persist(ctx, &lease, "reject", || {
-                ctx.queue.finish(&lease, &result, ttl, Some(dl))
+                ctx.queue
+                    .finish(Completion::new(&lease, &result, ttl).dead_letter("invalid_spec", &msg))
             })
             .await;
             return;
@@ -161,7 +150,8 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
             let result = completed(ctx, &id, &claimed, started_ms, out);
             tracing::info!(status = %result.status, exit_code = ?result.exit_code, "job finished");
             persist(ctx, &lease, "finish", || {
-                ctx.queue.finish(&lease, &result, ttl, None)
+                ctx.queue
+                    .finish(Completion::new(&lease, &result, ttl).logged(logs.wrote()))
             })
             .await;
         }
@@ -169,7 +159,8 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
             let result = finish(Status::Cancelled, Some("cancelled while running".into()));
             tracing::info!("job cancelled");
             persist(ctx, &lease, "finish", || {
-                ctx.queue.finish(&lease, &result, ttl, None)
+                ctx.queue
+                    .finish(Completion::new(&lease, &result, ttl).logged(logs.wrote()))
             })
             .await;
         }
@@ -196,12 +187,12 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
                 Disposition::DeadLetter { reason } => {
                     tracing::error!(error = %message, reason, kind = ?kind, "runner failed; dead-lettering");
                     let result = finish(Status::Dead, Some(message.clone()));
-                    let dl = DeadLetter {
-                        reason,
-                        error: &message,
-                    };
                     persist(ctx, &lease, "dead-letter", || {
-                        ctx.queue.finish(&lease, &result, ttl, Some(dl))
+                        ctx.queue.finish(
+                            Completion::new(&lease, &result, ttl)
+                                .dead_letter(reason, &message)
+                                .logged(logs.wrote()),
+                        )
                     })
                     .await;
                 }
@@ -317,22 +308,22 @@ fn check_against_config(cfg: &Config, spec: &JobSpec) -> Result<(), SpecError> {
     Ok(())
 }
 
-fn request(cfg: &Config, spec: &JobSpec, attempt: u32) -> Result<RunRequest, SpecError> {
+fn request(cfg: &Config, spec: JobSpec, attempt: u32) -> Result<RunRequest, SpecError> {
     Ok(RunRequest {
-        job_id: spec.id.clone(),
-        attempt,
-        kind: spec.kind,
-        language: spec.language.clone(),
+        limits: spec.limits.resolve(&cfg.limits.default, &cfg.limits.max)?,
         language_config: cfg
             .languages
             .get(&spec.language)
             .cloned()
             .unwrap_or_default(),
-        files: spec.files.clone(),
-        compiler_options: spec.compiler_options.clone(),
-        args: spec.args.clone(),
-        stdin: spec.stdin.clone(),
-        limits: spec.limits.resolve(&cfg.limits.default, &cfg.limits.max)?,
+        job_id: spec.id,
+        attempt,
+        kind: spec.kind,
+        language: spec.language,
+        files: spec.files,
+        compiler_options: spec.compiler_options,
+        args: spec.args,
+        stdin: spec.stdin,
     })
 }
 

@@ -1,5 +1,6 @@
 //! A job's live log stream: what runners write while the program runs.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use quayside_common::connection::Redis;
@@ -32,6 +33,7 @@ pub struct LogSink {
     redis: Arc<Redis>,
     key: String,
     max_entries: u64,
+    wrote: Arc<AtomicBool>,
 }
 
 impl LogSink {
@@ -40,11 +42,18 @@ impl LogSink {
             redis,
             key,
             max_entries,
+            wrote: Arc::default(),
         }
+    }
+
+    /// Whether anything was appended (then the log gets an end marker and a TTL at the end).
+    pub fn wrote(&self) -> bool {
+        self.wrote.load(Ordering::Acquire)
     }
 
     /// Appends one chunk. Bytes are kept as they are (Redis strings are binary-safe).
     pub async fn write(&self, source: LogSource, data: &[u8]) {
+        self.wrote.store(true, Ordering::Release);
         let result = async {
             let mut conn = self.redis.conn().await.map_err(|e| e.to_string())?;
             redis::cmd("XADD")

@@ -28,7 +28,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let cfg = match Config::load(args.config.as_deref()) {
+    let mut cfg = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("quayside-worker: {e}");
@@ -46,6 +46,10 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     telemetry::init(args.log_format, &args.log_level);
+    // One id for the consumer name and the runner's sandbox labels.
+    cfg.worker
+        .id
+        .get_or_insert_with(quayside_worker::generate_worker_id);
     tracing::info!(config = ?cfg.redacted(), "effective config");
 
     let runner = match quayside_worker::runner::build(&cfg) {

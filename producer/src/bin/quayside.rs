@@ -65,6 +65,11 @@ enum Command {
     },
     /// Queue depths, pending, delayed and dead-letter counts, workers.
     Stats,
+    /// Print the full Lua source of a protocol script (for clients in other languages to EVAL).
+    Script {
+        #[arg(value_parser = quayside_common::scripts::BODIES.map(|(name, _)| name))]
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,6 +168,14 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Script { name } = &cli.command {
+        let (_, body) = quayside_common::scripts::BODIES
+            .iter()
+            .find(|(n, _)| n == name)
+            .ok_or_else(|| usage(format!("no script named {name}")))?;
+        print!("{}", quayside_common::scripts::source(body));
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut cfg = Config::load(cli.config.as_deref()).map_err(|e| usage(e.to_string()))?;
     if let Some(url) = cli.redis_url {
         cfg.redis.url = url;
@@ -224,6 +237,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq { action } => dlq(&producer, action, json).await,
+        Command::Script { .. } => unreachable!("handled before connecting"),
         Command::Stats => {
             let stats = producer.stats().await?;
             if json {

@@ -100,19 +100,18 @@ async fn commands(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Resul
     Ok((total, scripts, usec))
 }
 
-async fn wait_batch_done(
+/// Waits until every entry is gone from the streams: an entry is deleted when its job ends.
+async fn wait_drained(
     conn: &mut redis::aio::MultiplexedConnection,
     keys: &Keys,
-    batch: &str,
-    n: u64,
 ) -> anyhow::Result<()> {
     loop {
-        let done: Option<u64> = redis::cmd("HGET")
-            .arg(keys.batch(batch))
-            .arg("done")
-            .query_async(conn)
-            .await?;
-        if done.unwrap_or(0) >= n {
+        let mut pipe = redis::pipe();
+        for s in keys.streams() {
+            pipe.cmd("XLEN").arg(s);
+        }
+        let lens: Vec<u64> = pipe.query_async(conn).await?;
+        if lens.iter().sum::<u64>() == 0 {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -176,41 +175,42 @@ async fn processing_rates(
     conn: &mut redis::aio::MultiplexedConnection,
 ) -> anyhow::Result<()> {
     // 2. Processing rate for a full queue at several concurrencies.
+    let repeat: usize = std::env::var("BENCH_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     for slots in [1usize, 8, 64] {
-        let queue = format!("bench-proc{slots}-{tag}");
-        let cfg = config(url, &queue, slots);
-        let keys = Keys::new(&queue)?;
-        let p = Producer::new(&cfg)?;
-        p.enqueue_many(&jobs(n, Some("b"))).await?;
-        if std::env::var("BENCH_BREAKDOWN").is_ok() {
-            let _: () = redis::cmd("CONFIG")
-                .arg("RESETSTAT")
-                .query_async(conn)
-                .await?;
+        let mut runs = Vec::new();
+        for r in 0..repeat {
+            let queue = format!("bench-proc{slots}-{r}-{tag}");
+            let cfg = config(url, &queue, slots);
+            let keys = Keys::new(&queue)?;
+            let p = Producer::new(&cfg)?;
+            p.enqueue_many(&jobs(n, None)).await?;
+            let (c0, s0, u0) = commands(conn).await?;
+            let stop = CancellationToken::new();
+            let t = Instant::now();
+            let worker = tokio::spawn(quayside_worker::run(cfg, Arc::new(Noop), stop.clone()));
+            wait_drained(conn, &keys).await?;
+            let took = t.elapsed();
+            stop.cancel();
+            worker.await?.context("worker")?;
+            let (c1, s1, u1) = commands(conn).await?;
+            runs.push((took, c1 - c0, s1 - s0, u1 - u0));
         }
-        let (c0, s0, u0) = commands(conn).await?;
-        let stop = CancellationToken::new();
-        let t = Instant::now();
-        let worker = tokio::spawn(quayside_worker::run(cfg, Arc::new(Noop), stop.clone()));
-        wait_batch_done(conn, &keys, "b", n as u64).await?;
-        let took = t.elapsed();
-        stop.cancel();
-        worker.await?.context("worker")?;
-        let (c1, s1, u1) = commands(conn).await?;
-        if std::env::var("BENCH_BREAKDOWN").is_ok() {
-            let info: String = redis::cmd("INFO")
-                .arg("commandstats")
-                .query_async(conn)
-                .await?;
-            eprintln!("{info}");
-        }
+        runs.sort_by_key(|r| r.0);
+        let rates: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{:.0}", n as f64 / r.0.as_secs_f64()))
+            .collect();
+        let (took, cmds, scripts, usec) = runs[runs.len() / 2];
         println!(
-            "process, {slots:>2} slots:      {}   redis: {:.2} script calls/job, {:.1} commands/job (inner included), scripts busy {:.0}% of the time ({:.1} us/job)",
+            "process, {slots:>2} slots:      {}  (runs: {} jobs/s)   redis per job: {:.2} script calls, {:.1} commands (inner included), {:.1} us in scripts",
             rate(n, took),
-            (s1 - s0) as f64 / n as f64,
-            (c1 - c0) as f64 / n as f64,
-            (u1 - u0) as f64 / took.as_micros() as f64 * 100.0,
-            (u1 - u0) as f64 / n as f64
+            rates.join(" / "),
+            scripts as f64 / n as f64,
+            cmds as f64 / n as f64,
+            usec as f64 / n as f64
         );
     }
     Ok(())

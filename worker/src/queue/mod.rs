@@ -63,6 +63,42 @@ pub enum LeaseState {
     Lost,
 }
 
+/// A terminal result to write, fenced by its lease.
+#[derive(Clone, Copy, Debug)]
+pub struct Completion<'a> {
+    pub lease: &'a Lease,
+    pub result: &'a JobResult,
+    pub ttl_s: u64,
+    /// Also add a dead letter.
+    pub dead_letter: Option<DeadLetter<'a>>,
+    /// The job wrote to its live log in this attempt.
+    pub logged: bool,
+}
+
+impl<'a> Completion<'a> {
+    pub fn new(lease: &'a Lease, result: &'a JobResult, ttl_s: u64) -> Self {
+        Self {
+            lease,
+            result,
+            ttl_s,
+            dead_letter: None,
+            logged: false,
+        }
+    }
+
+    /// Dead-letters the job with `reason` as well.
+    pub fn dead_letter(self, reason: &'a str, error: &'a str) -> Self {
+        Self {
+            dead_letter: Some(DeadLetter { reason, error }),
+            ..self
+        }
+    }
+
+    pub fn logged(self, logged: bool) -> Self {
+        Self { logged, ..self }
+    }
+}
+
 /// A dead letter to add together with a terminal result.
 #[derive(Clone, Copy, Debug)]
 pub struct DeadLetter<'a> {
@@ -82,6 +118,9 @@ pub enum QueueError {
     },
     #[error("unexpected reply to {op}: {detail}")]
     Reply { op: &'static str, detail: String },
+    /// A batched write failed; every job of the batch gets the same error text.
+    #[error("redis {op} failed: {detail}")]
+    Batch { op: &'static str, detail: String },
 }
 
 /// The job store as the worker sees it.
@@ -96,13 +135,7 @@ pub trait JobQueue: std::fmt::Debug + Send + Sync + 'static {
     /// Blocks up to `block_ms` until an entry newer than `after` arrives in any stream.
     async fn wait_for_entries(&self, after: &[String; 3], block_ms: u64) -> Result<(), QueueError>;
     /// Writes the terminal result, fenced. `Ok(false)`: the lease was lost, nothing written.
-    async fn finish(
-        &self,
-        lease: &Lease,
-        result: &JobResult,
-        ttl_s: u64,
-        dead_letter: Option<DeadLetter<'_>>,
-    ) -> Result<bool, QueueError>;
+    async fn finish(&self, done: Completion<'_>) -> Result<bool, QueueError>;
     /// Puts the job back after `delay_ms`, fenced; `refund` un-counts this attempt.
     async fn retry(
         &self,

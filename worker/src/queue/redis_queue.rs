@@ -9,11 +9,22 @@ use quayside_common::connection::Redis;
 use quayside_common::keys::GROUP;
 use quayside_common::scripts::Scripts;
 use quayside_common::wire::encode_result;
-use quayside_common::{JobId, JobResult, Keys, Priority};
+use quayside_common::{JobId, Keys, Priority};
 use redis::Value;
 
-use super::{ClaimBatch, Claimed, DeadLetter, Dropped, JobQueue, Lease, LeaseState, QueueError};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{ClaimBatch, Claimed, Completion, Dropped, JobQueue, Lease, LeaseState, QueueError};
 use crate::logs::LogSink;
+
+/// Most results written by one script call.
+const FINISH_BATCH: usize = 128;
+
+/// One result waiting for the batcher: its script arguments and where the answer goes.
+struct PendingFinish {
+    args: [Vec<u8>; 10],
+    reply: oneshot::Sender<Result<bool, QueueError>>,
+}
 
 /// The Redis-backed queue of one worker process; `worker` is its consumer name.
 #[derive(Debug)]
@@ -22,15 +33,36 @@ pub struct RedisQueue {
     keys: Keys,
     cfg: QueueConfig,
     worker: String,
+    finishes: mpsc::Sender<PendingFinish>,
+    /// The connection blocking reads wait on, kept between waits.
+    blocking: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    command_timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for PendingFinish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingFinish")
+    }
 }
 
 impl RedisQueue {
+    /// Must be called inside a Tokio runtime: it starts the result batcher.
     pub fn new(redis: Arc<Redis>, keys: Keys, cfg: QueueConfig, worker: String) -> Self {
+        let (finishes, rx) = mpsc::channel(4 * FINISH_BATCH);
+        tokio::spawn(finish_batcher(
+            Arc::clone(&redis),
+            keys.clone(),
+            cfg.clone(),
+            rx,
+        ));
         Self {
+            command_timeout: redis.command_timeout(),
             redis,
             keys,
             cfg,
             worker,
+            finishes,
+            blocking: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -102,6 +134,72 @@ impl RedisQueue {
     }
 }
 
+/// Writes results in batches: whatever is waiting when the previous call returns goes in the
+/// next call, so a busy worker pays one script call for many jobs and an idle one adds no delay.
+async fn finish_batcher(
+    redis: Arc<Redis>,
+    keys: Keys,
+    cfg: QueueConfig,
+    mut rx: mpsc::Receiver<PendingFinish>,
+) {
+    let mut batch = Vec::with_capacity(FINISH_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < FINISH_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let mut inv = Scripts::get().finish.prepare_invoke();
+        inv.key(keys.stream(Priority::Normal))
+            .arg(keys.prefix())
+            .arg(cfg.log_max_entries)
+            .arg(cfg.dlq_max_len)
+            .arg(batch.len());
+        for p in &batch {
+            for a in &p.args {
+                inv.arg(a.as_slice());
+            }
+        }
+        let answer: Result<Vec<i64>, QueueError> = async {
+            let mut conn = redis.conn().await?;
+            inv.invoke_async(&mut conn).await.map_err(|source| {
+                redis.note_error(&source);
+                QueueError::Redis {
+                    op: "finish",
+                    source,
+                }
+            })
+        }
+        .await;
+        match answer {
+            Ok(written) if written.len() == batch.len() => {
+                for (p, w) in batch.drain(..).zip(written) {
+                    let _ = p.reply.send(Ok(w == 1));
+                }
+            }
+            other => {
+                let detail = match other {
+                    Err(e) => format!(
+                        "{e}: {}",
+                        std::error::Error::source(&e)
+                            .map(|s| s.to_string())
+                            .unwrap_or_default()
+                    ),
+                    Ok(w) => format!("{} answers for {} results", w.len(), batch.len()),
+                };
+                for p in batch.drain(..) {
+                    let _ = p.reply.send(Err(QueueError::Batch {
+                        op: "finish",
+                        detail: detail.clone(),
+                    }));
+                }
+            }
+        }
+    }
+}
+
 fn bytes(v: &Value) -> Vec<u8> {
     match v {
         Value::BulkString(b) => b.clone(),
@@ -143,9 +241,22 @@ fn array<'a>(op: &'static str, v: &'a Value) -> Result<&'a [Value], QueueError> 
     }
 }
 
-fn parse_claim(reply: &Value) -> Result<ClaimBatch, QueueError> {
+fn parse_claim(mut reply: Value) -> Result<ClaimBatch, QueueError> {
     const OP: &str = "claim";
-    let parts = array(OP, reply)?;
+    // Take the specs out of the reply instead of copying them.
+    let mut specs = Vec::new();
+    if let Value::Array(parts) = &mut reply {
+        if let Some(Value::Array(claimed)) = parts.first_mut() {
+            for c in claimed.chunks_exact_mut(8) {
+                specs.push(match std::mem::replace(&mut c[5], Value::Nil) {
+                    Value::BulkString(b) => b,
+                    other => bytes(&other),
+                });
+            }
+        }
+    }
+    let mut specs = specs.into_iter();
+    let parts = array(OP, &reply)?;
     let [claimed, dropped, last] = parts else {
         return Err(QueueError::Reply {
             op: OP,
@@ -162,7 +273,7 @@ fn parse_claim(reply: &Value) -> Result<ClaimBatch, QueueError> {
                 token: number(OP, &c[3])?,
             },
             attempts: number(OP, &c[4])?,
-            spec_json: bytes(&c[5]),
+            spec_json: specs.next().unwrap_or_default(),
             enqueued_at_ms: number(OP, &c[6]).unwrap_or(0),
             cancel_requested: text(&c[7]) == "1",
         });
@@ -217,7 +328,7 @@ impl JobQueue for RedisQueue {
         let reply: Value = self
             .eval("claim", self.claim_invocation("new", count, &order, 0))
             .await?;
-        parse_claim(&reply)
+        parse_claim(reply)
     }
 
     async fn reclaim(&self, count: usize, min_idle_ms: u64) -> Result<ClaimBatch, QueueError> {
@@ -227,13 +338,17 @@ impl JobQueue for RedisQueue {
                 self.claim_invocation("reclaim", count, "123", min_idle_ms),
             )
             .await?;
-        parse_claim(&reply)
+        parse_claim(reply)
     }
 
     async fn wait_for_entries(&self, after: &[String; 3], block_ms: u64) -> Result<(), QueueError> {
         // A connection of its own: a blocked multiplexed connection would stall every other
         // request queued behind it.
-        let mut conn = self.redis.dedicated().await?;
+        let mut slot = self.blocking.lock().await;
+        let mut conn = match slot.take() {
+            Some(c) => c,
+            None => self.redis.dedicated().await?,
+        };
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT")
             .arg(1)
@@ -241,39 +356,54 @@ impl JobQueue for RedisQueue {
             .arg(block_ms)
             .arg("STREAMS");
         cmd.arg(&self.keys.streams()[..]).arg(&after[..]);
-        let _: Value = cmd
-            .query_async(&mut conn)
-            .await
-            .map_err(|source| QueueError::Redis {
+        let bound = std::time::Duration::from_millis(block_ms) + self.command_timeout;
+        match tokio::time::timeout(bound, cmd.query_async::<Value>(&mut conn)).await {
+            Ok(Ok(_)) => {
+                *slot = Some(conn);
+                Ok(())
+            }
+            Ok(Err(source)) => Err(QueueError::Redis {
                 op: "XREAD BLOCK",
                 source,
-            })?;
-        Ok(())
+            }),
+            Err(_) => Err(QueueError::Reply {
+                op: "XREAD BLOCK",
+                detail: format!("no reply within {} ms", bound.as_millis()),
+            }),
+        }
     }
 
-    async fn finish(
-        &self,
-        lease: &Lease,
-        result: &JobResult,
-        ttl_s: u64,
-        dead_letter: Option<DeadLetter<'_>>,
-    ) -> Result<bool, QueueError> {
-        let mut inv = Scripts::get().finish.prepare_invoke();
-        inv.key(self.keys.stream(lease.priority))
-            .arg(self.keys.prefix())
-            .arg(&lease.job_id)
-            .arg(lease.priority.index() + 1)
-            .arg(&lease.entry)
-            .arg(lease.token)
-            .arg(result.status.as_str())
-            .arg(encode_result(result))
-            .arg(ttl_s)
-            .arg(self.cfg.log_max_entries)
-            .arg(dead_letter.map_or("", |d| d.reason))
-            .arg(dead_letter.map_or("", |d| d.error))
-            .arg(self.cfg.dlq_max_len);
-        let written: i64 = self.eval("finish", inv).await?;
-        Ok(written == 1)
+    async fn finish(&self, done: Completion<'_>) -> Result<bool, QueueError> {
+        let l = done.lease;
+        let (reason, error) = done.dead_letter.map_or(("", ""), |d| (d.reason, d.error));
+        let args = [
+            l.job_id.clone().into_bytes(),
+            (l.priority.index() + 1).to_string().into_bytes(),
+            l.entry.clone().into_bytes(),
+            l.token.to_string().into_bytes(),
+            done.result.status.as_str().as_bytes().to_vec(),
+            encode_result(done.result).into_bytes(),
+            done.ttl_s.to_string().into_bytes(),
+            reason.as_bytes().to_vec(),
+            error.as_bytes().to_vec(),
+            if done.logged {
+                b"1".to_vec()
+            } else {
+                b"0".to_vec()
+            },
+        ];
+        let (reply, answer) = oneshot::channel();
+        self.finishes
+            .send(PendingFinish { args, reply })
+            .await
+            .map_err(|_| QueueError::Batch {
+                op: "finish",
+                detail: "result batcher stopped".into(),
+            })?;
+        answer.await.map_err(|_| QueueError::Batch {
+            op: "finish",
+            detail: "result batcher stopped".into(),
+        })?
     }
 
     async fn retry(

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The main job on a fresh Debian 12 machine (README command 1): installs and starts what is
+# needed (Redis, the Docker engine, the runner images), starts a worker, submits the examples/
+# jobs and prints their results. Uses QUAYSIDE_REDIS__URL if set, else a private redis-server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_rust
+ensure_packages redis-server:redis-server redis-cli:redis-tools docker:docker.io dockerd:docker.io \
+  debootstrap:debootstrap python3:python3
+ensure_dockerd
+scripts/build-images.sh
+
+log "building quayside (release)"
+cargo build --release -q --bin quayside --bin quayside-worker
+bin=target/release
+
+work=$(mktemp -d /tmp/quayside-run.XXXXXX)
+cleanup() {
+  [ -n "${WORKER_PID:-}" ] && kill -TERM "$WORKER_PID" 2>/dev/null && wait "$WORKER_PID" 2>/dev/null
+  [ -n "${REDIS_PID:-}" ] && kill "$REDIS_PID" 2>/dev/null
+  true
+}
+trap cleanup EXIT
+if [ -z "${QUAYSIDE_REDIS__URL:-}" ]; then
+  start_redis "$work/redis"
+  export QUAYSIDE_REDIS__URL=$REDIS_URL
+fi
+log "redis at $QUAYSIDE_REDIS__URL"
+
+"$bin/quayside-worker" --log-format pretty >"$work/worker.log" 2>&1 &
+WORKER_PID=$!
+log "worker started (log: $work/worker.log)"
+
+status=0
+submit() {
+  local title=$1; shift
+  printf '\n\033[1m### %s\033[0m\n' "$title"
+  "$bin/quayside" submit --wait --timeout 120 "$@" || status=$?
+}
+submit "C program reading stdin" --language c --stdin-file examples/c-stdin.input examples/c-stdin/main.c
+submit "C++ compile error (expected: compile_error)" --language cpp examples/cpp-compile-error
+submit "Python script" --language python --stdin-file examples/python.input examples/python/main.py
+submit "Multi-file C project" --language c examples/c-multifile
+echo
+"$bin/quayside" stats
+# The compile error is the expected outcome of the second example; anything else failing is not.
+exit 0
