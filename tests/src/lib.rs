@@ -97,8 +97,21 @@ impl TestQueue {
         j
     }
 
-    /// Starts a worker process with this queue's config changed by `tweak`.
+    /// Starts a test worker (the real worker with the script runner) with this queue's config
+    /// changed by `tweak`.
     pub fn spawn_worker(&self, tweak: impl FnOnce(&mut Config)) -> WorkerHandle {
+        self.spawn(&bin_path("quayside-test-worker"), &[], tweak)
+    }
+
+    /// Starts the real `quayside-worker` binary (Docker runner, default language table).
+    pub fn spawn_real_worker(&self, tweak: impl FnOnce(&mut Config)) -> WorkerHandle {
+        self.spawn(&bin_path("quayside-worker"), &["--config"], |cfg| {
+            cfg.languages = quayside_common::config::default_languages();
+            tweak(cfg);
+        })
+    }
+
+    fn spawn(&self, bin: &Path, flags: &[&str], tweak: impl FnOnce(&mut Config)) -> WorkerHandle {
         let mut cfg = self.cfg.clone();
         tweak(&mut cfg);
         let n = self.workers.lock().expect("lock").len();
@@ -108,7 +121,13 @@ impl TestQueue {
         std::fs::write(&path, toml::to_string(&cfg).expect("config to toml"))
             .expect("write worker config");
         let log = std::fs::File::create(self.dir.join(format!("{id}.log"))).expect("worker log");
-        let child = Command::new(worker_bin())
+        assert!(
+            bin.exists(),
+            "{} not built: run cargo build --workspace --bins first",
+            bin.display()
+        );
+        let child = Command::new(bin)
+            .args(flags)
             .arg(&path)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -239,14 +258,14 @@ impl TestQueue {
     }
 }
 
-/// The test worker binary, built by cargo next to the test executables (`target/<profile>/`).
-fn worker_bin() -> PathBuf {
+/// A binary of the workspace, built by cargo next to the test executables (`target/<profile>/`).
+pub fn bin_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>/deps/<test>");
-    profile_dir.join("quayside-test-worker")
+    profile_dir.join(name)
 }
 
 fn redis_url_of(cfg: &Config) -> String {

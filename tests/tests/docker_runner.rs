@@ -721,7 +721,7 @@ async fn orphan_sweep_removes_only_containers_of_dead_workers() {
     // sweep would take for dead.
     let workers = within(10, "worker registry", WORKERS.lock()).await;
     let alive: Vec<String> = workers.iter().cloned().chain([live.clone()]).collect();
-    let removed = within(30, "sweep", h.runner.sweep_orphans(&alive))
+    let removed = within(30, "sweep", h.runner.sweep_orphans(&alive, Duration::ZERO))
         .await
         .expect("sweep");
     drop(workers);

@@ -174,10 +174,27 @@ async fn promote_loop(queue: Arc<dyn JobQueue>, interval_ms: u64, stop: Cancella
     }
 }
 
-/// Keeps this worker's entry in the registry fresh.
+/// Heartbeats between two sweeps for sandboxes of dead workers.
+const SWEEP_EVERY_BEATS: u64 = 12;
+
+/// Removes sandboxes whose worker is no longer in the registry (it crashed mid-job).
+async fn sweep_orphans(ctx: &Context) {
+    match ctx.queue.live_workers().await {
+        Ok(live) => match ctx.runner.sweep_orphans(&live).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed sandboxes of dead workers"),
+            Err(error) => tracing::warn!(error = %error, "cannot sweep sandboxes of dead workers"),
+        },
+        Err(error) => tracing::warn!(error = %error, "cannot list live workers"),
+    }
+}
+
+/// Keeps this worker's entry in the registry fresh, and now and then sweeps dead workers'
+/// sandboxes.
 async fn heartbeat_loop(ctx: Arc<Context>, stop: CancellationToken) {
     let every = ctx.cfg.worker.heartbeat_interval_ms;
     let started = now_ms();
+    let mut beats: u64 = 0;
     loop {
         let doc = serde_json::json!({
             "id": ctx.worker_id,
@@ -192,6 +209,10 @@ async fn heartbeat_loop(ctx: Arc<Context>, stop: CancellationToken) {
         });
         if let Err(error) = ctx.queue.heartbeat(&doc.to_string(), every * 3).await {
             tracing::warn!(error = %error, "cannot heartbeat");
+        }
+        beats += 1;
+        if beats % SWEEP_EVERY_BEATS == 1 {
+            sweep_orphans(&ctx).await;
         }
         if claim::sleep_or_stop(&stop, Duration::from_millis(every)).await {
             return;

@@ -470,6 +470,21 @@ impl JobQueue for RedisQueue {
         Ok(())
     }
 
+    async fn live_workers(&self) -> Result<Vec<String>, QueueError> {
+        let mut conn = self.redis.conn().await?;
+        redis::cmd("HKEYS")
+            .arg(self.keys.workers())
+            .query_async(&mut conn)
+            .await
+            .map_err(|source| {
+                self.redis.note_error(&source);
+                QueueError::Redis {
+                    op: "HKEYS",
+                    source,
+                }
+            })
+    }
+
     async fn cancel_requests(&self) -> Result<BoxStream<'static, String>, QueueError> {
         let mut pubsub = self.redis.pubsub().await?;
         pubsub

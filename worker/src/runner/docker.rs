@@ -67,19 +67,27 @@ impl DockerRunner {
     /// The engine cannot be reached or listed.
     pub async fn sweep_own(&self) -> Result<usize, RunnerError> {
         let docker = self.client().await?;
-        sweep(docker, |labels| self.owns(labels)).await
+        sweep(docker, |labels, _| self.owns(labels)).await
     }
 
-    /// Removes containers labelled by workers that are not in `live_workers` (this runner's own
-    /// id always counts as live). Returns how many were removed.
+    /// Removes containers at least `min_age` old labelled by workers that are not in
+    /// `live_workers` (this runner's own id always counts as live). Returns how many.
     ///
     /// # Errors
     /// The engine cannot be reached or listed.
-    pub async fn sweep_orphans(&self, live_workers: &[String]) -> Result<usize, RunnerError> {
+    pub async fn sweep_orphans(
+        &self,
+        live_workers: &[String],
+        min_age: Duration,
+    ) -> Result<usize, RunnerError> {
         let docker = self.client().await?;
         let mut live = live_workers.to_vec();
         live.push(self.worker_id.clone());
-        sweep(docker, |labels| sandbox::is_orphan(labels, &live)).await
+        let cutoff = (quayside_common::now_ms() / 1000).saturating_sub(min_age.as_secs());
+        sweep(docker, |labels, created| {
+            created.is_some_and(|c| c <= cutoff as i64) && sandbox::is_orphan(labels, &live)
+        })
+        .await
     }
 
     fn owns(&self, labels: &HashMap<String, String>) -> bool {
@@ -90,7 +98,7 @@ impl DockerRunner {
         self.client
             .get_or_try_init(|| async {
                 let docker = self.connect().await?;
-                match sweep(&docker, |labels| self.owns(labels)).await {
+                match sweep(&docker, |labels, _| self.owns(labels)).await {
                     Ok(0) => {}
                     Ok(removed) => {
                         let worker = &self.worker_id;
@@ -147,6 +155,10 @@ impl Runner for DockerRunner {
         Ok(())
     }
 
+    async fn sweep_orphans(&self, live_workers: &[String]) -> Result<usize, RunnerError> {
+        DockerRunner::sweep_orphans(self, live_workers, ORPHAN_MIN_AGE).await
+    }
+
     async fn run(
         &self,
         req: &RunRequest,
@@ -186,9 +198,14 @@ impl Runner for DockerRunner {
 }
 
 /// Force-removes every Quayside container whose labels `remove` picks.
+/// A worker that just started may not have heartbeated yet: the periodic sweep spares
+/// containers younger than this.
+const ORPHAN_MIN_AGE: Duration = Duration::from_secs(120);
+
+/// Removes the labelled containers `remove(labels, created unix seconds)` picks.
 async fn sweep(
     docker: &Docker,
-    remove: impl Fn(&HashMap<String, String>) -> bool,
+    remove: impl Fn(&HashMap<String, String>, Option<i64>) -> bool,
 ) -> Result<usize, RunnerError> {
     let filters = HashMap::from([(
         "label".to_owned(),
@@ -207,7 +224,7 @@ async fn sweep(
         let (Some(id), Some(labels)) = (c.id, c.labels) else {
             continue;
         };
-        if !remove(&labels) {
+        if !remove(&labels, c.created) {
             continue;
         }
         match attempt::remove_container(docker, &id).await {

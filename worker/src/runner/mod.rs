@@ -122,6 +122,12 @@ pub trait Runner: std::fmt::Debug + Send + Sync + 'static {
     /// Backend reachable and runner images present; used at startup and by readiness checks.
     async fn check(&self) -> Result<(), RunnerError>;
 
+    /// Removes sandboxes left behind by workers that are not in `live_workers` (crashed ones).
+    /// Returns how many were removed.
+    async fn sweep_orphans(&self, _live_workers: &[String]) -> Result<usize, RunnerError> {
+        Ok(0)
+    }
+
     /// What the program did. Streams output into `logs` as it arrives. Returns
     /// `Err(RunnerError::Cancelled)` promptly once `cancel` fires.
     async fn run(
