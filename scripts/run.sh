@@ -33,17 +33,20 @@ log "redis at $QUAYSIDE_REDIS__URL"
 WORKER_PID=$!
 log "worker started (log: $work/worker.log)"
 
-status=0
+unexpected=0
+# submit TITLE EXPECTED_EXIT ARGS...: the CLI exits 0 when the job succeeded, 1 when it ended
+# otherwise (the C++ example is meant to end as compile_error).
 submit() {
-  local title=$1; shift
+  local title=$1 expected=$2 code=0
+  shift 2
   printf '\n\033[1m### %s\033[0m\n' "$title"
-  "$bin/quayside" submit --wait --timeout 120 "$@" || status=$?
+  "$bin/quayside" submit --wait --timeout 120 "$@" || code=$?
+  [ "$code" -eq "$expected" ] || { echo "!! expected exit $expected, got $code" >&2; unexpected=1; }
 }
-submit "C program reading stdin" --language c --stdin-file examples/c-stdin.input examples/c-stdin/main.c
-submit "C++ compile error (expected: compile_error)" --language cpp examples/cpp-compile-error
-submit "Python script" --language python --stdin-file examples/python.input examples/python/main.py
-submit "Multi-file C project" --language c examples/c-multifile
+submit "C program reading stdin" 0 --language c --stdin-file examples/c-stdin.input examples/c-stdin/main.c
+submit "C++ compile error (expected: compile_error)" 1 --language cpp examples/cpp-compile-error
+submit "Python script" 0 --language python --stdin-file examples/python.input examples/python/main.py
+submit "Multi-file C project" 0 --language c examples/c-multifile
 echo
 "$bin/quayside" stats
-# The compile error is the expected outcome of the second example; anything else failing is not.
-exit 0
+exit "$unexpected"

@@ -10,6 +10,8 @@ ensure_rust
 ensure_packages redis-server:redis-server redis-cli:redis-tools docker:docker.io dockerd:docker.io \
   debootstrap:debootstrap python3:python3
 ensure_dockerd
+# gVisor as the optional second wall: registered so the hostile suite also runs under it.
+scripts/setup-runsc.sh
 scripts/build-images.sh
 
 work=$(mktemp -d /tmp/quayside-test.XXXXXX)
@@ -28,3 +30,5 @@ log "cargo test"
 # The CLI tests run the real `quayside` binary, which cargo test does not build by itself.
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast
+log "runner suite again under gVisor (runsc)"
+E2E_DOCKER_RUNTIME=runsc cargo test -p quayside-e2e --test docker_runner

@@ -427,7 +427,11 @@ fn print_stats(s: &QueueStats) {
     );
     println!("workers: {}", s.workers.len());
     for w in &s.workers {
-        let f = |k: &str| w.0.get(k).map(|v| v.to_string()).unwrap_or_default();
+        let f = |k: &str| match w.0.get(k) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+            None => String::new(),
+        };
         println!(
             "  {} runner={} slots={} in_flight={} version={}",
             f("id"),

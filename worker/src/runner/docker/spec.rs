@@ -75,6 +75,19 @@ fn host_config(cfg: &DockerConfig, req: &RunRequest) -> HostConfig {
         soft: Some(i64::try_from(value).unwrap_or(i64::MAX)),
         hard: Some(i64::try_from(value).unwrap_or(i64::MAX)),
     };
+    let mut ulimits = vec![
+        ulimit("nofile", cfg.max_open_files),
+        ulimit("fsize", cfg.max_file_bytes),
+        // /dev/mqueue stays mounted even without IPC: no bytes for message queues.
+        ulimit("msgqueue", 0),
+    ];
+    // gVisor (runsc, Debian's 2022 build) fails to start a container with a pids cgroup
+    // limit, but every sandbox has a kernel of its own there, so RLIMIT_NPROC bounds the
+    // sandbox's processes instead. Under runc it would be shared by every job's uid on the host.
+    let gvisor = cfg.runtime.contains("runsc");
+    if gvisor {
+        ulimits.push(ulimit("nproc", limits.pids));
+    }
     HostConfig {
         memory: Some(memory),
         // Equal to memory: no swap at all.
@@ -82,13 +95,8 @@ fn host_config(cfg: &DockerConfig, req: &RunRequest) -> HostConfig {
         nano_cpus: Some(
             i64::try_from(limits.cpu_millicores.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
         ),
-        pids_limit: Some(i64::try_from(limits.pids).unwrap_or(i64::MAX)),
-        ulimits: Some(vec![
-            ulimit("nofile", cfg.max_open_files),
-            ulimit("fsize", cfg.max_file_bytes),
-            // /dev/mqueue stays mounted even without IPC: no bytes for message queues.
-            ulimit("msgqueue", 0),
-        ]),
+        pids_limit: (!gvisor).then(|| i64::try_from(limits.pids).unwrap_or(i64::MAX)),
+        ulimits: Some(ulimits),
         readonly_rootfs: Some(true),
         tmpfs: Some(tmpfs),
         mounts: Some(mounts),
