@@ -8,8 +8,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::job::SpecError;
 use crate::keys::Keys;
-use crate::limits::Limits;
+use crate::limits::{Limits, LimitsSpec};
 
 /// Why configuration could not be loaded. Messages name the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -325,6 +326,24 @@ pub struct LanguageConfig {
     pub run_command: String,
     /// What a `compile` job runs: diagnostics only, no program (object files, metadata).
     pub compile_only_command: String,
+    /// Defaults for this language where a job sets no limit, over `limits.default` (e.g. more
+    /// memory for the Go toolchain). Still bounded by `limits.max`.
+    #[serde(skip_serializing_if = "is_default_limits")]
+    pub limits: LimitsSpec,
+}
+
+fn is_default_limits(l: &LimitsSpec) -> bool {
+    *l == LimitsSpec::default()
+}
+
+impl LanguageConfig {
+    /// This language's default limits: its own where set, the worker's otherwise.
+    ///
+    /// # Errors
+    /// A language default over `max` (refused by config validation first).
+    pub fn default_limits(&self, worker: &Limits, max: &Limits) -> Result<Limits, SpecError> {
+        self.limits.resolve(worker, max)
+    }
 }
 
 /// The built-in language table, matching the images of `deploy/images`.
@@ -339,10 +358,11 @@ pub fn default_languages() -> BTreeMap<String, LanguageConfig> {
             build_command: build.to_owned(),
             run_command: run.to_owned(),
             compile_only_command: check.to_owned(),
+            limits: LimitsSpec::default(),
         };
         (name.to_owned(), config)
     };
-    BTreeMap::from([
+    let mut table = BTreeMap::from([
         lang(
             "c",
             "c",
@@ -392,7 +412,13 @@ pub fn default_languages() -> BTreeMap<String, LanguageConfig> {
             // `node --check` takes one file per call.
             r#"for f in {sources}; do node --check "$f" || exit 1; done"#,
         ),
-    ])
+    ]);
+    // The Go toolchain runs many threads and needs more memory than a C compiler.
+    if let Some(go) = table.get_mut("go") {
+        go.limits.memory_bytes = Some(512 << 20);
+        go.limits.pids = Some(128);
+    }
+    table
 }
 
 impl Config {
@@ -496,6 +522,11 @@ impl Config {
                     problem: format!("language {name:?} has no image"),
                 });
             }
+            lang.default_limits(&self.limits.default, &self.limits.max)
+                .map_err(|e| ConfigError::Invalid {
+                    key: "languages.<name>.limits",
+                    problem: format!("language {name:?}: {e}"),
+                })?;
         }
         self.runner.docker.validate()?;
         Ok(())

@@ -304,13 +304,24 @@ fn check_against_config(cfg: &Config, spec: &JobSpec) -> Result<(), SpecError> {
             ));
         }
     }
-    spec.limits.resolve(&l.default, &l.max)?;
+    resolve_limits(cfg, spec)?;
     Ok(())
+}
+
+/// The job's limits: its own, else its language's defaults, else the worker's; never over
+/// the worker's maxima.
+fn resolve_limits(cfg: &Config, spec: &JobSpec) -> Result<quayside_common::Limits, SpecError> {
+    let l = &cfg.limits;
+    let defaults = match cfg.languages.get(&spec.language) {
+        Some(lang) => lang.default_limits(&l.default, &l.max)?,
+        None => l.default,
+    };
+    spec.limits.resolve(&defaults, &l.max)
 }
 
 fn request(cfg: &Config, spec: JobSpec, attempt: u32) -> Result<RunRequest, SpecError> {
     Ok(RunRequest {
-        limits: spec.limits.resolve(&cfg.limits.default, &cfg.limits.max)?,
+        limits: resolve_limits(cfg, &spec)?,
         language_config: cfg
             .languages
             .get(&spec.language)
@@ -408,6 +419,30 @@ mod tests {
             msg.contains("files:") && msg.contains("exceeds the configured maximum"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn limits_come_from_the_job_then_the_language_then_the_worker() {
+        let cfg = Config::load(None).expect("defaults");
+        let mut go = JobSpec::new(JobKind::Run, "go", [("main.go".into(), "x".into())].into());
+        let l = resolve_limits(&cfg, &go).expect("valid");
+        assert_eq!(
+            (l.memory_bytes, l.pids),
+            (512 << 20, 128),
+            "go's own defaults"
+        );
+        assert_eq!(
+            l.run_wall_time_ms, cfg.limits.default.run_wall_time_ms,
+            "worker default"
+        );
+        go.limits.pids = Some(10);
+        assert_eq!(
+            resolve_limits(&cfg, &go).expect("valid").pids,
+            10,
+            "the job wins"
+        );
+        go.limits.pids = Some(cfg.limits.max.pids + 1);
+        assert!(resolve_limits(&cfg, &go).is_err(), "never over the maximum");
     }
 
     #[test]

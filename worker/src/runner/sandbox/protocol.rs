@@ -264,6 +264,7 @@ mod tests {
             build_command: "cc {options} -o main {sources}".into(),
             run_command: r#"./main "$@""#.into(),
             compile_only_command: "cc {options} -c {sources}".into(),
+            limits: Default::default(),
         }
     }
 
