@@ -168,10 +168,7 @@ mod tests {
 
     #[test]
     fn every_container_is_hardened_and_limited() {
-        let cfg = DockerConfig {
-            runtime: "runsc".into(),
-            ..Default::default()
-        };
+        let cfg = DockerConfig::default();
         let body = create_body(&cfg, &request(JobKind::Run), "true".into(), HashMap::new());
         let hc = body.host_config.expect("host config");
         assert_eq!(hc.memory, Some(256 << 20));
@@ -183,7 +180,7 @@ mod tests {
         assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
         assert_eq!(hc.security_opt, Some(vec!["no-new-privileges".to_owned()]));
         assert_eq!(hc.privileged, Some(false));
-        assert_eq!(hc.runtime.as_deref(), Some("runsc"));
+        assert_eq!(hc.runtime, None, "the engine's default runtime");
         assert_eq!(hc.binds, None, "never a host path");
         assert_eq!(hc.mounts, Some(vec![]));
         let tmpfs = hc.tmpfs.expect("tmpfs");
@@ -202,6 +199,26 @@ mod tests {
             Some(vec!["a b".to_owned()]),
             "args are parameters, not text"
         );
+    }
+
+    #[test]
+    fn under_gvisor_the_pids_bound_is_rlimit_nproc() {
+        let cfg = DockerConfig {
+            runtime: "runsc".into(),
+            ..Default::default()
+        };
+        let hc = create_body(&cfg, &request(JobKind::Run), "true".into(), HashMap::new())
+            .host_config
+            .expect("host config");
+        assert_eq!(hc.runtime.as_deref(), Some("runsc"));
+        assert_eq!(hc.pids_limit, None, "Debian's runsc refuses a pids cgroup limit");
+        let nproc = hc
+            .ulimits
+            .expect("ulimits")
+            .into_iter()
+            .find(|u| u.name.as_deref() == Some("nproc"))
+            .expect("nproc ulimit");
+        assert_eq!((nproc.soft, nproc.hard), (Some(64), Some(64)));
     }
 
     #[test]
