@@ -65,6 +65,9 @@ impl TestQueue {
         cfg.worker.drain_timeout_ms = 5_000;
         cfg.retry.base_ms = 100;
         cfg.retry.max_ms = 1_000;
+        // Parallel tests must not fight over one port; tests that scrape pick a free one.
+        cfg.metrics.listen_addr = "127.0.0.1:0".into();
+        cfg.metrics.sample_interval_ms = 200;
         cfg.validate().expect("test config is valid");
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).expect("create test dir");

@@ -9,13 +9,17 @@
 //! - [`queue`]: the queue seam ([`queue::JobQueue`]) and its Redis implementation.
 //! - [`runner`]: the runner seam ([`runner::Runner`]).
 //! - [`shutdown`], [`telemetry`]: signals and drain; logs.
+//! - [`metrics`]: every metric name, the Prometheus recorder, the hot path's cached handles.
+//! - [`health`]: the HTTP listener for `/metrics`, `/healthz` and `/readyz`.
 //!
 //! [`run`] wires these together and returns after a graceful drain.
 
 pub mod claim;
 pub mod execute;
+pub mod health;
 pub mod inflight;
 pub mod logs;
+pub mod metrics;
 pub mod queue;
 pub mod retry;
 pub mod runner;
@@ -34,7 +38,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::execute::Context;
+use crate::health::Health;
 use crate::inflight::{InFlight, StopReason};
+use crate::metrics::WorkerMetrics;
 use crate::queue::{JobQueue, RedisQueue};
 use crate::runner::{RunnerError, SharedRunner};
 
@@ -45,6 +51,12 @@ pub enum WorkerError {
     Queue(#[from] SpecError),
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    #[error("cannot listen on {addr} (metrics.listen_addr)")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("runner {runner} is not ready")]
     Runner {
         runner: &'static str,
@@ -78,11 +90,12 @@ pub fn generate_worker_id() -> String {
 }
 
 /// Serves the queue until `shutdown` fires, then drains: stops claiming, lets running jobs
-/// finish for up to `worker.drain_timeout_ms`, then stops them and hands them back.
+/// finish for up to `worker.drain_timeout_ms`, then stops them and hands them back. The
+/// operations endpoint (`metrics.listen_addr`) serves from the start to the end of the drain.
 ///
 /// # Errors
-/// The queue name is invalid or the runner is not ready. Redis being unreachable is not an
-/// error: the worker waits for it.
+/// The queue name is invalid, the listen address cannot be bound or the runner is not ready.
+/// Redis being unreachable is not an error: the worker waits for it.
 pub async fn run(
     cfg: Config,
     runner: SharedRunner,
@@ -98,7 +111,80 @@ pub async fn run(
         cfg.queue.clone(),
         worker_id.clone(),
     ));
+    let exporter = if cfg.metrics.enabled {
+        metrics::install()
+    } else {
+        None
+    };
+    let metrics = Arc::new(WorkerMetrics::new(
+        &cfg.queue.name,
+        runner.name(),
+        cfg.worker.slots,
+        cfg.languages.keys(),
+    ));
 
+    // Background tasks live until the drain is over; the listener starts first, so /healthz
+    // answers and /readyz says why while Redis or the runner is not there yet.
+    let background = CancellationToken::new();
+    let chores = TaskTracker::new();
+    let served = async {
+        if !cfg.metrics.listen_addr.is_empty() {
+            let addr = cfg.metrics.listen_addr.clone();
+            let parsed = addr.parse().map_err(|e| WorkerError::Listen {
+                addr: addr.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+            })?;
+            let listener = health::bind(parsed)
+                .await
+                .map_err(|source| WorkerError::Listen { addr, source })?;
+            if let Ok(local) = listener.local_addr() {
+                tracing::info!(addr = %local, "serving /metrics, /healthz and /readyz");
+            }
+            let health = Arc::new(Health {
+                queue: Arc::clone(&queue),
+                runner: Arc::clone(&runner),
+                draining: shutdown.clone(),
+                metrics: exporter.clone(),
+            });
+            chores.spawn(health::serve(listener, health, background.clone()));
+        }
+        if let Some(handle) = exporter.clone() {
+            chores.spawn(metrics::upkeep(handle, background.clone()));
+        }
+        serve(
+            &cfg,
+            &worker_id,
+            queue.clone(),
+            runner,
+            metrics,
+            exporter.is_some(),
+            (&chores, &background),
+            shutdown.clone(),
+        )
+        .await
+    }
+    .await;
+    background.cancel();
+    chores.close();
+    chores.wait().await;
+    tracing::info!("worker stopped");
+    served
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the pieces run() built; a struct for one call would only rename them"
+)]
+async fn serve(
+    cfg: &Arc<Config>,
+    worker_id: &str,
+    queue: Arc<dyn JobQueue>,
+    runner: SharedRunner,
+    metrics: Arc<WorkerMetrics>,
+    sample: bool,
+    (chores, background): (&TaskTracker, &CancellationToken),
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
     runner.check().await.map_err(|source| WorkerError::Runner {
         runner: runner.name(),
         source,
@@ -113,15 +199,14 @@ pub async fn run(
 
     let inflight = Arc::new(InFlight::default());
     let ctx = Arc::new(Context {
-        cfg: Arc::clone(&cfg),
+        cfg: Arc::clone(cfg),
         queue: Arc::clone(&queue),
         runner: Arc::clone(&runner),
         inflight: Arc::clone(&inflight),
-        worker_id: worker_id.clone(),
+        metrics: Arc::clone(&metrics),
+        worker_id: worker_id.to_owned(),
     });
 
-    let background = CancellationToken::new();
-    let chores = TaskTracker::new();
     chores.spawn(Arc::clone(&inflight).renew_forever(
         Arc::clone(&queue),
         Duration::from_millis(cfg.worker.lease_ms / 3),
@@ -134,11 +219,20 @@ pub async fn run(
         background.clone(),
     ));
     chores.spawn(heartbeat_loop(Arc::clone(&ctx), background.clone()));
+    if sample {
+        chores.spawn(sample_loop(
+            Arc::clone(&queue),
+            Arc::clone(&metrics),
+            Duration::from_millis(cfg.metrics.sample_interval_ms),
+            background.clone(),
+        ));
+    }
 
     let jobs = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(cfg.worker.slots));
     claim::claim_loop(Arc::clone(&ctx), slots, jobs.clone(), shutdown).await;
 
+    metrics.set_draining();
     tracing::info!(
         running = inflight.len(),
         grace_ms = cfg.worker.drain_timeout_ms,
@@ -154,11 +248,29 @@ pub async fn run(
         inflight.stop_all(StopReason::Drain);
         jobs.wait().await;
     }
-    background.cancel();
-    chores.close();
-    chores.wait().await;
-    tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Samples the queue's size into the queue gauges every `every`. Every worker samples (so the
+/// gauges survive any one worker); dashboards aggregate them with `max`.
+async fn sample_loop(
+    queue: Arc<dyn JobQueue>,
+    metrics: Arc<WorkerMetrics>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        match queue.sample().await {
+            Ok(sample) => metrics.set_queue(&sample),
+            Err(error) => {
+                metrics.sample_failed();
+                tracing::debug!(error = %error, "cannot sample queue gauges");
+            }
+        }
+        if claim::sleep_or_stop(&stop, every).await {
+            return;
+        }
+    }
 }
 
 /// Moves due retries back to their streams every `interval_ms`.

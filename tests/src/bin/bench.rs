@@ -47,6 +47,13 @@ fn config(url: &str, queue: &str, slots: usize) -> Config {
     let noop: LanguageConfig =
         serde_json::from_value(serde_json::json!({ "image": "none" })).expect("language");
     cfg.languages = [("noop".to_owned(), noop)].into();
+    // BENCH_METRICS=0 measures the queue without metrics (no recorder, no sampling).
+    cfg.metrics.enabled = std::env::var("BENCH_METRICS").map_or(true, |v| v != "0");
+    cfg.metrics.listen_addr = if cfg.metrics.enabled {
+        "127.0.0.1:0".into()
+    } else {
+        String::new()
+    };
     cfg
 }
 
@@ -136,7 +143,11 @@ async fn main() -> anyhow::Result<()> {
     let client = redis::Client::open(url.as_str())?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let tag = std::process::id();
-    println!("quayside queue benchmark: {n} jobs, redis {url}, no-op runner");
+    let with_metrics = std::env::var("BENCH_METRICS").map_or(true, |v| v != "0");
+    println!(
+        "quayside queue benchmark: {n} jobs, redis {url}, no-op runner, metrics {}",
+        if with_metrics { "on" } else { "off (BENCH_METRICS=0)" }
+    );
 
     let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "enqueue,process,latency".into());
     if phases.contains("enqueue") {
@@ -175,7 +186,10 @@ async fn processing_rates(
     conn: &mut redis::aio::MultiplexedConnection,
 ) -> anyhow::Result<()> {
     // 2. Processing rate for a full queue at several concurrencies.
-    let repeat: usize = std::env::var("BENCH_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let repeat: usize = std::env::var("BENCH_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     for slots in [1usize, 8, 64] {
         let mut runs = Vec::new();
         for r in 0..repeat {
@@ -196,7 +210,10 @@ async fn processing_rates(
             runs.push((took, c1 - c0, s1 - s0, u1 - u0));
         }
         runs.sort_by_key(|r| r.0);
-        let rates: Vec<String> = runs.iter().map(|r| format!("{:.0}", n as f64 / r.0.as_secs_f64())).collect();
+        let rates: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{:.0}", n as f64 / r.0.as_secs_f64()))
+            .collect();
         let (took, cmds, scripts, usec) = runs[runs.len() / 2];
         println!(
             "process, {slots:>2} slots:      {}  (runs: {} jobs/s)   redis per job: {:.2} script calls, {:.1} commands (inner included), {:.1} us in scripts",
