@@ -146,7 +146,11 @@ async fn main() -> anyhow::Result<()> {
     let with_metrics = std::env::var("BENCH_METRICS").map_or(true, |v| v != "0");
     println!(
         "quayside queue benchmark: {n} jobs, redis {url}, no-op runner, metrics {}",
-        if with_metrics { "on" } else { "off (BENCH_METRICS=0)" }
+        if with_metrics {
+            "on"
+        } else {
+            "off (BENCH_METRICS=0)"
+        }
     );
 
     let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "enqueue,process,latency".into());
