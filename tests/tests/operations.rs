@@ -34,8 +34,8 @@ async fn prometheus_scrapes_job_counters_and_queue_gauges_that_match_what_ran() 
     };
     let alerts = repo_root().join("deploy/prometheus/alerts.yml");
     let prom = Prometheus::start(
-        &std::path::Path::new(&q.path("prometheus")),
-        &[addr.clone()],
+        std::path::Path::new(&q.path("prometheus")),
+        std::slice::from_ref(&addr),
         &[alerts],
     )
     .await;
