@@ -286,26 +286,37 @@ async fn promote_loop(queue: Arc<dyn JobQueue>, interval_ms: u64, stop: Cancella
     }
 }
 
-/// Keeps this worker's entry in the registry fresh.
+/// Keeps this worker's entry in the registry fresh: every `heartbeat_interval_ms`, and within a
+/// second of its in-flight count changing, so `quayside stats` shows what runs now.
 async fn heartbeat_loop(ctx: Arc<Context>, stop: CancellationToken) {
-    let every = ctx.cfg.worker.heartbeat_interval_ms;
+    let every = Duration::from_millis(ctx.cfg.worker.heartbeat_interval_ms);
+    let check = every.min(Duration::from_secs(1));
     let started = now_ms();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let mut sent: Option<usize> = None;
+    let mut due = tokio::time::Instant::now();
     loop {
-        let doc = serde_json::json!({
-            "id": ctx.worker_id,
-            "host": std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(),
-            "pid": std::process::id(),
-            "version": env!("CARGO_PKG_VERSION"),
-            "runner": ctx.runner.name(),
-            "slots": ctx.cfg.worker.slots,
-            "in_flight": ctx.inflight.len(),
-            "started_at_ms": started,
-            "heartbeat_at_ms": now_ms(),
-        });
-        if let Err(error) = ctx.queue.heartbeat(&doc.to_string(), every * 3).await {
-            tracing::warn!(error = %error, "cannot heartbeat");
+        let in_flight = ctx.inflight.len();
+        if sent != Some(in_flight) || tokio::time::Instant::now() >= due {
+            let doc = serde_json::json!({
+                "id": ctx.worker_id,
+                "host": host.trim(),
+                "pid": std::process::id(),
+                "version": env!("CARGO_PKG_VERSION"),
+                "runner": ctx.runner.name(),
+                "slots": ctx.cfg.worker.slots,
+                "in_flight": in_flight,
+                "started_at_ms": started,
+                "heartbeat_at_ms": now_ms(),
+            });
+            let ttl_ms = ctx.cfg.worker.heartbeat_interval_ms * 3;
+            match ctx.queue.heartbeat(&doc.to_string(), ttl_ms).await {
+                Ok(()) => sent = Some(in_flight),
+                Err(error) => tracing::warn!(error = %error, "cannot heartbeat"),
+            }
+            due = tokio::time::Instant::now() + every;
         }
-        if claim::sleep_or_stop(&stop, Duration::from_millis(every)).await {
+        if claim::sleep_or_stop(&stop, check).await {
             return;
         }
     }
