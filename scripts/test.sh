@@ -10,7 +10,7 @@ ensure_rust
 ensure_packages redis-server:redis-server redis-cli:redis-tools docker:docker.io dockerd:docker.io \
   debootstrap:debootstrap python3:python3 prometheus:prometheus promtool:prometheus openssl:openssl
 # The compose-file test parses YAML with Python (docker compose itself may not be installed).
-python3 -c 'import yaml' 2>/dev/null || ensure_packages no-such-command-quayside:python3-yaml
+python3 -c 'import yaml' 2>/dev/null || ensure_debs python3-yaml
 ensure_dockerd
 scripts/build-images.sh
 
