@@ -8,7 +8,9 @@ source scripts/lib.sh
 
 ensure_rust
 ensure_packages redis-server:redis-server redis-cli:redis-tools docker:docker.io dockerd:docker.io \
-  debootstrap:debootstrap python3:python3
+  debootstrap:debootstrap python3:python3 prometheus:prometheus promtool:prometheus openssl:openssl
+# The compose-file test parses YAML with Python (docker compose itself may not be installed).
+python3 -c 'import yaml' 2>/dev/null || ensure_debs python3-yaml
 ensure_dockerd
 # gVisor as the optional second wall: registered so the hostile suite also runs under it.
 scripts/setup-runsc.sh

@@ -2,7 +2,7 @@
 //! `QUAYSIDE_WORKER__SLOTS=8` sets `worker.slots`). Unknown keys are errors, not typos ignored.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -38,6 +38,8 @@ pub struct Config {
     pub retry: RetryConfig,
     pub limits: LimitsConfig,
     pub runner: RunnerConfig,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
     /// Language table: name (the job's `language`) to how it is built and run.
     pub languages: BTreeMap<String, LanguageConfig>,
 }
@@ -45,8 +47,16 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`; the password is never printed.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS; the password is never
+    /// printed.
     pub url: String,
+    /// ACL user (Redis 6+), as an alternative to putting it in `url`.
+    pub username: Option<String>,
+    /// Password (of `username`, or of the default user), as an alternative to putting it in
+    /// `url`. Redacted wherever the config is printed or logged.
+    pub password: Option<Secret>,
+    /// PEM file with the CA certificate(s) to trust for `rediss://` instead of the system's.
+    pub tls_ca_file: Option<PathBuf>,
     /// Pooled connections per process (each multiplexes many requests).
     pub pool_size: usize,
     /// Give up on a connection attempt after this long.
@@ -59,6 +69,9 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".into(),
+            username: None,
+            password: None,
+            tls_ca_file: None,
             pool_size: 8,
             connect_timeout_ms: 5_000,
             command_timeout_ms: 10_000,
@@ -203,6 +216,76 @@ pub struct RunnerConfig {
     /// Settings of the Docker backend.
     pub docker: DockerConfig,
 }
+
+/// The worker's operations endpoint and the metrics it serves there.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the HTTP listener serving `/metrics`, `/healthz` and `/readyz`; empty = none.
+    pub listen_addr: String,
+    /// Record metrics. Off, `/metrics` answers 404 and nothing is sampled (for benchmarks).
+    pub enabled: bool,
+    /// How often the worker samples queue depths, lag, pending, delayed and dead-letter counts.
+    pub sample_interval_ms: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen_addr: "0.0.0.0:9464".into(),
+            enabled: true,
+            sample_interval_ms: 5_000,
+        }
+    }
+}
+
+/// Logging. `RUST_LOG`, when set, wins over `level`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `quayside_worker=debug,info`, ...
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+/// A string that never appears in `Debug` output. It serializes as itself (configs written
+/// for workers must carry it); print configs through [`Config::redacted`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+const REDACTED: &str = "***";
+
+/// Variables read verbatim rather than parsed by figment, which would turn `123` into a number
+/// and `[x]` into an array: secrets can be any string.
+const RAW_ENV: [(&str, &str); 2] = [
+    ("QUAYSIDE_REDIS__PASSWORD", "redis.password"),
+    ("QUAYSIDE_REDIS__USERNAME", "redis.username"),
+];
 
 /// How job files reach `/work` in a Docker sandbox.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -441,7 +524,14 @@ impl Config {
             // `file_exact`: a missing --config is an error, not silently nothing.
             fig = fig.merge(Toml::file_exact(p));
         }
-        fig.merge(Env::prefixed("QUAYSIDE_").split("__"))
+        let raw_keys: Vec<&str> = RAW_ENV.iter().map(|(_, key)| *key).collect();
+        fig = fig.merge(Env::prefixed("QUAYSIDE_").split("__").ignore(&raw_keys));
+        for (var, key) in RAW_ENV {
+            if let Ok(value) = std::env::var(var) {
+                fig = fig.merge(Serialized::default(key, value));
+            }
+        }
+        fig
     }
 
     fn finish(mut self) -> Result<Config, ConfigError> {
@@ -456,8 +546,20 @@ impl Config {
     /// The first invalid value, naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         Keys::new(&self.queue.name).map_err(|e| invalid("queue.name", e.to_string()))?;
-        redis::parse_redis_url(&self.redis.url)
-            .ok_or_else(|| invalid("redis.url", "not a redis:// or rediss:// URL"))?;
+        self.validate_redis()?;
+        if self.metrics.enabled && self.metrics.sample_interval_ms == 0 {
+            return Err(invalid(
+                "metrics.sample_interval_ms",
+                "must be greater than 0",
+            ));
+        }
+        let addr = &self.metrics.listen_addr;
+        if !addr.is_empty() && addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "metrics.listen_addr",
+                format!("{addr:?} is not an ip:port address (or empty for none)"),
+            ));
+        }
         if self.redis.pool_size == 0 {
             return Err(invalid("redis.pool_size", "must be at least 1"));
         }
@@ -532,10 +634,41 @@ impl Config {
         Ok(())
     }
 
-    /// A copy safe to print or log: the Redis password is replaced.
+    fn validate_redis(&self) -> Result<(), ConfigError> {
+        let r = &self.redis;
+        let url = redis::parse_redis_url(&r.url)
+            .ok_or_else(|| invalid("redis.url", "not a redis:// or rediss:// URL"))?;
+        if r.password.is_some() && url.password().is_some() {
+            return Err(invalid(
+                "redis.password",
+                "the password is also in redis.url; set it in one place",
+            ));
+        }
+        if r.username.is_some() && !url.username().is_empty() {
+            return Err(invalid(
+                "redis.username",
+                "a user is also in redis.url; set it in one place",
+            ));
+        }
+        if r.username.is_some() && r.password.is_none() && url.password().is_none() {
+            return Err(invalid("redis.username", "needs redis.password"));
+        }
+        if r.tls_ca_file.is_some() && url.scheme() != "rediss" {
+            return Err(invalid(
+                "redis.tls_ca_file",
+                "needs a rediss:// redis.url (TLS)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A copy safe to print or log: the Redis password, in the URL or on its own, is replaced.
     pub fn redacted(&self) -> Config {
         let mut c = self.clone();
         c.redis.url = redact_url(&c.redis.url);
+        if c.redis.password.is_some() {
+            c.redis.password = Some(Secret::new(REDACTED));
+        }
         c
     }
 }
@@ -690,5 +823,72 @@ mod tests {
             );
             assert!(l.compile_only_command.contains("{options}"), "{compiled}");
         }
+    }
+
+    #[test]
+    fn a_separate_password_is_redacted_everywhere() {
+        let mut c = Config::default();
+        c.redis.username = Some("quayside".into());
+        c.redis.password = Some(Secret::new("hunter2-secret"));
+        c.validate().expect("valid");
+        assert!(!format!("{c:?}").contains("hunter2"), "Debug hides it");
+        let printed = toml::to_string(&c.redacted()).expect("toml");
+        assert!(
+            !printed.contains("hunter2") && printed.contains("password = \"***\""),
+            "{printed}"
+        );
+        let written = toml::to_string(&c).expect("toml");
+        assert!(
+            written.contains("hunter2"),
+            "configs written for workers keep it"
+        );
+    }
+
+    #[test]
+    fn secrets_from_the_environment_are_taken_verbatim() {
+        Jail::expect_with(|jail| {
+            for raw in ["123456", "[not-an-array]", "\"quoted\"", "true", "a=b,{c}"] {
+                jail.set_env("QUAYSIDE_REDIS__PASSWORD", raw);
+                jail.set_env("QUAYSIDE_REDIS__USERNAME", "42");
+                let c = Config::load(None).expect("loads");
+                assert_eq!(c.redis.password.as_ref().map(Secret::expose), Some(raw));
+                assert_eq!(c.redis.username.as_deref(), Some("42"));
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn redis_auth_and_tls_settings_are_checked() {
+        let with = |f: &dyn Fn(&mut RedisConfig)| {
+            let mut c = Config::default();
+            f(&mut c.redis);
+            c.validate().map_err(|e| e.to_string())
+        };
+        let e = with(&|r| {
+            r.url = "redis://:a@h".into();
+            r.password = Some(Secret::new("b"));
+        });
+        assert!(e.expect_err("twice").contains("redis.password"));
+        let e = with(&|r| r.username = Some("u".into()));
+        assert!(e.expect_err("no password").contains("needs redis.password"));
+        let e = with(&|r| r.tls_ca_file = Some("ca.pem".into()));
+        assert!(e.expect_err("plain url").contains("rediss://"));
+        with(&|r| {
+            r.url = "rediss://localhost:6380".into();
+            r.tls_ca_file = Some("ca.pem".into());
+            r.username = Some("u".into());
+            r.password = Some(Secret::new("p"));
+        })
+        .expect("tls with a CA and an ACL user");
+        let mut c = Config::default();
+        c.metrics.listen_addr = "nowhere".into();
+        assert!(c
+            .validate()
+            .expect_err("bad addr")
+            .to_string()
+            .contains("metrics.listen_addr"));
+        c.metrics.listen_addr = String::new();
+        c.validate().expect("empty disables the listener");
     }
 }

@@ -5,13 +5,17 @@
 //! taken from the pool (clones pipeline onto the same socket) and go back to the pool for a
 //! fresh one only after an I/O error. Blocking commands get their own [`Redis::dedicated`]
 //! connection, since a blocked multiplexed connection stalls everyone sharing it.
+//!
+//! Authentication and TLS come from [`RedisConfig`]: the URL (`rediss://` for TLS), or
+//! `username`/`password` and `tls_ca_file` beside it. Every connection, pooled, dedicated or
+//! pub/sub, is made from the same [`ConnectionInfo`].
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use deadpool_redis::{Manager, Pool, Runtime};
 use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
+use redis::{AsyncConnectionConfig, ConnectionInfo, IntoConnectionInfo as _, TlsCertificates};
 
 use crate::config::{redact_url, RedisConfig};
 
@@ -29,6 +33,12 @@ pub enum ConnectError {
         url: String,
         #[source]
         source: deadpool_redis::PoolError,
+    },
+    #[error("cannot read the CA certificate file {path} (redis.tls_ca_file)")]
+    TlsCa {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("cannot connect to redis at {url}")]
     Redis {
@@ -71,7 +81,8 @@ impl Redis {
             url: url.clone(),
             source,
         };
-        let manager = Manager::new_with_config(cfg.url.as_str(), conn_cfg).map_err(redis_err)?;
+        let info = connection_info(cfg)?;
+        let manager = Manager::new_with_config(info.clone(), conn_cfg).map_err(redis_err)?;
         let pool = Pool::builder(manager)
             .max_size(cfg.pool_size)
             .wait_timeout(Some(connect))
@@ -83,7 +94,7 @@ impl Redis {
                 url: url.clone(),
                 source,
             })?;
-        let client = redis::Client::open(cfg.url.as_str()).map_err(redis_err)?;
+        let client = redis::Client::open(info).map_err(redis_err)?;
         Ok(Self {
             pool,
             client,
@@ -165,4 +176,46 @@ impl Redis {
     pub fn url(&self) -> &str {
         &self.url
     }
+}
+
+/// Where and how to connect: the URL, plus the user, password and CA configured beside it.
+///
+/// # Errors
+/// The URL is invalid, or the CA file cannot be read or parsed.
+pub fn connection_info(cfg: &RedisConfig) -> Result<ConnectionInfo, ConnectError> {
+    let redis_err = |source| ConnectError::Redis {
+        url: redact_url(&cfg.url),
+        source,
+    };
+    let mut info = cfg.url.as_str().into_connection_info().map_err(redis_err)?;
+    if cfg.username.is_some() || cfg.password.is_some() {
+        let mut settings = info.redis_settings().clone();
+        if let Some(user) = &cfg.username {
+            settings = settings.set_username(user);
+        }
+        if let Some(password) = &cfg.password {
+            settings = settings.set_password(password.expose());
+        }
+        info = info.set_redis_settings(settings);
+    }
+    if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+        // rustls needs a process-wide crypto provider; a second install (ours or another
+        // library's) is refused harmlessly.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    if let Some(path) = &cfg.tls_ca_file {
+        let root_cert = std::fs::read(path).map_err(|source| ConnectError::TlsCa {
+            path: path.clone(),
+            source,
+        })?;
+        let certs = TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root_cert),
+        };
+        info = redis::Client::build_with_tls(info, certs)
+            .map_err(redis_err)?
+            .get_connection_info()
+            .clone();
+    }
+    Ok(info)
 }

@@ -1,6 +1,7 @@
 //! End-to-end harness: a real redis-server (from `E2E_REDIS_URL`, default
 //! `redis://127.0.0.1:6379`), real worker processes, one fresh queue per test.
 
+pub mod ops;
 pub mod script_runner;
 
 use std::collections::{BTreeMap, HashMap};
@@ -11,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use futures_util::StreamExt as _;
-use quayside_common::config::{Config, LanguageConfig};
+use quayside_common::config::{Config, LanguageConfig, RedisConfig};
+use quayside_common::connection::Redis;
 use quayside_common::keys::GROUP;
 use quayside_common::{JobId, JobKind, JobResult, JobSpec, Keys, Priority, Status};
 use quayside_producer::Producer;
@@ -45,13 +47,19 @@ impl TestQueue {
     }
 
     pub fn on(test: &str, url: &str) -> Self {
+        Self::with_redis(test, |r| r.url = url.to_owned())
+    }
+
+    /// A queue on the Redis that `redis` describes (auth, TLS), starting from [`redis_url`].
+    pub fn with_redis(test: &str, redis: impl FnOnce(&mut RedisConfig)) -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
         let name = format!("t-{test}-{}-{nanos}", std::process::id());
         let mut cfg = Config::default();
-        cfg.redis.url = url.to_owned();
+        cfg.redis.url = redis_url();
+        redis(&mut cfg.redis);
         cfg.queue.name = name.clone();
         // Through serde, so fields the table gains later keep their defaults.
         let script: LanguageConfig = serde_json::from_value(serde_json::json!({ "image": "none" }))
@@ -65,6 +73,9 @@ impl TestQueue {
         cfg.worker.drain_timeout_ms = 5_000;
         cfg.retry.base_ms = 100;
         cfg.retry.max_ms = 1_000;
+        // Parallel tests must not fight over one port; tests that scrape pick a free one.
+        cfg.metrics.listen_addr = "127.0.0.1:0".into();
+        cfg.metrics.sample_interval_ms = 200;
         cfg.validate().expect("test config is valid");
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).expect("create test dir");
@@ -171,11 +182,7 @@ impl TestQueue {
             let r = st.result.unwrap_or_else(|| panic!("{id} has no result"));
             assert_eq!(r.status, st.state, "{id}: result and record disagree");
         }
-        let mut conn = redis::Client::open(redis_url_of(&self.cfg))
-            .expect("client")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect");
+        let mut conn = self.conn().await;
         for p in Priority::ALL {
             let key = self.keys.stream(p);
             let len: u64 = redis::cmd("XLEN")
@@ -212,11 +219,11 @@ impl TestQueue {
         assert_eq!(delayed, 0, "delayed set not empty");
     }
 
-    /// Raw connection for tests that speak plain Redis.
+    /// Raw connection for tests that speak plain Redis (with the queue's auth and TLS).
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(redis_url_of(&self.cfg))
-            .expect("client")
-            .get_multiplexed_async_connection()
+        Redis::new(&self.cfg.redis)
+            .expect("redis config")
+            .dedicated()
             .await
             .expect("connect")
     }
@@ -237,8 +244,11 @@ impl TestQueue {
 
     /// Starts counting terminal notifications per job (every publish on a `done` channel).
     pub async fn count_completions(&self) -> Completions {
-        let client = redis::Client::open(redis_url_of(&self.cfg)).expect("client");
-        let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
+        let mut pubsub = Redis::new(&self.cfg.redis)
+            .expect("redis config")
+            .pubsub()
+            .await
+            .expect("pubsub");
         let prefix = format!("{}done:", self.keys.prefix());
         pubsub
             .psubscribe(format!("{prefix}*"))
@@ -266,10 +276,6 @@ pub fn bin_path(name: &str) -> PathBuf {
         .and_then(Path::parent)
         .expect("target/<profile>/deps/<test>");
     profile_dir.join(name)
-}
-
-fn redis_url_of(cfg: &Config) -> String {
-    cfg.redis.url.clone()
 }
 
 impl Drop for TestQueue {
@@ -386,17 +392,28 @@ pub fn recorded(path: &str) -> Vec<(String, u32, String, u64)> {
 pub struct PrivateRedis {
     pub port: u16,
     dir: PathBuf,
+    /// More server arguments (auth, TLS); `{port}` in them is replaced by the port.
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
 impl PrivateRedis {
     pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(dir, &[])
+    }
+
+    /// Starts with more server arguments, e.g. `--requirepass`, or `--port 0 --tls-port {port}`.
+    pub fn start_with(dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let mut r = Self {
             port,
             dir: dir.to_owned(),
+            extra: extra
+                .iter()
+                .map(|a| a.replace("{port}", &port.to_string()))
+                .collect(),
             child: None,
         };
         r.restart()?;
@@ -428,6 +445,7 @@ impl PrivateRedis {
             ])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .spawn()
             .context("start redis-server")?;

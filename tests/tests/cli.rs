@@ -112,3 +112,49 @@ async fn exit_codes_and_json_output_scripts_can_rely_on() {
     let out = cli(&q, &["--json", "dlq", "list"]);
     assert_eq!(json(&out), serde_json::json!([]));
 }
+
+#[tokio::test]
+async fn stats_table_shows_in_flight_per_worker_and_totals() {
+    let q = TestQueue::new("cli-stats");
+    let specs: Vec<_> = (0..3).map(|_| q.job("sleep 3000")).collect();
+    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    q.spawn_worker(|c| {
+        c.worker.slots = 2;
+        c.worker.heartbeat_interval_ms = 5_000;
+    });
+    let table = quayside_e2e::within(10, "stats to show two jobs in flight", async {
+        loop {
+            let out = cli(&q, &["stats"]);
+            let table = String::from_utf8_lossy(&out.stdout).into_owned();
+            let worker = table.lines().find(|l| l.trim_start().starts_with("w0 "));
+            if worker.is_some_and(|l| l.split_whitespace().nth(4) == Some("2")) {
+                return table;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let row = |first: &str| -> Vec<String> {
+        let line = table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(first))
+            .unwrap_or_else(|| panic!("no {first} row in:\n{table}"));
+        line.split_whitespace().map(str::to_owned).collect()
+    };
+    assert_eq!(
+        row("normal")[1..],
+        ["1", "2", "3"],
+        "waiting, running, depth:\n{table}"
+    );
+    assert!(table.contains("in_flight"), "{table}");
+    let totals: Vec<String> = table
+        .lines()
+        .filter(|l| l.split_whitespace().next() == Some("total"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        totals,
+        ["total 1 2 3", "total 2 2"],
+        "queue and worker totals:\n{table}"
+    );
+}

@@ -55,6 +55,7 @@ pub async fn claim_loop(
                 .await
                 .map(|batch| {
                     if !batch.claimed.is_empty() {
+                        ctx.metrics.reclaimed(batch.claimed.len());
                         tracing::info!(
                             jobs = batch.claimed.len(),
                             "took over jobs whose lease expired"
@@ -71,7 +72,7 @@ pub async fn claim_loop(
         match result {
             Ok((batch, reclaiming)) => {
                 error_delay = Duration::from_millis(100);
-                log_dropped(&batch);
+                log_dropped(&ctx, &batch);
                 let idle = batch.claimed.is_empty();
                 claimed_total += batch.claimed.len() as u64;
                 dispatch(&ctx, &tracker, batch.claimed, &mut permits);
@@ -145,16 +146,19 @@ fn dispatch(
         };
         let ctx = Arc::clone(ctx);
         tracker.spawn(async move {
+            let slot = ctx.metrics.slot_taken();
             execute(ctx, job).await;
+            drop(slot);
             drop(permit);
         });
     }
 }
 
-fn log_dropped(batch: &ClaimBatch) {
+fn log_dropped(ctx: &Context, batch: &ClaimBatch) {
     for d in &batch.dropped {
         match d.reason.as_str() {
             "malformed" => {
+                ctx.metrics.malformed_entry(d.priority);
                 tracing::warn!(entry = %d.entry, priority = d.priority.as_label(), "dead-lettered a malformed stream entry")
             }
             "requeued" => {

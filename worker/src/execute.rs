@@ -12,6 +12,7 @@ use quayside_common::{now_ms, JobId, JobResult, JobSpec, Status};
 use tracing::Instrument as _;
 
 use crate::inflight::{InFlight, StopReason};
+use crate::metrics::{JobLabels, WorkerMetrics};
 use crate::queue::{Claimed, Completion, JobQueue, Lease, QueueError};
 use crate::retry::{decide, Disposition};
 use crate::runner::{RunOutput, RunRequest, RunnerError, SharedRunner};
@@ -23,6 +24,7 @@ pub struct Context {
     pub queue: Arc<dyn JobQueue>,
     pub runner: SharedRunner,
     pub inflight: Arc<InFlight>,
+    pub metrics: Arc<WorkerMetrics>,
     pub worker_id: String,
 }
 
@@ -41,9 +43,12 @@ pub async fn execute(ctx: Arc<Context>, claimed: Claimed) {
 
 async fn run_claimed(ctx: &Context, claimed: Claimed) {
     let lease = claimed.lease.clone();
+    let waited = Duration::from_millis(now_ms().saturating_sub(claimed.enqueued_at_ms));
     let (id, spec) = match validate(&ctx.cfg, &claimed) {
         Ok(ok) => ok,
         Err((reason, message)) => {
+            let labels = ctx.metrics.labels(lease.priority, None);
+            ctx.metrics.claimed(labels, waited);
             tracing::warn!(reason, error = %message, "rejecting malformed job");
             let id = JobId::parse(&lease.job_id).unwrap_or_else(|_| JobId::generate());
             let mut result = JobResult::without_output(
@@ -53,17 +58,22 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
                 claimed.attempts,
             );
             result.worker = Some(ctx.worker_id.clone());
-            persist(ctx, &lease, "reject", || {
+            let written = persist(ctx, &lease, "reject", || {
                 ctx.queue.finish(
                     Completion::new(&lease, &result, ctx.cfg.queue.default_result_ttl_s)
                         .dead_letter(reason, &message),
                 )
             })
             .await;
+            if written {
+                ctx.metrics.finished(labels, Status::Rejected, Some(reason));
+            }
             return;
         }
     };
     tracing::Span::current().record("language", spec.language.as_str());
+    let labels = ctx.metrics.labels(lease.priority, Some(&spec.language));
+    ctx.metrics.claimed(labels, waited);
     let ttl = spec
         .result_ttl_s
         .unwrap_or(ctx.cfg.queue.default_result_ttl_s);
@@ -79,10 +89,11 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
 
     if claimed.cancel_requested {
         let result = finish(Status::Cancelled, Some("cancelled before it ran".into()));
-        persist(ctx, &lease, "finish", || {
+        let written = persist(ctx, &lease, "finish", || {
             ctx.queue.finish(Completion::new(&lease, &result, ttl))
         })
         .await;
+        finished(ctx, labels, written, Status::Cancelled, None);
         return;
     }
     if claimed.attempts > max_attempts {
@@ -91,12 +102,19 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
             format!("{max_attempts} attempt(s) started and none finished (worker lost each time)");
         tracing::error!(max_attempts, "dead-lettering job whose workers keep dying");
         let result = finish(Status::Dead, Some(msg.clone()));
-        persist(ctx, &lease, "dead-letter", || {
+        let written = persist(ctx, &lease, "dead-letter", || {
             ctx.queue.finish(
                 Completion::new(&lease, &result, ttl).dead_letter("attempts_exhausted", &msg),
             )
         })
         .await;
+        finished(
+            ctx,
+            labels,
+            written,
+            Status::Dead,
+            Some("attempts_exhausted"),
+        );
         return;
     }
 
@@ -105,11 +123,12 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         Err(e) => {
             let msg = e.to_string();
             let result = finish(Status::Rejected, Some(msg.clone()));
-            persist(ctx, &lease, "reject", || {
+            let written = persist(ctx, &lease, "reject", || {
                 ctx.queue
                     .finish(Completion::new(&lease, &result, ttl).dead_letter("invalid_spec", &msg))
             })
             .await;
+            finished(ctx, labels, written, Status::Rejected, Some("invalid_spec"));
             return;
         }
     };
@@ -136,8 +155,9 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         }),
     };
     let stop = guard.tracked.reason();
+    let ran = started.elapsed();
     tracing::debug!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
+        elapsed_ms = ran.as_millis() as u64,
         ?stop,
         "execution ended"
     );
@@ -147,47 +167,58 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
             tracing::warn!("abandoning result: the job was taken over by another worker");
         }
         (Ok(out), _) => {
+            let sandbox_start = out.sandbox_start_ms.map(Duration::from_millis);
+            ctx.metrics.ran(labels, ran, sandbox_start);
             let result = completed(ctx, &id, &claimed, started_ms, out);
             tracing::info!(status = %result.status, exit_code = ?result.exit_code, "job finished");
-            persist(ctx, &lease, "finish", || {
+            let written = persist(ctx, &lease, "finish", || {
                 ctx.queue
                     .finish(Completion::new(&lease, &result, ttl).logged(logs.wrote()))
             })
             .await;
+            finished(ctx, labels, written, result.status, None);
         }
         (Err(_), StopReason::Cancelled) => {
             let result = finish(Status::Cancelled, Some("cancelled while running".into()));
             tracing::info!("job cancelled");
-            persist(ctx, &lease, "finish", || {
+            let written = persist(ctx, &lease, "finish", || {
                 ctx.queue
                     .finish(Completion::new(&lease, &result, ttl).logged(logs.wrote()))
             })
             .await;
+            finished(ctx, labels, written, Status::Cancelled, None);
         }
         (Err(_), StopReason::Drain) => {
             tracing::info!("handing job back: worker is draining");
-            persist(ctx, &lease, "hand back", || {
+            let written = persist(ctx, &lease, "hand back", || {
                 ctx.queue
                     .retry(&lease, 0, "worker drained before the job finished", true)
             })
             .await;
+            if written {
+                ctx.metrics.handed_back();
+            }
         }
         (Err(e), StopReason::None) => {
+            ctx.metrics.runner_error(&e);
             let kind = e.kind();
             let message = format!("{:#}", anyhow_chain(&e));
             let jitter: f64 = rand::random();
             match decide(kind, claimed.attempts, max_attempts, &ctx.cfg.retry, jitter) {
                 Disposition::Retry { delay_ms } => {
                     tracing::warn!(error = %message, delay_ms, "runner failed; retrying");
-                    persist(ctx, &lease, "retry", || {
+                    let written = persist(ctx, &lease, "retry", || {
                         ctx.queue.retry(&lease, delay_ms, &message, false)
                     })
                     .await;
+                    if written {
+                        ctx.metrics.retried(labels, e.as_label());
+                    }
                 }
                 Disposition::DeadLetter { reason } => {
                     tracing::error!(error = %message, reason, kind = ?kind, "runner failed; dead-lettering");
                     let result = finish(Status::Dead, Some(message.clone()));
-                    persist(ctx, &lease, "dead-letter", || {
+                    let written = persist(ctx, &lease, "dead-letter", || {
                         ctx.queue.finish(
                             Completion::new(&lease, &result, ttl)
                                 .dead_letter(reason, &message)
@@ -195,11 +226,25 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
                         )
                     })
                     .await;
+                    finished(ctx, labels, written, Status::Dead, Some(reason));
                 }
             }
         }
     }
     drop(guard);
+}
+
+/// Counts a terminal result once Redis took it (a refused write was not this worker's to count).
+fn finished(
+    ctx: &Context,
+    labels: JobLabels,
+    written: bool,
+    status: Status,
+    dead_letter: Option<&'static str>,
+) {
+    if written {
+        ctx.metrics.finished(labels, status, dead_letter);
+    }
 }
 
 /// The error and its sources, joined by ": ".
@@ -340,8 +385,8 @@ fn request(cfg: &Config, spec: JobSpec, attempt: u32) -> Result<RunRequest, Spec
 
 /// Runs a fenced write until Redis takes it or refuses it. Redis being unreachable is not a
 /// reason to drop a result: retry with backoff for a bounded time, after which the lease has
-/// long expired and another worker owns the job.
-async fn persist<F, Fut>(ctx: &Context, lease: &Lease, what: &'static str, mut write: F)
+/// long expired and another worker owns the job. True when the write was taken.
+async fn persist<F, Fut>(ctx: &Context, lease: &Lease, what: &'static str, mut write: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool, QueueError>>,
@@ -351,10 +396,10 @@ where
     let mut delay = Duration::from_millis(50);
     loop {
         match write().await {
-            Ok(true) => return,
+            Ok(true) => return true,
             Ok(false) => {
                 tracing::warn!(job_id = %lease.job_id, token = lease.token, what, "write refused: this worker no longer holds the job");
-                return;
+                return false;
             }
             Err(error) if Instant::now() < give_up => {
                 tracing::warn!(job_id = %lease.job_id, what, error = %error, retry_in_ms = delay.as_millis() as u64, "cannot write to redis; retrying");
@@ -363,7 +408,7 @@ where
             }
             Err(error) => {
                 tracing::error!(job_id = %lease.job_id, what, error = %error, "giving up on write; the job will be reclaimed when its lease expires");
-                return;
+                return false;
             }
         }
     }

@@ -20,9 +20,9 @@ struct Args {
     print_config: bool,
     #[arg(long, value_enum, default_value = "pretty")]
     log_format: LogFormat,
-    /// Default log level when RUST_LOG is unset.
-    #[arg(long, default_value = "info")]
-    log_level: String,
+    /// Log level (a tracing filter) when RUST_LOG is unset; overrides `log.level`.
+    #[arg(long)]
+    log_level: Option<String>,
 }
 
 #[tokio::main]
@@ -45,7 +45,10 @@ async fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    telemetry::init(args.log_format, &args.log_level);
+    telemetry::init(
+        args.log_format,
+        args.log_level.as_deref().unwrap_or(&cfg.log.level),
+    );
     // One id for the consumer name and the runner's sandbox labels.
     cfg.worker
         .id

@@ -1,4 +1,6 @@
-//! Logging setup: `RUST_LOG` if set, else the given level; text or JSON lines on stderr.
+//! Logging setup: `RUST_LOG` if set, else the given level (`--log-level`, else `log.level`);
+//! text or JSON lines on stderr. Each job attempt runs in a `job` span (job id, attempt,
+//! priority, language, runner) that every line logged for it carries.
 
 use tracing_subscriber::EnvFilter;
 
@@ -11,8 +13,12 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. Call once, at startup.
 pub fn init(format: LogFormat, default_level: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(default_level))
+        .unwrap_or_else(|e| {
+            eprintln!("invalid log level {default_level:?} ({e}); using info");
+            EnvFilter::new("info")
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

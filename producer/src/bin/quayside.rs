@@ -422,25 +422,51 @@ fn print_stats(s: &QueueStats) {
         );
     }
     println!(
+        "{:<8} {:>8} {:>8} {:>8}",
+        "total",
+        s.waiting(),
+        s.pending(),
+        s.waiting() + s.pending()
+    );
+    println!(
         "delayed retries: {}   dead letters: {}",
         s.delayed, s.dead_letters
     );
+    let num = |w: &quayside_producer::WorkerInfo, k: &str| w.0.get(k).and_then(|v| v.as_u64());
+    let text = |w: &quayside_producer::WorkerInfo, k: &str| {
+        w.0.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("-")
+            .to_owned()
+    };
     println!("workers: {}", s.workers.len());
+    if s.workers.is_empty() {
+        return;
+    }
+    println!(
+        "  {:<32} {:<20} {:<10} {:>5} {:>9} {:<8}",
+        "id", "host", "runner", "slots", "in_flight", "version"
+    );
+    let (mut slots, mut in_flight) = (0, 0);
     for w in &s.workers {
-        let f = |k: &str| match w.0.get(k) {
-            Some(serde_json::Value::String(s)) => s.clone(),
-            Some(v) => v.to_string(),
-            None => String::new(),
-        };
+        let (ws, wi) = (num(w, "slots"), num(w, "in_flight"));
+        slots += ws.unwrap_or(0);
+        in_flight += wi.unwrap_or(0);
+        let show = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
         println!(
-            "  {} runner={} slots={} in_flight={} version={}",
-            f("id"),
-            f("runner"),
-            f("slots"),
-            f("in_flight"),
-            f("version")
+            "  {:<32} {:<20} {:<10} {:>5} {:>9} {:<8}",
+            text(w, "id"),
+            text(w, "host"),
+            text(w, "runner"),
+            show(ws),
+            show(wi),
+            text(w, "version")
         );
     }
+    println!(
+        "  {:<32} {:<20} {:<10} {:>5} {:>9}",
+        "total", "", "", slots, in_flight
+    );
 }
 
 async fn dlq(producer: &Producer, action: DlqAction, json: bool) -> anyhow::Result<ExitCode> {

@@ -47,6 +47,13 @@ fn config(url: &str, queue: &str, slots: usize) -> Config {
     let noop: LanguageConfig =
         serde_json::from_value(serde_json::json!({ "image": "none" })).expect("language");
     cfg.languages = [("noop".to_owned(), noop)].into();
+    // BENCH_METRICS=0 measures the queue without metrics (no recorder, no sampling).
+    cfg.metrics.enabled = std::env::var("BENCH_METRICS").map_or(true, |v| v != "0");
+    cfg.metrics.listen_addr = if cfg.metrics.enabled {
+        "127.0.0.1:0".into()
+    } else {
+        String::new()
+    };
     cfg
 }
 
@@ -136,7 +143,15 @@ async fn main() -> anyhow::Result<()> {
     let client = redis::Client::open(url.as_str())?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let tag = std::process::id();
-    println!("quayside queue benchmark: {n} jobs, redis {url}, no-op runner");
+    let with_metrics = std::env::var("BENCH_METRICS").map_or(true, |v| v != "0");
+    println!(
+        "quayside queue benchmark: {n} jobs, redis {url}, no-op runner, metrics {}",
+        if with_metrics {
+            "on"
+        } else {
+            "off (BENCH_METRICS=0)"
+        }
+    );
 
     let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "enqueue,process,latency".into());
     if phases.contains("enqueue") {

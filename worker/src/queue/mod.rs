@@ -53,6 +53,21 @@ pub struct ClaimBatch {
     pub last_ids: Option<[String; 3]>,
 }
 
+/// The queue's size as one worker samples it for the queue gauges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueSample {
+    /// Stream entries (waiting and pending), indexed by [`Priority::index`].
+    pub depth: [u64; 3],
+    /// Entries delivered to a worker and not yet acknowledged, by priority.
+    pub pending: [u64; 3],
+    /// Jobs in the delayed set.
+    pub delayed: u64,
+    /// Entries in the dead-letter stream.
+    pub dead_letters: u64,
+    /// Workers whose heartbeat has not expired.
+    pub workers: u64,
+}
+
 /// State of a lease after renewal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LeaseState {
@@ -154,6 +169,10 @@ pub trait JobQueue: std::fmt::Debug + Send + Sync + 'static {
     async fn live_workers(&self) -> Result<Vec<String>, QueueError>;
     /// Ids of running jobs whose cancellation is requested, as they are requested.
     async fn cancel_requests(&self) -> Result<BoxStream<'static, String>, QueueError>;
+    /// Round trip to the store, for readiness.
+    async fn ping(&self) -> Result<(), QueueError>;
+    /// Depths, pending, delayed, dead letters and live workers, in one round trip.
+    async fn sample(&self) -> Result<QueueSample, QueueError>;
     /// The live log of a job.
     fn log_sink(&self, job_id: &JobId) -> LogSink;
 }

@@ -14,7 +14,9 @@ use redis::Value;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ClaimBatch, Claimed, Completion, Dropped, JobQueue, Lease, LeaseState, QueueError};
+use super::{
+    ClaimBatch, Claimed, Completion, Dropped, JobQueue, Lease, LeaseState, QueueError, QueueSample,
+};
 use crate::logs::LogSink;
 
 /// Most results written by one script call.
@@ -498,6 +500,58 @@ impl JobQueue for RedisQueue {
             .into_on_message()
             .map(|m| String::from_utf8_lossy(m.get_payload_bytes()).into_owned())
             .boxed())
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        let mut conn = self.redis.conn().await?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|source| {
+                self.redis.note_error(&source);
+                QueueError::Redis { op: "PING", source }
+            })
+    }
+
+    async fn sample(&self) -> Result<QueueSample, QueueError> {
+        let mut pipe = redis::pipe();
+        for stream in self.keys.streams() {
+            pipe.cmd("XLEN").arg(&stream);
+            pipe.cmd("XPENDING").arg(&stream).arg(GROUP);
+        }
+        pipe.cmd("ZCARD").arg(self.keys.delayed());
+        pipe.cmd("XLEN").arg(self.keys.dlq());
+        // Live workers: expiry scores in the future (the hash may hold a few not yet pruned).
+        pipe.cmd("ZCOUNT")
+            .arg(self.keys.workers_expiry())
+            .arg(quayside_common::now_ms())
+            .arg("+inf");
+        let mut conn = self.redis.conn().await?;
+        let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(|source| {
+            self.redis.note_error(&source);
+            QueueError::Redis {
+                op: "sample",
+                source,
+            }
+        })?;
+        let int = |v: Option<&Value>| match v {
+            Some(Value::Int(i)) => (*i).max(0) as u64,
+            // XPENDING's summary starts with the count; NOGROUP before `prepare` reads as 0.
+            Some(Value::Array(a)) => match a.first() {
+                Some(Value::Int(i)) => (*i).max(0) as u64,
+                _ => 0,
+            },
+            _ => 0,
+        };
+        let mut s = QueueSample::default();
+        for i in 0..3 {
+            s.depth[i] = int(replies.get(2 * i));
+            s.pending[i] = int(replies.get(2 * i + 1));
+        }
+        s.delayed = int(replies.get(6));
+        s.dead_letters = int(replies.get(7));
+        s.workers = int(replies.get(8));
+        Ok(s)
     }
 
     fn log_sink(&self, job_id: &JobId) -> LogSink {

@@ -41,6 +41,9 @@ pub struct RunOutput {
     pub compile_output: Captured,
     pub compile_ms: u64,
     pub run_ms: u64,
+    /// How long creating and starting the sandbox (container, pod) took, if the runner knows:
+    /// exported as `quayside_sandbox_start_seconds`. `None` records nothing.
+    pub sandbox_start_ms: Option<u64>,
 }
 
 impl RunOutput {
@@ -55,6 +58,7 @@ impl RunOutput {
             compile_output: Captured::default(),
             compile_ms: 0,
             run_ms: 0,
+            sandbox_start_ms: None,
         }
     }
 }
@@ -100,7 +104,7 @@ impl RunnerError {
         }
     }
 
-    /// Stable label for metrics and dead-letter reasons.
+    /// Stable label for metrics (`reason`) and retry reasons.
     pub fn as_label(&self) -> &'static str {
         match self {
             Self::Unavailable { .. } => "unavailable",

@@ -123,6 +123,7 @@ pub(super) async fn run(
         script,
         sandbox::labels(job, req.attempt, worker_id),
     );
+    let creating = Instant::now();
     // Known before the create returns, so even a create cut short by a cancel is removed.
     let id = sandbox::sandbox_name(job, req.attempt);
     sandbox.id = Some(id.clone());
@@ -162,6 +163,7 @@ pub(super) async fn run(
         .start_container(&id, None::<StartContainerOptions>)
         .await
         .map_err(|e| api_error(format!("cannot start the sandbox of job {job}"), e))?;
+    let sandbox_start_ms = creating.elapsed().as_millis() as u64;
     let payload = match cfg.file_transfer {
         FileTransfer::Stdin => protocol::stdin_payload(&nonce, &archive, &req.stdin),
         FileTransfer::Archive => {
@@ -226,6 +228,7 @@ pub(super) async fn run(
         } else {
             0
         },
+        sandbox_start_ms: Some(sandbox_start_ms),
     })
 }
 
