@@ -179,6 +179,7 @@ pub async fn follow(
         .unwrap_or(i64::MAX);
     loop {
         if let (Some((code, oom_killed)), true) = (ended, log_done) {
+            parsed.flush(live);
             return Ok((parsed, Ending::Exited { code, oom_killed }));
         }
         tokio::select! {
@@ -227,7 +228,10 @@ pub async fn follow(
                     Progress::Nothing => {}
                 },
             },
-            () = until(run_deadline), if ended.is_none() => return Ok((parsed, Ending::TimedOut)),
+            () = until(run_deadline), if ended.is_none() => {
+                parsed.flush(live);
+                return Ok((parsed, Ending::TimedOut));
+            }
             () = until(pending_deadline) => {
                 return Err(match last_pending {
                     PodState::ImageError { reason, .. } => RunnerError::ImageMissing { image: format!("{} ({reason})", objects_image(objects)) },

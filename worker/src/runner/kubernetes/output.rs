@@ -107,6 +107,21 @@ impl Parsed {
         progress
     }
 
+    /// Ends the stream: what a marker parser held back is output after all.
+    pub fn flush(&mut self, live: &mut LiveLog) {
+        match &mut self.phase {
+            Phase::Build(marker) => {
+                let held = marker.take_held();
+                live.send(LogSource::Compile, self.compile.push(&held));
+            }
+            Phase::Program(marker) => {
+                let held = marker.take_held();
+                live.send(LogSource::Stdout, self.stdout.push(&held));
+            }
+            Phase::Stderr => {}
+        }
+    }
+
     /// The three streams, for the result.
     pub fn into_captured(self) -> (Captured, Captured, Captured) {
         (

@@ -223,6 +223,12 @@ impl PhaseMarker {
         }
     }
 
+    /// The bytes held back in case they start a marker: once the stream has ended, they are
+    /// output like any other.
+    pub fn take_held(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.held)
+    }
+
     /// Scans the next chunk. After [`Scan::Ended`] the marker is spent: feed it nothing more.
     pub fn feed(&mut self, chunk: &[u8]) -> Scan {
         self.held.extend_from_slice(chunk);
