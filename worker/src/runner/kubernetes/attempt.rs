@@ -174,10 +174,25 @@ pub async fn follow(
     let mut log: Option<(mpsc::Receiver<LogChunk>, AbortOnDropHandle<()>)> = None;
     let mut log_done = false;
     let mut ended: Option<(i64, bool)> = None;
+    // The build's and the run's wall time, measured like the Docker runner's: from the log.
+    let mut started_at: Option<Instant> = None;
+    let mut build_ended_at: Option<Instant> = None;
     // Room for all three capped streams, both markers, and one byte over a cap.
     let log_limit = i64::try_from(limits.output_bytes.saturating_mul(3).saturating_add(256))
         .unwrap_or(i64::MAX);
     loop {
+        let ms = |from: Option<Instant>, to: Option<Instant>| {
+            from.map_or(0, |f| {
+                u64::try_from(
+                    to.unwrap_or_else(Instant::now)
+                        .saturating_duration_since(f)
+                        .as_millis(),
+                )
+                .unwrap_or(u64::MAX)
+            })
+        };
+        parsed.compile_ms = ms(started_at, build_ended_at);
+        parsed.run_ms = ms(build_ended_at, None);
         if let (Some((code, oom_killed)), true) = (ended, log_done) {
             parsed.flush(live);
             return Ok((parsed, Ending::Exited { code, oom_killed }));
@@ -199,6 +214,7 @@ pub async fn follow(
                     let name = pod.metadata.name.clone().unwrap_or_default();
                     log = Some(spawn_log(pods.clone(), name, log_limit));
                     pending_deadline = None;
+                    started_at = Some(Instant::now());
                     run_deadline = Some(Instant::now() + Duration::from_millis(limits.compile_wall_time_ms));
                 }
                 match state {
@@ -223,6 +239,7 @@ pub async fn follow(
                 Some(Ok(bytes)) => match parsed.feed(&bytes, live) {
                     Progress::OutputExceeded => return Ok((parsed, Ending::OutputExceeded)),
                     Progress::BuildEnded => {
+                        build_ended_at = Some(Instant::now());
                         run_deadline = Some(Instant::now() + Duration::from_millis(limits.run_wall_time_ms));
                     }
                     Progress::Nothing => {}

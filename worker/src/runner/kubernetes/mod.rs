@@ -169,13 +169,12 @@ impl KubernetesRunner {
         .await
         .map_err(|e| api_error("cannot make the Job own its ConfigMap", e))?;
         let mut live = LiveLog::start(logs);
-        let started = tokio::time::Instant::now();
         let pending = Duration::from_millis(self.cfg.pending_timeout_ms);
         let followed = attempt::follow(pods, &objects, req, pending, &mut live).await;
         live.finish(LIVE_LOG_GRACE).await;
         let (parsed, ending) = followed?;
-        let run_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let build_status = parsed.build_status;
+        let (build_status, compile_ms, run_ms) =
+            (parsed.build_status, parsed.compile_ms, parsed.run_ms);
         let verdict =
             sandbox::classify(req.kind, build_status, ending).map_err(|(context, transient)| {
                 RunnerError::Failed {
@@ -192,7 +191,7 @@ impl KubernetesRunner {
             stdout,
             stderr,
             compile_output,
-            compile_ms: 0,
+            compile_ms,
             run_ms,
         })
     }

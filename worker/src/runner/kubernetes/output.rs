@@ -41,6 +41,10 @@ pub struct Parsed {
     pub build_status: Option<i64>,
     /// The program's status from the end marker.
     pub run_status: Option<i64>,
+    /// Wall time of the build step, from the log's start to the first marker.
+    pub compile_ms: u64,
+    /// Wall time of the program, from the first marker to the end (so far).
+    pub run_ms: u64,
 }
 
 impl Parsed {
@@ -53,6 +57,8 @@ impl Parsed {
             stderr: CappedOutput::new(cap),
             build_status: None,
             run_status: None,
+            compile_ms: 0,
+            run_ms: 0,
         }
     }
 

@@ -95,6 +95,16 @@ fn every_pod_is_limited_and_meets_the_restricted_standard() {
     assert_eq!(labels[LABEL_WORKER], "host-1_w");
     assert_eq!(labels[LABEL_SANDBOX], o.name);
     assert_eq!(o.config_map.metadata.labels.as_ref(), Some(labels));
+    let pod_labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.as_ref());
+    assert_eq!(
+        pod_labels.map(|l| l[LABEL_MANAGED].as_str()),
+        Some(MANAGER),
+        "the shipped NetworkPolicy selects job pods by this label"
+    );
     let data = o.config_map.data.as_ref().expect("data");
     assert_eq!(data["f0"], "#pragma once", "files in name order");
     assert_eq!(data["stdin"], "in\n");
