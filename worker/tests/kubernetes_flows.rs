@@ -416,3 +416,35 @@ async fn the_role_grants_exactly_what_the_runner_uses() {
         "the Role grants what the runner never uses: {unused:?}"
     );
 }
+
+/// The same runner against a real cluster (the kubeconfig's, namespace `E2E_K8S_NAMESPACE`
+/// or its default), with `quayside/runner-python:1` loaded on its nodes.
+#[tokio::test]
+#[ignore = "needs cluster (kubeconfig, runner images on the nodes, NetworkPolicy-enforcing CNI)"]
+async fn real_cluster_runs_python_and_cleans_up() {
+    let cfg = KubernetesConfig {
+        namespace: std::env::var("E2E_K8S_NAMESPACE").unwrap_or_default(),
+        image_pull_policy: "Never".into(),
+        ..Default::default()
+    };
+    let runner = quayside_worker::runner::kubernetes::KubernetesRunner::new(
+        cfg,
+        &default_languages(),
+        "e2e-cluster",
+    );
+    runner
+        .check()
+        .await
+        .expect("cluster reachable and the Role allows listing jobs");
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        runner.run(&request(), &sink(), CancellationToken::new()),
+    )
+    .await
+    .expect("finished in time")
+    .expect("ran");
+    assert_eq!(
+        (out.status, out.stdout.data.as_str()),
+        (Status::Succeeded, "hi\n")
+    );
+}
