@@ -282,7 +282,6 @@ async fn api_errors_map_to_runner_error_kinds_and_leave_nothing() {
         ("create", "configmaps", Fault::Status(503), Transient),
         ("create", "configmaps", Fault::Status(422), Permanent),
         ("patch", "configmaps", Fault::Status(500), Transient),
-        ("watch", "pods", Fault::Status(403), Transient),
         ("create", "configmaps", Fault::Refused, Transient),
     ];
     for (verb, resource, fault, kind) in cases {
@@ -308,6 +307,32 @@ async fn api_errors_map_to_runner_error_kinds_and_leave_nothing() {
             assert!(matches!(err, RunnerError::Unavailable { .. }), "{err}");
         }
     }
+}
+
+#[tokio::test]
+async fn one_broken_watch_is_resumed_but_a_forbidden_one_fails() {
+    let fake = FakeApi::new();
+    fake.fail_next("watch", "pods", Fault::Status(500));
+    success(&fake).await;
+
+    let fake = FakeApi::new();
+    for _ in 0..3 {
+        fake.fail_next("list", "pods", Fault::Status(403));
+    }
+    let cfg = KubernetesConfig {
+        pending_timeout_ms: 60_000,
+        ..Default::default()
+    };
+    let runner = KubernetesRunner::with_client(cfg, fake.client(), "w1");
+    let err = step(
+        "gives up after errors in a row",
+        runner.run(&request(), &sink(), CancellationToken::new()),
+    )
+    .await
+    .expect_err("cannot follow the pod");
+    step("cleaned up", fake.gone("jobs")).await;
+    assert_eq!(err.kind(), RunnerErrorKind::Transient);
+    assert!(err.to_string().contains("cannot watch"), "{err}");
 }
 
 pub async fn cancel_mid_run(fake: &FakeApi) {

@@ -9,6 +9,7 @@ use futures_util::{AsyncBufRead, AsyncBufReadExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::LogParams;
 use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
 use kube::Api;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
@@ -96,6 +97,9 @@ pub fn observe(pod: &Pod) -> PodState {
     PodState::Pending { unschedulable }
 }
 
+/// Watch errors in a row after which the attempt is given back as an infrastructure error.
+const WATCH_ERRORS_IN_A_ROW: u32 = 3;
+
 type LogChunk = Result<Vec<u8>, RunnerError>;
 
 /// Follows the container's log from a task of its own; `None` from the channel = log ended.
@@ -162,10 +166,14 @@ pub async fn follow(
     let limits = &req.limits;
     let mut parsed = Parsed::new(&objects.nonce, &objects.end_nonce, limits.output_bytes);
     let selector = format!("{LABEL_SANDBOX}={}", objects.name);
+    // Backoff between re-lists: a watch that breaks (API server restart, 410 Gone) resumes
+    // instead of failing the attempt; only errors in a row give up.
+    let mut watch_errors = 0;
     let mut watch = pin!(watcher::watcher(
         pods.clone(),
         watcher::Config::default().labels(&selector)
-    ));
+    )
+    .default_backoff());
     let mut pending_deadline = Some(Instant::now() + pending_timeout);
     let mut last_pending = PodState::Pending {
         unschedulable: false,
@@ -201,8 +209,18 @@ pub async fn follow(
             event = watch.next() => {
                 let pod = match event {
                     None => return Err(infra("job pod watch ended")),
-                    Some(Err(e)) => return Err(failed("cannot watch the job pod", true, e)),
-                    Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) => pod,
+                    Some(Err(e)) => {
+                        watch_errors += 1;
+                        if watch_errors >= WATCH_ERRORS_IN_A_ROW {
+                            return Err(failed("cannot watch the job pod", true, e));
+                        }
+                        tracing::warn!(error = %e, "job pod watch failed; resuming");
+                        continue;
+                    }
+                    Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) => {
+                        watch_errors = 0;
+                        pod
+                    }
                     Some(Ok(Event::Delete(_))) if ended.is_none() => {
                         return Err(infra("job pod was deleted before it ended"));
                     }
