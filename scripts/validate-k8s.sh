@@ -15,8 +15,14 @@ ensure_packages kubectl:kubernetes-client python3:python3
 venv=target/k8s-validate-venv
 if [ ! -x "$venv/bin/kubernetes-validate" ]; then
   log "installing kubernetes-validate into $venv"
-  ensure_packages pip3:python3-pip
-  python3 -m venv "$venv" 2>/dev/null || { ensure_packages dpkg:python3-venv; python3 -m venv "$venv"; }
+  rm -rf "$venv"
+  if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+    # Debian's python3 needs python3-venv for ensurepip.
+    rm -rf "$venv"
+    as_root apt-get update -q >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv >/dev/null
+    python3 -m venv "$venv"
+  fi
   "$venv/bin/pip" install --quiet 'kubernetes-validate>=1.33,<2'
 fi
 validate() { "$venv/bin/kubernetes-validate" --strict --quiet -k "$K8S_VERSION" "$@"; }
