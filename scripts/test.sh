@@ -32,5 +32,7 @@ log "cargo test"
 # The CLI tests run the real `quayside` binary, which cargo test does not build by itself.
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast
+log "kubernetes manifests and runner objects against the OpenAPI schemas"
+scripts/validate-k8s.sh
 log "runner suite again under gVisor (runsc)"
 E2E_DOCKER_RUNTIME=runsc cargo test -p quayside-e2e --test docker_runner

@@ -12,6 +12,9 @@ use crate::job::SpecError;
 use crate::keys::Keys;
 use crate::limits::{Limits, LimitsSpec};
 
+mod kubernetes;
+pub use kubernetes::KubernetesConfig;
+
 /// Why configuration could not be loaded. Messages name the offending key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -215,6 +218,20 @@ pub struct RunnerConfig {
     pub backend: RunnerBackend,
     /// Settings of the Docker backend.
     pub docker: DockerConfig,
+    /// Settings of the Kubernetes backend.
+    pub kubernetes: KubernetesConfig,
+}
+
+impl RunnerBackend {
+    /// The backend to build: `Auto` becomes Kubernetes when `in_cluster` (the worker runs in
+    /// a pod: `KUBERNETES_SERVICE_HOST` is set), Docker otherwise.
+    pub fn resolve(self, in_cluster: bool) -> RunnerBackend {
+        match self {
+            RunnerBackend::Auto if in_cluster => RunnerBackend::Kubernetes,
+            RunnerBackend::Auto => RunnerBackend::Docker,
+            other => other,
+        }
+    }
 }
 
 /// The worker's operations endpoint and the metrics it serves there.
@@ -631,6 +648,7 @@ impl Config {
                 })?;
         }
         self.runner.docker.validate()?;
+        self.runner.kubernetes.validate()?;
         Ok(())
     }
 
@@ -762,6 +780,41 @@ mod tests {
         let mut c = Config::default();
         c.redis.url = "redis://:pw@x".into();
         assert!(!format!("{:?}", c.redacted()).contains("pw@"));
+    }
+
+    #[test]
+    fn auto_picks_kubernetes_only_in_a_cluster_and_kubernetes_settings_load() {
+        use RunnerBackend::*;
+        assert_eq!(Auto.resolve(true), Kubernetes);
+        assert_eq!(Auto.resolve(false), Docker);
+        assert_eq!(
+            Kubernetes.resolve(false),
+            Kubernetes,
+            "kubeconfig from outside"
+        );
+        assert_eq!(Docker.resolve(true), Docker);
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "q.toml",
+                "[runner]\nbackend = \"kubernetes\"\n[runner.kubernetes]\nnamespace = \"jobs\"\nimage_pull_secrets = [\"regcred\"]\n",
+            )?;
+            jail.set_env(
+                "QUAYSIDE_RUNNER__KUBERNETES__IMAGE_REGISTRY",
+                "reg.example/",
+            );
+            let c = Config::load(Some(Path::new("q.toml"))).expect("loads");
+            assert_eq!(c.runner.backend, Kubernetes);
+            let k = &c.runner.kubernetes;
+            assert_eq!(
+                (k.namespace.as_str(), k.image_registry.as_str()),
+                ("jobs", "reg.example/")
+            );
+            assert_eq!(k.image_pull_secrets, ["regcred"]);
+            jail.set_env("QUAYSIDE_RUNNER__KUBERNETES__USER", "0:0");
+            let err = Config::load(Some(Path::new("q.toml"))).expect_err("root refused");
+            assert!(err.to_string().contains("runner.kubernetes.user"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

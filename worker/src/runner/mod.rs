@@ -1,6 +1,7 @@
 //! The runner seam: one trait, one implementation per sandbox backend.
 
 pub mod docker;
+pub mod kubernetes;
 pub mod sandbox;
 
 use std::collections::BTreeMap;
@@ -157,14 +158,17 @@ pub fn build(cfg: &quayside_common::config::Config) -> Result<SharedRunner, Runn
         .id
         .clone()
         .unwrap_or_else(crate::generate_worker_id);
-    match cfg.runner.backend {
-        RunnerBackend::Docker | RunnerBackend::Auto => Ok(Arc::new(docker::DockerRunner::new(
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    match cfg.runner.backend.resolve(in_cluster) {
+        RunnerBackend::Kubernetes => Ok(Arc::new(kubernetes::KubernetesRunner::new(
+            cfg.runner.kubernetes.clone(),
+            &cfg.languages,
+            worker_id,
+        ))),
+        _ => Ok(Arc::new(docker::DockerRunner::new(
             cfg.runner.docker.clone(),
             &cfg.languages,
             worker_id,
         ))),
-        RunnerBackend::Kubernetes => Err(RunnerError::Unavailable {
-            detail: "runner backend kubernetes is not built into this version yet".into(),
-        }),
     }
 }

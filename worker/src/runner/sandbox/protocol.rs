@@ -16,9 +16,9 @@ use quayside_common::JobKind;
 use super::WORK_DIR;
 
 /// Exit status of the wrapper when its stdin header is missing (the worker went away).
-pub(super) const EXIT_NO_HEADER: i64 = 120;
+pub(crate) const EXIT_NO_HEADER: i64 = 120;
 /// Exit status of the wrapper when the archive does not unpack (e.g. `/work` is full).
-pub(super) const EXIT_UNPACK: i64 = 121;
+pub(crate) const EXIT_UNPACK: i64 = 121;
 
 /// Quotes `s` for a POSIX shell: always one single-quoted word.
 pub fn shell_quote(s: &str) -> String {
@@ -72,6 +72,24 @@ pub fn wrapper_script(
     options: &[String],
     files: &BTreeMap<String, String>,
 ) -> Option<String> {
+    let body = wrapper_body(lang, kind, options, files)?;
+    Some(format!(
+        "IFS=' ' read -r nonce size || exit {EXIT_NO_HEADER}\n\
+         if [ \"$size\" -gt 0 ]; then head -c \"$size\" | tar -xf - -C {WORK_DIR} 2>&1 || exit {EXIT_UNPACK}; fi\n\
+         {body}"
+    ))
+}
+
+/// The part of the wrapper every backend shares, run once `/work` holds the job's files and
+/// `$nonce` is set: the build (or compile-only) step, the marker, then the program. How the
+/// files and the nonce get there is the backend's business (stdin for Docker, a ConfigMap for
+/// Kubernetes). `None` when the language has no command for `kind`.
+pub fn wrapper_body(
+    lang: &LanguageConfig,
+    kind: JobKind,
+    options: &[String],
+    files: &BTreeMap<String, String>,
+) -> Option<String> {
     let suffix = format!(".{}", lang.source_extension);
     let sources: Vec<&str> = files
         .keys()
@@ -96,10 +114,7 @@ pub fn wrapper_script(
     if step.trim().is_empty() && run.is_none_or(|r| r.trim().is_empty()) {
         return None;
     }
-    let mut script = format!(
-        "IFS=' ' read -r nonce size || exit {EXIT_NO_HEADER}\n\
-         if [ \"$size\" -gt 0 ]; then head -c \"$size\" | tar -xf - -C {WORK_DIR} 2>&1 || exit {EXIT_UNPACK}; fi\n"
-    );
+    let mut script = String::new();
     if step.trim().is_empty() {
         script.push_str("s=0\n");
     } else {
@@ -206,6 +221,12 @@ impl PhaseMarker {
             nonce: nonce.as_bytes().to_vec(),
             held: Vec::new(),
         }
+    }
+
+    /// The bytes held back in case they start a marker: once the stream has ended, they are
+    /// output like any other.
+    pub fn take_held(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.held)
     }
 
     /// Scans the next chunk. After [`Scan::Ended`] the marker is spent: feed it nothing more.

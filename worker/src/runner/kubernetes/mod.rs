@@ -1,0 +1,396 @@
+//! The Kubernetes backend: per attempt, a ConfigMap with the job's files and a `batch/v1` Job
+//! whose one pod runs the shared wrapper, through the API server (kube), never pulling images
+//! itself (the kubelet does, per `runner.kubernetes.image_pull_policy`).
+//!
+//! - `spec`: the ConfigMap and the Job: limits, the restricted Pod Security Standard, labels.
+//! - `attempt`: follow the pod with a watch, stream and cap its log, stop it at a limit.
+//! - `output`: split the single pod log back into compiler output, stdout and stderr.
+//!
+//! The ConfigMap is owned by the Job, and the Job is deleted with background propagation on
+//! every path (guarded, so a dropped future still deletes it). What a dead worker left is
+//! found by label: its own on first use, other workers' by the periodic orphan sweep.
+
+mod attempt;
+mod output;
+pub mod spec;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use quayside_common::config::{KubernetesConfig, LanguageConfig};
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+use self::spec::{label_value, LABEL_MANAGED, MANAGER};
+use super::sandbox::{self, protocol, LiveLog, LABEL_WORKER};
+use super::{RunOutput, RunRequest, Runner, RunnerError};
+use crate::logs::LogSink;
+
+/// A worker that just started may not have heartbeated yet: the periodic sweep spares Jobs
+/// younger than this.
+const ORPHAN_MIN_AGE: Duration = Duration::from_secs(120);
+/// How long the live log may take to flush once the attempt ended.
+const LIVE_LOG_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs jobs as Kubernetes Jobs in one namespace.
+pub struct KubernetesRunner {
+    cfg: KubernetesConfig,
+    worker_id: String,
+    /// A client given by the caller (tests); otherwise inferred on first use.
+    preset: Option<Client>,
+    /// Connected on first use, since building a runner is not async; the first use also
+    /// removes what an earlier process with the same worker id left.
+    client: OnceCell<(Client, String)>,
+}
+
+impl std::fmt::Debug for KubernetesRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `kube::Client` has no Debug; the namespace is what tells runners apart.
+        f.debug_struct("KubernetesRunner")
+            .field("cfg", &self.cfg)
+            .field("worker_id", &self.worker_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubernetesRunner {
+    /// A runner that finds the cluster on first use: in-cluster service account when
+    /// `KUBERNETES_SERVICE_HOST` is set, the kubeconfig (`KUBECONFIG`, `~/.kube/config`) otherwise.
+    pub fn new(
+        cfg: KubernetesConfig,
+        _languages: &BTreeMap<String, LanguageConfig>,
+        worker_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            cfg,
+            worker_id: worker_id.into(),
+            preset: None,
+            client: OnceCell::new(),
+        }
+    }
+
+    /// A runner using `client` (whose default namespace applies when the config names none).
+    pub fn with_client(
+        cfg: KubernetesConfig,
+        client: Client,
+        worker_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            cfg,
+            worker_id: worker_id.into(),
+            preset: Some(client),
+            client: OnceCell::new(),
+        }
+    }
+
+    /// The client and the namespace jobs run in.
+    async fn client(&self) -> Result<&(Client, String), RunnerError> {
+        self.client
+            .get_or_try_init(|| async {
+                let client = match &self.preset {
+                    Some(c) => c.clone(),
+                    None => self.connect().await?,
+                };
+                let ns = if self.cfg.namespace.is_empty() {
+                    client.default_namespace().to_owned()
+                } else {
+                    self.cfg.namespace.clone()
+                };
+                let own = label_value(&self.worker_id);
+                match sweep(&client, &ns, |labels, _| labels.get(LABEL_WORKER) == Some(&own)).await {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::info!(removed, worker = %self.worker_id, "removed jobs a previous run left"),
+                    Err(error) => tracing::warn!(%error, "cannot sweep leftover jobs"),
+                }
+                Ok((client, ns))
+            })
+            .await
+    }
+
+    async fn connect(&self) -> Result<Client, RunnerError> {
+        let unavailable = |e: &dyn std::fmt::Display| RunnerError::Unavailable {
+            detail: format!("cannot configure the kubernetes client: {e}"),
+        };
+        let mut config = kube::Config::infer().await.map_err(|e| unavailable(&e))?;
+        let timeout = Duration::from_millis(self.cfg.api_timeout_ms);
+        config.connect_timeout = Some(timeout);
+        // Reads stay open while a watch or a log follows the pod; the server ends those.
+        config.read_timeout = None;
+        config.write_timeout = Some(timeout);
+        Client::try_from(config).map_err(|e| unavailable(&e))
+    }
+
+    fn apis(client: &Client, ns: &str) -> (Api<Job>, Api<ConfigMap>, Api<Pod>) {
+        (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        )
+    }
+
+    async fn attempt(
+        &self,
+        req: &RunRequest,
+        logs: &LogSink,
+        body: &str,
+        cleanup: &mut Cleanup,
+    ) -> Result<RunOutput, RunnerError> {
+        let (client, ns) = self.client().await?;
+        let (jobs, cms, pods) = Self::apis(client, ns);
+        let objects = spec::objects(&self.cfg, req, &self.worker_id, body);
+        cms.create(&PostParams::default(), &objects.config_map)
+            .await
+            .map_err(|e| api_error("cannot create the job's ConfigMap", e))?;
+        cleanup.arm(jobs.clone(), cms.clone(), objects.name.clone());
+        let job = jobs
+            .create(&PostParams::default(), &objects.job)
+            .await
+            .map_err(|e| api_error("cannot create the Job", e))?;
+        // Owned by the Job: if this worker dies, deleting the Job (its TTL or a sweep)
+        // takes the ConfigMap with it.
+        let owner = OwnerReference {
+            api_version: "batch/v1".into(),
+            kind: "Job".into(),
+            name: objects.name.clone(),
+            uid: job.metadata.uid.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        let patch = serde_json::json!({ "metadata": { "ownerReferences": [owner] } });
+        cms.patch(
+            &objects.name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| api_error("cannot make the Job own its ConfigMap", e))?;
+        let mut live = LiveLog::start(logs);
+        let pending = Duration::from_millis(self.cfg.pending_timeout_ms);
+        let followed = attempt::follow(pods, &objects, req, pending, &mut live).await;
+        live.finish(LIVE_LOG_GRACE).await;
+        let (parsed, ending) = followed?;
+        let (build_status, compile_ms, run_ms) =
+            (parsed.build_status, parsed.compile_ms, parsed.run_ms);
+        let verdict =
+            sandbox::classify(req.kind, build_status, ending).map_err(|(context, transient)| {
+                RunnerError::Failed {
+                    context: context.into(),
+                    transient,
+                    source: None,
+                }
+            })?;
+        let (compile_output, stdout, stderr) = parsed.into_captured();
+        Ok(RunOutput {
+            status: verdict.status,
+            exit_code: verdict.exit_code,
+            signal: verdict.signal,
+            stdout,
+            stderr,
+            compile_output,
+            compile_ms,
+            run_ms,
+            // Not measured yet: the pod's start would need the watch to note its Running time.
+            sandbox_start_ms: None,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Runner for KubernetesRunner {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    /// Lists this backend's Jobs (one item): proves the API answers and the Role allows it.
+    /// Images live on the nodes, so a missing one shows per attempt, as `ImageMissing`.
+    async fn check(&self) -> Result<(), RunnerError> {
+        let (client, ns) = self.client().await?;
+        let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+        jobs.list_metadata(
+            &ListParams::default()
+                .labels(&format!("{LABEL_MANAGED}={MANAGER}"))
+                .limit(1),
+        )
+        .await
+        .map_err(|e| api_error("cannot list jobs", e))?;
+        Ok(())
+    }
+
+    async fn sweep_orphans(&self, live_workers: &[String]) -> Result<usize, RunnerError> {
+        let (client, ns) = self.client().await?;
+        let mut live: Vec<String> = live_workers.iter().map(|w| label_value(w)).collect();
+        live.push(label_value(&self.worker_id));
+        let cutoff = jiff_now_s().saturating_sub(ORPHAN_MIN_AGE.as_secs() as i64);
+        sweep(client, ns, |labels, created| {
+            created.is_some_and(|c| c <= cutoff)
+                && sandbox::is_orphan(&labels.clone().into_iter().collect(), &live)
+        })
+        .await
+    }
+
+    async fn run(
+        &self,
+        req: &RunRequest,
+        logs: &LogSink,
+        cancel: CancellationToken,
+    ) -> Result<RunOutput, RunnerError> {
+        let body = protocol::wrapper_body(
+            &req.language_config,
+            req.kind,
+            &req.compiler_options,
+            &req.files,
+        )
+        .ok_or_else(|| RunnerError::Failed {
+            context: format!(
+                "language {:?} has no command for {} jobs",
+                req.language,
+                req.kind.as_label()
+            ),
+            transient: false,
+            source: None,
+        })?;
+        let mut cleanup = Cleanup::default();
+        let outcome = tokio::select! {
+            biased;
+            () = cancel.cancelled() => Err(RunnerError::Cancelled),
+            outcome = self.attempt(req, logs, &body, &mut cleanup) => outcome,
+        };
+        // Also on timeouts, output overflow and errors: deleting the Job kills its pod.
+        cleanup.remove().await;
+        outcome
+    }
+}
+
+/// Deletes an attempt's Job and ConfigMap: awaited on every normal path, spawned from `Drop`
+/// when the attempt's future is dropped before that.
+#[derive(Debug, Default)]
+struct Cleanup {
+    armed: Option<(Api<Job>, Api<ConfigMap>, String)>,
+}
+
+impl Cleanup {
+    fn arm(&mut self, jobs: Api<Job>, cms: Api<ConfigMap>, name: String) {
+        self.armed = Some((jobs, cms, name));
+    }
+
+    async fn remove(&mut self) {
+        if let Some((jobs, cms, name)) = self.armed.take() {
+            delete(&jobs, &cms, &name).await;
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some((jobs, cms, name)) = self.armed.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { delete(&jobs, &cms, &name).await });
+            }
+        }
+    }
+}
+
+/// Deletes a Job (background propagation: its pod goes too) and its ConfigMap. Not found is
+/// fine; other failures are logged, and the Job's TTL and the sweeps are the fallback.
+async fn delete(jobs: &Api<Job>, cms: &Api<ConfigMap>, name: &str) {
+    if let Err(error) = jobs.delete(name, &DeleteParams::background()).await {
+        if !is_not_found(&error) {
+            tracing::warn!(job = %name, %error, "cannot delete job");
+        }
+    }
+    if let Err(error) = cms.delete(name, &DeleteParams::background()).await {
+        if !is_not_found(&error) {
+            tracing::warn!(configmap = %name, %error, "cannot delete configmap");
+        }
+    }
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Seconds since the epoch.
+fn jiff_now_s() -> i64 {
+    i64::try_from(quayside_common::now_ms() / 1000).unwrap_or(i64::MAX)
+}
+
+/// Deletes this backend's Jobs (and ConfigMaps) whose labels and creation time (epoch
+/// seconds) `remove` picks. ConfigMaps are listed too: one whose Job was never created has no
+/// owner to be collected with.
+async fn sweep(
+    client: &Client,
+    ns: &str,
+    remove: impl Fn(&BTreeMap<String, String>, Option<i64>) -> bool,
+) -> Result<usize, RunnerError> {
+    let params = ListParams::default().labels(&format!("{LABEL_MANAGED}={MANAGER}"));
+    let (jobs, cms, _) = KubernetesRunner::apis(client, ns);
+    let mut removed = 0;
+    let listed = jobs
+        .list_metadata(&params)
+        .await
+        .map_err(|e| api_error("cannot list jobs", e))?;
+    let cm_listed = cms
+        .list_metadata(&params)
+        .await
+        .map_err(|e| api_error("cannot list configmaps", e))?;
+    let names = listed
+        .items
+        .iter()
+        .map(|j| &j.metadata)
+        .chain(cm_listed.items.iter().map(|c| &c.metadata));
+    let mut seen = std::collections::BTreeSet::new();
+    for meta in names {
+        let (Some(name), Some(labels)) = (&meta.name, &meta.labels) else {
+            continue;
+        };
+        let created = meta.creation_timestamp.as_ref().map(|t| t.0.as_second());
+        if !remove(labels, created) || !seen.insert(name.clone()) {
+            continue;
+        }
+        delete(&jobs, &cms, name).await;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// An infrastructure failure with no underlying error.
+fn infra(context: impl Into<String>) -> RunnerError {
+    RunnerError::Failed {
+        context: context.into(),
+        transient: true,
+        source: None,
+    }
+}
+
+fn failed(
+    context: impl Into<String>,
+    transient: bool,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> RunnerError {
+    RunnerError::Failed {
+        context: context.into(),
+        transient,
+        source: Some(Box::new(e)),
+    }
+}
+
+/// An API call failed. The API server answering 403, 404, 409, 429 or 5xx is transient (RBAC
+/// being fixed, a name clash, overload); a request it refuses as invalid (400, 413, 422: e.g.
+/// files and stdin over the 1 MiB ConfigMap limit) is permanent; no answer at all is
+/// `Unavailable`.
+fn api_error(context: &str, e: kube::Error) -> RunnerError {
+    match &e {
+        kube::Error::Api(s) => {
+            let transient = !matches!(s.code, 400 | 413 | 422);
+            failed(context, transient, e)
+        }
+        kube::Error::HyperError(_) | kube::Error::Service(_) => RunnerError::Unavailable {
+            detail: format!("{context}: {e}"),
+        },
+        _ => failed(context, true, e),
+    }
+}

@@ -1,0 +1,475 @@
+//! The Kubernetes runner's flows against a scripted API server ([`fake_api`]), with this test
+//! playing the Job controller and the kubelet. Every wait is under a timeout.
+//!
+//! What this proves: the requests the runner makes and their order, how it reads pod status
+//! (exit code, OOMKilled, deadline, unschedulable, image errors), how API failures map to
+//! `RunnerError` kinds, that output is split and capped, and that the Job and ConfigMap are
+//! gone after every flow, cancellation and worker restart included. What it cannot prove: that
+//! a real API server, scheduler, kubelet and container runtime behave as scripted here (see
+//! `deploy/k8s/README.md`).
+
+mod fake_api;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fake_api::{Access, FakeApi, Fault};
+use quayside_common::config::{default_languages, KubernetesConfig, RedisConfig};
+use quayside_common::connection::Redis;
+use quayside_common::limits::Limits;
+use quayside_common::{JobId, JobKind, Status};
+use quayside_worker::logs::LogSink;
+use quayside_worker::runner::kubernetes::KubernetesRunner;
+use quayside_worker::runner::{RunOutput, RunRequest, Runner, RunnerError, RunnerErrorKind};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+/// One scripted step: generous for a loaded CI machine, short enough that a hang fails fast.
+const STEP: Duration = Duration::from_secs(5);
+
+async fn step<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(STEP, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+fn config() -> KubernetesConfig {
+    KubernetesConfig {
+        pending_timeout_ms: 300,
+        ..Default::default()
+    }
+}
+
+fn runner(fake: &FakeApi, worker: &str) -> KubernetesRunner {
+    KubernetesRunner::with_client(config(), fake.client(), worker)
+}
+
+fn request() -> RunRequest {
+    RunRequest {
+        job_id: JobId::parse("job:1").expect("id"),
+        attempt: 1,
+        kind: JobKind::Run,
+        language: "python".into(),
+        language_config: default_languages()["python"].clone(),
+        files: BTreeMap::from([("main.py".to_owned(), "print('hi')".to_owned())]),
+        compiler_options: vec![],
+        args: vec![],
+        stdin: String::new(),
+        limits: Limits::DEFAULT,
+    }
+}
+
+/// A log sink whose Redis is not there: live-log writes fail and are dropped, as designed.
+fn sink() -> LogSink {
+    let redis = Redis::new(&RedisConfig {
+        url: "redis://127.0.0.1:1".into(),
+        connect_timeout_ms: 100,
+        ..Default::default()
+    })
+    .expect("redis url");
+    LogSink::new(Arc::new(redis), "qs:test:log".into(), 100)
+}
+
+fn running() -> Value {
+    json!({"phase": "Running", "containerStatuses": [{"name": "job", "image": "i", "imageID": "",
+        "ready": true, "restartCount": 0, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]})
+}
+
+fn terminated(code: i64, reason: Option<&str>) -> Value {
+    let phase = if code == 0 { "Succeeded" } else { "Failed" };
+    json!({"phase": phase, "containerStatuses": [{"name": "job", "image": "i", "imageID": "",
+        "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": code, "reason": reason}}}]})
+}
+
+fn waiting(reason: &str) -> Value {
+    json!({"phase": "Pending", "containerStatuses": [{"name": "job", "image": "i", "imageID": "",
+        "ready": false, "restartCount": 0, "state": {"waiting": {"reason": reason}}}]})
+}
+
+/// Waits for the attempt's Job, starts its pod and returns (job, pod).
+async fn start_pod(fake: &FakeApi) -> (String, String) {
+    let job = step("job created", fake.created("jobs")).await;
+    let owned = |f: &FakeApi| {
+        f.get("configmaps", &job)
+            .is_some_and(|cm| cm["metadata"]["ownerReferences"][0]["kind"] == "Job")
+    };
+    step("configmap owned by the job", fake.until(owned)).await;
+    (job.clone(), fake.create_pod(&job))
+}
+
+/// Plays a pod that prints and exits with `code` (`reason` e.g. OOMKilled).
+async fn kubelet(fake: FakeApi, stdout: &str, stderr: &str, code: i64, reason: Option<&str>) {
+    let (job, pod) = start_pod(&fake).await;
+    let (nonce, end) = fake.nonces(&job);
+    let log = format!("compiling\n{nonce}:0\n{stdout}{end}:{code}\n{stderr}");
+    fake.set_log(&pod, log.into_bytes(), false);
+    fake.set_pod_status(&pod, running());
+    fake.set_pod_status(&pod, terminated(code, reason));
+}
+
+async fn run_with(
+    fake: &FakeApi,
+    req: &RunRequest,
+    cancel: CancellationToken,
+) -> Result<RunOutput, RunnerError> {
+    let r = runner(fake, "w1");
+    let out = step("runner returns", r.run(req, &sink(), cancel)).await;
+    step("job, configmap and pod removed", async {
+        fake.gone("jobs").await;
+        fake.gone("configmaps").await;
+        fake.gone("pods").await;
+    })
+    .await;
+    out
+}
+
+async fn play(
+    fake: &FakeApi,
+    script: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunOutput, RunnerError> {
+    let kube = tokio::spawn(script);
+    let out = run_with(fake, &request(), CancellationToken::new()).await;
+    step("kubelet script ends", kube).await.expect("script");
+    out
+}
+
+pub async fn success(fake: &FakeApi) {
+    let out = play(fake, kubelet(fake.clone(), "hello\n", "careful\n", 0, None))
+        .await
+        .expect("ran");
+    assert_eq!((out.status, out.exit_code), (Status::Succeeded, Some(0)));
+    assert_eq!(out.stdout.data, "hello\n");
+    assert_eq!(out.stderr.data, "careful\n");
+    assert_eq!(out.compile_output.data, "compiling\n");
+}
+
+#[tokio::test]
+async fn success_with_logs_then_cleanup() {
+    success(&FakeApi::new()).await;
+}
+
+#[tokio::test]
+async fn non_zero_exit_is_the_programs_result() {
+    let fake = FakeApi::new();
+    let out = play(&fake, kubelet(fake.clone(), "", "boom\n", 3, Some("Error")))
+        .await
+        .expect("ran");
+    assert_eq!((out.status, out.exit_code), (Status::Failed, Some(3)));
+}
+
+#[tokio::test]
+async fn oom_killed_is_memory_exceeded() {
+    let fake = FakeApi::new();
+    let out = play(&fake, kubelet(fake.clone(), "", "", 137, Some("OOMKilled")))
+        .await
+        .expect("ran");
+    assert_eq!(out.status, Status::MemoryExceeded);
+}
+
+#[tokio::test]
+async fn pod_deadline_exceeded_is_timed_out() {
+    let fake = FakeApi::new();
+    let f = fake.clone();
+    let out = play(&fake, async move {
+        let (_, pod) = start_pod(&f).await;
+        f.set_pod_status(
+            &pod,
+            json!({"phase": "Failed", "reason": "DeadlineExceeded"}),
+        );
+    })
+    .await
+    .expect("ran");
+    assert_eq!(out.status, Status::TimedOut);
+}
+
+pub async fn wall_time(fake: &FakeApi) {
+    let f = fake.clone();
+    let mut req = request();
+    req.limits.run_wall_time_ms = 200;
+    let kube = tokio::spawn(async move {
+        let (job, pod) = start_pod(&f).await;
+        let (nonce, _) = f.nonces(&job);
+        // Built, then the program runs forever: the log stays open.
+        f.set_log(&pod, format!("{nonce}:0\nstill going\n").into_bytes(), true);
+        f.set_pod_status(&pod, running());
+    });
+    let out = run_with(fake, &req, CancellationToken::new())
+        .await
+        .expect("ran");
+    step("script", kube).await.expect("script");
+    assert_eq!(out.status, Status::TimedOut);
+    assert_eq!(out.stdout.data, "still going\n");
+}
+
+#[tokio::test]
+async fn run_wall_time_is_enforced_by_the_worker() {
+    wall_time(&FakeApi::new()).await;
+}
+
+#[tokio::test]
+async fn output_over_the_cap_stops_the_pod() {
+    let fake = FakeApi::new();
+    let f = fake.clone();
+    let mut req = request();
+    req.limits.output_bytes = 8;
+    let kube = tokio::spawn(async move {
+        let (job, pod) = start_pod(&f).await;
+        let (nonce, _) = f.nonces(&job);
+        f.set_log(
+            &pod,
+            format!("{nonce}:0\n{}", "0123456789".repeat(10)).into_bytes(),
+            true,
+        );
+        f.set_pod_status(&pod, running());
+    });
+    let out = run_with(&fake, &req, CancellationToken::new())
+        .await
+        .expect("ran");
+    step("script", kube).await.expect("script");
+    assert_eq!(out.status, Status::OutputExceeded);
+    assert_eq!(
+        (out.stdout.data.as_str(), out.stdout.truncated),
+        ("01234567", true)
+    );
+}
+
+#[tokio::test]
+async fn unschedulable_pod_is_a_transient_infrastructure_error() {
+    let fake = FakeApi::new();
+    let f = fake.clone();
+    let err = play(&fake, async move {
+        let (_, pod) = start_pod(&f).await;
+        f.set_pod_status(
+            &pod,
+            json!({"phase": "Pending", "conditions": [{"type": "PodScheduled",
+            "status": "False", "reason": "Unschedulable"}]}),
+        );
+    })
+    .await
+    .expect_err("not run");
+    assert_eq!(err.kind(), RunnerErrorKind::Transient);
+    assert!(err.to_string().contains("unschedulable"), "{err}");
+}
+
+#[tokio::test]
+async fn image_pull_errors_are_image_missing() {
+    for reason in ["ImagePullBackOff", "InvalidImageName"] {
+        let fake = FakeApi::new();
+        let f = fake.clone();
+        let err = play(&fake, async move {
+            let (_, pod) = start_pod(&f).await;
+            f.set_pod_status(&pod, waiting(reason));
+        })
+        .await
+        .expect_err("not run");
+        assert!(
+            matches!(err, RunnerError::ImageMissing { .. }),
+            "{reason}: {err}"
+        );
+        assert_eq!(err.kind(), RunnerErrorKind::Transient);
+    }
+}
+
+#[tokio::test]
+async fn api_errors_map_to_runner_error_kinds_and_leave_nothing() {
+    use RunnerErrorKind::*;
+    let cases = [
+        ("create", "jobs", Fault::Status(403), Transient),
+        ("create", "jobs", Fault::Status(409), Transient),
+        ("create", "configmaps", Fault::Status(500), Transient),
+        ("create", "configmaps", Fault::Status(503), Transient),
+        ("create", "configmaps", Fault::Status(422), Permanent),
+        ("patch", "configmaps", Fault::Status(500), Transient),
+        ("create", "configmaps", Fault::Refused, Transient),
+    ];
+    for (verb, resource, fault, kind) in cases {
+        let fake = FakeApi::new();
+        fake.fail_next(verb, resource, fault.clone());
+        let f = fake.clone();
+        let kube = tokio::spawn(async move {
+            // Only some faults get this far; a started pod must be cleaned up too.
+            if let Ok(job) =
+                tokio::time::timeout(Duration::from_millis(200), f.created("jobs")).await
+            {
+                if f.get("jobs", &job).is_some() {
+                    f.create_pod(&job);
+                }
+            }
+        });
+        let err = run_with(&fake, &request(), CancellationToken::new())
+            .await
+            .expect_err("failed");
+        step("script", kube).await.expect("script");
+        assert_eq!(err.kind(), kind, "{verb} {resource} {fault:?}: {err:#}");
+        if matches!(fault, Fault::Refused) {
+            assert!(matches!(err, RunnerError::Unavailable { .. }), "{err}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_broken_watch_is_resumed_but_a_forbidden_one_fails() {
+    let fake = FakeApi::new();
+    fake.fail_next("watch", "pods", Fault::Status(500));
+    success(&fake).await;
+
+    let fake = FakeApi::new();
+    for _ in 0..3 {
+        fake.fail_next("list", "pods", Fault::Status(403));
+    }
+    let cfg = KubernetesConfig {
+        pending_timeout_ms: 60_000,
+        ..Default::default()
+    };
+    let runner = KubernetesRunner::with_client(cfg, fake.client(), "w1");
+    let err = step(
+        "gives up after errors in a row",
+        runner.run(&request(), &sink(), CancellationToken::new()),
+    )
+    .await
+    .expect_err("cannot follow the pod");
+    step("cleaned up", fake.gone("jobs")).await;
+    assert_eq!(err.kind(), RunnerErrorKind::Transient);
+    assert!(err.to_string().contains("cannot watch"), "{err}");
+}
+
+pub async fn cancel_mid_run(fake: &FakeApi) {
+    let f = fake.clone();
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    let kube = tokio::spawn(async move {
+        let (job, pod) = start_pod(&f).await;
+        let (nonce, _) = f.nonces(&job);
+        f.set_log(&pod, format!("{nonce}:0\n").into_bytes(), true);
+        f.set_pod_status(&pod, running());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        c.cancel();
+    });
+    let err = run_with(fake, &request(), cancel)
+        .await
+        .expect_err("cancelled");
+    step("script", kube).await.expect("script");
+    assert!(matches!(err, RunnerError::Cancelled), "{err}");
+}
+
+#[tokio::test]
+async fn cancel_mid_run_deletes_the_job() {
+    cancel_mid_run(&FakeApi::new()).await;
+}
+
+/// Objects a worker left, labelled as the runner labels them.
+fn leftover(fake: &FakeApi, name: &str, worker: &str) {
+    let meta = json!({"name": name, "creationTimestamp": "2026-01-01T00:00:00Z", "labels": {
+        "app.kubernetes.io/managed-by": "quayside-worker", "quayside.worker": worker, "quayside.sandbox": name}});
+    fake.insert(
+        "jobs",
+        json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": meta}),
+    );
+    fake.insert(
+        "configmaps",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}),
+    );
+}
+
+pub async fn restart_sweeps(fake: &FakeApi) {
+    leftover(fake, "quayside-a1-old", "w1");
+    leftover(fake, "quayside-a1-dead", "w9");
+    leftover(fake, "quayside-a1-live", "w2");
+    let restarted = runner(fake, "w1");
+    step("check", restarted.check()).await.expect("check");
+    assert!(
+        fake.get("jobs", "quayside-a1-old").is_none(),
+        "own leftovers swept on first use"
+    );
+    assert!(fake.get("configmaps", "quayside-a1-old").is_none());
+    let removed = step("orphan sweep", restarted.sweep_orphans(&["w2".to_owned()]))
+        .await
+        .expect("sweep");
+    assert_eq!(removed, 1);
+    assert_eq!(
+        fake.names("jobs"),
+        ["quayside-a1-live"],
+        "a live worker's job is kept"
+    );
+    assert_eq!(fake.names("configmaps"), ["quayside-a1-live"]);
+}
+
+#[tokio::test]
+async fn worker_restart_sweeps_leftovers_by_label() {
+    restart_sweeps(&FakeApi::new()).await;
+}
+
+/// What the Role in `deploy/k8s/base/role.yaml` grants, as (verb, group, resource) triples.
+fn role_grants() -> BTreeSet<Access> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/k8s/base/role.yaml");
+    let text = std::fs::read_to_string(path).expect("role.yaml");
+    let role: Value = serde_yaml_ng::from_str(&text).expect("role yaml");
+    assert_eq!(role["kind"], "Role", "namespaced, not a ClusterRole");
+    let mut grants = BTreeSet::new();
+    for rule in role["rules"].as_array().expect("rules") {
+        for group in rule["apiGroups"].as_array().expect("apiGroups") {
+            for res in rule["resources"].as_array().expect("resources") {
+                for verb in rule["verbs"].as_array().expect("verbs") {
+                    let s = |v: &Value| v.as_str().expect("string").to_owned();
+                    grants.insert((s(verb), s(group), s(res)));
+                }
+            }
+        }
+    }
+    grants
+}
+
+#[tokio::test]
+async fn the_role_grants_exactly_what_the_runner_uses() {
+    let fake = FakeApi::new();
+    success(&fake).await;
+    wall_time(&fake).await;
+    cancel_mid_run(&fake).await;
+    restart_sweeps(&fake).await;
+    let used = fake.accesses();
+    let granted = role_grants();
+    let unused: Vec<_> = granted.difference(&used).collect();
+    let missing: Vec<_> = used.difference(&granted).collect();
+    assert!(
+        missing.is_empty(),
+        "the runner needs more than the Role grants: {missing:?}"
+    );
+    assert!(
+        unused.is_empty(),
+        "the Role grants what the runner never uses: {unused:?}"
+    );
+}
+
+/// The same runner against a real cluster (the kubeconfig's, namespace `E2E_K8S_NAMESPACE`
+/// or its default), with `quayside/runner-python:1` loaded on its nodes.
+#[tokio::test]
+#[ignore = "needs cluster (kubeconfig, runner images on the nodes, NetworkPolicy-enforcing CNI)"]
+async fn real_cluster_runs_python_and_cleans_up() {
+    let cfg = KubernetesConfig {
+        namespace: std::env::var("E2E_K8S_NAMESPACE").unwrap_or_default(),
+        image_pull_policy: "Never".into(),
+        ..Default::default()
+    };
+    let runner = quayside_worker::runner::kubernetes::KubernetesRunner::new(
+        cfg,
+        &default_languages(),
+        "e2e-cluster",
+    );
+    runner
+        .check()
+        .await
+        .expect("cluster reachable and the Role allows listing jobs");
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        runner.run(&request(), &sink(), CancellationToken::new()),
+    )
+    .await
+    .expect("finished in time")
+    .expect("ran");
+    assert_eq!(
+        (out.status, out.stdout.data.as_str()),
+        (Status::Succeeded, "hi\n")
+    );
+}
