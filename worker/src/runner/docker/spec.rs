@@ -211,7 +211,10 @@ mod tests {
             .host_config
             .expect("host config");
         assert_eq!(hc.runtime.as_deref(), Some("runsc"));
-        assert_eq!(hc.pids_limit, None, "Debian's runsc refuses a pids cgroup limit");
+        assert_eq!(
+            hc.pids_limit, None,
+            "Debian's runsc refuses a pids cgroup limit"
+        );
         let nproc = hc
             .ulimits
             .expect("ulimits")
