@@ -109,6 +109,16 @@ async fn exit_codes_and_json_output_scripts_can_rely_on() {
     assert_eq!(stats["queue"], q.cfg.queue.name.as_str());
     assert_eq!(stats["priorities"].as_array().map(Vec::len), Some(3));
 
+    // The protocol scripts, for clients in other languages to EVAL.
+    let out = cli(&q, &["script", "enqueue"]);
+    assert_eq!(out.status.code(), Some(0));
+    let lua = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        lua.contains("local P = ARGV[1]") && lua.contains("'XADD'"),
+        "{lua}"
+    );
+    assert_eq!(cli(&q, &["script", "nope"]).status.code(), Some(2));
+
     let out = cli(&q, &["--json", "dlq", "list"]);
     assert_eq!(json(&out), serde_json::json!([]));
 }

@@ -202,7 +202,7 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         (Err(e), StopReason::None) => {
             ctx.metrics.runner_error(&e);
             let kind = e.kind();
-            let message = format!("{:#}", anyhow_chain(&e));
+            let message = error_chain(&e);
             let jitter: f64 = rand::random();
             match decide(kind, claimed.attempts, max_attempts, &ctx.cfg.retry, jitter) {
                 Disposition::Retry { delay_ms } => {
@@ -248,7 +248,7 @@ fn finished(
 }
 
 /// The error and its sources, joined by ": ".
-fn anyhow_chain(e: &(dyn std::error::Error + 'static)) -> String {
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
@@ -507,7 +507,7 @@ mod tests {
             source: Some("connection refused".into()),
         };
         assert_eq!(
-            anyhow_chain(&e),
+            error_chain(&e),
             "cannot create container: connection refused"
         );
     }

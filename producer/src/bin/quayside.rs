@@ -168,14 +168,6 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Command::Script { name } = &cli.command {
-        let (_, body) = quayside_common::scripts::BODIES
-            .iter()
-            .find(|(n, _)| n == name)
-            .ok_or_else(|| usage(format!("no script named {name}")))?;
-        print!("{}", quayside_common::scripts::source(body));
-        return Ok(ExitCode::SUCCESS);
-    }
     let mut cfg = Config::load(cli.config.as_deref()).map_err(|e| usage(e.to_string()))?;
     if let Some(url) = cli.redis_url {
         cfg.redis.url = url;
@@ -237,7 +229,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq { action } => dlq(&producer, action, json).await,
-        Command::Script { .. } => unreachable!("handled before connecting"),
+        // Needs no Redis: the producer connects lazily, on its first command.
+        Command::Script { name } => {
+            let (_, body) = quayside_common::scripts::BODIES
+                .iter()
+                .find(|(n, _)| *n == name)
+                .ok_or_else(|| usage(format!("no script named {name}")))?;
+            print!("{}", quayside_common::scripts::source(body));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Stats => {
             let stats = producer.stats().await?;
             if json {
