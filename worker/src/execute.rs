@@ -58,16 +58,8 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
                 claimed.attempts,
             );
             result.worker = Some(ctx.worker_id.clone());
-            let written = persist(ctx, &lease, "reject", || {
-                ctx.queue.finish(
-                    Completion::new(&lease, &result, ctx.cfg.queue.default_result_ttl_s)
-                        .dead_letter(reason, &message),
-                )
-            })
-            .await;
-            if written {
-                ctx.metrics.finished(labels, Status::Rejected, Some(reason));
-            }
+            let ttl = ctx.cfg.queue.default_result_ttl_s;
+            conclude(ctx, &lease, labels, &result, ttl, Some(reason), false).await;
             return;
         }
     };
@@ -89,11 +81,7 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
 
     if claimed.cancel_requested {
         let result = finish(Status::Cancelled, Some("cancelled before it ran".into()));
-        let written = persist(ctx, &lease, "finish", || {
-            ctx.queue.finish(Completion::new(&lease, &result, ttl))
-        })
-        .await;
-        finished(ctx, labels, written, Status::Cancelled, None);
+        conclude(ctx, &lease, labels, &result, ttl, None, false).await;
         return;
     }
     if claimed.attempts > max_attempts {
@@ -101,34 +89,18 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         let msg =
             format!("{max_attempts} attempt(s) started and none finished (worker lost each time)");
         tracing::error!(max_attempts, "dead-lettering job whose workers keep dying");
-        let result = finish(Status::Dead, Some(msg.clone()));
-        let written = persist(ctx, &lease, "dead-letter", || {
-            ctx.queue.finish(
-                Completion::new(&lease, &result, ttl).dead_letter("attempts_exhausted", &msg),
-            )
-        })
-        .await;
-        finished(
-            ctx,
-            labels,
-            written,
-            Status::Dead,
-            Some("attempts_exhausted"),
-        );
+        let result = finish(Status::Dead, Some(msg));
+        let reason = Some("attempts_exhausted");
+        conclude(ctx, &lease, labels, &result, ttl, reason, false).await;
         return;
     }
 
     let req = match request(&ctx.cfg, spec, claimed.attempts) {
         Ok(r) => r,
         Err(e) => {
-            let msg = e.to_string();
-            let result = finish(Status::Rejected, Some(msg.clone()));
-            let written = persist(ctx, &lease, "reject", || {
-                ctx.queue
-                    .finish(Completion::new(&lease, &result, ttl).dead_letter("invalid_spec", &msg))
-            })
-            .await;
-            finished(ctx, labels, written, Status::Rejected, Some("invalid_spec"));
+            let result = finish(Status::Rejected, Some(e.to_string()));
+            let reason = Some("invalid_spec");
+            conclude(ctx, &lease, labels, &result, ttl, reason, false).await;
             return;
         }
     };
@@ -171,22 +143,12 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
             ctx.metrics.ran(labels, ran, sandbox_start);
             let result = completed(ctx, &id, &claimed, started_ms, out);
             tracing::info!(status = %result.status, exit_code = ?result.exit_code, "job finished");
-            let written = persist(ctx, &lease, "finish", || {
-                ctx.queue
-                    .finish(Completion::new(&lease, &result, ttl).logged(logs.wrote()))
-            })
-            .await;
-            finished(ctx, labels, written, result.status, None);
+            conclude(ctx, &lease, labels, &result, ttl, None, logs.wrote()).await;
         }
         (Err(_), StopReason::Cancelled) => {
             let result = finish(Status::Cancelled, Some("cancelled while running".into()));
             tracing::info!("job cancelled");
-            let written = persist(ctx, &lease, "finish", || {
-                ctx.queue
-                    .finish(Completion::new(&lease, &result, ttl).logged(logs.wrote()))
-            })
-            .await;
-            finished(ctx, labels, written, Status::Cancelled, None);
+            conclude(ctx, &lease, labels, &result, ttl, None, logs.wrote()).await;
         }
         (Err(_), StopReason::Drain) => {
             tracing::info!("handing job back: worker is draining");
@@ -217,16 +179,9 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
                 }
                 Disposition::DeadLetter { reason } => {
                     tracing::error!(error = %message, reason, kind = ?kind, "runner failed; dead-lettering");
-                    let result = finish(Status::Dead, Some(message.clone()));
-                    let written = persist(ctx, &lease, "dead-letter", || {
-                        ctx.queue.finish(
-                            Completion::new(&lease, &result, ttl)
-                                .dead_letter(reason, &message)
-                                .logged(logs.wrote()),
-                        )
-                    })
-                    .await;
-                    finished(ctx, labels, written, Status::Dead, Some(reason));
+                    let result = finish(Status::Dead, Some(message));
+                    let logged = logs.wrote();
+                    conclude(ctx, &lease, labels, &result, ttl, Some(reason), logged).await;
                 }
             }
         }
@@ -234,16 +189,29 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
     drop(guard);
 }
 
-/// Counts a terminal result once Redis took it (a refused write was not this worker's to count).
-fn finished(
+/// Writes the job's terminal result, with a dead letter for the reason `dead_letter` names
+/// (carrying the result's error), and counts it once Redis took it: a refused write was not
+/// this worker's to count.
+async fn conclude(
     ctx: &Context,
+    lease: &Lease,
     labels: JobLabels,
-    written: bool,
-    status: Status,
+    result: &JobResult,
+    ttl_s: u64,
     dead_letter: Option<&'static str>,
+    logged: bool,
 ) {
+    let error = result.error.as_deref().unwrap_or("");
+    let written = persist(ctx, lease, "finish", || {
+        let done = Completion::new(lease, result, ttl_s).logged(logged);
+        ctx.queue.finish(match dead_letter {
+            Some(reason) => done.dead_letter(reason, error),
+            None => done,
+        })
+    })
+    .await;
     if written {
-        ctx.metrics.finished(labels, status, dead_letter);
+        ctx.metrics.finished(labels, result.status, dead_letter);
     }
 }
 
