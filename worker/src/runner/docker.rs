@@ -171,15 +171,7 @@ impl Runner for DockerRunner {
             &req.compiler_options,
             &req.files,
         )
-        .ok_or_else(|| RunnerError::Failed {
-            context: format!(
-                "language {:?} has no command for {} jobs",
-                req.language,
-                req.kind.as_label()
-            ),
-            transient: false,
-            source: None,
-        })?;
+        .ok_or_else(|| sandbox::missing_command(req))?;
         let docker = tokio::select! {
             biased;
             () = cancel.cancelled() => return Err(RunnerError::Cancelled),

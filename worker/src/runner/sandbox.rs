@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::logs::{LogSink, LogSource};
+use crate::runner::{RunRequest, RunnerError};
 
 use self::protocol::{wrapper_failure, EXIT_UNPACK};
 
@@ -28,6 +29,19 @@ pub const LABEL_ATTEMPT: &str = "quayside.attempt";
 pub const WORK_DIR: &str = "/work";
 
 /// The labels every sandbox of one attempt carries.
+/// The job's language has no command for its kind (a config gap, so never worth a retry).
+pub fn missing_command(req: &RunRequest) -> RunnerError {
+    RunnerError::Failed {
+        context: format!(
+            "language {:?} has no command for {} jobs",
+            req.language,
+            req.kind.as_label()
+        ),
+        transient: false,
+        source: None,
+    }
+}
+
 pub fn labels(job_id: &JobId, attempt: u32, worker_id: &str) -> HashMap<String, String> {
     HashMap::from([
         (LABEL_JOB.to_owned(), job_id.to_string()),

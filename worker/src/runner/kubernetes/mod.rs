@@ -244,15 +244,7 @@ impl Runner for KubernetesRunner {
             &req.compiler_options,
             &req.files,
         )
-        .ok_or_else(|| RunnerError::Failed {
-            context: format!(
-                "language {:?} has no command for {} jobs",
-                req.language,
-                req.kind.as_label()
-            ),
-            transient: false,
-            source: None,
-        })?;
+        .ok_or_else(|| sandbox::missing_command(req))?;
         let mut cleanup = Cleanup::default();
         let outcome = tokio::select! {
             biased;
