@@ -328,7 +328,7 @@ mod docker {
     use std::time::{Duration, Instant};
 
     use anyhow::{bail, ensure, Context as _};
-    use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
+    use bollard::models::{ContainerCreateBody, HostConfig};
     use bollard::query_parameters::{
         CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
         StartContainerOptions, WaitContainerOptions,
@@ -423,52 +423,11 @@ mod docker {
             .get(LANGUAGE)
             .and_then(|l| l.default_limits(&worker.default, &worker.max).ok())
             .unwrap_or(Limits::DEFAULT);
-        let (uid, gid) = cfg.uid_gid().unwrap_or((10001, 10001));
-        let size = cfg.tmpfs_bytes;
-        let tmpfs = HashMap::from([
-            (
-                "/tmp".to_owned(),
-                format!("rw,noexec,nosuid,nodev,size={size},mode=1777"),
-            ),
-            (
-                WORK_DIR.to_owned(),
-                format!("rw,exec,nosuid,nodev,size={size},uid={uid},gid={gid},mode=0700"),
-            ),
-        ]);
-        let ulimit = |name: &str, value: u64| ResourcesUlimits {
-            name: Some(name.to_owned()),
-            soft: Some(i64::try_from(value).unwrap_or(i64::MAX)),
-            hard: Some(i64::try_from(value).unwrap_or(i64::MAX)),
-        };
-        let memory = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
+        // The worker's own container settings, so the baseline is like for like.
         body.user = Some(cfg.user.clone());
         body.working_dir = Some(WORK_DIR.into());
         body.network_disabled = Some(true);
-        body.host_config = Some(HostConfig {
-            memory: Some(memory),
-            memory_swap: Some(memory),
-            nano_cpus: Some(
-                i64::try_from(limits.cpu_millicores.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
-            ),
-            pids_limit: Some(i64::try_from(limits.pids).unwrap_or(i64::MAX)),
-            ulimits: Some(vec![
-                ulimit("nofile", cfg.max_open_files),
-                ulimit("fsize", cfg.max_file_bytes),
-                ulimit("msgqueue", 0),
-            ]),
-            readonly_rootfs: Some(true),
-            tmpfs: Some(tmpfs),
-            network_mode: Some("none".into()),
-            ipc_mode: Some("none".into()),
-            cap_drop: Some(vec!["ALL".into()]),
-            security_opt: Some(vec!["no-new-privileges".into()]),
-            privileged: Some(false),
-            log_config: Some(HostConfigLogConfig {
-                typ: Some("none".into()),
-                config: None,
-            }),
-            ..Default::default()
-        });
+        body.host_config = Some(quayside_worker::runner::docker::host_config(&cfg, &limits));
         body
     }
 

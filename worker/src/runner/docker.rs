@@ -13,6 +13,8 @@
 mod attempt;
 mod spec;
 
+pub use spec::host_config;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 

@@ -7,7 +7,7 @@ use bollard::models::{
     MountVolumeOptionsDriverConfig, ResourcesUlimits,
 };
 use quayside_common::config::{DockerConfig, FileTransfer};
-use quayside_common::JobKind;
+use quayside_common::{JobKind, Limits};
 
 use crate::runner::sandbox::WORK_DIR;
 use crate::runner::RunRequest;
@@ -45,13 +45,14 @@ pub fn create_body(
         tty: Some(false),
         network_disabled: Some(true),
         labels: Some(labels),
-        host_config: Some(host_config(cfg, req)),
+        host_config: Some(host_config(cfg, &req.limits)),
         ..Default::default()
     }
 }
 
-fn host_config(cfg: &DockerConfig, req: &RunRequest) -> HostConfig {
-    let limits = &req.limits;
+/// Every limit and hardening option of a job container (the benchmark's like-for-like bare
+/// API baseline uses it too, so the two cannot drift apart).
+pub fn host_config(cfg: &DockerConfig, limits: &Limits) -> HostConfig {
     let memory = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
     let (uid, gid) = cfg.uid_gid().unwrap_or(DEFAULT_UID_GID);
     let size = cfg.tmpfs_bytes;
