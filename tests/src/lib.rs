@@ -341,21 +341,28 @@ impl WorkerHandle {
         assert_eq!(rc, 0, "kill({}, {sig})", self.pid);
     }
 
-    /// Waits for the process to exit; returns its exit code if it exited normally.
+    /// Waits for the process to exit. Returns its exit code, or `None` when a signal killed it.
     pub async fn wait_exit(&self, secs: u64) -> Option<i32> {
         let path = format!("/proc/{}/stat", self.pid);
         within(secs, &format!("worker {} to exit", self.id), async {
             loop {
-                // A zombie (state Z) has exited; our Drop reaps it.
-                match std::fs::read_to_string(&path) {
-                    Ok(stat) if stat.split(' ').nth(2) == Some("Z") => return,
-                    Err(_) => return,
-                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                // A zombie (state Z) has exited but is not reaped yet (our Drop reaps it), so
+                // its wait status is still in field 52 of its stat line.
+                let stat = std::fs::read_to_string(&path).expect("our child is not reaped yet");
+                let fields: Vec<&str> = stat
+                    .rsplit_once(')')
+                    .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+                if fields.first() == Some(&"Z") {
+                    let status: i32 = fields
+                        .get(49)
+                        .and_then(|f| f.parse().ok())
+                        .expect("exit_code field");
+                    return (status & 0x7f == 0).then_some(status >> 8);
                 }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
-        .await;
-        None
+        .await
     }
 }
 

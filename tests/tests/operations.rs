@@ -313,7 +313,7 @@ async fn readiness_turns_false_while_draining() {
         .any(|l| l.starts_with("quayside_worker_draining{") && l.ends_with(" 1")));
     assert_eq!(http_get(&addr, "/healthz").await.expect("healthz").0, 200);
 
-    w.wait_exit(10).await;
+    assert_eq!(w.wait_exit(10).await, Some(0), "drained worker exits 0");
     within(5, "listener closed after the drain", async {
         while http_get(&addr, "/healthz").await.is_ok() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -21,7 +21,7 @@ async fn a_job_whose_worker_is_killed_completes_on_another_exactly_once() {
     let a = q.spawn_worker(|c| c.worker.lease_ms = 1_000);
     q.wait_state(&spec.id, Status::Running, 10).await;
     a.signal(9);
-    a.wait_exit(5).await;
+    assert_eq!(a.wait_exit(5).await, None, "killed by the signal");
     q.spawn_worker(|c| c.worker.lease_ms = 1_000);
     let r = q
         .wait_all(std::slice::from_ref(&spec.id), 20)
@@ -248,7 +248,7 @@ async fn a_job_that_kills_every_worker_is_quarantined() {
     // Both allowed attempts take their worker down with them.
     for _ in 0..2 {
         let w = q.spawn_worker(|c| c.worker.lease_ms = 600);
-        w.wait_exit(15).await;
+        assert_eq!(w.wait_exit(15).await, None, "the job aborted its worker");
     }
     let w = q.spawn_worker(|c| c.worker.lease_ms = 600);
     let r = q
@@ -428,7 +428,7 @@ async fn drain_finishes_running_jobs_within_the_grace_period() {
         q.wait_state(id, Status::Running, 10).await;
     }
     w.signal(15);
-    w.wait_exit(10).await;
+    assert_eq!(w.wait_exit(10).await, Some(0), "a drained worker exits 0");
     let st: Vec<Status> =
         futures_util::future::join_all(ids.iter().map(|id| q.producer.status(id)))
             .await
@@ -470,7 +470,7 @@ async fn drain_past_the_grace_period_hands_jobs_back_without_spending_an_attempt
     }
     let signalled = Instant::now();
     w.signal(15);
-    w.wait_exit(10).await;
+    assert_eq!(w.wait_exit(10).await, Some(0), "a drained worker exits 0");
     assert!(
         signalled.elapsed() < Duration::from_secs(3),
         "drain took {:?}",
