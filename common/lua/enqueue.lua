@@ -27,7 +27,12 @@ for j = 0, n - 1 do
       local bk = K.batch(batch)
       redis.call('HINCRBY', bk, 'total', 1)
       redis.call('HINCRBY', bk, 'remaining', 1)
+      redis.call('HSETNX', bk, 'created_at', now)
+      redis.call('HDEL', bk, 'finished_at')
       redis.call('PERSIST', bk)
+      local members = K.batch_jobs(batch)
+      redis.call('RPUSH', members, id)
+      redis.call('PERSIST', members)
     end
     depth = depth + 1
     out[#out + 1] = 'new:' .. entry

@@ -43,7 +43,11 @@ local function finalize(id, status, result, ttl, log_cap, was, batch, cancel, lo
     if was == 'running' then redis.call('HINCRBY', bk, 'running', -1) end
     redis.call('HINCRBY', bk, 's:' .. status, 1)
     -- A batch lives until its last job ends, then as long as that job's result.
-    if redis.call('HINCRBY', bk, 'remaining', -1) <= 0 then redis.call('EXPIRE', bk, ttl) end
+    if redis.call('HINCRBY', bk, 'remaining', -1) <= 0 then
+      redis.call('HSET', bk, 'finished_at', now_ms())
+      redis.call('EXPIRE', bk, ttl)
+      redis.call('EXPIRE', K.batch_jobs(batch), ttl)
+    end
     redis.call('PUBLISH', K.batch_events(batch), id .. ' ' .. status)
   end
 end

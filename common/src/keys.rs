@@ -13,6 +13,7 @@ const STREAM: &str = "stream:";
 const JOB: &str = "job:";
 const LOGS: &str = "logs:";
 const BATCH: &str = "batch:";
+const BATCH_JOBS: &str = "batch-jobs:";
 const DONE: &str = "done:";
 const BATCH_EVENTS: &str = "batch-events:";
 const DELAYED: &str = "delayed";
@@ -79,6 +80,11 @@ impl Keys {
         format!("{}{BATCH}{batch}", self.prefix)
     }
 
+    /// List: ids of the batch's jobs in enqueue order (for its summary, status and cancel).
+    pub fn batch_jobs(&self, batch: &str) -> String {
+        format!("{}{BATCH_JOBS}{batch}", self.prefix)
+    }
+
     /// Sorted set: job ids waiting for a retry, scored by due time (ms).
     pub fn delayed(&self) -> String {
         format!("{}{DELAYED}", self.prefix)
@@ -130,6 +136,7 @@ K.streams = {{ P .. '{STREAM}high', P .. '{STREAM}normal', P .. '{STREAM}low' }}
 function K.job(id) return P .. '{JOB}' .. id end
 function K.logs(id) return P .. '{LOGS}' .. id end
 function K.batch(b) return P .. '{BATCH}' .. b end
+function K.batch_jobs(b) return P .. '{BATCH_JOBS}' .. b end
 function K.done(id) return P .. '{DONE}' .. id end
 function K.batch_events(b) return P .. '{BATCH_EVENTS}' .. b end
 K.delayed = P .. '{DELAYED}'
@@ -157,6 +164,7 @@ mod tests {
             k.job(&id),
             k.logs(&id),
             k.batch("b"),
+            k.batch_jobs("b"),
             k.delayed(),
             k.dlq(),
             k.running(),

@@ -24,6 +24,8 @@ pub enum Error {
     },
     #[error("job {0} not found (never enqueued, or its result expired)")]
     NotFound(JobId),
+    #[error("batch {0} not found (no job was enqueued under it, or it expired)")]
+    BatchNotFound(String),
     #[error("no result for job {id} within {waited_ms} ms")]
     Timeout { id: JobId, waited_ms: u64 },
     #[error("record of job {id} is unreadable")]

@@ -12,7 +12,9 @@
 //! # Ok(()) }
 //! ```
 
+mod batch;
 mod error;
+mod record;
 mod stats;
 
 use std::collections::HashMap;
@@ -24,10 +26,11 @@ use futures_util::StreamExt as _;
 use quayside_common::config::{Config, QueueConfig};
 use quayside_common::connection::Redis;
 use quayside_common::scripts::Scripts;
-use quayside_common::wire::{decode_result, encode_result, encode_spec};
+use quayside_common::wire::{encode_result, encode_spec};
 use quayside_common::{JobId, JobResult, JobSpec, Keys, Priority, Status};
 use serde::Serialize;
 
+pub use batch::{BatchCancelled, BatchEvent, BatchStatus};
 pub use error::Error;
 pub use stats::{PriorityStats, QueueStats, WorkerInfo};
 
@@ -62,6 +65,7 @@ pub struct JobStatus {
     pub attempts: u32,
     pub priority: Option<Priority>,
     pub worker: Option<String>,
+    pub batch: Option<String>,
     pub enqueued_at_ms: Option<u64>,
     pub last_error: Option<String>,
     pub cancel_requested: bool,
@@ -269,41 +273,7 @@ impl Producer {
         let fields: HashMap<String, Vec<u8>> = self
             .query("HGETALL", redis::cmd("HGETALL").arg(self.keys.job(id)))
             .await?;
-        if fields.is_empty() {
-            return Ok(None);
-        }
-        let text = |k: &str| {
-            fields
-                .get(k)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .filter(|s| !s.is_empty())
-        };
-        let state = text("state")
-            .and_then(|s| s.parse::<Status>().ok())
-            .ok_or_else(|| Error::Reply {
-                op: "status",
-                detail: format!("record of {id} has no valid state"),
-            })?;
-        let result = match fields.get("result").filter(|r| !r.is_empty()) {
-            Some(r) => Some(decode_result(r).map_err(|source| Error::Corrupt {
-                id: id.clone(),
-                source,
-            })?),
-            None => None,
-        };
-        Ok(Some(JobStatus {
-            id: id.clone(),
-            state,
-            attempts: text("attempts").and_then(|a| a.parse().ok()).unwrap_or(0),
-            priority: text("priority")
-                .and_then(|p| p.parse::<usize>().ok())
-                .and_then(|i| Priority::from_index(i.wrapping_sub(1))),
-            worker: text("worker"),
-            enqueued_at_ms: text("enqueued_at").and_then(|a| a.parse().ok()),
-            last_error: text("last_error"),
-            cancel_requested: text("cancel").as_deref() == Some("1"),
-            result,
-        }))
+        record::parse(id, &fields)
     }
 
     /// Waits for the job's terminal result without polling: subscribes to its completion

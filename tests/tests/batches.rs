@@ -1,0 +1,115 @@
+//! Batch counters, member list, live follow and cancel, against a real redis-server and real
+//! worker processes (test script runner).
+
+use std::collections::HashSet;
+
+use futures_util::StreamExt as _;
+use quayside_common::{JobId, Status};
+use quayside_e2e::{within, TestQueue};
+use quayside_producer::{BatchEvent, Error};
+
+#[tokio::test]
+async fn a_followed_batch_reports_every_ending_once_and_final_counters() {
+    let q = TestQueue::new("batch-follow");
+    let mut specs = Vec::new();
+    for i in 0..60 {
+        let script = match i % 3 {
+            0 => "print ok".to_owned(),
+            1 => "exit 2".to_owned(),
+            _ => format!("sleep {}", 10 + i),
+        };
+        let mut s = q.job(&script);
+        s.batch = Some("b1".into());
+        specs.push(s);
+    }
+    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
+    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    // A second enqueue of the same ids is idempotent: the batch still counts 60.
+    q.producer.enqueue_many(&specs).await.expect("re-enqueue");
+
+    let before = q.producer.batch_status("b1").await.expect("status");
+    let before = before.expect("batch exists");
+    assert_eq!(
+        (before.total, before.remaining, before.queued),
+        (60, 60, 60)
+    );
+    assert!(!before.done);
+    assert_eq!(q.producer.batch_jobs("b1").await.expect("members"), ids);
+
+    let mut events = q.producer.follow_batch("b1");
+    q.spawn_worker(|c| c.worker.slots = 4);
+    let mut ended = Vec::new();
+    let last = within(60, "batch to finish", async {
+        let mut last = None;
+        while let Some(ev) = events.next().await {
+            match ev.expect("event") {
+                BatchEvent::JobEnded { id, status } => ended.push((id, status)),
+                BatchEvent::Progress(p) => last = Some(p),
+            }
+        }
+        last.expect("at least one progress")
+    })
+    .await;
+    assert!(
+        last.done,
+        "the stream ends with the final counters: {last:?}"
+    );
+    assert_eq!((last.total, last.remaining, last.running), (60, 0, 0));
+    assert_eq!(last.succeeded, 40, "{last:?}");
+    assert_eq!(last.unsuccessful, 20);
+    assert_eq!(last.by_status.get("failed"), Some(&20));
+    assert!(last.finished_at_ms >= last.created_at_ms);
+    let unique: HashSet<_> = ended.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(ended.len(), 60, "each ending reported exactly once");
+    assert_eq!(unique, ids.iter().cloned().collect());
+
+    let records = q.producer.statuses(&ids).await.expect("records");
+    for (i, r) in records.iter().enumerate() {
+        let r = r.as_ref().expect("record");
+        let want = if i % 3 == 1 {
+            Status::Failed
+        } else {
+            Status::Succeeded
+        };
+        assert_eq!(r.state, want, "job {i}");
+        assert_eq!(r.batch.as_deref(), Some("b1"));
+    }
+    q.assert_settled(&ids).await;
+}
+
+#[tokio::test]
+async fn cancelling_a_batch_ends_what_is_left() {
+    let q = TestQueue::new("batch-cancel");
+    let mut specs = Vec::new();
+    for _ in 0..30 {
+        let mut s = q.job("sleep 30000");
+        s.batch = Some("b2".into());
+        specs.push(s);
+    }
+    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
+    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    q.spawn_worker(|c| c.worker.slots = 2);
+    q.wait_state(&ids[0], Status::Running, 20).await;
+    q.wait_state(&ids[1], Status::Running, 20).await;
+
+    let tally = q.producer.cancel_batch("b2").await.expect("cancel");
+    assert_eq!((tally.requested, tally.cancelled), (2, 28), "{tally:?}");
+    let results = q.wait_all(&ids, 30).await;
+    assert!(results.iter().all(|r| r.status == Status::Cancelled));
+    let status = q.producer.batch_status("b2").await.expect("status");
+    let status = status.expect("batch");
+    assert!(status.done);
+    assert_eq!(status.by_status.get("cancelled"), Some(&30));
+    q.assert_settled(&ids).await;
+
+    match q.producer.cancel_batch("no-such-batch").await {
+        Err(Error::BatchNotFound(b)) => assert_eq!(b, "no-such-batch"),
+        other => panic!("expected BatchNotFound, got {other:?}"),
+    }
+    assert!(q
+        .producer
+        .batch_status("no-such-batch")
+        .await
+        .expect("status")
+        .is_none());
+}
