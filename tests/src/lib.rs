@@ -115,9 +115,14 @@ impl TestQueue {
     }
 
     /// Starts the real `quayside-worker` binary (Docker runner, default language table).
+    ///
+    /// Its id defaults to `<queue>-w<n>`: a Docker worker removes the containers labelled with
+    /// its own id at start, so a plain `w0` would kill those of a parallel test's `w0`.
     pub fn spawn_real_worker(&self, tweak: impl FnOnce(&mut Config)) -> WorkerHandle {
+        let n = self.workers.lock().expect("lock").len();
         self.spawn(&bin_path("quayside-worker"), &["--config"], |cfg| {
             cfg.languages = quayside_common::config::default_languages();
+            cfg.worker.id = Some(format!("{}-w{n}", cfg.queue.name));
             tweak(cfg);
         })
     }
