@@ -15,6 +15,8 @@ ensure_dockerd
 # gVisor as the optional second wall: registered so the hostile suite also runs under it.
 scripts/setup-runsc.sh
 scripts/build-images.sh
+# Python venv and node_modules for the client examples that tests/tests/clients.rs runs.
+scripts/setup-clients.sh
 
 work=$(mktemp -d /tmp/quayside-test.XXXXXX)
 if [ -z "${E2E_REDIS_URL:-}" ]; then
