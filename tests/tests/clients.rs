@@ -328,3 +328,53 @@ async fn one_id_is_one_job_through_python_node_the_cli_and_the_producer() {
     done.assert_exactly_once(std::slice::from_ref(&spec.id));
     q.assert_settled(&[spec.id]).await;
 }
+
+/// The fenced `lang` blocks of the protocol doc's section on other languages.
+fn doc_blocks(lang: &str) -> Vec<Vec<String>> {
+    let doc = std::fs::read_to_string(repo().join("docs/protocol.md")).expect("read protocol.md");
+    let (_, section) = doc
+        .split_once("## Clients in other languages")
+        .expect("section in protocol.md");
+    let section = section.split("\n## ").next().unwrap_or_default();
+    let fence = format!("```{lang}\n");
+    section
+        .split(fence.as_str())
+        .skip(1)
+        .map(|b| {
+            let block = b.split("```").next().unwrap_or_default();
+            block.lines().map(|l| l.trim().to_owned()).collect()
+        })
+        .collect()
+}
+
+/// Whether every non-empty line of `block` is a line of `file`, in the same order.
+fn shown_in(block: &[String], file: &str) -> bool {
+    let mut lines = file.lines().map(str::trim);
+    block
+        .iter()
+        .filter(|l| !l.is_empty())
+        .all(|want| lines.any(|l| l == want))
+}
+
+#[test]
+fn the_client_code_in_the_protocol_doc_is_the_code_the_tests_run() {
+    for (fence, lang, files) in [
+        ("python", Lang::Python, ["quayside_client.py", "example.py"]),
+        ("js", Lang::Node, ["quayside-client.js", "example.js"]),
+    ] {
+        let sources: Vec<String> = files
+            .iter()
+            .map(|f| std::fs::read_to_string(lang.dir().join(f)).expect("read example"))
+            .collect();
+        let blocks = doc_blocks(fence);
+        assert!(blocks.len() >= 2, "protocol.md shows no {fence} client");
+        for block in blocks {
+            assert!(
+                sources.iter().any(|s| shown_in(&block, s)),
+                "docs/protocol.md shows {fence} code that examples/clients/ does not have \
+                 (edit both):\n{}",
+                block.join("\n")
+            );
+        }
+    }
+}

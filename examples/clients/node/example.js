@@ -20,8 +20,16 @@ time.sleep(0.2)
 print(f"sum={sum(numbers)}", flush=True)
 `;
 
-async function main(redis) {
-  const queue = process.env.QUAYSIDE_QUEUE || 'default';
+async function main() {
+  const redis = new Redis(process.env.REDIS_URL || 'redis://127.0.0.1:6379');
+  try {
+    return await run(redis, process.env.QUAYSIDE_QUEUE || 'default');
+  } finally {
+    await redis.quit();
+  }
+}
+
+async function run(redis, queue) {
   const spec = {
     id: process.env.JOB_ID || `js-example-${randomUUID()}`,
     kind: 'run',
@@ -50,8 +58,7 @@ async function main(redis) {
   return result.status === 'succeeded' ? 0 : 1;
 }
 
-const redis = new Redis(process.env.REDIS_URL || 'redis://127.0.0.1:6379');
-main(redis)
-  .then((code) => { process.exitCode = code; })
-  .catch((err) => { console.error(err); process.exitCode = 2; })
-  .finally(() => redis.quit());
+main().then(
+  (code) => { process.exitCode = code; },
+  (err) => { console.error(err); process.exitCode = 2; },
+);
