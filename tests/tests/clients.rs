@@ -68,21 +68,24 @@ impl Lang {
         }
     }
 
-    /// A one-liner that enqueues `$SPEC` with the client library and prints `[id, existing]`.
+    /// A one-liner that enqueues `$SPEC` (under `$MAX_DEPTH`) with the client library and
+    /// prints `[id, existing]`; a refusal is an error naming its class.
     fn enqueue_snippet(self) -> [&'static str; 2] {
         match self {
             Lang::Python => [
                 "-c",
                 "import json, os, redis, quayside_client as q\n\
                  r = redis.Redis.from_url(os.environ['REDIS_URL'], decode_responses=True)\n\
-                 print(json.dumps(q.enqueue(r, os.environ['QUAYSIDE_QUEUE'], json.loads(os.environ['SPEC']))))",
+                 print(json.dumps(q.enqueue(r, os.environ['QUAYSIDE_QUEUE'], json.loads(os.environ['SPEC']),\n\
+                                            int(os.environ['MAX_DEPTH']))))",
             ],
             Lang::Node => [
                 "-e",
                 "const Redis = require('ioredis'); const q = require('./quayside-client');\n\
                  const r = new Redis(process.env.REDIS_URL);\n\
-                 q.enqueue(r, process.env.QUAYSIDE_QUEUE, JSON.parse(process.env.SPEC))\n\
+                 q.enqueue(r, process.env.QUAYSIDE_QUEUE, JSON.parse(process.env.SPEC), +process.env.MAX_DEPTH)\n\
                  .then(({ id, existing }) => console.log(JSON.stringify([id, existing])))\n\
+                 .catch((e) => { console.error(e.constructor.name, e.message); process.exitCode = 1; })\n\
                  .finally(() => r.quit());",
             ],
         }
@@ -124,20 +127,27 @@ async fn run_example(q: &TestQueue, lang: Lang, id: &str) -> (Vec<String>, Value
     (lines, result)
 }
 
-/// Enqueues `spec` with the language's client library; returns what it said already existed.
-async fn enqueue_with(q: &TestQueue, lang: Lang, spec: &Value) -> Option<String> {
-    let out = run(
-        q,
-        lang,
-        &lang.enqueue_snippet(),
-        &[("SPEC", &spec.to_string())],
-    )
-    .await;
-    assert!(out.status.success(), "{lang:?} enqueue failed");
+/// Enqueues `spec` with the language's client library; returns what it said already existed,
+/// or its error output.
+async fn enqueue_with(
+    q: &TestQueue,
+    lang: Lang,
+    spec: &Value,
+    max_depth: u64,
+) -> Result<Option<String>, String> {
+    let env = [
+        ("SPEC", spec.to_string()),
+        ("MAX_DEPTH", max_depth.to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = run(q, lang, &lang.enqueue_snippet(), &env).await;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
     let [id, existing]: [Value; 2] =
         serde_json::from_slice(&out.stdout).expect("[id, existing] JSON");
     assert_eq!(id, spec["id"]);
-    existing.as_str().map(str::to_owned)
+    Ok(existing.as_str().map(str::to_owned))
 }
 
 /// Asserts `want` appear in `lines` in this order (other lines may come between).
@@ -280,14 +290,21 @@ async fn one_id_is_one_job_through_python_node_the_cli_and_the_producer() {
         "batch": "b1",
     });
     // No worker yet, so every later enqueue finds the job queued.
-    assert_eq!(enqueue_with(&q, Lang::Python, &first).await, None);
+    assert_eq!(enqueue_with(&q, Lang::Python, &first, 1).await, Ok(None));
 
     let mut other = first.clone();
     other["files"]["main.py"] = json!("print('someone else enqueued me')");
     assert_eq!(
-        enqueue_with(&q, Lang::Node, &other).await.as_deref(),
-        Some("queued")
+        enqueue_with(&q, Lang::Node, &other, 1).await,
+        Ok(Some("queued".into()))
     );
+    // The script's max_depth holds for them: one queued entry fills a queue of depth 1.
+    let mut second = other.clone();
+    second["id"] = json!("another-id");
+    for lang in [Lang::Python, Lang::Node] {
+        let err = enqueue_with(&q, lang, &second, 1).await.expect_err("full");
+        assert!(err.contains("QueueFull"), "{lang:?}: {err}");
+    }
     let script = q.path("other.py");
     std::fs::write(&script, "print('the cli enqueued me')\n").expect("write");
     let mut cli = Command::new(bin_path("quayside"));
