@@ -12,7 +12,9 @@ use crate::job::SpecError;
 use crate::keys::Keys;
 use crate::limits::{Limits, LimitsSpec};
 
+mod gateway;
 mod kubernetes;
+pub use gateway::GatewayConfig;
 pub use kubernetes::KubernetesConfig;
 
 /// Why configuration could not be loaded. Messages name the offending key.
@@ -43,6 +45,8 @@ pub struct Config {
     pub runner: RunnerConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    /// The HTTP gateway (`quayside serve`).
+    pub gateway: GatewayConfig,
     /// Language table: name (the job's `language`) to how it is built and run.
     pub languages: BTreeMap<String, LanguageConfig>,
 }
@@ -649,6 +653,7 @@ impl Config {
         }
         self.runner.docker.validate()?;
         self.runner.kubernetes.validate()?;
+        self.gateway.validate(&self.limits)?;
         Ok(())
     }
 
@@ -687,6 +692,7 @@ impl Config {
         if c.redis.password.is_some() {
             c.redis.password = Some(Secret::new(REDACTED));
         }
+        c.gateway = c.gateway.redacted();
         c
     }
 }

@@ -6,10 +6,12 @@
 //! - [`wire`]: the versioned JSON encoding of specs and results, and decode errors.
 //! - [`keys`]: the Redis key schema; every key of a queue carries the `{queue}` hash tag.
 //! - [`scripts`]: the Lua scripts that make each state transition one atomic step.
+//! - [`admission`]: whether a spec fits a configuration (language, sizes, limits).
 //! - [`config`]: configuration types, loaded defaults < file < `QUAYSIDE_*` environment.
 //!
 //! The protocol these types implement is specified in `docs/protocol.md`.
 
+pub mod admission;
 pub mod config;
 pub mod connection;
 pub mod job;

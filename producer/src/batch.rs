@@ -184,7 +184,9 @@ impl Producer {
     /// [`Error::BatchNotFound`] for an unknown batch; Redis unreachable.
     pub async fn cancel_batch(&self, batch: &str) -> Result<BatchCancelled, Error> {
         let ids = self.batch_jobs(batch).await?;
-        let outcomes: Vec<_> = stream::iter(ids.iter().map(|id| self.cancel(id)))
+        // Collected first: see `enqueue_many` (`Send` for axum handlers).
+        let calls: Vec<_> = ids.iter().map(|id| self.cancel(id)).collect();
+        let outcomes: Vec<_> = stream::iter(calls)
             .buffered(CANCEL_IN_FLIGHT)
             .collect()
             .await;

@@ -1,6 +1,8 @@
 //! The Quayside producer library: enqueue jobs, wait for results, follow logs, cancel, manage
 //! the dead-letter queue and read queue statistics.
 //!
+//! [`gateway`] serves the same operations over HTTP (`quayside serve`).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), quayside_producer::Error> {
 //! use quayside_common::{config::Config, JobKind, JobSpec};
@@ -14,6 +16,7 @@
 
 mod batch;
 mod error;
+pub mod gateway;
 mod record;
 mod stats;
 
@@ -195,13 +198,19 @@ impl Producer {
             .collect();
         let conn = self.conn().await?;
         // A few chunks in flight keep the pipe full without queueing seconds of work in Redis.
-        let replies: Vec<_> = stream::iter(invocations.iter().map(|inv| {
-            let mut c = conn.clone();
-            async move { inv.invoke_async::<Vec<String>>(&mut c).await }
-        }))
-        .buffered(ENQUEUE_IN_FLIGHT)
-        .collect()
-        .await;
+        // Futures collected before streaming them: a closure inside the stream type makes the
+        // future not provably `Send` for every lifetime, which an axum handler needs.
+        let calls: Vec<_> = invocations
+            .iter()
+            .map(|inv| {
+                let mut c = conn.clone();
+                async move { inv.invoke_async::<Vec<String>>(&mut c).await }
+            })
+            .collect();
+        let replies: Vec<_> = stream::iter(calls)
+            .buffered(ENQUEUE_IN_FLIGHT)
+            .collect()
+            .await;
         let mut out = Vec::with_capacity(specs.len());
         for (chunk, reply) in specs.chunks(ENQUEUE_CHUNK).zip(replies) {
             let answers = reply.map_err(|e| {

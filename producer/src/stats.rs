@@ -65,7 +65,9 @@ pub(crate) async fn read(
     pipe.cmd("ZCARD").arg(keys.delayed());
     pipe.cmd("XLEN").arg(keys.dlq());
     pipe.cmd("HVALS").arg(keys.workers());
-    // XPENDING fails with NOGROUP before any worker created the group: read the raw values.
+    // XPENDING fails with NOGROUP before any worker created the group: take each reply on its
+    // own (an error reply reads as 0) rather than failing the whole pipeline.
+    pipe.ignore_errors();
     let replies: Vec<Value> = pipe
         .query_async(conn)
         .await

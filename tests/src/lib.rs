@@ -1,6 +1,7 @@
 //! End-to-end harness: a real redis-server (from `E2E_REDIS_URL`, default
 //! `redis://127.0.0.1:6379`), real worker processes, one fresh queue per test.
 
+pub mod gateway;
 pub mod ops;
 pub mod script_runner;
 

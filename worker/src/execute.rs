@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use quayside_common::admission::{self, resolve_limits};
 use quayside_common::config::Config;
 use quayside_common::job::SpecError;
 use quayside_common::outcome::Durations;
@@ -269,67 +270,8 @@ fn validate(cfg: &Config, claimed: &Claimed) -> Result<(JobId, JobSpec), (&'stat
         };
         return Err((e.as_label(), e.to_string()));
     }
-    check_against_config(cfg, &spec)
-        .map_err(|e| ("invalid_spec", format!("invalid job spec: {e}")))?;
+    admission::check(cfg, &spec).map_err(|e| ("invalid_spec", format!("invalid job spec: {e}")))?;
     Ok((spec.id.clone(), spec))
-}
-
-fn check_against_config(cfg: &Config, spec: &JobSpec) -> Result<(), SpecError> {
-    if !cfg.languages.contains_key(&spec.language) {
-        let known: Vec<&str> = cfg.languages.keys().map(String::as_str).collect();
-        return Err(SpecError::field(
-            "language",
-            format!(
-                "unknown language {:?} (this worker runs: {})",
-                spec.language,
-                known.join(", ")
-            ),
-        ));
-    }
-    let l = &cfg.limits;
-    let checks = [
-        ("files", spec.files.len() as u64, l.max_files, "files"),
-        (
-            "files",
-            spec.source_bytes() as u64,
-            l.max_source_bytes,
-            "bytes of source",
-        ),
-        ("stdin", spec.stdin.len() as u64, l.max_stdin_bytes, "bytes"),
-        (
-            "max_attempts",
-            u64::from(spec.max_attempts.unwrap_or(1)),
-            u64::from(cfg.queue.max_attempts_cap),
-            "attempts",
-        ),
-        (
-            "result_ttl_s",
-            spec.result_ttl_s.unwrap_or(0),
-            cfg.queue.max_result_ttl_s,
-            "seconds",
-        ),
-    ];
-    for (field, got, max, unit) in checks {
-        if got > max {
-            return Err(SpecError::field(
-                field,
-                format!("{got} {unit} exceeds the configured maximum of {max}"),
-            ));
-        }
-    }
-    resolve_limits(cfg, spec)?;
-    Ok(())
-}
-
-/// The job's limits: its own, else its language's defaults, else the worker's; never over
-/// the worker's maxima.
-fn resolve_limits(cfg: &Config, spec: &JobSpec) -> Result<quayside_common::Limits, SpecError> {
-    let l = &cfg.limits;
-    let defaults = match cfg.languages.get(&spec.language) {
-        Some(lang) => lang.default_limits(&l.default, &l.max)?,
-        None => l.default,
-    };
-    spec.limits.resolve(&defaults, &l.max)
 }
 
 fn request(cfg: &Config, spec: JobSpec, attempt: u32) -> Result<RunRequest, SpecError> {

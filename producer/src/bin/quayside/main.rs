@@ -18,6 +18,8 @@ use quayside_common::wire::decode_spec;
 use quayside_common::{JobId, JobKind, JobResult, JobSpec, Priority, Status};
 use quayside_producer::{Error, Producer, QueueStats};
 
+mod serve;
+
 #[derive(Debug, Parser)]
 #[command(version, about = "Quayside job queue client")]
 struct Cli {
@@ -70,6 +72,8 @@ enum Command {
         #[arg(value_parser = quayside_common::scripts::BODIES.map(|(name, _)| name))]
         name: String,
     },
+    /// Serve the HTTP gateway (docs/http.md) until SIGTERM or SIGINT.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -238,6 +242,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", quayside_common::scripts::source(body));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve(args) => serve::run(cfg, producer, args).await,
         Command::Stats => {
             let stats = producer.stats().await?;
             if json {

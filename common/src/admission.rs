@@ -1,0 +1,73 @@
+//! Admission: whether a well-formed spec fits a configuration. The worker checks every job it
+//! claims with it (a misfit is `rejected`); the HTTP gateway checks before enqueueing, so a
+//! caller hears `422` at once instead of finding a rejected result later.
+
+use crate::config::Config;
+use crate::job::{JobSpec, SpecError};
+use crate::limits::Limits;
+
+/// Checks a shape-valid spec against a configuration: a known language, sizes within
+/// `limits.max_*`, attempts and result TTL within the queue caps, limits within `limits.max`.
+///
+/// # Errors
+/// The first problem found, naming the field.
+pub fn check(cfg: &Config, spec: &JobSpec) -> Result<(), SpecError> {
+    if !cfg.languages.contains_key(&spec.language) {
+        let known: Vec<&str> = cfg.languages.keys().map(String::as_str).collect();
+        return Err(SpecError::field(
+            "language",
+            format!(
+                "unknown language {:?} (configured: {})",
+                spec.language,
+                known.join(", ")
+            ),
+        ));
+    }
+    let l = &cfg.limits;
+    let checks = [
+        ("files", spec.files.len() as u64, l.max_files, "files"),
+        (
+            "files",
+            spec.source_bytes() as u64,
+            l.max_source_bytes,
+            "bytes of source",
+        ),
+        ("stdin", spec.stdin.len() as u64, l.max_stdin_bytes, "bytes"),
+        (
+            "max_attempts",
+            u64::from(spec.max_attempts.unwrap_or(1)),
+            u64::from(cfg.queue.max_attempts_cap),
+            "attempts",
+        ),
+        (
+            "result_ttl_s",
+            spec.result_ttl_s.unwrap_or(0),
+            cfg.queue.max_result_ttl_s,
+            "seconds",
+        ),
+    ];
+    for (field, got, max, unit) in checks {
+        if got > max {
+            return Err(SpecError::field(
+                field,
+                format!("{got} {unit} exceeds the configured maximum of {max}"),
+            ));
+        }
+    }
+    resolve_limits(cfg, spec)?;
+    Ok(())
+}
+
+/// The job's limits: its own, else its language's defaults, else the worker's; never over
+/// the worker's maxima.
+///
+/// # Errors
+/// A limit that is zero or over its maximum, named as `limits.<field>`.
+pub fn resolve_limits(cfg: &Config, spec: &JobSpec) -> Result<Limits, SpecError> {
+    let l = &cfg.limits;
+    let defaults = match cfg.languages.get(&spec.language) {
+        Some(lang) => lang.default_limits(&l.default, &l.max)?,
+        None => l.default,
+    };
+    spec.limits.resolve(&defaults, &l.max)
+}

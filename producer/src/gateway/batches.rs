@@ -1,0 +1,179 @@
+//! `/v1/batches`: many jobs under one batch id, enqueued pipelined; counters, members, cancel.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use quayside_common::config::Config;
+use quayside_common::{JobId, JobResult, JobSpec, Status};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::{body, Gateway};
+use crate::{BatchStatus, Enqueued, Error};
+
+/// Members listed per `GET /v1/batches/{id}?results=true` page, at most.
+const MAX_PAGE: u64 = 1_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    id: Option<String>,
+    jobs: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+struct BatchEnqueued {
+    id: String,
+    total: usize,
+    /// Jobs added now; the others existed already (idempotent re-post).
+    created: usize,
+    jobs: Vec<Enqueued>,
+}
+
+/// The batch id (generated when absent) and its specs, each checked as `POST /v1/jobs` would,
+/// with its `batch` set to the batch id.
+pub(super) fn check(
+    value: serde_json::Value,
+    cfg: &Config,
+) -> Result<(JobId, Vec<JobSpec>), ApiError> {
+    let req: BatchRequest = body::typed(value, "")?;
+    let batch = match &req.id {
+        Some(raw) => body::id(raw)?,
+        None => JobId::generate(),
+    };
+    let max = cfg.gateway.max_batch_jobs;
+    if req.jobs.is_empty() || req.jobs.len() > max {
+        return Err(ApiError::invalid(
+            "invalid_spec",
+            "jobs",
+            format!(
+                "jobs: a batch holds 1 to {max} jobs (gateway.max_batch_jobs), got {}",
+                req.jobs.len()
+            ),
+        ));
+    }
+    let mut specs = Vec::with_capacity(req.jobs.len());
+    for (i, mut value) in req.jobs.into_iter().enumerate() {
+        let prefix = format!("jobs[{i}].");
+        if let Some(obj) = value.as_object_mut() {
+            match obj.get("batch") {
+                Some(b) if b.as_str() != Some(batch.as_str()) => {
+                    return Err(ApiError::invalid(
+                        "invalid_spec",
+                        format!("{prefix}batch"),
+                        format!("{prefix}batch: must be absent or the batch id \"{batch}\""),
+                    ))
+                }
+                _ => {
+                    obj.insert("batch".into(), batch.as_str().into());
+                }
+            }
+        }
+        specs.push(body::job(value, &prefix, cfg)?);
+    }
+    Ok((batch, specs))
+}
+
+/// `POST /v1/batches`: `{"id"?, "jobs": [spec, ...]}`. Every spec is checked first (nothing is
+/// enqueued if one is invalid; errors name `jobs[i].field`), then all are enqueued pipelined.
+/// `201` when any job was added, `200` when every id existed already.
+pub(super) async fn create(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (batch, specs) = check(body::json(&headers, raw)?, &gw.cfg)?;
+    let jobs = gw.producer.enqueue_many(&specs).await?;
+    let created = jobs.iter().filter(|j| j.created).count();
+    let status = if created > 0 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let location = format!("/v1/batches/{batch}");
+    let out = BatchEnqueued {
+        id: batch.as_str().to_owned(),
+        total: jobs.len(),
+        created,
+        jobs,
+    };
+    Ok((status, [(header::LOCATION, location)], Json(out)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ShowQuery {
+    results: Option<String>,
+    offset: Option<String>,
+    limit: Option<String>,
+}
+
+/// One member of a batch as `?results=true` lists it; `state` is absent once its record expired.
+#[derive(Debug, Serialize)]
+struct Member {
+    id: JobId,
+    state: Option<Status>,
+    result: Option<JobResult>,
+}
+
+#[derive(Debug, Serialize)]
+struct BatchView {
+    #[serde(flatten)]
+    status: BatchStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jobs: Option<Vec<Member>>,
+}
+
+/// `GET /v1/batches/{id}`: the counters; with `results=true`, also members `offset..offset+limit`
+/// (enqueue order) with their state and result.
+pub(super) async fn show(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+    Query(q): Query<ShowQuery>,
+) -> Result<Response, ApiError> {
+    let id = body::id(&id)?;
+    let results = body::flag(q.results.as_deref(), "results", false)?;
+    let offset = body::number(q.offset.as_deref(), "offset", 0, 0, u64::from(u32::MAX))? as usize;
+    let limit = body::number(q.limit.as_deref(), "limit", 100, 1, MAX_PAGE)? as usize;
+    let status = gw
+        .producer
+        .batch_status(id.as_str())
+        .await?
+        .ok_or_else(|| Error::BatchNotFound(id.as_str().to_owned()))?;
+    let jobs = if results {
+        let ids = match gw.producer.batch_jobs(id.as_str()).await {
+            Ok(ids) => ids,
+            // Counters without a member list: a batch from before member lists were kept.
+            Err(Error::BatchNotFound(_)) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let page: Vec<JobId> = ids.into_iter().skip(offset).take(limit).collect();
+        let records = gw.producer.statuses(&page).await?;
+        Some(
+            page.into_iter()
+                .zip(records)
+                .map(|(id, st)| Member {
+                    id,
+                    state: st.as_ref().map(|s| s.state),
+                    result: st.and_then(|s| s.result),
+                })
+                .collect(),
+        )
+    } else {
+        None
+    };
+    Ok(Json(BatchView { status, jobs }).into_response())
+}
+
+/// `DELETE /v1/batches/{id}`: cancels every job of the batch that has not ended.
+pub(super) async fn cancel(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = body::id(&id)?;
+    Ok(Json(gw.producer.cancel_batch(id.as_str()).await?).into_response())
+}

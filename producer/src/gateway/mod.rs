@@ -1,0 +1,182 @@
+//! The HTTP gateway, `quayside serve`: the producer library over HTTP for services that would
+//! rather not speak Redis. Same queue, same ids: a job enqueued here, by the CLI or by a raw
+//! `XADD` is one job.
+//!
+//! - [`router`] / [`serve`]: the routes ([`routes`] lists them; `docs/openapi.json` documents
+//!   them, served at `/openapi.json`) and graceful shutdown on the gateway's token.
+//! - `auth`: bearer tokens, compared in constant time; `/healthz`, `/readyz`, `/metrics` and
+//!   `/openapi.json` need none.
+//! - `body`: JSON bodies and query parameters, errors naming the field (`422`).
+//! - `jobs`, `batches`, `sse`: the handlers; logs stream as Server-Sent Events.
+//! - `error`: the one JSON error shape, `{"error", "message", "field"}`.
+//! - [`metrics`]: requests by route template and status.
+
+mod auth;
+mod batches;
+mod body;
+mod error;
+mod jobs;
+pub mod metrics;
+pub mod openapi;
+mod sse;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, MethodRouter};
+use axum::{middleware, Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use quayside_common::config::Config;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use error::{ApiError, ErrorBody};
+
+use crate::Producer;
+
+/// How long `/readyz` waits for Redis.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct Gateway {
+    producer: Producer,
+    cfg: Config,
+    tokens: auth::Tokens,
+    metrics: Option<PrometheusHandle>,
+    shutdown: CancellationToken,
+}
+
+impl Gateway {
+    /// A gateway for the queue of `cfg`, accepting `cfg.gateway.tokens` (none: open). `metrics`
+    /// is what `/metrics` renders (`None`: 404). When `shutdown` fires, waits answer and log
+    /// streams end, so [`serve`] can drain.
+    pub fn new(
+        producer: Producer,
+        cfg: Config,
+        metrics: Option<PrometheusHandle>,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let tokens = auth::Tokens::new(cfg.gateway.tokens.iter().map(|t| t.expose()));
+        Arc::new(Self {
+            producer,
+            cfg,
+            tokens,
+            metrics,
+            shutdown,
+        })
+    }
+}
+
+type Routes = Vec<(&'static str, &'static str, MethodRouter<Arc<Gateway>>)>;
+
+/// Routes behind bearer auth.
+fn api_routes() -> Routes {
+    vec![
+        ("POST", "/v1/jobs", post(jobs::create)),
+        ("GET", "/v1/jobs/{id}", get(jobs::show)),
+        ("DELETE", "/v1/jobs/{id}", delete(jobs::cancel)),
+        ("GET", "/v1/jobs/{id}/wait", get(jobs::wait)),
+        ("GET", "/v1/jobs/{id}/logs", get(sse::logs)),
+        ("POST", "/v1/batches", post(batches::create)),
+        ("GET", "/v1/batches/{id}", get(batches::show)),
+        ("DELETE", "/v1/batches/{id}", delete(batches::cancel)),
+        ("GET", "/v1/stats", get(stats)),
+    ]
+}
+
+/// Routes anyone may call: probes, metrics and the API description.
+fn public_routes() -> Routes {
+    vec![
+        ("GET", "/healthz", get(healthz)),
+        ("GET", "/readyz", get(readyz)),
+        ("GET", "/metrics", get(prometheus)),
+        ("GET", "/openapi.json", get(openapi::serve)),
+    ]
+}
+
+/// Every `(method, path template)` the router serves (`HEAD` of each `GET` aside).
+pub fn routes() -> Vec<(&'static str, &'static str)> {
+    api_routes()
+        .into_iter()
+        .chain(public_routes())
+        .map(|(m, p, _)| (m, p))
+        .collect()
+}
+
+/// The whole application: routes, auth, body limit, JSON errors and request metrics.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    let mut api = Router::new();
+    for (_, path, handler) in api_routes() {
+        api = api.route(path, handler);
+    }
+    let api = api.route_layer(middleware::from_fn_with_state(
+        Arc::clone(&gw),
+        auth::require,
+    ));
+    let mut public = Router::new();
+    for (_, path, handler) in public_routes() {
+        public = public.route(path, handler);
+    }
+    let limit = usize::try_from(gw.cfg.gateway.max_body_bytes).unwrap_or(usize::MAX);
+    api.merge(public)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(error::json_errors))
+        .layer(middleware::from_fn(metrics::track))
+        .with_state(gw)
+}
+
+/// Serves until the gateway's shutdown token fires, then finishes the requests in flight
+/// (waits answer at once and log streams end when it fires).
+///
+/// # Errors
+/// The listener fails.
+pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) -> std::io::Result<()> {
+    let stop = gw.shutdown.clone();
+    axum::serve(listener, router(gw))
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see /openapi.json")
+}
+
+async fn healthz() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// `200` when Redis answers within 2 s, `503` otherwise.
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Result<Response, ApiError> {
+    match tokio::time::timeout(READY_TIMEOUT, gw.producer.stats()).await {
+        Ok(Ok(_)) => Ok(healthz().await),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "redis did not answer within 2 s",
+        )),
+    }
+}
+
+async fn prometheus(State(gw): State<Arc<Gateway>>) -> Response {
+    match &gw.metrics {
+        Some(h) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            h.render(),
+        )
+            .into_response(),
+        None => ApiError::not_found("metrics are off (metrics.enabled)").into_response(),
+    }
+}
+
+async fn stats(State(gw): State<Arc<Gateway>>) -> Result<Response, ApiError> {
+    Ok(Json(gw.producer.stats().await?).into_response())
+}
