@@ -17,6 +17,8 @@ scripts/setup-runsc.sh
 scripts/build-images.sh
 # Python venv and node_modules for the client examples that tests/tests/clients.rs runs.
 scripts/setup-clients.sh
+# schemathesis for the gateway's OpenAPI test (tests/tests/gateway_schema.rs).
+scripts/setup-schemathesis.sh
 
 work=$(mktemp -d /tmp/quayside-test.XXXXXX)
 if [ -z "${E2E_REDIS_URL:-}" ]; then

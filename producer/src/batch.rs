@@ -184,8 +184,10 @@ impl Producer {
     /// [`Error::BatchNotFound`] for an unknown batch; Redis unreachable.
     pub async fn cancel_batch(&self, batch: &str) -> Result<BatchCancelled, Error> {
         let ids = self.batch_jobs(batch).await?;
-        // Collected first: see `enqueue_many` (`Send` for axum handlers).
-        let calls: Vec<_> = ids.iter().map(|id| self.cancel(id)).collect();
+        // Newest first: jobs run roughly in enqueue order, so the queued ones are cancelled
+        // before any running one is stopped, and a slot freed by a stop finds nothing of the
+        // batch left to claim. Collected first: see `enqueue_many` (`Send` for axum handlers).
+        let calls: Vec<_> = ids.iter().rev().map(|id| self.cancel(id)).collect();
         let outcomes: Vec<_> = stream::iter(calls)
             .buffered(CANCEL_IN_FLIGHT)
             .collect()

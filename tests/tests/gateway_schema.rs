@@ -45,6 +45,8 @@ async fn schemathesis_finds_no_server_error_or_schema_violation() {
         })
         .await;
     let report = q.dir.join("schemathesis");
+    // Schemathesis keeps a `.schemathesis` cache in its working directory: the test's own.
+    let workdir = q.dir.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(&st)
             .arg("run")
@@ -59,6 +61,7 @@ async fn schemathesis_finds_no_server_error_or_schema_violation() {
             .arg("--report-dir")
             .arg(&report)
             .env("NO_COLOR", "1")
+            .current_dir(&workdir)
             .output()
             .map(|o| (o, gw))
     })
