@@ -153,6 +153,20 @@ impl TestQueue {
         WorkerHandle { pid, id }
     }
 
+    /// The built `quayside` CLI, pointed at this queue (`bin_path`: build the binaries first).
+    pub fn cli(&self) -> Command {
+        let bin = bin_path("quayside");
+        assert!(
+            bin.exists(),
+            "{} not built: run cargo build --workspace --bins first",
+            bin.display()
+        );
+        let mut c = Command::new(bin);
+        c.args(["--redis-url", &self.cfg.redis.url])
+            .args(["--queue", &self.cfg.queue.name]);
+        c
+    }
+
     /// Waits for every job's terminal result.
     pub async fn wait_all(&self, ids: &[JobId], secs: u64) -> Vec<JobResult> {
         let mut out = Vec::new();
