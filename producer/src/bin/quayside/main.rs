@@ -1,8 +1,8 @@
 //! `quayside`: enqueue jobs, wait for them, follow logs, cancel, manage dead letters, read stats.
 //!
 //! Exit codes scripts can rely on: 0 ok (for `wait`/`submit --wait`: the job succeeded),
-//! 1 the job ended but did not succeed, 2 usage or invalid job, 3 job not found,
-//! 4 timed out waiting, 5 Redis or other infrastructure error.
+//! 1 the job ended but did not succeed, 2 usage or invalid job, 3 job or batch not found,
+//! 4 timed out waiting, 5 Redis or other infrastructure error; 130 Ctrl-C while following a batch.
 
 mod batch;
 mod job_flags;

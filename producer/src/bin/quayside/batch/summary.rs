@@ -132,7 +132,8 @@ pub fn print(
     }
     writeln!(out, "{:<16} {:>7}", "total", rows.len())?;
 
-    let mut by_time: Vec<&Row> = rows.iter().filter(|r| r.result.is_some()).collect();
+    // Jobs that never ran (cancelled while queued, rejected) have no time to rank.
+    let mut by_time: Vec<&Row> = rows.iter().filter(|r| r.exec_ms() > 0).collect();
     by_time.sort_by_key(|r| std::cmp::Reverse(r.exec_ms()));
     if slowest > 0 && !by_time.is_empty() {
         writeln!(out, "\nslowest (build + run time)")?;
