@@ -327,13 +327,13 @@ async fn progress_is_a_redrawn_bar_on_a_terminal() {
     let q = TestQueue::new("batch-tty");
     q.spawn_worker(|c| c.worker.slots = 2);
     let dir = small_folder(&q, "jobs");
-    let cmd = format!(
-        "stty cols 160 rows 40; {} --redis-url {} --queue {} batch --language script \
-         --batch-id tty --wait {dir}",
+    let base = format!(
+        "stty cols 160 rows 40; {} --redis-url {} --queue {}",
         bin_path("quayside").display(),
         q.cfg.redis.url,
         q.cfg.queue.name
     );
+    let cmd = format!("{base} batch --language script --batch-id tty --wait {dir}");
     // `script` gives the CLI a pseudo-terminal as stdin, stdout and stderr.
     let mut script = Command::new("script");
     script
@@ -360,6 +360,18 @@ async fn progress_is_a_redrawn_bar_on_a_terminal() {
     assert!(
         screen.contains("not succeeded: 1"),
         "the summary follows: {screen:?}"
+    );
+
+    // A terminal that cannot redraw gets the plain lines.
+    let mut script = Command::new("script");
+    script
+        .args(["-qfec", &format!("{base} batch wait tty"), "/dev/null"])
+        .env("TERM", "dumb");
+    let screen = text(&run(script, 60).await.stdout);
+    assert!(!screen.contains('\u{1b}'), "{screen:?}");
+    assert!(
+        screen.contains("batch tty: 12/12 ended: 11 ok, 1 failed"),
+        "{screen:?}"
     );
 }
 

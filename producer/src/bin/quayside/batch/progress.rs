@@ -98,8 +98,10 @@ struct View {
 
 impl View {
     fn new(batch: &str) -> Self {
-        let output = if std::io::stderr().is_terminal() {
-            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        // indicatif draws only on a terminal that can redraw (a TTY, TERM not `dumb`).
+        let target = ProgressDrawTarget::stderr();
+        let output = if std::io::stderr().is_terminal() && !target.is_hidden() {
+            let bar = ProgressBar::with_draw_target(Some(0), target);
             bar.set_style(
                 ProgressStyle::with_template(
                     "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} {msg}",
@@ -140,9 +142,9 @@ impl View {
                 if self.last.is_none() {
                     bar.enable_steady_tick(Duration::from_millis(200));
                 }
+                bar.set_message(format!("{counts}, {speed}"));
                 bar.set_length(s.total);
                 bar.set_position(ended);
-                bar.set_message(format!("{counts}, {speed}"));
             }
             Output::Lines { last } => {
                 if s.done || last.is_none_or(|t| t.elapsed() >= LINE_EVERY) {
