@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks (not tests): scripts/bench.sh queue|docker|idle
+# Benchmarks (not tests): scripts/bench.sh queue|docker|idle|batch
 #   queue   enqueue and processing rates, latency at 500 jobs/s, Redis commands per job, with a
 #           runner that returns at once, against a private redis-server (AOF everysec, as in
 #           production) on 127.0.0.1. BENCH_METRICS=0 runs it without metrics (no recorder, no
@@ -10,6 +10,14 @@
 #           (`docker run --rm` loop, bare Engine API create+start+wait+remove). Needs the
 #           Docker engine (started if it does not answer) and quayside/runner-c:1 (built
 #           offline if missing). Sizes: BENCH_SEQ (30), BENCH_BATCH (200), BENCH_PARALLEL (2,4).
+#   batch   `quayside batch --wait` of BENCH_BATCH_JOBS (1000) C hello-world compile-and-run jobs
+#           (a folder, one file per job) through 2 quayside-worker processes with
+#           BENCH_BATCH_SLOTS (2) slots each (2 x 2 = 4 jobs at once: on 2 cores each job's gcc
+#           and container start are CPU-bound, so more only queues inside dockerd), wall time
+#           from submit to summary; then the same work as `xargs -P <2 x slots>` over
+#           `docker run -i --rm` with the runner's own hardening flags (printed from its
+#           host config by `quayside-bench docker-run-argv`), the source on stdin. Each side
+#           gets one warm-up job first and is bounded by BENCH_BATCH_TIMEOUT_S (1800).
 #   idle    the real quayside-worker (Docker runner) idle: memory (VmRSS) and CPU over 30 s,
 #           scraped twice like Prometheus would, against a private Redis.
 # The binary is built with cargo into $CARGO_TARGET_DIR (default target/).
@@ -67,8 +75,70 @@ case "$what" in
     python3 -c "import sys; c, s, hz = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]); print(f'cpu: {c:.0f} ticks in {s:.1f} s = {100 * c / hz / s:.3f}% of one core')" \
       "$((c1 - c0))" "$(python3 -c "print($t1 - $t0)")" "$(getconf CLK_TCK)"
     ;;
+  batch)
+    ensure_packages docker:docker.io dockerd:docker.io debootstrap:debootstrap
+    ensure_dockerd
+    scripts/build-images.sh c
+    cargo build --release -q --bin quayside --bin quayside-worker
+    cargo build --release -q -p quayside-e2e --bin quayside-bench
+    jobs=${BENCH_BATCH_JOBS:-1000}
+    slots=${BENCH_BATCH_SLOTS:-2}
+    limit=${BENCH_BATCH_TIMEOUT_S:-1800}
+    parallel=$((2 * slots))
+    work=$(mktemp -d /tmp/quayside-bench.XXXXXX)
+    start_redis "$work/redis"
+    WORKER_PIDS=()
+    trap 'kill "${WORKER_PIDS[@]}" "$REDIS_PID" 2>/dev/null || true; remove_bench_containers; rm -rf "$work"' EXIT
+    remove_bench_containers
+    quayside() { "$target/release/quayside" --redis-url "$REDIS_URL" --queue bench "$@"; }
+    for w in 1 2; do
+      printf '[redis]\nurl = "%s"\n[queue]\nname = "bench"\n[worker]\nid = "quayside-bench-docker-batch-%s"\nslots = %s\n[metrics]\nlisten_addr = ""\n[runner]\nbackend = "docker"\n' \
+        "$REDIS_URL" "$w" "$slots" >"$work/worker$w.toml"
+      RUST_LOG=warn "$target/release/quayside-worker" --config "$work/worker$w.toml" 2>"$work/worker$w.log" &
+      WORKER_PIDS+=($!)
+    done
+    mkdir -p "$work/jobs" "$work/out"
+    for i in $(seq -w 1 "$jobs"); do
+      printf '#include <stdio.h>\nint main(void) { printf("hello %%s\\n", "%s"); return 0; }\n' "$i" >"$work/jobs/hello-$i.c"
+    done
+    echo "batch benchmark: $jobs C compile+run jobs; 2 workers x $slots slots vs xargs -P $parallel docker run"
+    # Warm-up (not counted): image layers and the engine's caches, for both sides.
+    first="$work/jobs/hello-$(seq -w 1 "$jobs" | head -1).c"
+    quayside submit --language c --wait --timeout 120 "$first" >/dev/null
+    t0=$(date +%s.%N)
+    set +e
+    quayside batch "$work/jobs" --batch-id bench --wait --timeout "$limit" --failures 3 >"$work/summary.txt" 2>"$work/progress.txt"
+    rc=$?
+    set -e
+    t1=$(date +%s.%N)
+    head -12 "$work/summary.txt"
+    [ "$rc" -eq 0 ] || { echo "quayside batch exited $rc (1 = some job failed, 4 = timeout); see above" >&2; tail -5 "$work/progress.txt" >&2; exit 1; }
+
+    mapfile -d '' -t argv < <("$target/release/quayside-bench" docker-run-argv "quayside.bench=batch-$$")
+    # one SRC: compile and run SRC in the sandbox, its output next to the other outputs.
+    printf '#!/bin/sh\nsrc=$1; shift\nexec docker "$@" <"$src" >"%s/out/${src##*/}.out" 2>&1\n' "$work" >"$work/one.sh"
+    chmod +x "$work/one.sh"
+    "$work/one.sh" "$first" "${argv[@]}"
+    rm -f "$work"/out/*
+    t2=$(date +%s.%N)
+    set +e
+    find "$work/jobs" -name '*.c' | sort | timeout "$limit" xargs -P "$parallel" -I{} "$work/one.sh" {} "${argv[@]}"
+    xrc=$?
+    set -e
+    t3=$(date +%s.%N)
+    ok=$(grep -l '^hello ' "$work"/out/*.out 2>/dev/null | wc -l)
+    [ "$xrc" -eq 0 ] && [ "$ok" -eq "$jobs" ] || { echo "xargs baseline: exit $xrc, $ok/$jobs printed hello" >&2; exit 1; }
+    python3 - "$jobs" "$t0" "$t1" "$t2" "$t3" "$parallel" "$slots" <<'PY'
+import sys
+n, t0, t1, t2, t3, p, s = int(sys.argv[1]), *map(float, sys.argv[2:6]), sys.argv[6], sys.argv[7]
+q, x = t1 - t0, t3 - t2
+print(f"quayside batch --wait (2 workers x {s} slots): {q:8.1f} s  {n / q:6.1f} jobs/s  (submit to summary)")
+print(f"xargs -P {p} docker run --rm (hardened):      {x:8.1f} s  {n / x:6.1f} jobs/s")
+print(f"quayside / xargs wall time: {q / x:.2f}")
+PY
+    ;;
   *)
-    echo "usage: scripts/bench.sh queue|docker|idle" >&2
+    echo "usage: scripts/bench.sh queue|docker|idle|batch" >&2
     exit 2
     ;;
 esac

@@ -20,7 +20,7 @@ pub mod gateway;
 mod record;
 mod stats;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,6 +72,9 @@ pub struct JobStatus {
     pub enqueued_at_ms: Option<u64>,
     pub last_error: Option<String>,
     pub cancel_requested: bool,
+    /// The spec's labels (e.g. `name`, which `quayside batch` sets to the job's path).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     pub result: Option<JobResult>,
 }
 

@@ -1,6 +1,6 @@
 //! Reading a job's record hash into a [`JobStatus`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use quayside_common::wire::decode_result;
 use quayside_common::{JobId, Priority, Status};
@@ -46,6 +46,19 @@ pub(crate) fn parse(
         enqueued_at_ms: text("enqueued_at").and_then(|a| a.parse().ok()),
         last_error: text("last_error"),
         cancel_requested: text("cancel").as_deref() == Some("1"),
+        labels: fields.get("spec").map(|s| labels(s)).unwrap_or_default(),
         result,
     }))
+}
+
+/// The labels of a stored spec; none if it does not parse (the worker judges specs, not readers).
+fn labels(spec: &[u8]) -> BTreeMap<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Labels {
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
+    }
+    serde_json::from_slice::<Labels>(spec)
+        .map(|l| l.labels)
+        .unwrap_or_default()
 }

@@ -3,6 +3,7 @@
 
 pub mod gateway;
 pub mod ops;
+pub mod sandbox_cli;
 pub mod script_runner;
 
 use std::collections::{BTreeMap, HashMap};
@@ -157,6 +158,20 @@ impl TestQueue {
             .expect("lock")
             .push(WorkerProcess { child });
         WorkerHandle { pid, id }
+    }
+
+    /// The built `quayside` CLI, pointed at this queue (`bin_path`: build the binaries first).
+    pub fn cli(&self) -> Command {
+        let bin = bin_path("quayside");
+        assert!(
+            bin.exists(),
+            "{} not built: run cargo build --workspace --bins first",
+            bin.display()
+        );
+        let mut c = Command::new(bin);
+        c.args(["--redis-url", &self.cfg.redis.url])
+            .args(["--queue", &self.cfg.queue.name]);
+        c
     }
 
     /// Waits for every job's terminal result.

@@ -143,7 +143,15 @@ async fn main() -> anyhow::Result<()> {
     match mode.as_str() {
         "queue" => queue_main().await,
         "docker" => docker::main().await,
-        other => anyhow::bail!("unknown mode {other:?}; usage: quayside-bench [queue|docker]"),
+        // For scripts/bench.sh batch: the `docker run` baseline of a C job, NUL-separated.
+        "docker-run-argv" => {
+            let labels: Vec<String> = std::env::args().skip(2).collect();
+            for arg in quayside_e2e::sandbox_cli::docker_run_argv("c", &labels)? {
+                print!("{arg}\0");
+            }
+            Ok(())
+        }
+        other => anyhow::bail!("unknown mode {other:?}; usage: quayside-bench [queue|docker|docker-run-argv [LABEL...]]"),
     }
 }
 

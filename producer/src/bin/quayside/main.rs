@@ -1,21 +1,24 @@
 //! `quayside`: enqueue jobs, wait for them, follow logs, cancel, manage dead letters, read stats.
 //!
 //! Exit codes scripts can rely on: 0 ok (for `wait`/`submit --wait`: the job succeeded),
-//! 1 the job ended but did not succeed, 2 usage or invalid job, 3 job not found,
-//! 4 timed out waiting, 5 Redis or other infrastructure error.
+//! 1 the job ended but did not succeed, 2 usage or invalid job, 3 job or batch not found,
+//! 4 timed out waiting, 5 Redis or other infrastructure error; 130 Ctrl-C while following a batch.
 
-use std::collections::BTreeMap;
+mod batch;
+mod job_flags;
+
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt as _;
+use job_flags::{collect, JobFlags};
 use quayside_common::config::Config;
 use quayside_common::wire::decode_spec;
-use quayside_common::{JobId, JobKind, JobResult, JobSpec, Priority, Status};
+use quayside_common::{JobId, JobResult, JobSpec, Status};
 use quayside_producer::{Error, Producer, QueueStats};
 
 mod serve;
@@ -67,6 +70,8 @@ enum Command {
     },
     /// Queue depths, pending, delayed and dead-letter counts, workers.
     Stats,
+    /// Enqueue a folder, glob or manifest as one batch; follow, summarize or cancel a batch.
+    Batch(Box<batch::BatchArgs>),
     /// Print the full Lua source of a protocol script (for clients in other languages to EVAL).
     Script {
         #[arg(value_parser = quayside_common::scripts::BODIES.map(|(name, _)| name))]
@@ -101,38 +106,13 @@ struct SubmitArgs {
     /// A complete JSON job spec (file, or - for stdin) instead of files and flags.
     #[arg(long, conflicts_with = "files")]
     spec: Option<PathBuf>,
-    #[arg(long, short)]
-    language: Option<String>,
-    #[arg(long, default_value = "run", value_parser = ["run", "compile"])]
-    kind: String,
     /// Job id (idempotency key); generated when absent.
     #[arg(long)]
     id: Option<String>,
-    #[arg(long, default_value = "normal")]
-    priority: Priority,
-    /// Text to feed the program on stdin.
-    #[arg(long, conflicts_with = "stdin_file")]
-    stdin: Option<String>,
-    #[arg(long)]
-    stdin_file: Option<PathBuf>,
-    /// Program argument (repeatable).
-    #[arg(long = "arg")]
-    args: Vec<String>,
-    /// Compiler option (repeatable).
-    #[arg(long = "option", allow_hyphen_values = true)]
-    compiler_options: Vec<String>,
-    /// Limit as NAME=VALUE, e.g. run_wall_time_ms=2000 (repeatable).
-    #[arg(long = "limit")]
-    limits: Vec<String>,
-    #[arg(long)]
-    max_attempts: Option<u32>,
     #[arg(long)]
     batch: Option<String>,
-    /// Label as KEY=VALUE (repeatable).
-    #[arg(long = "label")]
-    labels: Vec<String>,
-    #[arg(long)]
-    result_ttl_s: Option<u64>,
+    #[command(flatten)]
+    job: JobFlags,
     /// Wait for the result and exit with its status.
     #[arg(long)]
     wait: bool,
@@ -155,7 +135,7 @@ async fn main() -> ExitCode {
 fn exit_code_of(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<Error>() {
         Some(Error::Invalid(_) | Error::QueueFull { .. }) => 2,
-        Some(Error::NotFound(_)) => 3,
+        Some(Error::NotFound(_) | Error::BatchNotFound(_)) => 3,
         Some(Error::Timeout { .. }) => 4,
         Some(_) => 5,
         None if e.downcast_ref::<UsageError>().is_some() => 2,
@@ -233,6 +213,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq { action } => dlq(&producer, action, json).await,
+        Command::Batch(args) => batch::run(&producer, &cfg, *args, json).await,
         // Needs no Redis: the producer connects lazily, on its first command.
         Command::Script { name } => {
             let (_, body) = quayside_common::scripts::BODIES
@@ -290,88 +271,21 @@ async fn submit(producer: &Producer, a: SubmitArgs, json: bool) -> anyhow::Resul
 }
 
 fn spec_from_flags(a: &SubmitArgs) -> anyhow::Result<JobSpec> {
-    let language = a
-        .language
-        .clone()
-        .ok_or_else(|| usage("--language is required (or use --spec)"))?;
+    if a.job.language.is_none() {
+        return Err(usage("--language is required (or use --spec)"));
+    }
     if a.files.is_empty() {
         return Err(usage("give at least one source file or folder"));
     }
-    let mut files = BTreeMap::new();
+    let mut spec = a.job.template()?;
     for path in &a.files {
-        collect(path, path, &mut files)?;
+        collect(path, path, &mut spec.files)?;
     }
-    let kind = if a.kind == "compile" {
-        JobKind::Compile
-    } else {
-        JobKind::Run
-    };
-    let mut spec = JobSpec::new(kind, &language, files);
     if let Some(id) = &a.id {
         spec.id = parse_id(id)?;
     }
-    spec.priority = a.priority;
-    spec.args = a.args.clone();
-    spec.compiler_options = a.compiler_options.clone();
-    spec.stdin = match (&a.stdin, &a.stdin_file) {
-        (Some(s), _) => s.clone(),
-        (None, Some(p)) => {
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
-        }
-        (None, None) => String::new(),
-    };
-    spec.max_attempts = a.max_attempts;
     spec.batch = a.batch.clone();
-    spec.result_ttl_s = a.result_ttl_s;
-    for l in &a.labels {
-        let (k, v) = l
-            .split_once('=')
-            .ok_or_else(|| usage(format!("--label {l}: expected KEY=VALUE")))?;
-        spec.labels.insert(k.to_owned(), v.to_owned());
-    }
-    let mut limits = serde_json::Map::new();
-    for l in &a.limits {
-        let (k, v) = l
-            .split_once('=')
-            .ok_or_else(|| usage(format!("--limit {l}: expected NAME=VALUE")))?;
-        let v: u64 = v
-            .parse()
-            .map_err(|_| usage(format!("--limit {l}: value must be a whole number")))?;
-        limits.insert(k.to_owned(), v.into());
-    }
-    spec.limits =
-        serde_json::from_value(limits.into()).map_err(|e| usage(format!("--limit: {e}")))?;
     Ok(spec)
-}
-
-/// Adds `path` (a file, or a folder walked recursively) with names relative to `root`.
-fn collect(root: &Path, path: &Path, files: &mut BTreeMap<String, String>) -> anyhow::Result<()> {
-    if path.is_dir() {
-        let mut entries: Vec<_> = std::fs::read_dir(path)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.path());
-        for e in entries {
-            collect(root, &e.path(), files)?;
-        }
-        return Ok(());
-    }
-    let name = if root == path {
-        path.file_name().map(|n| n.to_string_lossy().into_owned())
-    } else {
-        path.strip_prefix(root)
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned())
-    };
-    let Some(name) = name else {
-        bail!("cannot name {}", path.display())
-    };
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "reading {} (source files must be UTF-8 text)",
-            path.display()
-        )
-    })?;
-    files.insert(name, text);
-    Ok(())
 }
 
 fn report(r: &JobResult, json: bool) -> ExitCode {

@@ -1,0 +1,304 @@
+//! A finished batch's results, read once (member list + pipelined records), and the human
+//! summary and JSON lines made of them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::time::Duration;
+
+use quayside_common::{JobId, JobResult, Status};
+use quayside_producer::{BatchStatus, Producer};
+use serde::Serialize;
+
+use super::inputs::NAME_LABEL;
+use super::progress::human;
+
+/// Lines of output shown per failure in the summary.
+const EXCERPT_LINES: usize = 5;
+/// Characters kept per excerpt line.
+const EXCERPT_WIDTH: usize = 200;
+
+/// One job of the batch as it ended.
+pub struct Row {
+    pub id: JobId,
+    pub name: String,
+    /// `None` when the record is gone (expired) or has no result yet.
+    pub result: Option<JobResult>,
+}
+
+impl Row {
+    /// The terminal status, or `missing` for a job without a result.
+    pub fn status(&self) -> &'static str {
+        self.result
+            .as_ref()
+            .map_or("missing", |r| r.status.as_str())
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.result
+            .as_ref()
+            .is_some_and(|r| r.status == Status::Succeeded)
+    }
+
+    /// ` (exit N)` when the program exited with a code, else nothing.
+    pub fn exit_note(&self) -> String {
+        self.result
+            .as_ref()
+            .and_then(|r| r.exit_code)
+            .map(|c| format!(" (exit {c})"))
+            .unwrap_or_default()
+    }
+
+    /// Time spent building and running (not queueing), in milliseconds.
+    pub fn exec_ms(&self) -> u64 {
+        self.result
+            .as_ref()
+            .map_or(0, |r| r.durations.compile_ms + r.durations.run_ms)
+    }
+
+    /// The output that says why a job did not succeed: the compiler's for a build failure, the
+    /// program's stderr (else stdout) otherwise, and the queue's error message; at most `lines`.
+    pub fn excerpt(&self, lines: usize) -> Vec<String> {
+        let Some(r) = &self.result else {
+            return vec!["no result: the job's record is gone (expired?)".into()];
+        };
+        let mut text = if r.status == Status::CompileError {
+            r.compile_output.lossy()
+        } else if !r.stderr.is_empty() {
+            r.stderr.lossy()
+        } else {
+            r.stdout.lossy()
+        };
+        if let Some(e) = &r.error {
+            text = format!("{e}\n{text}");
+        }
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .take(lines)
+            .map(|l| l.chars().take(EXCERPT_WIDTH).collect())
+            .collect()
+    }
+}
+
+/// Every job of the batch in enqueue order, with its result.
+///
+/// # Errors
+/// Unknown batch; Redis errors.
+pub async fn rows(
+    producer: &Producer,
+    batch: &str,
+    names: &HashMap<JobId, String>,
+) -> anyhow::Result<Vec<Row>> {
+    let ids = producer.batch_jobs(batch).await?;
+    let records = producer.statuses(&ids).await?;
+    Ok(ids
+        .into_iter()
+        .zip(records)
+        .map(|(id, record)| {
+            let (labelled, result) = match record {
+                Some(r) => (r.labels.get(NAME_LABEL).cloned(), r.result),
+                None => (None, None),
+            };
+            let name = labelled
+                .or_else(|| names.get(&id).cloned())
+                .unwrap_or_else(|| id.to_string());
+            Row { id, name, result }
+        })
+        .collect())
+}
+
+/// Counts by status, the slowest jobs, and the failures with the first lines of their output.
+///
+/// # Errors
+/// Writing to `out` failed.
+pub fn print(
+    out: &mut impl Write,
+    status: &BatchStatus,
+    rows: &[Row],
+    slowest: usize,
+    failures: usize,
+) -> std::io::Result<()> {
+    let wall = match (status.created_at_ms, status.finished_at_ms) {
+        (Some(a), Some(b)) => format!(" in {}", human(Duration::from_millis(b.saturating_sub(a)))),
+        _ => String::new(),
+    };
+    writeln!(out, "batch {}: {} jobs{wall}", status.id, rows.len())?;
+    let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in rows {
+        *by_status.entry(r.status()).or_default() += 1;
+    }
+    writeln!(out, "\n{:<16} {:>7}", "status", "jobs")?;
+    for (s, n) in &by_status {
+        writeln!(out, "{s:<16} {n:>7}")?;
+    }
+    writeln!(out, "{:<16} {:>7}", "total", rows.len())?;
+
+    // Jobs that never ran (cancelled while queued, rejected) have no time to rank.
+    let mut by_time: Vec<&Row> = rows.iter().filter(|r| r.exec_ms() > 0).collect();
+    by_time.sort_by_key(|r| std::cmp::Reverse(r.exec_ms()));
+    if slowest > 0 && !by_time.is_empty() {
+        writeln!(out, "\nslowest (build + run time)")?;
+        for r in by_time.iter().take(slowest) {
+            let t = human(Duration::from_millis(r.exec_ms()));
+            writeln!(out, "  {t:>8}  {:<15} {}", r.status(), r.name)?;
+        }
+    }
+
+    let failed: Vec<&Row> = rows.iter().filter(|r| !r.succeeded()).collect();
+    if failed.is_empty() {
+        writeln!(out, "\nall {} jobs succeeded", rows.len())?;
+        return Ok(());
+    }
+    writeln!(out, "\nnot succeeded: {}", failed.len())?;
+    for r in failed.iter().take(failures) {
+        let code = r.exit_note();
+        writeln!(out, "  {:<15} {}{code}  [{}]", r.status(), r.name, r.id)?;
+        for line in r.excerpt(EXCERPT_LINES) {
+            writeln!(out, "      | {line}")?;
+        }
+    }
+    if failed.len() > failures {
+        writeln!(
+            out,
+            "  ... and {} more (--failures N shows more; --junit/--json list all)",
+            failed.len() - failures
+        )?;
+    }
+    Ok(())
+}
+
+/// One line per job, for CI.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    id: &'a JobId,
+    name: &'a str,
+    batch: &'a str,
+    status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i64>,
+    /// Build + run time in milliseconds.
+    duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a JobResult>,
+}
+
+/// Writes one JSON object per job: id, name, status, exit code, duration and the full result
+/// (outputs included).
+///
+/// # Errors
+/// Writing to `out` failed.
+pub fn json_lines(out: &mut impl Write, batch: &str, rows: &[Row]) -> anyhow::Result<()> {
+    for r in rows {
+        let line = JsonLine {
+            id: &r.id,
+            name: &r.name,
+            batch,
+            status: r.status(),
+            exit_code: r.result.as_ref().and_then(|r| r.exit_code),
+            duration_ms: r.exec_ms(),
+            result: r.result.as_ref(),
+        };
+        serde_json::to_writer(&mut *out, &line)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use quayside_common::Captured;
+
+    pub fn row(name: &str, status: Status, stderr: &str, compile: &str, run_ms: u64) -> Row {
+        let safe: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let id = JobId::parse(&format!("b:{safe}")).expect("id");
+        let mut r = JobResult::without_output(id.clone(), status, None, 1);
+        r.stderr = Captured::from_bytes(stderr.as_bytes().to_vec(), false);
+        r.compile_output = Captured::from_bytes(compile.as_bytes().to_vec(), false);
+        r.durations.run_ms = run_ms;
+        r.exit_code = (status == Status::Failed).then_some(3);
+        Row {
+            id,
+            name: name.to_owned(),
+            result: Some(r),
+        }
+    }
+
+    /// Every kind of ending, with output that is hostile to XML and terminals.
+    pub fn mixed_rows() -> Vec<Row> {
+        vec![
+            row("ok.c", Status::Succeeded, "", "", 1_500),
+            row(
+                "bad&<x>.c",
+                Status::CompileError,
+                "",
+                "x.c:1: error: expected ';' before \"}\" <here> & \u{1b}[31mred\0\nmore\n",
+                20,
+            ),
+            row(
+                "crash.py",
+                Status::Failed,
+                "Traceback\n]]></failure><evil/>\n",
+                "",
+                5,
+            ),
+            row("gone.py", Status::Dead, "", "", 0),
+            row("stop.py", Status::Cancelled, "", "", 0),
+            row("slow.py", Status::Succeeded, "", "", 300),
+        ]
+    }
+
+    #[test]
+    fn summary_counts_statuses_ranks_slowest_and_shows_why_jobs_failed() {
+        let rows = mixed_rows();
+        let status = BatchStatus {
+            id: "b".into(),
+            created_at_ms: Some(1_000),
+            finished_at_ms: Some(3_500),
+            ..BatchStatus::default()
+        };
+        let mut out = Vec::new();
+        print(&mut out, &status, &rows, 2, 10).expect("print");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.starts_with("batch b: 6 jobs in 2.5s\n"), "{text}");
+        assert!(text.contains("compile_error          1\n"), "{text}");
+        assert!(text.contains("succeeded              2\n"), "{text}");
+        assert!(text.contains("total                  6\n"), "{text}");
+        let slow = text
+            .split("slowest")
+            .nth(1)
+            .and_then(|s| s.split("not succeeded").next())
+            .expect("slowest section");
+        let (first, second) = (slow.find("ok.c"), slow.find("slow.py"));
+        assert!(first.is_some() && first < second, "{text}");
+        assert!(!slow.contains("crash.py"), "only the 2 slowest: {text}");
+        assert!(text.contains("not succeeded: 4"), "{text}");
+        assert!(text.contains("| x.c:1: error: expected"), "{text}");
+        assert!(text.contains("failed          crash.py (exit 3)"), "{text}");
+        assert!(text.contains("| ]]></failure><evil/>"), "{text}");
+    }
+
+    #[test]
+    fn json_lines_are_one_object_per_job() {
+        let rows = mixed_rows();
+        let mut out = Vec::new();
+        json_lines(&mut out, "b", &rows).expect("write");
+        let text = String::from_utf8(out).expect("utf8");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        assert_eq!(lines.len(), rows.len());
+        assert_eq!(lines[2]["status"], "failed");
+        assert_eq!(lines[2]["exit_code"], 3);
+        assert_eq!(lines[2]["name"], "crash.py");
+        assert_eq!(lines[2]["batch"], "b");
+        assert_eq!(lines[2]["duration_ms"], 5);
+        assert_eq!(
+            lines[2]["result"]["stderr"]["data"],
+            "Traceback\n]]></failure><evil/>\n"
+        );
+    }
+}
