@@ -66,12 +66,22 @@ pub(crate) async fn read(
     pipe.cmd("XLEN").arg(keys.dlq());
     pipe.cmd("HVALS").arg(keys.workers());
     // XPENDING fails with NOGROUP before any worker created the group: take each reply on its
-    // own (an error reply reads as 0) rather than failing the whole pipeline.
+    // own, a NOGROUP reading as 0 pending; any other error (NOAUTH, ...) fails the call.
     pipe.ignore_errors();
     let replies: Vec<Value> = pipe
         .query_async(conn)
         .await
         .map_err(Error::redis("stats"))?;
+    for reply in &replies {
+        if let Value::ServerError(e) = reply {
+            if e.code() != "NOGROUP" {
+                return Err(Error::Redis {
+                    op: "stats",
+                    source: e.clone().into(),
+                });
+            }
+        }
+    }
     let mut priorities = Vec::new();
     for (i, p) in Priority::ALL.into_iter().enumerate() {
         let depth = int(&replies[2 * i]);
