@@ -85,6 +85,10 @@ pub struct LogEntry {
     pub source: String,
     #[serde(serialize_with = "lossy")]
     pub data: Vec<u8>,
+    /// The entry's id in the log stream: pass it to [`Producer::logs_after`] to resume after it.
+    /// Empty for an `end` the follower synthesized (the job logged nothing more).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub entry: String,
 }
 
 fn lossy<S: serde::Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -363,11 +367,23 @@ impl Producer {
     /// is always `end` with the job's status (jobs that printed nothing have no log stream, so
     /// the follower confirms the end from the record after a second of silence).
     pub fn logs(&self, id: &JobId, follow: bool) -> BoxStream<'static, Result<LogEntry, Error>> {
+        self.logs_after(id, follow, None)
+    }
+
+    /// Like [`Producer::logs`], from the entry after `after` (a [`LogEntry::entry`] seen
+    /// before), so a reader that lost its connection resumes without repeats or gaps.
+    pub fn logs_after(
+        &self,
+        id: &JobId,
+        follow: bool,
+        after: Option<String>,
+    ) -> BoxStream<'static, Result<LogEntry, Error>> {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let this = self.clone();
         let id = id.clone();
+        let after = after.unwrap_or_else(|| "0-0".to_owned());
         tokio::spawn(async move {
-            if let Err(e) = this.pump_logs(&id, follow, &tx).await {
+            if let Err(e) = this.pump_logs(&id, follow, after, &tx).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -381,6 +397,7 @@ impl Producer {
         &self,
         id: &JobId,
         follow: bool,
+        mut last: String,
         tx: &tokio::sync::mpsc::Sender<Result<LogEntry, Error>>,
     ) -> Result<(), Error> {
         if self.status(id).await?.is_none() {
@@ -388,7 +405,6 @@ impl Producer {
         }
         let key = self.keys.logs(id);
         let mut conn = self.redis.dedicated().await?;
-        let mut last = String::from("0-0");
         let mut confirmed_end = false;
         loop {
             let mut cmd = redis::cmd("XREAD");
@@ -425,6 +441,7 @@ impl Producer {
                         .send(Ok(LogEntry {
                             source: "end".into(),
                             data: status.into_bytes(),
+                            entry: String::new(),
                         }))
                         .await;
                     return Ok(());
@@ -445,6 +462,7 @@ impl Producer {
                     .send(Ok(LogEntry {
                         source,
                         data: get("d"),
+                        entry: e.id,
                     }))
                     .await
                     .is_err()

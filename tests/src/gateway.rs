@@ -121,6 +121,17 @@ impl GatewayProcess {
         token: Option<&str>,
         body: Option<(&str, Vec<u8>)>,
     ) -> anyhow::Result<Response<Incoming>> {
+        self.send_with(method, path, token, body, &[]).await
+    }
+
+    async fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Response<Incoming>> {
         let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -131,6 +142,9 @@ impl GatewayProcess {
             .header("host", format!("127.0.0.1:{}", self.port));
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let (ct, bytes) = body.unwrap_or(("", Vec::new()));
         if !ct.is_empty() {
@@ -192,13 +206,23 @@ impl GatewayProcess {
 
     /// Opens a streaming GET (for Server-Sent Events); read it with [`SseReader`].
     pub async fn stream(&self, path: &str) -> SseReader {
-        let r = within(10, path, self.send("GET", path, Some(TOKEN), None))
-            .await
-            .expect("stream request");
+        self.stream_with(path, &[]).await
+    }
+
+    /// [`Self::stream`] with extra request headers (e.g. `Last-Event-ID`).
+    pub async fn stream_with(&self, path: &str, headers: &[(&str, &str)]) -> SseReader {
+        let r = within(
+            10,
+            path,
+            self.send_with("GET", path, Some(TOKEN), None, headers),
+        )
+        .await
+        .expect("stream request");
         assert_eq!(r.status().as_u16(), 200, "{path}");
         SseReader {
             body: r.into_body(),
             buf: String::new(),
+            last_id: None,
         }
     }
 }
@@ -207,6 +231,8 @@ impl GatewayProcess {
 pub struct SseReader {
     body: Incoming,
     buf: String,
+    /// The `id` of the last event that had one (what a client sends as `Last-Event-ID`).
+    pub last_id: Option<String>,
 }
 
 impl SseReader {
@@ -219,6 +245,8 @@ impl SseReader {
                 for line in block.lines() {
                     if let Some(v) = line.strip_prefix("event:") {
                         event = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        self.last_id = Some(v.trim().to_owned());
                     } else if let Some(v) = line.strip_prefix("data:") {
                         data.push(v.strip_prefix(' ').unwrap_or(v).to_owned());
                     }

@@ -184,6 +184,10 @@ async fn post_follow_logs_live_wait_and_cancel() {
         serde_json::from_str::<serde_json::Value>(&data).expect("json")["data"],
         "one\n"
     );
+    let first_event_id = events
+        .last_id
+        .clone()
+        .expect("stored events carry their entry id");
     let st = gw.get(&format!("/v1/jobs/{id}")).await.json();
     assert_eq!(
         st["state"], "running",
@@ -199,6 +203,30 @@ async fn post_follow_logs_live_wait_and_cancel() {
         ("end", r#"{"status":"succeeded"}"#)
     );
     assert!(within(5, "stream end", events.next()).await.is_none());
+
+    // Reconnecting with the first event's id (as EventSource does) resumes after it: the
+    // second line and the end, no repeat of the first.
+    let mut resumed = gw
+        .stream_with(
+            &format!("/v1/jobs/{id}/logs"),
+            &[("last-event-id", first_event_id.as_str())],
+        )
+        .await;
+    let (kind, data) = within(15, "resumed line", resumed.next())
+        .await
+        .expect("an event");
+    assert_eq!(
+        (kind.as_str(), data.contains("two")),
+        ("stdout", true),
+        "{data}"
+    );
+    let (kind, _) = within(15, "resumed end", resumed.next())
+        .await
+        .expect("an event");
+    assert_eq!(kind, "end");
+    assert!(within(5, "resumed stream end", resumed.next())
+        .await
+        .is_none());
 
     let r = gw.get(&format!("/v1/jobs/{id}/wait?timeout=10")).await;
     assert_eq!(r.status, 200);
