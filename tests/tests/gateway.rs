@@ -451,3 +451,74 @@ async fn one_id_is_one_job_through_the_gateway_the_cli_and_raw_redis() {
     assert_eq!(starts, 1, "one execution");
     q.assert_settled(&[id]).await;
 }
+
+/// Reads until the peer closes the connection; the bytes it sent first.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got).await;
+    got
+}
+
+#[tokio::test]
+async fn slow_clients_are_dropped_and_connections_are_capped() {
+    use tokio::io::AsyncWriteExt as _;
+    let q = TestQueue::new("gw-slow");
+    q.spawn_worker(|_| {});
+    let gw = q
+        .spawn_gateway(|c| {
+            c.gateway.header_read_timeout_ms = 500;
+            c.gateway.max_connections = 1;
+        })
+        .await;
+    let addr = ("127.0.0.1", gw.port);
+
+    // Slow-loris: half a request line, then nothing. The gateway hangs up instead of waiting.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    within(10, "slow client dropped", read_until_closed(&mut slow)).await;
+    assert!(started.elapsed() >= Duration::from_millis(400));
+
+    // One connection allowed: a live log follower holds it, so a second client is not served
+    // until the follower leaves.
+    let r = gw
+        .post_json("/v1/jobs", &json!({ "id": "gw-hold", "kind": "run", "language": "script", "files": { "a": "print started\nsleep 20000" } }))
+        .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let mut follower = gw.stream("/v1/jobs/gw-hold/logs").await;
+    let (kind, _) = within(15, "first line", follower.next())
+        .await
+        .expect("event");
+    assert_eq!(kind, "stdout");
+    let second = tokio::spawn({
+        let url = "/v1/jobs/gw-hold".to_owned();
+        let gw_port = gw.port;
+        async move {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw_port))
+                .await
+                .expect("connect");
+            let req = format!(
+                "GET {url} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+            );
+            s.write_all(req.as_bytes()).await.expect("write");
+            (Instant::now(), read_until_closed(&mut s).await)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !second.is_finished(),
+        "a second connection was served while the only slot was taken"
+    );
+    let released = Instant::now();
+    drop(follower);
+    let (_, reply) = within(10, "second client served", second)
+        .await
+        .expect("join");
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("\"gw-hold\""), "{reply}");
+    assert!(released.elapsed() < Duration::from_secs(10));
+}

@@ -27,6 +27,12 @@ pub struct GatewayConfig {
     pub max_wait_s: u64,
     /// Most jobs one `POST /v1/batches` may carry.
     pub max_batch_jobs: usize,
+    /// Connections served at once (log followers and waits hold one each); further clients
+    /// wait in the listen backlog rather than exhaust the gateway.
+    pub max_connections: usize,
+    /// A client must send its request headers within this long after connecting or after its
+    /// previous request (slow-loris clients are dropped).
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for GatewayConfig {
@@ -38,6 +44,8 @@ impl Default for GatewayConfig {
             max_body_bytes: 8 << 20,
             max_wait_s: 60,
             max_batch_jobs: 10_000,
+            max_connections: 1024,
+            header_read_timeout_ms: 10_000,
         }
     }
 }
@@ -76,6 +84,15 @@ impl GatewayConfig {
         }
         if self.max_batch_jobs == 0 {
             return Err(invalid("gateway.max_batch_jobs", "must be at least 1"));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("gateway.max_connections", "must be at least 1"));
+        }
+        if !(100..=300_000).contains(&self.header_read_timeout_ms) {
+            return Err(invalid(
+                "gateway.header_read_timeout_ms",
+                "must be 100 to 300000",
+            ));
         }
         Ok(())
     }

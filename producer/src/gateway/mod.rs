@@ -28,10 +28,14 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
 use axum::{middleware, Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use quayside_common::config::Config;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use error::{ApiError, ErrorBody};
 
@@ -131,15 +135,60 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 }
 
 /// Serves until the gateway's shutdown token fires, then finishes the requests in flight
-/// (waits answer at once and log streams end when it fires).
+/// (waits answer at once and log streams end when it fires). At most
+/// `gateway.max_connections` connections are served at once, and a client that does not send
+/// its headers within `gateway.header_read_timeout_ms` is dropped.
 ///
 /// # Errors
-/// The listener fails.
+/// None so far: a failed accept is logged and retried.
 pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) -> std::io::Result<()> {
     let stop = gw.shutdown.clone();
-    axum::serve(listener, router(gw))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+    let slots = Arc::new(Semaphore::new(gw.cfg.gateway.max_connections));
+    let header_timeout = Duration::from_millis(gw.cfg.gateway.header_read_timeout_ms);
+    let app = router(gw);
+    let connections = TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            () = stop.cancelled() => break,
+            permit = Arc::clone(&slots).acquire_owned() => permit,
+        };
+        let Ok(permit) = permit else { break };
+        let stream = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off rather than spin.
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
+    Ok(())
 }
 
 async fn not_found() -> ApiError {
