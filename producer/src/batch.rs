@@ -11,7 +11,7 @@ use futures_util::StreamExt as _;
 use quayside_common::{JobId, Status};
 use serde::Serialize;
 
-use crate::{CancelOutcome, Error, JobStatus, Producer};
+use crate::{pumped, CancelOutcome, Error, JobStatus, Producer};
 
 /// Member ids read, and records fetched, per round trip.
 const CHUNK: usize = 512;
@@ -210,10 +210,9 @@ impl Producer {
     /// and fresh counters after each burst and at least once a second. The last item is the
     /// final `Progress` with `done`. Redis restarts are waited out.
     pub fn follow_batch(&self, batch: &str) -> BoxStream<'static, Result<BatchEvent, Error>> {
-        let (tx, rx) = tokio::sync::mpsc::channel(1024);
         let this = self.clone();
         let batch = batch.to_owned();
-        tokio::spawn(async move {
+        pumped(1024, move |tx| async move {
             let mut backoff = Duration::from_millis(100);
             loop {
                 match this.pump_batch(&batch, &tx).await {
@@ -228,11 +227,7 @@ impl Producer {
                     Ok(()) => return,
                 }
             }
-        });
-        stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
         })
-        .boxed()
     }
 
     async fn pump_batch(

@@ -378,19 +378,14 @@ impl Producer {
         follow: bool,
         after: Option<String>,
     ) -> BoxStream<'static, Result<LogEntry, Error>> {
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
         let this = self.clone();
         let id = id.clone();
         let after = after.unwrap_or_else(|| "0-0".to_owned());
-        tokio::spawn(async move {
+        pumped(256, move |tx| async move {
             if let Err(e) = this.pump_logs(&id, follow, after, &tx).await {
                 let _ = tx.send(Err(e)).await;
             }
-        });
-        stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
         })
-        .boxed()
     }
 
     async fn pump_logs(
@@ -589,4 +584,22 @@ impl Producer {
         let mut conn = self.conn().await?;
         stats::read(&mut conn, &self.keys).await
     }
+}
+
+/// Runs `pump` on a task of its own and streams what it sends. Reading stays independent of
+/// the consumer's pace up to `buffer` items; a dropped stream makes the pump's next send fail.
+fn pumped<T, F>(
+    buffer: usize,
+    pump: impl FnOnce(tokio::sync::mpsc::Sender<T>) -> F,
+) -> BoxStream<'static, T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(buffer);
+    tokio::spawn(pump(tx));
+    stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed()
 }

@@ -120,16 +120,6 @@ impl GatewayProcess {
         path: &str,
         token: Option<&str>,
         body: Option<(&str, Vec<u8>)>,
-    ) -> anyhow::Result<Response<Incoming>> {
-        self.send_with(method, path, token, body, &[]).await
-    }
-
-    async fn send_with(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<(&str, Vec<u8>)>,
         headers: &[(&str, &str)],
     ) -> anyhow::Result<Response<Incoming>> {
         let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
@@ -162,7 +152,7 @@ impl GatewayProcess {
         token: Option<&str>,
         body: Option<(&str, Vec<u8>)>,
     ) -> anyhow::Result<Reply> {
-        let r = self.send(method, path, token, body).await?;
+        let r = self.send(method, path, token, body, &[]).await?;
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let body = r.into_body().collect().await?.to_bytes().to_vec();
@@ -211,13 +201,9 @@ impl GatewayProcess {
 
     /// [`Self::stream`] with extra request headers (e.g. `Last-Event-ID`).
     pub async fn stream_with(&self, path: &str, headers: &[(&str, &str)]) -> SseReader {
-        let r = within(
-            10,
-            path,
-            self.send_with("GET", path, Some(TOKEN), None, headers),
-        )
-        .await
-        .expect("stream request");
+        let r = within(10, path, self.send("GET", path, Some(TOKEN), None, headers))
+            .await
+            .expect("stream request");
         assert_eq!(r.status().as_u16(), 200, "{path}");
         SseReader {
             body: r.into_body(),

@@ -58,7 +58,13 @@ async fn a_followed_batch_reports_every_ending_once_and_final_counters() {
     assert_eq!(last.succeeded, 40, "{last:?}");
     assert_eq!(last.unsuccessful, 20);
     assert_eq!(last.by_status.get("failed"), Some(&20));
-    assert!(last.finished_at_ms >= last.created_at_ms);
+    let (created, finished) = (
+        last.created_at_ms
+            .expect("created_at is stamped at enqueue"),
+        last.finished_at_ms
+            .expect("finished_at is stamped when the last job ends"),
+    );
+    assert!(finished >= created, "{created} .. {finished}");
     let unique: HashSet<_> = ended.iter().map(|(id, _)| id.clone()).collect();
     assert_eq!(ended.len(), 60, "each ending reported exactly once");
     assert_eq!(unique, ids.iter().cloned().collect());

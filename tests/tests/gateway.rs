@@ -504,7 +504,7 @@ async fn slow_clients_are_dropped_and_connections_are_capped() {
                 "GET {url} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
             );
             s.write_all(req.as_bytes()).await.expect("write");
-            (Instant::now(), read_until_closed(&mut s).await)
+            read_until_closed(&mut s).await
         }
     });
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -512,13 +512,11 @@ async fn slow_clients_are_dropped_and_connections_are_capped() {
         !second.is_finished(),
         "a second connection was served while the only slot was taken"
     );
-    let released = Instant::now();
     drop(follower);
-    let (_, reply) = within(10, "second client served", second)
+    let reply = within(10, "second client served", second)
         .await
         .expect("join");
     let reply = String::from_utf8_lossy(&reply);
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.contains("\"gw-hold\""), "{reply}");
-    assert!(released.elapsed() < Duration::from_secs(10));
 }

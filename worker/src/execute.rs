@@ -9,7 +9,7 @@ use quayside_common::config::Config;
 use quayside_common::job::SpecError;
 use quayside_common::outcome::Durations;
 use quayside_common::wire::{decode_spec, WireError};
-use quayside_common::{now_ms, JobId, JobResult, JobSpec, Status};
+use quayside_common::{error_chain, now_ms, JobId, JobResult, JobSpec, Status};
 use tracing::Instrument as _;
 
 use crate::inflight::{InFlight, StopReason};
@@ -214,18 +214,6 @@ async fn conclude(
     if written {
         ctx.metrics.finished(labels, result.status, dead_letter);
     }
-}
-
-/// The error and its sources, joined by ": ".
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
 }
 
 fn completed(

@@ -82,7 +82,7 @@ impl From<Error> for ApiError {
             }
             Error::Timeout { .. } => Self::new(StatusCode::ACCEPTED, "timeout", e.to_string()),
             Error::Connect(_) | Error::Redis { .. } => {
-                tracing::warn!(error = %chain(&e), "redis unavailable");
+                tracing::warn!(error = %quayside_common::error_chain(&e), "redis unavailable");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
@@ -90,7 +90,7 @@ impl From<Error> for ApiError {
                 )
             }
             Error::Corrupt { .. } | Error::Reply { .. } => {
-                tracing::error!(error = %chain(&e), "unexpected reply");
+                tracing::error!(error = %quayside_common::error_chain(&e), "unexpected reply");
                 Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
@@ -110,18 +110,6 @@ impl IntoResponse for ApiError {
         }
         r
     }
-}
-
-/// The error and its sources, `: `-separated (what anyhow's `{:#}` prints).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        next = s.source();
-    }
-    out
 }
 
 /// Stable kind for a status that axum answered by itself (no route, wrong method, bad path or
