@@ -13,7 +13,7 @@
 mod attempt;
 mod spec;
 
-pub use spec::host_config;
+pub use spec::{attempt_user, host_config};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -22,6 +22,7 @@ use bollard::errors::Error as DockerError;
 use bollard::query_parameters::ListContainersOptions;
 use bollard::{Docker, API_DEFAULT_VERSION};
 use quayside_common::config::{DockerConfig, LanguageConfig};
+use quayside_common::job::SpecError;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
@@ -159,6 +160,19 @@ impl Runner for DockerRunner {
 
     async fn sweep_orphans(&self, live_workers: &[String]) -> Result<usize, RunnerError> {
         DockerRunner::sweep_orphans(self, live_workers, ORPHAN_MIN_AGE).await
+    }
+
+    fn admit(&self, req: &RunRequest) -> Result<(), SpecError> {
+        match protocol::wrapper_script(
+            &req.language_config,
+            req.kind,
+            &req.compiler_options,
+            &req.files,
+        ) {
+            Some(script) => spec::check_command(req, &script),
+            // No command for the job's kind: `run` reports that as the config gap it is.
+            None => Ok(()),
+        }
     }
 
     async fn run(

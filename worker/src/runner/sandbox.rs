@@ -3,8 +3,10 @@
 //!
 //! - [`protocol`]: the wrapper script a sandbox runs as its main process, its stdin header and
 //!   its end-of-build marker.
+//! - [`seccomp`]: Quayside's seccomp profile, shared by both backends.
 
 pub mod protocol;
+pub mod seccomp;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -162,13 +164,18 @@ pub fn classify(
     Ok(match (ending, build_status) {
         (Ending::OutputExceeded, _) => verdict(Status::OutputExceeded, None),
         (Ending::TimedOut, _) => verdict(Status::TimedOut, None),
+        // The exit code is the program's only if the program ran: an OOM kill during the build
+        // (or the unpack) ends the wrapper with the build's status, which no program returned.
         (
             Ending::Exited {
                 code,
                 oom_killed: true,
             },
-            _,
-        ) => verdict(Status::MemoryExceeded, Some(code)),
+            build,
+        ) => {
+            let ran = kind == JobKind::Run && build == Some(0);
+            verdict(Status::MemoryExceeded, ran.then_some(code))
+        }
         (Ending::Exited { code, .. }, None) => {
             return Err((wrapper_failure(code), code != EXIT_UNPACK))
         }
@@ -301,6 +308,22 @@ mod tests {
             v(JobKind::Run, Some(0), oom),
             Ok((Status::MemoryExceeded, Some(137), Some(9)))
         );
+        let oom_in_build = Exited {
+            code: 1,
+            oom_killed: true,
+        };
+        for (kind, build) in [
+            (JobKind::Run, Some(1)),
+            (JobKind::Run, None),
+            (JobKind::Compile, Some(0)),
+            (JobKind::Compile, Some(1)),
+        ] {
+            assert_eq!(
+                v(kind, build, oom_in_build),
+                Ok((Status::MemoryExceeded, None, None)),
+                "{kind:?} {build:?}: no program ran, so no exit code"
+            );
+        }
         assert_eq!(
             v(JobKind::Run, Some(1), exited(1)),
             Ok((Status::CompileError, None, None))

@@ -109,12 +109,14 @@ pub(super) async fn run(
 ) -> Result<RunOutput, RunnerError> {
     let job = &req.job_id;
     let docker = sandbox.docker.clone();
-    let (uid, gid) = cfg.uid_gid().unwrap_or(spec::DEFAULT_UID_GID);
-    let archive = protocol::archive(&req.files, uid, gid).map_err(|e| RunnerError::Failed {
-        context: format!("cannot archive the files of job {job}"),
-        transient: false,
-        source: Some(Box::new(e)),
-    })?;
+    // A uid of its own: per-user kernel limits are not shared with the jobs beside it.
+    let user = spec::attempt_user(cfg);
+    let archive =
+        protocol::archive(&req.files, user.0, user.1).map_err(|e| RunnerError::Failed {
+            context: format!("cannot archive the files of job {job}"),
+            transient: false,
+            source: Some(Box::new(e)),
+        })?;
     let nonce = protocol::new_nonce();
 
     let body = spec::create_body(
@@ -122,6 +124,7 @@ pub(super) async fn run(
         req,
         script,
         sandbox::labels(job, req.attempt, worker_id),
+        user,
     );
     let creating = Instant::now();
     // Known before the create returns, so even a create cut short by a cancel is removed.
@@ -299,6 +302,11 @@ async fn stream(mut output: Output, nonce: &str, limits: &Limits, live: &mut Liv
             break Some(Ending::OutputExceeded);
         }
     };
+    if run_started.is_none() {
+        // No marker came (the unpack failed, the wrapper died, a limit stopped the build):
+        // what the marker scan held back in case it started one is build output after all.
+        live.send(LogSource::Compile, build.push(&marker.take_held()));
+    }
     let ended = Instant::now();
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     Streamed {

@@ -135,6 +135,31 @@ pub fn wrapper_body(
     Some(script)
 }
 
+/// Where the wrapper's execute-only copy of the shell lives while it starts.
+const SHELL_COPY: &str = "/work/.quayside-sh";
+
+/// The command a sandbox runs `script` with: `sh -c <prelude> quayside <script>`, the job's
+/// args following as the script's positional parameters.
+///
+/// The prelude re-executes the shell from an execute-only copy of itself (mode 0111). The
+/// kernel marks a process that executes a file it cannot read as not dumpable, and only
+/// `CAP_SYS_PTRACE` reaches into such a process: the job, running as the same uid beneath
+/// it, can then neither ptrace the wrapper nor open its `/proc/<pid>/mem`, `environ` or `fd`,
+/// so it cannot read the marker nonces or rewrite what the wrapper reports. Where executing
+/// an unreadable file is refused (gVisor, whose own kernel already keeps the job out of the
+/// wrapper), the prelude runs the script in place.
+pub fn sandbox_command(script: String) -> Vec<String> {
+    let prelude = format!(
+        "w={SHELL_COPY}\n\
+         s=$1\n\
+         shift\n\
+         if (umask 0666 && cp /bin/sh \"$w\" && \"$w\" -c :) 2>/dev/null; then exec \"$w\" -c \"rm -f $w\n$s\" \"$0\" \"$@\"; fi\n\
+         rm -f \"$w\"\n\
+         eval \"$s\"\n"
+    );
+    vec!["sh".into(), "-c".into(), prelude, "quayside".into(), script]
+}
+
 /// Why the wrapper ended before printing its marker, from its exit status.
 pub fn wrapper_failure(exit_code: i64) -> &'static str {
     match exit_code {
@@ -338,6 +363,24 @@ mod tests {
         assert_eq!(wrapper_script(&empty, JobKind::Run, &[], &files), None);
         empty.compile_only_command.clear();
         assert_eq!(wrapper_script(&empty, JobKind::Compile, &[], &files), None);
+    }
+
+    #[test]
+    fn the_sandbox_command_hands_the_script_and_args_to_the_prelude() {
+        let command = sandbox_command("echo hi".to_owned());
+        assert_eq!(&command[..2], ["sh", "-c"]);
+        assert_eq!(&command[3..], ["quayside", "echo hi"]);
+        let prelude = &command[2];
+        assert!(prelude.contains("umask 0666 && cp /bin/sh"), "{prelude}");
+        assert!(
+            prelude.contains("exec \"$w\" -c \"rm -f $w\n$s\" \"$0\" \"$@\""),
+            "{prelude}"
+        );
+        assert!(prelude.starts_with("w=/work/.quayside-sh\n"), "{prelude}");
+        assert!(
+            prelude.ends_with("eval \"$s\"\n"),
+            "falls back to running in place"
+        );
     }
 
     #[test]

@@ -68,9 +68,18 @@ fn every_pod_is_limited_and_meets_the_restricted_standard() {
         sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
         Some(vec!["ALL".to_owned()])
     );
+    let profile = sc.seccomp_profile.as_ref().expect("seccomp profile");
     assert_eq!(
-        sc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
-        Some("RuntimeDefault")
+        (profile.type_.as_str(), profile.localhost_profile.as_deref()),
+        ("Localhost", Some("quayside.json")),
+        "Quayside's profile, installed on the nodes"
+    );
+    assert_eq!(psc.seccomp_profile.as_ref(), Some(profile));
+    let command = c.command.as_ref().expect("command");
+    assert_eq!(
+        command.last().map(String::as_str),
+        Some(". /quayside/job/wrapper.sh"),
+        "the wrapper runs under the prelude that makes it undumpable"
     );
     let res = c.resources.as_ref().expect("resources");
     assert_eq!(res.limits, res.requests, "Guaranteed QoS");
@@ -109,6 +118,52 @@ fn every_pod_is_limited_and_meets_the_restricted_standard() {
     assert_eq!(data["f0"], "#pragma once", "files in name order");
     assert_eq!(data["stdin"], "in\n");
     assert!(o.name.len() <= 63);
+}
+
+#[test]
+fn the_runtime_default_profile_is_the_fallback_switch() {
+    let cfg = KubernetesConfig {
+        seccomp: quayside_common::config::SeccompProfile::RuntimeDefault,
+        ..Default::default()
+    };
+    let o = build(&cfg, JobKind::Run);
+    let pod = o
+        .job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod");
+    for profile in [
+        pod.security_context
+            .as_ref()
+            .and_then(|s| s.seccomp_profile.as_ref()),
+        pod.containers[0]
+            .security_context
+            .as_ref()
+            .and_then(|s| s.seccomp_profile.as_ref()),
+    ] {
+        let profile = profile.expect("a profile is always set");
+        assert_eq!(
+            (profile.type_.as_str(), profile.localhost_profile.as_deref()),
+            ("RuntimeDefault", None)
+        );
+    }
+}
+
+#[test]
+fn files_over_a_config_map_are_refused_naming_the_field() {
+    let cfg = KubernetesConfig::default();
+    let mut req = request(JobKind::Run);
+    let body = wrapper_body(&req.language_config, JobKind::Run, &[], &req.files).expect("body");
+    check_size(&cfg, &req, &body).expect("small job fits");
+    req.files
+        .insert("big.c".into(), "x".repeat(MAX_CONFIG_MAP_BYTES));
+    let err = check_size(&cfg, &req, &body).expect_err("over 1 MiB");
+    assert!(err.to_string().starts_with("files: "), "{err}");
+    req.files.remove("big.c");
+    req.stdin = "y".repeat(MAX_CONFIG_MAP_BYTES);
+    let err = check_size(&cfg, &req, &body).expect_err("over 1 MiB");
+    assert!(err.to_string().starts_with("stdin: "), "{err}");
 }
 
 #[test]
