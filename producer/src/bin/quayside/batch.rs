@@ -18,7 +18,7 @@ use quayside_common::JobId;
 use quayside_producer::{BatchStatus, Error, Producer};
 
 use crate::job_flags::JobFlags;
-use crate::usage;
+use crate::{terminal, usage};
 use progress::Followed;
 
 /// Exit code when Ctrl-C stops following (the shell's 128 + SIGINT); the batch runs on.
@@ -118,6 +118,7 @@ pub async fn run(
             if json {
                 println!("{}", serde_json::to_string(&tally)?);
             } else {
+                let id = terminal::line(&id);
                 println!(
                     "batch {id}: {} cancelled, {} running told to stop, {} had already ended{}",
                     tally.cancelled,
@@ -253,7 +254,7 @@ fn print_status(s: &BatchStatus) {
     let state = if s.done { "done" } else { "running" };
     println!(
         "batch {}: {state}, {}/{} ended",
-        s.id,
+        terminal::line(&s.id),
         s.total - s.remaining,
         s.total
     );
@@ -261,8 +262,9 @@ fn print_status(s: &BatchStatus) {
         "  running {}, queued {}, succeeded {}, not succeeded {}",
         s.running, s.queued, s.succeeded, s.unsuccessful
     );
+    // Counter names come from Redis, which anyone with queue access can write.
     for (status, n) in &s.by_status {
-        println!("  {status:<16} {n:>7}");
+        println!("  {:<16} {n:>7}", terminal::line(status));
     }
     if let (Some(a), Some(b)) = (s.created_at_ms, s.finished_at_ms) {
         println!(

@@ -6,6 +6,7 @@
 
 mod batch;
 mod job_flags;
+mod terminal;
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -126,7 +127,7 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("quayside: {e:#}");
+            eprintln!("quayside: {}", terminal::text(&format!("{e:#}")));
             ExitCode::from(exit_code_of(&e))
         }
     }
@@ -174,7 +175,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if let Some(r) = &st.result {
                     print_result(r);
                 } else if let Some(e) = &st.last_error {
-                    println!("last error: {e}");
+                    println!("last error: {}", terminal::line(e));
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -192,13 +193,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if json {
                     println!("{}", serde_json::to_string(&entry)?);
                 } else if entry.source == "end" {
-                    eprintln!("[job ended: {}]", String::from_utf8_lossy(&entry.data));
+                    eprintln!(
+                        "[job ended: {}]",
+                        terminal::line(&String::from_utf8_lossy(&entry.data))
+                    );
                 } else if entry.source == "stdout" {
-                    use std::io::Write as _;
-                    std::io::stdout().write_all(&entry.data)?;
+                    print!("{}", terminal::bytes(&entry.data));
                 } else {
-                    use std::io::Write as _;
-                    std::io::stderr().write_all(&entry.data)?;
+                    eprint!("{}", terminal::bytes(&entry.data));
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -208,7 +210,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string(&outcome)?);
             } else {
-                println!("{outcome:?}");
+                println!("{}", terminal::line(&format!("{outcome:?}")));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -320,11 +322,14 @@ fn print_result(r: &JobResult) {
     ] {
         if !c.is_empty() {
             let more = if c.truncated { " (truncated)" } else { "" };
-            println!("--- {name}{more}\n{}", c.lossy().trim_end());
+            println!(
+                "--- {name}{more}\n{}",
+                terminal::bytes(&c.bytes()).trim_end()
+            );
         }
     }
     if let Some(e) = &r.error {
-        println!("--- error\n{e}");
+        println!("--- error\n{}", terminal::text(e));
     }
 }
 
@@ -352,11 +357,9 @@ fn print_stats(s: &QueueStats) {
         s.delayed, s.dead_letters
     );
     let num = |w: &quayside_producer::WorkerInfo, k: &str| w.0.get(k).and_then(|v| v.as_u64());
+    // Worker fields come from Redis, which anyone with queue access can write.
     let text = |w: &quayside_producer::WorkerInfo, k: &str| {
-        w.0.get(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or("-")
-            .to_owned()
+        terminal::line(w.0.get(k).and_then(|v| v.as_str()).unwrap_or("-")).into_owned()
     };
     println!("workers: {}", s.workers.len());
     if s.workers.is_empty() {
@@ -396,10 +399,11 @@ async fn dlq(producer: &Producer, action: DlqAction, json: bool) -> anyhow::Resu
                 println!("{}", serde_json::to_string(&letters)?);
             } else {
                 for l in letters {
-                    println!(
+                    let shown = format!(
                         "{} job={} reason={} attempts={} error={}",
                         l.entry, l.job_id, l.reason, l.attempts, l.error
                     );
+                    println!("{}", terminal::line(&shown));
                 }
             }
         }
@@ -421,7 +425,7 @@ async fn dlq(producer: &Producer, action: DlqAction, json: bool) -> anyhow::Resu
                 if json {
                     println!("{}", serde_json::json!({ "entry": e, "result": outcome }));
                 } else {
-                    println!("{e}: {outcome:?}");
+                    println!("{}", terminal::line(&format!("{e}: {outcome:?}")));
                 }
             }
         }
