@@ -1,0 +1,261 @@
+//! Admission through each of the three doors, for every way a job could otherwise fail as an
+//! infrastructure error (retried, dead-lettered as `attempts_exhausted`, blamed on the
+//! runner): limits under what an engine or runtime can run, NUL bytes in argument lists,
+//! oversized lists, a file that is also a folder, deep folder chains, long paths, labels.
+//!
+//! - the producer library (and the CLI on top of it) refuses before sending, naming the field;
+//! - the HTTP gateway answers `422` naming the field (`413` for a body over its size limit);
+//! - a real Docker worker, given the same specs by a raw `XADD`, ends each `rejected` with the
+//!   field named, after one attempt, dead-lettered as `invalid_spec`, without creating a
+//!   container, and keeps serving.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use quayside_common::config::default_languages;
+use quayside_common::{JobKind, JobSpec, Priority, Status};
+use quayside_e2e::{within, TestQueue};
+use quayside_producer::Error;
+
+/// A job that would run fine, changed by `f`.
+fn job(f: impl FnOnce(&mut JobSpec)) -> JobSpec {
+    let mut spec = JobSpec::new(
+        JobKind::Run,
+        "c",
+        BTreeMap::from([(
+            "main.c".to_owned(),
+            "#include <stdio.h>\nint main(void) { puts(\"ran\"); return 0; }\n".to_owned(),
+        )]),
+    );
+    f(&mut spec);
+    spec
+}
+
+/// Every case: the spec, and the field its refusal must name.
+fn cases() -> Vec<(JobSpec, String)> {
+    let deep = format!("{}main.c", "d/".repeat(17));
+    let long = format!("{}/{}.c", "x".repeat(200), "y".repeat(60));
+    vec![
+        (
+            job(|s| s.limits.memory_bytes = Some(1)),
+            "limits.memory_bytes".into(),
+        ),
+        (
+            job(|s| s.limits.cpu_millicores = Some(1)),
+            "limits.cpu_millicores".into(),
+        ),
+        (job(|s| s.limits.pids = Some(1)), "limits.pids".into()),
+        (
+            job(|s| s.limits.compile_wall_time_ms = Some(1)),
+            "limits.compile_wall_time_ms".into(),
+        ),
+        (
+            job(|s| s.limits.output_bytes = Some(1)),
+            "limits.output_bytes".into(),
+        ),
+        (
+            job(|s| s.args = vec!["ok".into(), "a\0b".into()]),
+            "args[1]".into(),
+        ),
+        (
+            job(|s| s.compiler_options = vec!["-O2\0".into()]),
+            "compiler_options[0]".into(),
+        ),
+        (job(|s| s.args = vec!["a".into(); 257]), "args".into()),
+        (job(|s| s.args = vec!["x".repeat(70_000)]), "args".into()),
+        (
+            job(|s| s.compiler_options = vec!["-Wall".into(); 65]),
+            "compiler_options".into(),
+        ),
+        (
+            job(|s| {
+                s.files.insert("main.c/b.h".into(), String::new());
+            }),
+            "files[\"main.c/b.h\"]".into(),
+        ),
+        (
+            job(|s| s.files = BTreeMap::from([(deep.clone(), "int main(){}".into())])),
+            format!("files[{deep:?}]"),
+        ),
+        (
+            job(|s| s.files = BTreeMap::from([(long.clone(), "int main(){}".into())])),
+            format!("files[{long:?}]"),
+        ),
+        (
+            job(|s| s.labels = (0..65).map(|i| (i.to_string(), String::new())).collect()),
+            "labels".into(),
+        ),
+        (
+            job(|s| s.labels = BTreeMap::from([("k".into(), "v".repeat(1024))])),
+            "labels[\"k\"]".into(),
+        ),
+    ]
+}
+
+/// 20 MB of args (the issue's: a 40 MB container config on the engine's disk, a 54 MB record in
+/// Redis). Over the gateway's body limit, so it answers 413 before reading the spec.
+fn twenty_megabytes_of_args() -> JobSpec {
+    job(|s| s.args = vec!["x".repeat(1 << 10); 20 << 10])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_producer_and_the_cli_refuse_before_sending_naming_the_field() {
+    let q = TestQueue::new("admit-producer");
+    let mut all = cases();
+    all.push((twenty_megabytes_of_args(), "args".into()));
+    for (spec, field) in &all {
+        let err = within(10, "enqueue", q.producer.enqueue(spec))
+            .await
+            .expect_err(field);
+        assert!(
+            matches!(&err, Error::Invalid(e) if e.to_string().starts_with(&format!("{field}: "))),
+            "{field}: {err}"
+        );
+    }
+    let mut conn = q.conn().await;
+    let queued: u64 = redis::cmd("XLEN")
+        .arg(q.keys.stream(Priority::Normal))
+        .query_async(&mut conn)
+        .await
+        .expect("XLEN");
+    assert_eq!(queued, 0, "nothing reached the queue");
+
+    let path = q.path("floor.json");
+    std::fs::write(&path, serde_json::to_vec(&all[0].0).expect("json")).expect("write");
+    let out = q
+        .cli()
+        .args(["submit", "--spec", &path])
+        .output()
+        .expect("run quayside");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "quayside: invalid job: limits.memory_bytes: 1 is below the configured minimum"
+        ),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_answers_422_naming_the_field() {
+    let q = TestQueue::new("admit-gateway");
+    let gw = q.spawn_gateway(|c| c.languages = default_languages()).await;
+    for (spec, field) in cases() {
+        let body = serde_json::to_value(&spec).expect("json");
+        let reply = gw.post_json("/v1/jobs", &body).await;
+        assert_eq!(
+            reply.status,
+            422,
+            "{field}: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        let json = reply.json();
+        assert_eq!(json["field"], field.as_str(), "{json}");
+        assert_eq!(json["error"], "invalid_spec", "{json}");
+    }
+    let body = serde_json::to_value(twenty_megabytes_of_args()).expect("json");
+    let reply = gw.post_json("/v1/jobs", &body).await;
+    assert_eq!(
+        reply.status, 413,
+        "over gateway.max_body_bytes before any parsing"
+    );
+    let mut conn = q.conn().await;
+    let queued: u64 = redis::cmd("XLEN")
+        .arg(q.keys.stream(Priority::Normal))
+        .query_async(&mut conn)
+        .await
+        .expect("XLEN");
+    assert_eq!(queued, 0, "nothing reached the queue");
+}
+
+/// Containers created since `since` (unix seconds) for any of `jobs`, from the engine's events.
+fn containers_created_for(since: u64, jobs: &[String]) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["events", "--since", &since.to_string(), "--until", "0s"])
+        .args(["--filter", "type=container", "--filter", "event=create"])
+        .args(["--format", "{{index .Actor.Attributes \"quayside.job\"}}"])
+        .output()
+        .expect("docker events");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|job| jobs.iter().any(|j| j == job))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_rejects_what_a_raw_producer_sends_without_a_retry_or_a_container() {
+    let q = TestQueue::new("admit-worker");
+    let since = quayside_common::now_ms() / 1000;
+    q.spawn_real_worker(|_| {});
+    let mut all = cases();
+    all.push((twenty_megabytes_of_args(), "args".into()));
+    // Only a Docker worker knows this one: the names, quoted into its wrapper script, make an
+    // argument longer than the kernel's 128 KiB. Producer and gateway cannot tell.
+    all.push((
+        job(|s| {
+            s.files = (0..200)
+                .map(|i| (format!("{i:03}{}.c", "'".repeat(240)), "int x;".to_owned()))
+                .collect();
+        }),
+        "files".into(),
+    ));
+    let mut conn = q.conn().await;
+    for (spec, _) in &all {
+        let _: String = redis::cmd("XADD")
+            .arg(q.keys.stream(Priority::Normal))
+            .arg("*")
+            .arg("id")
+            .arg(spec.id.as_str())
+            .arg("job")
+            .arg(serde_json::to_string(spec).expect("json"))
+            .query_async(&mut conn)
+            .await
+            .expect("raw XADD");
+    }
+    let ids: Vec<_> = all.iter().map(|(s, _)| s.id.clone()).collect();
+    let results = q.wait_all(&ids, 120).await;
+    for ((_, field), r) in all.iter().zip(&results) {
+        let error = r.error.as_deref().unwrap_or_default();
+        assert_eq!(r.status, Status::Rejected, "{field}: {error}");
+        assert!(error.contains(&format!("{field}: ")), "{field}: {error}");
+        assert_eq!(r.attempts, 1, "{field}: never retried");
+    }
+    let letters = q.producer.dlq_list(100).await.expect("dlq");
+    for id in &ids {
+        let letter = letters.iter().find(|l| l.job_id == id.as_str());
+        assert_eq!(
+            letter.map(|l| l.reason.as_str()),
+            Some("invalid_spec"),
+            "{id}: dead-lettered as the job's own fault, not attempts_exhausted"
+        );
+    }
+
+    // Still serving; no container was ever created for a refused job.
+    let hello = job(|_| {});
+    q.producer.enqueue(&hello).await.expect("enqueue");
+    let r = q
+        .wait_all(std::slice::from_ref(&hello.id), 120)
+        .await
+        .remove(0);
+    assert_eq!(
+        (r.status, r.stdout.data.as_str()),
+        (Status::Succeeded, "ran\n"),
+        "{:?}",
+        r.error
+    );
+    let refused: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        containers_created_for(since, &refused),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        containers_created_for(since, &[hello.id.to_string()]).len(),
+        1,
+        "the events do show the job that ran"
+    );
+    let mut settled = ids.clone();
+    settled.push(hello.id.clone());
+    q.assert_settled(&settled).await;
+}
