@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use quayside_common::config::default_languages;
-use quayside_common::{JobKind, JobSpec, Priority, Status};
+use quayside_common::{JobKind, JobSpec, Status};
 use quayside_e2e::{within, TestQueue};
 use quayside_producer::Error;
 
@@ -112,13 +112,7 @@ async fn the_producer_and_the_cli_refuse_before_sending_naming_the_field() {
             "{field}: {err}"
         );
     }
-    let mut conn = q.conn().await;
-    let queued: u64 = redis::cmd("XLEN")
-        .arg(q.keys.stream(Priority::Normal))
-        .query_async(&mut conn)
-        .await
-        .expect("XLEN");
-    assert_eq!(queued, 0, "nothing reached the queue");
+    assert_eq!(q.queued().await, 0, "nothing reached the queue");
 
     let path = q.path("floor.json");
     std::fs::write(&path, serde_json::to_vec(&all[0].0).expect("json")).expect("write");
@@ -160,13 +154,7 @@ async fn the_gateway_answers_422_naming_the_field() {
         reply.status, 413,
         "over gateway.max_body_bytes before any parsing"
     );
-    let mut conn = q.conn().await;
-    let queued: u64 = redis::cmd("XLEN")
-        .arg(q.keys.stream(Priority::Normal))
-        .query_async(&mut conn)
-        .await
-        .expect("XLEN");
-    assert_eq!(queued, 0, "nothing reached the queue");
+    assert_eq!(q.queued().await, 0, "nothing reached the queue");
 }
 
 /// Containers created since `since` (unix seconds) for any of `jobs`, from the engine's events.
@@ -201,18 +189,8 @@ async fn a_worker_rejects_what_a_raw_producer_sends_without_a_retry_or_a_contain
         }),
         "files".into(),
     ));
-    let mut conn = q.conn().await;
     for (spec, _) in &all {
-        let _: String = redis::cmd("XADD")
-            .arg(q.keys.stream(Priority::Normal))
-            .arg("*")
-            .arg("id")
-            .arg(spec.id.as_str())
-            .arg("job")
-            .arg(serde_json::to_string(spec).expect("json"))
-            .query_async(&mut conn)
-            .await
-            .expect("raw XADD");
+        q.raw_enqueue(spec).await;
     }
     let ids: Vec<_> = all.iter().map(|(s, _)| s.id.clone()).collect();
     let results = q.wait_all(&ids, 120).await;
