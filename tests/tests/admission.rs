@@ -193,7 +193,11 @@ async fn a_worker_rejects_what_a_raw_producer_sends_without_a_retry_or_a_contain
         q.raw_enqueue(spec).await;
     }
     let ids: Vec<_> = all.iter().map(|(s, _)| s.id.clone()).collect();
-    let results = q.wait_all(&ids, 120).await;
+    // A raw entry has no record until a worker claims it: wait for the state first.
+    for id in &ids {
+        q.wait_state(id, Status::Rejected, 120).await;
+    }
+    let results = q.wait_all(&ids, 10).await;
     for ((_, field), r) in all.iter().zip(&results) {
         let error = r.error.as_deref().unwrap_or_default();
         assert_eq!(r.status, Status::Rejected, "{field}: {error}");
