@@ -107,7 +107,7 @@ pub async fn run(
                 .await?
                 .ok_or(Error::BatchNotFound(id))?;
             if json {
-                println!("{}", serde_json::to_string(&status)?);
+                println!("{}", terminal::json(&status)?);
             } else {
                 print_status(&status);
             }
@@ -116,7 +116,7 @@ pub async fn run(
         Some(BatchAction::Cancel { id }) => {
             let tally = producer.cancel_batch(&id).await?;
             if json {
-                println!("{}", serde_json::to_string(&tally)?);
+                println!("{}", terminal::json(&tally)?);
             } else {
                 let id = terminal::line(&id);
                 println!(
@@ -194,7 +194,7 @@ async fn submit(
         if json {
             let line =
                 serde_json::json!({ "batch": batch, "jobs": specs.len(), "created": created });
-            println!("{line}");
+            println!("{}", terminal::json(&line)?);
         } else {
             println!("{batch}");
         }

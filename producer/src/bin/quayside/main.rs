@@ -169,7 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let id = parse_id(&id)?;
             let st = producer.status(&id).await?.ok_or(Error::NotFound(id))?;
             if json {
-                println!("{}", serde_json::to_string(&st)?);
+                println!("{}", terminal::json(&st)?);
             } else {
                 println!("{} {} (attempts {})", st.id, st.state, st.attempts);
                 if let Some(r) = &st.result {
@@ -191,7 +191,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             while let Some(entry) = logs.next().await {
                 let entry = entry?;
                 if json {
-                    println!("{}", serde_json::to_string(&entry)?);
+                    println!("{}", terminal::json(&entry)?);
                 } else if entry.source == "end" {
                     eprintln!(
                         "[job ended: {}]",
@@ -208,7 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cancel { id } => {
             let outcome = producer.cancel(&parse_id(&id)?).await?;
             if json {
-                println!("{}", serde_json::to_string(&outcome)?);
+                println!("{}", terminal::json(&outcome)?);
             } else {
                 println!("{}", terminal::line(&format!("{outcome:?}")));
             }
@@ -229,7 +229,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats => {
             let stats = producer.stats().await?;
             if json {
-                println!("{}", serde_json::to_string(&stats)?);
+                println!("{}", terminal::json(&stats)?);
             } else {
                 print_stats(&stats);
             }
@@ -258,7 +258,7 @@ async fn submit(producer: &Producer, a: SubmitArgs, json: bool) -> anyhow::Resul
     let enqueued = producer.enqueue(&spec).await?;
     if !a.wait {
         if json {
-            println!("{}", serde_json::to_string(&enqueued)?);
+            println!("{}", terminal::json(&enqueued)?);
         } else if enqueued.created {
             println!("{}", enqueued.id);
         } else {
@@ -292,7 +292,7 @@ fn spec_from_flags(a: &SubmitArgs) -> anyhow::Result<JobSpec> {
 
 fn report(r: &JobResult, json: bool) -> ExitCode {
     if json {
-        match serde_json::to_string(r) {
+        match terminal::json(r) {
             Ok(s) => println!("{s}"),
             Err(e) => eprintln!("quayside: {e}"),
         }
@@ -396,7 +396,7 @@ async fn dlq(producer: &Producer, action: DlqAction, json: bool) -> anyhow::Resu
         DlqAction::List { count } => {
             let letters = producer.dlq_list(count).await?;
             if json {
-                println!("{}", serde_json::to_string(&letters)?);
+                println!("{}", terminal::json(&letters)?);
             } else {
                 for l in letters {
                     let shown = format!(
@@ -423,7 +423,10 @@ async fn dlq(producer: &Producer, action: DlqAction, json: bool) -> anyhow::Resu
             for e in entries {
                 let outcome = producer.dlq_replay(&e).await?;
                 if json {
-                    println!("{}", serde_json::json!({ "entry": e, "result": outcome }));
+                    println!(
+                        "{}",
+                        terminal::json(&serde_json::json!({ "entry": e, "result": outcome }))?
+                    );
                 } else {
                     println!("{}", terminal::line(&format!("{e}: {outcome:?}")));
                 }
@@ -432,7 +435,7 @@ async fn dlq(producer: &Producer, action: DlqAction, json: bool) -> anyhow::Resu
         DlqAction::Purge => {
             let n = producer.dlq_purge().await?;
             if json {
-                println!("{}", serde_json::json!({ "purged": n }));
+                println!("{}", terminal::json(&serde_json::json!({ "purged": n }))?);
             } else {
                 println!("purged {n} dead letters");
             }

@@ -2,7 +2,9 @@
 //! a batch manifest or Redis could hold (output, names, labels, errors, dead letters, worker
 //! fields) goes through [`text`] or [`line`], so none of it can retitle the window, write the
 //! clipboard (OSC 52), clear the screen or move the cursor over what the CLI printed. Control
-//! characters are shown as escapes instead. `--json` output and Redis keep the bytes exact.
+//! characters are shown as escapes instead. `--json` output ([`json`]) and Redis keep the
+//! bytes exact: JSON already escapes C0, and [`json`] escapes DEL and C1 as well, so the
+//! decoded values are unchanged and the raw output is safe on a terminal too.
 
 use std::borrow::Cow;
 
@@ -23,6 +25,26 @@ pub fn line(s: &str) -> Cow<'_, str> {
 /// become U+FFFD, so no stray C1 byte survives), then escaped like [`text`].
 pub fn bytes(b: &[u8]) -> String {
     text(&String::from_utf8_lossy(b)).into_owned()
+}
+
+/// `value` as one line of JSON with DEL, C1 controls and bidi overrides escaped (`\u009b`),
+/// which JSON allows but does not require: a terminal would obey them. They can only stand
+/// inside strings, so the escaped document decodes to exactly the same values.
+///
+/// # Errors
+/// `value` cannot be serialized.
+pub fn json(value: &impl serde::Serialize) -> serde_json::Result<String> {
+    let raw = serde_json::to_string(value)?;
+    if !raw.chars().any(unsafe_char) {
+        return Ok(raw);
+    }
+    Ok(raw
+        .chars()
+        .map(|c| match c {
+            c if unsafe_char(c) => format!("\\u{:04x}", u32::from(c)),
+            c => c.to_string(),
+        })
+        .collect())
 }
 
 fn unsafe_char(c: char) -> bool {
@@ -67,6 +89,18 @@ mod tests {
         assert!(matches!(text("a\n\tb"), Cow::Borrowed("a\n\tb")));
         assert_eq!(line("a\n\tb"), "a\\n\\tb");
         assert!(matches!(line("plain: ünïcode ✓"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn json_escapes_what_a_terminal_would_obey_and_decodes_to_the_same_value() {
+        let value = serde_json::json!({ "data": "a\u{1b}]0;x\u{7}\u{9b}2J\u{7f}\u{202e}\n" });
+        let shown = json(&value).expect("json");
+        assert_eq!(
+            shown,
+            r#"{"data":"a\u001b]0;x\u0007\u009b2J\u007f\u202e\n"}"#
+        );
+        let back: serde_json::Value = serde_json::from_str(&shown).expect("valid JSON");
+        assert_eq!(back, value, "bytes exact once decoded");
     }
 
     #[test]

@@ -209,8 +209,7 @@ pub fn json_lines(out: &mut impl Write, batch: &str, rows: &[Row]) -> anyhow::Re
             duration_ms: r.exec_ms(),
             result: r.result.as_ref(),
         };
-        serde_json::to_writer(&mut *out, &line)?;
-        out.write_all(b"\n")?;
+        writeln!(out, "{}", terminal::json(&line)?)?;
     }
     Ok(())
 }
