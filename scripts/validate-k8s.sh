@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Validates every Kubernetes object Quayside ships or creates against the official OpenAPI
 # schemas (kubernetes-validate, strict: unknown fields are errors):
-#   - deploy/k8s base and overlays, rendered with `kubectl kustomize`;
+#   - deploy/k8s base and overlays, and the seccomp installer deploy/seccomp, rendered with
+#     `kubectl kustomize`;
 #   - the ConfigMap and Job the Kubernetes runner creates per attempt, dumped as JSON by the
 #     worker's unit test `dump_objects_for_schema_validation` into target/k8s-objects/.
 # CRDs (ServiceMonitor, ScaledObject) have no built-in schema and are reported, not failed.
@@ -34,6 +35,7 @@ for dir in base overlays/dev overlays/production; do
   name=${dir//\//-}
   kubectl kustomize "deploy/k8s/$dir" >"$out/$name.yaml"
 done
+kubectl kustomize deploy/seccomp >"$out/seccomp-installer.yaml"
 
 log "dumping the objects the runner creates"
 cargo test -q -p quayside-worker --lib dump_objects_for_schema_validation >/dev/null
