@@ -38,18 +38,18 @@ use quayside_worker::runner::sandbox::protocol::{expand, shell_quote};
 use quayside_worker::runner::sandbox::{LABEL_JOB, LABEL_WORKER, WORK_DIR};
 use tokio_util::sync::CancellationToken;
 
-const IMAGE: &str = "quayside/runner-c:1";
+pub(super) const IMAGE: &str = "quayside/runner-c:1";
 const LANGUAGE: &str = "c";
 const SOURCE: &str = "#include <stdio.h>\nint main(){puts(\"hi\");}";
 const EXPECTED: &str = "hi\n";
 /// Label on every baseline container (value: this run's tag).
-const BENCH_LABEL: &str = "quayside.bench";
+pub(super) const BENCH_LABEL: &str = "quayside.bench";
 /// Worker ids (and so the `quayside.worker` label of job containers) start with this.
 const WORKER_PREFIX: &str = "quayside-bench-docker-";
 /// Bound on any one step (a container cycle, a job's result, a whole batch's wait).
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn env_usize(name: &str, default: usize) -> usize {
+pub(super) fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -129,7 +129,10 @@ fn create_body(cmd: Vec<String>, options: Options, tag: &str) -> ContainerCreate
 }
 
 /// One bare Engine API cycle: create, start, wait, remove. Fails unless the program exits 0.
-async fn api_cycle(docker: &Docker, body: ContainerCreateBody) -> anyhow::Result<Duration> {
+pub(super) async fn api_cycle(
+    docker: &Docker,
+    body: ContainerCreateBody,
+) -> anyhow::Result<Duration> {
     let t = Instant::now();
     let id = docker
         .create_container(None::<CreateContainerOptions>, body)
@@ -195,7 +198,10 @@ async fn cli_run(args: &[String]) -> anyhow::Result<Duration> {
     Ok(t.elapsed())
 }
 
-async fn bounded<T>(what: &str, fut: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+pub(super) async fn bounded<T>(
+    what: &str,
+    fut: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     tokio::time::timeout(STEP_TIMEOUT, fut)
         .await
         .map_err(|_| anyhow::anyhow!("{what}: no answer within {STEP_TIMEOUT:?}"))?
@@ -260,7 +266,7 @@ async fn submit_and_wait(producer: &Producer) -> anyhow::Result<(Duration, JobRe
 }
 
 /// The real worker in this process, on a queue of its own.
-struct Worker {
+pub(super) struct Worker {
     producer: Producer,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), quayside_worker::WorkerError>>,
@@ -268,12 +274,24 @@ struct Worker {
 
 impl Worker {
     async fn start(url: &str, tag: &str, slots: usize) -> anyhow::Result<Self> {
+        Self::start_with(url, tag, slots, |_| {}).await
+    }
+
+    /// A worker whose config `tweak` changes (the hardening comparison's two variants); `tag`
+    /// names its queue and id apart from other workers of the run.
+    pub(super) async fn start_with(
+        url: &str,
+        tag: &str,
+        slots: usize,
+        tweak: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
         let mut cfg = Config::default();
         cfg.redis.url = url.to_owned();
         cfg.queue.name = format!("bench-docker-{tag}-s{slots}");
         cfg.worker.slots = slots;
         cfg.worker.id = Some(format!("{WORKER_PREFIX}{tag}-s{slots}"));
         cfg.languages = default_languages();
+        tweak(&mut cfg);
         cfg.validate().context("worker config")?;
         let runner = quayside_worker::runner::build(&cfg).context("docker runner")?;
         let producer = Producer::new(&cfg)?;
@@ -291,13 +309,13 @@ impl Worker {
         })
     }
 
-    async fn submit_and_wait(&self) -> anyhow::Result<(Duration, JobResult)> {
+    pub(super) async fn submit_and_wait(&self) -> anyhow::Result<(Duration, JobResult)> {
         submit_and_wait(&self.producer).await
     }
 
     /// `n` jobs enqueued at once; the time from the submit to the last result, and each
     /// job's worker-side time (claim to result).
-    async fn batch(&self, n: usize) -> anyhow::Result<(Duration, Vec<Duration>)> {
+    pub(super) async fn batch(&self, n: usize) -> anyhow::Result<(Duration, Vec<Duration>)> {
         let specs: Vec<JobSpec> = (0..n).map(|_| hello_job()).collect();
         let t = Instant::now();
         self.producer.enqueue_many(&specs).await?;
@@ -314,7 +332,7 @@ impl Worker {
         Ok((t.elapsed(), each))
     }
 
-    async fn stop(self) -> anyhow::Result<()> {
+    pub(super) async fn stop(self) -> anyhow::Result<()> {
         self.stop.cancel();
         bounded("worker shutdown", async {
             self.task.await?.context("worker")
@@ -328,7 +346,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Nearest-rank percentile, in ms.
-fn pct(samples: &[Duration], q: f64) -> f64 {
+pub(super) fn pct(samples: &[Duration], q: f64) -> f64 {
     let mut v: Vec<f64> = samples.iter().copied().map(ms).collect();
     v.sort_by(f64::total_cmp);
     let rank = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len());
@@ -380,7 +398,7 @@ fn progress(row: &Row) {
 }
 
 /// The 1-minute load average.
-fn load() -> f64 {
+pub(super) fn load() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split(' ').next()?.parse().ok())
@@ -389,7 +407,7 @@ fn load() -> f64 {
 
 /// Removes what this benchmark started, from this run or an interrupted earlier one:
 /// baseline containers (`quayside.bench`) and job containers of bench workers.
-async fn sweep(docker: &Docker) -> anyhow::Result<usize> {
+pub(super) async fn sweep(docker: &Docker) -> anyhow::Result<usize> {
     let mut removed = 0;
     for label in [BENCH_LABEL, LABEL_WORKER] {
         let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
@@ -417,7 +435,7 @@ async fn sweep(docker: &Docker) -> anyhow::Result<usize> {
 }
 
 /// Job containers (`quayside.job`) still there: `(of this benchmark, all)`.
-async fn job_containers(docker: &Docker) -> anyhow::Result<(usize, usize)> {
+pub(super) async fn job_containers(docker: &Docker) -> anyhow::Result<(usize, usize)> {
     let filters = HashMap::from([("label".to_owned(), vec![LABEL_JOB.to_owned()])]);
     let list = docker
         .list_containers(Some(ListContainersOptions {
@@ -487,7 +505,7 @@ pub async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rand_u16() -> u16 {
+pub(super) fn rand_u16() -> u16 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())

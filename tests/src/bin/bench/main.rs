@@ -5,6 +5,8 @@
 //!   runner that returns at once (so only the queue is measured).
 //! - `docker`: the real worker with the Docker runner, end to end (submit to result), next to the
 //!   same container work done directly: a `docker run --rm` loop and bare Engine API cycles.
+//!   With `BENCH_COMPARE=hardening`: the cost of the seccomp profile and per-attempt uids
+//!   instead, two workers side by side (`hardening`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -142,6 +144,9 @@ async fn main() -> anyhow::Result<()> {
     let mode = std::env::args().nth(1).unwrap_or_else(|| "queue".into());
     match mode.as_str() {
         "queue" => queue_main().await,
+        "docker" if std::env::var("BENCH_COMPARE").is_ok_and(|c| c == "hardening") => {
+            hardening::main().await
+        }
         "docker" => docker::main().await,
         // For scripts/bench.sh batch: the `docker run` baseline of a C job, NUL-separated.
         "docker-run-argv" => {
@@ -312,3 +317,4 @@ async fn latency(url: &str, tag: u32, client: &redis::Client) -> anyhow::Result<
 }
 
 mod docker;
+mod hardening;
