@@ -324,6 +324,12 @@ async fn jobs_no_config_map_can_carry_are_refused_before_any_request() {
     req.files.insert("data.py".into(), "x".repeat(1 << 20));
     let err = r.admit(&req).expect_err("over the 1 MiB a ConfigMap holds");
     assert!(err.to_string().starts_with("files: "), "{err}");
+    let mut req = request();
+    req.args = vec!["ok".into(), "x".repeat(200 << 10)];
+    let err = r
+        .admit(&req)
+        .expect_err("over the kernel's 128 KiB per argument");
+    assert!(err.to_string().starts_with("args[1]: "), "{err}");
     assert!(fake.accesses().is_empty(), "refused before any API request");
 }
 

@@ -11,6 +11,7 @@ pub mod seccomp;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use quayside_common::job::SpecError;
 use quayside_common::{Captured, JobId, JobKind, Status};
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
@@ -29,6 +30,25 @@ pub const LABEL_ATTEMPT: &str = "quayside.attempt";
 
 /// Where job files live inside every sandbox.
 pub const WORK_DIR: &str = "/work";
+
+/// Longest single argument the kernel passes to a program (`MAX_ARG_STRLEN`, its NUL included).
+pub const MAX_ARG_STRLEN: usize = 32 * 4096;
+
+/// Refuses a program argument the kernel would refuse to pass (`E2BIG`): the sandbox could not
+/// start the program, on any runner.
+///
+/// # Errors
+/// `args[i]`, the first argument too long.
+pub fn check_args(args: &[String]) -> Result<(), SpecError> {
+    let longest = MAX_ARG_STRLEN - 1;
+    match args.iter().position(|a| a.len() > longest) {
+        Some(i) => Err(SpecError::field(
+            format!("args[{i}]"),
+            format!("longer than the {longest} bytes the kernel passes in one argument"),
+        )),
+        None => Ok(()),
+    }
+}
 
 /// The labels every sandbox of one attempt carries.
 /// The job's language has no command for its kind (a config gap, so never worth a retry).

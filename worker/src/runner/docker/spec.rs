@@ -10,7 +10,7 @@ use quayside_common::config::{DockerConfig, FileTransfer, SeccompProfile};
 use quayside_common::job::SpecError;
 use quayside_common::{JobKind, Limits};
 
-use crate::runner::sandbox::{protocol, seccomp, WORK_DIR};
+use crate::runner::sandbox::{self, protocol, seccomp, MAX_ARG_STRLEN, WORK_DIR};
 use crate::runner::RunRequest;
 
 /// Fallback when `runner.docker.user` is not numeric (config validation refuses that).
@@ -128,9 +128,6 @@ pub fn host_config(cfg: &DockerConfig, limits: &Limits, (uid, gid): (u32, u32)) 
     }
 }
 
-/// Longest single argument the kernel passes to a program (`MAX_ARG_STRLEN`, its NUL included).
-const MAX_ARG_STRLEN: usize = 32 * 4096;
-
 /// Refuses a job whose container command the kernel would refuse (`E2BIG`): the wrapper
 /// script, which quotes every source file name and compiler option into one argument, or one
 /// of the program's args, longer than [`MAX_ARG_STRLEN`].
@@ -156,13 +153,7 @@ pub fn check_command(req: &RunRequest, script: &str) -> Result<(), SpecError> {
             ),
         ));
     }
-    if let Some(i) = req.args.iter().position(|a| a.len() > longest) {
-        return Err(SpecError::field(
-            format!("args[{i}]"),
-            format!("longer than the {longest} bytes the kernel passes in one argument"),
-        ));
-    }
-    Ok(())
+    sandbox::check_args(&req.args)
 }
 
 /// `no-new-privileges`, and the seccomp profile unless the engine's default was chosen. The

@@ -228,7 +228,10 @@ impl Runner for KubernetesRunner {
             &req.compiler_options,
             &req.files,
         ) {
-            Some(body) => spec::check_size(&self.cfg, req, &body),
+            Some(body) => {
+                sandbox::check_args(&req.args)?;
+                spec::check_size(&self.cfg, req, &body)
+            }
             // No command for the job's kind: `run` reports that as the config gap it is.
             None => Ok(()),
         }
