@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
-use quayside_common::config::{default_languages, DockerConfig, SeccompProfile};
+use quayside_common::config::{default_languages, DockerConfig, FileTransfer, SeccompProfile};
 use quayside_common::{JobKind, Status};
 use quayside_e2e::within;
 use quayside_worker::runner::RunnerError;
 use tokio_util::sync::CancellationToken;
 
-use super::{c, python, show, Harness};
+use super::{c, job, python, show, Harness};
 
 fn gvisor() -> bool {
     std::env::var("E2E_DOCKER_RUNTIME").is_ok_and(|r| r.contains("runsc"))
@@ -360,5 +360,36 @@ async fn memory_exceeded_in_the_build_has_no_exit_code() {
             show(&out)
         );
         assert!(out.stdout.is_empty() && out.run_ms == 0, "{}", show(&out));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn work_and_its_files_belong_to_the_attempts_uid_in_both_transfer_modes() {
+    let source = "import os\nfor p in ['/work', '/work/lib', '/work/lib/data.txt', '/work/main.py']:\n    st = os.stat(p)\n    print(p, st.st_uid == os.getuid(), oct(st.st_mode & 0o777))\n";
+    for transfer in [FileTransfer::Stdin, FileTransfer::Archive] {
+        let cfg = DockerConfig {
+            file_transfer: transfer,
+            ..DockerConfig::default()
+        };
+        let h = Harness::with(cfg, default_languages()).await;
+        let req = job("python", &[("main.py", source), ("lib/data.txt", "x")], "");
+        let out = h.run(&req).await;
+        assert_eq!(
+            out.status,
+            Status::Succeeded,
+            "{transfer:?}: {}",
+            show(&out)
+        );
+        let lines: Vec<&str> = out.stdout.data.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "/work True 0o700",
+                "/work/lib True 0o755",
+                "/work/lib/data.txt True 0o644",
+                "/work/main.py True 0o644",
+            ],
+            "{transfer:?}"
+        );
     }
 }
