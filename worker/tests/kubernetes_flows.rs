@@ -280,6 +280,13 @@ async fn pods_run_under_quaysides_seccomp_profile_and_a_node_without_it_says_how
         let (job, pod) = start_pod(&f).await;
         let created = f.get("jobs", &job).expect("job");
         let pod_spec = &created["spec"]["template"]["spec"];
+        let uid = pod_spec["securityContext"]["runAsUser"]
+            .as_i64()
+            .expect("uid");
+        assert!(
+            (10001..10001 + (1 << 20)).contains(&uid),
+            "a uid of the attempt's own: {uid}"
+        );
         for profile in [
             &pod_spec["securityContext"]["seccompProfile"],
             &pod_spec["containers"][0]["securityContext"]["seccompProfile"],

@@ -199,9 +199,9 @@ fn dump_objects_for_schema_validation() {
     }
 }
 
-/// Runs the real wrapper under `/bin/sh` with its paths moved into a temporary folder: the
-/// files land in `/work`, stdin and args reach the program, markers and stderr come out in
-/// order, and the pids bound is set.
+/// Runs the pod's real command (prelude and wrapper) under `/bin/sh` with its paths moved into a
+/// temporary folder: the files land in `/work`, stdin and args reach the program, markers and
+/// stderr come out in order, and the pids bound is set.
 #[test]
 fn wrapper_runs_under_posix_sh() {
     let root = std::env::temp_dir().join(format!("qs-wrapper-{:x}", rand::random::<u64>()));
@@ -225,14 +225,33 @@ fn wrapper_runs_under_posix_sh() {
         .replace(WORK_DIR, &work.display().to_string())
         .replace(STDERR_FILE, &root.join("stderr").display().to_string());
     std::fs::write(job.join("wrapper.sh"), script).expect("write");
-    let out = std::process::Command::new("sh")
-        .arg(job.join("wrapper.sh"))
+    // The pod's own command: the prelude (which re-executes an execute-only copy of the shell
+    // in the work folder) sourcing the wrapper.
+    let pod = o
+        .job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod");
+    let command: Vec<String> = pod.containers[0]
+        .command
+        .iter()
+        .flatten()
+        .map(|a| {
+            a.replace(JOB_DIR, &job.display().to_string())
+                .replace(WORK_DIR, &work.display().to_string())
+        })
+        .collect();
+    let out = std::process::Command::new(&command[0])
+        .args(&command[1..])
         .arg("a b")
         .current_dir(&work)
         .output()
         .expect("sh runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let copy_left = work.join(".quayside-sh").exists();
     let _ = std::fs::remove_dir_all(&root);
+    assert!(!copy_left, "the prelude removes its shell copy");
     assert_eq!(out.status.code(), Some(3), "{stdout}");
     let expected = format!(
         "#pragma oncebuilt\n{}:0\ngot in a b\n64\n{}:3\noops\n",
