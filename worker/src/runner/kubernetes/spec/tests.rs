@@ -26,6 +26,14 @@ pub(crate) fn request(kind: JobKind) -> RunRequest {
     }
 }
 
+fn pod_spec(o: &Objects) -> &k8s_openapi::api::core::v1::PodSpec {
+    o.job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod")
+}
+
 fn build(cfg: &KubernetesConfig, kind: JobKind) -> Objects {
     let req = request(kind);
     let body = wrapper_body(&req.language_config, kind, &[], &req.files).expect("body");
@@ -127,12 +135,7 @@ fn the_runtime_default_profile_is_the_fallback_switch() {
         ..Default::default()
     };
     let o = build(&cfg, JobKind::Run);
-    let pod = o
-        .job
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .expect("pod");
+    let pod = pod_spec(&o);
     for profile in [
         pod.security_context
             .as_ref()
@@ -227,12 +230,7 @@ fn wrapper_runs_under_posix_sh() {
     std::fs::write(job.join("wrapper.sh"), script).expect("write");
     // The pod's own command: the prelude (which re-executes an execute-only copy of the shell
     // in the work folder) sourcing the wrapper.
-    let pod = o
-        .job
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .expect("pod");
+    let pod = pod_spec(&o);
     let command: Vec<String> = pod.containers[0]
         .command
         .iter()
