@@ -136,8 +136,8 @@ pub fn host_config(cfg: &DockerConfig, limits: &Limits, (uid, gid): (u32, u32)) 
 /// The field whose text made the argument too long.
 pub fn check_command(req: &RunRequest, script: &str) -> Result<(), SpecError> {
     let longest = MAX_ARG_STRLEN - 1;
-    let command = protocol::sandbox_command(script.to_owned());
-    if let Some(too_long) = command.iter().map(String::len).find(|&n| n > longest) {
+    let too_long = protocol::longest_argument(script);
+    if too_long > longest {
         let options: usize = req.compiler_options.iter().map(|o| 4 * o.len()).sum();
         let names: usize = req.files.keys().map(String::len).sum();
         let field = if options > names {

@@ -160,6 +160,18 @@ pub fn sandbox_command(script: String) -> Vec<String> {
     vec!["sh".into(), "-c".into(), prelude, "quayside".into(), script]
 }
 
+/// The longest single argument any `exec` of [`sandbox_command`] passes for `script`: the
+/// script itself, which the prelude passes again behind the removal of its shell copy.
+pub fn longest_argument(script: &str) -> usize {
+    let reexec = format!("rm -f {SHELL_COPY}\n").len() + script.len();
+    sandbox_command(String::new())
+        .iter()
+        .map(String::len)
+        .max()
+        .unwrap_or(0)
+        .max(reexec)
+}
+
 /// Why the wrapper ended before printing its marker, from its exit status.
 pub fn wrapper_failure(exit_code: i64) -> &'static str {
     match exit_code {
@@ -380,6 +392,12 @@ mod tests {
         assert!(
             prelude.ends_with("eval \"$s\"\n"),
             "falls back to running in place"
+        );
+        let script = "x".repeat(100_000);
+        assert_eq!(
+            longest_argument(&script),
+            "rm -f /work/.quayside-sh\n".len() + script.len(),
+            "the re-executed shell gets the script behind the removal"
         );
     }
 
