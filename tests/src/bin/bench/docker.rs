@@ -291,6 +291,9 @@ impl Worker {
         cfg.worker.slots = slots;
         cfg.worker.id = Some(format!("{WORKER_PREFIX}{tag}-s{slots}"));
         cfg.languages = default_languages();
+        // Metrics are recorded as in production, but nobody scrapes them here: no listener,
+        // so workers side by side (and other benchmarks on the machine) need no free port.
+        cfg.metrics.listen_addr = String::new();
         tweak(&mut cfg);
         cfg.validate().context("worker config")?;
         let runner = quayside_worker::runner::build(&cfg).context("docker runner")?;
