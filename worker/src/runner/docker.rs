@@ -169,7 +169,7 @@ impl Runner for DockerRunner {
             &req.compiler_options,
             &req.files,
         ) {
-            Some(script) => spec::check_command(req, &script),
+            Some(script) => spec::check_command(&self.cfg, req, &script),
             // No command for the job's kind: `run` reports that as the config gap it is.
             None => Ok(()),
         }

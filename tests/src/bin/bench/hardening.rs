@@ -23,7 +23,7 @@ use bollard::Docker;
 use quayside_common::config::{Config, DockerConfig, SeccompProfile};
 use quayside_common::Limits;
 use quayside_worker::runner::docker::{attempt_user, host_config};
-use quayside_worker::runner::sandbox::protocol::sandbox_command;
+use quayside_worker::runner::sandbox::protocol::{sandbox_command, WrapperShell};
 use quayside_worker::runner::sandbox::WORK_DIR;
 
 use super::docker::{
@@ -187,7 +187,11 @@ async fn prelude_cycles(
     let plain = || vec!["sh".into(), "-c".into(), "true".into()];
     let (mut with, mut without) = (Vec::new(), Vec::new());
     // One of each first, uncounted: image and engine caches.
-    api_cycle(docker, body(sandbox_command("true".into()))).await?;
+    api_cycle(
+        docker,
+        body(sandbox_command("true".into(), WrapperShell::Undumpable)),
+    )
+    .await?;
     api_cycle(docker, body(plain())).await?;
     for round in 0..seq {
         let order = if round % 2 == 0 {
@@ -199,7 +203,10 @@ async fn prelude_cycles(
             let took = if prelude {
                 bounded(
                     "prelude cycle",
-                    api_cycle(docker, body(sandbox_command("true".into()))),
+                    api_cycle(
+                        docker,
+                        body(sandbox_command("true".into(), WrapperShell::Undumpable)),
+                    ),
                 )
                 .await?
             } else {

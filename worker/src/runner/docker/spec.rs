@@ -37,7 +37,7 @@ pub fn create_body(
 ) -> ContainerCreateBody {
     // The entrypoint replaces the image's, and with an entrypoint set the image's CMD is
     // ignored, so an empty args list stays empty.
-    let entrypoint = protocol::sandbox_command(script);
+    let entrypoint = protocol::sandbox_command(script, wrapper_shell(cfg));
     let args = match req.kind {
         JobKind::Run => req.args.clone(),
         JobKind::Compile => Vec::new(),
@@ -96,7 +96,7 @@ pub fn host_config(cfg: &DockerConfig, limits: &Limits, (uid, gid): (u32, u32)) 
     // gVisor (runsc, Debian's 2022 build) fails to start a container with a pids cgroup
     // limit, but every sandbox has a kernel of its own there, so RLIMIT_NPROC bounds the
     // sandbox's processes instead. Under runc it would be shared by every job's uid on the host.
-    let gvisor = cfg.runtime.contains("runsc");
+    let gvisor = gvisor(cfg);
     if gvisor {
         ulimits.push(ulimit("nproc", limits.pids));
     }
@@ -128,15 +128,30 @@ pub fn host_config(cfg: &DockerConfig, limits: &Limits, (uid, gid): (u32, u32)) 
     }
 }
 
+/// How the wrapper keeps the job out of its memory: gVisor does that itself (and refuses the
+/// execute-only shell the prelude uses), a Linux kernel needs the prelude.
+pub fn wrapper_shell(cfg: &DockerConfig) -> protocol::WrapperShell {
+    if gvisor(cfg) {
+        protocol::WrapperShell::Plain
+    } else {
+        protocol::WrapperShell::Undumpable
+    }
+}
+
+/// Whether job containers run under gVisor (`runsc`).
+fn gvisor(cfg: &DockerConfig) -> bool {
+    cfg.runtime.contains("runsc")
+}
+
 /// Refuses a job whose container command the kernel would refuse (`E2BIG`): the wrapper
 /// script, which quotes every source file name and compiler option into one argument, or one
 /// of the program's args, longer than [`MAX_ARG_STRLEN`].
 ///
 /// # Errors
 /// The field whose text made the argument too long.
-pub fn check_command(req: &RunRequest, script: &str) -> Result<(), SpecError> {
+pub fn check_command(cfg: &DockerConfig, req: &RunRequest, script: &str) -> Result<(), SpecError> {
     let longest = MAX_ARG_STRLEN - 1;
-    let too_long = protocol::longest_argument(script);
+    let too_long = protocol::longest_argument(script, wrapper_shell(cfg));
     if too_long > longest {
         let options: usize = req.compiler_options.iter().map(|o| 4 * o.len()).sum();
         let names: usize = req.files.keys().map(String::len).sum();
@@ -286,17 +301,18 @@ mod tests {
     #[test]
     fn a_command_the_kernel_would_refuse_is_a_refused_job() {
         let mut req = request(JobKind::Run);
-        check_command(&req, "true").expect("small");
+        check_command(&DockerConfig::default(), &req, "true").expect("small");
         req.compiler_options = vec!["'".repeat(40 << 10)];
         let lang = quayside_common::config::default_languages()["c"].clone();
         let script =
             protocol::wrapper_script(&lang, JobKind::Run, &req.compiler_options, &req.files)
                 .expect("script");
-        let err = check_command(&req, &script).expect_err("quoted options over 128 KiB");
+        let err = check_command(&DockerConfig::default(), &req, &script)
+            .expect_err("quoted options over 128 KiB");
         assert!(err.to_string().starts_with("compiler_options: "), "{err}");
         req.compiler_options.clear();
         req.args = vec!["x".repeat(MAX_ARG_STRLEN)];
-        assert!(check_command(&req, "true")
+        assert!(check_command(&DockerConfig::default(), &req, "true")
             .expect_err("arg")
             .to_string()
             .starts_with("args[0]: "));
@@ -321,7 +337,8 @@ mod tests {
                 let script =
                     protocol::wrapper_script(lang, kind, &req.compiler_options, &req.files)
                         .expect("script");
-                check_command(&req, &script).expect("the default caps fit");
+                check_command(&DockerConfig::default(), &req, &script)
+                    .expect("the default caps fit");
             }
         }
     }

@@ -18,7 +18,7 @@ use quayside_common::job::SpecError;
 use quayside_common::JobKind;
 
 use crate::runner::sandbox::protocol::{
-    new_nonce, sandbox_command, shell_quote, EXIT_NO_HEADER, EXIT_UNPACK,
+    new_nonce, sandbox_command, shell_quote, WrapperShell, EXIT_NO_HEADER, EXIT_UNPACK,
 };
 use crate::runner::sandbox::{LABEL_ATTEMPT, LABEL_JOB, LABEL_WORKER, WORK_DIR};
 use crate::runner::RunRequest;
@@ -253,8 +253,12 @@ pub fn objects(cfg: &KubernetesConfig, req: &RunRequest, worker_id: &str, body: 
             cfg.image_registry, req.language_config.image
         )),
         image_pull_policy: Some(cfg.image_pull_policy.clone()),
-        // Sourced by the prelude, which makes the wrapper shell undumpable first.
-        command: Some(sandbox_command(format!(". {JOB_DIR}/wrapper.sh"))),
+        // Sourced by the prelude, which makes the wrapper shell undumpable first where the
+        // node's runtime allows (the RuntimeClass may be gVisor, which does that itself).
+        command: Some(sandbox_command(
+            format!(". {JOB_DIR}/wrapper.sh"),
+            WrapperShell::UndumpableIfSupported,
+        )),
         args: Some(args),
         working_dir: Some(WORK_DIR.into()),
         env: Some(vec![k8s_openapi::api::core::v1::EnvVar {
