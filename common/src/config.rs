@@ -418,7 +418,7 @@ impl DockerConfig {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LanguageConfig {
-    /// Runner image, e.g. `quayside/runner-c:1`; never pulled.
+    /// Runner image, e.g. `quayside/runner-c:2`; never pulled.
     pub image: String,
     /// Extension of this language's source files, without the dot; what `{sources}` lists.
     pub source_extension: String,
@@ -450,13 +450,23 @@ impl LanguageConfig {
     }
 }
 
+/// Tag of the runner images the built-in language table names: the content of
+/// `deploy/images/VERSION` (a test keeps them equal), bumped whenever an image changes so an
+/// old image is never taken for the new one.
+pub const RUNNER_IMAGE_VERSION: &str = "2";
+
+/// The runner image of a built-in language: `quayside/runner-<language>:<RUNNER_IMAGE_VERSION>`.
+pub fn default_image(language: &str) -> String {
+    format!("quayside/runner-{language}:{RUNNER_IMAGE_VERSION}")
+}
+
 /// The built-in language table, matching the images of `deploy/images`.
 pub fn default_languages() -> BTreeMap<String, LanguageConfig> {
     // Go needs a module for `.` and `./...` to name the sources (sub-packages import as main/x).
     const GO_MOD: &str = "[ -f go.mod ] || go mod init main >/dev/null 2>&1";
     let lang = |name: &str, ext: &str, entry: &str, build: &str, run: &str, check: &str| {
         let config = LanguageConfig {
-            image: format!("quayside/runner-{name}:1"),
+            image: default_image(name),
             source_extension: ext.to_owned(),
             entry_file: entry.to_owned(),
             build_command: build.to_owned(),
@@ -858,11 +868,20 @@ mod tests {
     }
 
     #[test]
+    fn default_images_carry_the_tag_scripts_build_images_gives_them() {
+        let version = include_str!("../../deploy/images/VERSION").trim();
+        assert_eq!(RUNNER_IMAGE_VERSION, version, "bump both together");
+    }
+
+    #[test]
     fn every_default_language_can_build_run_and_check() {
         let langs = default_languages();
         assert_eq!(langs.len(), 6);
         for (name, l) in &langs {
-            assert_eq!(l.image, format!("quayside/runner-{name}:1"));
+            assert_eq!(
+                l.image,
+                format!("quayside/runner-{name}:{RUNNER_IMAGE_VERSION}")
+            );
             assert!(
                 !l.source_extension.is_empty()
                     && l.entry_file.ends_with(&format!(".{}", l.source_extension)),
