@@ -308,6 +308,10 @@ const RAW_ENV: [(&str, &str); 2] = [
     ("QUAYSIDE_REDIS__USERNAME", "redis.username"),
 ];
 
+/// `QUAYSIDE_*` variables that are not config keys: `QUAYSIDE_CONFIG` (the `--config` file of
+/// the CLI and the worker) and `QUAYSIDE_VERBOSE` (the scripts' `--verbose`).
+const NOT_CONFIG_ENV: [&str; 2] = ["config", "verbose"];
+
 /// How job files reach `/work` in a Docker sandbox.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -555,8 +559,12 @@ impl Config {
             // `file_exact`: a missing --config is an error, not silently nothing.
             fig = fig.merge(Toml::file_exact(p));
         }
-        let raw_keys: Vec<&str> = RAW_ENV.iter().map(|(_, key)| *key).collect();
-        fig = fig.merge(Env::prefixed("QUAYSIDE_").split("__").ignore(&raw_keys));
+        let ignored: Vec<&str> = RAW_ENV
+            .iter()
+            .map(|(_, key)| *key)
+            .chain(NOT_CONFIG_ENV)
+            .collect();
+        fig = fig.merge(Env::prefixed("QUAYSIDE_").split("__").ignore(&ignored));
         for (var, key) in RAW_ENV {
             if let Ok(value) = std::env::var(var) {
                 fig = fig.merge(Serialized::default(key, value));
@@ -776,6 +784,22 @@ mod tests {
                 msg.contains("worker.slots") && msg.contains("quayside_"),
                 "{e}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn quayside_variables_that_are_not_config_are_not_read_as_keys() {
+        Jail::expect_with(|jail| {
+            jail.create_file("q.toml", "[queue]\nname = \"builds\"\n")?;
+            jail.set_env("QUAYSIDE_CONFIG", "q.toml");
+            jail.set_env("QUAYSIDE_VERBOSE", "1");
+            let c = Config::load(Some(Path::new("q.toml"))).expect("loads");
+            assert_eq!(c.queue.name, "builds");
+            // A near miss of a real key is still refused.
+            jail.set_env("QUAYSIDE_REDIS_URL", "redis://elsewhere:6379");
+            let e = Config::load(None).expect_err("single underscore");
+            assert!(e.to_string().contains("redis_url"), "{e}");
             Ok(())
         });
     }
