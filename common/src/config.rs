@@ -308,9 +308,18 @@ const RAW_ENV: [(&str, &str); 2] = [
     ("QUAYSIDE_REDIS__USERNAME", "redis.username"),
 ];
 
-/// `QUAYSIDE_*` variables that are not config keys: `QUAYSIDE_CONFIG` (the `--config` file of
-/// the CLI and the worker) and `QUAYSIDE_VERBOSE` (the scripts' `--verbose`).
-const NOT_CONFIG_ENV: [&str; 2] = ["config", "verbose"];
+/// `QUAYSIDE_*` variables that are not config keys, so that setting them never stops a worker or
+/// the CLI started from the same shell: `QUAYSIDE_CONFIG` (the `--config` file of the CLI and
+/// the worker), and the scripts' `QUAYSIDE_VERBOSE` and `QUAYSIDE_IMAGE_CACHE`,
+/// `QUAYSIDE_BASE_IMAGE`, `QUAYSIDE_IMAGE_PREFIX` (scripts/build-images.sh). The test
+/// `tests/tests/scripts.rs` finds any other the scripts read.
+const NOT_CONFIG_ENV: [&str; 5] = [
+    "config",
+    "verbose",
+    "image_cache",
+    "base_image",
+    "image_prefix",
+];
 
 /// How job files reach `/work` in a Docker sandbox.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

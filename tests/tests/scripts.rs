@@ -180,3 +180,41 @@ fn verbose_prints_everything_and_makes_no_log_folder() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// Every `QUAYSIDE_*` variable the scripts read that is not a config key (no `__`), e.g.
+/// `QUAYSIDE_VERBOSE` or `QUAYSIDE_IMAGE_CACHE`, may be set in the shell that starts the
+/// worker and the CLI: they must not take it for an unknown config key and refuse to start.
+#[test]
+fn the_scripts_own_quayside_variables_do_not_stop_the_worker_or_the_cli() {
+    let mut names = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(repo().join("scripts")).expect("scripts/") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("script");
+        for (at, _) in text.match_indices("QUAYSIDE_") {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if !name.contains("__") && name.len() > "QUAYSIDE_".len() {
+                names.insert(name);
+            }
+        }
+    }
+    assert!(names.contains("QUAYSIDE_VERBOSE"), "{names:?}");
+    for name in &names {
+        for (bin, args) in [
+            ("quayside-worker", &["--print-config"][..]),
+            ("quayside", &["script", "finish"][..]),
+        ] {
+            let out = Command::new(quayside_e2e::ops::built_bin(bin))
+                .args(args)
+                .env(name, "1")
+                .output()
+                .expect("run");
+            assert!(
+                out.status.success(),
+                "{bin} with {name}=1: {}",
+                stderr(&out)
+            );
+        }
+    }
+}
