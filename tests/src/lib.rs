@@ -75,6 +75,8 @@ impl TestQueue {
         cfg.worker.drain_timeout_ms = 5_000;
         cfg.retry.base_ms = 100;
         cfg.retry.max_ms = 1_000;
+        // A job's own infrastructure failures are retried for this long, then dead-lettered.
+        cfg.retry.give_up_after_ms = 1_000;
         // Parallel tests must not fight over one port; tests that scrape pick a free one.
         cfg.metrics.listen_addr = "127.0.0.1:0".into();
         cfg.metrics.sample_interval_ms = 200;

@@ -15,9 +15,11 @@ use redis::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ClaimBatch, Claimed, Completion, Dropped, JobQueue, Lease, LeaseState, QueueError, QueueSample,
+    ClaimBatch, Claimed, Completion, Dropped, FailureHistory, JobQueue, Lease, LeaseState,
+    QueueError, QueueSample,
 };
 use crate::logs::LogSink;
+use crate::outage::Outage;
 
 /// Most results written by one script call.
 const FINISH_BATCH: usize = 128;
@@ -39,6 +41,10 @@ pub struct RedisQueue {
     /// The connection blocking reads wait on, kept between waits.
     blocking: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
     command_timeout: std::time::Duration,
+    /// Whether Redis answers, as every call of this queue finds it.
+    outage: Arc<Outage>,
+    /// The fleet id once read, to put back if the key is lost.
+    fleet: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for PendingFinish {
@@ -51,6 +57,7 @@ impl RedisQueue {
     /// Must be called inside a Tokio runtime: it starts the result batcher.
     pub fn new(redis: Arc<Redis>, keys: Keys, cfg: QueueConfig, worker: String) -> Self {
         let (finishes, rx) = mpsc::channel(4 * FINISH_BATCH);
+        let outage = Arc::new(Outage::new("redis"));
         tokio::spawn(finish_batcher(
             Arc::clone(&redis),
             keys.clone(),
@@ -65,7 +72,27 @@ impl RedisQueue {
             worker,
             finishes,
             blocking: tokio::sync::Mutex::new(None),
+            outage,
+            fleet: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Maps a Redis error of `op`, dropping the shared connection if it is broken.
+    fn redis_error(&self, op: &'static str) -> impl Fn(redis::RedisError) -> QueueError + '_ {
+        move |source| {
+            self.redis.note_error(&source);
+            QueueError::Redis { op, source }
+        }
+    }
+
+    /// Notes how a call went in the outage state, and passes its result on.
+    fn seen<T>(&self, result: Result<T, QueueError>) -> Result<T, QueueError> {
+        match &result {
+            Ok(_) => self.outage.recovered(),
+            Err(e) if e.is_unreachable() => self.outage.failed(e),
+            Err(_) => {}
+        }
+        result
     }
 
     pub fn keys(&self) -> &Keys {
@@ -77,11 +104,14 @@ impl RedisQueue {
         op: &'static str,
         inv: redis::ScriptInvocation<'_>,
     ) -> Result<T, QueueError> {
-        let mut conn = self.redis.conn().await?;
-        inv.invoke_async(&mut conn).await.map_err(|source| {
-            self.redis.note_error(&source);
-            QueueError::Redis { op, source }
-        })
+        let result = async {
+            let mut conn = self.redis.conn().await?;
+            inv.invoke_async(&mut conn)
+                .await
+                .map_err(self.redis_error(op))
+        }
+        .await;
+        self.seen(result)
     }
 
     fn claim_invocation(
@@ -103,6 +133,30 @@ impl RedisQueue {
             .arg(min_idle_ms)
             .arg(self.cfg.dlq_max_len);
         inv
+    }
+
+    async fn retry_script(
+        &self,
+        lease: &Lease,
+        delay_ms: u64,
+        error: &str,
+        refund: bool,
+        infra: bool,
+    ) -> Result<bool, QueueError> {
+        let flag = |b: bool| if b { "1" } else { "0" };
+        let mut inv = Scripts::get().retry.prepare_invoke();
+        inv.key(self.keys.stream(lease.priority))
+            .arg(self.keys.prefix())
+            .arg(&lease.job_id)
+            .arg(lease.priority.index() + 1)
+            .arg(&lease.entry)
+            .arg(lease.token)
+            .arg(delay_ms)
+            .arg(error)
+            .arg(flag(refund))
+            .arg(flag(infra));
+        let done: i64 = self.eval("retry", inv).await?;
+        Ok(done == 1)
     }
 
     /// Logs what a production deployment must not run with: eviction of queue keys, or no
@@ -182,6 +236,7 @@ async fn finish_batcher(
                 }
             }
             other => {
+                let unreachable = matches!(&other, Err(e) if e.is_unreachable());
                 let detail = match other {
                     Err(e) => format!(
                         "{e}: {}",
@@ -195,6 +250,7 @@ async fn finish_batcher(
                     let _ = p.reply.send(Err(QueueError::Batch {
                         op: "finish",
                         detail: detail.clone(),
+                        unreachable,
                     }));
                 }
             }
@@ -296,30 +352,28 @@ fn parse_claim(mut reply: Value) -> Result<ClaimBatch, QueueError> {
 #[async_trait::async_trait]
 impl JobQueue for RedisQueue {
     async fn prepare(&self) -> Result<(), QueueError> {
-        let mut conn = self.redis.conn().await?;
-        for stream in self.keys.streams() {
-            let created: Result<(), _> = redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(&stream)
-                .arg(GROUP)
-                .arg("0")
-                .arg("MKSTREAM")
-                .query_async(&mut conn)
-                .await;
-            match created {
-                Ok(()) => tracing::info!(%stream, group = GROUP, "created consumer group"),
-                Err(e) if e.code() == Some("BUSYGROUP") => {}
-                Err(source) => {
-                    self.redis.note_error(&source);
-                    return Err(QueueError::Redis {
-                        op: "XGROUP CREATE",
-                        source,
-                    });
+        let result = async {
+            let mut conn = self.redis.conn().await?;
+            for stream in self.keys.streams() {
+                let created: Result<(), _> = redis::cmd("XGROUP")
+                    .arg("CREATE")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .arg("0")
+                    .arg("MKSTREAM")
+                    .query_async(&mut conn)
+                    .await;
+                match created {
+                    Ok(()) => tracing::info!(%stream, group = GROUP, "created consumer group"),
+                    Err(e) if e.code() == Some("BUSYGROUP") => {}
+                    Err(source) => return Err(self.redis_error("XGROUP CREATE")(source)),
                 }
             }
+            self.warn_about_settings().await;
+            Ok(())
         }
-        self.warn_about_settings().await;
-        Ok(())
+        .await;
+        self.seen(result)
     }
 
     async fn claim(&self, count: usize, order: &[Priority]) -> Result<ClaimBatch, QueueError> {
@@ -344,35 +398,39 @@ impl JobQueue for RedisQueue {
     }
 
     async fn wait_for_entries(&self, after: &[String; 3], block_ms: u64) -> Result<(), QueueError> {
-        // A connection of its own: a blocked multiplexed connection would stall every other
-        // request queued behind it.
-        let mut slot = self.blocking.lock().await;
-        let mut conn = match slot.take() {
-            Some(c) => c,
-            None => self.redis.dedicated().await?,
-        };
-        let mut cmd = redis::cmd("XREAD");
-        cmd.arg("COUNT")
-            .arg(1)
-            .arg("BLOCK")
-            .arg(block_ms)
-            .arg("STREAMS");
-        cmd.arg(&self.keys.streams()[..]).arg(&after[..]);
-        let bound = std::time::Duration::from_millis(block_ms) + self.command_timeout;
-        match tokio::time::timeout(bound, cmd.query_async::<Value>(&mut conn)).await {
-            Ok(Ok(_)) => {
-                *slot = Some(conn);
-                Ok(())
+        let result = async {
+            // A connection of its own: a blocked multiplexed connection would stall every other
+            // request queued behind it.
+            let mut slot = self.blocking.lock().await;
+            let mut conn = match slot.take() {
+                Some(c) => c,
+                None => self.redis.dedicated().await?,
+            };
+            let mut cmd = redis::cmd("XREAD");
+            cmd.arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                .arg(block_ms)
+                .arg("STREAMS");
+            cmd.arg(&self.keys.streams()[..]).arg(&after[..]);
+            let bound = std::time::Duration::from_millis(block_ms) + self.command_timeout;
+            match tokio::time::timeout(bound, cmd.query_async::<Value>(&mut conn)).await {
+                Ok(Ok(_)) => {
+                    *slot = Some(conn);
+                    Ok(())
+                }
+                Ok(Err(source)) => Err(QueueError::Redis {
+                    op: "XREAD BLOCK",
+                    source,
+                }),
+                Err(_) => Err(QueueError::Reply {
+                    op: "XREAD BLOCK",
+                    detail: format!("no reply within {} ms", bound.as_millis()),
+                }),
             }
-            Ok(Err(source)) => Err(QueueError::Redis {
-                op: "XREAD BLOCK",
-                source,
-            }),
-            Err(_) => Err(QueueError::Reply {
-                op: "XREAD BLOCK",
-                detail: format!("no reply within {} ms", bound.as_millis()),
-            }),
         }
+        .await;
+        self.seen(result)
     }
 
     async fn finish(&self, done: Completion<'_>) -> Result<bool, QueueError> {
@@ -395,17 +453,17 @@ impl JobQueue for RedisQueue {
             },
         ];
         let (reply, answer) = oneshot::channel();
+        let stopped = || QueueError::Batch {
+            op: "finish",
+            detail: "result batcher stopped".into(),
+            unreachable: false,
+        };
         self.finishes
             .send(PendingFinish { args, reply })
             .await
-            .map_err(|_| QueueError::Batch {
-                op: "finish",
-                detail: "result batcher stopped".into(),
-            })?;
-        answer.await.map_err(|_| QueueError::Batch {
-            op: "finish",
-            detail: "result batcher stopped".into(),
-        })?
+            .map_err(|_| stopped())?;
+        let result = answer.await.map_err(|_| stopped())?;
+        self.seen(result)
     }
 
     async fn retry(
@@ -415,18 +473,71 @@ impl JobQueue for RedisQueue {
         error: &str,
         refund: bool,
     ) -> Result<bool, QueueError> {
-        let mut inv = Scripts::get().retry.prepare_invoke();
-        inv.key(self.keys.stream(lease.priority))
-            .arg(self.keys.prefix())
-            .arg(&lease.job_id)
-            .arg(lease.priority.index() + 1)
-            .arg(&lease.entry)
-            .arg(lease.token)
-            .arg(delay_ms)
-            .arg(error)
-            .arg(if refund { "1" } else { "0" });
-        let done: i64 = self.eval("retry", inv).await?;
-        Ok(done == 1)
+        self.retry_script(lease, delay_ms, error, refund, false)
+            .await
+    }
+
+    async fn retry_infra(
+        &self,
+        lease: &Lease,
+        delay_ms: u64,
+        error: &str,
+    ) -> Result<bool, QueueError> {
+        self.retry_script(lease, delay_ms, error, true, true).await
+    }
+
+    async fn failure_history(&self, lease: &Lease) -> Result<FailureHistory, QueueError> {
+        let Ok(id) = JobId::parse(&lease.job_id) else {
+            return Ok(FailureHistory::default());
+        };
+        let result = async {
+            let mut conn = self.redis.conn().await?;
+            redis::cmd("HMGET")
+                .arg(self.keys.job(&id))
+                .arg("failing_since")
+                .arg("infra_failures")
+                .query_async::<(Option<u64>, Option<u32>)>(&mut conn)
+                .await
+                .map_err(self.redis_error("HMGET"))
+        }
+        .await;
+        let (failing_since_ms, failures) = self.seen(result)?;
+        Ok(FailureHistory {
+            failing_since_ms,
+            failures: failures.unwrap_or(0),
+        })
+    }
+
+    async fn fleet_id(&self) -> Result<String, QueueError> {
+        let candidate = self
+            .fleet
+            .lock()
+            .expect("lock poisoned")
+            .clone()
+            .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+        let result = async {
+            let mut conn = self.redis.conn().await?;
+            // NX: the first worker's id stays; a known id is put back if the key was lost.
+            redis::pipe()
+                .cmd("SET")
+                .arg(self.keys.fleet())
+                .arg(&candidate)
+                .arg("NX")
+                .ignore()
+                .cmd("GET")
+                .arg(self.keys.fleet())
+                .query_async::<(String,)>(&mut conn)
+                .await
+                .map_err(self.redis_error("SET NX"))
+        }
+        .await;
+        let (id,) = self.seen(result)?;
+        let mut known = self.fleet.lock().expect("lock poisoned");
+        if known.as_ref().is_some_and(|k| *k != id) {
+            tracing::warn!(stored = %id, ours = ?known, "the queue's fleet id changed (redis lost its data?); sandboxes labelled with the old one are swept only by their deadline");
+        }
+        *known = Some(id.clone());
+        Ok(id)
     }
 
     async fn renew(&self, leases: &[Lease]) -> Result<Vec<LeaseState>, QueueError> {
@@ -473,85 +584,89 @@ impl JobQueue for RedisQueue {
     }
 
     async fn live_workers(&self) -> Result<Vec<String>, QueueError> {
-        let mut conn = self.redis.conn().await?;
-        redis::cmd("HKEYS")
-            .arg(self.keys.workers())
-            .query_async(&mut conn)
-            .await
-            .map_err(|source| {
-                self.redis.note_error(&source);
-                QueueError::Redis {
-                    op: "HKEYS",
-                    source,
-                }
-            })
+        let result = async {
+            let mut conn = self.redis.conn().await?;
+            redis::cmd("HKEYS")
+                .arg(self.keys.workers())
+                .query_async(&mut conn)
+                .await
+                .map_err(self.redis_error("HKEYS"))
+        }
+        .await;
+        self.seen(result)
     }
 
     async fn cancel_requests(&self) -> Result<BoxStream<'static, String>, QueueError> {
-        let mut pubsub = self.redis.pubsub().await?;
-        pubsub
-            .subscribe(self.keys.cancel_channel())
-            .await
-            .map_err(|source| QueueError::Redis {
-                op: "SUBSCRIBE",
-                source,
-            })?;
-        Ok(pubsub
-            .into_on_message()
-            .map(|m| String::from_utf8_lossy(m.get_payload_bytes()).into_owned())
-            .boxed())
+        let result = async {
+            let mut pubsub = self.redis.pubsub().await?;
+            pubsub
+                .subscribe(self.keys.cancel_channel())
+                .await
+                .map_err(|source| QueueError::Redis {
+                    op: "SUBSCRIBE",
+                    source,
+                })?;
+            Ok(pubsub
+                .into_on_message()
+                .map(|m| String::from_utf8_lossy(m.get_payload_bytes()).into_owned())
+                .boxed())
+        }
+        .await;
+        self.seen(result)
     }
 
     async fn ping(&self) -> Result<(), QueueError> {
-        let mut conn = self.redis.conn().await?;
-        redis::cmd("PING")
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|source| {
-                self.redis.note_error(&source);
-                QueueError::Redis { op: "PING", source }
-            })
+        let result = async {
+            let mut conn = self.redis.conn().await?;
+            redis::cmd("PING")
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(self.redis_error("PING"))
+        }
+        .await;
+        self.seen(result)
     }
 
     async fn sample(&self) -> Result<QueueSample, QueueError> {
-        let mut pipe = redis::pipe();
-        for stream in self.keys.streams() {
-            pipe.cmd("XLEN").arg(&stream);
-            pipe.cmd("XPENDING").arg(&stream).arg(GROUP);
-        }
-        pipe.cmd("ZCARD").arg(self.keys.delayed());
-        pipe.cmd("XLEN").arg(self.keys.dlq());
-        // Live workers: expiry scores in the future (the hash may hold a few not yet pruned).
-        pipe.cmd("ZCOUNT")
-            .arg(self.keys.workers_expiry())
-            .arg(quayside_common::now_ms())
-            .arg("+inf");
-        let mut conn = self.redis.conn().await?;
-        let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(|source| {
-            self.redis.note_error(&source);
-            QueueError::Redis {
-                op: "sample",
-                source,
+        let result = async {
+            let mut pipe = redis::pipe();
+            for stream in self.keys.streams() {
+                pipe.cmd("XLEN").arg(&stream);
+                pipe.cmd("XPENDING").arg(&stream).arg(GROUP);
             }
-        })?;
-        let int = |v: Option<&Value>| match v {
-            Some(Value::Int(i)) => (*i).max(0) as u64,
-            // XPENDING's summary starts with the count; NOGROUP before `prepare` reads as 0.
-            Some(Value::Array(a)) => match a.first() {
+            pipe.cmd("ZCARD").arg(self.keys.delayed());
+            pipe.cmd("XLEN").arg(self.keys.dlq());
+            // Live workers: expiry scores in the future (the hash may hold a few not yet pruned).
+            pipe.cmd("ZCOUNT")
+                .arg(self.keys.workers_expiry())
+                .arg(quayside_common::now_ms())
+                .arg("+inf");
+            let mut conn = self.redis.conn().await?;
+            let replies: Vec<Value> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(self.redis_error("sample"))?;
+            let int = |v: Option<&Value>| match v {
                 Some(Value::Int(i)) => (*i).max(0) as u64,
+                // XPENDING's summary starts with the count; NOGROUP before `prepare` reads as 0.
+                Some(Value::Array(a)) => match a.first() {
+                    Some(Value::Int(i)) => (*i).max(0) as u64,
+                    _ => 0,
+                },
                 _ => 0,
-            },
-            _ => 0,
-        };
-        let mut s = QueueSample::default();
-        for i in 0..3 {
-            s.depth[i] = int(replies.get(2 * i));
-            s.pending[i] = int(replies.get(2 * i + 1));
+            };
+            let mut s = QueueSample::default();
+            for i in 0..3 {
+                s.depth[i] = int(replies.get(2 * i));
+                s.pending[i] = int(replies.get(2 * i + 1));
+            }
+            s.delayed = int(replies.get(6));
+            s.dead_letters = int(replies.get(7));
+            s.workers = int(replies.get(8));
+            Ok(s)
         }
-        s.delayed = int(replies.get(6));
-        s.dead_letters = int(replies.get(7));
-        s.workers = int(replies.get(8));
-        Ok(s)
+        .await;
+        self.seen(result)
     }
 
     fn log_sink(&self, job_id: &JobId) -> LogSink {
@@ -560,5 +675,10 @@ impl JobQueue for RedisQueue {
             self.keys.logs(job_id),
             self.cfg.log_max_entries,
         )
+        .reporting_to(Arc::clone(&self.outage))
+    }
+
+    fn outage(&self) -> &Outage {
+        &self.outage
     }
 }

@@ -164,6 +164,7 @@ mod tests {
             args: vec!["a b".into()],
             stdin: String::new(),
             limits: Limits::DEFAULT,
+            fleet: Default::default(),
         }
     }
 
