@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::WorkerMetrics;
 use crate::outage::Outage;
 use crate::runner::{RunnerError, SharedRunner};
 
@@ -29,11 +30,12 @@ pub struct RunnerGate {
     runner: SharedRunner,
     outage: Outage,
     open: watch::Sender<bool>,
+    metrics: Arc<WorkerMetrics>,
 }
 
 impl RunnerGate {
     /// A closed gate: it opens at the first passing check of [`RunnerGate::probe_forever`].
-    pub fn new(runner: SharedRunner) -> Self {
+    pub fn new(runner: SharedRunner, metrics: Arc<WorkerMetrics>) -> Self {
         Self {
             outage: Outage::new(if runner.name() == "kubernetes" {
                 "the kubernetes runner"
@@ -42,6 +44,7 @@ impl RunnerGate {
             }),
             runner,
             open: watch::Sender::new(false),
+            metrics,
         }
     }
 
@@ -95,6 +98,7 @@ impl RunnerGate {
 
     fn close(&self, why: &str) {
         self.outage.failed(&why);
+        self.metrics.set_claiming(false);
         if self.open.send_replace(false) {
             tracing::warn!(
                 runner = self.runner.name(),
@@ -105,6 +109,7 @@ impl RunnerGate {
 
     fn open(&self) {
         self.outage.recovered();
+        self.metrics.set_claiming(true);
         if !self.open.send_replace(true) {
             tracing::info!(runner = self.runner.name(), "runner ready; claiming jobs");
         }
@@ -135,5 +140,87 @@ impl RunnerGate {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::logs::LogSink;
+    use crate::runner::{RunOutput, RunRequest, Runner};
+
+    /// A runner whose check passes while `up`.
+    #[derive(Debug, Default)]
+    struct Switch {
+        up: AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl Runner for Switch {
+        fn name(&self) -> &'static str {
+            "docker"
+        }
+
+        async fn check(&self) -> Result<(), RunnerError> {
+            if self.up.load(Ordering::Acquire) {
+                Ok(())
+            } else {
+                Err(RunnerError::Unavailable {
+                    detail: "connection refused".into(),
+                })
+            }
+        }
+
+        async fn run(
+            &self,
+            _: &RunRequest,
+            _: &LogSink,
+            _: CancellationToken,
+        ) -> Result<RunOutput, RunnerError> {
+            Err(RunnerError::Cancelled)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_gate_opens_only_while_the_check_passes_and_reopens_by_itself() {
+        let runner = Arc::new(Switch::default());
+        let metrics = Arc::new(WorkerMetrics::new("q", "docker", 1, &[]));
+        let gate = Arc::new(RunnerGate::new(runner.clone(), metrics));
+        let stop = CancellationToken::new();
+        tokio::spawn(Arc::clone(&gate).probe_forever(stop.clone()));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(!gate.is_open(), "closed while the engine is down at start");
+        assert!(gate
+            .closed_because()
+            .is_some_and(|why| why.contains("connection refused")));
+
+        runner.up.store(true, Ordering::Release);
+        assert!(gate.wait_open(&stop).await, "opens by itself");
+        assert_eq!(gate.closed_because(), None);
+
+        let failure = RunnerError::Failed {
+            context: "cannot create the sandbox".into(),
+            transient: true,
+            source: None,
+        };
+        assert!(
+            !gate.unavailable(&failure).await,
+            "the runner is fine: the job's own failure"
+        );
+        assert!(gate.is_open());
+
+        runner.up.store(false, Ordering::Release);
+        assert!(
+            gate.unavailable(&failure).await,
+            "the runner is down: not the job's"
+        );
+        assert!(!gate.is_open(), "closed at once");
+        runner.up.store(true, Ordering::Release);
+        assert!(gate.wait_open(&stop).await);
+        stop.cancel();
     }
 }

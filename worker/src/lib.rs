@@ -123,7 +123,7 @@ pub async fn run(
         cfg.worker.slots,
         cfg.languages.keys(),
     ));
-    let gate = Arc::new(RunnerGate::new(Arc::clone(&runner)));
+    let gate = Arc::new(RunnerGate::new(Arc::clone(&runner), Arc::clone(&metrics)));
 
     // Background tasks live until the drain is over; the listener starts first, so /healthz
     // answers and /readyz says why while Redis or the runner is not there yet.

@@ -229,6 +229,11 @@ mod tests {
             Ok((Status::OutputExceeded, None, None))
         );
         assert_eq!(
+            v(JobKind::Run, None, Cancelled),
+            Ok((Status::Cancelled, None, None)),
+            "cancelled even before the build ended"
+        );
+        assert_eq!(
             v(JobKind::Run, None, exited(EXIT_UNPACK)).map_err(|e| e.1),
             Err(false),
             "files too big: permanent"
