@@ -723,6 +723,59 @@ async fn a_program_cannot_make_its_own_ending_look_like_an_outside_kill() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn live_log_entries_hold_whole_lines_and_a_waiting_prompt_still_shows() {
+    let h = Harness::new().await;
+    // Words written in pieces, flushed each time; then a prompt that waits (far longer than
+    // the 200 ms hold) before its answer; then a line to stderr in the middle of one.
+    let req = python(
+        "import sys, time\n\
+         for piece in ['hel', 'lo wo', 'rld\\nsecond ', 'line\\n']:\n\
+         \x20   sys.stdout.write(piece); sys.stdout.flush()\n\
+         sys.stdout.write('name? '); sys.stdout.flush(); time.sleep(2)\n\
+         sys.stdout.write('bob\\nhalf'); sys.stdout.flush()\n\
+         sys.stderr.write('warn\\n'); sys.stderr.flush()\n\
+         sys.stdout.write(' done\\n')\n",
+    );
+    let out = h.run(&req).await;
+    assert_eq!(
+        out.stdout.data,
+        "hello world\nsecond line\nname? bob\nhalf done\n",
+        "{}",
+        show(&out)
+    );
+    let log: Vec<(String, String)> = h
+        .log(&req.job_id)
+        .await
+        .into_iter()
+        .map(|(s, d)| (s, String::from_utf8_lossy(&d).into_owned()))
+        .collect();
+    let stdout: Vec<&str> = log
+        .iter()
+        .filter(|(s, _)| s == "stdout")
+        .map(|(_, d)| d.as_str())
+        .collect();
+    assert_eq!(
+        stdout.concat(),
+        out.stdout.data,
+        "the entries add up to the output"
+    );
+    for entry in &stdout {
+        assert!(
+            entry.ends_with('\n') || *entry == "name? " || *entry == "half",
+            "{entry:?} is cut mid-line: {log:?}"
+        );
+    }
+    assert!(
+        stdout.contains(&"name? "),
+        "the prompt showed before its answer: {log:?}"
+    );
+    assert!(
+        stdout.iter().any(|e| e.contains("hello world\n")),
+        "pieces joined: {log:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_dropped_run_still_removes_its_container() {
     // The worker's outer timeout drops the run future instead of cancelling it.
     let h = Harness::new().await;
