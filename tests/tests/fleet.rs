@@ -207,6 +207,33 @@ async fn a_container_killed_or_removed_from_outside_is_retried_then_succeeds() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_job_cancelled_while_running_keeps_what_it_printed() {
+    let q = TestQueue::new("cancel-output");
+    q.spawn_real_worker(|c| docker_worker(c, ""));
+    let spec = python(
+        "import sys, time\nprint('step 1', flush=True)\nprint('careful', file=sys.stderr, flush=True)\ntime.sleep(60)\n",
+    );
+    q.producer.enqueue(&spec).await.expect("enqueue");
+    within(60, "the program printed", async {
+        while logged(&q, &spec.id, "stdout").await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    q.producer.cancel(&spec.id).await.expect("cancel");
+    let r = q
+        .wait_all(std::slice::from_ref(&spec.id), 60)
+        .await
+        .remove(0);
+    assert_eq!(
+        (r.status, r.stdout.data.as_str(), r.stderr.data.as_str()),
+        (Status::Cancelled, "step 1\n", "careful\n")
+    );
+    q.assert_settled(std::slice::from_ref(&spec.id)).await;
+    assert!(containers(&format!("quayside.job={}", spec.id)).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_engine_outage_spends_no_attempt_and_the_worker_resumes_by_itself() {
     let mut engine = PrivateDockerd::start(&private_dir("outage-engine")).expect("dockerd");
     engine.load_image(PYTHON).expect("image");
