@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::gate::RunnerGate;
+use crate::outage::Outage;
 use crate::queue::JobQueue;
 use crate::runner::SharedRunner;
 
@@ -26,6 +27,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Health {
     pub queue: Arc<dyn JobQueue>,
+    /// Whether Redis answers, as the worker's own calls find it.
+    pub redis: Arc<Outage>,
     pub runner: SharedRunner,
     /// Whether the worker claims jobs (closed while the runner is unavailable).
     pub gate: Arc<RunnerGate>,
@@ -81,8 +84,7 @@ impl Health {
             runner,
             claiming: !draining && self.gate.is_open(),
             redis_down_since: self
-                .queue
-                .outage()
+                .redis
                 .down()
                 .map(|(since, _)| crate::outage::clock(since)),
             runner_down: self.gate.closed_because(),

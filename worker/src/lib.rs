@@ -48,7 +48,7 @@ use crate::gate::RunnerGate;
 use crate::health::Health;
 use crate::inflight::{InFlight, StopReason};
 use crate::metrics::WorkerMetrics;
-use crate::queue::{log_error, JobQueue, RedisQueue};
+use crate::queue::{log_error, JobQueue, Observed, RedisQueue};
 use crate::runner::{Fleet, SharedRunner};
 
 /// Why the worker could not start.
@@ -106,12 +106,14 @@ pub async fn run(
     let worker_id = cfg.worker.id.clone().unwrap_or_else(generate_worker_id);
     let keys = Keys::new(&cfg.queue.name)?;
     let redis = Arc::new(Redis::new(&cfg.redis)?);
-    let queue: Arc<dyn JobQueue> = Arc::new(RedisQueue::new(
+    let observed = Observed::new(RedisQueue::new(
         redis,
         keys,
         cfg.queue.clone(),
         worker_id.clone(),
     ));
+    let redis_outage = observed.outage();
+    let queue: Arc<dyn JobQueue> = Arc::new(observed);
     let exporter = if cfg.metrics.enabled {
         metrics::install()
     } else {
@@ -144,6 +146,7 @@ pub async fn run(
             }
             let health = Arc::new(Health {
                 queue: Arc::clone(&queue),
+                redis: redis_outage,
                 runner: Arc::clone(&runner),
                 gate: Arc::clone(&gate),
                 draining: shutdown.clone(),

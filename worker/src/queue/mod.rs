@@ -1,12 +1,15 @@
 //! The queue seam: what the claim loop needs from the job store. [`RedisQueue`] implements it on
-//! Redis streams; every state change is one Lua script (see `common/lua/`).
+//! Redis streams; every state change is one Lua script (see `common/lua/`). [`Observed`] wraps
+//! any queue and tells the story of its outages.
 
+mod observed;
 mod redis_queue;
 
 use futures_util::stream::BoxStream;
 use quayside_common::connection::ConnectError;
 use quayside_common::{JobId, JobResult, Priority};
 
+pub use observed::Observed;
 pub use redis_queue::RedisQueue;
 
 use crate::logs::LogSink;
@@ -236,6 +239,4 @@ pub trait JobQueue: std::fmt::Debug + Send + Sync + 'static {
     async fn sample(&self) -> Result<QueueSample, QueueError>;
     /// The live log of a job.
     fn log_sink(&self, job_id: &JobId) -> LogSink;
-    /// Whether Redis is reachable, as the queue's calls found it.
-    fn outage(&self) -> &crate::outage::Outage;
 }

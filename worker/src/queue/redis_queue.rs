@@ -1,4 +1,8 @@
 //! [`JobQueue`] on Redis streams.
+//!
+//! - `infra`: the calls behind time-bounded infrastructure retries and the fleet id.
+
+mod infra;
 
 use std::sync::Arc;
 
@@ -19,7 +23,6 @@ use super::{
     QueueError, QueueSample,
 };
 use crate::logs::LogSink;
-use crate::outage::Outage;
 
 /// Most results written by one script call.
 const FINISH_BATCH: usize = 128;
@@ -41,8 +44,6 @@ pub struct RedisQueue {
     /// The connection blocking reads wait on, kept between waits.
     blocking: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
     command_timeout: std::time::Duration,
-    /// Whether Redis answers, as every call of this queue finds it.
-    outage: Arc<Outage>,
     /// The fleet id once read, to put back if the key is lost.
     fleet: std::sync::Mutex<Option<String>>,
 }
@@ -57,7 +58,6 @@ impl RedisQueue {
     /// Must be called inside a Tokio runtime: it starts the result batcher.
     pub fn new(redis: Arc<Redis>, keys: Keys, cfg: QueueConfig, worker: String) -> Self {
         let (finishes, rx) = mpsc::channel(4 * FINISH_BATCH);
-        let outage = Arc::new(Outage::new("redis"));
         tokio::spawn(finish_batcher(
             Arc::clone(&redis),
             keys.clone(),
@@ -72,27 +72,8 @@ impl RedisQueue {
             worker,
             finishes,
             blocking: tokio::sync::Mutex::new(None),
-            outage,
             fleet: std::sync::Mutex::new(None),
         }
-    }
-
-    /// Maps a Redis error of `op`, dropping the shared connection if it is broken.
-    fn redis_error(&self, op: &'static str) -> impl Fn(redis::RedisError) -> QueueError + '_ {
-        move |source| {
-            self.redis.note_error(&source);
-            QueueError::Redis { op, source }
-        }
-    }
-
-    /// Notes how a call went in the outage state, and passes its result on.
-    fn seen<T>(&self, result: Result<T, QueueError>) -> Result<T, QueueError> {
-        match &result {
-            Ok(_) => self.outage.recovered(),
-            Err(e) if e.is_unreachable() => self.outage.failed(e),
-            Err(_) => {}
-        }
-        result
     }
 
     pub fn keys(&self) -> &Keys {
@@ -104,14 +85,11 @@ impl RedisQueue {
         op: &'static str,
         inv: redis::ScriptInvocation<'_>,
     ) -> Result<T, QueueError> {
-        let result = async {
-            let mut conn = self.redis.conn().await?;
-            inv.invoke_async(&mut conn)
-                .await
-                .map_err(self.redis_error(op))
-        }
-        .await;
-        self.seen(result)
+        let mut conn = self.redis.conn().await?;
+        inv.invoke_async(&mut conn).await.map_err(|source| {
+            self.redis.note_error(&source);
+            QueueError::Redis { op, source }
+        })
     }
 
     fn claim_invocation(
@@ -133,30 +111,6 @@ impl RedisQueue {
             .arg(min_idle_ms)
             .arg(self.cfg.dlq_max_len);
         inv
-    }
-
-    async fn retry_script(
-        &self,
-        lease: &Lease,
-        delay_ms: u64,
-        error: &str,
-        refund: bool,
-        infra: bool,
-    ) -> Result<bool, QueueError> {
-        let flag = |b: bool| if b { "1" } else { "0" };
-        let mut inv = Scripts::get().retry.prepare_invoke();
-        inv.key(self.keys.stream(lease.priority))
-            .arg(self.keys.prefix())
-            .arg(&lease.job_id)
-            .arg(lease.priority.index() + 1)
-            .arg(&lease.entry)
-            .arg(lease.token)
-            .arg(delay_ms)
-            .arg(error)
-            .arg(flag(refund))
-            .arg(flag(infra));
-        let done: i64 = self.eval("retry", inv).await?;
-        Ok(done == 1)
     }
 
     /// Logs what a production deployment must not run with: eviction of queue keys, or no
@@ -352,28 +306,30 @@ fn parse_claim(mut reply: Value) -> Result<ClaimBatch, QueueError> {
 #[async_trait::async_trait]
 impl JobQueue for RedisQueue {
     async fn prepare(&self) -> Result<(), QueueError> {
-        let result = async {
-            let mut conn = self.redis.conn().await?;
-            for stream in self.keys.streams() {
-                let created: Result<(), _> = redis::cmd("XGROUP")
-                    .arg("CREATE")
-                    .arg(&stream)
-                    .arg(GROUP)
-                    .arg("0")
-                    .arg("MKSTREAM")
-                    .query_async(&mut conn)
-                    .await;
-                match created {
-                    Ok(()) => tracing::info!(%stream, group = GROUP, "created consumer group"),
-                    Err(e) if e.code() == Some("BUSYGROUP") => {}
-                    Err(source) => return Err(self.redis_error("XGROUP CREATE")(source)),
+        let mut conn = self.redis.conn().await?;
+        for stream in self.keys.streams() {
+            let created: Result<(), _> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&stream)
+                .arg(GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut conn)
+                .await;
+            match created {
+                Ok(()) => tracing::info!(%stream, group = GROUP, "created consumer group"),
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                Err(source) => {
+                    self.redis.note_error(&source);
+                    return Err(QueueError::Redis {
+                        op: "XGROUP CREATE",
+                        source,
+                    });
                 }
             }
-            self.warn_about_settings().await;
-            Ok(())
         }
-        .await;
-        self.seen(result)
+        self.warn_about_settings().await;
+        Ok(())
     }
 
     async fn claim(&self, count: usize, order: &[Priority]) -> Result<ClaimBatch, QueueError> {
@@ -398,39 +354,35 @@ impl JobQueue for RedisQueue {
     }
 
     async fn wait_for_entries(&self, after: &[String; 3], block_ms: u64) -> Result<(), QueueError> {
-        let result = async {
-            // A connection of its own: a blocked multiplexed connection would stall every other
-            // request queued behind it.
-            let mut slot = self.blocking.lock().await;
-            let mut conn = match slot.take() {
-                Some(c) => c,
-                None => self.redis.dedicated().await?,
-            };
-            let mut cmd = redis::cmd("XREAD");
-            cmd.arg("COUNT")
-                .arg(1)
-                .arg("BLOCK")
-                .arg(block_ms)
-                .arg("STREAMS");
-            cmd.arg(&self.keys.streams()[..]).arg(&after[..]);
-            let bound = std::time::Duration::from_millis(block_ms) + self.command_timeout;
-            match tokio::time::timeout(bound, cmd.query_async::<Value>(&mut conn)).await {
-                Ok(Ok(_)) => {
-                    *slot = Some(conn);
-                    Ok(())
-                }
-                Ok(Err(source)) => Err(QueueError::Redis {
-                    op: "XREAD BLOCK",
-                    source,
-                }),
-                Err(_) => Err(QueueError::Reply {
-                    op: "XREAD BLOCK",
-                    detail: format!("no reply within {} ms", bound.as_millis()),
-                }),
+        // A connection of its own: a blocked multiplexed connection would stall every other
+        // request queued behind it.
+        let mut slot = self.blocking.lock().await;
+        let mut conn = match slot.take() {
+            Some(c) => c,
+            None => self.redis.dedicated().await?,
+        };
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(block_ms)
+            .arg("STREAMS");
+        cmd.arg(&self.keys.streams()[..]).arg(&after[..]);
+        let bound = std::time::Duration::from_millis(block_ms) + self.command_timeout;
+        match tokio::time::timeout(bound, cmd.query_async::<Value>(&mut conn)).await {
+            Ok(Ok(_)) => {
+                *slot = Some(conn);
+                Ok(())
             }
+            Ok(Err(source)) => Err(QueueError::Redis {
+                op: "XREAD BLOCK",
+                source,
+            }),
+            Err(_) => Err(QueueError::Reply {
+                op: "XREAD BLOCK",
+                detail: format!("no reply within {} ms", bound.as_millis()),
+            }),
         }
-        .await;
-        self.seen(result)
     }
 
     async fn finish(&self, done: Completion<'_>) -> Result<bool, QueueError> {
@@ -453,17 +405,19 @@ impl JobQueue for RedisQueue {
             },
         ];
         let (reply, answer) = oneshot::channel();
-        let stopped = || QueueError::Batch {
-            op: "finish",
-            detail: "result batcher stopped".into(),
-            unreachable: false,
-        };
         self.finishes
             .send(PendingFinish { args, reply })
             .await
-            .map_err(|_| stopped())?;
-        let result = answer.await.map_err(|_| stopped())?;
-        self.seen(result)
+            .map_err(|_| QueueError::Batch {
+                op: "finish",
+                detail: "result batcher stopped".into(),
+                unreachable: false,
+            })?;
+        answer.await.map_err(|_| QueueError::Batch {
+            op: "finish",
+            detail: "result batcher stopped".into(),
+            unreachable: false,
+        })?
     }
 
     async fn retry(
@@ -487,57 +441,11 @@ impl JobQueue for RedisQueue {
     }
 
     async fn failure_history(&self, lease: &Lease) -> Result<FailureHistory, QueueError> {
-        let Ok(id) = JobId::parse(&lease.job_id) else {
-            return Ok(FailureHistory::default());
-        };
-        let result = async {
-            let mut conn = self.redis.conn().await?;
-            redis::cmd("HMGET")
-                .arg(self.keys.job(&id))
-                .arg("failing_since")
-                .arg("infra_failures")
-                .query_async::<(Option<u64>, Option<u32>)>(&mut conn)
-                .await
-                .map_err(self.redis_error("HMGET"))
-        }
-        .await;
-        let (failing_since_ms, failures) = self.seen(result)?;
-        Ok(FailureHistory {
-            failing_since_ms,
-            failures: failures.unwrap_or(0),
-        })
+        self.read_failure_history(lease).await
     }
 
     async fn fleet_id(&self) -> Result<String, QueueError> {
-        let candidate = self
-            .fleet
-            .lock()
-            .expect("lock poisoned")
-            .clone()
-            .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
-        let result = async {
-            let mut conn = self.redis.conn().await?;
-            // NX: the first worker's id stays; a known id is put back if the key was lost.
-            redis::pipe()
-                .cmd("SET")
-                .arg(self.keys.fleet())
-                .arg(&candidate)
-                .arg("NX")
-                .ignore()
-                .cmd("GET")
-                .arg(self.keys.fleet())
-                .query_async::<(String,)>(&mut conn)
-                .await
-                .map_err(self.redis_error("SET NX"))
-        }
-        .await;
-        let (id,) = self.seen(result)?;
-        let mut known = self.fleet.lock().expect("lock poisoned");
-        if known.as_ref().is_some_and(|k| *k != id) {
-            tracing::warn!(stored = %id, ours = ?known, "the queue's fleet id changed (redis lost its data?); sandboxes labelled with the old one are swept only by their deadline");
-        }
-        *known = Some(id.clone());
-        Ok(id)
+        self.keep_fleet_id().await
     }
 
     async fn renew(&self, leases: &[Lease]) -> Result<Vec<LeaseState>, QueueError> {
@@ -584,89 +492,85 @@ impl JobQueue for RedisQueue {
     }
 
     async fn live_workers(&self) -> Result<Vec<String>, QueueError> {
-        let result = async {
-            let mut conn = self.redis.conn().await?;
-            redis::cmd("HKEYS")
-                .arg(self.keys.workers())
-                .query_async(&mut conn)
-                .await
-                .map_err(self.redis_error("HKEYS"))
-        }
-        .await;
-        self.seen(result)
+        let mut conn = self.redis.conn().await?;
+        redis::cmd("HKEYS")
+            .arg(self.keys.workers())
+            .query_async(&mut conn)
+            .await
+            .map_err(|source| {
+                self.redis.note_error(&source);
+                QueueError::Redis {
+                    op: "HKEYS",
+                    source,
+                }
+            })
     }
 
     async fn cancel_requests(&self) -> Result<BoxStream<'static, String>, QueueError> {
-        let result = async {
-            let mut pubsub = self.redis.pubsub().await?;
-            pubsub
-                .subscribe(self.keys.cancel_channel())
-                .await
-                .map_err(|source| QueueError::Redis {
-                    op: "SUBSCRIBE",
-                    source,
-                })?;
-            Ok(pubsub
-                .into_on_message()
-                .map(|m| String::from_utf8_lossy(m.get_payload_bytes()).into_owned())
-                .boxed())
-        }
-        .await;
-        self.seen(result)
+        let mut pubsub = self.redis.pubsub().await?;
+        pubsub
+            .subscribe(self.keys.cancel_channel())
+            .await
+            .map_err(|source| QueueError::Redis {
+                op: "SUBSCRIBE",
+                source,
+            })?;
+        Ok(pubsub
+            .into_on_message()
+            .map(|m| String::from_utf8_lossy(m.get_payload_bytes()).into_owned())
+            .boxed())
     }
 
     async fn ping(&self) -> Result<(), QueueError> {
-        let result = async {
-            let mut conn = self.redis.conn().await?;
-            redis::cmd("PING")
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(self.redis_error("PING"))
-        }
-        .await;
-        self.seen(result)
+        let mut conn = self.redis.conn().await?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|source| {
+                self.redis.note_error(&source);
+                QueueError::Redis { op: "PING", source }
+            })
     }
 
     async fn sample(&self) -> Result<QueueSample, QueueError> {
-        let result = async {
-            let mut pipe = redis::pipe();
-            for stream in self.keys.streams() {
-                pipe.cmd("XLEN").arg(&stream);
-                pipe.cmd("XPENDING").arg(&stream).arg(GROUP);
-            }
-            pipe.cmd("ZCARD").arg(self.keys.delayed());
-            pipe.cmd("XLEN").arg(self.keys.dlq());
-            // Live workers: expiry scores in the future (the hash may hold a few not yet pruned).
-            pipe.cmd("ZCOUNT")
-                .arg(self.keys.workers_expiry())
-                .arg(quayside_common::now_ms())
-                .arg("+inf");
-            let mut conn = self.redis.conn().await?;
-            let replies: Vec<Value> = pipe
-                .query_async(&mut conn)
-                .await
-                .map_err(self.redis_error("sample"))?;
-            let int = |v: Option<&Value>| match v {
-                Some(Value::Int(i)) => (*i).max(0) as u64,
-                // XPENDING's summary starts with the count; NOGROUP before `prepare` reads as 0.
-                Some(Value::Array(a)) => match a.first() {
-                    Some(Value::Int(i)) => (*i).max(0) as u64,
-                    _ => 0,
-                },
-                _ => 0,
-            };
-            let mut s = QueueSample::default();
-            for i in 0..3 {
-                s.depth[i] = int(replies.get(2 * i));
-                s.pending[i] = int(replies.get(2 * i + 1));
-            }
-            s.delayed = int(replies.get(6));
-            s.dead_letters = int(replies.get(7));
-            s.workers = int(replies.get(8));
-            Ok(s)
+        let mut pipe = redis::pipe();
+        for stream in self.keys.streams() {
+            pipe.cmd("XLEN").arg(&stream);
+            pipe.cmd("XPENDING").arg(&stream).arg(GROUP);
         }
-        .await;
-        self.seen(result)
+        pipe.cmd("ZCARD").arg(self.keys.delayed());
+        pipe.cmd("XLEN").arg(self.keys.dlq());
+        // Live workers: expiry scores in the future (the hash may hold a few not yet pruned).
+        pipe.cmd("ZCOUNT")
+            .arg(self.keys.workers_expiry())
+            .arg(quayside_common::now_ms())
+            .arg("+inf");
+        let mut conn = self.redis.conn().await?;
+        let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(|source| {
+            self.redis.note_error(&source);
+            QueueError::Redis {
+                op: "sample",
+                source,
+            }
+        })?;
+        let int = |v: Option<&Value>| match v {
+            Some(Value::Int(i)) => (*i).max(0) as u64,
+            // XPENDING's summary starts with the count; NOGROUP before `prepare` reads as 0.
+            Some(Value::Array(a)) => match a.first() {
+                Some(Value::Int(i)) => (*i).max(0) as u64,
+                _ => 0,
+            },
+            _ => 0,
+        };
+        let mut s = QueueSample::default();
+        for i in 0..3 {
+            s.depth[i] = int(replies.get(2 * i));
+            s.pending[i] = int(replies.get(2 * i + 1));
+        }
+        s.delayed = int(replies.get(6));
+        s.dead_letters = int(replies.get(7));
+        s.workers = int(replies.get(8));
+        Ok(s)
     }
 
     fn log_sink(&self, job_id: &JobId) -> LogSink {
@@ -675,10 +579,5 @@ impl JobQueue for RedisQueue {
             self.keys.logs(job_id),
             self.cfg.log_max_entries,
         )
-        .reporting_to(Arc::clone(&self.outage))
-    }
-
-    fn outage(&self) -> &Outage {
-        &self.outage
     }
 }

@@ -4,6 +4,7 @@
 //! - `spec`: the container's create body: limits, hardening, labels, the `/work` tmpfs.
 //! - `attempt`: one attempt: create, attach, start, feed stdin, stream and cap output, time
 //!   the build and the run apart, classify from the container's real state.
+//! - `container`: the attempt's container: its removal guard, and how it ended.
 //! - `events`: the engine's `kill`/`die` events for this worker's containers, which tell a
 //!   container killed from outside from a program that killed itself.
 //!
@@ -13,6 +14,7 @@
 //! sweep finds what a worker that died left behind.
 
 mod attempt;
+mod container;
 mod events;
 mod spec;
 
@@ -29,7 +31,7 @@ use quayside_common::config::{DockerConfig, LanguageConfig};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-use self::attempt::Sandbox;
+use self::container::{remove_container, Sandbox};
 use self::events::KillWatch;
 use super::sandbox::{self, protocol, Fleet, Sandboxes, Sweep, LABEL_JOB, LABEL_WORKER};
 use super::{RunOutput, RunRequest, Runner, RunnerError};
@@ -113,7 +115,7 @@ impl DockerRunner {
                 continue;
             };
             let (job, owner) = (labels.get(LABEL_JOB), labels.get(LABEL_WORKER));
-            match attempt::remove_container(docker, &name).await {
+            match remove_container(docker, &name).await {
                 Ok(()) => {
                     self.sandboxes.removed(&name);
                     removed += 1;
@@ -198,7 +200,7 @@ impl Runner for DockerRunner {
         };
         self.sandboxes
             .retry_failed(|name| async move {
-                attempt::remove_container(docker, &name)
+                remove_container(docker, &name)
                     .await
                     .inspect_err(|error| {
                         tracing::debug!(container = %name, %error, "still cannot remove sandbox")
