@@ -25,8 +25,8 @@ use crate::retry::{backoff_ms, decide, Disposition};
 use crate::runner::{Fleet, RunOutput, RunRequest, RunnerError, RunnerErrorKind, SharedRunner};
 use crate::upkeep::Beat;
 
-/// How long a job that ended waits for the registry to show it gone from the in-flight count
-/// before its result is written (so `quayside stats` never shows a finished job running).
+/// How long the last job in flight waits for the registry to show it gone before its result is
+/// written.
 const BEAT_WAIT: Duration = Duration::from_secs(1);
 
 /// What every execution shares.
@@ -149,9 +149,13 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         ?stop,
         "execution ended"
     );
-    // No longer in flight: the registry says so before the outcome is visible.
+    // No longer in flight. When it was the last one, the registry says so before the outcome
+    // is visible (`quayside stats` right after the last job never shows it running); under
+    // load the heartbeat's own second-by-second check catches up, at no cost per job.
     guard.tracked.finishing();
-    ctx.beat.now(BEAT_WAIT).await;
+    if ctx.inflight.is_empty() {
+        ctx.beat.now(BEAT_WAIT).await;
+    }
 
     let cancelled = |out: Option<RunOutput>| {
         let mut result = finish(Status::Cancelled, Some("cancelled while running".into()));
