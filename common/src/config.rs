@@ -162,12 +162,22 @@ impl Default for WorkerConfig {
     }
 }
 
-/// Backoff for infrastructure failures: full jitter over `base * 2^(attempt-1)`, capped.
+/// Retries after infrastructure failures of a job's own (its sandbox could not be created, was
+/// killed from outside, ...): backoff with equal jitter over `base * 2^(failures-1)`, capped,
+/// for as long as `give_up_after_ms`. Failures while the runner as a whole is unavailable are
+/// not the job's: it is handed back at no cost, and the worker stops claiming until the runner
+/// is back.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
+    /// First backoff step.
     pub base_ms: u64,
+    /// Largest backoff step.
     pub max_ms: u64,
+    /// A job whose first infrastructure failure is this long ago is dead-lettered
+    /// (`infra_timeout`) at its next one. Bounds retries by time, not count: quick failures in a
+    /// burst cannot use up a job. `max_attempts` counts only executions whose worker died.
+    pub give_up_after_ms: u64,
 }
 
 impl Default for RetryConfig {
@@ -175,6 +185,7 @@ impl Default for RetryConfig {
         Self {
             base_ms: 1_000,
             max_ms: 60_000,
+            give_up_after_ms: 600_000,
         }
     }
 }
