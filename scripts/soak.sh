@@ -9,12 +9,15 @@
 #           (one terminal result per job with the status its program deserves, nothing
 #           pending, no container left) and the workers' RSS over time. The engine is a private
 #           dockerd and Redis a private redis-server: the shared engine is never restarted.
-#           Needs quayside/runner-python:1 on the shared engine (scripts/build-images.sh).
+#           Needs quayside/runner-python:<deploy/images/VERSION> on the shared engine (built
+#           offline by scripts/build-images.sh if missing). Setup and builds print one line per
+#           step (--verbose: everything); the soak's own output is printed as is.
 #   all     every soak above, one after the other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-what=${1:-all}
+parse_flags "$@"
+what=${ARGS[0]:-all}
 ensure_rust
 ensure_packages redis-server:redis-server redis-cli:redis-tools docker:docker.io dockerd:docker.io
 
@@ -25,9 +28,8 @@ soak_model() {
 
 soak_fleet() {
   ensure_dockerd
-  docker image inspect quayside/runner-python:1 >/dev/null 2>&1 || scripts/build-images.sh
-  log "building the worker and the test binaries"
-  cargo build --workspace --bins
+  scripts/build-images.sh python
+  step "cargo build --workspace --bins" cargo build --workspace --bins
   log "fleet fault run: ${FLEET_JOBS:-1000} jobs"
   FLEET_JOBS=${FLEET_JOBS:-1000} cargo test -p quayside-e2e --test fleet_fault_run -- --nocapture
 }

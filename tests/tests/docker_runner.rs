@@ -264,6 +264,30 @@ async fn every_language_builds_and_runs_hello_world_from_stdin() {
     }
 }
 
+/// What the runner base (`deploy/images/base`) gives every language image, checked in each
+/// image as the runner starts it: the runner user, HOME and TMPDIR on the tmpfs, no setuid or
+/// setgid file on the root filesystem, no apt lists left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_image_runs_as_the_runner_user_with_no_setuid_files() {
+    const PROBE: &str = "echo \"$(id -u):$(id -g) home=$HOME tmp=$TMPDIR\"; \
+        find / -xdev -type f -perm /6000 2>/dev/null | sed 's/^/setid /'; \
+        ls -A /var/lib/apt/lists 2>/dev/null | sed 's/^/apt /'";
+    let h = Harness::new().await;
+    for (lang, file, _) in HELLO {
+        let mut req = job(lang, &[(file, "")], "");
+        req.language_config.build_command.clear();
+        req.language_config.run_command = PROBE.into();
+        let out = h.run(&req).await;
+        assert_eq!(out.status, Status::Succeeded, "{lang}: {}", show(&out));
+        assert_eq!(
+            out.stdout.data,
+            "10001:10001 home=/tmp tmp=/tmp\n",
+            "{lang}: {}",
+            show(&out)
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn options_reach_the_compiler_and_args_reach_the_program_unexpanded() {
     let h = Harness::new().await;
@@ -950,7 +974,7 @@ async fn the_sweep_judges_only_its_own_fleet_and_spares_another_fleets_long_job(
     ];
     for (labels, _) in &cases {
         let body = ContainerCreateBody {
-            image: Some("quayside/runner-c:1".into()),
+            image: Some(quayside_common::config::default_image("c")),
             cmd: Some(vec!["true".into()]),
             labels: Some(labels.clone()),
             ..Default::default()
@@ -1016,7 +1040,7 @@ async fn the_sweep_judges_only_its_own_fleet_and_spares_another_fleets_long_job(
 
 /// Not a check: prints the end-to-end latency of a one-line C job (p50, runner called
 /// directly, container removal included) next to a bare create+start+wait+remove of
-/// `quayside/runner-c:1 true`, once with the engine's defaults and once with the job
+/// `quayside/runner-c true`, once with the engine's defaults and once with the job
 /// containers' hardening. Run with
 /// `cargo test -p quayside-e2e --release --test docker_runner -- --ignored --nocapture latency`.
 #[tokio::test(flavor = "multi_thread")]
@@ -1042,7 +1066,7 @@ async fn latency_report() {
         async move {
             let started = Instant::now();
             let body = ContainerCreateBody {
-                image: Some("quayside/runner-c:1".into()),
+                image: Some(quayside_common::config::default_image("c")),
                 cmd: Some(vec!["true".into()]),
                 user: Some("10001:10001".into()),
                 host_config: Some(host_config),

@@ -8,13 +8,16 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use quayside_common::config::Config;
+use quayside_common::config::{default_image, Config};
 use quayside_common::{JobId, JobKind, JobSpec, Status};
 use quayside_e2e::ops::{free_addr, wait_http};
 use quayside_e2e::private_dockerd::PrivateDockerd;
 use quayside_e2e::{within, PrivateRedis, TestQueue};
 
-const PYTHON: &str = "quayside/runner-python:1";
+/// The python runner image, tagged as `deploy/images/VERSION` says.
+fn python_image() -> String {
+    default_image("python")
+}
 
 fn python(source: &str) -> JobSpec {
     let mut spec = JobSpec::new(
@@ -127,7 +130,7 @@ async fn fleets_sharing_an_engine_and_a_worker_id_spare_each_others_long_jobs() 
             &format!("quayside.queue={}", twin.cfg.queue.name),
         ])
         .args(["--label", "quayside.fleet=twin-fleet"])
-        .args([PYTHON, "true"])
+        .args([python_image().as_str(), "true"])
         .output()
         .expect("docker create");
     assert!(made.status.success(), "{made:?}");
@@ -236,7 +239,7 @@ async fn a_job_cancelled_while_running_keeps_what_it_printed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_engine_outage_spends_no_attempt_and_the_worker_resumes_by_itself() {
     let mut engine = PrivateDockerd::start(&private_dir("outage-engine")).expect("dockerd");
-    engine.load_image(PYTHON).expect("image");
+    engine.load_image(&python_image()).expect("image");
     let q = TestQueue::new("engine-outage");
     let addr = free_addr();
     let socket = engine.url();
@@ -340,7 +343,7 @@ async fn a_worker_started_while_the_engine_is_down_waits_then_serves() {
     );
 
     engine.restart().expect("engine starts");
-    engine.load_image(PYTHON).expect("image");
+    engine.load_image(&python_image()).expect("image");
     let r = q
         .wait_all(std::slice::from_ref(&spec.id), 120)
         .await
@@ -366,7 +369,7 @@ async fn a_removal_that_failed_is_retried_until_it_succeeds() {
     use tokio_util::sync::CancellationToken;
 
     let engine = PrivateDockerd::start(&private_dir("frozen-engine")).expect("dockerd");
-    engine.load_image(PYTHON).expect("image");
+    engine.load_image(&python_image()).expect("image");
     let cfg = DockerConfig {
         socket: engine.url(),
         api_timeout_ms: 1_000,

@@ -14,12 +14,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use quayside_common::config::Config;
+use quayside_common::config::{default_image, Config};
 use quayside_common::{JobId, JobKind, JobSpec, Status};
 use quayside_e2e::private_dockerd::PrivateDockerd;
 use quayside_e2e::{within, PrivateRedis, TestQueue, WorkerHandle};
 
-const PYTHON: &str = "quayside/runner-python:1";
+/// The python runner image, tagged as `deploy/images/VERSION` says.
+fn python_image() -> String {
+    default_image("python")
+}
 
 /// RSS samples (seconds into the run, KiB) by worker pid.
 type Samples = BTreeMap<u32, Vec<(f64, u64)>>;
@@ -91,7 +94,7 @@ async fn fleet_fault_run() {
     })
     .expect("redis");
     let mut engine = PrivateDockerd::start(&root.join("engine")).expect("dockerd");
-    engine.load_image(PYTHON).expect("image");
+    engine.load_image(&python_image()).expect("image");
     let q = TestQueue::on("fleet-fault", &redis.url());
     let socket = engine.url();
     let tweak = move |c: &mut Config| {

@@ -517,7 +517,7 @@ async fn the_role_grants_exactly_what_the_runner_uses() {
 }
 
 /// The same runner against a real cluster (the kubeconfig's, namespace `E2E_K8S_NAMESPACE`
-/// or its default), with `quayside/runner-python:1` loaded on its nodes.
+/// or its default), with `quayside/runner-python:<deploy/images/VERSION>` loaded on its nodes.
 #[tokio::test]
 #[ignore = "needs cluster (kubeconfig, runner images on the nodes, NetworkPolicy-enforcing CNI)"]
 async fn real_cluster_runs_python_and_cleans_up() {

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use quayside_common::config::{default_languages, KubernetesConfig};
+use quayside_common::config::{default_image, default_languages, KubernetesConfig};
 use quayside_common::limits::Limits;
 use quayside_common::{JobId, JobKind};
 
@@ -64,7 +64,8 @@ fn every_pod_is_limited_and_meets_the_restricted_standard() {
     let uid = psc.run_as_user.expect("uid");
     assert!((10001..10001 + (1 << 20)).contains(&uid), "{uid}");
     let c = &pod.containers[0];
-    assert_eq!(c.image.as_deref(), Some("reg.example/quayside/runner-c:1"));
+    let image = format!("reg.example/{}", default_image("c"));
+    assert_eq!(c.image.as_deref(), Some(image.as_str()));
     let sc = c.security_context.as_ref().expect("container security");
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     assert_eq!(sc.read_only_root_filesystem, Some(true));
