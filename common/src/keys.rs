@@ -22,6 +22,7 @@ const RUNNING: &str = "running";
 const WORKERS: &str = "workers";
 const WORKERS_EXPIRY: &str = "workers:expiry";
 const CANCEL: &str = "cancel";
+const FLEET: &str = "fleet";
 
 /// Key builder for one queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,6 +122,13 @@ impl Keys {
         format!("{}{BATCH_EVENTS}{batch}", self.prefix)
     }
 
+    /// String: the fleet id, random, set once (`SET NX`) by the first worker of the queue on
+    /// this Redis; workers label their sandboxes with it so sweeps tell fleets apart. A fixed
+    /// key of the queue: it never expires.
+    pub fn fleet(&self) -> String {
+        format!("{}{FLEET}", self.prefix)
+    }
+
     /// Pub/sub channel: ids of running jobs whose cancellation was requested.
     pub fn cancel_channel(&self) -> String {
         format!("{}{CANCEL}", self.prefix)
@@ -173,6 +181,7 @@ mod tests {
             k.done_channel(&id),
             k.batch_channel("b"),
             k.cancel_channel(),
+            k.fleet(),
         ];
         for key in all {
             assert!(key.starts_with("qs:{builds}:"), "{key}");

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use quayside_common::connection::Redis;
 
+use crate::outage::Outage;
+
 /// Which output a log entry came from (the `s` field of the log stream).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogSource {
@@ -34,6 +36,8 @@ pub struct LogSink {
     key: String,
     max_entries: u64,
     wrote: Arc<AtomicBool>,
+    /// Where an unreachable Redis is reported instead of a warning per chunk.
+    outage: Option<Arc<Outage>>,
 }
 
 impl LogSink {
@@ -43,6 +47,16 @@ impl LogSink {
             key,
             max_entries,
             wrote: Arc::default(),
+            outage: None,
+        }
+    }
+
+    /// Reports an unreachable Redis to `outage` (one story per outage) instead of warning
+    /// for every chunk.
+    pub fn reporting_to(self, outage: Arc<Outage>) -> Self {
+        Self {
+            outage: Some(outage),
+            ..self
         }
     }
 
@@ -55,7 +69,7 @@ impl LogSink {
     pub async fn write(&self, source: LogSource, data: &[u8]) {
         self.wrote.store(true, Ordering::Release);
         let result = async {
-            let mut conn = self.redis.conn().await.map_err(|e| e.to_string())?;
+            let mut conn = self.redis.conn().await.map_err(|e| (true, e.to_string()))?;
             redis::cmd("XADD")
                 .arg(&self.key)
                 .arg("MAXLEN")
@@ -70,12 +84,17 @@ impl LogSink {
                 .await
                 .map_err(|e| {
                     self.redis.note_error(&e);
-                    e.to_string()
+                    (crate::queue::unreachable(&e), e.to_string())
                 })
         }
         .await;
-        if let Err(error) = result {
-            tracing::warn!(key = %self.key, %error, "cannot append to job log");
+        match (result, &self.outage) {
+            (Ok(()), Some(outage)) => outage.recovered(),
+            (Ok(()), None) => {}
+            (Err((true, error)), Some(outage)) => outage.failed(&error),
+            (Err((_, error)), _) => {
+                tracing::warn!(key = %self.key, %error, "cannot append to job log")
+            }
         }
     }
 }

@@ -4,7 +4,7 @@
 //! The worker runs in this process (`quayside_worker::run` with `runner::build`, i.e. the
 //! `DockerRunner` and the default language table), one worker per slot count, each warmed up
 //! by one job that is not counted. Every scenario runs the same C program in
-//! `quayside/runner-c:1`, compiled with the language table's own build command, so the
+//! `quayside/runner-c`, compiled with the language table's own build command, so the
 //! baselines compile and run exactly like the job does:
 //!
 //! - bare Engine API (bollard): create + start + wait + remove, with the engine's defaults, and
@@ -30,7 +30,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::{stream, StreamExt as _};
-use quayside_common::config::{default_languages, Config, DockerConfig};
+use quayside_common::config::{default_image, default_languages, Config, DockerConfig};
 use quayside_common::outcome::Durations;
 use quayside_common::{JobKind, JobResult, JobSpec, Limits, Status};
 use quayside_producer::Producer;
@@ -38,7 +38,10 @@ use quayside_worker::runner::sandbox::protocol::{expand, shell_quote};
 use quayside_worker::runner::sandbox::{LABEL_JOB, LABEL_WORKER, WORK_DIR};
 use tokio_util::sync::CancellationToken;
 
-pub(super) const IMAGE: &str = "quayside/runner-c:1";
+/// The C runner image the language table names.
+pub(super) fn image() -> String {
+    default_image(LANGUAGE)
+}
 const LANGUAGE: &str = "c";
 const SOURCE: &str = "#include <stdio.h>\nint main(){puts(\"hi\");}";
 const EXPECTED: &str = "hi\n";
@@ -94,7 +97,7 @@ enum Options {
 fn create_body(cmd: Vec<String>, options: Options, tag: &str) -> ContainerCreateBody {
     let labels = HashMap::from([(BENCH_LABEL.to_owned(), tag.to_owned())]);
     let mut body = ContainerCreateBody {
-        image: Some(IMAGE.into()),
+        image: Some(image()),
         cmd: Some(cmd),
         labels: Some(labels),
         ..Default::default()
@@ -476,13 +479,14 @@ pub async fn main() -> anyhow::Result<()> {
         .context("docker engine")?;
     let version = docker.version().await.context("docker version")?;
     docker
-        .inspect_image(IMAGE)
+        .inspect_image(&image())
         .await
-        .with_context(|| format!("image {IMAGE} (scripts/build-images.sh c)"))?;
+        .with_context(|| format!("image {} (scripts/build-images.sh c)", image()))?;
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "quayside docker benchmark: engine {}, {cores} cores, image {IMAGE}, redis {url}",
-        version.version.unwrap_or_default()
+        "quayside docker benchmark: engine {}, {cores} cores, image {}, redis {url}",
+        version.version.unwrap_or_default(),
+        image()
     );
     println!(
         "  {seq} sequential runs after one warm-up; batches of {batch} at {parallels:?} at once"
@@ -591,7 +595,7 @@ async fn measure(
     let cli: Vec<String> = ["run", "--rm", "--label"]
         .iter()
         .map(|s| s.to_string())
-        .chain([format!("{BENCH_LABEL}={tag}"), IMAGE.to_owned()])
+        .chain([format!("{BENCH_LABEL}={tag}"), image()])
         .chain(sh.iter().cloned())
         .collect();
     let api = |cmd: &[String], options: Options| {

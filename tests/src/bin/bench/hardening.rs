@@ -27,8 +27,8 @@ use quayside_worker::runner::sandbox::protocol::{sandbox_command, WrapperShell};
 use quayside_worker::runner::sandbox::WORK_DIR;
 
 use super::docker::{
-    api_cycle, bounded, env_usize, job_containers, load, pct, rand_u16, sweep, Worker, BENCH_LABEL,
-    IMAGE,
+    api_cycle, bounded, env_usize, image, job_containers, load, pct, rand_u16, sweep, Worker,
+    BENCH_LABEL,
 };
 
 /// Throughput runs in this many chunks per variant, ordered ABBA-style.
@@ -53,8 +53,9 @@ pub async fn main() -> anyhow::Result<()> {
         .context("docker engine")?;
     let version = docker.version().await.context("docker version")?;
     println!(
-        "quayside hardening cost: engine {}, image {IMAGE}, {seq} latency rounds, {batch} jobs per variant at {SLOTS} slots",
-        version.version.unwrap_or_default()
+        "quayside hardening cost: engine {}, image {}, {seq} latency rounds, {batch} jobs per variant at {SLOTS} slots",
+        version.version.unwrap_or_default(),
+        image()
     );
     println!("  hardened: seccomp quayside, uid_range 2^20 (defaults); baseline: seccomp runtime_default, uid_range 1");
     sweep(&docker).await?;
@@ -174,7 +175,7 @@ async fn prelude_cycles(
     let body = |entrypoint: Vec<String>| {
         let user = attempt_user(&cfg);
         ContainerCreateBody {
-            image: Some(IMAGE.into()),
+            image: Some(image()),
             entrypoint: Some(entrypoint),
             user: Some(format!("{}:{}", user.0, user.1)),
             working_dir: Some(WORK_DIR.into()),
