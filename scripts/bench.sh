@@ -10,6 +10,10 @@
 #           (`docker run --rm` loop, bare Engine API create+start+wait+remove). Needs the
 #           Docker engine (started if it does not answer) and quayside/runner-c:<VERSION> (built
 #           offline if missing). Sizes: BENCH_SEQ (30), BENCH_BATCH (200), BENCH_PARALLEL (2,4).
+#           BENCH_COMPARE=hardening measures instead what the seccomp profile and per-attempt
+#           uids cost: two workers, hardened (defaults) and baseline (engine's default profile,
+#           one uid), side by side in one run; latency p50 and 4-slot jobs/s as ratios (target:
+#           within 5%), plus the wrapper prelude both run, as bare cycles with and without it.
 #   batch   `quayside batch --wait` of BENCH_BATCH_JOBS (1000) C hello-world compile-and-run jobs
 #           (a folder, one file per job) through 2 quayside-worker processes with
 #           BENCH_BATCH_SLOTS (2) slots each (2 x 2 = 4 jobs at once: on 2 cores each job's gcc

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Validates every Kubernetes object Quayside ships or creates against the official OpenAPI
 # schemas (kubernetes-validate, strict: unknown fields are errors):
-#   - deploy/k8s base and overlays, rendered with `kubectl kustomize`;
+#   - deploy/k8s base and overlays, and the seccomp installer deploy/seccomp, rendered with
+#     `kubectl kustomize`;
 #   - the ConfigMap and Job the Kubernetes runner creates per attempt, dumped as JSON by the
 #     worker's unit test `dump_objects_for_schema_validation` into target/k8s-objects/.
 # CRDs (ServiceMonitor, ScaledObject) have no built-in schema and are reported, not failed.
@@ -27,10 +28,11 @@ render() {
   for dir in base overlays/dev overlays/production; do
     kubectl kustomize "deploy/k8s/$dir" >"$out/${dir//\//-}.yaml"
   done
+  kubectl kustomize deploy/seccomp >"$out/seccomp-installer.yaml"
   # The ConfigMap and Job the runner creates, dumped as JSON by a worker unit test.
   cargo test -p quayside-worker --lib dump_objects_for_schema_validation
 }
-step "render deploy/k8s and dump the runner's objects" render
+step "render deploy/k8s and deploy/seccomp, dump the runner's objects" render
 
 check() {
   # The validator must bite: a Job with a misspelt field has to fail.

@@ -1,13 +1,19 @@
 //! Admission: whether a well-formed spec fits a configuration. The worker checks every job it
-//! claims with it (a misfit is `rejected`); the HTTP gateway checks before enqueueing, so a
-//! caller hears `422` at once instead of finding a rejected result later.
+//! claims with it (a misfit is `rejected`, never retried); the HTTP gateway checks before
+//! enqueueing, so a caller hears `422` at once instead of finding a rejected result later; the
+//! producer library checks what it can without the workers' language table ([`check_sizes`]).
+//!
+//! Everything a job controls is bounded here, so that no job can make itself fail as an
+//! infrastructure error (an engine that refuses its container, an archive too big for memory,
+//! a config too big for the engine's disk): it gets `rejected`, naming the field, instead.
 
-use crate::config::Config;
+use crate::config::{Config, LimitsConfig, QueueConfig};
 use crate::job::{JobSpec, SpecError};
 use crate::limits::Limits;
 
-/// Checks a shape-valid spec against a configuration: a known language, sizes within
-/// `limits.max_*`, attempts and result TTL within the queue caps, limits within `limits.max`.
+/// Checks a shape-valid spec against a configuration: a known language, sizes within the
+/// `limits.max_*` caps, attempts and result TTL within the queue caps, limits within
+/// `limits.min..=limits.max`.
 ///
 /// # Errors
 /// The first problem found, naming the field.
@@ -23,7 +29,19 @@ pub fn check(cfg: &Config, spec: &JobSpec) -> Result<(), SpecError> {
             ),
         ));
     }
-    let l = &cfg.limits;
+    check_sizes(&cfg.limits, &cfg.queue, spec)?;
+    resolve_limits(cfg, spec)?;
+    Ok(())
+}
+
+/// Everything [`check`] does that needs no language table: the size and shape caps, the queue
+/// caps, and the limits the job set against floors and maxima. What a producer can check
+/// before sending (its workers may know languages it does not).
+///
+/// # Errors
+/// The first problem found, naming the field.
+pub fn check_sizes(l: &LimitsConfig, queue: &QueueConfig, spec: &JobSpec) -> Result<(), SpecError> {
+    let bytes = |list: &[String]| list.iter().map(String::len).sum::<usize>() as u64;
     let checks = [
         ("files", spec.files.len() as u64, l.max_files, "files"),
         (
@@ -33,41 +51,202 @@ pub fn check(cfg: &Config, spec: &JobSpec) -> Result<(), SpecError> {
             "bytes of source",
         ),
         ("stdin", spec.stdin.len() as u64, l.max_stdin_bytes, "bytes"),
+        ("args", spec.args.len() as u64, l.max_args, "arguments"),
+        (
+            "args",
+            bytes(&spec.args),
+            l.max_args_bytes,
+            "bytes of arguments",
+        ),
+        (
+            "compiler_options",
+            spec.compiler_options.len() as u64,
+            l.max_compiler_options,
+            "options",
+        ),
+        (
+            "compiler_options",
+            bytes(&spec.compiler_options),
+            l.max_compiler_options_bytes,
+            "bytes of options",
+        ),
+        ("labels", spec.labels.len() as u64, l.max_labels, "labels"),
         (
             "max_attempts",
             u64::from(spec.max_attempts.unwrap_or(1)),
-            u64::from(cfg.queue.max_attempts_cap),
+            u64::from(queue.max_attempts_cap),
             "attempts",
         ),
         (
             "result_ttl_s",
             spec.result_ttl_s.unwrap_or(0),
-            cfg.queue.max_result_ttl_s,
+            queue.max_result_ttl_s,
             "seconds",
         ),
     ];
     for (field, got, max, unit) in checks {
-        if got > max {
-            return Err(SpecError::field(
-                field,
-                format!("{got} {unit} exceeds the configured maximum of {max}"),
-            ));
-        }
+        over(field.to_owned(), got, max, unit)?;
     }
-    resolve_limits(cfg, spec)?;
+    for name in spec.files.keys() {
+        let field = || format!("files[{name:?}]");
+        over(
+            field(),
+            name.len() as u64,
+            l.max_path_bytes,
+            "bytes of path",
+        )?;
+        let depth = name.matches('/').count() as u64;
+        over(field(), depth, l.max_folder_depth, "folders deep")?;
+    }
+    for (key, value) in &spec.labels {
+        let size = (key.len() + value.len()) as u64;
+        over(format!("labels[{key:?}]"), size, l.max_label_bytes, "bytes")?;
+    }
+    // Last: the caps above name a more precise field for most oversized specs.
+    over(
+        "spec".into(),
+        spec.text_bytes() as u64,
+        l.max_spec_bytes,
+        "bytes of text in all",
+    )?;
+    spec.limits.check_set(&l.min, &l.max)
+}
+
+fn over(field: String, got: u64, max: u64, unit: &str) -> Result<(), SpecError> {
+    if got > max {
+        return Err(SpecError::field(
+            field,
+            format!("{got} {unit} exceeds the configured maximum of {max}"),
+        ));
+    }
     Ok(())
 }
 
-/// The job's limits: its own, else its language's defaults, else the worker's; never over
-/// the worker's maxima.
+/// The job's limits: its own, else its language's defaults, else the worker's; never outside
+/// the worker's floors and maxima.
 ///
 /// # Errors
-/// A limit that is zero or over its maximum, named as `limits.<field>`.
+/// A limit below its floor or over its maximum, named as `limits.<field>`.
 pub fn resolve_limits(cfg: &Config, spec: &JobSpec) -> Result<Limits, SpecError> {
     let l = &cfg.limits;
     let defaults = match cfg.languages.get(&spec.language) {
-        Some(lang) => lang.default_limits(&l.default, &l.max)?,
+        Some(lang) => lang.default_limits(l)?,
         None => l.default,
     };
-    spec.limits.resolve(&defaults, &l.max)
+    spec.limits.resolve(&defaults, &l.min, &l.max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::tests::spec;
+
+    /// Every cap, each broken by one spec, with the field the refusal must name.
+    fn over_the_caps(l: &LimitsConfig) -> Vec<(JobSpec, String)> {
+        let with = |f: &dyn Fn(&mut JobSpec)| {
+            let mut s = spec();
+            f(&mut s);
+            s
+        };
+        let n = |cap: u64| usize::try_from(cap).unwrap_or(usize::MAX);
+        let deep = format!("{}main.c", "d/".repeat(n(l.max_folder_depth) + 1));
+        // Components within NAME_MAX, the whole path over the cap (assumes a cap above 200).
+        let long = format!(
+            "{}/{}.c",
+            "x".repeat(200),
+            "y".repeat(n(l.max_path_bytes) - 200)
+        );
+        vec![
+            (
+                with(&|s| s.args = vec!["a".into(); n(l.max_args) + 1]),
+                "args".into(),
+            ),
+            (
+                with(&|s| s.args = vec!["a".repeat(n(l.max_args_bytes) + 1)]),
+                "args".into(),
+            ),
+            (
+                with(&|s| s.compiler_options = vec!["-O".into(); n(l.max_compiler_options) + 1]),
+                "compiler_options".into(),
+            ),
+            (
+                with(&|s| s.compiler_options = vec!["-D".repeat(n(l.max_compiler_options_bytes))]),
+                "compiler_options".into(),
+            ),
+            (
+                with(&|s| {
+                    s.labels = (0..=n(l.max_labels))
+                        .map(|i| (i.to_string(), String::new()))
+                        .collect()
+                }),
+                "labels".into(),
+            ),
+            (
+                with(&|s| s.labels = [("k".to_owned(), "v".repeat(n(l.max_label_bytes)))].into()),
+                "labels[\"k\"]".into(),
+            ),
+            (
+                with(&|s| s.files = [(deep.clone(), String::new())].into()),
+                format!("files[{deep:?}]"),
+            ),
+            (
+                with(&|s| s.files = [(long.clone(), String::new())].into()),
+                format!("files[{long:?}]"),
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_cap_refuses_and_names_its_field() {
+        let cfg = Config::default();
+        for (spec, field) in over_the_caps(&cfg.limits) {
+            spec.validate_shape()
+                .expect("well-formed: only a cap is broken");
+            let err = check_sizes(&cfg.limits, &cfg.queue, &spec).expect_err(&field);
+            assert!(
+                err.to_string().starts_with(&format!("{field}: "))
+                    && err.to_string().contains("exceeds the configured maximum"),
+                "{field}: {err}"
+            );
+        }
+        check_sizes(&cfg.limits, &cfg.queue, &spec()).expect("a plain job fits");
+    }
+
+    #[test]
+    fn the_whole_spec_is_bounded_whatever_field_holds_the_bytes() {
+        let mut cfg = Config::default();
+        cfg.limits.max_spec_bytes = 3 << 20;
+        cfg.limits.max_stdin_bytes = 2 << 20;
+        let mut s = spec();
+        s.stdin = "x".repeat(2 << 20);
+        s.files.insert("big.c".into(), "y".repeat((1 << 20) - 100));
+        s.args = vec!["z".repeat(1000)];
+        let err = check_sizes(&cfg.limits, &cfg.queue, &s).expect_err("too big in all");
+        assert!(err.to_string().starts_with("spec: "), "{err}");
+    }
+
+    #[test]
+    fn floors_hold_at_every_door_and_languages_are_not_needed_for_sizes() {
+        let cfg = Config {
+            languages: crate::config::default_languages(),
+            ..Config::default()
+        };
+        let mut s = spec();
+        s.language = "unknown-to-this-producer".into();
+        check_sizes(&cfg.limits, &cfg.queue, &s).expect("sizes do not need the language table");
+        s.limits.memory_bytes = Some(1);
+        let err = check_sizes(&cfg.limits, &cfg.queue, &s).expect_err("memory floor");
+        assert!(
+            err.to_string()
+                .starts_with("limits.memory_bytes: 1 is below"),
+            "{err}"
+        );
+        let mut s = spec();
+        s.limits.pids = Some(1);
+        let err = check(&cfg, &s).expect_err("pids floor");
+        assert!(
+            err.to_string().starts_with("limits.pids: 1 is below"),
+            "{err}"
+        );
+    }
 }

@@ -12,10 +12,14 @@ use crate::job::SpecError;
 use crate::keys::Keys;
 use crate::limits::{Limits, LimitsSpec};
 
+mod docker;
 mod gateway;
 mod kubernetes;
+mod limits;
+pub use docker::{DockerConfig, FileTransfer};
 pub use gateway::GatewayConfig;
 pub use kubernetes::KubernetesConfig;
+pub use limits::LimitsConfig;
 
 /// Why configuration could not be loaded. Messages name the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -190,29 +194,20 @@ impl Default for RetryConfig {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// Applied to fields a job leaves unset.
-    pub default: Limits,
-    /// A job asking for more is rejected.
-    pub max: Limits,
-    /// Total bytes of all source files (names included).
-    pub max_source_bytes: u64,
-    pub max_files: u64,
-    pub max_stdin_bytes: u64,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        Self {
-            default: Limits::DEFAULT,
-            max: Limits::MAX,
-            max_source_bytes: 1 << 20,
-            max_files: 256,
-            max_stdin_bytes: 1 << 20,
-        }
-    }
+/// The seccomp profile job sandboxes run under. gVisor (`runsc`) ignores both: its own kernel
+/// is the filter there (see `docs/security.md`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeccompProfile {
+    /// Quayside's own profile, `deploy/seccomp/quayside.json`: the engine's default without
+    /// what a compile or run job never needs (ptrace, io_uring, vsock and other non-inet
+    /// socket families, ...). Docker gets it through the Engine API; Kubernetes nodes must
+    /// have it installed as a `Localhost` profile (`deploy/k8s/README.md`).
+    #[default]
+    Quayside,
+    /// The container runtime's default profile (Docker's, or the kubelet's `RuntimeDefault`):
+    /// the fallback where Quayside's profile cannot be installed.
+    RuntimeDefault,
 }
 
 /// Which sandbox backend runs jobs.
@@ -332,108 +327,6 @@ const NOT_CONFIG_ENV: [&str; 5] = [
     "image_prefix",
 ];
 
-/// How job files reach `/work` in a Docker sandbox.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FileTransfer {
-    /// A tar archive streamed over the container's attached stdin and unpacked by the image's
-    /// `tar` into a plain tmpfs: no extra Engine API round trip.
-    #[default]
-    Stdin,
-    /// The Engine API archive upload (`PUT /containers/{id}/archive`). Docker cannot upload
-    /// into a `--tmpfs` mount of a read-only container, so `/work` becomes an anonymous
-    /// tmpfs-backed volume instead; costs about 40 ms per job.
-    Archive,
-}
-
-/// The Docker sandbox: where the engine is and how every job container is hardened.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DockerConfig {
-    /// Engine socket, e.g. `unix:///var/run/docker.sock`; empty = `DOCKER_HOST` or the default.
-    pub socket: String,
-    /// OCI runtime for job containers, e.g. `runsc`; empty = the daemon's default.
-    pub runtime: String,
-    /// `uid:gid` (numeric) that job processes run as; never root.
-    pub user: String,
-    /// Size of each writable tmpfs, `/work` and `/tmp`; nothing else is writable.
-    pub tmpfs_bytes: u64,
-    /// Largest file a job process may write (`RLIMIT_FSIZE`).
-    pub max_file_bytes: u64,
-    /// Files a job process may hold open at once (`RLIMIT_NOFILE`).
-    pub max_open_files: u64,
-    /// Longest one Engine API request may take (the job's own time is bounded by its limits).
-    pub api_timeout_ms: u64,
-    /// How job files reach `/work`.
-    pub file_transfer: FileTransfer,
-}
-
-impl Default for DockerConfig {
-    fn default() -> Self {
-        Self {
-            socket: String::new(),
-            runtime: String::new(),
-            user: "10001:10001".into(),
-            tmpfs_bytes: 64 << 20,
-            max_file_bytes: 64 << 20,
-            max_open_files: 1024,
-            api_timeout_ms: 30_000,
-            file_transfer: FileTransfer::Stdin,
-        }
-    }
-}
-
-impl DockerConfig {
-    /// The numeric uid and gid of [`DockerConfig::user`], if it has that form.
-    pub fn uid_gid(&self) -> Option<(u32, u32)> {
-        let (uid, gid) = self.user.split_once(':')?;
-        Some((uid.parse().ok()?, gid.parse().ok()?))
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        match self.uid_gid() {
-            None => {
-                return Err(invalid(
-                    "runner.docker.user",
-                    "must be numeric uid:gid, e.g. 10001:10001",
-                ))
-            }
-            Some((0, _)) | Some((_, 0)) => {
-                return Err(invalid(
-                    "runner.docker.user",
-                    "job processes must not run as root",
-                ))
-            }
-            Some(_) => {}
-        }
-        if self.tmpfs_bytes < 1 << 20 {
-            return Err(invalid(
-                "runner.docker.tmpfs_bytes",
-                "must be at least 1 MiB",
-            ));
-        }
-        if self.max_file_bytes == 0 {
-            return Err(invalid(
-                "runner.docker.max_file_bytes",
-                "must be greater than 0",
-            ));
-        }
-        if self.max_open_files < 16 {
-            return Err(invalid(
-                "runner.docker.max_open_files",
-                "must be at least 16",
-            ));
-        }
-        if self.api_timeout_ms < 1_000 {
-            return Err(invalid(
-                "runner.docker.api_timeout_ms",
-                "must be at least 1000",
-            ));
-        }
-        Ok(())
-    }
-}
-
 /// How one language is built and run. Commands are `sh -c` strings run in `/work`, where
 /// `{options}` becomes the job's compiler options, `{sources}` the job's files ending in
 /// `.{source_extension}` and `{entry}` the entry file (the job's only source file when it has
@@ -455,7 +348,7 @@ pub struct LanguageConfig {
     /// What a `compile` job runs: diagnostics only, no program (object files, metadata).
     pub compile_only_command: String,
     /// Defaults for this language where a job sets no limit, over `limits.default` (e.g. more
-    /// memory for the Go toolchain). Still bounded by `limits.max`.
+    /// memory for the Go toolchain). Still bounded by `limits.min` and `limits.max`.
     #[serde(skip_serializing_if = "is_default_limits")]
     pub limits: LimitsSpec,
 }
@@ -469,8 +362,9 @@ impl LanguageConfig {
     ///
     /// # Errors
     /// A language default over `max` (refused by config validation first).
-    pub fn default_limits(&self, worker: &Limits, max: &Limits) -> Result<Limits, SpecError> {
-        self.limits.resolve(worker, max)
+    pub fn default_limits(&self, limits: &LimitsConfig) -> Result<Limits, SpecError> {
+        self.limits
+            .resolve(&limits.default, &limits.min, &limits.max)
     }
 }
 
@@ -672,10 +566,7 @@ impl Config {
                 "must be 1 to queue.max_attempts_cap",
             ));
         }
-        self.limits
-            .default
-            .check_within(&self.limits.max)
-            .map_err(|e| invalid("limits.default", e.to_string()))?;
+        self.limits.validate()?;
         for (name, lang) in &self.languages {
             if lang.image.is_empty() {
                 return Err(ConfigError::Invalid {
@@ -683,7 +574,7 @@ impl Config {
                     problem: format!("language {name:?} has no image"),
                 });
             }
-            lang.default_limits(&self.limits.default, &self.limits.max)
+            lang.default_limits(&self.limits)
                 .map_err(|e| ConfigError::Invalid {
                     key: "languages.<name>.limits",
                     problem: format!("language {name:?}: {e}"),
@@ -899,14 +790,23 @@ mod tests {
                 ("tmpfs_bytes = 1", "runner.docker.tmpfs_bytes"),
                 ("max_open_files = 3", "runner.docker.max_open_files"),
                 ("api_timeout_ms = 10", "runner.docker.api_timeout_ms"),
+                ("uid_range = 0", "runner.docker.uid_range"),
+                ("uid_range = 4294967295", "runner.docker.uid_range"),
             ] {
                 jail.create_file("bad.toml", &format!("[runner.docker]\n{toml}\n"))?;
                 let e = Config::load(Some(Path::new("bad.toml"))).expect_err(toml);
                 assert!(e.to_string().contains(key), "{toml}: {e}");
             }
             jail.set_env("QUAYSIDE_RUNNER__DOCKER__FILE_TRANSFER", "archive");
+            jail.set_env("QUAYSIDE_RUNNER__DOCKER__SECCOMP", "runtime_default");
             let c = Config::load(None).expect("env sets the transfer");
             assert_eq!(c.runner.docker.file_transfer, FileTransfer::Archive);
+            assert_eq!(c.runner.docker.seccomp, SeccompProfile::RuntimeDefault);
+            assert_eq!(
+                (c.runner.docker.uid_range, c.runner.kubernetes.seccomp),
+                (1 << 20, SeccompProfile::Quayside),
+                "per-attempt uids and Quayside's profile by default"
+            );
             Ok(())
         });
     }

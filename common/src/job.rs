@@ -10,9 +10,12 @@ use crate::limits::LimitsSpec;
 /// The protocol version this build speaks; carried as `v` in every spec and result.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Longest accepted job id, batch id or file path component chain.
+/// Longest accepted job id or batch id.
 pub const MAX_ID_LEN: usize = 128;
-const MAX_PATH_LEN: usize = 255;
+/// Longest file path the kernel takes (`PATH_MAX`); `limits.max_path_bytes` is usually lower.
+const MAX_PATH_LEN: usize = 4096;
+/// Longest path component the kernel takes (`NAME_MAX`).
+const MAX_NAME_LEN: usize = 255;
 
 /// A job's identity: the caller's idempotency key, or a generated UUIDv7 (time-sortable).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -165,6 +168,22 @@ impl JobSpec {
         self.files.iter().map(|(k, v)| k.len() + v.len()).sum()
     }
 
+    /// Total bytes of all the spec's text: ids, language, file names and contents, stdin, args,
+    /// compiler options and labels. What `limits.max_spec_bytes` bounds.
+    pub fn text_bytes(&self) -> usize {
+        let list = |l: &[String]| l.iter().map(String::len).sum::<usize>();
+        let map =
+            |m: &BTreeMap<String, String>| m.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        self.id.as_str().len()
+            + self.language.len()
+            + self.batch.as_ref().map_or(0, String::len)
+            + map(&self.files)
+            + self.stdin.len()
+            + list(&self.args)
+            + list(&self.compiler_options)
+            + map(&self.labels)
+    }
+
     /// Checks what needs no worker configuration: version, ids, file names.
     ///
     /// # Errors
@@ -188,6 +207,18 @@ impl JobSpec {
         }
         for name in self.files.keys() {
             check_path(name)?;
+        }
+        check_file_folder_clash(&self.files)?;
+        for (field, list) in [
+            ("args", &self.args),
+            ("compiler_options", &self.compiler_options),
+        ] {
+            if let Some(i) = list.iter().position(|a| a.contains('\0')) {
+                return Err(SpecError::field(
+                    format!("{field}[{i}]"),
+                    "NUL bytes cannot be passed in an argument",
+                ));
+            }
         }
         if self.max_attempts == Some(0) {
             return Err(SpecError::field("max_attempts", "must be at least 1"));
@@ -254,6 +285,12 @@ fn check_path(name: &str) -> Result<(), SpecError> {
     for part in name.split('/') {
         match part {
             "" => return Err(SpecError::field(field(), "empty path component")),
+            long if long.len() > MAX_NAME_LEN => {
+                return Err(SpecError::field(
+                    field(),
+                    format!("a path component is longer than {MAX_NAME_LEN} bytes"),
+                ))
+            }
             "." | ".." => {
                 return Err(SpecError::field(
                     field(),
@@ -266,11 +303,30 @@ fn check_path(name: &str) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// No file may also be a folder of another (`a.c` and `a.c/b.h`): the archive could not hold
+/// both, and unpacking would fail inside the sandbox.
+fn check_file_folder_clash(files: &BTreeMap<String, String>) -> Result<(), SpecError> {
+    for name in files.keys() {
+        if let Some((folder, _)) = name
+            .match_indices('/')
+            .map(|(i, _)| name.split_at(i))
+            .find(|(folder, _)| files.contains_key(*folder))
+        {
+            return Err(SpecError::field(
+                format!("files[{name:?}]"),
+                format!("{folder:?} is both a file and a folder"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn spec() -> JobSpec {
+    /// A small valid `run` job.
+    pub(crate) fn spec() -> JobSpec {
         JobSpec::new(
             JobKind::Run,
             "c",
@@ -314,6 +370,49 @@ mod tests {
         let mut s = spec();
         s.files = [("src/lib/util.c".to_string(), String::new())].into();
         s.validate_shape().expect("nested relative path is fine");
+        s.files = [(format!("{}/a.c", "x".repeat(256)), String::new())].into();
+        let err = s.validate_shape().expect_err("NAME_MAX");
+        assert!(err.to_string().contains("longer than 255 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_file_cannot_also_be_a_folder() {
+        let mut s = spec();
+        s.files = [
+            ("a.c".to_string(), String::new()),
+            ("a.c/b.h".to_string(), String::new()),
+        ]
+        .into();
+        let err = s.validate_shape().expect_err("clash");
+        assert_eq!(
+            err.to_string(),
+            "files[\"a.c/b.h\"]: \"a.c\" is both a file and a folder"
+        );
+        s.files = [
+            ("src/a.c".to_string(), String::new()),
+            ("src/a.c.d/b.h".to_string(), String::new()),
+            ("src".to_string() + "x", String::new()),
+        ]
+        .into();
+        s.validate_shape()
+            .expect("prefixes that are not folders are fine");
+    }
+
+    #[test]
+    fn nul_bytes_never_reach_an_argument_list() {
+        let mut s = spec();
+        s.args = vec!["ok".into(), "a\0b".into()];
+        assert_eq!(
+            s.validate_shape().expect_err("nul").to_string(),
+            "args[1]: NUL bytes cannot be passed in an argument"
+        );
+        let mut s = spec();
+        s.compiler_options = vec!["-O2\0".into()];
+        assert!(s
+            .validate_shape()
+            .expect_err("nul")
+            .to_string()
+            .starts_with("compiler_options[0]: "));
     }
 
     #[test]

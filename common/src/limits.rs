@@ -33,6 +33,30 @@ impl Limits {
         output_bytes: 1 << 20,
     };
 
+    /// Worker floors a job may not go below (`limits.min`): under these a sandbox cannot start
+    /// (the engine refuses less than 6 MB of memory or 0.01 CPU; gVisor needs about 16 MiB to
+    /// boot) or the wrapper cannot unpack the job's files, and the job would fail as an
+    /// infrastructure error instead of getting a verdict of its own.
+    pub const MIN: Limits = Limits {
+        compile_wall_time_ms: 1_000,
+        run_wall_time_ms: 100,
+        cpu_millicores: 100,
+        memory_bytes: 32 << 20,
+        pids: 16,
+        output_bytes: 1 << 10,
+    };
+
+    /// The lowest `limits.min` may be configured: the engines' own minima (Docker: 6 MB of
+    /// memory, 0.01 CPU) and the processes the wrapper needs to unpack a job.
+    pub const FLOOR: Limits = Limits {
+        compile_wall_time_ms: 1,
+        run_wall_time_ms: 1,
+        cpu_millicores: 10,
+        memory_bytes: 6 << 20,
+        pids: 8,
+        output_bytes: 1,
+    };
+
     /// Worker maxima a job may ask for.
     pub const MAX: Limits = Limits {
         compile_wall_time_ms: 120_000,
@@ -54,27 +78,35 @@ impl Limits {
         ]
     }
 
-    /// Checks that no field is zero and none exceeds `max`.
+    /// Checks that every field lies within `min..=max`.
     ///
     /// # Errors
     /// Names the first offending field as `limits.<field>`.
-    pub fn check_within(&self, max: &Limits) -> Result<(), SpecError> {
-        for ((name, v), (_, m)) in self.fields().into_iter().zip(max.fields()) {
-            if v == 0 {
-                return Err(SpecError::field(
-                    format!("limits.{name}"),
-                    "must be greater than 0",
-                ));
-            }
-            if v > m {
-                return Err(SpecError::field(
-                    format!("limits.{name}"),
-                    format!("{v} exceeds the configured maximum {m}"),
-                ));
-            }
+    pub fn check_bounds(&self, min: &Limits, max: &Limits) -> Result<(), SpecError> {
+        for (name, v) in self.fields() {
+            check_field(name, v, min, max)?;
         }
         Ok(())
     }
+}
+
+/// One limit against its floor and its maximum.
+fn check_field(name: &str, v: u64, min: &Limits, max: &Limits) -> Result<(), SpecError> {
+    let floor = min.fields().into_iter().find(|(n, _)| *n == name);
+    let ceiling = max.fields().into_iter().find(|(n, _)| *n == name);
+    if let Some((_, m)) = floor.filter(|(_, m)| v < *m) {
+        return Err(SpecError::field(
+            format!("limits.{name}"),
+            format!("{v} is below the configured minimum {m}"),
+        ));
+    }
+    if let Some((_, m)) = ceiling.filter(|(_, m)| v > *m) {
+        return Err(SpecError::field(
+            format!("limits.{name}"),
+            format!("{v} exceeds the configured maximum {m}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Limits as a job states them: any field may be left to the worker's default.
@@ -96,11 +128,42 @@ pub struct LimitsSpec {
 }
 
 impl LimitsSpec {
-    /// Fills unset fields from `defaults` and refuses anything over `max`.
+    /// The fields the job set, by name.
+    fn set_fields(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        [
+            ("compile_wall_time_ms", self.compile_wall_time_ms),
+            ("run_wall_time_ms", self.run_wall_time_ms),
+            ("cpu_millicores", self.cpu_millicores),
+            ("memory_bytes", self.memory_bytes),
+            ("pids", self.pids),
+            ("output_bytes", self.output_bytes),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| Some((name, v?)))
+    }
+
+    /// Checks the fields the job set against `min..=max`, without any defaults: what a client
+    /// can check before it knows the workers' language table.
     ///
     /// # Errors
-    /// A field that is zero or over its maximum, named as `limits.<field>`.
-    pub fn resolve(&self, defaults: &Limits, max: &Limits) -> Result<Limits, SpecError> {
+    /// A field below its floor or over its maximum, named as `limits.<field>`.
+    pub fn check_set(&self, min: &Limits, max: &Limits) -> Result<(), SpecError> {
+        for (name, v) in self.set_fields() {
+            check_field(name, v, min, max)?;
+        }
+        Ok(())
+    }
+
+    /// Fills unset fields from `defaults` and refuses anything outside `min..=max`.
+    ///
+    /// # Errors
+    /// A field below its floor or over its maximum, named as `limits.<field>`.
+    pub fn resolve(
+        &self,
+        defaults: &Limits,
+        min: &Limits,
+        max: &Limits,
+    ) -> Result<Limits, SpecError> {
         let limits = Limits {
             compile_wall_time_ms: self
                 .compile_wall_time_ms
@@ -111,7 +174,7 @@ impl LimitsSpec {
             pids: self.pids.unwrap_or(defaults.pids),
             output_bytes: self.output_bytes.unwrap_or(defaults.output_bytes),
         };
-        limits.check_within(max)?;
+        limits.check_bounds(min, max)?;
         Ok(limits)
     }
 }
@@ -123,12 +186,12 @@ mod tests {
     #[test]
     fn unset_fields_take_defaults() {
         let got = LimitsSpec {
-            pids: Some(10),
+            pids: Some(20),
             ..Default::default()
         }
-        .resolve(&Limits::DEFAULT, &Limits::MAX)
+        .resolve(&Limits::DEFAULT, &Limits::MIN, &Limits::MAX)
         .expect("within maxima");
-        assert_eq!(got.pids, 10);
+        assert_eq!(got.pids, 20);
         assert_eq!(got.memory_bytes, Limits::DEFAULT.memory_bytes);
     }
 
@@ -138,7 +201,7 @@ mod tests {
             memory_bytes: Some(Limits::MAX.memory_bytes + 1),
             ..Default::default()
         }
-        .resolve(&Limits::DEFAULT, &Limits::MAX)
+        .resolve(&Limits::DEFAULT, &Limits::MIN, &Limits::MAX)
         .expect_err("over max");
         assert!(
             err.to_string().starts_with("limits.memory_bytes: "),
@@ -156,7 +219,7 @@ mod tests {
             run_wall_time_ms: Some(0),
             ..Default::default()
         }
-        .resolve(&Limits::DEFAULT, &Limits::MAX)
+        .resolve(&Limits::DEFAULT, &Limits::MIN, &Limits::MAX)
         .expect_err("zero");
         assert!(
             err.to_string().starts_with("limits.run_wall_time_ms"),
@@ -165,9 +228,48 @@ mod tests {
     }
 
     #[test]
-    fn defaults_fit_within_maxima() {
+    fn defaults_fit_between_floors_and_maxima() {
         Limits::DEFAULT
-            .check_within(&Limits::MAX)
+            .check_bounds(&Limits::MIN, &Limits::MAX)
             .expect("shipped defaults must be valid");
+        Limits::MIN
+            .check_bounds(&Limits::FLOOR, &Limits::MAX)
+            .expect("shipped floors must be above the engines' minima");
+    }
+
+    #[test]
+    fn floors_refuse_what_no_sandbox_can_run_and_name_the_field() {
+        for name in [
+            "memory_bytes",
+            "cpu_millicores",
+            "pids",
+            "output_bytes",
+            "compile_wall_time_ms",
+        ] {
+            let spec: LimitsSpec =
+                serde_json::from_value(serde_json::json!({ name: 1 })).expect("limits");
+            let field = format!("limits.{name}");
+            for err in [
+                spec.resolve(&Limits::DEFAULT, &Limits::MIN, &Limits::MAX)
+                    .expect_err(&field),
+                spec.check_set(&Limits::MIN, &Limits::MAX)
+                    .expect_err(&field),
+            ] {
+                assert!(err.to_string().starts_with(&format!("{field}: ")), "{err}");
+                assert!(
+                    err.to_string().contains("below the configured minimum"),
+                    "{err}"
+                );
+            }
+        }
+        LimitsSpec {
+            memory_bytes: Some(Limits::MIN.memory_bytes),
+            ..Default::default()
+        }
+        .check_set(&Limits::MIN, &Limits::MAX)
+        .expect("exactly the floor is fine");
+        LimitsSpec::default()
+            .check_set(&Limits::MIN, &Limits::MAX)
+            .expect("nothing set, nothing to refuse");
     }
 }

@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, BoxStream};
 use futures_util::StreamExt as _;
-use quayside_common::config::{Config, QueueConfig};
+use quayside_common::admission;
+use quayside_common::config::{Config, LimitsConfig, QueueConfig};
 use quayside_common::connection::Redis;
 use quayside_common::scripts::Scripts;
 use quayside_common::wire::{encode_result, encode_spec};
@@ -48,6 +49,9 @@ pub struct Producer {
     redis: Arc<Redis>,
     keys: Keys,
     queue: QueueConfig,
+    /// The caps and floors a job is checked against before it is sent (the workers check
+    /// again, with their language table).
+    limits: LimitsConfig,
 }
 
 /// What enqueueing one job did.
@@ -143,6 +147,7 @@ impl Producer {
             redis: Arc::new(Redis::new(&cfg.redis)?),
             keys: Keys::new(&cfg.queue.name)?,
             queue: cfg.queue.clone(),
+            limits: cfg.limits.clone(),
         })
     }
 
@@ -190,7 +195,9 @@ impl Producer {
         })
     }
 
-    /// Enqueues many jobs: validated first, then sent in script calls of 256 jobs, pipelined.
+    /// Enqueues many jobs: validated first (shape, then the `limits` caps and floors of this
+    /// producer's config: what needs no language table), then sent in script calls of 256
+    /// jobs, pipelined.
     ///
     /// # Errors
     /// The first invalid spec (nothing is sent then), or [`Error::QueueFull`] naming the first
@@ -198,6 +205,7 @@ impl Producer {
     pub async fn enqueue_many(&self, specs: &[JobSpec]) -> Result<Vec<Enqueued>, Error> {
         for s in specs {
             s.validate_shape()?;
+            admission::check_sizes(&self.limits, &self.queue, s)?;
         }
         let invocations: Vec<_> = specs
             .chunks(ENQUEUE_CHUNK)

@@ -269,6 +269,32 @@ impl TestQueue {
         assert_eq!(delayed, 0, "delayed set not empty");
     }
 
+    /// Enqueues `spec` as the simplest client would, with a raw `XADD` of its id and JSON to
+    /// the normal stream: nothing checks it before a worker does.
+    pub async fn raw_enqueue(&self, spec: &JobSpec) {
+        let mut conn = self.conn().await;
+        let _: String = redis::cmd("XADD")
+            .arg(self.keys.stream(Priority::Normal))
+            .arg("*")
+            .arg("id")
+            .arg(spec.id.as_str())
+            .arg("job")
+            .arg(serde_json::to_string(spec).expect("spec to json"))
+            .query_async(&mut conn)
+            .await
+            .expect("raw XADD");
+    }
+
+    /// Entries in the normal stream (queued or running).
+    pub async fn queued(&self) -> u64 {
+        let mut conn = self.conn().await;
+        redis::cmd("XLEN")
+            .arg(self.keys.stream(Priority::Normal))
+            .query_async(&mut conn)
+            .await
+            .expect("XLEN")
+    }
+
     /// Raw connection for tests that speak plain Redis (with the queue's auth and TLS).
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
         Redis::new(&self.cfg.redis)

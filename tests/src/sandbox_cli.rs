@@ -21,9 +21,8 @@ pub fn docker_run_argv(language: &str, labels: &[String]) -> anyhow::Result<Vec<
     let lang = langs
         .get(language)
         .with_context(|| format!("no {language} in the default language table"))?;
-    let worker = Config::default().limits;
     let limits = lang
-        .default_limits(&worker.default, &worker.max)
+        .default_limits(&Config::default().limits)
         .unwrap_or(Limits::DEFAULT);
     // Files arrive on stdin and land in a tmpfs /work, as with the worker's default transfer.
     let cfg = DockerConfig {
@@ -34,9 +33,11 @@ pub fn docker_run_argv(language: &str, labels: &[String]) -> anyhow::Result<Vec<
     for label in labels {
         argv.extend(["--label".into(), label.clone()]);
     }
-    argv.extend(["--user".into(), cfg.user.clone()]);
+    // One uid for every run: the baseline is a plain `docker run`, not per-job identities.
+    let user = cfg.uid_gid().context("numeric default user")?;
+    argv.extend(["--user".into(), format!("{}:{}", user.0, user.1)]);
     argv.extend(["--workdir".into(), WORK_DIR.into()]);
-    argv.extend(flags(host_config(&cfg, &limits))?);
+    argv.extend(flags(host_config(&cfg, &limits, user))?);
     let entry = shell_quote(&lang.entry_file);
     let vars = [
         ("options", String::new()),
@@ -101,7 +102,7 @@ fn flags(mut hc: HostConfig) -> anyhow::Result<Vec<String>> {
         f.extend(["--cap-drop".into(), cap]);
     }
     for opt in hc.security_opt.take().unwrap_or_default() {
-        f.extend(["--security-opt".into(), opt]);
+        f.extend(["--security-opt".into(), cli_security_opt(opt)?]);
     }
     ensure!(
         hc.privileged.take() != Some(true),
@@ -112,6 +113,22 @@ fn flags(mut hc: HostConfig) -> anyhow::Result<Vec<String>> {
         "sandbox options without a docker run flag here: {hc:?}"
     );
     Ok(f)
+}
+
+/// The Engine API takes a seccomp profile's JSON; the CLI reads it from a file. Written once
+/// per content to the temporary folder.
+fn cli_security_opt(opt: String) -> anyhow::Result<String> {
+    let Some(profile) = opt.strip_prefix("seccomp=").filter(|p| p.starts_with('{')) else {
+        return Ok(opt);
+    };
+    let digest = profile.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let path = std::env::temp_dir().join(format!("quayside-seccomp-{digest:016x}.json"));
+    if !path.exists() {
+        std::fs::write(&path, profile).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(format!("seccomp={}", path.display()))
 }
 
 #[cfg(test)]
@@ -128,6 +145,7 @@ mod tests {
             "--read-only",
             "--cap-drop ALL",
             "--security-opt no-new-privileges",
+            "--security-opt seccomp=/",
             "--ipc none",
             "--log-driver none",
             "--pids-limit 64",

@@ -3,7 +3,8 @@
 //! infrastructure error on demand, and record every execution to a file.
 //!
 //! The job's first file holds one command per line:
-//! `sleep MS` · `print TEXT` · `exit CODE` · `status NAME` · `infra MESSAGE` ·
+//! `sleep MS` · `print TEXT` · `eprint TEXT` (stderr) · `cprint TEXT` (compiler output) ·
+//! `exit CODE` · `status NAME` · `infra MESSAGE` ·
 //! `infra_unless_file PATH` · `permanent MESSAGE` · `crash` · `crash_on_attempt N` ·
 //! `record PATH` (append `<job id> <attempt> start|end <ms>` lines around the run).
 
@@ -57,7 +58,7 @@ impl Runner for ScriptRunner {
         let script = req.files.values().next().cloned().unwrap_or_default();
         let mut out = RunOutput::with_status(Status::Succeeded);
         out.exit_code = Some(0);
-        let mut stdout = String::new();
+        let (mut stdout, mut stderr, mut compile) = (String::new(), String::new(), String::new());
         let mut recording: Option<String> = None;
         let result = async {
             for line in script.lines() {
@@ -74,11 +75,15 @@ impl Runner for ScriptRunner {
                             _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
                         }
                     }
-                    "print" => {
-                        stdout.push_str(arg);
-                        stdout.push('\n');
-                        logs.write(LogSource::Stdout, format!("{arg}\n").as_bytes())
-                            .await;
+                    "print" | "eprint" | "cprint" => {
+                        let (text, source) = match cmd {
+                            "print" => (&mut stdout, LogSource::Stdout),
+                            "eprint" => (&mut stderr, LogSource::Stderr),
+                            _ => (&mut compile, LogSource::Compile),
+                        };
+                        text.push_str(arg);
+                        text.push('\n');
+                        logs.write(source, format!("{arg}\n").as_bytes()).await;
                     }
                     "exit" => {
                         let code: i64 = arg.parse().unwrap_or(1);
@@ -108,6 +113,8 @@ impl Runner for ScriptRunner {
         }
         result?;
         out.stdout = Captured::from_bytes(stdout.into_bytes(), false);
+        out.stderr = Captured::from_bytes(stderr.into_bytes(), false);
+        out.compile_output = Captured::from_bytes(compile.into_bytes(), false);
         Ok(out)
     }
 }

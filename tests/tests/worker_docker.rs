@@ -99,23 +99,13 @@ async fn hostile_and_invalid_jobs_end_correctly_and_the_worker_keeps_serving() {
     q.producer.enqueue_many(&specs).await.expect("enqueue");
 
     // Invalid jobs written straight to the stream (the library would refuse them client-side).
-    let mut conn = q.conn().await;
     let mut escape = job("c", &[("main.c", "int main(){}")], "");
     escape.files = BTreeMap::from([("../../etc/evil.c".to_owned(), "int main(){}".to_owned())]);
     let mut huge = job("c", &[("main.c", "int main(){}")], "");
     huge.files
         .insert("big.c".into(), format!("/*{}*/", "x".repeat(10 << 20)));
     for spec in [&escape, &huge] {
-        let _: String = redis::cmd("XADD")
-            .arg(q.keys.stream(Priority::Normal))
-            .arg("*")
-            .arg("id")
-            .arg(spec.id.as_str())
-            .arg("job")
-            .arg(serde_json::to_string(spec).expect("json"))
-            .query_async(&mut conn)
-            .await
-            .expect("raw XADD");
+        q.raw_enqueue(spec).await;
     }
 
     let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();

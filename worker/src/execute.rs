@@ -111,7 +111,10 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         return;
     }
 
-    let req = match request(&ctx.cfg, spec, claimed.attempts, &ctx.fleet) {
+    // The runner's own limits (e.g. how long one argument may be) count as admission too.
+    let admitted = request(&ctx.cfg, spec, claimed.attempts, &ctx.fleet)
+        .and_then(|r| ctx.runner.admit(&r).map(|()| r));
+    let req = match admitted {
         Ok(r) => r,
         Err(e) => {
             let result = finish(Status::Rejected, Some(e.to_string()));
@@ -448,10 +451,10 @@ mod tests {
             l.run_wall_time_ms, cfg.limits.default.run_wall_time_ms,
             "worker default"
         );
-        go.limits.pids = Some(10);
+        go.limits.pids = Some(20);
         assert_eq!(
             resolve_limits(&cfg, &go).expect("valid").pids,
-            10,
+            20,
             "the job wins"
         );
         go.limits.pids = Some(cfg.limits.max.pids + 1);

@@ -1,6 +1,7 @@
 //! `deploy/k8s` agrees with the code: the worker config it ships loads and validates, the
 //! grace period covers the drain timeout, the NetworkPolicy selects the pods the runner labels,
-//! and the job service account it configures exists. (Schema validity of every manifest is
+//! the job service account it configures exists, and the seccomp installer puts the profile
+//! the worker embeds where job pods look for it. (Schema validity of every manifest is
 //! `scripts/validate-k8s.sh`'s job.)
 
 use std::path::{Path, PathBuf};
@@ -16,7 +17,11 @@ fn base(file: &str) -> PathBuf {
 }
 
 fn yaml_docs(file: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(base(file)).expect("manifest");
+    yaml_docs_at(&base(file))
+}
+
+fn yaml_docs_at(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).expect("manifest");
     serde_yaml_ng::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).expect("yaml"))
         .collect()
@@ -74,4 +79,46 @@ fn network_policy_selects_job_pods_and_denies_everything() {
     );
     assert_eq!(np["spec"]["ingress"], serde_json::json!([]));
     assert_eq!(np["spec"]["egress"], serde_json::json!([]));
+}
+
+#[test]
+fn the_seccomp_installer_puts_the_embedded_profile_where_job_pods_load_it() {
+    use quayside_common::config::SeccompProfile;
+    use quayside_worker::runner::sandbox::seccomp;
+
+    let cfg = shipped_config();
+    let k = &cfg.runner.kubernetes;
+    assert_eq!(k.seccomp, SeccompProfile::Quayside);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/seccomp");
+    let shipped = std::fs::read_to_string(dir.join("quayside.json")).expect("profile");
+    assert_eq!(shipped, seccomp::PROFILE, "one profile for both runners");
+    let kustomization = &yaml_docs_at(&dir.join("kustomization.yaml"))[0];
+    assert_eq!(
+        kustomization["configMapGenerator"][0]["files"],
+        serde_json::json!(["quayside.json"])
+    );
+    let ds = &yaml_docs_at(&dir.join("installer.yaml"))[0];
+    let pod = &ds["spec"]["template"]["spec"];
+    let host = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find_map(|v| v["hostPath"]["path"].as_str())
+        .expect("hostPath");
+    assert_eq!(
+        host, "/var/lib/kubelet/seccomp",
+        "the kubelet's seccomp root"
+    );
+    let install = pod["initContainers"][0]["command"][2]
+        .as_str()
+        .expect("install command");
+    assert!(
+        install.ends_with(&format!("/host/{}", k.seccomp_localhost_profile)),
+        "{install} must write {}",
+        k.seccomp_localhost_profile
+    );
+    assert_eq!(
+        pod["tolerations"],
+        serde_json::json!([{"operator": "Exists"}])
+    );
 }

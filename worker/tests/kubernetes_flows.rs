@@ -282,6 +282,74 @@ async fn image_pull_errors_are_image_missing() {
 }
 
 #[tokio::test]
+async fn pods_run_under_quaysides_seccomp_profile_and_a_node_without_it_says_how_to_fix_it() {
+    let fake = FakeApi::new();
+    let f = fake.clone();
+    let err = play(&fake, async move {
+        let (job, pod) = start_pod(&f).await;
+        let created = f.get("jobs", &job).expect("job");
+        let pod_spec = &created["spec"]["template"]["spec"];
+        let uid = pod_spec["securityContext"]["runAsUser"]
+            .as_i64()
+            .expect("uid");
+        assert!(
+            (10001..10001 + (1 << 20)).contains(&uid),
+            "a uid of the attempt's own: {uid}"
+        );
+        for profile in [
+            &pod_spec["securityContext"]["seccompProfile"],
+            &pod_spec["containers"][0]["securityContext"]["seccompProfile"],
+        ] {
+            assert_eq!(
+                profile,
+                &json!({"type": "Localhost", "localhostProfile": "quayside.json"})
+            );
+        }
+        // What containerd reports when the profile file is missing on the node.
+        f.set_pod_status(
+            &pod,
+            json!({"phase": "Pending", "containerStatuses": [{"name": "job", "image": "i",
+                "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {
+                "reason": "CreateContainerError", "message": "failed to create containerd \
+                container: cannot load seccomp profile \"/var/lib/kubelet/seccomp/quayside.json\": \
+                open /var/lib/kubelet/seccomp/quayside.json: no such file or directory"}}}]}),
+        );
+    })
+    .await
+    .expect_err("cannot start");
+    assert_eq!(
+        err.kind(),
+        RunnerErrorKind::Transient,
+        "the node can be fixed"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("seccomp profile is not on the node")
+            && msg.contains("deploy/k8s/README.md")
+            && msg.contains("runner.kubernetes.seccomp = \"runtime_default\""),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn jobs_no_config_map_can_carry_are_refused_before_any_request() {
+    let fake = FakeApi::new();
+    let r = runner(&fake, "w1");
+    r.admit(&request()).expect("a small job fits");
+    let mut req = request();
+    req.files.insert("data.py".into(), "x".repeat(1 << 20));
+    let err = r.admit(&req).expect_err("over the 1 MiB a ConfigMap holds");
+    assert!(err.to_string().starts_with("files: "), "{err}");
+    let mut req = request();
+    req.args = vec!["ok".into(), "x".repeat(200 << 10)];
+    let err = r
+        .admit(&req)
+        .expect_err("over the kernel's 128 KiB per argument");
+    assert!(err.to_string().starts_with("args[1]: "), "{err}");
+    assert!(fake.accesses().is_empty(), "refused before any API request");
+}
+
+#[tokio::test]
 async fn api_errors_map_to_runner_error_kinds_and_leave_nothing() {
     use RunnerErrorKind::*;
     let cases = [

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{invalid, ConfigError};
+use super::{invalid, ConfigError, SeccompProfile};
 
 /// The Kubernetes sandbox: one `batch/v1` Job and one ConfigMap per job attempt.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -28,6 +28,13 @@ pub struct KubernetesConfig {
     /// `RLIMIT_NPROC`, the pids bound the wrapper sets, counts every process of a uid on the
     /// node, so distinct uids keep one pod's bound from counting another pod's processes.
     pub uid_range: u32,
+    /// The seccomp profile of job pods: `quayside` (a `Localhost` profile the nodes must have,
+    /// see `deploy/k8s/README.md`) or `runtime_default` (`RuntimeDefault`, the fallback where it
+    /// cannot be installed).
+    pub seccomp: SeccompProfile,
+    /// Where the `quayside` profile sits on each node, relative to the kubelet's seccomp folder
+    /// (`/var/lib/kubelet/seccomp`).
+    pub seccomp_localhost_profile: String,
     /// Size limit of each memory-backed `emptyDir`, `/work` and `/tmp`; counts toward the job's
     /// memory limit.
     pub work_dir_bytes: u64,
@@ -56,6 +63,8 @@ impl Default for KubernetesConfig {
             runtime_class: String::new(),
             user: "10001:10001".into(),
             uid_range: 1 << 20,
+            seccomp: SeccompProfile::Quayside,
+            seccomp_localhost_profile: "quayside.json".into(),
             work_dir_bytes: 64 << 20,
             max_file_bytes: 64 << 20,
             max_open_files: 1024,
@@ -137,6 +146,18 @@ impl KubernetesConfig {
             }
             Some(_) => {}
         }
+        let profile = &self.seccomp_localhost_profile;
+        if profile.is_empty()
+            || profile.starts_with('/')
+            || profile
+                .split('/')
+                .any(|p| p.is_empty() || p == "." || p == "..")
+        {
+            return Err(invalid(
+                "runner.kubernetes.seccomp_localhost_profile",
+                "must be a relative path below the kubelet's seccomp folder, e.g. quayside.json",
+            ));
+        }
         if self.work_dir_bytes < 1 << 20 {
             return Err(invalid(
                 "runner.kubernetes.work_dir_bytes",
@@ -210,6 +231,10 @@ mod tests {
         assert_eq!(
             with(|c| c.image_pull_secrets = vec!["Bad_Name".into()]),
             "runner.kubernetes.image_pull_secrets"
+        );
+        assert_eq!(
+            with(|c| c.seccomp_localhost_profile = "../etc/x.json".into()),
+            "runner.kubernetes.seccomp_localhost_profile"
         );
         assert_eq!(
             with(|c| c.work_dir_bytes = 1),

@@ -18,7 +18,7 @@ mod container;
 mod events;
 mod spec;
 
-pub use spec::host_config;
+pub use spec::{attempt_user, host_config};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -28,6 +28,7 @@ use bollard::errors::Error as DockerError;
 use bollard::query_parameters::ListContainersOptions;
 use bollard::{Docker, API_DEFAULT_VERSION};
 use quayside_common::config::{DockerConfig, LanguageConfig};
+use quayside_common::job::SpecError;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
@@ -208,6 +209,19 @@ impl Runner for DockerRunner {
                     .is_ok()
             })
             .await
+    }
+
+    fn admit(&self, req: &RunRequest) -> Result<(), SpecError> {
+        match protocol::wrapper_script(
+            &req.language_config,
+            req.kind,
+            &req.compiler_options,
+            &req.files,
+        ) {
+            Some(script) => spec::check_command(&self.cfg, req, &script),
+            // No command for the job's kind: `run` reports that as the config gap it is.
+            None => Ok(()),
+        }
     }
 
     async fn run(

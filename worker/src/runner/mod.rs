@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use quayside_common::config::LanguageConfig;
+use quayside_common::job::SpecError;
 use quayside_common::limits::Limits;
 use quayside_common::{Captured, JobId, JobKind, Status};
 use tokio_util::sync::CancellationToken;
@@ -137,6 +138,16 @@ pub trait Runner: std::fmt::Debug + Send + Sync + 'static {
 
     /// Backend reachable and runner images present; used at startup and by readiness checks.
     async fn check(&self) -> Result<(), RunnerError>;
+
+    /// Refuses a job this backend could only fail as an infrastructure error (a wrapper longer
+    /// than the kernel takes as one argument, files over a Kubernetes ConfigMap's size): such a
+    /// job is `rejected`, naming the field, instead of retried until it is dead.
+    ///
+    /// # Errors
+    /// What does not fit, naming the job's field.
+    fn admit(&self, _req: &RunRequest) -> Result<(), SpecError> {
+        Ok(())
+    }
 
     /// Removes the sandboxes of `fleet` whose worker is not in `live_workers` (it crashed), this
     /// worker's own that it no longer uses, and anyone's long past the deadline its worker

@@ -6,11 +6,14 @@
 //! - [`fleet`]: the labels that tie a sandbox to its fleet, the orphan rule, and each runner's
 //!   list of sandboxes in use or left to remove.
 //! - [`live_log`]: output forwarded to the job's log stream in line-aligned entries.
+//! - [`seccomp`]: Quayside's seccomp profile, shared by both backends.
 
 pub mod fleet;
 pub mod live_log;
 pub mod protocol;
+pub mod seccomp;
 
+use quayside_common::job::SpecError;
 use quayside_common::{Captured, JobId, JobKind, Status};
 
 use crate::runner::{RunRequest, RunnerError};
@@ -24,6 +27,25 @@ use self::protocol::{wrapper_failure, EXIT_UNPACK};
 
 /// Where job files live inside every sandbox.
 pub const WORK_DIR: &str = "/work";
+
+/// Longest single argument the kernel passes to a program (`MAX_ARG_STRLEN`, its NUL included).
+pub const MAX_ARG_STRLEN: usize = 32 * 4096;
+
+/// Refuses a program argument the kernel would refuse to pass (`E2BIG`): the sandbox could not
+/// start the program, on any runner.
+///
+/// # Errors
+/// `args[i]`, the first argument too long.
+pub fn check_args(args: &[String]) -> Result<(), SpecError> {
+    let longest = MAX_ARG_STRLEN - 1;
+    match args.iter().position(|a| a.len() > longest) {
+        Some(i) => Err(SpecError::field(
+            format!("args[{i}]"),
+            format!("longer than the {longest} bytes the kernel passes in one argument"),
+        )),
+        None => Ok(()),
+    }
+}
 
 /// The job's language has no command for its kind (a config gap, so never worth a retry).
 pub fn missing_command(req: &RunRequest) -> RunnerError {
@@ -146,13 +168,18 @@ pub fn classify(
         (Ending::OutputExceeded, _) => verdict(Status::OutputExceeded, None),
         (Ending::TimedOut, _) => verdict(Status::TimedOut, None),
         (Ending::Cancelled, _) => verdict(Status::Cancelled, None),
+        // The exit code is the program's only if the program ran: an OOM kill during the build
+        // (or the unpack) ends the wrapper with the build's status, which no program returned.
         (
             Ending::Exited {
                 code,
                 oom_killed: true,
             },
-            _,
-        ) => verdict(Status::MemoryExceeded, Some(code)),
+            build,
+        ) => {
+            let ran = kind == JobKind::Run && build == Some(0);
+            verdict(Status::MemoryExceeded, ran.then_some(code))
+        }
         (Ending::Exited { code, .. }, None) => {
             return Err((wrapper_failure(code), code != EXIT_UNPACK))
         }
@@ -212,6 +239,22 @@ mod tests {
             v(JobKind::Run, Some(0), oom),
             Ok((Status::MemoryExceeded, Some(137), Some(9)))
         );
+        let oom_in_build = Exited {
+            code: 1,
+            oom_killed: true,
+        };
+        for (kind, build) in [
+            (JobKind::Run, Some(1)),
+            (JobKind::Run, None),
+            (JobKind::Compile, Some(0)),
+            (JobKind::Compile, Some(1)),
+        ] {
+            assert_eq!(
+                v(kind, build, oom_in_build),
+                Ok((Status::MemoryExceeded, None, None)),
+                "{kind:?} {build:?}: no program ran, so no exit code"
+            );
+        }
         assert_eq!(
             v(JobKind::Run, Some(1), exited(1)),
             Ok((Status::CompileError, None, None))

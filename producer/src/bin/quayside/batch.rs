@@ -18,7 +18,7 @@ use quayside_common::JobId;
 use quayside_producer::{BatchStatus, Error, Producer};
 
 use crate::job_flags::JobFlags;
-use crate::usage;
+use crate::{terminal, usage};
 use progress::Followed;
 
 /// Exit code when Ctrl-C stops following (the shell's 128 + SIGINT); the batch runs on.
@@ -114,7 +114,7 @@ pub async fn run(
                 .await?
                 .ok_or(Error::BatchNotFound(id))?;
             if json {
-                println!("{}", serde_json::to_string(&status)?);
+                println!("{}", terminal::json(&status)?);
             } else {
                 print_status(&status);
             }
@@ -123,8 +123,9 @@ pub async fn run(
         Some(BatchAction::Cancel { id }) => {
             let tally = producer.cancel_batch(&id).await?;
             if json {
-                println!("{}", serde_json::to_string(&tally)?);
+                println!("{}", terminal::json(&tally)?);
             } else {
+                let id = terminal::line(&id);
                 println!(
                     "batch {id}: {} cancelled, {} running told to stop, {} had already ended{}",
                     tally.cancelled,
@@ -200,7 +201,7 @@ async fn submit(
         if json {
             let line =
                 serde_json::json!({ "batch": batch, "jobs": specs.len(), "created": created });
-            println!("{line}");
+            println!("{}", terminal::json(&line)?);
         } else {
             println!("{batch}");
         }
@@ -260,7 +261,7 @@ fn print_status(s: &BatchStatus) {
     let state = if s.done { "done" } else { "running" };
     println!(
         "batch {}: {state}, {}/{} ended",
-        s.id,
+        terminal::line(&s.id),
         s.total - s.remaining,
         s.total
     );
@@ -268,8 +269,9 @@ fn print_status(s: &BatchStatus) {
         "  running {}, queued {}, succeeded {}, not succeeded {}",
         s.running, s.queued, s.succeeded, s.unsuccessful
     );
+    // Counter names come from Redis, which anyone with queue access can write.
     for (status, n) in &s.by_status {
-        println!("  {status:<16} {n:>7}");
+        println!("  {:<16} {n:>7}", terminal::line(status));
     }
     if let (Some(a), Some(b)) = (s.created_at_ms, s.finished_at_ms) {
         println!(

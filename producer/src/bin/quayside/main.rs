@@ -6,6 +6,7 @@
 
 mod batch;
 mod job_flags;
+mod terminal;
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -141,7 +142,7 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("quayside: {e:#}");
+            eprintln!("quayside: {}", terminal::text(&format!("{e:#}")));
             ExitCode::from(exit_code_of(&e))
         }
     }
@@ -183,13 +184,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let id = parse_id(&id)?;
             let st = producer.status(&id).await?.ok_or(Error::NotFound(id))?;
             if json {
-                println!("{}", serde_json::to_string(&st)?);
+                println!("{}", terminal::json(&st)?);
             } else {
                 println!("{} {} (attempts {})", st.id, st.state, st.attempts);
                 if let Some(r) = &st.result {
                     print_result(r);
                 } else if let Some(e) = &st.last_error {
-                    println!("last error: {e}");
+                    println!("last error: {}", terminal::line(e));
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -205,15 +206,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             while let Some(entry) = logs.next().await {
                 let entry = entry?;
                 if json {
-                    println!("{}", serde_json::to_string(&entry)?);
+                    println!("{}", terminal::json(&entry)?);
                 } else if entry.source == "end" {
-                    eprintln!("[job ended: {}]", String::from_utf8_lossy(&entry.data));
+                    eprintln!(
+                        "[job ended: {}]",
+                        terminal::line(&String::from_utf8_lossy(&entry.data))
+                    );
                 } else if entry.source == "stdout" {
-                    use std::io::Write as _;
-                    std::io::stdout().write_all(&entry.data)?;
+                    print!("{}", terminal::bytes(&entry.data));
                 } else {
-                    use std::io::Write as _;
-                    std::io::stderr().write_all(&entry.data)?;
+                    eprint!("{}", terminal::bytes(&entry.data));
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -221,9 +223,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cancel { id } => {
             let outcome = producer.cancel(&parse_id(&id)?).await?;
             if json {
-                println!("{}", serde_json::to_string(&outcome)?);
+                println!("{}", terminal::json(&outcome)?);
             } else {
-                println!("{outcome:?}");
+                println!("{}", terminal::line(&format!("{outcome:?}")));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -242,7 +244,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats => {
             let stats = producer.stats().await?;
             if json {
-                println!("{}", serde_json::to_string(&stats)?);
+                println!("{}", terminal::json(&stats)?);
             } else {
                 print_stats(&stats);
             }
@@ -271,7 +273,7 @@ async fn submit(producer: &Producer, a: SubmitArgs, json: bool) -> anyhow::Resul
     let enqueued = producer.enqueue(&spec).await?;
     if !a.wait {
         if json {
-            println!("{}", serde_json::to_string(&enqueued)?);
+            println!("{}", terminal::json(&enqueued)?);
         } else if enqueued.created {
             println!("{}", enqueued.id);
         } else {
@@ -305,7 +307,7 @@ fn spec_from_flags(a: &SubmitArgs) -> anyhow::Result<JobSpec> {
 
 fn report(r: &JobResult, json: bool) -> ExitCode {
     if json {
-        match serde_json::to_string(r) {
+        match terminal::json(r) {
             Ok(s) => println!("{s}"),
             Err(e) => eprintln!("quayside: {e}"),
         }
@@ -335,11 +337,14 @@ fn print_result(r: &JobResult) {
     ] {
         if !c.is_empty() {
             let more = if c.truncated { " (truncated)" } else { "" };
-            println!("--- {name}{more}\n{}", c.lossy().trim_end());
+            println!(
+                "--- {name}{more}\n{}",
+                terminal::bytes(&c.bytes()).trim_end()
+            );
         }
     }
     if let Some(e) = &r.error {
-        println!("--- error\n{e}");
+        println!("--- error\n{}", terminal::text(e));
     }
 }
 
@@ -367,11 +372,9 @@ fn print_stats(s: &QueueStats) {
         s.delayed, s.dead_letters
     );
     let num = |w: &quayside_producer::WorkerInfo, k: &str| w.0.get(k).and_then(|v| v.as_u64());
+    // Worker fields come from Redis, which anyone with queue access can write.
     let text = |w: &quayside_producer::WorkerInfo, k: &str| {
-        w.0.get(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or("-")
-            .to_owned()
+        terminal::line(w.0.get(k).and_then(|v| v.as_str()).unwrap_or("-")).into_owned()
     };
     println!("workers: {}", s.workers.len());
     if s.workers.is_empty() {
@@ -408,13 +411,14 @@ async fn dlq(producer: &Producer, action: DlqAction, json: bool) -> anyhow::Resu
         DlqAction::List { count } => {
             let letters = producer.dlq_list(count).await?;
             if json {
-                println!("{}", serde_json::to_string(&letters)?);
+                println!("{}", terminal::json(&letters)?);
             } else {
                 for l in letters {
-                    println!(
+                    let shown = format!(
                         "{} job={} reason={} attempts={} error={}",
                         l.entry, l.job_id, l.reason, l.attempts, l.error
                     );
+                    println!("{}", terminal::line(&shown));
                 }
             }
         }
@@ -434,16 +438,19 @@ async fn dlq(producer: &Producer, action: DlqAction, json: bool) -> anyhow::Resu
             for e in entries {
                 let outcome = producer.dlq_replay(&e).await?;
                 if json {
-                    println!("{}", serde_json::json!({ "entry": e, "result": outcome }));
+                    println!(
+                        "{}",
+                        terminal::json(&serde_json::json!({ "entry": e, "result": outcome }))?
+                    );
                 } else {
-                    println!("{e}: {outcome:?}");
+                    println!("{}", terminal::line(&format!("{e}: {outcome:?}")));
                 }
             }
         }
         DlqAction::Purge => {
             let n = producer.dlq_purge().await?;
             if json {
-                println!("{}", serde_json::json!({ "purged": n }));
+                println!("{}", terminal::json(&serde_json::json!({ "purged": n }))?);
             } else {
                 println!("purged {n} dead letters");
             }

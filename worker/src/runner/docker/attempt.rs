@@ -121,12 +121,14 @@ async fn start(
 ) -> Result<(Output, AbortOnDropHandle<()>, u64), RunnerError> {
     let job = &req.job_id;
     let docker = sandbox.docker.clone();
-    let (uid, gid) = cfg.uid_gid().unwrap_or(spec::DEFAULT_UID_GID);
-    let archive = protocol::archive(&req.files, uid, gid).map_err(|e| RunnerError::Failed {
-        context: format!("cannot archive the files of job {job}"),
-        transient: false,
-        source: Some(Box::new(e)),
-    })?;
+    // A uid of its own: per-user kernel limits are not shared with the jobs beside it.
+    let user = spec::attempt_user(cfg);
+    let archive =
+        protocol::archive(&req.files, user.0, user.1).map_err(|e| RunnerError::Failed {
+            context: format!("cannot archive the files of job {job}"),
+            transient: false,
+            source: Some(Box::new(e)),
+        })?;
     let l = &req.limits;
     let deadline = quayside_common::now_ms() / 1000
         + (l.compile_wall_time_ms + l.run_wall_time_ms) / 1000
@@ -138,7 +140,7 @@ async fn start(
         worker_id,
         i64::try_from(deadline).unwrap_or(i64::MAX),
     );
-    let body = spec::create_body(cfg, req, script, labels);
+    let body = spec::create_body(cfg, req, script, labels, user);
     // Known before the create returns, so even a create cut short by a cancel is removed, and
     // the sweep spares it from now on.
     let id = sandbox::sandbox_name(job, req.attempt);
@@ -280,6 +282,11 @@ async fn stream(
             break Some(Ending::OutputExceeded);
         }
     };
+    if run_started.is_none() {
+        // No marker came (the unpack failed, the wrapper died, a limit stopped the build):
+        // what the marker scan held back in case it started one is build output after all.
+        live.send(LogSource::Compile, build.push(&marker.take_held()));
+    }
     let ended = Instant::now();
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     Streamed {

@@ -6,26 +6,38 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, MountVolumeOptions,
     MountVolumeOptionsDriverConfig, ResourcesUlimits,
 };
-use quayside_common::config::{DockerConfig, FileTransfer};
+use quayside_common::config::{DockerConfig, FileTransfer, SeccompProfile};
+use quayside_common::job::SpecError;
 use quayside_common::{JobKind, Limits};
 
-use crate::runner::sandbox::WORK_DIR;
+use crate::runner::sandbox::{self, protocol, seccomp, MAX_ARG_STRLEN, WORK_DIR};
 use crate::runner::RunRequest;
 
 /// Fallback when `runner.docker.user` is not numeric (config validation refuses that).
-pub(super) const DEFAULT_UID_GID: (u32, u32) = (10001, 10001);
+const DEFAULT_UID_GID: (u32, u32) = (10001, 10001);
 
-/// The container for one attempt: `sh -c <script>` as its main process with the job's args as
-/// positional parameters, stdin attached, and nothing writable but two bounded tmpfs.
+/// The uid and gid of one attempt: `runner.docker.user`'s uid plus a random offset below
+/// `uid_range`, so per-user kernel limits (inotify instances, pipe buffers, queued signals,
+/// `RLIMIT_NPROC`) are never shared with a job running beside it.
+pub fn attempt_user(cfg: &DockerConfig) -> (u32, u32) {
+    let (uid, gid) = cfg.uid_gid().unwrap_or(DEFAULT_UID_GID);
+    let offset = rand::random::<u32>() % cfg.uid_range.max(1);
+    (uid.saturating_add(offset), gid)
+}
+
+/// The container for one attempt, run as `user`: the wrapper `script` as its main process
+/// (through [`protocol::sandbox_command`]) with the job's args as positional parameters,
+/// stdin attached, and nothing writable but two bounded tmpfs.
 pub fn create_body(
     cfg: &DockerConfig,
     req: &RunRequest,
     script: String,
     labels: HashMap<String, String>,
+    user: (u32, u32),
 ) -> ContainerCreateBody {
     // The entrypoint replaces the image's, and with an entrypoint set the image's CMD is
     // ignored, so an empty args list stays empty.
-    let entrypoint = vec!["sh".into(), "-c".into(), script, "quayside".into()];
+    let entrypoint = protocol::sandbox_command(script, wrapper_shell(cfg));
     let args = match req.kind {
         JobKind::Run => req.args.clone(),
         JobKind::Compile => Vec::new(),
@@ -34,7 +46,7 @@ pub fn create_body(
         image: Some(req.language_config.image.clone()),
         entrypoint: Some(entrypoint),
         cmd: Some(args),
-        user: Some(cfg.user.clone()),
+        user: Some(format!("{}:{}", user.0, user.1)),
         working_dir: Some(WORK_DIR.into()),
         attach_stdin: Some(true),
         attach_stdout: Some(true),
@@ -48,16 +60,15 @@ pub fn create_body(
         // wait the default 10 s for nothing before its SIGKILL.
         stop_timeout: Some(1),
         labels: Some(labels),
-        host_config: Some(host_config(cfg, &req.limits)),
+        host_config: Some(host_config(cfg, &req.limits, user)),
         ..Default::default()
     }
 }
 
-/// Every limit and hardening option of a job container (the benchmark's like-for-like bare
-/// API baseline uses it too, so the two cannot drift apart).
-pub fn host_config(cfg: &DockerConfig, limits: &Limits) -> HostConfig {
+/// Every limit and hardening option of a job container run as `(uid, gid)` (the benchmark's
+/// like-for-like bare API baseline uses it too, so the two cannot drift apart).
+pub fn host_config(cfg: &DockerConfig, limits: &Limits, (uid, gid): (u32, u32)) -> HostConfig {
     let memory = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
-    let (uid, gid) = cfg.uid_gid().unwrap_or(DEFAULT_UID_GID);
     let size = cfg.tmpfs_bytes;
     let mut tmpfs = HashMap::from([(
         "/tmp".to_owned(),
@@ -88,7 +99,7 @@ pub fn host_config(cfg: &DockerConfig, limits: &Limits) -> HostConfig {
     // gVisor (runsc, Debian's 2022 build) fails to start a container with a pids cgroup
     // limit, but every sandbox has a kernel of its own there, so RLIMIT_NPROC bounds the
     // sandbox's processes instead. Under runc it would be shared by every job's uid on the host.
-    let gvisor = cfg.runtime.contains("runsc");
+    let gvisor = gvisor(cfg);
     if gvisor {
         ulimits.push(ulimit("nproc", limits.pids));
     }
@@ -108,7 +119,7 @@ pub fn host_config(cfg: &DockerConfig, limits: &Limits) -> HostConfig {
         // No /dev/shm or message queues: /work and /tmp stay the only writable places.
         ipc_mode: Some("none".into()),
         cap_drop: Some(vec!["ALL".into()]),
-        security_opt: Some(vec!["no-new-privileges".into()]),
+        security_opt: Some(security_options(cfg)),
         privileged: Some(false),
         // Output goes to the worker through the attach, not into a log file on the host.
         log_config: Some(HostConfigLogConfig {
@@ -118,6 +129,59 @@ pub fn host_config(cfg: &DockerConfig, limits: &Limits) -> HostConfig {
         runtime: (!cfg.runtime.is_empty()).then(|| cfg.runtime.clone()),
         ..Default::default()
     }
+}
+
+/// How the wrapper keeps the job out of its memory: gVisor does that itself (and refuses the
+/// execute-only shell the prelude uses), a Linux kernel needs the prelude.
+pub fn wrapper_shell(cfg: &DockerConfig) -> protocol::WrapperShell {
+    if gvisor(cfg) {
+        protocol::WrapperShell::Plain
+    } else {
+        protocol::WrapperShell::Undumpable
+    }
+}
+
+/// Whether job containers run under gVisor (`runsc`).
+fn gvisor(cfg: &DockerConfig) -> bool {
+    cfg.runtime.contains("runsc")
+}
+
+/// Refuses a job whose container command the kernel would refuse (`E2BIG`): the wrapper
+/// script, which quotes every source file name and compiler option into one argument, or one
+/// of the program's args, longer than [`MAX_ARG_STRLEN`].
+///
+/// # Errors
+/// The field whose text made the argument too long.
+pub fn check_command(cfg: &DockerConfig, req: &RunRequest, script: &str) -> Result<(), SpecError> {
+    let longest = MAX_ARG_STRLEN - 1;
+    let too_long = protocol::longest_argument(script, wrapper_shell(cfg));
+    if too_long > longest {
+        let options: usize = req.compiler_options.iter().map(|o| 4 * o.len()).sum();
+        let names: usize = req.files.keys().map(String::len).sum();
+        let field = if options > names {
+            "compiler_options"
+        } else {
+            "files"
+        };
+        return Err(SpecError::field(
+            field,
+            format!(
+                "the file names and compiler options make a wrapper script of {too_long} bytes; \
+                 the kernel passes at most {longest} bytes in one argument"
+            ),
+        ));
+    }
+    sandbox::check_args(&req.args)
+}
+
+/// `no-new-privileges`, and the seccomp profile unless the engine's default was chosen. The
+/// Engine API takes the profile itself (the CLI's `seccomp=<file>` reads the file first).
+fn security_options(cfg: &DockerConfig) -> Vec<String> {
+    let mut options = vec!["no-new-privileges".to_owned()];
+    if cfg.seccomp == SeccompProfile::Quayside {
+        options.push(format!("seccomp={}", seccomp::compact()));
+    }
+    options
 }
 
 /// `/work` as an anonymous tmpfs-backed volume: the one kind of mount the Engine API archive
@@ -174,8 +238,19 @@ mod tests {
     #[test]
     fn every_container_is_hardened_and_limited() {
         let cfg = DockerConfig::default();
-        let body = create_body(&cfg, &request(JobKind::Run), "true".into(), HashMap::new());
-        let hc = body.host_config.expect("host config");
+        let user = attempt_user(&cfg);
+        assert!(
+            (10001..10001 + (1 << 20)).contains(&user.0) && user.1 == 10001,
+            "{user:?}"
+        );
+        let body = create_body(
+            &cfg,
+            &request(JobKind::Run),
+            "true".into(),
+            HashMap::new(),
+            user,
+        );
+        let hc = body.host_config.clone().expect("host config");
         assert_eq!(hc.memory, Some(256 << 20));
         assert_eq!(hc.memory_swap, hc.memory, "no swap");
         assert_eq!(hc.nano_cpus, Some(1_000_000_000));
@@ -183,13 +258,16 @@ mod tests {
         assert_eq!(hc.readonly_rootfs, Some(true));
         assert_eq!(hc.network_mode.as_deref(), Some("none"));
         assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
-        assert_eq!(hc.security_opt, Some(vec!["no-new-privileges".to_owned()]));
+        let security = hc.security_opt.clone().expect("security options");
+        assert_eq!(security[0], "no-new-privileges");
+        assert_eq!(security[1], format!("seccomp={}", seccomp::compact()));
         assert_eq!(hc.privileged, Some(false));
         assert_eq!(hc.runtime, None, "the engine's default runtime");
         assert_eq!(hc.binds, None, "never a host path");
         assert_eq!(hc.mounts, Some(vec![]));
         let tmpfs = hc.tmpfs.expect("tmpfs");
-        assert!(tmpfs["/work"].contains("size=67108864") && tmpfs["/work"].contains("uid=10001"));
+        let owner = format!("uid={},gid={},mode=0700", user.0, user.1);
+        assert!(tmpfs["/work"].contains("size=67108864") && tmpfs["/work"].contains(&owner));
         assert!(tmpfs["/tmp"].contains("noexec"));
         let ulimits: Vec<_> = hc
             .ulimits
@@ -198,7 +276,13 @@ mod tests {
             .filter_map(|u| u.name)
             .collect();
         assert_eq!(ulimits, ["nofile", "fsize", "msgqueue"]);
-        assert_eq!(body.user.as_deref(), Some("10001:10001"));
+        assert_eq!(body.user, Some(format!("{}:{}", user.0, user.1)));
+        let entrypoint = body.entrypoint.expect("entrypoint");
+        assert_eq!(
+            entrypoint.last().map(String::as_str),
+            Some("true"),
+            "the prelude runs it"
+        );
         assert_eq!(
             body.cmd,
             Some(vec!["a b".to_owned()]),
@@ -207,14 +291,77 @@ mod tests {
     }
 
     #[test]
+    fn a_fixed_uid_and_the_engines_seccomp_profile_are_switches() {
+        let cfg = DockerConfig {
+            uid_range: 1,
+            seccomp: SeccompProfile::RuntimeDefault,
+            ..Default::default()
+        };
+        assert_eq!(attempt_user(&cfg), (10001, 10001));
+        let hc = host_config(&cfg, &Limits::DEFAULT, attempt_user(&cfg));
+        assert_eq!(hc.security_opt, Some(vec!["no-new-privileges".to_owned()]));
+    }
+
+    #[test]
+    fn a_command_the_kernel_would_refuse_is_a_refused_job() {
+        let mut req = request(JobKind::Run);
+        check_command(&DockerConfig::default(), &req, "true").expect("small");
+        req.compiler_options = vec!["'".repeat(40 << 10)];
+        let lang = quayside_common::config::default_languages()["c"].clone();
+        let script =
+            protocol::wrapper_script(&lang, JobKind::Run, &req.compiler_options, &req.files)
+                .expect("script");
+        let err = check_command(&DockerConfig::default(), &req, &script)
+            .expect_err("quoted options over 128 KiB");
+        assert!(err.to_string().starts_with("compiler_options: "), "{err}");
+        req.compiler_options.clear();
+        req.args = vec!["x".repeat(MAX_ARG_STRLEN)];
+        assert!(check_command(&DockerConfig::default(), &req, "true")
+            .expect_err("arg")
+            .to_string()
+            .starts_with("args[0]: "));
+    }
+
+    /// Names full of `'` quote to four times their length and can still overflow it: such a
+    /// job is refused by [`check_command`] (tested above), never failed as infrastructure.
+    #[test]
+    fn the_largest_job_the_default_caps_allow_fits_in_one_argument() {
+        let caps = quayside_common::config::LimitsConfig::default();
+        let mut req = request(JobKind::Run);
+        let n = |v: u64| usize::try_from(v).expect("small");
+        req.files = (0..n(caps.max_files))
+            .map(|i| {
+                let name = format!("{i:03}{}.c", "x".repeat(n(caps.max_path_bytes) - 5));
+                (name, String::new())
+            })
+            .collect();
+        req.compiler_options = vec!["'".repeat(n(caps.max_compiler_options_bytes))];
+        for lang in quayside_common::config::default_languages().values() {
+            for kind in [JobKind::Run, JobKind::Compile] {
+                let script =
+                    protocol::wrapper_script(lang, kind, &req.compiler_options, &req.files)
+                        .expect("script");
+                check_command(&DockerConfig::default(), &req, &script)
+                    .expect("the default caps fit");
+            }
+        }
+    }
+
+    #[test]
     fn under_gvisor_the_pids_bound_is_rlimit_nproc() {
         let cfg = DockerConfig {
             runtime: "runsc".into(),
             ..Default::default()
         };
-        let hc = create_body(&cfg, &request(JobKind::Run), "true".into(), HashMap::new())
-            .host_config
-            .expect("host config");
+        let hc = create_body(
+            &cfg,
+            &request(JobKind::Run),
+            "true".into(),
+            HashMap::new(),
+            (10001, 10001),
+        )
+        .host_config
+        .expect("host config");
         assert_eq!(hc.runtime.as_deref(), Some("runsc"));
         assert_eq!(
             hc.pids_limit, None,
@@ -240,6 +387,7 @@ mod tests {
             &request(JobKind::Compile),
             "true".into(),
             HashMap::new(),
+            (10001, 10001),
         );
         let hc = body.host_config.expect("host config");
         assert!(!hc.tmpfs.expect("tmpfs").contains_key("/work"));

@@ -47,6 +47,10 @@ pub enum PodState {
     Failed {
         reason: String,
     },
+    /// The runtime cannot create the container because the node lacks its seccomp profile.
+    SeccompMissing {
+        message: String,
+    },
     /// Someone deleted the pod (or its Job) while its container had not ended.
     Deleting,
 }
@@ -83,7 +87,16 @@ pub fn observe(pod: &Pod) -> PodState {
         if state.running.is_some() {
             return PodState::Running;
         }
-        if let Some(reason) = state.waiting.as_ref().and_then(|w| w.reason.clone()) {
+        let waiting = state.waiting.as_ref();
+        let message = waiting.and_then(|w| w.message.clone()).unwrap_or_default();
+        if let Some(reason) = waiting.and_then(|w| w.reason.clone()) {
+            let cannot_create = matches!(
+                reason.as_str(),
+                "CreateContainerError" | "CreateContainerConfigError"
+            );
+            if cannot_create && message.contains("seccomp") {
+                return PodState::SeccompMissing { message };
+            }
             let fatal = matches!(reason.as_str(), "InvalidImageName" | "ErrImageNeverPull");
             if fatal || matches!(reason.as_str(), "ErrImagePull" | "ImagePullBackOff") {
                 return PodState::ImageError { reason, fatal };
@@ -254,6 +267,13 @@ pub async fn follow(
                     PodState::DeadlineExceeded => return Ok((parsed, Ending::TimedOut)),
                     PodState::Failed { reason } => {
                         return Err(interrupted(&format!("the job pod failed: {reason}")));
+                    }
+                    PodState::SeccompMissing { message } => {
+                        return Err(infra(format!(
+                            "job pod cannot start, its seccomp profile is not on the node ({message}): \
+                             install deploy/seccomp/quayside.json as deploy/k8s/README.md says, or set \
+                             runner.kubernetes.seccomp = \"runtime_default\""
+                        )));
                     }
                     PodState::Deleting if ended.is_none() => {
                         return Err(interrupted("the job pod was deleted while it ran"));

@@ -27,6 +27,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use quayside_common::config::{KubernetesConfig, LanguageConfig};
+use quayside_common::job::SpecError;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
@@ -237,6 +238,22 @@ impl Runner for KubernetesRunner {
         .await
         .map_err(|e| api_error("cannot list jobs", e))?;
         Ok(())
+    }
+
+    fn admit(&self, req: &RunRequest) -> Result<(), SpecError> {
+        match protocol::wrapper_body(
+            &req.language_config,
+            req.kind,
+            &req.compiler_options,
+            &req.files,
+        ) {
+            Some(body) => {
+                sandbox::check_args(&req.args)?;
+                spec::check_size(&self.cfg, req, &body)
+            }
+            // No command for the job's kind: `run` reports that as the config gap it is.
+            None => Ok(()),
+        }
     }
 
     async fn sweep_orphans(

@@ -13,10 +13,13 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use quayside_common::config::KubernetesConfig;
+use quayside_common::config::{KubernetesConfig, SeccompProfile as Seccomp};
+use quayside_common::job::SpecError;
 use quayside_common::JobKind;
 
-use crate::runner::sandbox::protocol::{shell_quote, EXIT_NO_HEADER, EXIT_UNPACK};
+use crate::runner::sandbox::protocol::{
+    new_nonce, sandbox_command, shell_quote, WrapperShell, EXIT_NO_HEADER, EXIT_UNPACK,
+};
 use crate::runner::sandbox::{self, LABEL_JOB, WORK_DIR};
 use crate::runner::RunRequest;
 
@@ -36,6 +39,8 @@ const STDERR_FILE: &str = "/tmp/.quayside-stderr";
 pub(super) const EXIT_LIMITS: i64 = 122;
 /// Seconds the pod may run beyond the job's own wall times, for startup and teardown.
 const POD_DEADLINE_SLACK_S: i64 = 10;
+/// Most bytes a ConfigMap's data may hold (names and values), as the API server checks it.
+pub const MAX_CONFIG_MAP_BYTES: usize = 1 << 20;
 
 /// What one attempt creates, and the nonces its output parser needs.
 #[derive(Clone, Debug)]
@@ -139,6 +144,54 @@ pub fn wrapper(cfg: &KubernetesConfig, req: &RunRequest, body: &str, cap: u64) -
     s
 }
 
+/// What the attempt's ConfigMap holds: nonces, stdin, the wrapper and the files.
+fn config_map_data(
+    cfg: &KubernetesConfig,
+    req: &RunRequest,
+    body: &str,
+    nonce: &str,
+    end_nonce: &str,
+) -> BTreeMap<String, String> {
+    let mut data = BTreeMap::from([
+        ("nonce".to_owned(), format!("{nonce} {end_nonce}\n")),
+        ("stdin".to_owned(), req.stdin.clone()),
+        (
+            "wrapper.sh".to_owned(),
+            wrapper(cfg, req, body, req.limits.output_bytes),
+        ),
+    ]);
+    for (i, text) in req.files.values().enumerate() {
+        data.insert(format!("f{i}"), text.clone());
+    }
+    data
+}
+
+/// Refuses a job whose files, stdin and wrapper would not fit in one ConfigMap: the API server
+/// would refuse it for every attempt.
+///
+/// # Errors
+/// `files` (or `stdin`, when it is most of it), with the sizes.
+pub fn check_size(cfg: &KubernetesConfig, req: &RunRequest, body: &str) -> Result<(), SpecError> {
+    let nonce = new_nonce();
+    let data = config_map_data(cfg, req, body, &nonce, &nonce);
+    let total: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total <= MAX_CONFIG_MAP_BYTES {
+        return Ok(());
+    }
+    let field = if req.stdin.len() > req.files.values().map(String::len).sum() {
+        "stdin"
+    } else {
+        "files"
+    };
+    Err(SpecError::field(
+        field,
+        format!(
+            "files, stdin and wrapper take {total} bytes; the Kubernetes runner carries them in \
+             one ConfigMap, which holds at most {MAX_CONFIG_MAP_BYTES}"
+        ),
+    ))
+}
+
 fn quantity(s: String) -> Quantity {
     Quantity(s)
 }
@@ -161,19 +214,9 @@ pub fn objects(cfg: &KubernetesConfig, req: &RunRequest, worker_id: &str, body: 
         annotations: Some(annotations),
         ..Default::default()
     };
-    let nonce = super::super::sandbox::protocol::new_nonce();
-    let end_nonce = super::super::sandbox::protocol::new_nonce();
-    let mut data = BTreeMap::from([
-        ("nonce".to_owned(), format!("{nonce} {end_nonce}\n")),
-        ("stdin".to_owned(), req.stdin.clone()),
-        (
-            "wrapper.sh".to_owned(),
-            wrapper(cfg, req, body, req.limits.output_bytes),
-        ),
-    ]);
-    for (i, text) in req.files.values().enumerate() {
-        data.insert(format!("f{i}"), text.clone());
-    }
+    let nonce = new_nonce();
+    let end_nonce = new_nonce();
+    let data = config_map_data(cfg, req, body, &nonce, &end_nonce);
     let config_map = ConfigMap {
         metadata: meta.clone(),
         data: Some(data),
@@ -203,9 +246,15 @@ pub fn objects(cfg: &KubernetesConfig, req: &RunRequest, worker_id: &str, body: 
         JobKind::Run => req.args.clone(),
         JobKind::Compile => Vec::new(),
     };
-    let seccomp = || SeccompProfile {
-        type_: "RuntimeDefault".into(),
-        ..Default::default()
+    let seccomp = || match cfg.seccomp {
+        Seccomp::Quayside => SeccompProfile {
+            type_: "Localhost".into(),
+            localhost_profile: Some(cfg.seccomp_localhost_profile.clone()),
+        },
+        Seccomp::RuntimeDefault => SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        },
     };
     let container = Container {
         name: CONTAINER.into(),
@@ -214,7 +263,12 @@ pub fn objects(cfg: &KubernetesConfig, req: &RunRequest, worker_id: &str, body: 
             cfg.image_registry, req.language_config.image
         )),
         image_pull_policy: Some(cfg.image_pull_policy.clone()),
-        command: Some(vec!["sh".into(), format!("{JOB_DIR}/wrapper.sh")]),
+        // Sourced by the prelude, which makes the wrapper shell undumpable first where the
+        // node's runtime allows (the RuntimeClass may be gVisor, which does that itself).
+        command: Some(sandbox_command(
+            format!(". {JOB_DIR}/wrapper.sh"),
+            WrapperShell::UndumpableIfSupported,
+        )),
         args: Some(args),
         working_dir: Some(WORK_DIR.into()),
         env: Some(vec![k8s_openapi::api::core::v1::EnvVar {

@@ -89,8 +89,15 @@ impl Lines {
         if data.is_empty() {
             return;
         }
+        // Joined only if the entry stays line-aligned: a partial line released early (a stream
+        // switch, a cap) never rides on the end of whole lines before it.
+        let partial = !data.ends_with(b"\n");
         match self.ready.last_mut() {
-            Some((s, last)) if *s == source && last.len() + data.len() <= ENTRY_BYTES => {
+            Some((s, last))
+                if *s == source
+                    && last.len() + data.len() <= ENTRY_BYTES
+                    && !(partial && last.ends_with(b"\n")) =>
+            {
                 last.extend_from_slice(&data);
             }
             _ => self.ready.push((source, data)),
@@ -239,6 +246,25 @@ mod tests {
             ]
         );
         assert_eq!(l.due(), None);
+    }
+
+    #[test]
+    fn a_partial_line_released_by_a_switch_is_not_joined_onto_whole_lines() {
+        // One batch: whole lines and a partial one, then the other stream.
+        let now = Instant::now();
+        let mut l = Lines::default();
+        l.push(Stdout, b"bob\nhalf", now);
+        l.push(Stderr, b"warn\n", now);
+        l.push(Stdout, b" done\n", now);
+        assert_eq!(
+            text(&l.take_ready()),
+            [
+                (Stdout, "bob\n".into()),
+                (Stdout, "half".into()),
+                (Stderr, "warn\n".into()),
+                (Stdout, " done\n".into())
+            ]
+        );
     }
 
     #[test]

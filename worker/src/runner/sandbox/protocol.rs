@@ -135,6 +135,58 @@ pub fn wrapper_body(
     Some(script)
 }
 
+/// Where the wrapper's execute-only copy of the shell lives while it starts.
+const SHELL_COPY: &str = "/work/.quayside-sh";
+
+/// How the wrapper shell keeps the job out of its memory.
+///
+/// The job runs as the same uid beneath the wrapper, so it could `ptrace` it or open its
+/// `/proc/<pid>/mem`, `environ` or `fd`: read the marker nonces, rewrite what it reports. A
+/// process that executes a file it cannot read is marked not dumpable by the kernel, and only
+/// `CAP_SYS_PTRACE` reaches into such a process: the prelude therefore re-executes the shell
+/// from an execute-only copy of itself (mode 0111) before anything else runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WrapperShell {
+    /// Re-execute from the execute-only copy (a Linux kernel, e.g. runc).
+    Undumpable,
+    /// Try the copy first and re-execute only if it runs, else run in place: for runtimes
+    /// not known in advance (a Kubernetes `RuntimeClass`), since gVisor refuses to execute an
+    /// unreadable file.
+    UndumpableIfSupported,
+    /// Run in place: gVisor, whose own kernel keeps the job out of the wrapper.
+    Plain,
+}
+
+/// The command a sandbox runs `script` with: `sh -c <prelude> quayside <script>`, the job's
+/// args following as the script's positional parameters. See [`WrapperShell`].
+pub fn sandbox_command(script: String, shell: WrapperShell) -> Vec<String> {
+    // Every step is a shell builtin but the copy and its removal: each process started here
+    // is on every job's latency.
+    let reexec = "umask 022; exec \"$w\" -c \"rm -f $w\n$s\" \"$0\" \"$@\"";
+    let copy = "umask 0666; cp /bin/sh \"$w\" 2>/dev/null";
+    let start = match shell {
+        WrapperShell::Undumpable => format!("{copy} && {{ {reexec}; }}\nrm -f \"$w\"\n"),
+        WrapperShell::UndumpableIfSupported => {
+            format!("if {copy} && \"$w\" -c : 2>/dev/null; then {reexec}; fi\nrm -f \"$w\"\n")
+        }
+        WrapperShell::Plain => return vec!["sh".into(), "-c".into(), script, "quayside".into()],
+    };
+    let prelude = format!("w={SHELL_COPY}\ns=$1\nshift\n{start}umask 022\neval \"$s\"\n");
+    vec!["sh".into(), "-c".into(), prelude, "quayside".into(), script]
+}
+
+/// The longest single argument any `exec` of [`sandbox_command`] passes for `script`: the
+/// script itself, which the prelude passes again behind the removal of its shell copy.
+pub fn longest_argument(script: &str, shell: WrapperShell) -> usize {
+    let reexec = format!("rm -f {SHELL_COPY}\n").len() + script.len();
+    sandbox_command(String::new(), shell)
+        .iter()
+        .map(String::len)
+        .max()
+        .unwrap_or(0)
+        .max(reexec)
+}
+
 /// Why the wrapper ended before printing its marker, from its exit status.
 pub fn wrapper_failure(exit_code: i64) -> &'static str {
     match exit_code {
@@ -338,6 +390,44 @@ mod tests {
         assert_eq!(wrapper_script(&empty, JobKind::Run, &[], &files), None);
         empty.compile_only_command.clear();
         assert_eq!(wrapper_script(&empty, JobKind::Compile, &[], &files), None);
+    }
+
+    #[test]
+    fn the_sandbox_command_hands_the_script_and_args_to_the_prelude() {
+        for shell in [
+            WrapperShell::Undumpable,
+            WrapperShell::UndumpableIfSupported,
+        ] {
+            let command = sandbox_command("echo hi".to_owned(), shell);
+            assert_eq!(&command[..2], ["sh", "-c"]);
+            assert_eq!(&command[3..], ["quayside", "echo hi"]);
+            let prelude = &command[2];
+            assert!(prelude.starts_with("w=/work/.quayside-sh\n"), "{prelude}");
+            assert!(prelude.contains("umask 0666; cp /bin/sh"), "{prelude}");
+            assert!(
+                prelude.contains("exec \"$w\" -c \"rm -f $w\n$s\" \"$0\" \"$@\""),
+                "{prelude}"
+            );
+            assert!(
+                prelude.ends_with("umask 022\neval \"$s\"\n"),
+                "falls back to running in place: {prelude}"
+            );
+            assert_eq!(
+                prelude.contains("\"$w\" -c : "),
+                shell == WrapperShell::UndumpableIfSupported,
+                "only a runtime not known in advance pays for the probe: {prelude}"
+            );
+        }
+        assert_eq!(
+            sandbox_command("echo hi".to_owned(), WrapperShell::Plain),
+            ["sh", "-c", "echo hi", "quayside"]
+        );
+        let script = "x".repeat(100_000);
+        assert_eq!(
+            longest_argument(&script, WrapperShell::Undumpable),
+            "rm -f /work/.quayside-sh\n".len() + script.len(),
+            "the re-executed shell gets the script behind the removal"
+        );
     }
 
     #[test]

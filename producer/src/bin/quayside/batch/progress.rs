@@ -10,6 +10,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use quayside_common::{JobId, Status};
 use quayside_producer::{BatchEvent, BatchStatus, Error, Producer};
 
+use crate::terminal;
+
 /// Plain progress lines (no terminal) come at most this often.
 const LINE_EVERY: Duration = Duration::from_secs(5);
 /// Failures printed above the bar as they happen; the summary lists them all.
@@ -167,7 +169,7 @@ impl View {
             return;
         }
         *failures += 1;
-        let name = names.get(id).map_or(id.as_str(), String::as_str);
+        let name = terminal::line(names.get(id).map_or(id.as_str(), String::as_str));
         if *failures <= LIVE_FAILURES {
             bar.println(format!("  {:<15} {name}", status.as_str()));
         } else if *failures == LIVE_FAILURES + 1 {

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::inputs::NAME_LABEL;
 use super::progress::human;
+use crate::terminal;
 
 /// Lines of output shown per failure in the summary.
 const EXCERPT_LINES: usize = 5;
@@ -121,7 +122,12 @@ pub fn print(
         (Some(a), Some(b)) => format!(" in {}", human(Duration::from_millis(b.saturating_sub(a)))),
         _ => String::new(),
     };
-    writeln!(out, "batch {}: {} jobs{wall}", status.id, rows.len())?;
+    writeln!(
+        out,
+        "batch {}: {} jobs{wall}",
+        terminal::line(&status.id),
+        rows.len()
+    )?;
     let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
     for r in rows {
         *by_status.entry(r.status()).or_default() += 1;
@@ -139,7 +145,12 @@ pub fn print(
         writeln!(out, "\nslowest (build + run time)")?;
         for r in by_time.iter().take(slowest) {
             let t = human(Duration::from_millis(r.exec_ms()));
-            writeln!(out, "  {t:>8}  {:<15} {}", r.status(), r.name)?;
+            writeln!(
+                out,
+                "  {t:>8}  {:<15} {}",
+                r.status(),
+                terminal::line(&r.name)
+            )?;
         }
     }
 
@@ -151,9 +162,10 @@ pub fn print(
     writeln!(out, "\nnot succeeded: {}", failed.len())?;
     for r in failed.iter().take(failures) {
         let code = r.exit_note();
-        writeln!(out, "  {:<15} {}{code}  [{}]", r.status(), r.name, r.id)?;
+        let name = terminal::line(&r.name);
+        writeln!(out, "  {:<15} {name}{code}  [{}]", r.status(), r.id)?;
         for line in r.excerpt(EXCERPT_LINES) {
-            writeln!(out, "      | {line}")?;
+            writeln!(out, "      | {}", terminal::line(&line))?;
         }
     }
     if failed.len() > failures {
@@ -197,8 +209,7 @@ pub fn json_lines(out: &mut impl Write, batch: &str, rows: &[Row]) -> anyhow::Re
             duration_ms: r.exec_ms(),
             result: r.result.as_ref(),
         };
-        serde_json::to_writer(&mut *out, &line)?;
-        out.write_all(b"\n")?;
+        writeln!(out, "{}", terminal::json(&line)?)?;
     }
     Ok(())
 }
@@ -278,6 +289,10 @@ pub(super) mod tests {
         assert!(text.contains("| x.c:1: error: expected"), "{text}");
         assert!(text.contains("failed          crash.py (exit 3)"), "{text}");
         assert!(text.contains("| ]]></failure><evil/>"), "{text}");
+        assert!(
+            text.contains("\\x1b[31mred\\x00") && !text.contains(['\u{1b}', '\0']),
+            "job output is shown, never obeyed: {text}"
+        );
     }
 
     #[test]

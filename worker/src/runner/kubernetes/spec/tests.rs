@@ -31,6 +31,14 @@ pub(crate) fn request(kind: JobKind) -> RunRequest {
     }
 }
 
+fn pod_spec(o: &Objects) -> &k8s_openapi::api::core::v1::PodSpec {
+    o.job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod")
+}
+
 fn build(cfg: &KubernetesConfig, kind: JobKind) -> Objects {
     let req = request(kind);
     let body = wrapper_body(&req.language_config, kind, &[], &req.files).expect("body");
@@ -74,9 +82,18 @@ fn every_pod_is_limited_and_meets_the_restricted_standard() {
         sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
         Some(vec!["ALL".to_owned()])
     );
+    let profile = sc.seccomp_profile.as_ref().expect("seccomp profile");
     assert_eq!(
-        sc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
-        Some("RuntimeDefault")
+        (profile.type_.as_str(), profile.localhost_profile.as_deref()),
+        ("Localhost", Some("quayside.json")),
+        "Quayside's profile, installed on the nodes"
+    );
+    assert_eq!(psc.seccomp_profile.as_ref(), Some(profile));
+    let command = c.command.as_ref().expect("command");
+    assert_eq!(
+        command.last().map(String::as_str),
+        Some(". /quayside/job/wrapper.sh"),
+        "the wrapper runs under the prelude that makes it undumpable"
     );
     let res = c.resources.as_ref().expect("resources");
     assert_eq!(res.limits, res.requests, "Guaranteed QoS");
@@ -127,6 +144,47 @@ fn every_pod_is_limited_and_meets_the_restricted_standard() {
 }
 
 #[test]
+fn the_runtime_default_profile_is_the_fallback_switch() {
+    let cfg = KubernetesConfig {
+        seccomp: quayside_common::config::SeccompProfile::RuntimeDefault,
+        ..Default::default()
+    };
+    let o = build(&cfg, JobKind::Run);
+    let pod = pod_spec(&o);
+    for profile in [
+        pod.security_context
+            .as_ref()
+            .and_then(|s| s.seccomp_profile.as_ref()),
+        pod.containers[0]
+            .security_context
+            .as_ref()
+            .and_then(|s| s.seccomp_profile.as_ref()),
+    ] {
+        let profile = profile.expect("a profile is always set");
+        assert_eq!(
+            (profile.type_.as_str(), profile.localhost_profile.as_deref()),
+            ("RuntimeDefault", None)
+        );
+    }
+}
+
+#[test]
+fn files_over_a_config_map_are_refused_naming_the_field() {
+    let cfg = KubernetesConfig::default();
+    let mut req = request(JobKind::Run);
+    let body = wrapper_body(&req.language_config, JobKind::Run, &[], &req.files).expect("body");
+    check_size(&cfg, &req, &body).expect("small job fits");
+    req.files
+        .insert("big.c".into(), "x".repeat(MAX_CONFIG_MAP_BYTES));
+    let err = check_size(&cfg, &req, &body).expect_err("over 1 MiB");
+    assert!(err.to_string().starts_with("files: "), "{err}");
+    req.files.remove("big.c");
+    req.stdin = "y".repeat(MAX_CONFIG_MAP_BYTES);
+    let err = check_size(&cfg, &req, &body).expect_err("over 1 MiB");
+    assert!(err.to_string().starts_with("stdin: "), "{err}");
+}
+
+#[test]
 fn label_values_are_what_kubernetes_accepts() {
     assert_eq!(label_value("batch:7"), "batch_7");
     assert_eq!(label_value(":x:"), "x");
@@ -159,9 +217,9 @@ fn dump_objects_for_schema_validation() {
     }
 }
 
-/// Runs the real wrapper under `/bin/sh` with its paths moved into a temporary folder: the
-/// files land in `/work`, stdin and args reach the program, markers and stderr come out in
-/// order, and the pids bound is set.
+/// Runs the pod's real command (prelude and wrapper) under `/bin/sh` with its paths moved into a
+/// temporary folder: the files land in `/work`, stdin and args reach the program, markers and
+/// stderr come out in order, and the pids bound is set.
 #[test]
 fn wrapper_runs_under_posix_sh() {
     let root = std::env::temp_dir().join(format!("qs-wrapper-{:x}", rand::random::<u64>()));
@@ -185,14 +243,28 @@ fn wrapper_runs_under_posix_sh() {
         .replace(WORK_DIR, &work.display().to_string())
         .replace(STDERR_FILE, &root.join("stderr").display().to_string());
     std::fs::write(job.join("wrapper.sh"), script).expect("write");
-    let out = std::process::Command::new("sh")
-        .arg(job.join("wrapper.sh"))
+    // The pod's own command: the prelude (which re-executes an execute-only copy of the shell
+    // in the work folder) sourcing the wrapper.
+    let pod = pod_spec(&o);
+    let command: Vec<String> = pod.containers[0]
+        .command
+        .iter()
+        .flatten()
+        .map(|a| {
+            a.replace(JOB_DIR, &job.display().to_string())
+                .replace(WORK_DIR, &work.display().to_string())
+        })
+        .collect();
+    let out = std::process::Command::new(&command[0])
+        .args(&command[1..])
         .arg("a b")
         .current_dir(&work)
         .output()
         .expect("sh runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let copy_left = work.join(".quayside-sh").exists();
     let _ = std::fs::remove_dir_all(&root);
+    assert!(!copy_left, "the prelude removes its shell copy");
     assert_eq!(out.status.code(), Some(3), "{stdout}");
     let expected = format!(
         "#pragma oncebuilt\n{}:0\ngot in a b\n64\n{}:3\noops\n",

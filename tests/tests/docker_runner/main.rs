@@ -1,6 +1,12 @@
 //! `DockerRunner` against the real Docker engine and a real redis-server for the live log:
 //! every language builds and runs, limits hold against hostile programs, and no container is
 //! left behind. Needs the runner images (`scripts/build-images.sh`) and `E2E_REDIS_URL`.
+//!
+//! - `hostile`: the kernel surface the seccomp profile takes away, the wrapper out of the
+//!   job's reach, jobs running side by side under their own uids, and what a job's build
+//!   step leaves when it is cut short.
+
+mod hostile;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -97,8 +103,36 @@ impl Harness {
         within(180, "runner.run", self.runner.run(req, &sink, cancel)).await
     }
 
-    /// The job's live log as (source, bytes) entries.
+    /// What the job printed to stdout so far, from its live log (which stays as it is).
+    async fn stdout_so_far(&self, id: &JobId) -> String {
+        let stdout: Vec<u8> = self
+            .entries(id)
+            .await
+            .into_iter()
+            .filter(|(s, _)| s == "stdout")
+            .flat_map(|(_, d)| d)
+            .collect();
+        String::from_utf8_lossy(&stdout).into_owned()
+    }
+
+    /// The job's live log as (source, bytes) entries, which it then deletes.
     async fn log(&self, id: &JobId) -> Vec<(String, Vec<u8>)> {
+        let entries = self.entries(id).await;
+        let mut conn = within(5, "redis conn", self.redis.conn())
+            .await
+            .expect("redis");
+        let _: () = within(
+            5,
+            "DEL",
+            redis::cmd("DEL").arg(log_key(id)).query_async(&mut conn),
+        )
+        .await
+        .expect("del");
+        entries
+    }
+
+    /// The job's live log as (source, bytes) entries.
+    async fn entries(&self, id: &JobId) -> Vec<(String, Vec<u8>)> {
         let mut conn = within(5, "redis conn", self.redis.conn())
             .await
             .expect("redis");
@@ -113,13 +147,6 @@ impl Harness {
         )
         .await
         .expect("xrange");
-        let _: () = within(
-            5,
-            "DEL",
-            redis::cmd("DEL").arg(log_key(id)).query_async(&mut conn),
-        )
-        .await
-        .expect("del");
         entries
             .into_iter()
             .map(|(_, mut f)| {
@@ -265,8 +292,9 @@ async fn every_language_builds_and_runs_hello_world_from_stdin() {
 }
 
 /// What the runner base (`deploy/images/base`) gives every language image, checked in each
-/// image as the runner starts it: the runner user, HOME and TMPDIR on the tmpfs, no setuid or
-/// setgid file on the root filesystem, no apt lists left behind.
+/// image as the runner starts it: the attempt's own unprivileged uid with the runner group,
+/// HOME and TMPDIR on the tmpfs, no setuid or setgid file on the root filesystem, no apt lists
+/// left behind.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_image_runs_as_the_runner_user_with_no_setuid_files() {
     const PROBE: &str = "echo \"$(id -u):$(id -g) home=$HOME tmp=$TMPDIR\"; \
@@ -279,12 +307,14 @@ async fn every_image_runs_as_the_runner_user_with_no_setuid_files() {
         req.language_config.run_command = PROBE.into();
         let out = h.run(&req).await;
         assert_eq!(out.status, Status::Succeeded, "{lang}: {}", show(&out));
-        assert_eq!(
-            out.stdout.data,
-            "10001:10001 home=/tmp tmp=/tmp\n",
-            "{lang}: {}",
+        let (uid, rest) = out.stdout.data.split_once(':').expect("uid:gid");
+        let uid: u32 = uid.parse().expect("numeric uid");
+        assert!(
+            (10001..10001 + (1 << 20)).contains(&uid),
+            "{lang}: the attempt's own uid: {}",
             show(&out)
         );
+        assert_eq!(rest, "10001 home=/tmp tmp=/tmp\n", "{lang}: {}", show(&out));
     }
 }
 
@@ -570,9 +600,20 @@ async fn host_files_are_out_of_reach() {
         .await;
     std::fs::remove_file(&secret).ok();
     assert_eq!(out.status, Status::Succeeded, "{}", show(&out));
+    let (ids, rest) = out
+        .stdout
+        .data
+        .split_once('\n')
+        .expect("two lines at least");
+    let (uid, gid) = ids.split_once(' ').expect("uid gid");
+    let uid: u32 = uid.parse().expect("uid");
+    assert!(
+        (10001..10001 + (1 << 20)).contains(&uid) && gid == "10001",
+        "an unprivileged uid of the attempt's own: {ids}"
+    );
     assert_eq!(
-        out.stdout.data,
-        format!("10001 10001\n{secret} FileNotFoundError\n/etc/shadow PermissionError\n")
+        rest,
+        format!("{secret} FileNotFoundError\n/etc/shadow PermissionError\n")
     );
 }
 
