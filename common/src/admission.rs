@@ -71,3 +71,38 @@ pub fn resolve_limits(cfg: &Config, spec: &JobSpec) -> Result<Limits, SpecError>
     };
     spec.limits.resolve(&defaults, &l.max)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::JobKind;
+
+    fn python(files: &[&str]) -> JobSpec {
+        JobSpec::new(
+            JobKind::Run,
+            "python",
+            files
+                .iter()
+                .map(|f| ((*f).to_owned(), "print(1)".to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_multi_file_job_without_its_entry_file_is_refused_naming_files() {
+        let cfg = Config::load(None).expect("defaults");
+        assert!(
+            check(&cfg, &python(&["hello.py"])).is_ok(),
+            "a lone file is the entry"
+        );
+        assert!(check(&cfg, &python(&["main.py", "util.py"])).is_ok());
+        let err = check(&cfg, &python(&["a.py", "b.py"])).expect_err("no main.py");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("files:") && msg.contains("main.py"),
+            "{msg}"
+        );
+        // A folder's main.py is not the entry: the program starts from /work/main.py.
+        assert!(check(&cfg, &python(&["src/main.py", "b.py"])).is_err());
+    }
+}

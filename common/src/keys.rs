@@ -126,6 +126,21 @@ impl Keys {
         format!("{}{CANCEL}", self.prefix)
     }
 
+    /// The queue's fixed keys: the only keys that may live without a TTL once every job has
+    /// ended. Everything else (records, logs, batches) belongs to a job or a batch and expires
+    /// after it ends.
+    pub fn fixed(&self) -> Vec<String> {
+        let mut keys = self.streams().to_vec();
+        keys.extend([
+            self.delayed(),
+            self.dlq(),
+            self.running(),
+            self.workers(),
+            self.workers_expiry(),
+        ]);
+        keys
+    }
+
     /// Lua helpers the scripts share, generated from the constants above so the schema is
     /// written once. Every script gets the prefix as `ARGV[1]`.
     pub fn lua_prelude() -> String {

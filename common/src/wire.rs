@@ -111,7 +111,7 @@ mod tests {
             (r#"{"v":9,"id":"a"}"#, "bad_version"),
             (
                 r#"{"v":1,"id":"a","language":"c","files":{"a.c":""}}"#,
-                "bad_schema",
+                "missing_field",
             ),
             (
                 r#"{"v":1,"id":"a","kind":"run","language":"c","files":{"a.c":""},"langauge":"x"}"#,
