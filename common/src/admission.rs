@@ -54,8 +54,48 @@ pub fn check(cfg: &Config, spec: &JobSpec) -> Result<(), SpecError> {
             ));
         }
     }
+    if let Some(ttl) = spec.result_ttl_s {
+        if ttl < cfg.queue.min_result_ttl_s {
+            return Err(SpecError::field(
+                "result_ttl_s",
+                format!(
+                    "{ttl} seconds is below the configured minimum of {} (queue.min_result_ttl_s)",
+                    cfg.queue.min_result_ttl_s
+                ),
+            ));
+        }
+    }
+    check_entry_file(cfg, spec)?;
     resolve_limits(cfg, spec)?;
     Ok(())
+}
+
+/// A job whose program starts from an entry file (`{entry}` in its language's commands) must
+/// have it: its only source file, or the language's `entry_file` at the top of `files`.
+fn check_entry_file(cfg: &Config, spec: &JobSpec) -> Result<(), SpecError> {
+    let Some(lang) = cfg.languages.get(&spec.language) else {
+        return Ok(());
+    };
+    let commands = match spec.kind {
+        crate::JobKind::Compile => [lang.compile_only_command.as_str(), ""],
+        crate::JobKind::Run => [lang.build_command.as_str(), lang.run_command.as_str()],
+    };
+    if !commands.iter().any(|c| c.contains("{entry}")) {
+        return Ok(());
+    }
+    let entry = lang.entry_file_for(&spec.files);
+    if spec.files.contains_key(entry) {
+        return Ok(());
+    }
+    let sources = lang.source_files(&spec.files).len();
+    Err(SpecError::field(
+        "files",
+        format!(
+            "a {} job with {sources} .{} files starts from {entry}, which is missing: add {entry}, \
+             or send a single .{} file",
+            spec.language, lang.source_extension, lang.source_extension
+        ),
+    ))
 }
 
 /// The job's limits: its own, else its language's defaults, else the worker's; never over
@@ -104,5 +144,22 @@ mod tests {
         );
         // A folder's main.py is not the entry: the program starts from /work/main.py.
         assert!(check(&cfg, &python(&["src/main.py", "b.py"])).is_err());
+    }
+
+    #[test]
+    fn a_result_ttl_below_the_floor_is_refused_naming_the_field() {
+        let cfg = Config::load(None).expect("defaults");
+        for ttl in [0, 1, cfg.queue.min_result_ttl_s - 1] {
+            let mut s = python(&["main.py"]);
+            s.result_ttl_s = Some(ttl);
+            let msg = check(&cfg, &s).expect_err("below the floor").to_string();
+            assert!(
+                msg.starts_with("result_ttl_s:") && msg.contains("queue.min_result_ttl_s"),
+                "{msg}"
+            );
+        }
+        let mut s = python(&["main.py"]);
+        s.result_ttl_s = Some(cfg.queue.min_result_ttl_s);
+        assert!(check(&cfg, &s).is_ok());
     }
 }

@@ -146,7 +146,7 @@ async fn idempotent_enqueue_runs_a_job_once() {
         first.created && !again.created,
         "second enqueue of the same id adds nothing"
     );
-    assert_eq!(again.state, Status::Queued);
+    assert_eq!(again.state, Some(Status::Queued));
     // A raw producer pushing the same id directly onto a stream is deduplicated too.
     let mut conn = q.conn().await;
     let _: String = redis::cmd("XADD")
@@ -163,7 +163,10 @@ async fn idempotent_enqueue_runs_a_job_once() {
     let r = q.wait_all(std::slice::from_ref(&spec.id), 20).await;
     assert_eq!(r[0].stdout.data, "once\n");
     let after = q.producer.enqueue(&spec).await.expect("after completion");
-    assert_eq!((after.created, after.state), (false, Status::Succeeded));
+    assert_eq!(
+        (after.created, after.state),
+        (false, Some(Status::Succeeded))
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let runs = recorded(&rec)
         .into_iter()

@@ -48,6 +48,8 @@ fn config(url: &str, queue: &str, slots: usize) -> Config {
     cfg.queue.name = queue.to_owned();
     cfg.worker.slots = slots;
     cfg.worker.id = Some(format!("bench-{slots}"));
+    // Bench jobs keep their results 600 s (above the stale window of these settings).
+    cfg.queue.min_result_ttl_s = 600;
     let noop: LanguageConfig =
         serde_json::from_value(serde_json::json!({ "image": "none" })).expect("language");
     cfg.languages = [("noop".to_owned(), noop)].into();

@@ -76,7 +76,6 @@ pub struct Stats {
 struct Held {
     claimed: Claimed,
     cancel: bool,
-    logged: bool,
 }
 
 struct SimWorker {
@@ -289,7 +288,7 @@ impl Sim<'_> {
             }
             self.time_passes().await?;
             self.promote().await?;
-            self.settle_extra().await?;
+            self.repair().await?;
             let sweeper = self.new_worker();
             self.workers.push(sweeper);
             let w = self.workers.len() - 1;
@@ -317,6 +316,7 @@ impl Sim<'_> {
     /// A day passes: every key with a TTL expires, every stale worker has long given up. Keeps
     /// the keyspace (and so each step's inspection) small over long runs.
     async fn everything_expires(&mut self) -> Step {
+        self.promote().await?;
         let keys = inspect::inspect(&mut self.conn, self.keys.prefix())
             .await
             .map_err(|e| format!("inspect: {e}"))?;

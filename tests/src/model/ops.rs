@@ -352,11 +352,7 @@ impl Sim<'_> {
         for c in batch.claimed {
             self.world.claimed(&c.lease.job_id, key(&c.lease, &name))?;
             let cancel = c.cancel_requested;
-            self.workers[w].held.push(Held {
-                claimed: c,
-                cancel,
-                logged: false,
-            });
+            self.workers[w].held.push(Held { claimed: c, cancel });
         }
         Ok(())
     }
@@ -387,7 +383,7 @@ impl Sim<'_> {
             let id = h.claimed.lease.job_id.clone();
             let k = key(&h.claimed.lease, &name);
             match state {
-                LeaseState::Lost => continue,
+                LeaseState::Lost | LeaseState::Requeued => continue,
                 LeaseState::Held => self.world.fenced_write_taken(&id, &k, "renew")?,
                 LeaseState::CancelRequested => {
                     self.world.fenced_write_taken(&id, &k, "renew")?;
@@ -459,7 +455,7 @@ impl Sim<'_> {
         let h = self.workers[w].held.remove(i);
         let (result, ttl, reason) = self.outcome(&h);
         let lease = h.claimed.lease.clone();
-        let mut done = Completion::new(&lease, &result, ttl).logged(h.logged);
+        let mut done = Completion::new(&lease, &result, ttl);
         let error = result.error.clone().unwrap_or_default();
         if let Some(reason) = reason {
             done = done.dead_letter(reason, &error);
@@ -526,9 +522,9 @@ impl Sim<'_> {
         let Ok(job) = JobId::parse(&id) else {
             return Ok(());
         };
-        let sink = self.workers[w].queue.log_sink(&job);
+        let lease = self.workers[w].held[i].claimed.lease.clone();
+        let sink = self.workers[w].queue.log_sink(&job, &lease);
         sink.write(LogSource::Stdout, b"line\n").await;
-        self.workers[w].held[i].logged = sink.wrote();
         self.note(format!("{name} log {id} -> {}", sink.wrote()));
         Ok(())
     }
@@ -654,6 +650,8 @@ impl Sim<'_> {
     /// A TTL runs out: a job's record or log, or a batch's counters and members, expires.
     /// Time enough has passed for every stale worker of that job to have given up.
     async fn ttl_runs_out(&mut self) -> Step {
+        // So much time passes that workers have run their upkeep (promote and adopt) meanwhile.
+        self.promote().await?;
         let keys = super::inspect::inspect(&mut self.conn, self.keys.prefix())
             .await
             .map_err(|e| format!("inspect: {e}"))?;
@@ -665,9 +663,20 @@ impl Sim<'_> {
         let Some(name) = self.rng.pick(&expiring).cloned() else {
             return Ok(());
         };
+        // A key's companions share its TTL: a batch's counters and members, a job's record and
+        // log (both set when it ends).
         let mut doomed = vec![name.clone()];
         if let Some(b) = name.strip_prefix("batch:") {
             doomed.push(format!("batch-jobs:{b}"));
+        }
+        if let Some(id) = name.strip_prefix("job:") {
+            doomed.push(format!("logs:{id}"));
+        }
+        if let Some(id) = name.strip_prefix("logs:") {
+            // A live job's record has no TTL; an ended one's expires with its log.
+            if keys.get(&format!("job:{id}")).is_some_and(|r| r.pttl > 0) {
+                doomed.push(format!("job:{id}"));
+            }
         }
         for k in &doomed {
             let _: i64 = redis::cmd("PEXPIRE")
@@ -681,7 +690,10 @@ impl Sim<'_> {
         self.note(format!("TTL runs out: {doomed:?}"));
         if let Some(b) = name.strip_prefix("batch:") {
             self.world.batch_expired(b);
-        } else if let Some(id) = name.strip_prefix("job:") {
+        } else if let Some(id) = name
+            .strip_prefix("job:")
+            .or_else(|| name.strip_prefix("logs:"))
+        {
             for w in &mut self.workers {
                 w.held.retain(|h| h.claimed.lease.job_id != id);
             }
@@ -854,8 +866,14 @@ impl Sim<'_> {
         ))
     }
 
-    /// Settling extras: nothing yet.
-    pub(super) async fn settle_extra(&mut self) -> Step {
-        Ok(())
+    /// An operator runs `quayside check --repair`: jobs that can no longer reach their next
+    /// step (entry trimmed or deleted, group lost) are queued again.
+    pub(super) async fn repair(&mut self) -> Step {
+        let r = self.producer.check(true).await;
+        self.note(format!(
+            "check --repair -> {:?}",
+            r.as_ref().map(|r| &r.findings)
+        ));
+        r.map(drop).map_err(|e| format!("check: {e}"))
     }
 }
