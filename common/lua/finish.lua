@@ -15,7 +15,10 @@ for j = 0, n - 1 do
   local r = holds(id, idx, entry, token, worker)
   if r then
     drop_entry(idx, entry)
-    if reason ~= '' then dead_letter(id, reason, err, r[5] or '0', r[6] or '', dlq_cap) end
+    if reason ~= '' then
+      local spec = redis.call('HGET', K.job(id), 'spec') or ''
+      dead_letter(id, reason, err, r[5] or '0', spec, dlq_cap)
+    end
     finalize(id, status, result, ttl, log_cap, r[2], r[3], r[4])
     out[#out + 1] = 1
   else

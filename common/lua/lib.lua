@@ -122,12 +122,13 @@ end
 -- The fencing check: only the execution that holds a running job's current lease may act on it:
 -- the same token, entry (and stream) and claiming worker. A lease from an earlier life of the
 -- same id (record deleted and enqueued again) or from a claim lost in a failover never matches.
--- Returns the record's fields { token, state, batch, cancel, attempts, spec, ttl, priority }.
+-- Returns the record's fields { token, state, batch, cancel, attempts, ttl } (never the spec,
+-- which may be large: this runs for every renewal and log line).
 local function holds(id, idx, entry, token, worker)
-  local r = redis.call('HMGET', K.job(id), 'token', 'state', 'batch', 'cancel', 'attempts', 'spec',
-    'ttl', 'priority', 'entry', 'worker')
-  if r[2] == 'running' and r[1] == token and r[9] == entry and r[10] == worker
-    and tonumber(r[8]) == idx then
+  local r = redis.call('HMGET', K.job(id), 'token', 'state', 'batch', 'cancel', 'attempts', 'ttl',
+    'priority', 'entry', 'worker')
+  if r[2] == 'running' and r[1] == token and r[8] == entry and r[9] == worker
+    and tonumber(r[7]) == idx then
     return r
   end
   return nil

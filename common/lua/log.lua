@@ -10,5 +10,5 @@ local held = holds(id, idx, entry, token, worker)
 if not held then return 0 end
 local logs = K.logs(id)
 redis.call('XADD', logs, 'MAXLEN', '~', ARGV[7], '*', 's', ARGV[9], 'd', ARGV[10])
-redis.call('EXPIRE', logs, math.max(tonumber(held[7] or '') or 0, tonumber(ARGV[8])))
+redis.call('EXPIRE', logs, math.max(tonumber(held[6] or '') or 0, tonumber(ARGV[8])))
 return 1

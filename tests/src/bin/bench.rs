@@ -176,7 +176,8 @@ async fn queue_main() -> anyhow::Result<()> {
         }
     );
 
-    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "enqueue,process,latency".into());
+    let phases =
+        std::env::var("BENCH_PHASES").unwrap_or_else(|_| "enqueue,process,latency,logs".into());
     if phases.contains("enqueue") {
         enqueue_rates(&url, n, tag).await?;
     }
@@ -185,6 +186,9 @@ async fn queue_main() -> anyhow::Result<()> {
     }
     if phases.contains("latency") {
         latency(&url, tag, &client).await?;
+    }
+    if phases.contains("logs") {
+        quayside_e2e::log_bench::run(config(&url, "x", 1), &format!("bench-logs-{tag}")).await?;
     }
     Ok(())
 }

@@ -67,10 +67,12 @@ impl std::fmt::Display for Violation {
 #[derive(Debug, Default)]
 pub struct Stats {
     pub steps: usize,
-    pub jobs: usize,
-    pub lives: u32,
+    /// Job lives started (enqueue, raw entry, replay) and terminal results written.
+    pub lives: u64,
+    pub results: u64,
+    /// Times the queue was settled and checked at rest.
     pub epochs: usize,
-    pub restarts: usize,
+    pub redis_restarts: usize,
 }
 
 struct Held {
@@ -99,7 +101,7 @@ pub(crate) struct Sim<'r> {
     step: usize,
     counter: usize,
     restarts: usize,
-    weights: [u32; 20],
+    weights: [u32; 21],
 }
 
 type Step = Result<(), String>;
@@ -121,7 +123,7 @@ fn config(url: &str, queue: &str) -> Config {
 ///
 /// # Panics
 /// A name that is not an action.
-pub fn weights(without: &str) -> [u32; 20] {
+pub fn weights(without: &str) -> [u32; 21] {
     let mut w = ops::WEIGHTS;
     for name in without.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let i = ops::OPS
@@ -142,7 +144,7 @@ pub async fn run(
     redis: &mut PrivateRedis,
     seed: u64,
     steps: usize,
-    weights: [u32; 20],
+    weights: [u32; 21],
 ) -> Result<Stats, Violation> {
     let url = redis.url();
     let queue = format!("model-{seed}");
@@ -193,10 +195,10 @@ pub async fn run(
     }
     Ok(Stats {
         steps,
-        jobs: sim.world.jobs.len(),
-        lives: sim.world.jobs.values().map(|j| j.lives).sum(),
+        lives: sim.world.started,
+        results: sim.world.results,
         epochs,
-        restarts: sim.restarts,
+        redis_restarts: sim.restarts,
     })
 }
 

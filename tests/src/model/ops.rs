@@ -15,13 +15,14 @@ use super::{Held, Sim, Step};
 
 /// Names of the random actions, for `MODEL_WITHOUT` (e.g. `MODEL_WITHOUT=log,restart`), in the
 /// order of [`WEIGHTS`].
-pub const OPS: [&str; 20] = [
+pub const OPS: [&str; 21] = [
     "enqueue", "batch", "raw", "claim", "reclaim", "renew", "finish", "retry", "handback", "log",
     "promote", "time", "cancel", "status", "replay", "death", "ttl", "trim", "group", "restart",
+    "repair",
 ];
 
 /// Relative weights of the random actions, in the order of [`Sim::random_step`]'s match.
-pub const WEIGHTS: [u32; 20] = [
+pub const WEIGHTS: [u32; 21] = [
     14, // enqueue one job
     5,  // enqueue a batch (sometimes again)
     6,  // raw XADD
@@ -42,6 +43,7 @@ pub const WEIGHTS: [u32; 20] = [
     2,  // stream trim or entry delete
     1,  // consumer group lost
     1,  // redis restart (1 in ~3 of these)
+    1,  // an operator runs `quayside check --repair` against the live queue
 ];
 
 fn key(lease: &Lease, worker: &str) -> LeaseKey {
@@ -102,6 +104,7 @@ impl Sim<'_> {
             16 => self.ttl_runs_out().await,
             17 => self.trim().await,
             18 => self.lose_group().await,
+            20 => self.repair().await,
             _ => {
                 if self.rng.chance(35) {
                     self.restart_redis().await

@@ -49,6 +49,9 @@ pub struct World {
     pub batches: BTreeMap<String, Batch>,
     /// The last few ids whose life started, newest last.
     pub recent: std::collections::VecDeque<String>,
+    /// Lives started and terminal results written, over the whole run.
+    pub started: u64,
+    pub results: u64,
 }
 
 pub type Check = Result<(), String>;
@@ -72,6 +75,7 @@ impl World {
         }
         job.lives += 1;
         job.live = true;
+        self.started += 1;
         if self.recent.len() == 6 {
             self.recent.pop_front();
         }
@@ -152,6 +156,7 @@ impl World {
         job.terminal = Some(status);
         job.holder = None;
         job.raw_unrecorded = false;
+        self.results += 1;
         if let Some(b) = job.batch.clone() {
             if let Some(batch) = self.batches.get_mut(&b) {
                 batch.ended.insert(id.to_owned(), Some(status));
