@@ -12,9 +12,9 @@
 --                          was lost): no worker can take it over
 --   delayed_unscheduled    waiting for a retry, but not in the delayed set
 --   ended_without_ttl      ended, but its record or log has no TTL
---   no_group               its stream has no consumer group (repair creates it, from id 0)
--- Repair queues the job again under a fresh entry (the token moves on), schedules it now,
--- creates the group, or sets the TTL.
+-- Repair queues the job again under a fresh entry (the token moves on), schedules it now, or
+-- sets the TTL; it also creates a stream's missing consumer group (from id 0), as the next
+-- worker to claim would (a missing group alone is not a finding: workers create it).
 local repair = ARGV[2] == 'repair'
 local default_ttl = tonumber(ARGV[3])
 local out = {}
@@ -51,7 +51,6 @@ for i = 4, #ARGV do
   if state == 'queued' or state == 'running' then
     local stream = idx and K.streams[idx]
     local last = idx and last_delivered(idx)
-    if idx and not last then finding(id, 'no_group') end
     local exists = stream and entry and entry ~= ''
       and #redis.call('XRANGE', stream, entry, entry) > 0
     local pending = false

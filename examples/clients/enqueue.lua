@@ -18,9 +18,18 @@ K.group = 'workers'
 
 -- Helpers shared by every Quayside script (prepended after the generated key prelude).
 
+-- Redis's clock in microseconds, read once per script call (a script is one atomic step).
+local clock_us
+local function now_us()
+  if not clock_us then
+    local t = redis.call('TIME')
+    clock_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  return clock_us
+end
+
 local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return math.floor(now_us() / 1000)
 end
 
 -- Field value of a flat [k1, v1, k2, v2, ...] reply, or nil.
@@ -49,9 +58,7 @@ end
 -- microseconds. A claim whose write is lost (failover to a lagging replica, the unsynced tail of
 -- an AOF) and that is made again later therefore never issues the same token twice.
 local function next_token(old)
-  local t = redis.call('TIME')
-  local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  return string.format('%.0f', math.max((tonumber(old) or 0) + 1, us))
+  return string.format('%.0f', math.max((tonumber(old) or 0) + 1, now_us()))
 end
 
 -- Appends a dead letter. The job's record stays the source of truth; the dead letter carries the

@@ -21,7 +21,7 @@ const LISTED: usize = 1_000;
 pub struct Finding {
     pub id: String,
     /// `queued_entry_gone`, `queued_entry_skipped`, `running_entry_gone`,
-    /// `delayed_unscheduled`, `ended_without_ttl` or `no_group` (see `common/lua/repair.lua`).
+    /// `delayed_unscheduled` or `ended_without_ttl` (see `common/lua/repair.lua`).
     pub problem: String,
 }
 

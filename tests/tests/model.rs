@@ -18,7 +18,7 @@ async fn random_interleavings_keep_every_promise_of_the_protocol() {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
-    let steps = env_u64("MODEL_STEPS").unwrap_or(5_000) as usize;
+    let steps = env_u64("MODEL_STEPS").unwrap_or(4_000) as usize;
     eprintln!(
         "model test: seed {seed}, {steps} steps (replay: MODEL_SEED={seed} MODEL_STEPS={steps} MODEL_WITHOUT={})",
         std::env::var("MODEL_WITHOUT").unwrap_or_default()

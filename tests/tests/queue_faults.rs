@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quayside_common::connection::Redis;
+use quayside_common::keys::GROUP;
 use quayside_common::{JobId, JobResult, Priority, Status};
 use quayside_e2e::{recorded, within, PrivateRedis, TestQueue};
 use quayside_producer::ReplayOutcome;
@@ -690,4 +691,77 @@ async fn a_job_deleted_and_enqueued_again_refuses_the_first_lifes_stale_writes()
         .await
         .expect("finish"));
     q.assert_settled(std::slice::from_ref(&spec.id)).await;
+}
+
+#[tokio::test]
+async fn a_running_job_whose_entry_is_deleted_runs_again_and_ends_once() {
+    let q = TestQueue::new("entry-gone");
+    let done = q.count_completions().await;
+    let rec = q.path("exec.log");
+    let spec = q.job(&format!("record {rec}\nsleep 1500\nprint done"));
+    q.producer.enqueue(&spec).await.expect("enqueue");
+    // Renewals every 300 ms; no reclaim would come for a long time.
+    q.spawn_worker(|c| {
+        c.worker.lease_ms = 900;
+        c.worker.claim_block_ms = 300;
+        c.worker.reclaim_interval_ms = 60_000;
+    });
+    q.wait_state(&spec.id, Status::Running, 10).await;
+    // A raw producer's XADD ... MAXLEN 0 (or an operator's XDEL) removes the pending entry.
+    let mut conn = q.conn().await;
+    let _: i64 = redis::cmd("XTRIM")
+        .arg(q.keys.stream(Priority::Normal))
+        .arg("MAXLEN")
+        .arg(0)
+        .query_async(&mut conn)
+        .await
+        .expect("XTRIM");
+    let r = q
+        .wait_all(std::slice::from_ref(&spec.id), 20)
+        .await
+        .remove(0);
+    assert_eq!(r.status, Status::Succeeded);
+    assert_eq!(
+        recorded(&rec).iter().filter(|e| e.2 == "start").count(),
+        2,
+        "the lost attempt stopped; the job ran again"
+    );
+    q.assert_settled(std::slice::from_ref(&spec.id)).await;
+    done.assert_exactly_once(std::slice::from_ref(&spec.id));
+}
+
+#[tokio::test]
+async fn workers_recreate_lost_consumer_groups_and_keep_serving() {
+    let q = TestQueue::new("group-lost");
+    q.spawn_worker(|_| {});
+    let first = q.job("print before");
+    q.producer.enqueue(&first).await.expect("enqueue");
+    q.wait_all(std::slice::from_ref(&first.id), 20).await;
+    // An operator deletes an empty stream and destroys another's group.
+    let mut conn = q.conn().await;
+    let _: i64 = redis::cmd("DEL")
+        .arg(q.keys.stream(Priority::Normal))
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    let _: i64 = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg(q.keys.stream(Priority::High))
+        .arg(GROUP)
+        .query_async(&mut conn)
+        .await
+        .expect("XGROUP DESTROY");
+    let specs: Vec<_> = (0..6)
+        .map(|i| q.job_at(&format!("print {i}"), Priority::ALL[i % 3]))
+        .collect();
+    let ids: Vec<_> = specs.iter().map(|s| s.id.clone()).collect();
+    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let results = q.wait_all(&ids, 30).await;
+    assert!(
+        results
+            .iter()
+            .all(|r| r.status == Status::Succeeded && r.attempts == 1),
+        "no attempt spent on the missing group: {results:?}"
+    );
+    q.assert_settled(&ids).await;
 }
