@@ -182,6 +182,20 @@ if max_depth > 0 then
 end
 local now = now_ms()
 local out = {}
+
+-- Whether `id` is listed in `batch`. Batches made before member lists were sorted sets keep a
+-- list: it is turned into the sorted set (positions kept) the first time it is asked.
+local function listed(batch, id)
+  local members = K.batch_jobs(batch)
+  local ok, score = pcall(redis.call, 'ZSCORE', members, id)
+  if ok then return score end
+  local ids = redis.call('LRANGE', members, 0, -1)
+  local ttl = redis.call('PTTL', members)
+  redis.call('DEL', members)
+  for i, m in ipairs(ids) do redis.call('ZADD', members, i, m) end
+  if ttl > 0 then redis.call('PEXPIRE', members, ttl) end
+  return redis.call('ZSCORE', members, id)
+end
 for j = 0, n - 1 do
   local b = 4 + j * 5
   local id, prio, spec, batch, ttl = ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
@@ -189,7 +203,7 @@ for j = 0, n - 1 do
   local state = redis.call('HGET', rec, 'state')
   if state then
     out[#out + 1] = 'exists:' .. state
-  elseif batch ~= '' and redis.call('ZSCORE', K.batch_jobs(batch), id) then
+  elseif batch ~= '' and listed(batch, id) then
     out[#out + 1] = 'exists:expired'
   elseif max_depth > 0 and depth >= max_depth then
     out[#out + 1] = 'full'

@@ -146,15 +146,20 @@ impl Producer {
         let mut ids = Vec::new();
         loop {
             let start = ids.len();
-            let page: Vec<String> = self
-                .query(
-                    "ZRANGE",
-                    redis::cmd("ZRANGE")
-                        .arg(&key)
-                        .arg(start)
-                        .arg(start + CHUNK - 1),
-                )
-                .await?;
+            let range = |cmd: &str| {
+                redis::cmd(cmd)
+                    .arg(&key)
+                    .arg(start)
+                    .arg(start + CHUNK - 1)
+                    .clone()
+            };
+            let page: Vec<String> = match self.query("ZRANGE", &range("ZRANGE")).await {
+                // A batch made before member lists were sorted sets keeps a list.
+                Err(Error::Redis { source, .. }) if source.code() == Some("WRONGTYPE") => {
+                    self.query("LRANGE", &range("LRANGE")).await?
+                }
+                other => other?,
+            };
             let n = page.len();
             for raw in page {
                 ids.push(JobId::parse(&raw).map_err(|_| Error::Reply {
