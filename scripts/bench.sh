@@ -10,7 +10,7 @@
 #           latency of a C `run` job printing one line (submit to result, one at a time) and
 #           jobs/s for a batch with 2 and 4 slots, next to the same compile+run done directly
 #           (`docker run --rm` loop, bare Engine API create+start+wait+remove). Needs the
-#           Docker engine (started if it does not answer) and quayside/runner-c:1 (built
+#           Docker engine (started if it does not answer) and quayside/runner-c:<VERSION> (built
 #           offline if missing). Sizes: BENCH_SEQ (30), BENCH_BATCH (200), BENCH_PARALLEL (2,4).
 #   batch   `quayside batch --wait` of BENCH_BATCH_JOBS (1000) C hello-world compile-and-run jobs
 #           (a folder, one file per job) through 2 quayside-worker processes with
@@ -22,11 +22,13 @@
 #           gets one warm-up job first and is bounded by BENCH_BATCH_TIMEOUT_S (1800).
 #   idle    the real quayside-worker (Docker runner) idle: memory (VmRSS) and CPU over 30 s,
 #           scraped twice like Prometheus would, against a private Redis.
-# The binary is built with cargo into $CARGO_TARGET_DIR (default target/).
+# The binary is built with cargo into $CARGO_TARGET_DIR (default target/). Setup and builds
+# print one line per step (--verbose: everything); the benchmark's own output is printed as is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-what=${1:-queue}
+parse_flags "$@"
+what=${ARGS[0]:-queue}
 ensure_rust
 ensure_packages redis-server:redis-server redis-cli:redis-tools python3:python3 curl:curl
 target=${CARGO_TARGET_DIR:-target}
@@ -49,7 +51,7 @@ case "$what" in
       ensure_dockerd
       scripts/build-images.sh c
     fi
-    cargo build --release -q -p quayside-e2e --bin quayside-bench
+    step "cargo build --release (quayside-bench)" cargo build --release -p quayside-e2e --bin quayside-bench
     work=$(mktemp -d /tmp/quayside-bench.XXXXXX)
     start_redis "$work/redis"
     trap 'kill "$REDIS_PID" 2>/dev/null || true; [ "$what" != docker ] || remove_bench_containers; rm -rf "$work"' EXIT
@@ -59,7 +61,7 @@ case "$what" in
     ensure_packages docker:docker.io dockerd:docker.io debootstrap:debootstrap
     ensure_dockerd
     scripts/build-images.sh
-    cargo build --release -q --bin quayside-worker
+    step "cargo build --release (quayside-worker)" cargo build --release --bin quayside-worker
     work=$(mktemp -d /tmp/quayside-bench.XXXXXX)
     start_redis "$work/redis"
     port=$(free_port)
@@ -81,8 +83,9 @@ case "$what" in
     ensure_packages docker:docker.io dockerd:docker.io debootstrap:debootstrap
     ensure_dockerd
     scripts/build-images.sh c
-    cargo build --release -q --bin quayside --bin quayside-worker
-    cargo build --release -q -p quayside-e2e --bin quayside-bench
+    step "cargo build --release (quayside, quayside-worker)" \
+      cargo build --release --bin quayside --bin quayside-worker
+    step "cargo build --release (quayside-bench)" cargo build --release -p quayside-e2e --bin quayside-bench
     jobs=${BENCH_BATCH_JOBS:-1000}
     slots=${BENCH_BATCH_SLOTS:-2}
     limit=${BENCH_BATCH_TIMEOUT_S:-1800}

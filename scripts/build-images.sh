@@ -1,34 +1,49 @@
 #!/usr/bin/env bash
 # Build the Quayside runner images without a container registry.
 #
-#   scripts/build-images.sh [--force] [--refresh-base] [LANGUAGE...]
+#   scripts/build-images.sh [--force] [--refresh-base] [--verbose] [LANGUAGE...]
 #
 # Machines that run Quayside often have no registry access, so `FROM
 # debian:bookworm-slim` cannot be pulled.  Instead we:
 #   1. debootstrap a minimal Debian bookworm rootfs (cached as a tarball, so
 #      reruns do not download it again) and `docker import` it as the base
 #      image (default quayside/base:bookworm);
-#   2. build deploy/images/<lang>/Dockerfile for each language with
-#      `--build-arg BASE=<that base>`.  The Dockerfiles are the same ones
-#      people with a registry use (their default BASE is debian:bookworm-slim);
-#      apt inside `docker build` only needs the Debian mirror.
+#   2. build deploy/images/base/Dockerfile on it with `--build-arg BASE=<that
+#      base>`: the runner base quayside/runner-base:<VERSION> (user 10001,
+#      /work, environment, the `runner-install` helper; no toolchain);
+#   3. build deploy/images/<lang>/Dockerfile for each language on the runner
+#      base.  The Dockerfiles are the same ones people with a registry use
+#      (the runner base's default BASE is debian:bookworm-slim); apt inside
+#      `docker build` only needs the Debian mirror.
+#
+# Builds use `--network host`: their RUN steps are our Dockerfiles fetching
+# Debian packages, so they reach the mirror exactly as the host does (its DNS
+# and proxy), also on engines run without a bridge network (`--bridge none`,
+# as hardened CI hosts and the private engines of our tests are).  Jobs never
+# get a network: the runner starts them with `--network none`.
 #
 # Images are tagged quayside/runner-<lang>:<VERSION>, VERSION being the
 # content of deploy/images/VERSION.  Images that already exist are skipped,
 # so running the script twice is cheap.  Must run as root (debootstrap).
 #
+# Quiet: one line per step with its time, each step's output in a log file
+# (the folder is named on the first line; a failing step shows its log's
+# tail).  --verbose (or QUAYSIDE_VERBOSE=1) prints everything.
+#
 # Options:
-#   --force         rebuild the runner images even if they exist (no layer
-#                   cache, so packages are fetched fresh)
+#   --force         rebuild the runner images (base included) even if they
+#                   exist (no layer cache, so packages are fetched fresh)
 #   --refresh-base  re-run debootstrap and re-import the base image (existing
 #                   runner images are kept unless --force is given too)
+#   -v, --verbose   print every command's output
 #   -h, --help      show this help
 #
 # Environment:
 #   QUAYSIDE_IMAGE_CACHE   where the rootfs tarball is cached
 #                          (default /var/cache/quayside)
 #   QUAYSIDE_BASE_IMAGE    tag of the imported base (default quayside/base:bookworm)
-#   QUAYSIDE_IMAGE_PREFIX  runner image name prefix (default quayside/runner-)
+#   QUAYSIDE_IMAGE_PREFIX  runner image name prefix (default quayside/runner-);
+#                          the runner base is <prefix>base:<VERSION>
 #   DEBIAN_MIRROR          default http://deb.debian.org/debian
 #   DEBIAN_SECURITY_MIRROR default http://deb.debian.org/debian-security
 set -euo pipefail
@@ -38,6 +53,7 @@ readonly SUITE=bookworm
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly REPO_ROOT
+source "$REPO_ROOT/scripts/lib.sh"
 readonly IMAGES_DIR="$REPO_ROOT/deploy/images"
 readonly CACHE_DIR="${QUAYSIDE_IMAGE_CACHE:-/var/cache/quayside}"
 readonly BASE_IMAGE="${QUAYSIDE_BASE_IMAGE:-quayside/base:$SUITE}"
@@ -50,39 +66,17 @@ REFRESH_BASE=0
 LANGUAGES=()
 WORK_DIR=""   # temporary debootstrap directory, removed on exit
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
-
-usage() {
-    # Print the header comment (minus the shebang) as help text.
-    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
-}
-
-# now: wall clock in seconds with microseconds (bash 5's EPOCHREALTIME).
-now() { printf '%s' "${EPOCHREALTIME/,/.}"; }
-
-# timed LABEL CMD...: run CMD and report how long it took, so slow steps
-# (debootstrap, apt inside docker build) are visible.
-timed() {
-    local label=$1; shift
-    local start end rc=0
-    start=$(now)
-    "$@" || rc=$?
-    end=$(now)
-    log "$(awk -v s="$start" -v e="$end" -v l="$label" -v rc="$rc" \
-        'BEGIN { printf "%s: %.1fs%s", l, e - s, (rc ? " (FAILED)" : "") }')"
-    return "$rc"
-}
-
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
+
+image_size() { docker image inspect -f '{{.Size}}' "$1" | awk '{ printf "%.0f MB", $1 / 1e6 }'; }
 
 parse_args() {
     local arg lang known
-    for arg in "$@"; do
+    parse_flags "$@"
+    for arg in "${ARGS[@]}"; do
         case $arg in
             --force) FORCE=1 ;;
             --refresh-base) REFRESH_BASE=1 ;;
-            -h|--help) usage; exit 0 ;;
             -*) die "unknown option: $arg (see --help)" ;;
             *)
                 known=0
@@ -107,8 +101,10 @@ preflight() {
     VERSION=$(tr -d '[:space:]' <"$IMAGES_DIR/VERSION")
     [[ $VERSION =~ ^[A-Za-z0-9_.-]+$ ]] || die "bad VERSION in $IMAGES_DIR/VERSION: '$VERSION'"
     readonly VERSION
+    RUNNER_BASE="${IMAGE_PREFIX}base:$VERSION"
+    readonly RUNNER_BASE
     local lang
-    for lang in "${LANGUAGES[@]}"; do
+    for lang in base "${LANGUAGES[@]}"; do
         [[ -f $IMAGES_DIR/$lang/Dockerfile ]] || die "missing $IMAGES_DIR/$lang/Dockerfile"
     done
 }
@@ -180,57 +176,56 @@ EOF
            "$root"/var/cache/debconf/*-old "$root"/var/lib/dpkg/*-old
 }
 
-# Quiet unless it fails: its log is shown on error.
-run_debootstrap() {
-    debootstrap --variant=minbase --arch="$2" \
-        "$SUITE" "$1" "$MIRROR" >"$WORK_DIR/debootstrap.log" 2>&1
-}
-
-# Debootstrap the base rootfs into the cache, unless a cached tarball exists.
-ensure_rootfs_tarball() {
-    local tarball=$1 arch=$2
-    if [[ -s $tarball ]] && (( ! REFRESH_BASE )); then
-        log "using cached rootfs $tarball"
-        return 0
-    fi
-    command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
-    mkdir -p "$CACHE_DIR"
-    WORK_DIR=$(mktemp -d "$CACHE_DIR/rootfs.XXXXXX")
-    local root=$WORK_DIR/root
-
-    timed "debootstrap $SUITE" run_debootstrap "$root" "$arch" \
-        || { tail -n 30 "$WORK_DIR/debootstrap.log" >&2; die "debootstrap failed"; }
+# make_rootfs ROOT ARCH TARBALL: debootstraps ROOT, slims it and packs it into TARBALL.
+make_rootfs() {
+    local root=$1 arch=$2 tarball=$3
+    debootstrap --variant=minbase --arch="$arch" "$SUITE" "$root" "$MIRROR"
     slim_rootfs "$root"
-
     # Device nodes, /proc and /sys are provided by docker at run time.
     # Write to a temporary name first so an interrupted run never leaves a
     # truncated tarball that later runs would trust.
     tar --numeric-owner --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' \
         -C "$root" -cf "$tarball.partial" .
     mv -f "$tarball.partial" "$tarball"
-    cleanup
-    WORK_DIR=""
-    log "cached rootfs $tarball ($(du -h "$tarball" | cut -f1))"
+    du -h "$tarball"
 }
 
-build_base() {
+# Debootstrap the base rootfs into the cache, unless a cached tarball exists.
+ensure_rootfs_tarball() {
+    local tarball=$1 arch=$2
+    if [[ -s $tarball ]] && (( ! REFRESH_BASE )); then
+        return 0
+    fi
+    command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
+    mkdir -p "$CACHE_DIR"
+    # Set here, not inside the step (a subshell), so the EXIT trap can clean it up.
+    WORK_DIR=$(mktemp -d "$CACHE_DIR/rootfs.XXXXXX")
+    step "debootstrap $SUITE (cached in $CACHE_DIR)" make_rootfs "$WORK_DIR/root" "$arch" "$tarball"
+    cleanup
+    WORK_DIR=""
+}
+
+# import_base TARBALL: the rootfs as image $BASE_IMAGE, replacing the previous one.
+import_base() {
+    local tarball=$1 old_id
+    old_id=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE" 2>/dev/null || true)
+    docker import \
+        --change 'CMD ["/bin/bash"]' \
+        --change 'ENV LANG=C.UTF-8' \
+        --change "LABEL org.opencontainers.image.title=quayside-base org.opencontainers.image.description=\"Debian $SUITE minbase, debootstrapped for Quayside\"" \
+        "$tarball" "$BASE_IMAGE"
+    remove_if_dangling "$old_id"
+}
+
+ensure_base() {
     if image_exists "$BASE_IMAGE" && (( ! REFRESH_BASE )); then
-        log "base image $BASE_IMAGE exists, skipping"
         return 0
     fi
     local arch tarball
     arch=$(dpkg --print-architecture)
     tarball="$CACHE_DIR/rootfs-$SUITE-minbase-$arch.tar"
     ensure_rootfs_tarball "$tarball" "$arch"
-    local old_id
-    old_id=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE" 2>/dev/null || true)
-    docker import \
-        --change 'CMD ["/bin/bash"]' \
-        --change 'ENV LANG=C.UTF-8' \
-        --change "LABEL org.opencontainers.image.title=quayside-base org.opencontainers.image.description=\"Debian $SUITE minbase, debootstrapped for Quayside\"" \
-        "$tarball" "$BASE_IMAGE" >/dev/null
-    remove_if_dangling "$old_id"
-    log "imported $BASE_IMAGE"
+    step "docker import $BASE_IMAGE" import_base "$tarball"
 }
 
 # After a rebuild the previous image keeps no tag; delete it (only that one
@@ -246,34 +241,18 @@ remove_if_dangling() {
     fi
 }
 
-build_runner() {
-    local lang=$1
-    local tag="$IMAGE_PREFIX$lang:$VERSION"
-    if image_exists "$tag" && (( ! FORCE )); then
-        log "$tag exists, skipping"
-        return 0
-    fi
-    local old_id
+# build_image DIR TAG BASE: deploy/images/DIR/Dockerfile as TAG, on BASE.
+build_image() {
+    local dir=$1 tag=$2 base=$3 old_id
     old_id=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
-    local args=(--build-arg "BASE=$BASE_IMAGE" --build-arg "VERSION=$VERSION"
+    local args=(--network host --build-arg "BASE=$base" --build-arg "VERSION=$VERSION"
                 --force-rm --tag "$tag")
     # --force means "really rebuild": without --no-cache docker would just
     # reuse the cached apt layer.
-    (( FORCE )) && args+=(--no-cache)
-    log "building $tag"
-    docker build "${args[@]}" "$IMAGES_DIR/$lang"
-    [[ $old_id ]] && remove_if_dangling "$old_id"
-    return 0
-}
-
-summary() {
-    local lang tag
-    printf '\n%-40s %10s\n' IMAGE SIZE
-    for tag in "$BASE_IMAGE" "${LANGUAGES[@]/#/$IMAGE_PREFIX}"; do
-        [[ $tag == "$BASE_IMAGE" ]] || tag="$tag:$VERSION"
-        printf '%-40s %10s\n' "$tag" \
-            "$(docker image inspect -f '{{.Size}}' "$tag" | awk '{ printf "%.0fMB", $1 / 1e6 }')"
-    done
+    if (( FORCE )); then args+=(--no-cache); fi
+    docker build "${args[@]}" "$IMAGES_DIR/$dir"
+    remove_if_dangling "$old_id"
+    printf '%s: %s\n' "$tag" "$(image_size "$tag")"
 }
 
 main() {
@@ -285,14 +264,30 @@ main() {
     exec 9>"$CACHE_DIR/build-images.lock"
     flock -n 9 || die "another build-images.sh is running (lock $CACHE_DIR/build-images.lock)"
 
-    local total_start lang
-    total_start=$(now)
-    timed "base image $BASE_IMAGE" build_base
+    local start lang missing=()
+    start=$(now_us)
     for lang in "${LANGUAGES[@]}"; do
-        timed "runner $lang" build_runner "$lang"
+        if (( FORCE )) || ! image_exists "$IMAGE_PREFIX$lang:$VERSION"; then
+            missing+=("$lang")
+        fi
     done
-    summary
-    log "$(awk -v s="$total_start" -v e="$(now)" 'BEGIN { printf "total: %.1fs", e - s }')"
+    if (( ${#missing[@]} == 0 && ! REFRESH_BASE )); then
+        local names=${LANGUAGES[*]}
+        (( ${#LANGUAGES[@]} == 1 )) || names="{${names// /,}}"
+        log "runner images present: $IMAGE_PREFIX$names:$VERSION (--force rebuilds)"
+        return 0
+    fi
+    ensure_base
+    if (( ${#missing[@]} > 0 )); then
+        if (( FORCE )) || ! image_exists "$RUNNER_BASE"; then
+            step "runner base $RUNNER_BASE" build_image base "$RUNNER_BASE" "$BASE_IMAGE"
+        fi
+        for lang in "${missing[@]}"; do
+            step "runner $IMAGE_PREFIX$lang:$VERSION" \
+                build_image "$lang" "$IMAGE_PREFIX$lang:$VERSION" "$RUNNER_BASE"
+        done
+    fi
+    log "runner images ready in $(seconds_since "$start") (sizes: docker images '${IMAGE_PREFIX}*')"
 }
 
 main "$@"

@@ -2,21 +2,28 @@
 # The main job on a fresh Debian 12 machine (README command 1): installs and starts what is
 # needed (Redis, the Docker engine, the runner images), starts a worker, submits the examples/
 # jobs and prints their results. Uses QUAYSIDE_REDIS__URL if set, else a private redis-server.
+#
+#   scripts/run.sh [--verbose]
+#
+# Quiet: one line per step with its time; each step's output is in the log folder named on
+# the first line. --verbose (or QUAYSIDE_VERBOSE=1) prints everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+parse_flags "$@"
+[ ${#ARGS[@]} -eq 0 ] || die "unknown argument: ${ARGS[0]} (see --help)"
 
+ensure_log_dir
 ensure_rust
 ensure_packages redis-server:redis-server redis-cli:redis-tools docker:docker.io dockerd:docker.io \
   debootstrap:debootstrap python3:python3
 ensure_dockerd
 scripts/build-images.sh
 
-log "building quayside (release)"
-cargo build --release -q --bin quayside --bin quayside-worker
+step "cargo build --release (quayside, quayside-worker)" \
+  cargo build --release --bin quayside --bin quayside-worker
 bin=target/release
 
-work=$(mktemp -d /tmp/quayside-run.XXXXXX)
 cleanup() {
   [ -n "${WORKER_PID:-}" ] && kill -TERM "$WORKER_PID" 2>/dev/null && wait "$WORKER_PID" 2>/dev/null
   [ -n "${REDIS_PID:-}" ] && kill "$REDIS_PID" 2>/dev/null
@@ -24,14 +31,14 @@ cleanup() {
 }
 trap cleanup EXIT
 if [ -z "${QUAYSIDE_REDIS__URL:-}" ]; then
-  start_redis "$work/redis"
+  start_redis "$SCRIPT_LOG_DIR/redis"
   export QUAYSIDE_REDIS__URL=$REDIS_URL
 fi
 log "redis at $QUAYSIDE_REDIS__URL"
 
-"$bin/quayside-worker" --log-format pretty >"$work/worker.log" 2>&1 &
+"$bin/quayside-worker" --log-format pretty >"$SCRIPT_LOG_DIR/worker.log" 2>&1 &
 WORKER_PID=$!
-log "worker started (log: $work/worker.log)"
+log "worker started (log: $SCRIPT_LOG_DIR/worker.log)"
 
 unexpected=0
 # submit TITLE EXPECTED_EXIT ARGS...: the CLI exits 0 when the job succeeded, 1 when it ended

@@ -81,6 +81,8 @@ end
 local function finalize(id, status, result, ttl, log_cap, was, batch, cancel)
   local rec = K.job(id)
   redis.call('HSET', rec, 'state', status, 'result', result, 'finished_at', now_ms(), 'entry', '')
+  -- A replayed job starts with a clean infrastructure record (see retry.lua).
+  redis.call('HDEL', rec, 'failing_since', 'infra_failures')
   if cancel then redis.call('HDEL', rec, 'cancel') end
   redis.call('EXPIRE', rec, ttl)
   local logs = K.logs(id)

@@ -169,12 +169,22 @@ impl Default for WorkerConfig {
     }
 }
 
-/// Backoff for infrastructure failures: full jitter over `base * 2^(attempt-1)`, capped.
+/// Retries after infrastructure failures of a job's own (its sandbox could not be created, was
+/// killed from outside, ...): backoff with equal jitter over `base * 2^(failures-1)`, capped,
+/// for as long as `give_up_after_ms`. Failures while the runner as a whole is unavailable are
+/// not the job's: it is handed back at no cost, and the worker stops claiming until the runner
+/// is back.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
+    /// First backoff step.
     pub base_ms: u64,
+    /// Largest backoff step.
     pub max_ms: u64,
+    /// A job whose first infrastructure failure is this long ago is dead-lettered
+    /// (`infra_timeout`) at its next one. Bounds retries by time, not count: quick failures in a
+    /// burst cannot use up a job. `max_attempts` counts only executions whose worker died.
+    pub give_up_after_ms: u64,
 }
 
 impl Default for RetryConfig {
@@ -182,6 +192,7 @@ impl Default for RetryConfig {
         Self {
             base_ms: 1_000,
             max_ms: 60_000,
+            give_up_after_ms: 600_000,
         }
     }
 }
@@ -315,6 +326,19 @@ const RAW_ENV: [(&str, &str); 2] = [
     ("QUAYSIDE_REDIS__USERNAME", "redis.username"),
 ];
 
+/// `QUAYSIDE_*` variables that are not config keys, so that setting them never stops a worker or
+/// the CLI started from the same shell: `QUAYSIDE_CONFIG` (the `--config` file of the CLI and
+/// the worker), and the scripts' `QUAYSIDE_VERBOSE` and `QUAYSIDE_IMAGE_CACHE`,
+/// `QUAYSIDE_BASE_IMAGE`, `QUAYSIDE_IMAGE_PREFIX` (scripts/build-images.sh). The test
+/// `tests/tests/scripts.rs` finds any other the scripts read.
+const NOT_CONFIG_ENV: [&str; 5] = [
+    "config",
+    "verbose",
+    "image_cache",
+    "base_image",
+    "image_prefix",
+];
+
 /// How job files reach `/work` in a Docker sandbox.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -425,7 +449,7 @@ impl DockerConfig {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LanguageConfig {
-    /// Runner image, e.g. `quayside/runner-c:1`; never pulled.
+    /// Runner image, e.g. `quayside/runner-c:2`; never pulled.
     pub image: String,
     /// Extension of this language's source files, without the dot; what `{sources}` lists.
     pub source_extension: String,
@@ -476,13 +500,23 @@ impl LanguageConfig {
     }
 }
 
+/// Tag of the runner images the built-in language table names: the content of
+/// `deploy/images/VERSION` (a test keeps them equal), bumped whenever an image changes so an
+/// old image is never taken for the new one.
+pub const RUNNER_IMAGE_VERSION: &str = "2";
+
+/// The runner image of a built-in language: `quayside/runner-<language>:<RUNNER_IMAGE_VERSION>`.
+pub fn default_image(language: &str) -> String {
+    format!("quayside/runner-{language}:{RUNNER_IMAGE_VERSION}")
+}
+
 /// The built-in language table, matching the images of `deploy/images`.
 pub fn default_languages() -> BTreeMap<String, LanguageConfig> {
     // Go needs a module for `.` and `./...` to name the sources (sub-packages import as main/x).
     const GO_MOD: &str = "[ -f go.mod ] || go mod init main >/dev/null 2>&1";
     let lang = |name: &str, ext: &str, entry: &str, build: &str, run: &str, check: &str| {
         let config = LanguageConfig {
-            image: format!("quayside/runner-{name}:1"),
+            image: default_image(name),
             source_extension: ext.to_owned(),
             entry_file: entry.to_owned(),
             build_command: build.to_owned(),
@@ -595,8 +629,12 @@ impl Config {
             // `file_exact`: a missing --config is an error, not silently nothing.
             fig = fig.merge(Toml::file_exact(p));
         }
-        let raw_keys: Vec<&str> = RAW_ENV.iter().map(|(_, key)| *key).collect();
-        fig = fig.merge(Env::prefixed("QUAYSIDE_").split("__").ignore(&raw_keys));
+        let ignored: Vec<&str> = RAW_ENV
+            .iter()
+            .map(|(_, key)| *key)
+            .chain(NOT_CONFIG_ENV)
+            .collect();
+        fig = fig.merge(Env::prefixed("QUAYSIDE_").split("__").ignore(&ignored));
         for (var, key) in RAW_ENV {
             if let Ok(value) = std::env::var(var) {
                 fig = fig.merge(Serialized::default(key, value));
@@ -861,6 +899,22 @@ mod tests {
     }
 
     #[test]
+    fn quayside_variables_that_are_not_config_are_not_read_as_keys() {
+        Jail::expect_with(|jail| {
+            jail.create_file("q.toml", "[queue]\nname = \"builds\"\n")?;
+            jail.set_env("QUAYSIDE_CONFIG", "q.toml");
+            jail.set_env("QUAYSIDE_VERBOSE", "1");
+            let c = Config::load(Some(Path::new("q.toml"))).expect("loads");
+            assert_eq!(c.queue.name, "builds");
+            // A near miss of a real key is still refused.
+            jail.set_env("QUAYSIDE_REDIS_URL", "redis://elsewhere:6379");
+            let e = Config::load(None).expect_err("single underscore");
+            assert!(e.to_string().contains("redis_url"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn missing_config_file_is_an_error() {
         Jail::expect_with(|_| {
             assert!(Config::load(Some(Path::new("nope.toml"))).is_err());
@@ -948,11 +1002,20 @@ mod tests {
     }
 
     #[test]
+    fn default_images_carry_the_tag_scripts_build_images_gives_them() {
+        let version = include_str!("../../deploy/images/VERSION").trim();
+        assert_eq!(RUNNER_IMAGE_VERSION, version, "bump both together");
+    }
+
+    #[test]
     fn every_default_language_can_build_run_and_check() {
         let langs = default_languages();
         assert_eq!(langs.len(), 6);
         for (name, l) in &langs {
-            assert_eq!(l.image, format!("quayside/runner-{name}:1"));
+            assert_eq!(
+                l.image,
+                format!("quayside/runner-{name}:{RUNNER_IMAGE_VERSION}")
+            );
             assert!(
                 !l.source_extension.is_empty()
                     && l.entry_file.ends_with(&format!(".{}", l.source_extension)),

@@ -219,3 +219,51 @@ pub fn connection_info(cfg: &RedisConfig) -> Result<ConnectionInfo, ConnectError
     }
     Ok(info)
 }
+
+/// Where `cfg` points, for logs: `host:port` (or the socket path), then `/db` unless it is 0,
+/// then ` (tls)` for `rediss://`. Never a user name or password, not even of a URL that does
+/// not parse (config validation refuses those first).
+pub fn endpoint(cfg: &RedisConfig) -> String {
+    let Ok(info) = cfg.url.as_str().into_connection_info() else {
+        return "(invalid redis.url)".to_owned();
+    };
+    let db = match info.redis_settings().db() {
+        0 => String::new(),
+        n => format!("/{n}"),
+    };
+    let tls = match info.addr() {
+        redis::ConnectionAddr::TcpTls { .. } => " (tls)",
+        _ => "",
+    };
+    format!("{}{db}{tls}", info.addr())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint_of(url: &str) -> String {
+        endpoint(&RedisConfig {
+            url: url.into(),
+            ..RedisConfig::default()
+        })
+    }
+
+    #[test]
+    fn endpoint_names_host_port_db_and_tls_but_no_credentials() {
+        assert_eq!(endpoint_of("redis://127.0.0.1:6379"), "127.0.0.1:6379");
+        assert_eq!(
+            endpoint_of("redis://user:s3cret@redis.internal:6380/2"),
+            "redis.internal:6380/2"
+        );
+        assert_eq!(
+            endpoint_of("rediss://:s3cret@redis.example"),
+            "redis.example:6379 (tls)"
+        );
+        assert_eq!(
+            endpoint_of("redis+unix:///run/redis.sock"),
+            "/run/redis.sock"
+        );
+        assert_eq!(endpoint_of("not a url :s3cret@x"), "(invalid redis.url)");
+    }
+}

@@ -23,6 +23,7 @@ const WORKERS: &str = "workers";
 const WORKERS_EXPIRY: &str = "workers:expiry";
 const CANCEL: &str = "cancel";
 const ADOPTED: &str = "adopted";
+const FLEET: &str = "fleet";
 
 /// Key builder for one queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,6 +140,13 @@ impl Keys {
         format!("{}{BATCH_EVENTS}{batch}", self.prefix)
     }
 
+    /// String: the fleet id, random, set once (`SET NX`) by the first worker of the queue on
+    /// this Redis; workers label their sandboxes with it so sweeps tell fleets apart. A fixed
+    /// key of the queue: it never expires.
+    pub fn fleet(&self) -> String {
+        format!("{}{FLEET}", self.prefix)
+    }
+
     /// Pub/sub channel: ids of running jobs whose cancellation was requested.
     pub fn cancel_channel(&self) -> String {
         format!("{}{CANCEL}", self.prefix)
@@ -156,6 +164,7 @@ impl Keys {
             self.workers(),
             self.workers_expiry(),
             self.adopted(),
+            self.fleet(),
         ]);
         keys
     }
@@ -209,6 +218,7 @@ mod tests {
             k.batch_channel("b"),
             k.cancel_channel(),
             k.adopted(),
+            k.fleet(),
         ];
         for key in all {
             assert!(key.starts_with("qs:{builds}:"), "{key}");

@@ -5,6 +5,7 @@ pub mod gateway;
 pub mod log_bench;
 pub mod model;
 pub mod ops;
+pub mod private_dockerd;
 pub mod sandbox_cli;
 pub mod script_runner;
 
@@ -77,6 +78,8 @@ impl TestQueue {
         cfg.worker.drain_timeout_ms = 5_000;
         cfg.retry.base_ms = 100;
         cfg.retry.max_ms = 1_000;
+        // A job's own infrastructure failures are retried for this long, then dead-lettered.
+        cfg.retry.give_up_after_ms = 1_000;
         // Parallel tests must not fight over one port; tests that scrape pick a free one.
         cfg.metrics.listen_addr = "127.0.0.1:0".into();
         cfg.metrics.sample_interval_ms = 200;
@@ -90,6 +93,32 @@ impl TestQueue {
             dir,
             workers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A queue with this one's name and config on another Redis (`url`): another fleet that
+    /// looks the same from the engine's side. Its workers log into a folder of their own.
+    pub fn twin_on(&self, url: &str) -> Self {
+        let mut cfg = self.cfg.clone();
+        cfg.redis.url = url.to_owned();
+        let dir = self.dir.with_file_name(format!(
+            "{}-twin",
+            self.dir
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        ));
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        Self {
+            producer: Producer::new(&cfg).expect("producer"),
+            keys: self.keys.clone(),
+            cfg,
+            dir,
+            workers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// What worker `id` logged so far.
+    pub fn worker_log(&self, id: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{id}.log"))).unwrap_or_default()
     }
 
     /// A path in the test's own folder.

@@ -135,10 +135,11 @@ mod tests {
             "--ulimit nofile=1024:1024",
             "--tmpfs /tmp:rw,noexec",
             "--tmpfs /work:rw,exec",
-            "quayside/runner-c:1 sh -c",
         ] {
             assert!(line.contains(part), "{part:?} missing from {line}");
         }
+        let image = format!("{} sh -c", quayside_common::config::default_image("c"));
+        assert!(line.contains(&image), "{image:?} missing from {line}");
         let script = argv.last().expect("script");
         assert!(
             script.starts_with("cat > 'main.c' && gcc -O2") && script.ends_with("./main \"$@\""),

@@ -17,7 +17,7 @@ use quayside_common::{JobId, JobKind, Limits, Status};
 use quayside_e2e::{redis_url, within};
 use quayside_worker::logs::LogSink;
 use quayside_worker::runner::docker::DockerRunner;
-use quayside_worker::runner::{RunOutput, RunRequest, Runner, RunnerError};
+use quayside_worker::runner::{Fleet, RunOutput, RunRequest, Runner, RunnerError, RunnerErrorKind};
 use tokio_util::sync::CancellationToken;
 
 /// Limits for these tests: the defaults with room for slow compilers on a busy machine.
@@ -27,8 +27,17 @@ const LIMITS: Limits = Limits {
     ..Limits::DEFAULT
 };
 
-/// Worker ids of every harness of this process: all live, so the orphan sweep must spare them.
-static WORKERS: tokio::sync::Mutex<Vec<String>> = tokio::sync::Mutex::const_new(Vec::new());
+/// The fleet this process's harnesses run their jobs in: its own, so no other test's sweep
+/// (and no sweep of this one's) ever judges them.
+fn fleet() -> Fleet {
+    static FLEET: std::sync::OnceLock<Fleet> = std::sync::OnceLock::new();
+    FLEET
+        .get_or_init(|| Fleet {
+            queue: "e2e-docker-runner".into(),
+            id: format!("{}-{:08x}", std::process::id(), rand_u32()),
+        })
+        .clone()
+}
 
 /// A runner under a worker id of its own, plus what its jobs need.
 struct Harness {
@@ -50,9 +59,6 @@ impl Harness {
 
     async fn with(cfg: DockerConfig, languages: BTreeMap<String, LanguageConfig>) -> Self {
         let worker = format!("e2e-{}-{:08x}", std::process::id(), rand_u32());
-        within(10, "worker registry", WORKERS.lock())
-            .await
-            .push(worker.clone());
         let redis = Redis::new(&RedisConfig {
             url: redis_url(),
             ..RedisConfig::default()
@@ -180,6 +186,7 @@ fn job(language: &str, files: &[(&str, &str)], stdin: &str) -> RunRequest {
         args: Vec::new(),
         stdin: stdin.to_owned(),
         limits: LIMITS,
+        fleet: fleet(),
     }
 }
 
@@ -253,6 +260,30 @@ async fn every_language_builds_and_runs_hello_world_from_stdin() {
         assert_eq!(
             streamed, b"hello, quayside\n",
             "{lang}: stdout reached the live log"
+        );
+    }
+}
+
+/// What the runner base (`deploy/images/base`) gives every language image, checked in each
+/// image as the runner starts it: the runner user, HOME and TMPDIR on the tmpfs, no setuid or
+/// setgid file on the root filesystem, no apt lists left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_image_runs_as_the_runner_user_with_no_setuid_files() {
+    const PROBE: &str = "echo \"$(id -u):$(id -g) home=$HOME tmp=$TMPDIR\"; \
+        find / -xdev -type f -perm /6000 2>/dev/null | sed 's/^/setid /'; \
+        ls -A /var/lib/apt/lists 2>/dev/null | sed 's/^/apt /'";
+    let h = Harness::new().await;
+    for (lang, file, _) in HELLO {
+        let mut req = job(lang, &[(file, "")], "");
+        req.language_config.build_command.clear();
+        req.language_config.run_command = PROBE.into();
+        let out = h.run(&req).await;
+        assert_eq!(out.status, Status::Succeeded, "{lang}: {}", show(&out));
+        assert_eq!(
+            out.stdout.data,
+            "10001:10001 home=/tmp tmp=/tmp\n",
+            "{lang}: {}",
+            show(&out)
         );
     }
 }
@@ -557,9 +588,9 @@ async fn non_utf8_output_is_kept_byte_for_byte() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn cancel_mid_run_stops_and_removes_the_container() {
+async fn cancel_mid_run_stops_removes_the_container_and_keeps_the_output() {
     let h = Harness::new().await;
-    let req = python("import time\nprint('started', flush=True)\ntime.sleep(30)\n");
+    let req = python("import sys, time\nprint('started', flush=True)\nprint('oops', file=sys.stderr, flush=True)\ntime.sleep(30)\n");
     let cancel = CancellationToken::new();
     let canceller = {
         let cancel = cancel.clone();
@@ -571,13 +602,201 @@ async fn cancel_mid_run_stops_and_removes_the_container() {
     };
     let result = h.try_run(&req, cancel).await;
     let cancelled_at = within(10, "canceller", canceller).await.expect("canceller");
-    assert!(matches!(result, Err(RunnerError::Cancelled)), "{result:?}");
+    let out = result.expect("cancelled after the start: the output so far");
+    assert_eq!(out.status, Status::Cancelled, "{}", show(&out));
+    assert_eq!(
+        (out.stdout.data.as_str(), out.stderr.data.as_str()),
+        ("started\n", "oops\n"),
+        "what it printed before the cancel"
+    );
     assert!(
         cancelled_at.elapsed() < Duration::from_secs(2),
         "returned {:?} after the cancel",
         cancelled_at.elapsed()
     );
     h.assert_gone(&req.job_id).await;
+
+    // Cancelled before the sandbox started: nothing ran, nothing to keep.
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let req = python("print('never')\n");
+    assert!(matches!(
+        h.try_run(&req, cancel).await,
+        Err(RunnerError::Cancelled)
+    ));
+    h.assert_gone(&req.job_id).await;
+}
+
+/// Waits until the job's container runs, then does `what` to it with the docker CLI.
+async fn from_outside(h: &Harness, req: &RunRequest, what: &'static [&'static str]) {
+    let label = format!("quayside.job={}", req.job_id);
+    let id = within(60, "container running", async {
+        loop {
+            if let Some(id) = h.containers(&label).await.into_iter().next() {
+                let state = h
+                    .docker
+                    .inspect_container(
+                        &id,
+                        None::<bollard::query_parameters::InspectContainerOptions>,
+                    )
+                    .await
+                    .ok()
+                    .and_then(|i| i.state)
+                    .and_then(|s| s.running);
+                if state == Some(true) {
+                    return id;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    // Once the program printed, it is past the build step.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let out = std::process::Command::new("docker")
+        .args(what)
+        .arg(&id)
+        .output()
+        .expect("docker CLI");
+    assert!(out.status.success(), "docker {what:?}: {out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_killed_or_removed_from_outside_is_an_infrastructure_failure() {
+    let h = Arc::new(Harness::new().await);
+    for what in [&["kill"][..], &["rm", "-f"][..], &["stop", "-t", "1"][..]] {
+        let req = python("import time\nprint('up', flush=True)\ntime.sleep(30)\n");
+        let run = {
+            let (h, req) = (Arc::clone(&h), req.clone());
+            tokio::spawn(async move { h.try_run(&req, CancellationToken::new()).await })
+        };
+        from_outside(&h, &req, what).await;
+        let err = within(30, "run ends", run)
+            .await
+            .expect("task")
+            .expect_err("not the program's verdict");
+        assert!(
+            matches!(err, RunnerError::Interrupted { .. }),
+            "docker {what:?}: {err:?}"
+        );
+        assert_eq!(err.kind(), RunnerErrorKind::Transient, "retried");
+        h.assert_gone(&req.job_id).await;
+    }
+}
+
+/// x86-64 only: the program makes the sandbox's main process (the wrapper, PID 1) exit with
+/// 137 as if SIGKILLed from outside, through ptrace (same uid, no Yama here), or failing that
+/// by scribbling over its stack through /proc/1/mem.
+const FORGE_AN_OUTSIDE_KILL: &str = r#"
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.restype = ctypes.c_long
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+class Regs(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_ulonglong) for n in (
+        "r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs eflags "
+        "rsp ss fs_base gs_base ds es fs gs").split()]
+print("forging", flush=True)
+if libc.ptrace(16, 1, None, None) == 0:  # PTRACE_ATTACH
+    os.waitpid(1, 0x40000000)  # __WALL
+    r = Regs()
+    libc.ptrace(12, 1, None, ctypes.byref(r))  # PTRACE_GETREGS
+    code = bytes.fromhex("b8e7000000bf890000000f05") + b"\x90" * 4  # exit_group(137)
+    for i in range(0, 16, 8):
+        word = struct.unpack("<Q", code[i:i + 8])[0]
+        libc.ptrace(5, 1, ctypes.c_void_p(r.rip + i), ctypes.c_void_p(word))  # POKETEXT
+    r.orig_rax = (1 << 64) - 1
+    libc.ptrace(13, 1, None, ctypes.byref(r))  # PTRACE_SETREGS
+    libc.ptrace(17, 1, None, None)  # PTRACE_DETACH
+else:
+    try:
+        maps = open("/proc/1/maps").read().splitlines()
+        stack = [l for l in maps if "[stack]" in l][0].split()[0].split("-")
+        with open("/proc/1/mem", "r+b") as mem:
+            mem.seek(int(stack[0], 16))
+            mem.write(b"\xff" * (int(stack[1], 16) - int(stack[0], 16)))
+    except OSError as e:
+        print("cannot touch the wrapper:", e, flush=True)
+import time
+time.sleep(5)
+sys.exit(3)
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_program_cannot_make_its_own_ending_look_like_an_outside_kill() {
+    let h = Harness::new().await;
+    // Killing itself is the program's verdict.
+    let out = h
+        .run(&python(
+            "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n",
+        ))
+        .await;
+    assert_eq!(
+        (out.status, out.exit_code, out.signal),
+        (Status::Failed, Some(137), Some(9)),
+        "{}",
+        show(&out)
+    );
+    if cfg!(target_arch = "x86_64") {
+        // So is killing (or crashing) the wrapper that runs it: only the engine's own record
+        // of a kill makes an infrastructure failure.
+        let out = h.run(&python(FORGE_AN_OUTSIDE_KILL)).await;
+        assert_eq!(out.status, Status::Failed, "{}", show(&out));
+        assert!(out.stdout.data.starts_with("forging"), "{}", show(&out));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_log_entries_hold_whole_lines_and_a_waiting_prompt_still_shows() {
+    let h = Harness::new().await;
+    // Words written in pieces, flushed each time; then a prompt that waits (far longer than
+    // the 200 ms hold) before its answer; then a line to stderr in the middle of one.
+    let req = python(
+        "import sys, time\n\
+         for piece in ['hel', 'lo wo', 'rld\\nsecond ', 'line\\n']:\n\
+         \x20   sys.stdout.write(piece); sys.stdout.flush()\n\
+         sys.stdout.write('name? '); sys.stdout.flush(); time.sleep(2)\n\
+         sys.stdout.write('bob\\nhalf'); sys.stdout.flush()\n\
+         sys.stderr.write('warn\\n'); sys.stderr.flush()\n\
+         sys.stdout.write(' done\\n')\n",
+    );
+    let out = h.run(&req).await;
+    assert_eq!(
+        out.stdout.data,
+        "hello world\nsecond line\nname? bob\nhalf done\n",
+        "{}",
+        show(&out)
+    );
+    let log: Vec<(String, String)> = h
+        .log(&req.job_id)
+        .await
+        .into_iter()
+        .map(|(s, d)| (s, String::from_utf8_lossy(&d).into_owned()))
+        .collect();
+    let stdout: Vec<&str> = log
+        .iter()
+        .filter(|(s, _)| s == "stdout")
+        .map(|(_, d)| d.as_str())
+        .collect();
+    assert_eq!(
+        stdout.concat(),
+        out.stdout.data,
+        "the entries add up to the output"
+    );
+    for entry in &stdout {
+        assert!(
+            entry.ends_with('\n') || *entry == "name? " || *entry == "half",
+            "{entry:?} is cut mid-line: {log:?}"
+        );
+    }
+    assert!(
+        stdout.contains(&"name? "),
+        "the prompt showed before its answer: {log:?}"
+    );
+    assert!(
+        stdout.iter().any(|e| e.contains("hello world\n")),
+        "pieces joined: {log:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -700,21 +919,64 @@ async fn missing_images_and_an_unreachable_engine_are_runner_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn orphan_sweep_removes_only_containers_of_dead_workers() {
+async fn the_sweep_judges_only_its_own_fleet_and_spares_another_fleets_long_job() {
     use bollard::models::ContainerCreateBody;
     use bollard::query_parameters::CreateContainerOptions;
 
-    let h = Harness::new().await;
     let tag = format!("{:08x}", rand_u32());
-    let (dead, live) = (format!("dead-{tag}"), format!("live-{tag}"));
-    for worker in [&dead, &live] {
+    let ours = Fleet {
+        queue: "qa".into(),
+        id: format!("a-{tag}"),
+    };
+    let same_queue_other_redis = Fleet {
+        queue: "qa".into(),
+        id: format!("a2-{tag}"),
+    };
+    let other_queue = Fleet {
+        queue: "qb".into(),
+        id: format!("b-{tag}"),
+    };
+    // A long job of another fleet, running through a runner of its own.
+    let theirs = Arc::new(Harness::new().await);
+    let mut long = python("import time\ntime.sleep(4)\nprint('finished')\n");
+    long.fleet = other_queue.clone();
+    let running = {
+        let (h, req) = (Arc::clone(&theirs), long.clone());
+        tokio::spawn(async move { h.try_run(&req, CancellationToken::new()).await })
+    };
+
+    let h = Harness::new().await;
+    let me = h.runner.worker_id().to_owned();
+    let far = (quayside_common::now_ms() / 1000 + 3600).to_string();
+    let labelled = |fleet: &Fleet, worker: &str, deadline: &str, what: &str| {
+        HashMap::from([
+            ("quayside.job".to_owned(), format!("sweep-{tag}-{what}")),
+            ("quayside.worker".to_owned(), worker.to_owned()),
+            ("quayside.queue".to_owned(), fleet.queue.clone()),
+            ("quayside.fleet".to_owned(), fleet.id.clone()),
+            ("quayside.deadline".to_owned(), deadline.to_owned()),
+        ])
+    };
+    let cases = [
+        (labelled(&ours, "w-dead", &far, "dead"), false),
+        (labelled(&ours, "w-live", &far, "live"), true),
+        (labelled(&ours, &me, &far, "mine"), false),
+        (
+            labelled(&same_queue_other_redis, "w-dead", &far, "twin"),
+            true,
+        ),
+        (
+            labelled(&same_queue_other_redis, &me, &far, "twin-same-id"),
+            true,
+        ),
+        (labelled(&other_queue, "w-dead", &far, "other"), true),
+        (labelled(&other_queue, "w-dead", "1000", "expired"), false),
+    ];
+    for (labels, _) in &cases {
         let body = ContainerCreateBody {
-            image: Some("quayside/runner-c:1".into()),
+            image: Some(quayside_common::config::default_image("c")),
             cmd: Some(vec!["true".into()]),
-            labels: Some(HashMap::from([
-                ("quayside.job".to_owned(), format!("sweep-{tag}")),
-                ("quayside.worker".to_owned(), worker.clone()),
-            ])),
+            labels: Some(labels.clone()),
             ..Default::default()
         };
         within(
@@ -726,43 +988,59 @@ async fn orphan_sweep_removes_only_containers_of_dead_workers() {
         .await
         .expect("create labelled container");
     }
-    // Holding the registry: no harness starts (and so no container appears) with an id the
-    // sweep would take for dead.
-    let workers = within(10, "worker registry", WORKERS.lock()).await;
-    let alive: Vec<String> = workers.iter().cloned().chain([live.clone()]).collect();
-    let removed = within(30, "sweep", h.runner.sweep_orphans(&alive, Duration::ZERO))
-        .await
-        .expect("sweep");
-    drop(workers);
-    assert!(removed >= 1);
-    assert!(
-        h.containers(&format!("quayside.worker={dead}"))
+    within(60, "their job running", async {
+        while h
+            .containers(&format!("quayside.job={}", long.job_id))
             .await
-            .is_empty(),
-        "dead worker's container removed"
-    );
-    let kept = h.containers(&format!("quayside.worker={live}")).await;
-    assert_eq!(kept.len(), 1, "live worker's container kept");
-    for id in kept {
-        within(
-            10,
-            "remove",
-            h.docker.remove_container(
-                &id,
-                Some(bollard::query_parameters::RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-            ),
-        )
-        .await
-        .expect("remove");
+            .is_empty()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let removed = within(
+        30,
+        "sweep",
+        h.runner
+            .sweep_fleet(&ours, &["w-live".to_owned()], Duration::ZERO),
+    )
+    .await
+    .expect("sweep");
+    assert!(removed >= 3, "removed {removed}");
+    for (labels, kept) in &cases {
+        let left = h
+            .containers(&format!("quayside.job={}", labels["quayside.job"]))
+            .await;
+        assert_eq!(left.len(), usize::from(*kept), "{labels:?}");
+        for id in left {
+            within(
+                10,
+                "remove",
+                h.docker.remove_container(
+                    &id,
+                    Some(bollard::query_parameters::RemoveContainerOptions {
+                        force: true,
+                        ..Default::default()
+                    }),
+                ),
+            )
+            .await
+            .expect("remove");
+        }
     }
+    let out = within(60, "their job", running)
+        .await
+        .expect("task")
+        .expect("their job ran to its end");
+    assert_eq!(
+        (out.status, out.stdout.data.as_str()),
+        (Status::Succeeded, "finished\n")
+    );
 }
 
 /// Not a check: prints the end-to-end latency of a one-line C job (p50, runner called
 /// directly, container removal included) next to a bare create+start+wait+remove of
-/// `quayside/runner-c:1 true`, once with the engine's defaults and once with the job
+/// `quayside/runner-c true`, once with the engine's defaults and once with the job
 /// containers' hardening. Run with
 /// `cargo test -p quayside-e2e --release --test docker_runner -- --ignored --nocapture latency`.
 #[tokio::test(flavor = "multi_thread")]
@@ -788,7 +1066,7 @@ async fn latency_report() {
         async move {
             let started = Instant::now();
             let body = ContainerCreateBody {
-                image: Some("quayside/runner-c:1".into()),
+                image: Some(quayside_common::config::default_image("c")),
                 cmd: Some(vec!["true".into()]),
                 user: Some("10001:10001".into()),
                 host_config: Some(host_config),

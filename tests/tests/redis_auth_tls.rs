@@ -130,9 +130,17 @@ async fn a_password_from_config_or_environment_works_and_is_never_shown() {
             "{key} leaked by --print-config"
         );
     }
-    let startup = startup_log_of_the_real_worker(&[("QUAYSIDE_REDIS__PASSWORD", PASSWORD)]).await;
-    assert!(startup.contains("effective config"), "{startup}");
-    assert!(!startup.contains(PASSWORD), "password in the startup log");
+    for (key, value) in [
+        ("QUAYSIDE_REDIS__PASSWORD", PASSWORD),
+        ("QUAYSIDE_REDIS__URL", url_with_password.as_str()),
+    ] {
+        let startup = startup_log_of_the_real_worker(&[(key, value)]).await;
+        assert!(startup.contains("worker starting"), "{startup}");
+        assert!(
+            !startup.contains(PASSWORD),
+            "{key}: password in the startup log"
+        );
+    }
     let wrong = cli(
         &q,
         &[

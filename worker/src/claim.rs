@@ -1,5 +1,6 @@
 //! The claim loop: take as many jobs as there are free slots, highest priority first, and hand
-//! each to [`crate::execute`] together with its slot.
+//! each to [`crate::execute`] together with its slot. It claims only while the runner gate is
+//! open ([`crate::gate`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,10 +40,17 @@ pub async fn claim_loop(
     let mut error_delay = Duration::from_millis(100);
 
     loop {
+        if !ctx.gate.is_open() && !ctx.gate.wait_open(&stop).await {
+            return;
+        }
         let first = tokio::select! {
             _ = stop.cancelled() => return,
             p = Arc::clone(&slots).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
         };
+        if !ctx.gate.is_open() {
+            // Closed while this loop waited for a slot: claim nothing until it opens again.
+            continue;
+        }
         let mut permits = vec![first];
         while let Ok(p) = Arc::clone(&slots).try_acquire_owned() {
             permits.push(p);
@@ -87,7 +95,7 @@ pub async fn claim_loop(
                             _ = stop.cancelled() => return,
                             r = ctx.queue.wait_for_entries(&last, block.as_millis() as u64) => {
                                 if let Err(error) = r {
-                                    tracing::warn!(error = %error, "blocking read failed");
+                                    crate::queue::log_error(&error, "wait for new entries");
                                     sleep_or_stop(&stop, error_delay).await;
                                 }
                             }
@@ -97,7 +105,7 @@ pub async fn claim_loop(
             }
             Err(error) => {
                 drop(permits);
-                tracing::warn!(error = %error, retry_in_ms = error_delay.as_millis() as u64, "cannot claim jobs; retrying");
+                crate::queue::log_error(&error, "claim jobs");
                 if sleep_or_stop(&stop, error_delay).await {
                     return;
                 }

@@ -1,5 +1,10 @@
 //! One claimed job, from spec to terminal result: validate, run under its lease, then finish,
 //! retry or dead-letter it, each as one fenced step.
+//!
+//! An infrastructure failure is the job's own only if the runner is otherwise healthy: when
+//! the runner's check fails too, the job goes back at no cost and the gate stops claims. The
+//! job's own infrastructure failures retry (at no attempt's cost) until its first one is
+//! `retry.give_up_after_ms` old.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,11 +17,17 @@ use quayside_common::wire::{decode_spec, WireError};
 use quayside_common::{error_chain, now_ms, JobId, JobResult, JobSpec, Status};
 use tracing::Instrument as _;
 
+use crate::gate::RunnerGate;
 use crate::inflight::{InFlight, StopReason};
 use crate::metrics::{JobLabels, WorkerMetrics};
 use crate::queue::{Claimed, Completion, JobQueue, Lease, QueueError};
-use crate::retry::{decide, Disposition};
-use crate::runner::{RunOutput, RunRequest, RunnerError, SharedRunner};
+use crate::retry::{backoff_ms, decide, Disposition};
+use crate::runner::{Fleet, RunOutput, RunRequest, RunnerError, RunnerErrorKind, SharedRunner};
+use crate::upkeep::Beat;
+
+/// How long the last job in flight waits for the registry to show it gone before its result is
+/// written.
+const BEAT_WAIT: Duration = Duration::from_secs(1);
 
 /// What every execution shares.
 #[derive(Debug)]
@@ -24,9 +35,13 @@ pub struct Context {
     pub cfg: Arc<Config>,
     pub queue: Arc<dyn JobQueue>,
     pub runner: SharedRunner,
+    pub gate: Arc<RunnerGate>,
     pub inflight: Arc<InFlight>,
     pub metrics: Arc<WorkerMetrics>,
     pub worker_id: String,
+    /// The fleet this worker belongs to, for the sandboxes' labels and the sweep.
+    pub fleet: Fleet,
+    pub beat: Arc<Beat>,
 }
 
 /// Runs one claimed job to its next state. Never panics on bad input; logs what it cannot write.
@@ -96,7 +111,7 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         return;
     }
 
-    let req = match request(&ctx.cfg, spec, claimed.attempts) {
+    let req = match request(&ctx.cfg, spec, claimed.attempts, &ctx.fleet) {
         Ok(r) => r,
         Err(e) => {
             let result = finish(Status::Rejected, Some(e.to_string()));
@@ -134,44 +149,69 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         ?stop,
         "execution ended"
     );
+    // No longer in flight. When it was the last one, the registry says so before the outcome
+    // is visible (`quayside stats` right after the last job never shows it running); under
+    // load the heartbeat's own second-by-second check catches up, at no cost per job.
+    guard.tracked.finishing();
+    if ctx.inflight.is_empty() {
+        ctx.beat.now(BEAT_WAIT).await;
+    }
 
+    let cancelled = |out: Option<RunOutput>| {
+        let mut result = finish(Status::Cancelled, Some("cancelled while running".into()));
+        if let Some(out) = out {
+            // The output it printed before it was stopped.
+            result.stdout = out.stdout;
+            result.stderr = out.stderr;
+            result.compile_output = out.compile_output;
+            result.durations.compile_ms = out.compile_ms;
+            result.durations.run_ms = out.run_ms;
+        }
+        result
+    };
     match (outcome, stop) {
         (_, StopReason::LeaseLost) => {
             tracing::warn!("abandoning result: the job was taken over by another worker");
         }
-        (Ok(out), _) => {
+        (Ok(out), _) if out.status != Status::Cancelled => {
             let sandbox_start = out.sandbox_start_ms.map(Duration::from_millis);
             ctx.metrics.ran(labels, ran, sandbox_start);
             let result = completed(ctx, &id, &claimed, started_ms, out);
             tracing::info!(status = %result.status, exit_code = ?result.exit_code, "job finished");
             conclude(ctx, &lease, labels, &result, ttl, None).await;
         }
-        (Err(_), StopReason::Cancelled) => {
-            let result = finish(Status::Cancelled, Some("cancelled while running".into()));
+        (outcome, StopReason::Cancelled) => {
+            let result = cancelled(outcome.ok());
             tracing::info!("job cancelled");
             conclude(ctx, &lease, labels, &result, ttl, None).await;
         }
-        (Err(_), StopReason::Drain) => {
+        (_, StopReason::Drain) => {
             tracing::info!("handing job back: worker is draining");
-            let written = persist(ctx, &lease, "hand back", || {
-                ctx.queue
-                    .retry(&lease, 0, "worker drained before the job finished", true)
-            })
-            .await;
-            if written {
-                ctx.metrics.handed_back();
-            }
+            hand_back(ctx, &lease, "worker drained before the job finished", 0).await;
+        }
+        (Ok(_), StopReason::None) => {
+            // A runner reports `cancelled` only after its token fired.
+            tracing::error!("runner reported a cancel nobody asked for; handing the job back");
+            hand_back(ctx, &lease, "runner stopped the job by itself", 0).await;
         }
         (Err(e), StopReason::None) => {
             ctx.metrics.runner_error(&e);
-            let kind = e.kind();
             let message = error_chain(&e);
             let jitter: f64 = rand::random();
-            match decide(kind, claimed.attempts, max_attempts, &ctx.cfg.retry, jitter) {
+            if e.kind() != RunnerErrorKind::Permanent && ctx.gate.unavailable(&e).await {
+                // Not the job's failure: the runner is down. Claims stop until it is back.
+                tracing::info!(error = %message, "runner unavailable; handing the job back at no cost");
+                let delay = backoff_ms(1, &ctx.cfg.retry, jitter);
+                hand_back(ctx, &lease, &message, delay).await;
+                drop(guard);
+                return;
+            }
+            let history = ctx.queue.failure_history(&lease).await.unwrap_or_default();
+            match decide(e.kind(), history, now_ms(), &ctx.cfg.retry, jitter) {
                 Disposition::Retry { delay_ms } => {
-                    tracing::warn!(error = %message, delay_ms, "runner failed; retrying");
+                    tracing::warn!(error = %message, delay_ms, failures = history.failures + 1, "runner failed; retrying");
                     let written = persist(ctx, &lease, "retry", || {
-                        ctx.queue.retry(&lease, delay_ms, &message, false)
+                        ctx.queue.retry_infra(&lease, delay_ms, &message)
                     })
                     .await;
                     if written {
@@ -179,7 +219,15 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
                     }
                 }
                 Disposition::DeadLetter { reason } => {
-                    tracing::error!(error = %message, reason, kind = ?kind, "runner failed; dead-lettering");
+                    let message = match (reason, history.failing_since_ms) {
+                        ("infra_timeout", Some(since)) => format!(
+                            "infrastructure kept failing for {} s ({} tries); last error: {message}",
+                            now_ms().saturating_sub(since) / 1000,
+                            history.failures + 1
+                        ),
+                        _ => message,
+                    };
+                    tracing::error!(error = %message, reason, "runner failed; dead-lettering");
                     let result = finish(Status::Dead, Some(message));
                     conclude(ctx, &lease, labels, &result, ttl, Some(reason)).await;
                 }
@@ -187,6 +235,17 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         }
     }
     drop(guard);
+}
+
+/// Puts a job back without spending its attempt (draining, runner unavailable).
+async fn hand_back(ctx: &Context, lease: &Lease, why: &str, delay_ms: u64) {
+    let written = persist(ctx, lease, "hand back", || {
+        ctx.queue.retry(lease, delay_ms, why, true)
+    })
+    .await;
+    if written {
+        ctx.metrics.handed_back();
+    }
 }
 
 /// Writes the job's terminal result, with a dead letter for the reason `dead_letter` names
@@ -260,7 +319,12 @@ fn validate(cfg: &Config, claimed: &Claimed) -> Result<(JobId, JobSpec), (&'stat
     Ok((spec.id.clone(), spec))
 }
 
-fn request(cfg: &Config, spec: JobSpec, attempt: u32) -> Result<RunRequest, SpecError> {
+fn request(
+    cfg: &Config,
+    spec: JobSpec,
+    attempt: u32,
+    fleet: &Fleet,
+) -> Result<RunRequest, SpecError> {
     Ok(RunRequest {
         limits: resolve_limits(cfg, &spec)?,
         language_config: cfg
@@ -276,6 +340,7 @@ fn request(cfg: &Config, spec: JobSpec, attempt: u32) -> Result<RunRequest, Spec
         compiler_options: spec.compiler_options,
         args: spec.args,
         stdin: spec.stdin,
+        fleet: fleet.clone(),
     })
 }
 
@@ -297,7 +362,12 @@ where
                 return false;
             }
             Err(error) if Instant::now() < give_up => {
-                tracing::warn!(job_id = %lease.job_id, what, error = %error, retry_in_ms = delay.as_millis() as u64, "cannot write to redis; retrying");
+                // An unreachable Redis is the queue's outage story; other errors are news.
+                if error.is_unreachable() {
+                    tracing::debug!(job_id = %lease.job_id, what, error = %error, "cannot write to redis; retrying");
+                } else {
+                    tracing::warn!(job_id = %lease.job_id, what, error = %error, retry_in_ms = delay.as_millis() as u64, "cannot write to redis; retrying");
+                }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
             }

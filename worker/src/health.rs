@@ -1,6 +1,6 @@
 //! The operations endpoint, one HTTP listener: `/metrics` (Prometheus text format),
 //! `/healthz` (the process serves requests) and `/readyz` (not draining, Redis answers a PING
-//! and the runner's check passes; 503 otherwise).
+//! and the runner's check passes; 503 otherwise, saying why and whether the worker is claiming).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,6 +15,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::gate::RunnerGate;
+use crate::outage::Outage;
 use crate::queue::JobQueue;
 use crate::runner::SharedRunner;
 
@@ -25,7 +27,11 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Health {
     pub queue: Arc<dyn JobQueue>,
+    /// Whether Redis answers, as the worker's own calls find it.
+    pub redis: Arc<Outage>,
     pub runner: SharedRunner,
+    /// Whether the worker claims jobs (closed while the runner is unavailable).
+    pub gate: Arc<RunnerGate>,
     /// Fires when the worker starts draining: from then on it is not ready.
     pub draining: CancellationToken,
     /// `None`: metrics are off and `/metrics` answers 404.
@@ -41,6 +47,15 @@ pub struct Readiness {
     pub redis: String,
     /// `ok` or the error.
     pub runner: String,
+    /// Whether the worker claims jobs: not while draining, and not while the runner's check
+    /// fails (it starts again by itself once the check passes).
+    pub claiming: bool,
+    /// Since when Redis is down, as the worker's own calls found it (`HH:MM:SS UTC`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_down_since: Option<String>,
+    /// Why the worker is not claiming for the runner's sake, and since when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runner_down: Option<String>,
 }
 
 impl Health {
@@ -67,6 +82,12 @@ impl Health {
             draining,
             redis,
             runner,
+            claiming: !draining && self.gate.is_open(),
+            redis_down_since: self
+                .redis
+                .down()
+                .map(|(since, _)| crate::outage::clock(since)),
+            runner_down: self.gate.closed_because(),
         }
     }
 }

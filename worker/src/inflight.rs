@@ -2,7 +2,7 @@
 //! renewal on a timer and cancellation requests from the cancel channel.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +30,9 @@ pub struct Tracked {
     pub lease: Lease,
     pub cancel: CancellationToken,
     reason: AtomicU8,
+    /// Its run is over and its outcome is being written: no longer in flight, and its lease
+    /// is no longer renewed (the write ends it; a renewal racing it would only see it gone).
+    finishing: AtomicBool,
 }
 
 impl Tracked {
@@ -42,6 +45,15 @@ impl Tracked {
             Ordering::Acquire,
         );
         self.cancel.cancel();
+    }
+
+    /// The run is over; from now on the job's outcome is being written.
+    pub fn finishing(&self) {
+        self.finishing.store(true, Ordering::Release);
+    }
+
+    pub fn is_finishing(&self) -> bool {
+        self.finishing.load(Ordering::Acquire)
     }
 
     pub fn reason(&self) -> StopReason {
@@ -67,6 +79,7 @@ impl InFlight {
             lease,
             cancel: CancellationToken::new(),
             reason: AtomicU8::new(StopReason::None as u8),
+            finishing: AtomicBool::new(false),
         });
         self.jobs
             .lock()
@@ -78,8 +91,14 @@ impl InFlight {
         }
     }
 
+    /// Jobs running now (not those whose outcome is being written).
     pub fn len(&self) -> usize {
-        self.jobs.lock().expect("lock poisoned").len()
+        self.jobs
+            .lock()
+            .expect("lock poisoned")
+            .values()
+            .filter(|t| !t.is_finishing())
+            .count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -125,7 +144,11 @@ impl InFlight {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let jobs = self.snapshot();
+            let jobs: Vec<Arc<Tracked>> = self
+                .snapshot()
+                .into_iter()
+                .filter(|t| !t.is_finishing())
+                .collect();
             if jobs.is_empty() {
                 continue;
             }
@@ -136,6 +159,8 @@ impl InFlight {
                         match state {
                             LeaseState::Held => {}
                             LeaseState::CancelRequested => t.stop(StopReason::Cancelled),
+                            // Finished while the renewal was on its way: the finish took the entry.
+                            LeaseState::Lost if t.is_finishing() => {}
                             LeaseState::Lost => {
                                 tracing::warn!(job_id = %t.lease.job_id, "lease lost to another worker; stopping execution");
                                 t.stop(StopReason::LeaseLost);
@@ -147,9 +172,7 @@ impl InFlight {
                         }
                     }
                 }
-                Err(error) => {
-                    tracing::warn!(error = %error, jobs = jobs.len(), "cannot renew leases; retrying")
-                }
+                Err(error) => crate::queue::log_error(&error, "renew leases"),
             }
         }
     }
@@ -175,9 +198,7 @@ impl InFlight {
                         },
                     }
                 },
-                Err(error) => {
-                    tracing::warn!(error = %error, "cannot subscribe to cancellations; retrying")
-                }
+                Err(error) => crate::queue::log_error(&error, "subscribe to cancellations"),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,

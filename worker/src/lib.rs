@@ -5,7 +5,10 @@
 //! - [`execute`]: one job: validate its spec, run it on the [`runner`], then finish, retry or
 //!   dead-letter it through one fenced [`queue`] script.
 //! - [`inflight`]: the running jobs, their lease renewal and cancellation.
+//! - [`gate`]: claims only while the runner is available; a probe reopens it.
 //! - [`retry`]: the pure retry/dead-letter decision and backoff.
+//! - [`upkeep`]: heartbeat, orphan sweep and removal retries, promotion, queue sampling.
+//! - [`outage`]: one log story per outage of Redis or the runner.
 //! - [`queue`]: the queue seam ([`queue::JobQueue`]) and its Redis implementation.
 //! - [`runner`]: the runner seam ([`runner::Runner`]).
 //! - [`shutdown`], [`telemetry`]: signals and drain; logs.
@@ -16,15 +19,18 @@
 
 pub mod claim;
 pub mod execute;
+pub mod gate;
 pub mod health;
 pub mod inflight;
 pub mod logs;
 pub mod metrics;
+pub mod outage;
 pub mod queue;
 pub mod retry;
 pub mod runner;
 pub mod shutdown;
 pub mod telemetry;
+pub mod upkeep;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,17 +38,18 @@ use std::time::Duration;
 use quayside_common::config::Config;
 use quayside_common::connection::{ConnectError, Redis};
 use quayside_common::job::SpecError;
-use quayside_common::{now_ms, Keys};
+use quayside_common::Keys;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::execute::Context;
+use crate::gate::RunnerGate;
 use crate::health::Health;
 use crate::inflight::{InFlight, StopReason};
 use crate::metrics::WorkerMetrics;
-use crate::queue::{JobQueue, RedisQueue};
-use crate::runner::{RunnerError, SharedRunner};
+use crate::queue::{log_error, JobQueue, Observed, RedisQueue};
+use crate::runner::{Fleet, SharedRunner};
 
 /// Why the worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -56,12 +63,6 @@ pub enum WorkerError {
         addr: String,
         #[source]
         source: std::io::Error,
-    },
-    #[error("runner {runner} is not ready")]
-    Runner {
-        runner: &'static str,
-        #[source]
-        source: RunnerError,
     },
 }
 
@@ -94,8 +95,8 @@ pub fn generate_worker_id() -> String {
 /// operations endpoint (`metrics.listen_addr`) serves from the start to the end of the drain.
 ///
 /// # Errors
-/// The queue name is invalid, the listen address cannot be bound or the runner is not ready.
-/// Redis being unreachable is not an error: the worker waits for it.
+/// The queue name is invalid or the listen address cannot be bound. Redis or the runner being
+/// unavailable is not an error: the worker waits for them (`/readyz` says why).
 pub async fn run(
     cfg: Config,
     runner: SharedRunner,
@@ -105,12 +106,14 @@ pub async fn run(
     let worker_id = cfg.worker.id.clone().unwrap_or_else(generate_worker_id);
     let keys = Keys::new(&cfg.queue.name)?;
     let redis = Arc::new(Redis::new(&cfg.redis)?);
-    let queue: Arc<dyn JobQueue> = Arc::new(RedisQueue::new(
+    let observed = Observed::new(RedisQueue::new(
         redis,
         keys,
         cfg.queue.clone(),
         worker_id.clone(),
     ));
+    let redis_outage = observed.outage();
+    let queue: Arc<dyn JobQueue> = Arc::new(observed);
     let exporter = if cfg.metrics.enabled {
         metrics::install()
     } else {
@@ -122,6 +125,7 @@ pub async fn run(
         cfg.worker.slots,
         cfg.languages.keys(),
     ));
+    let gate = Arc::new(RunnerGate::new(Arc::clone(&runner), Arc::clone(&metrics)));
 
     // Background tasks live until the drain is over; the listener starts first, so /healthz
     // answers and /readyz says why while Redis or the runner is not there yet.
@@ -142,7 +146,9 @@ pub async fn run(
             }
             let health = Arc::new(Health {
                 queue: Arc::clone(&queue),
+                redis: redis_outage,
                 runner: Arc::clone(&runner),
+                gate: Arc::clone(&gate),
                 draining: shutdown.clone(),
                 metrics: exporter.clone(),
             });
@@ -151,11 +157,12 @@ pub async fn run(
         if let Some(handle) = exporter.clone() {
             chores.spawn(metrics::upkeep(handle, background.clone()));
         }
+        chores.spawn(Arc::clone(&gate).probe_forever(background.clone()));
         serve(
             &cfg,
             &worker_id,
             queue.clone(),
-            runner,
+            (runner, gate),
             metrics,
             exporter.is_some(),
             (&chores, &background),
@@ -179,32 +186,42 @@ async fn serve(
     cfg: &Arc<Config>,
     worker_id: &str,
     queue: Arc<dyn JobQueue>,
-    runner: SharedRunner,
+    (runner, gate): (SharedRunner, Arc<RunnerGate>),
     metrics: Arc<WorkerMetrics>,
     sample: bool,
     (chores, background): (&TaskTracker, &CancellationToken),
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    runner.check().await.map_err(|source| WorkerError::Runner {
-        runner: runner.name(),
-        source,
-    })?;
-    while let Err(error) = queue.prepare().await {
-        tracing::warn!(error = %error, "redis not ready; retrying");
+    // Redis first (the queue's outage log says what is wrong, once), then the fleet id.
+    let fleet_id = loop {
+        match queue.prepare().await {
+            Ok(()) => match queue.fleet_id().await {
+                Ok(id) => break id,
+                Err(error) => log_error(&error, "read the fleet id"),
+            },
+            Err(error) => log_error(&error, "prepare the queue"),
+        }
         if claim::sleep_or_stop(&shutdown, Duration::from_secs(1)).await {
             return Ok(());
         }
-    }
-    tracing::info!(worker = %worker_id, queue = %cfg.queue.name, slots = cfg.worker.slots, runner = runner.name(), "worker started");
+    };
+    let fleet = Fleet {
+        queue: cfg.queue.name.clone(),
+        id: fleet_id,
+    };
+    tracing::info!(worker = %worker_id, queue = %cfg.queue.name, fleet = %fleet.id, slots = cfg.worker.slots, runner = runner.name(), "worker started");
 
     let inflight = Arc::new(InFlight::default());
     let ctx = Arc::new(Context {
         cfg: Arc::clone(cfg),
         queue: Arc::clone(&queue),
         runner: Arc::clone(&runner),
+        gate,
         inflight: Arc::clone(&inflight),
         metrics: Arc::clone(&metrics),
         worker_id: worker_id.to_owned(),
+        fleet,
+        beat: Arc::default(),
     });
 
     chores.spawn(Arc::clone(&inflight).renew_forever(
@@ -213,14 +230,15 @@ async fn serve(
         background.clone(),
     ));
     chores.spawn(Arc::clone(&inflight).listen_for_cancels(Arc::clone(&queue), background.clone()));
-    chores.spawn(promote_loop(
+    chores.spawn(upkeep::promote_loop(
         Arc::clone(&queue),
         cfg.worker.promote_interval_ms,
         background.clone(),
     ));
-    chores.spawn(heartbeat_loop(Arc::clone(&ctx), background.clone()));
+    chores.spawn(upkeep::heartbeat_loop(Arc::clone(&ctx), background.clone()));
+    chores.spawn(upkeep::sandbox_loop(Arc::clone(&ctx), background.clone()));
     if sample {
-        chores.spawn(sample_loop(
+        chores.spawn(upkeep::sample_loop(
             Arc::clone(&queue),
             Arc::clone(&metrics),
             Duration::from_millis(cfg.metrics.sample_interval_ms),
@@ -248,97 +266,28 @@ async fn serve(
         inflight.stop_all(StopReason::Drain);
         jobs.wait().await;
     }
+    remove_leftovers(&runner).await;
     Ok(())
 }
 
-/// Samples the queue's size into the queue gauges every `every`. Every worker samples (so the
-/// gauges survive any one worker); dashboards aggregate them with `max`.
-async fn sample_loop(
-    queue: Arc<dyn JobQueue>,
-    metrics: Arc<WorkerMetrics>,
-    every: Duration,
-    stop: CancellationToken,
-) {
+/// How long a draining worker keeps trying to remove sandboxes whose removal failed.
+const LEFTOVER_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Before exit: removes what this worker failed to remove, as far as the runner allows.
+async fn remove_leftovers(runner: &SharedRunner) {
+    let give_up = tokio::time::Instant::now() + LEFTOVER_PATIENCE;
     loop {
-        match queue.sample().await {
-            Ok(sample) => metrics.set_queue(&sample),
-            Err(error) => {
-                metrics.sample_failed();
-                tracing::debug!(error = %error, "cannot sample queue gauges");
-            }
-        }
-        if claim::sleep_or_stop(&stop, every).await {
+        let left = runner.retry_removals().await;
+        if left == 0 {
             return;
         }
-    }
-}
-
-/// Moves due retries back to their streams every `interval_ms`.
-async fn promote_loop(queue: Arc<dyn JobQueue>, interval_ms: u64, stop: CancellationToken) {
-    let interval = Duration::from_millis(interval_ms);
-    loop {
-        if let Err(error) = queue.promote(1000).await {
-            tracing::warn!(error = %error, "cannot promote due retries");
-        }
-        if claim::sleep_or_stop(&stop, interval).await {
+        if tokio::time::Instant::now() >= give_up {
+            tracing::warn!(
+                left,
+                "exiting with sandboxes this worker could not remove; the fleet's sweep will"
+            );
             return;
         }
-    }
-}
-
-/// How often a worker looks for sandboxes of dead workers.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Removes sandboxes whose worker is no longer in the registry (it crashed mid-job).
-async fn sweep_orphans(ctx: &Context) {
-    match ctx.queue.live_workers().await {
-        Ok(live) => match ctx.runner.sweep_orphans(&live).await {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, "removed sandboxes of dead workers"),
-            Err(error) => tracing::warn!(error = %error, "cannot sweep sandboxes of dead workers"),
-        },
-        Err(error) => tracing::warn!(error = %error, "cannot list live workers"),
-    }
-}
-
-/// Keeps this worker's entry in the registry fresh: every `heartbeat_interval_ms`, and within a
-/// second of its in-flight count changing, so `quayside stats` shows what runs now. Now and then
-/// it also sweeps dead workers' sandboxes.
-async fn heartbeat_loop(ctx: Arc<Context>, stop: CancellationToken) {
-    let every = Duration::from_millis(ctx.cfg.worker.heartbeat_interval_ms);
-    let check = every.min(Duration::from_secs(1));
-    let started = now_ms();
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let mut sent: Option<usize> = None;
-    let mut due = tokio::time::Instant::now();
-    let mut sweep_due = tokio::time::Instant::now();
-    loop {
-        let in_flight = ctx.inflight.len();
-        if sent != Some(in_flight) || tokio::time::Instant::now() >= due {
-            let doc = serde_json::json!({
-                "id": ctx.worker_id,
-                "host": host.trim(),
-                "pid": std::process::id(),
-                "version": env!("CARGO_PKG_VERSION"),
-                "runner": ctx.runner.name(),
-                "slots": ctx.cfg.worker.slots,
-                "in_flight": in_flight,
-                "started_at_ms": started,
-                "heartbeat_at_ms": now_ms(),
-            });
-            let ttl_ms = ctx.cfg.worker.heartbeat_interval_ms * 3;
-            match ctx.queue.heartbeat(&doc.to_string(), ttl_ms).await {
-                Ok(()) => sent = Some(in_flight),
-                Err(error) => tracing::warn!(error = %error, "cannot heartbeat"),
-            }
-            due = tokio::time::Instant::now() + every;
-        }
-        if tokio::time::Instant::now() >= sweep_due {
-            sweep_orphans(&ctx).await;
-            sweep_due = tokio::time::Instant::now() + SWEEP_INTERVAL;
-        }
-        if claim::sleep_or_stop(&stop, check).await {
-            return;
-        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

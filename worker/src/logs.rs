@@ -6,6 +6,7 @@ use std::sync::Arc;
 use quayside_common::connection::Redis;
 use quayside_common::scripts::Scripts;
 
+use crate::outage::Outage;
 use crate::queue::Lease;
 
 /// Which output a log entry came from (the `s` field of the log stream).
@@ -52,6 +53,8 @@ pub struct LogSink {
     fence: Option<Arc<Fence>>,
     wrote: Arc<AtomicBool>,
     refused: Arc<AtomicBool>,
+    /// Where an unreachable Redis is reported instead of a warning per chunk.
+    outage: Option<Arc<Outage>>,
 }
 
 impl LogSink {
@@ -64,6 +67,7 @@ impl LogSink {
             fence: None,
             wrote: Arc::default(),
             refused: Arc::default(),
+            outage: None,
         }
     }
 
@@ -89,6 +93,15 @@ impl LogSink {
         }
     }
 
+    /// Reports an unreachable Redis to `outage` (one story per outage) instead of warning
+    /// for every chunk.
+    pub fn reporting_to(self, outage: Arc<Outage>) -> Self {
+        Self {
+            outage: Some(outage),
+            ..self
+        }
+    }
+
     /// Whether anything was appended.
     pub fn wrote(&self) -> bool {
         self.wrote.load(Ordering::Acquire)
@@ -100,7 +113,7 @@ impl LogSink {
             return;
         }
         let result = async {
-            let mut conn = self.redis.conn().await.map_err(|e| e.to_string())?;
+            let mut conn = self.redis.conn().await.map_err(|e| (true, e.to_string()))?;
             let appended = match &self.fence {
                 Some(f) => {
                     let l = &f.lease;
@@ -134,17 +147,23 @@ impl LogSink {
             };
             appended.map_err(|e| {
                 self.redis.note_error(&e);
-                e.to_string()
+                (crate::queue::unreachable(&e), e.to_string())
             })
         }
         .await;
-        match result {
-            Ok(true) => self.wrote.store(true, Ordering::Release),
-            Ok(false) => {
+        if let (Ok(_), Some(outage)) = (&result, &self.outage) {
+            outage.recovered();
+        }
+        match (result, &self.outage) {
+            (Ok(true), _) => self.wrote.store(true, Ordering::Release),
+            (Ok(false), _) => {
                 self.refused.store(true, Ordering::Release);
                 tracing::debug!(key = %self.key, "log append refused: this execution no longer holds the job");
             }
-            Err(error) => tracing::warn!(key = %self.key, %error, "cannot append to job log"),
+            (Err((true, error)), Some(outage)) => outage.failed(&error),
+            (Err((_, error)), _) => {
+                tracing::warn!(key = %self.key, %error, "cannot append to job log")
+            }
         }
     }
 }

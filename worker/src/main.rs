@@ -18,6 +18,7 @@ struct Args {
     /// Print the effective config (secrets redacted) as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Log line format (on stderr).
     #[arg(long, value_enum, default_value = "pretty")]
     log_format: LogFormat,
     /// Log level (a tracing filter) when RUST_LOG is unset; overrides `log.level`.
@@ -53,7 +54,6 @@ async fn main() -> ExitCode {
     cfg.worker
         .id
         .get_or_insert_with(quayside_worker::generate_worker_id);
-    tracing::info!(config = ?cfg.redacted(), "effective config");
 
     let runner = match quayside_worker::runner::build(&cfg) {
         Ok(r) => r,
@@ -62,6 +62,15 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    tracing::info!(
+        worker = cfg.worker.id.as_deref().unwrap_or_default(),
+        queue = %cfg.queue.name,
+        redis = %quayside_common::connection::endpoint(&cfg.redis),
+        runner = runner.name(),
+        slots = cfg.worker.slots,
+        languages = %cfg.languages.keys().map(String::as_str).collect::<Vec<_>>().join(","),
+        "worker starting (--print-config prints the whole effective config)"
+    );
     let shutdown = CancellationToken::new();
     quayside_worker::shutdown::watch_signals(shutdown.clone());
     match quayside_worker::run(cfg, runner, shutdown).await {
@@ -70,5 +79,20 @@ async fn main() -> ExitCode {
             tracing::error!(error = %format!("{:#}", anyhow::Error::from(e)), "worker failed");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn every_flag_has_help() {
+        let undocumented: Vec<_> = super::Args::command()
+            .get_arguments()
+            .filter(|a| a.get_help().is_none())
+            .map(|a| a.get_id().to_string())
+            .collect();
+        assert!(undocumented.is_empty(), "no help text: {undocumented:?}");
     }
 }

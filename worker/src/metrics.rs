@@ -58,6 +58,8 @@ pub const WORKER_SLOTS: &str = "quayside_worker_slots";
 pub const WORKER_SLOTS_FREE: &str = "quayside_worker_slots_free";
 /// 1 while draining after SIGTERM or SIGINT.
 pub const WORKER_DRAINING: &str = "quayside_worker_draining";
+/// 1 while the worker claims jobs: not draining and its runner's check passes.
+pub const WORKER_CLAIMING: &str = "quayside_worker_claiming";
 /// Always 1; labelled version, runner.
 pub const BUILD_INFO: &str = "quayside_build_info";
 
@@ -78,7 +80,7 @@ pub const QUEUE_WORKERS: &str = "quayside_queue_workers";
 pub const QUEUE_SAMPLE_ERRORS_TOTAL: &str = "quayside_queue_sample_errors_total";
 
 /// Every name above, for tests and docs checks.
-pub const ALL: [&str; 23] = [
+pub const ALL: [&str; 24] = [
     JOBS_CLAIMED_TOTAL,
     JOBS_FINISHED_TOTAL,
     JOBS_RETRIED_TOTAL,
@@ -94,6 +96,7 @@ pub const ALL: [&str; 23] = [
     WORKER_SLOTS,
     WORKER_SLOTS_FREE,
     WORKER_DRAINING,
+    WORKER_CLAIMING,
     BUILD_INFO,
     QUEUE_DEPTH,
     QUEUE_LAG,
@@ -173,7 +176,7 @@ fn describe() {
     );
     describe_counter!(
         JOBS_HANDED_BACK_TOTAL,
-        "Running jobs handed back unfinished by this worker while draining."
+        "Jobs handed back unfinished by this worker, attempt refunded (drain, runner unavailable)."
     );
     describe_counter!(
         RUNNER_ERRORS_TOTAL,
@@ -206,6 +209,10 @@ fn describe() {
     describe_gauge!(
         WORKER_DRAINING,
         "1 while this worker drains after SIGTERM or SIGINT, else 0."
+    );
+    describe_gauge!(
+        WORKER_CLAIMING,
+        "1 while this worker claims jobs; 0 while draining or while its runner's check fails."
     );
     describe_gauge!(
         BUILD_INFO,
@@ -281,6 +288,9 @@ pub struct WorkerMetrics {
     in_flight: Gauge,
     slots_free: Gauge,
     draining: Gauge,
+    claiming: Gauge,
+    /// Set with `draining`: claiming stays 0 from then on.
+    drained: std::sync::atomic::AtomicBool,
     reclaimed: Counter,
     handed_back: Counter,
     sample_errors: Counter,
@@ -315,6 +325,8 @@ impl WorkerMetrics {
         in_flight.set(0.0);
         let draining = metrics::gauge!(WORKER_DRAINING, "queue" => q());
         draining.set(0.0);
+        let claiming = metrics::gauge!(WORKER_CLAIMING, "queue" => q());
+        claiming.set(0.0);
         let mut languages: Vec<SharedString> = languages
             .into_iter()
             .map(|l| SharedString::from(l.clone()))
@@ -328,6 +340,8 @@ impl WorkerMetrics {
             in_flight,
             slots_free,
             draining,
+            claiming,
+            drained: std::sync::atomic::AtomicBool::new(false),
             reclaimed: metrics::counter!(JOBS_RECLAIMED_TOTAL, "queue" => q()),
             handed_back: metrics::counter!(JOBS_HANDED_BACK_TOTAL, "queue" => q()),
             sample_errors: metrics::counter!(QUEUE_SAMPLE_ERRORS_TOTAL, "queue" => q()),
@@ -492,7 +506,17 @@ impl WorkerMetrics {
     }
 
     pub fn set_draining(&self) {
+        self.drained
+            .store(true, std::sync::atomic::Ordering::Release);
         self.draining.set(1.0);
+        self.claiming.set(0.0);
+    }
+
+    /// Whether the runner gate lets this worker claim.
+    pub fn set_claiming(&self, on: bool) {
+        if !self.drained.load(std::sync::atomic::Ordering::Acquire) {
+            self.claiming.set(if on { 1.0 } else { 0.0 });
+        }
     }
 
     pub fn set_queue(&self, s: &QueueSample) {

@@ -2,6 +2,7 @@
 
 use quayside_common::config::RetryConfig;
 
+use crate::queue::FailureHistory;
 use crate::runner::RunnerErrorKind;
 
 /// The next step for a job whose attempt failed for infrastructure reasons.
@@ -13,12 +14,14 @@ pub enum Disposition {
     DeadLetter { reason: &'static str },
 }
 
-/// Transient failures retry with backoff until `max_attempts` executions have started;
-/// permanent ones are dead-lettered at once.
+/// What to do after an infrastructure failure of the job's own (the runner as a whole was
+/// healthy): permanent ones are dead-lettered at once; transient ones retry with backoff until
+/// the job's first such failure (`history`) is `policy.give_up_after_ms` old, whatever their
+/// number, so a burst of quick failures cannot use a job up.
 pub fn decide(
     kind: RunnerErrorKind,
-    attempts: u32,
-    max_attempts: u32,
+    history: FailureHistory,
+    now_ms: u64,
     policy: &RetryConfig,
     jitter: f64,
 ) -> Disposition {
@@ -26,13 +29,17 @@ pub fn decide(
         RunnerErrorKind::Permanent => Disposition::DeadLetter {
             reason: "permanent_error",
         },
-        RunnerErrorKind::Transient | RunnerErrorKind::Cancelled if attempts >= max_attempts => {
+        RunnerErrorKind::Transient | RunnerErrorKind::Cancelled
+            if history
+                .failing_since_ms
+                .is_some_and(|since| now_ms.saturating_sub(since) >= policy.give_up_after_ms) =>
+        {
             Disposition::DeadLetter {
-                reason: "attempts_exhausted",
+                reason: "infra_timeout",
             }
         }
         RunnerErrorKind::Transient | RunnerErrorKind::Cancelled => Disposition::Retry {
-            delay_ms: backoff_ms(attempts, policy, jitter),
+            delay_ms: backoff_ms(history.failures.saturating_add(1), policy, jitter),
         },
     }
 }
@@ -57,6 +64,7 @@ mod tests {
         RetryConfig {
             base_ms: 100,
             max_ms: 1_000,
+            give_up_after_ms: 10_000,
         }
     }
 
@@ -78,16 +86,41 @@ mod tests {
     }
 
     #[test]
-    fn transient_retries_until_attempts_run_out() {
+    fn transient_retries_until_failing_for_too_long_however_many() {
         let p = policy();
-        assert!(matches!(
-            decide(RunnerErrorKind::Transient, 1, 3, &p, 0.5),
-            Disposition::Retry { .. }
-        ));
+        let history = |since, failures| FailureHistory {
+            failing_since_ms: since,
+            failures,
+        };
+        let first = decide(
+            RunnerErrorKind::Transient,
+            history(None, 0),
+            50_000,
+            &p,
+            1.0,
+        );
+        assert_eq!(first, Disposition::Retry { delay_ms: 100 });
         assert_eq!(
-            decide(RunnerErrorKind::Transient, 3, 3, &p, 0.5),
+            decide(
+                RunnerErrorKind::Transient,
+                history(Some(45_000), 50),
+                50_000,
+                &p,
+                1.0
+            ),
+            Disposition::Retry { delay_ms: 1_000 },
+            "fifty quick failures are not a reason to give up"
+        );
+        assert_eq!(
+            decide(
+                RunnerErrorKind::Transient,
+                history(Some(40_000), 2),
+                50_000,
+                &p,
+                0.0
+            ),
             Disposition::DeadLetter {
-                reason: "attempts_exhausted"
+                reason: "infra_timeout"
             }
         );
     }
@@ -95,7 +128,13 @@ mod tests {
     #[test]
     fn permanent_is_dead_lettered_at_once() {
         assert_eq!(
-            decide(RunnerErrorKind::Permanent, 1, 5, &policy(), 0.0),
+            decide(
+                RunnerErrorKind::Permanent,
+                FailureHistory::default(),
+                0,
+                &policy(),
+                0.0
+            ),
             Disposition::DeadLetter {
                 reason: "permanent_error"
             }

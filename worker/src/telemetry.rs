@@ -7,7 +7,9 @@ use tracing_subscriber::EnvFilter;
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
+    /// Human-readable lines.
     Pretty,
+    /// One JSON object per line, for log shippers.
     Json,
 }
 

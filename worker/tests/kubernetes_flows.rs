@@ -22,7 +22,7 @@ use quayside_common::limits::Limits;
 use quayside_common::{JobId, JobKind, Status};
 use quayside_worker::logs::LogSink;
 use quayside_worker::runner::kubernetes::KubernetesRunner;
-use quayside_worker::runner::{RunOutput, RunRequest, Runner, RunnerError, RunnerErrorKind};
+use quayside_worker::runner::{Fleet, RunOutput, RunRequest, Runner, RunnerError, RunnerErrorKind};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -58,6 +58,15 @@ fn request() -> RunRequest {
         args: vec![],
         stdin: String::new(),
         limits: Limits::DEFAULT,
+        fleet: fleet(),
+    }
+}
+
+/// The fleet every flow here runs in.
+fn fleet() -> Fleet {
+    Fleet {
+        queue: "qa".into(),
+        id: "f1".into(),
     }
 }
 
@@ -342,16 +351,25 @@ pub async fn cancel_mid_run(fake: &FakeApi) {
     let kube = tokio::spawn(async move {
         let (job, pod) = start_pod(&f).await;
         let (nonce, _) = f.nonces(&job);
-        f.set_log(&pod, format!("{nonce}:0\n").into_bytes(), true);
+        f.set_log(
+            &pod,
+            format!("building\n{nonce}:0\nstep 1\n").into_bytes(),
+            true,
+        );
         f.set_pod_status(&pod, running());
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
         c.cancel();
     });
-    let err = run_with(fake, &request(), cancel)
+    let out = run_with(fake, &request(), cancel)
         .await
-        .expect_err("cancelled");
+        .expect("cancelled with the output so far");
     step("script", kube).await.expect("script");
-    assert!(matches!(err, RunnerError::Cancelled), "{err}");
+    assert_eq!(out.status, Status::Cancelled);
+    assert_eq!(
+        out.stdout.data, "step 1\n",
+        "what it printed before the cancel"
+    );
+    assert_eq!(out.compile_output.data, "building\n");
 }
 
 #[tokio::test]
@@ -359,10 +377,12 @@ async fn cancel_mid_run_deletes_the_job() {
     cancel_mid_run(&FakeApi::new()).await;
 }
 
-/// Objects a worker left, labelled as the runner labels them.
-fn leftover(fake: &FakeApi, name: &str, worker: &str) {
+/// Objects a worker left, labelled as the runner labels them (`deadline`: unix seconds).
+fn leftover(fake: &FakeApi, name: &str, worker: &str, fleet_id: &str, deadline: i64) {
     let meta = json!({"name": name, "creationTimestamp": "2026-01-01T00:00:00Z", "labels": {
-        "app.kubernetes.io/managed-by": "quayside-worker", "quayside.worker": worker, "quayside.sandbox": name}});
+        "app.kubernetes.io/managed-by": "quayside-worker", "quayside.worker": worker,
+        "quayside.sandbox": name, "quayside.queue": "qa", "quayside.fleet": fleet_id,
+        "quayside.job": "j", "quayside.deadline": deadline.to_string()}});
     fake.insert(
         "jobs",
         json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": meta}),
@@ -374,31 +394,85 @@ fn leftover(fake: &FakeApi, name: &str, worker: &str) {
 }
 
 pub async fn restart_sweeps(fake: &FakeApi) {
-    leftover(fake, "quayside-a1-old", "w1");
-    leftover(fake, "quayside-a1-dead", "w9");
-    leftover(fake, "quayside-a1-live", "w2");
+    let far = 4_000_000_000;
+    leftover(fake, "quayside-a1-old", "w1", "f1", far);
+    leftover(fake, "quayside-a1-dead", "w9", "f1", far);
+    leftover(fake, "quayside-a1-live", "w2", "f1", far);
+    leftover(fake, "quayside-a1-other-fleet", "w9", "f2", far);
+    leftover(fake, "quayside-a1-expired", "w8", "f2", 1_000);
     let restarted = runner(fake, "w1");
     step("check", restarted.check()).await.expect("check");
-    assert!(
-        fake.get("jobs", "quayside-a1-old").is_none(),
-        "own leftovers swept on first use"
-    );
-    assert!(fake.get("configmaps", "quayside-a1-old").is_none());
-    let removed = step("orphan sweep", restarted.sweep_orphans(&["w2".to_owned()]))
-        .await
-        .expect("sweep");
-    assert_eq!(removed, 1);
+    let removed = step(
+        "orphan sweep",
+        restarted.sweep_orphans(&fleet(), &["w2".to_owned()]),
+    )
+    .await
+    .expect("sweep");
+    assert_eq!(removed, 3);
     assert_eq!(
         fake.names("jobs"),
-        ["quayside-a1-live"],
-        "a live worker's job is kept"
+        ["quayside-a1-live", "quayside-a1-other-fleet"],
+        "a live worker's job is kept, and so is another fleet's"
     );
-    assert_eq!(fake.names("configmaps"), ["quayside-a1-live"]);
+    assert_eq!(
+        fake.names("configmaps"),
+        ["quayside-a1-live", "quayside-a1-other-fleet"]
+    );
 }
 
 #[tokio::test]
-async fn worker_restart_sweeps_leftovers_by_label() {
+async fn the_sweep_removes_only_the_fleets_orphans_and_what_is_long_expired() {
     restart_sweeps(&FakeApi::new()).await;
+}
+
+#[tokio::test]
+async fn a_pod_deleted_from_outside_is_an_infrastructure_failure_not_a_verdict() {
+    let fake = FakeApi::new();
+    let f = fake.clone();
+    let err = play(&fake, async move {
+        let (job, pod) = start_pod(&f).await;
+        let (nonce, _) = f.nonces(&job);
+        f.set_log(&pod, format!("{nonce}:0\nworking\n").into_bytes(), false);
+        f.set_pod_status(&pod, running());
+        // `kubectl delete pod`: a deletion timestamp, then the kubelet's kill.
+        f.mark_deleting(&pod);
+        f.set_pod_status(&pod, terminated(137, Some("Error")));
+    })
+    .await
+    .expect_err("not the program's verdict");
+    assert!(matches!(err, RunnerError::Interrupted { .. }), "{err}");
+    assert_eq!(err.kind(), RunnerErrorKind::Transient);
+
+    // The same exit status without a deletion is the program's own SIGKILL.
+    let fake = FakeApi::new();
+    let out = play(&fake, kubelet(fake.clone(), "", "", 137, Some("Error")))
+        .await
+        .expect("ran");
+    assert_eq!(
+        (out.status, out.exit_code, out.signal),
+        (Status::Failed, Some(137), Some(9))
+    );
+}
+
+#[tokio::test]
+async fn a_failed_deletion_is_retried_until_it_succeeds() {
+    let fake = FakeApi::new();
+    fake.fail_next("delete", "jobs", Fault::Status(503));
+    let r = runner(&fake, "w1");
+    let kube = tokio::spawn(kubelet(fake.clone(), "hi\n", "", 0, None));
+    let out = step(
+        "runner returns",
+        r.run(&request(), &sink(), CancellationToken::new()),
+    )
+    .await
+    .expect("ran");
+    step("kubelet script ends", kube).await.expect("script");
+    assert_eq!(out.status, Status::Succeeded);
+    assert_eq!(fake.names("jobs").len(), 1, "the deletion failed");
+    assert_eq!(step("retry", r.retry_removals()).await, 0, "nothing left");
+    step("job removed", fake.gone("jobs")).await;
+    step("configmap removed", fake.gone("configmaps")).await;
+    assert_eq!(step("retry again", r.retry_removals()).await, 0);
 }
 
 /// What the Role in `deploy/k8s/base/role.yaml` grants, as (verb, group, resource) triples.
@@ -443,7 +517,7 @@ async fn the_role_grants_exactly_what_the_runner_uses() {
 }
 
 /// The same runner against a real cluster (the kubeconfig's, namespace `E2E_K8S_NAMESPACE`
-/// or its default), with `quayside/runner-python:1` loaded on its nodes.
+/// or its default), with `quayside/runner-python:<deploy/images/VERSION>` loaded on its nodes.
 #[tokio::test]
 #[ignore = "needs cluster (kubeconfig, runner images on the nodes, NetworkPolicy-enforcing CNI)"]
 async fn real_cluster_runs_python_and_cleans_up() {

@@ -323,7 +323,7 @@ async fn latency(url: &str, tag: u32, client: &redis::Client) -> anyhow::Result<
 /// The worker runs in this process (`quayside_worker::run` with `runner::build`, i.e. the
 /// `DockerRunner` and the default language table), one worker per slot count, each warmed up
 /// by one job that is not counted. Every scenario runs the same C program in
-/// `quayside/runner-c:1`, compiled with the language table's own build command, so the
+/// `quayside/runner-c`, compiled with the language table's own build command, so the
 /// baselines compile and run exactly like the job does:
 ///
 /// - bare Engine API (bollard): create + start + wait + remove, with the engine's defaults, and
@@ -349,7 +349,7 @@ mod docker {
     };
     use bollard::Docker;
     use futures_util::{stream, StreamExt as _};
-    use quayside_common::config::{default_languages, Config, DockerConfig};
+    use quayside_common::config::{default_image, default_languages, Config, DockerConfig};
     use quayside_common::outcome::Durations;
     use quayside_common::{JobKind, JobResult, JobSpec, Limits, Status};
     use quayside_producer::Producer;
@@ -357,7 +357,6 @@ mod docker {
     use quayside_worker::runner::sandbox::{LABEL_JOB, LABEL_WORKER, WORK_DIR};
     use tokio_util::sync::CancellationToken;
 
-    const IMAGE: &str = "quayside/runner-c:1";
     const LANGUAGE: &str = "c";
     const SOURCE: &str = "#include <stdio.h>\nint main(){puts(\"hi\");}";
     const EXPECTED: &str = "hi\n";
@@ -413,7 +412,7 @@ mod docker {
     fn create_body(cmd: Vec<String>, options: Options, tag: &str) -> ContainerCreateBody {
         let labels = HashMap::from([(BENCH_LABEL.to_owned(), tag.to_owned())]);
         let mut body = ContainerCreateBody {
-            image: Some(IMAGE.into()),
+            image: Some(default_image(LANGUAGE)),
             cmd: Some(cmd),
             labels: Some(labels),
             ..Default::default()
@@ -775,13 +774,14 @@ mod docker {
             .await
             .context("docker engine")?;
         let version = docker.version().await.context("docker version")?;
+        let image = default_image(LANGUAGE);
         docker
-            .inspect_image(IMAGE)
+            .inspect_image(&image)
             .await
-            .with_context(|| format!("image {IMAGE} (scripts/build-images.sh c)"))?;
+            .with_context(|| format!("image {image} (scripts/build-images.sh c)"))?;
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
         println!(
-            "quayside docker benchmark: engine {}, {cores} cores, image {IMAGE}, redis {url}",
+            "quayside docker benchmark: engine {}, {cores} cores, image {image}, redis {url}",
             version.version.unwrap_or_default()
         );
         println!(
@@ -891,7 +891,7 @@ mod docker {
         let cli: Vec<String> = ["run", "--rm", "--label"]
             .iter()
             .map(|s| s.to_string())
-            .chain([format!("{BENCH_LABEL}={tag}"), IMAGE.to_owned()])
+            .chain([format!("{BENCH_LABEL}={tag}"), default_image(LANGUAGE)])
             .chain(sh.iter().cloned())
             .collect();
         let api = |cmd: &[String], options: Options| {

@@ -1,12 +1,15 @@
 //! The queue seam: what the claim loop needs from the job store. [`RedisQueue`] implements it on
-//! Redis streams; every state change is one Lua script (see `common/lua/`).
+//! Redis streams; every state change is one Lua script (see `common/lua/`). [`Observed`] wraps
+//! any queue and tells the story of its outages.
 
+mod observed;
 mod redis_queue;
 
 use futures_util::stream::BoxStream;
 use quayside_common::connection::ConnectError;
 use quayside_common::{JobId, JobResult, Priority};
 
+pub use observed::Observed;
 pub use redis_queue::RedisQueue;
 
 use crate::logs::LogSink;
@@ -131,7 +134,55 @@ pub enum QueueError {
     Reply { op: &'static str, detail: String },
     /// A batched write failed; every job of the batch gets the same error text.
     #[error("redis {op} failed: {detail}")]
-    Batch { op: &'static str, detail: String },
+    Batch {
+        op: &'static str,
+        detail: String,
+        /// Redis could not be reached (as [`QueueError::is_unreachable`] tells).
+        unreachable: bool,
+    },
+}
+
+impl QueueError {
+    /// Redis cannot be reached or is not ready (refused, reset, timed out, loading its data):
+    /// an outage to wait out, as opposed to an error of the call itself.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Self::Connect(_) => true,
+            Self::Redis { source, .. } => unreachable(source),
+            Self::Reply { detail, .. } => detail.starts_with("no reply within"),
+            Self::Batch { unreachable, .. } => *unreachable,
+        }
+    }
+}
+
+/// Whether a Redis error means the server is not there (or not ready yet).
+pub fn unreachable(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || matches!(e.code(), Some("LOADING" | "MASTERDOWN" | "TRYAGAIN"))
+}
+
+/// Logs a failed queue call: at debug when Redis is unreachable (the queue's [`Outage`]
+/// already told that story), at warn otherwise.
+///
+/// [`Outage`]: crate::outage::Outage
+pub fn log_error(error: &QueueError, what: &'static str) {
+    if error.is_unreachable() {
+        tracing::debug!(error = %error, what, "queue call failed: redis unreachable");
+    } else {
+        tracing::warn!(error = %error, what, "queue call failed");
+    }
+}
+
+/// How far a job has got with infrastructure failures of its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FailureHistory {
+    /// When its first infrastructure failure was recorded (unix ms), if any.
+    pub failing_since_ms: Option<u64>,
+    /// How many were recorded.
+    pub failures: u32,
 }
 
 /// The job store as the worker sees it.
@@ -157,6 +208,19 @@ pub trait JobQueue: std::fmt::Debug + Send + Sync + 'static {
         error: &str,
         refund: bool,
     ) -> Result<bool, QueueError>;
+    /// Puts the job back after `delay_ms` for an infrastructure failure of its own: refunds
+    /// the attempt and records the failure in its [`FailureHistory`], fenced.
+    async fn retry_infra(
+        &self,
+        lease: &Lease,
+        delay_ms: u64,
+        error: &str,
+    ) -> Result<bool, QueueError>;
+    /// The job's infrastructure failures so far.
+    async fn failure_history(&self, lease: &Lease) -> Result<FailureHistory, QueueError>;
+    /// The fleet id of this queue on this Redis: created once (random), then read. Also puts
+    /// it back if the key was lost.
+    async fn fleet_id(&self) -> Result<String, QueueError>;
     /// Renews every lease in one step.
     async fn renew(&self, leases: &[Lease]) -> Result<Vec<LeaseState>, QueueError>;
     /// Moves due retries back to their streams, and gives a record to jobs a raw producer

@@ -1,4 +1,8 @@
 //! [`JobQueue`] on Redis streams.
+//!
+//! - `infra`: the calls behind time-bounded infrastructure retries and the fleet id.
+
+mod infra;
 
 use std::sync::Arc;
 
@@ -15,7 +19,8 @@ use redis::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ClaimBatch, Claimed, Completion, Dropped, JobQueue, Lease, LeaseState, QueueError, QueueSample,
+    ClaimBatch, Claimed, Completion, Dropped, FailureHistory, JobQueue, Lease, LeaseState,
+    QueueError, QueueSample,
 };
 use crate::logs::LogSink;
 
@@ -39,6 +44,8 @@ pub struct RedisQueue {
     /// The connection blocking reads wait on, kept between waits.
     blocking: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
     command_timeout: std::time::Duration,
+    /// The fleet id once read, to put back if the key is lost.
+    fleet: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for PendingFinish {
@@ -66,6 +73,7 @@ impl RedisQueue {
             worker,
             finishes,
             blocking: tokio::sync::Mutex::new(None),
+            fleet: std::sync::Mutex::new(None),
         }
     }
 
@@ -231,6 +239,7 @@ async fn finish_batcher(
                 }
             }
             other => {
+                let unreachable = matches!(&other, Err(e) if e.is_unreachable());
                 let detail = match other {
                     Err(e) => format!(
                         "{e}: {}",
@@ -244,6 +253,7 @@ async fn finish_batcher(
                     let _ = p.reply.send(Err(QueueError::Batch {
                         op: "finish",
                         detail: detail.clone(),
+                        unreachable,
                     }));
                 }
             }
@@ -422,10 +432,12 @@ impl JobQueue for RedisQueue {
             .map_err(|_| QueueError::Batch {
                 op: "finish",
                 detail: "result batcher stopped".into(),
+                unreachable: false,
             })?;
         answer.await.map_err(|_| QueueError::Batch {
             op: "finish",
             detail: "result batcher stopped".into(),
+            unreachable: false,
         })?
     }
 
@@ -436,19 +448,25 @@ impl JobQueue for RedisQueue {
         error: &str,
         refund: bool,
     ) -> Result<bool, QueueError> {
-        let mut inv = Scripts::get().retry.prepare_invoke();
-        inv.key(self.keys.stream(lease.priority))
-            .arg(self.keys.prefix())
-            .arg(&self.worker)
-            .arg(&lease.job_id)
-            .arg(lease.priority.index() + 1)
-            .arg(&lease.entry)
-            .arg(lease.token)
-            .arg(delay_ms)
-            .arg(error)
-            .arg(if refund { "1" } else { "0" });
-        let done: i64 = self.eval("retry", inv).await?;
-        Ok(done == 1)
+        self.retry_script(lease, delay_ms, error, refund, false)
+            .await
+    }
+
+    async fn retry_infra(
+        &self,
+        lease: &Lease,
+        delay_ms: u64,
+        error: &str,
+    ) -> Result<bool, QueueError> {
+        self.retry_script(lease, delay_ms, error, true, true).await
+    }
+
+    async fn failure_history(&self, lease: &Lease) -> Result<FailureHistory, QueueError> {
+        self.read_failure_history(lease).await
+    }
+
+    async fn fleet_id(&self) -> Result<String, QueueError> {
+        self.keep_fleet_id().await
     }
 
     async fn renew(&self, leases: &[Lease]) -> Result<Vec<LeaseState>, QueueError> {

@@ -4,18 +4,24 @@
 //! - `spec`: the container's create body: limits, hardening, labels, the `/work` tmpfs.
 //! - `attempt`: one attempt: create, attach, start, feed stdin, stream and cap output, time
 //!   the build and the run apart, classify from the container's real state.
+//! - `container`: the attempt's container: its removal guard, and how it ended.
+//! - `events`: the engine's `kill`/`die` events for this worker's containers, which tell a
+//!   container killed from outside from a program that killed itself.
 //!
-//! The in-sandbox protocol (wrapper script, phase marker, archive) is in
-//! [`sandbox`]. Every container carries [`LABEL_JOB`] and [`LABEL_WORKER`] and
-//! is force-removed on every path by a guard, so a sweep by label only finds what a worker that
-//! died left behind.
+//! The in-sandbox protocol (wrapper script, phase marker, archive) is in [`sandbox`]. Every
+//! container carries the fleet's labels ([`sandbox::labels`]) and is force-removed on every
+//! path by a guard; a removal that fails is retried from the worker's upkeep, and the periodic
+//! sweep finds what a worker that died left behind.
 
 mod attempt;
+mod container;
+mod events;
 mod spec;
 
 pub use spec::host_config;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
@@ -25,8 +31,9 @@ use quayside_common::config::{DockerConfig, LanguageConfig};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-use self::attempt::Sandbox;
-use super::sandbox::{self, protocol, LABEL_JOB, LABEL_WORKER};
+use self::container::{remove_container, Sandbox};
+use self::events::KillWatch;
+use super::sandbox::{self, protocol, Fleet, Sandboxes, Sweep, LABEL_JOB, LABEL_WORKER};
 use super::{RunOutput, RunRequest, Runner, RunnerError};
 use crate::logs::LogSink;
 
@@ -36,14 +43,14 @@ pub struct DockerRunner {
     cfg: DockerConfig,
     images: BTreeSet<String>,
     worker_id: String,
-    /// Connected and version-negotiated on first use, since building a runner is not async.
-    client: OnceCell<Docker>,
+    /// Connected and version-negotiated on first use, since building a runner is not async;
+    /// the engine's event stream is followed from then on.
+    client: OnceCell<(Docker, Arc<KillWatch>)>,
+    sandboxes: Arc<Sandboxes>,
 }
 
 impl DockerRunner {
-    /// A runner for `languages`, labelling its containers with `worker_id`. Connects lazily:
-    /// the first call that reaches the engine also removes containers an earlier process with
-    /// the same `worker_id` left behind.
+    /// A runner for `languages`, labelling its containers with `worker_id`. Connects lazily.
     pub fn new(
         cfg: DockerConfig,
         languages: &BTreeMap<String, LanguageConfig>,
@@ -54,6 +61,7 @@ impl DockerRunner {
             images: languages.values().map(|l| l.image.clone()).collect(),
             worker_id: worker_id.into(),
             client: OnceCell::new(),
+            sandboxes: Arc::default(),
         }
     }
 
@@ -62,53 +70,71 @@ impl DockerRunner {
         &self.worker_id
     }
 
-    /// Removes containers labelled with this runner's worker id: what a previous process with
-    /// the same id left when it died. Only safe before this runner starts jobs.
+    /// Removes the containers [`Sweep::verdict`] calls garbage: `fleet`'s whose worker is not in
+    /// `live_workers` and at least `min_age` old, this runner's own that it does not use, and
+    /// anyone's long past its deadline. Logs each one. Returns how many.
     ///
     /// # Errors
     /// The engine cannot be reached or listed.
-    pub async fn sweep_own(&self) -> Result<usize, RunnerError> {
-        let docker = self.client().await?;
-        sweep(docker, |labels, _| self.owns(labels)).await
-    }
-
-    /// Removes containers at least `min_age` old labelled by workers that are not in
-    /// `live_workers` (this runner's own id always counts as live). Returns how many.
-    ///
-    /// # Errors
-    /// The engine cannot be reached or listed.
-    pub async fn sweep_orphans(
+    pub async fn sweep_fleet(
         &self,
+        fleet: &Fleet,
         live_workers: &[String],
         min_age: Duration,
     ) -> Result<usize, RunnerError> {
-        let docker = self.client().await?;
-        let mut live = live_workers.to_vec();
-        live.push(self.worker_id.clone());
-        let cutoff = (quayside_common::now_ms() / 1000).saturating_sub(min_age.as_secs());
-        sweep(docker, |labels, created| {
-            created.is_some_and(|c| c <= cutoff as i64) && sandbox::is_orphan(labels, &live)
-        })
-        .await
+        let (docker, _) = self.client().await?;
+        let rule = Sweep {
+            fleet,
+            me: &self.worker_id,
+            live: live_workers,
+            now_s: i64::try_from(quayside_common::now_ms() / 1000).unwrap_or(i64::MAX),
+            min_age_s: i64::try_from(min_age.as_secs()).unwrap_or(i64::MAX),
+        };
+        let filters = HashMap::from([("label".to_owned(), vec![LABEL_JOB.to_owned()])]);
+        let containers = docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| api_error("cannot list sandbox containers", e))?;
+        let mut removed = 0;
+        for c in containers {
+            let Some(labels) = c.labels else { continue };
+            // Names come with a leading slash; the runner tracks them without.
+            let Some(name) = c
+                .names
+                .and_then(|n| n.first().map(|n| n.trim_start_matches('/').to_owned()))
+                .or(c.id)
+            else {
+                continue;
+            };
+            let active = self.sandboxes.is_active(&name);
+            let Some(why) = rule.verdict(&labels, c.created, active) else {
+                continue;
+            };
+            let (job, owner) = (labels.get(LABEL_JOB), labels.get(LABEL_WORKER));
+            match remove_container(docker, &name).await {
+                Ok(()) => {
+                    self.sandboxes.removed(&name);
+                    removed += 1;
+                    tracing::info!(container = %name, job = ?job, owner = ?owner, why, "removed sandbox");
+                }
+                Err(error) => {
+                    tracing::warn!(container = %name, job = ?job, owner = ?owner, why, %error, "cannot remove sandbox")
+                }
+            }
+        }
+        Ok(removed)
     }
 
-    fn owns(&self, labels: &HashMap<String, String>) -> bool {
-        labels.get(LABEL_WORKER) == Some(&self.worker_id)
-    }
-
-    async fn client(&self) -> Result<&Docker, RunnerError> {
+    async fn client(&self) -> Result<&(Docker, Arc<KillWatch>), RunnerError> {
         self.client
             .get_or_try_init(|| async {
                 let docker = self.connect().await?;
-                match sweep(&docker, |labels, _| self.owns(labels)).await {
-                    Ok(0) => {}
-                    Ok(removed) => {
-                        let worker = &self.worker_id;
-                        tracing::info!(removed, %worker, "removed containers a previous run left");
-                    }
-                    Err(error) => tracing::warn!(%error, "cannot sweep leftover containers"),
-                }
-                Ok(docker)
+                let kills = KillWatch::start(docker.clone(), &self.worker_id);
+                Ok((docker, kills))
             })
             .await
     }
@@ -136,7 +162,7 @@ impl Runner for DockerRunner {
     }
 
     async fn check(&self) -> Result<(), RunnerError> {
-        let docker = self.client().await?;
+        let (docker, _) = self.client().await?;
         docker
             .ping()
             .await
@@ -157,8 +183,31 @@ impl Runner for DockerRunner {
         Ok(())
     }
 
-    async fn sweep_orphans(&self, live_workers: &[String]) -> Result<usize, RunnerError> {
-        DockerRunner::sweep_orphans(self, live_workers, ORPHAN_MIN_AGE).await
+    async fn sweep_orphans(
+        &self,
+        fleet: &Fleet,
+        live_workers: &[String],
+    ) -> Result<usize, RunnerError> {
+        self.sweep_fleet(fleet, live_workers, ORPHAN_MIN_AGE).await
+    }
+
+    async fn retry_removals(&self) -> usize {
+        if self.sandboxes.failed().is_empty() {
+            return 0;
+        }
+        let Ok((docker, _)) = self.client().await else {
+            return self.sandboxes.failed().len();
+        };
+        self.sandboxes
+            .retry_failed(|name| async move {
+                remove_container(docker, &name)
+                    .await
+                    .inspect_err(|error| {
+                        tracing::debug!(container = %name, %error, "still cannot remove sandbox")
+                    })
+                    .is_ok()
+            })
+            .await
     }
 
     async fn run(
@@ -174,62 +223,31 @@ impl Runner for DockerRunner {
             &req.files,
         )
         .ok_or_else(|| sandbox::missing_command(req))?;
-        let docker = tokio::select! {
+        let (docker, kills) = tokio::select! {
             biased;
             () = cancel.cancelled() => return Err(RunnerError::Cancelled),
-            docker = self.client() => docker?.clone(),
+            client = self.client() => client?.clone(),
         };
-        let mut sandbox = Sandbox::new(docker);
-        let outcome = tokio::select! {
-            biased;
-            () = cancel.cancelled() => Err(RunnerError::Cancelled),
-            outcome = attempt::run(&mut sandbox, &self.cfg, req, logs, script, &self.worker_id) => outcome,
-        };
-        // Also on timeouts and output overflow: removing with force kills what still runs.
+        let mut sandbox = Sandbox::new(docker, Arc::clone(&self.sandboxes), kills);
+        let outcome = attempt::run(
+            &mut sandbox,
+            &self.cfg,
+            req,
+            logs,
+            script,
+            &self.worker_id,
+            &cancel,
+        )
+        .await;
+        // Also on errors: removing with force kills what still runs.
         sandbox.remove().await;
         outcome
     }
 }
 
-/// Force-removes every Quayside container whose labels `remove` picks.
-/// A worker that just started may not have heartbeated yet: the periodic sweep spares
-/// containers younger than this.
+/// A worker that just started may not have heartbeated yet: the periodic sweep spares other
+/// workers' containers younger than this.
 const ORPHAN_MIN_AGE: Duration = Duration::from_secs(120);
-
-/// Removes the labelled containers `remove(labels, created unix seconds)` picks.
-async fn sweep(
-    docker: &Docker,
-    remove: impl Fn(&HashMap<String, String>, Option<i64>) -> bool,
-) -> Result<usize, RunnerError> {
-    let filters = HashMap::from([(
-        "label".to_owned(),
-        vec![LABEL_WORKER.to_owned(), LABEL_JOB.to_owned()],
-    )]);
-    let containers = docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await
-        .map_err(|e| api_error("cannot list sandbox containers", e))?;
-    let mut removed = 0;
-    for c in containers {
-        let (Some(id), Some(labels)) = (c.id, c.labels) else {
-            continue;
-        };
-        if !remove(&labels, c.created) {
-            continue;
-        }
-        match attempt::remove_container(docker, &id).await {
-            Ok(()) => removed += 1,
-            Err(error) => {
-                tracing::warn!(container = %id, %error, "cannot remove leftover container")
-            }
-        }
-    }
-    Ok(removed)
-}
 
 /// The engine is not there (socket missing, connection refused, timeout).
 fn unavailable(what: &str, e: &DockerError) -> RunnerError {

@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::logs::LogSink;
 
+pub use self::sandbox::Fleet;
+
 /// Everything a runner needs to execute one attempt of a job, already validated and with
 /// limits resolved against the worker's maxima.
 #[derive(Clone, Debug)]
@@ -28,6 +30,8 @@ pub struct RunRequest {
     pub args: Vec<String>,
     pub stdin: String,
     pub limits: Limits,
+    /// The fleet the worker belongs to, for the sandbox's labels.
+    pub fleet: Fleet,
 }
 
 /// What the program did. Every user-caused ending (non-zero exit, timeout, OOM, output overflow,
@@ -84,6 +88,10 @@ pub enum RunnerError {
     ImageMissing { image: String },
     #[error("execution cancelled")]
     Cancelled,
+    /// Something outside the worker stopped the sandbox (an engine restart, `docker kill`,
+    /// `docker rm -f`, a pod deleted or evicted): never the program's verdict.
+    #[error("the sandbox was stopped from outside: {detail}")]
+    Interrupted { detail: String },
     #[error("{context}")]
     Failed {
         context: String,
@@ -96,7 +104,9 @@ pub enum RunnerError {
 impl RunnerError {
     pub fn kind(&self) -> RunnerErrorKind {
         match self {
-            Self::Unavailable { .. } | Self::ImageMissing { .. } => RunnerErrorKind::Transient,
+            Self::Unavailable { .. } | Self::ImageMissing { .. } | Self::Interrupted { .. } => {
+                RunnerErrorKind::Transient
+            }
             Self::Cancelled => RunnerErrorKind::Cancelled,
             Self::Failed {
                 transient: true, ..
@@ -111,6 +121,7 @@ impl RunnerError {
             Self::Unavailable { .. } => "unavailable",
             Self::ImageMissing { .. } => "image_missing",
             Self::Cancelled => "cancelled",
+            Self::Interrupted { .. } => "interrupted",
             Self::Failed { .. } => "failed",
         }
     }
@@ -127,14 +138,26 @@ pub trait Runner: std::fmt::Debug + Send + Sync + 'static {
     /// Backend reachable and runner images present; used at startup and by readiness checks.
     async fn check(&self) -> Result<(), RunnerError>;
 
-    /// Removes sandboxes left behind by workers that are not in `live_workers` (crashed ones).
-    /// Returns how many were removed.
-    async fn sweep_orphans(&self, _live_workers: &[String]) -> Result<usize, RunnerError> {
+    /// Removes the sandboxes of `fleet` whose worker is not in `live_workers` (it crashed), this
+    /// worker's own that it no longer uses, and anyone's long past the deadline its worker
+    /// wrote on it; never another fleet's otherwise. Logs each removal. Returns how many.
+    async fn sweep_orphans(
+        &self,
+        _fleet: &Fleet,
+        _live_workers: &[String],
+    ) -> Result<usize, RunnerError> {
         Ok(0)
     }
 
-    /// What the program did. Streams output into `logs` as it arrives. Returns
-    /// `Err(RunnerError::Cancelled)` promptly once `cancel` fires.
+    /// Tries again to remove the sandboxes whose removal failed (the engine was down).
+    /// Returns how many are still left.
+    async fn retry_removals(&self) -> usize {
+        0
+    }
+
+    /// What the program did. Streams output into `logs` as it arrives. Once `cancel` fires it
+    /// returns promptly: `Ok` with status `cancelled` and the output so far when the sandbox
+    /// had started, `Err(RunnerError::Cancelled)` before that.
     async fn run(
         &self,
         req: &RunRequest,

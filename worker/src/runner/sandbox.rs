@@ -1,34 +1,30 @@
-//! What every sandbox backend shares: labels and names, the orphan rule, output capping, the
-//! live log, and how an attempt is classified from the way its sandbox ended.
+//! What every sandbox backend shares: labels and names, output capping, the live log, and how
+//! an attempt is classified from the way its sandbox ended.
 //!
 //! - [`protocol`]: the wrapper script a sandbox runs as its main process, its stdin header and
 //!   its end-of-build marker.
+//! - [`fleet`]: the labels that tie a sandbox to its fleet, the orphan rule, and each runner's
+//!   list of sandboxes in use or left to remove.
+//! - [`live_log`]: output forwarded to the job's log stream in line-aligned entries.
 
+pub mod fleet;
+pub mod live_log;
 pub mod protocol;
 
-use std::collections::HashMap;
-use std::time::Duration;
-
 use quayside_common::{Captured, JobId, JobKind, Status};
-use tokio::sync::mpsc;
-use tokio_util::task::AbortOnDropHandle;
 
-use crate::logs::{LogSink, LogSource};
 use crate::runner::{RunRequest, RunnerError};
 
+pub use self::fleet::{
+    labels, Fleet, Sandboxes, Sweep, LABEL_ATTEMPT, LABEL_DEADLINE, LABEL_FLEET, LABEL_JOB,
+    LABEL_QUEUE, LABEL_WORKER,
+};
+pub use self::live_log::LiveLog;
 use self::protocol::{wrapper_failure, EXIT_UNPACK};
-
-/// Label carrying the job id; what cleanup checks and the stop hook count.
-pub const LABEL_JOB: &str = "quayside.job";
-/// Label carrying the id of the worker that owns the sandbox; what the orphan sweep reads.
-pub const LABEL_WORKER: &str = "quayside.worker";
-/// Label carrying the attempt number.
-pub const LABEL_ATTEMPT: &str = "quayside.attempt";
 
 /// Where job files live inside every sandbox.
 pub const WORK_DIR: &str = "/work";
 
-/// The labels every sandbox of one attempt carries.
 /// The job's language has no command for its kind (a config gap, so never worth a retry).
 pub fn missing_command(req: &RunRequest) -> RunnerError {
     RunnerError::Failed {
@@ -40,14 +36,6 @@ pub fn missing_command(req: &RunRequest) -> RunnerError {
         transient: false,
         source: None,
     }
-}
-
-pub fn labels(job_id: &JobId, attempt: u32, worker_id: &str) -> HashMap<String, String> {
-    HashMap::from([
-        (LABEL_JOB.to_owned(), job_id.to_string()),
-        (LABEL_WORKER.to_owned(), worker_id.to_owned()),
-        (LABEL_ATTEMPT.to_owned(), attempt.to_string()),
-    ])
 }
 
 /// A sandbox name unique per attempt, readable in `docker ps`: `quayside-<job>-a<attempt>-<rand>`.
@@ -65,14 +53,6 @@ pub fn sandbox_name(job_id: &JobId, attempt: u32) -> String {
         })
         .collect();
     format!("quayside-{job}-a{attempt}-{:08x}", rand::random::<u32>())
-}
-
-/// Whether a sandbox belongs to a worker that is gone: its owner label names none of
-/// `live_workers`. Sandboxes without an owner label are not Quayside's to judge.
-pub fn is_orphan(labels: &HashMap<String, String>, live_workers: &[String]) -> bool {
-    labels
-        .get(LABEL_WORKER)
-        .is_some_and(|owner| !live_workers.iter().any(|w| w == owner))
 }
 
 /// The signal that killed a program, from a shell-style exit status (128 + n).
@@ -133,6 +113,9 @@ pub enum Ending {
     TimedOut,
     /// The worker stopped it because an output stream passed its cap.
     OutputExceeded,
+    /// The worker stopped it because its cancellation token fired (a user's cancel, or a
+    /// drain): the result keeps the output so far.
+    Cancelled,
 }
 
 /// The status, exit code and signal a job gets.
@@ -162,6 +145,7 @@ pub fn classify(
     Ok(match (ending, build_status) {
         (Ending::OutputExceeded, _) => verdict(Status::OutputExceeded, None),
         (Ending::TimedOut, _) => verdict(Status::TimedOut, None),
+        (Ending::Cancelled, _) => verdict(Status::Cancelled, None),
         (
             Ending::Exited {
                 code,
@@ -179,79 +163,6 @@ pub fn classify(
         (Ending::Exited { code: 0, .. }, Some(_)) => verdict(Status::Succeeded, Some(0)),
         (Ending::Exited { code, .. }, Some(_)) => verdict(Status::Failed, Some(code)),
     })
-}
-
-/// Most output chunks waiting for Redis before more are dropped from the live log.
-const LIVE_LOG_QUEUE: usize = 256;
-/// Largest entry the live log writes; queued chunks of one source are joined up to this.
-const LIVE_LOG_ENTRY_BYTES: usize = 64 << 10;
-
-/// Forwards output to the job's log stream from a task of its own, so a slow Redis never
-/// stalls the program's pipes or its wall time. Best effort: when the queue is full, chunks are
-/// dropped from the live log (the result still has them).
-#[derive(Debug)]
-pub struct LiveLog {
-    tx: mpsc::Sender<(LogSource, Vec<u8>)>,
-    task: AbortOnDropHandle<()>,
-    dropped: u64,
-}
-
-impl LiveLog {
-    pub fn start(sink: &LogSink) -> Self {
-        let (tx, mut rx) = mpsc::channel::<(LogSource, Vec<u8>)>(LIVE_LOG_QUEUE);
-        let sink = sink.clone();
-        let task = tokio::spawn(async move {
-            let mut next = rx.recv().await;
-            while let Some((source, mut data)) = next.take() {
-                // Join what is already queued from the same source: fewer, larger entries.
-                loop {
-                    match rx.try_recv() {
-                        Ok((s, more))
-                            if s == source && data.len() + more.len() <= LIVE_LOG_ENTRY_BYTES =>
-                        {
-                            data.extend_from_slice(&more);
-                        }
-                        Ok(other) => {
-                            next = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                sink.write(source, &data).await;
-                if next.is_none() {
-                    next = rx.recv().await;
-                }
-            }
-        });
-        Self {
-            tx,
-            task: AbortOnDropHandle::new(task),
-            dropped: 0,
-        }
-    }
-
-    /// Queues `data` for the log stream; never waits.
-    pub fn send(&mut self, source: LogSource, data: &[u8]) {
-        if data.is_empty() {
-            return;
-        }
-        if self.tx.try_send((source, data.to_vec())).is_err() {
-            self.dropped += 1;
-        }
-    }
-
-    /// Writes what is queued, waiting at most `grace`; what is left then is dropped.
-    pub async fn finish(self, grace: Duration) {
-        let Self { tx, task, dropped } = self;
-        drop(tx);
-        if dropped > 0 {
-            tracing::warn!(dropped, "live log fell behind; chunks dropped from it");
-        }
-        if tokio::time::timeout(grace, task).await.is_err() {
-            tracing::warn!("live log not flushed in time; rest dropped");
-        }
-    }
 }
 
 #[cfg(test)]
@@ -318,6 +229,11 @@ mod tests {
             Ok((Status::OutputExceeded, None, None))
         );
         assert_eq!(
+            v(JobKind::Run, None, Cancelled),
+            Ok((Status::Cancelled, None, None)),
+            "cancelled even before the build ended"
+        );
+        assert_eq!(
             v(JobKind::Run, None, exited(EXIT_UNPACK)).map_err(|e| e.1),
             Err(false),
             "files too big: permanent"
@@ -330,14 +246,11 @@ mod tests {
     }
 
     #[test]
-    fn labels_names_signals_and_orphans() {
+    fn labels_names_and_signals() {
         let id = JobId::parse("batch:7").expect("id");
-        let l = labels(&id, 2, "w1");
+        let l = labels(&Fleet::default(), &id, 2, "w1", 0);
         assert_eq!(l[LABEL_JOB], "batch:7");
         assert!(sandbox_name(&id, 2).starts_with("quayside-batch_7-a2-"));
-        assert!(!is_orphan(&l, &["w1".to_owned()]));
-        assert!(is_orphan(&l, &["w2".to_owned()]));
-        assert!(!is_orphan(&HashMap::new(), &[]), "not ours");
         assert_eq!(
             (signal_of(137), signal_of(1), signal_of(128)),
             (Some(9), None, None)

@@ -190,6 +190,13 @@ impl FakeApi {
         self.put("pods", obj, "MODIFIED");
     }
 
+    /// Plays someone deleting the pod: it gets a deletion timestamp (and is still there).
+    pub fn mark_deleting(&self, pod: &str) {
+        let mut obj = self.get("pods", pod).expect("pod exists");
+        obj["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:01Z");
+        self.put("pods", obj, "MODIFIED");
+    }
+
     /// What the pod's log holds; `hold_open` keeps a followed log open (a program still running).
     pub fn set_log(&self, pod: &str, log: Vec<u8>, hold_open: bool) {
         self.lock().logs.insert(pod.to_owned(), (log, hold_open));

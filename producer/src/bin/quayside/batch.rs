@@ -36,15 +36,22 @@ pub struct BatchArgs {
 #[derive(Debug, Subcommand)]
 enum BatchAction {
     /// Show a batch's counters (kept in Redis: works from any terminal, after restarts).
-    Status { id: String },
+    Status {
+        /// Batch id.
+        id: String,
+    },
     /// Follow a batch live until it ends, then summarize it like `batch --wait`.
     Wait {
+        /// Batch id.
         id: String,
         #[command(flatten)]
         follow: FollowArgs,
     },
     /// Cancel every job of the batch that has not ended.
-    Cancel { id: String },
+    Cancel {
+        /// Batch id.
+        id: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]

@@ -15,13 +15,16 @@ pub struct JobFlags {
     /// extension when absent.
     #[arg(long, short)]
     pub language: Option<String>,
+    /// `run` builds and runs the program; `compile` only compiles it (diagnostics, no program).
     #[arg(long, default_value = "run", value_parser = ["run", "compile"])]
     pub kind: String,
+    /// Queue priority: high, normal or low.
     #[arg(long, default_value = "normal")]
     pub priority: Priority,
     /// Text to feed the program on stdin.
     #[arg(long, conflicts_with = "stdin_file")]
     pub stdin: Option<String>,
+    /// File whose content the program reads on stdin.
     #[arg(long)]
     pub stdin_file: Option<std::path::PathBuf>,
     /// Program argument (repeatable).
@@ -33,11 +36,15 @@ pub struct JobFlags {
     /// Limit as NAME=VALUE, e.g. run_wall_time_ms=2000 (repeatable).
     #[arg(long = "limit")]
     pub limits: Vec<String>,
+    /// Executions allowed before the job is dead-lettered (infrastructure failures are
+    /// retried; the program's own failure is not); the worker's default when absent.
     #[arg(long)]
     pub max_attempts: Option<u32>,
     /// Label as KEY=VALUE (repeatable).
     #[arg(long = "label")]
     pub labels: Vec<String>,
+    /// Seconds the result (and everything else the job leaves in Redis) is kept after the
+    /// job ends; the worker's default when absent.
     #[arg(long)]
     pub result_ttl_s: Option<u64>,
 }

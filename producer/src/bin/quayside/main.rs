@@ -47,9 +47,13 @@ enum Command {
     /// Enqueue a job from source files (folders are walked) or from a JSON spec.
     Submit(Box<SubmitArgs>),
     /// Show a job's state and result.
-    Status { id: String },
+    Status {
+        /// Job id.
+        id: String,
+    },
     /// Wait for a job's result (no polling).
     Wait {
+        /// Job id.
         id: String,
         /// Give up after this many seconds (exit code 4).
         #[arg(long)]
@@ -57,12 +61,17 @@ enum Command {
     },
     /// Print a job's log; with --follow, live until it ends.
     Logs {
+        /// Job id.
         id: String,
+        /// Keep printing new output until the job ends.
         #[arg(long, short)]
         follow: bool,
     },
     /// Cancel a queued or running job.
-    Cancel { id: String },
+    Cancel {
+        /// Job id.
+        id: String,
+    },
     /// Dead-letter queue.
     Dlq {
         #[command(subcommand)]
@@ -84,6 +93,7 @@ enum Command {
     Batch(Box<batch::BatchArgs>),
     /// Print the full Lua source of a protocol script (for clients in other languages to EVAL).
     Script {
+        /// Script name.
         #[arg(value_parser = quayside_common::scripts::BODIES.map(|(name, _)| name))]
         name: String,
     },
@@ -95,12 +105,15 @@ enum Command {
 enum DlqAction {
     /// List dead letters, oldest first.
     List {
+        /// List at most this many.
         #[arg(long, default_value_t = 100)]
         count: usize,
     },
     /// Queue dead-lettered jobs again (by dead-letter entry id, or all).
     Replay {
+        /// Dead-letter entry ids, as `dlq list` prints them.
         entries: Vec<String>,
+        /// Replay every dead letter.
         #[arg(long)]
         all: bool,
     },
@@ -119,6 +132,7 @@ struct SubmitArgs {
     /// Job id (idempotency key); generated when absent.
     #[arg(long)]
     id: Option<String>,
+    /// Batch id to count the job in (`quayside batch status ID`); none when absent.
     #[arg(long)]
     batch: Option<String>,
     #[command(flatten)]
@@ -126,6 +140,7 @@ struct SubmitArgs {
     /// Wait for the result and exit with its status.
     #[arg(long)]
     wait: bool,
+    /// With --wait: give up waiting after this many seconds (exit code 4); the job runs on.
     #[arg(long)]
     timeout: Option<f64>,
 }
@@ -481,4 +496,39 @@ async fn dlq(producer: &Producer, action: DlqAction, json: bool) -> anyhow::Resu
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Paths (`quayside dlq replay --all`) of every subcommand, flag and argument that
+    /// `--help` shows without saying what it is for.
+    fn undocumented(cmd: &clap::Command, path: &str, found: &mut Vec<String>) {
+        for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                let name = arg
+                    .get_long()
+                    .map(|l| format!("--{l}"))
+                    .unwrap_or_else(|| format!("<{}>", arg.get_id()));
+                found.push(format!("{path} {name}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let sub_path = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                found.push(sub_path.clone());
+            }
+            undocumented(sub, &sub_path, found);
+        }
+    }
+
+    #[test]
+    fn every_subcommand_flag_and_argument_has_help() {
+        let mut cli = super::Cli::command();
+        cli.build();
+        let mut found = Vec::new();
+        undocumented(&cli, "quayside", &mut found);
+        assert!(found.is_empty(), "no help text: {found:#?}");
+    }
 }

@@ -5,7 +5,10 @@
 //! stdout and stderr out. When the output ends the container has exited, and one inspect
 //! gives its exit code and whether the kernel OOM-killed any process in it. The worker times
 //! the build and the run apart from the wrapper's end-of-build marker, and stops the container
-//! at a wall-time limit or when an output stream passes its cap.
+//! at a wall-time limit, when an output stream passes its cap, or when the job is cancelled
+//! (keeping the output so far). A container that died of a signal is checked against the
+//! engine's events ([`KillWatch`]): killed from outside is an infrastructure failure, never the
+//! program's verdict.
 
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -13,16 +16,16 @@ use std::time::{Duration, Instant};
 use bollard::container::{AttachContainerResults, LogOutput};
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptions, InspectContainerOptions,
-    RemoveContainerOptions, StartContainerOptions, UploadToContainerOptions, WaitContainerOptions,
+    AttachContainerOptions, CreateContainerOptions, StartContainerOptions, UploadToContainerOptions,
 };
-use bollard::Docker;
 use futures_util::{Stream, StreamExt as _};
 use quayside_common::config::{DockerConfig, FileTransfer};
 use quayside_common::{JobKind, Limits};
 use tokio::io::AsyncWriteExt as _;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
+use super::container::{exited, Sandbox};
 use super::{api_error, spec};
 use crate::logs::{LogSink, LogSource};
 use crate::runner::sandbox::protocol::{self, PhaseMarker, Scan};
@@ -31,74 +34,14 @@ use crate::runner::{RunOutput, RunRequest, RunnerError};
 
 /// How long the live log may take to catch up once the program has ended.
 const LOG_FLUSH_GRACE: Duration = Duration::from_secs(2);
-/// How long an exited container may take to show as stopped after its output ended.
-const EXIT_GRACE: Duration = Duration::from_secs(5);
+/// Seconds past both wall times after which the worker has given up on a sandbox for sure
+/// (its outer backstop is 60 s); written on the sandbox for other fleets' sweeps.
+const DEADLINE_SLACK_S: u64 = 120;
 
 type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, DockerError>> + Send>>;
 
-/// The container of one attempt. Removed by [`Sandbox::remove`], or in the background if the
-/// attempt is dropped half way (an outer timeout).
-#[derive(Debug)]
-pub(super) struct Sandbox {
-    docker: Docker,
-    /// The container's name (the Engine API takes names wherever it takes ids).
-    id: Option<String>,
-}
-
-impl Sandbox {
-    pub(super) fn new(docker: Docker) -> Self {
-        Self { docker, id: None }
-    }
-
-    /// Force-removes the container and its anonymous volume, if one was created.
-    pub(super) async fn remove(&mut self) {
-        if let Some(id) = self.id.take() {
-            if let Err(error) = remove_container(&self.docker, &id).await {
-                tracing::warn!(container = %id, %error, "cannot remove sandbox; the orphan sweep will");
-            }
-        }
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let Some(id) = self.id.take() else { return };
-        let docker = self.docker.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    if let Err(error) = remove_container(&docker, &id).await {
-                        tracing::warn!(container = %id, %error, "cannot remove sandbox; the orphan sweep will");
-                    }
-                });
-            }
-            Err(_) => {
-                tracing::warn!(container = %id, "no runtime to remove sandbox; the orphan sweep will")
-            }
-        }
-    }
-}
-
-/// Force-removes a container (killing it if it runs) with its anonymous volumes. A container
-/// that is already gone or already being removed counts as removed.
-pub(super) async fn remove_container(docker: &Docker, id: &str) -> Result<(), DockerError> {
-    let options = RemoveContainerOptions {
-        force: true,
-        v: true,
-        ..Default::default()
-    };
-    match docker.remove_container(id, Some(options)).await {
-        Err(DockerError::DockerResponseServerError {
-            status_code: 404 | 409,
-            ..
-        })
-        | Ok(()) => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 /// Runs one attempt in a container it creates in `sandbox`. Removes it when it stops it at a
-/// limit; otherwise (exit, error, cancel) the caller does.
+/// limit or on cancel; otherwise (exit, error) the caller does.
 pub(super) async fn run(
     sandbox: &mut Sandbox,
     cfg: &DockerConfig,
@@ -106,7 +49,76 @@ pub(super) async fn run(
     logs: &LogSink,
     script: String,
     worker_id: &str,
+    cancel: &CancellationToken,
 ) -> Result<RunOutput, RunnerError> {
+    let job = &req.job_id;
+    let docker = sandbox.docker.clone();
+    let nonce = protocol::new_nonce();
+    let creating = Instant::now();
+    let started = tokio::select! {
+        biased;
+        () = cancel.cancelled() => Err(RunnerError::Cancelled),
+        started = start(sandbox, cfg, req, script, worker_id, &nonce) => started,
+    };
+    let (output, _stdin, generation) = started?;
+    let id = sandbox.id.clone().unwrap_or_default();
+    let sandbox_start_ms = creating.elapsed().as_millis() as u64;
+
+    let mut live = LiveLog::start(logs);
+    let streamed = stream(output, &nonce, &req.limits, &mut live, cancel).await;
+    let (ending, ()) = tokio::join!(
+        async {
+            match streamed.ending {
+                // Stopped at a limit or cancelled: kill it now, not after the live log.
+                Some(ending) => {
+                    sandbox.remove().await;
+                    Ok(ending)
+                }
+                None => exited(&docker, &id, &sandbox.kills, generation).await,
+            }
+        },
+        live.finish(LOG_FLUSH_GRACE),
+    );
+    let ending = ending?;
+    let verdict = match sandbox::classify(req.kind, streamed.build_status, ending) {
+        Ok(verdict) => verdict,
+        Err((what, transient)) => {
+            let output = streamed.build.into_captured().lossy();
+            return Err(RunnerError::Failed {
+                context: format!("{what} (job {job}, {ending:?}): {}", output.trim()),
+                transient,
+                source: None,
+            });
+        }
+    };
+    Ok(RunOutput {
+        status: verdict.status,
+        exit_code: verdict.exit_code,
+        signal: verdict.signal,
+        stdout: streamed.stdout.into_captured(),
+        stderr: streamed.stderr.into_captured(),
+        compile_output: streamed.build.into_captured(),
+        compile_ms: streamed.compile_ms,
+        // Only a program that ran has a run time.
+        run_ms: if req.kind == JobKind::Run && streamed.build_status == Some(0) {
+            streamed.run_ms
+        } else {
+            0
+        },
+        sandbox_start_ms: Some(sandbox_start_ms),
+    })
+}
+
+/// Creates, attaches and starts the container and starts feeding its stdin. Returns its
+/// output, the stdin task and the event stream's generation when it was created.
+async fn start(
+    sandbox: &mut Sandbox,
+    cfg: &DockerConfig,
+    req: &RunRequest,
+    script: String,
+    worker_id: &str,
+    nonce: &str,
+) -> Result<(Output, AbortOnDropHandle<()>, u64), RunnerError> {
     let job = &req.job_id;
     let docker = sandbox.docker.clone();
     let (uid, gid) = cfg.uid_gid().unwrap_or(spec::DEFAULT_UID_GID);
@@ -115,17 +127,23 @@ pub(super) async fn run(
         transient: false,
         source: Some(Box::new(e)),
     })?;
-    let nonce = protocol::new_nonce();
-
-    let body = spec::create_body(
-        cfg,
-        req,
-        script,
-        sandbox::labels(job, req.attempt, worker_id),
+    let l = &req.limits;
+    let deadline = quayside_common::now_ms() / 1000
+        + (l.compile_wall_time_ms + l.run_wall_time_ms) / 1000
+        + DEADLINE_SLACK_S;
+    let labels = sandbox::labels(
+        &req.fleet,
+        job,
+        req.attempt,
+        worker_id,
+        i64::try_from(deadline).unwrap_or(i64::MAX),
     );
-    let creating = Instant::now();
-    // Known before the create returns, so even a create cut short by a cancel is removed.
+    let body = spec::create_body(cfg, req, script, labels);
+    // Known before the create returns, so even a create cut short by a cancel is removed, and
+    // the sweep spares it from now on.
     let id = sandbox::sandbox_name(job, req.attempt);
+    sandbox.sandboxes.started(&id);
+    let generation = sandbox.kills.watch(&id);
     sandbox.id = Some(id.clone());
     let options = CreateContainerOptions {
         name: Some(id.clone()),
@@ -163,9 +181,8 @@ pub(super) async fn run(
         .start_container(&id, None::<StartContainerOptions>)
         .await
         .map_err(|e| api_error(format!("cannot start the sandbox of job {job}"), e))?;
-    let sandbox_start_ms = creating.elapsed().as_millis() as u64;
     let payload = match cfg.file_transfer {
-        FileTransfer::Stdin => protocol::stdin_payload(&nonce, &archive, &req.stdin),
+        FileTransfer::Stdin => protocol::stdin_payload(nonce, &archive, &req.stdin),
         FileTransfer::Archive => {
             // Only now that the container runs is its /work volume mounted to write through.
             let to = UploadToContainerOptions {
@@ -176,60 +193,17 @@ pub(super) async fn run(
                 .upload_to_container(&id, Some(to), bollard::body_full(archive.into()))
                 .await
                 .map_err(|e| api_error(format!("cannot upload the files of job {job}"), e))?;
-            protocol::stdin_payload(&nonce, &[], &req.stdin)
+            protocol::stdin_payload(nonce, &[], &req.stdin)
         }
     };
     // A task of its own: a program that never reads its stdin must not block its output.
-    let _stdin = AbortOnDropHandle::new(tokio::spawn(async move {
+    let stdin = AbortOnDropHandle::new(tokio::spawn(async move {
         // A failed write means the program exited or closed its stdin: nothing to do.
         if input.write_all(&payload).await.is_ok() {
             let _ = input.shutdown().await;
         }
     }));
-
-    let mut live = LiveLog::start(logs);
-    let streamed = stream(output, &nonce, &req.limits, &mut live).await;
-    let (ending, ()) = tokio::join!(
-        async {
-            match streamed.ending {
-                // Stopped at a limit: kill it now, not after the live log has caught up.
-                Some(ending) => {
-                    sandbox.remove().await;
-                    Ok(ending)
-                }
-                None => exited(&docker, &id).await,
-            }
-        },
-        live.finish(LOG_FLUSH_GRACE),
-    );
-    let ending = ending?;
-    let verdict = match sandbox::classify(req.kind, streamed.build_status, ending) {
-        Ok(verdict) => verdict,
-        Err((what, transient)) => {
-            let output = streamed.build.into_captured().lossy();
-            return Err(RunnerError::Failed {
-                context: format!("{what} (job {job}, {ending:?}): {}", output.trim()),
-                transient,
-                source: None,
-            });
-        }
-    };
-    Ok(RunOutput {
-        status: verdict.status,
-        exit_code: verdict.exit_code,
-        signal: verdict.signal,
-        stdout: streamed.stdout.into_captured(),
-        stderr: streamed.stderr.into_captured(),
-        compile_output: streamed.build.into_captured(),
-        compile_ms: streamed.compile_ms,
-        // Only a program that ran has a run time.
-        run_ms: if req.kind == JobKind::Run && streamed.build_status == Some(0) {
-            streamed.run_ms
-        } else {
-            0
-        },
-        sandbox_start_ms: Some(sandbox_start_ms),
-    })
+    Ok((output, stdin, generation))
 }
 
 /// What the attach delivered, split by phase and capped.
@@ -245,9 +219,15 @@ struct Streamed {
     run_ms: u64,
 }
 
-/// Reads the container's output until it ends, a wall-time limit passes or a stream passes
-/// its cap, feeding the live log as it goes.
-async fn stream(mut output: Output, nonce: &str, limits: &Limits, live: &mut LiveLog) -> Streamed {
+/// Reads the container's output until it ends, a wall-time limit passes, a stream passes its
+/// cap or `cancel` fires, feeding the live log as it goes.
+async fn stream(
+    mut output: Output,
+    nonce: &str,
+    limits: &Limits,
+    live: &mut LiveLog,
+    cancel: &CancellationToken,
+) -> Streamed {
     let cap = limits.output_bytes;
     let (mut build, mut stdout, mut stderr) = (
         CappedOutput::new(cap),
@@ -263,6 +243,7 @@ async fn stream(mut output: Output, nonce: &str, limits: &Limits, live: &mut Liv
         let frame = tokio::select! {
             frame = output.next() => frame,
             () = tokio::time::sleep_until(deadline.into()) => break Some(Ending::TimedOut),
+            () = cancel.cancelled() => break Some(Ending::Cancelled),
         };
         match frame {
             None => break None,
@@ -310,35 +291,4 @@ async fn stream(mut output: Output, nonce: &str, limits: &Limits, live: &mut Liv
         compile_ms: ms(run_started.unwrap_or(ended) - started),
         run_ms: run_started.map_or(0, |r| ms(ended - r)),
     }
-}
-
-/// How the container ended, from its state once it has stopped: exit code and OOM kill.
-async fn exited(docker: &Docker, id: &str) -> Result<Ending, RunnerError> {
-    let inspect = || async {
-        docker
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await
-            .map_err(|e| api_error("cannot inspect the sandbox", e))
-    };
-    let mut state = inspect().await?.state.unwrap_or_default();
-    if state.running == Some(true) {
-        // The output can end a moment before the engine records the exit.
-        let until = WaitContainerOptions {
-            condition: "not-running".into(),
-        };
-        let mut wait = docker.wait_container(id, Some(until));
-        // A non-zero exit arrives as an error here; the inspect below reads it either way.
-        if tokio::time::timeout(EXIT_GRACE, wait.next()).await.is_err() {
-            return Err(RunnerError::Failed {
-                context: "lost the output of a sandbox that is still running".into(),
-                transient: true,
-                source: None,
-            });
-        }
-        state = inspect().await?.state.unwrap_or_default();
-    }
-    Ok(Ending::Exited {
-        code: state.exit_code.unwrap_or(-1),
-        oom_killed: state.oom_killed.unwrap_or(false),
-    })
 }

@@ -44,6 +44,9 @@ pub fn create_body(
         stdin_once: Some(true),
         tty: Some(false),
         network_disabled: Some(true),
+        // The wrapper (PID 1) ignores SIGTERM, so a `docker stop` or an engine shutdown would
+        // wait the default 10 s for nothing before its SIGKILL.
+        stop_timeout: Some(1),
         labels: Some(labels),
         host_config: Some(host_config(cfg, &req.limits)),
         ..Default::default()
@@ -164,6 +167,7 @@ mod tests {
             args: vec!["a b".into()],
             stdin: String::new(),
             limits: Limits::DEFAULT,
+            fleet: Default::default(),
         }
     }
 

@@ -1,6 +1,8 @@
 //! One attempt: create the ConfigMap and the Job, follow the pod through a watch (no polling),
-//! stream and cap its log, stop it at a wall-time limit or an output cap, and tell how it ended.
-//! Removal is the caller's, on every path.
+//! stream and cap its log, stop it at a wall-time limit, an output cap or a cancel, and tell how
+//! it ended. A pod deleted or evicted before its container ended was stopped from outside: an
+//! infrastructure failure, whatever exit status the kill left. Removal is the caller's, on
+//! every path.
 
 use std::pin::pin;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use kube::runtime::WatchStreamExt;
 use kube::Api;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::output::{Parsed, Progress};
@@ -44,6 +47,8 @@ pub enum PodState {
     Failed {
         reason: String,
     },
+    /// Someone deleted the pod (or its Job) while its container had not ended.
+    Deleting,
 }
 
 /// Reads the state that matters from a pod.
@@ -63,7 +68,12 @@ pub fn observe(pod: &Pod) -> PodState {
         .iter()
         .flatten()
         .find(|c| c.name == CONTAINER);
+    let deleting = pod.metadata.deletion_timestamp.is_some();
     if let Some(state) = container.and_then(|c| c.state.as_ref()) {
+        if state.terminated.is_some() && deleting {
+            // The kill that deletion sends is no exit of the program's.
+            return PodState::Deleting;
+        }
         if let Some(t) = &state.terminated {
             return PodState::Terminated {
                 code: i64::from(t.exit_code),
@@ -79,6 +89,9 @@ pub fn observe(pod: &Pod) -> PodState {
                 return PodState::ImageError { reason, fatal };
             }
         }
+    }
+    if deleting {
+        return PodState::Deleting;
     }
     if phase == "Failed" {
         return PodState::Failed {
@@ -162,6 +175,7 @@ pub async fn follow(
     req: &RunRequest,
     pending_timeout: Duration,
     live: &mut LiveLog,
+    cancel: &CancellationToken,
 ) -> Result<(Parsed, Ending), RunnerError> {
     let limits = &req.limits;
     let mut parsed = Parsed::new(&objects.nonce, &objects.end_nonce, limits.output_bytes);
@@ -222,7 +236,7 @@ pub async fn follow(
                         pod
                     }
                     Some(Ok(Event::Delete(_))) if ended.is_none() => {
-                        return Err(infra("job pod was deleted before it ended"));
+                        return Err(interrupted("the job pod was deleted before it ended"));
                     }
                     Some(Ok(_)) => continue,
                 };
@@ -239,8 +253,12 @@ pub async fn follow(
                     PodState::Terminated { code, oom_killed } => ended = Some((code, oom_killed)),
                     PodState::DeadlineExceeded => return Ok((parsed, Ending::TimedOut)),
                     PodState::Failed { reason } => {
-                        return Err(infra(format!("job pod failed: {reason}")));
+                        return Err(interrupted(&format!("the job pod failed: {reason}")));
                     }
+                    PodState::Deleting if ended.is_none() => {
+                        return Err(interrupted("the job pod was deleted while it ran"));
+                    }
+                    PodState::Deleting => {}
                     PodState::ImageError { reason, fatal: true } => {
                         return Err(RunnerError::ImageMissing { image: format!("{} ({reason})", image(&pod)) });
                     }
@@ -267,6 +285,10 @@ pub async fn follow(
                 parsed.flush(live);
                 return Ok((parsed, Ending::TimedOut));
             }
+            () = cancel.cancelled() => {
+                parsed.flush(live);
+                return Ok((parsed, Ending::Cancelled));
+            }
             () = until(pending_deadline) => {
                 return Err(match last_pending {
                     PodState::ImageError { reason, .. } => RunnerError::ImageMissing { image: format!("{} ({reason})", objects_image(objects)) },
@@ -275,6 +297,12 @@ pub async fn follow(
                 });
             }
         }
+    }
+}
+
+fn interrupted(detail: &str) -> RunnerError {
+    RunnerError::Interrupted {
+        detail: detail.to_owned(),
     }
 }
 

@@ -5,29 +5,34 @@
 //! - `spec`: the ConfigMap and the Job: limits, the restricted Pod Security Standard, labels.
 //! - `attempt`: follow the pod with a watch, stream and cap its log, stop it at a limit.
 //! - `output`: split the single pod log back into compiler output, stdout and stderr.
+//! - `cleanup`: delete an attempt's objects on every path; the label sweep.
 //!
 //! The ConfigMap is owned by the Job, and the Job is deleted with background propagation on
-//! every path (guarded, so a dropped future still deletes it). What a dead worker left is
-//! found by label: its own on first use, other workers' by the periodic orphan sweep.
+//! every path (guarded, so a dropped future still deletes it); a deletion that fails is retried
+//! from the worker's upkeep. What a dead worker of the fleet left is found by label by the
+//! periodic sweep. A pod deleted, evicted or killed from outside is an infrastructure failure.
 
 mod attempt;
+mod cleanup;
 mod output;
 pub mod spec;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use quayside_common::config::{KubernetesConfig, LanguageConfig};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
+use self::cleanup::{delete, sweep, Cleanup};
 use self::spec::{label_value, LABEL_MANAGED, MANAGER};
-use super::sandbox::{self, protocol, LiveLog, LABEL_WORKER};
+use super::sandbox::{self, protocol, Fleet, LiveLog, Sandboxes, Sweep};
 use super::{RunOutput, RunRequest, Runner, RunnerError};
 use crate::logs::LogSink;
 
@@ -43,9 +48,10 @@ pub struct KubernetesRunner {
     worker_id: String,
     /// A client given by the caller (tests); otherwise inferred on first use.
     preset: Option<Client>,
-    /// Connected on first use, since building a runner is not async; the first use also
-    /// removes what an earlier process with the same worker id left.
+    /// Connected on first use, since building a runner is not async.
     client: OnceCell<(Client, String)>,
+    /// Names of the Jobs in use, and of those whose deletion failed.
+    sandboxes: Arc<Sandboxes>,
 }
 
 impl std::fmt::Debug for KubernetesRunner {
@@ -71,6 +77,7 @@ impl KubernetesRunner {
             worker_id: worker_id.into(),
             preset: None,
             client: OnceCell::new(),
+            sandboxes: Arc::default(),
         }
     }
 
@@ -85,6 +92,7 @@ impl KubernetesRunner {
             worker_id: worker_id.into(),
             preset: Some(client),
             client: OnceCell::new(),
+            sandboxes: Arc::default(),
         }
     }
 
@@ -101,12 +109,6 @@ impl KubernetesRunner {
                 } else {
                     self.cfg.namespace.clone()
                 };
-                let own = label_value(&self.worker_id);
-                match sweep(&client, &ns, |labels, _| labels.get(LABEL_WORKER) == Some(&own)).await {
-                    Ok(0) => {}
-                    Ok(removed) => tracing::info!(removed, worker = %self.worker_id, "removed jobs a previous run left"),
-                    Err(error) => tracing::warn!(%error, "cannot sweep leftover jobs"),
-                }
                 Ok((client, ns))
             })
             .await
@@ -133,20 +135,21 @@ impl KubernetesRunner {
         )
     }
 
-    async fn attempt(
+    /// Creates the attempt's objects; the caller follows the pod.
+    async fn create(
         &self,
         req: &RunRequest,
-        logs: &LogSink,
         body: &str,
         cleanup: &mut Cleanup,
-    ) -> Result<RunOutput, RunnerError> {
+    ) -> Result<(spec::Objects, Api<Pod>), RunnerError> {
         let (client, ns) = self.client().await?;
         let (jobs, cms, pods) = Self::apis(client, ns);
         let objects = spec::objects(&self.cfg, req, &self.worker_id, body);
+        self.sandboxes.started(&objects.name);
+        cleanup.arm(jobs.clone(), cms.clone(), objects.name.clone());
         cms.create(&PostParams::default(), &objects.config_map)
             .await
             .map_err(|e| api_error("cannot create the job's ConfigMap", e))?;
-        cleanup.arm(jobs.clone(), cms.clone(), objects.name.clone());
         let job = jobs
             .create(&PostParams::default(), &objects.job)
             .await
@@ -168,9 +171,25 @@ impl KubernetesRunner {
         )
         .await
         .map_err(|e| api_error("cannot make the Job own its ConfigMap", e))?;
+        Ok((objects, pods))
+    }
+
+    async fn attempt(
+        &self,
+        req: &RunRequest,
+        logs: &LogSink,
+        body: &str,
+        cleanup: &mut Cleanup,
+        cancel: &CancellationToken,
+    ) -> Result<RunOutput, RunnerError> {
+        let (objects, pods) = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(RunnerError::Cancelled),
+            created = self.create(req, body, cleanup) => created?,
+        };
         let mut live = LiveLog::start(logs);
         let pending = Duration::from_millis(self.cfg.pending_timeout_ms);
-        let followed = attempt::follow(pods, &objects, req, pending, &mut live).await;
+        let followed = attempt::follow(pods, &objects, req, pending, &mut live, cancel).await;
         live.finish(LIVE_LOG_GRACE).await;
         let (parsed, ending) = followed?;
         let (build_status, compile_ms, run_ms) =
@@ -220,16 +239,45 @@ impl Runner for KubernetesRunner {
         Ok(())
     }
 
-    async fn sweep_orphans(&self, live_workers: &[String]) -> Result<usize, RunnerError> {
+    async fn sweep_orphans(
+        &self,
+        fleet: &Fleet,
+        live_workers: &[String],
+    ) -> Result<usize, RunnerError> {
         let (client, ns) = self.client().await?;
-        let mut live: Vec<String> = live_workers.iter().map(|w| label_value(w)).collect();
-        live.push(label_value(&self.worker_id));
-        let cutoff = jiff_now_s().saturating_sub(ORPHAN_MIN_AGE.as_secs() as i64);
-        sweep(client, ns, |labels, created| {
-            created.is_some_and(|c| c <= cutoff)
-                && sandbox::is_orphan(&labels.clone().into_iter().collect(), &live)
+        // Labels hold label values: compare like with like.
+        let fleet = Fleet {
+            queue: label_value(&fleet.queue),
+            id: label_value(&fleet.id),
+        };
+        let live: Vec<String> = live_workers.iter().map(|w| label_value(w)).collect();
+        let me = label_value(&self.worker_id);
+        let rule = Sweep {
+            fleet: &fleet,
+            me: &me,
+            live: &live,
+            now_s: jiff_now_s(),
+            min_age_s: ORPHAN_MIN_AGE.as_secs() as i64,
+        };
+        sweep(client, ns, &self.sandboxes, |name, labels, created| {
+            let labels = labels.clone().into_iter().collect();
+            rule.verdict(&labels, created, self.sandboxes.is_active(name))
         })
         .await
+    }
+
+    async fn retry_removals(&self) -> usize {
+        if self.sandboxes.failed().is_empty() {
+            return 0;
+        }
+        let Ok((client, ns)) = self.client().await else {
+            return self.sandboxes.failed().len();
+        };
+        let (jobs, cms, _) = Self::apis(client, ns);
+        let (jobs, cms) = (&jobs, &cms);
+        self.sandboxes
+            .retry_failed(|name| async move { delete(jobs, cms, &name).await.is_ok() })
+            .await
     }
 
     async fn run(
@@ -245,108 +293,17 @@ impl Runner for KubernetesRunner {
             &req.files,
         )
         .ok_or_else(|| sandbox::missing_command(req))?;
-        let mut cleanup = Cleanup::default();
-        let outcome = tokio::select! {
-            biased;
-            () = cancel.cancelled() => Err(RunnerError::Cancelled),
-            outcome = self.attempt(req, logs, &body, &mut cleanup) => outcome,
-        };
+        let mut cleanup = Cleanup::new(Arc::clone(&self.sandboxes));
+        let outcome = self.attempt(req, logs, &body, &mut cleanup, &cancel).await;
         // Also on timeouts, output overflow and errors: deleting the Job kills its pod.
         cleanup.remove().await;
         outcome
     }
 }
 
-/// Deletes an attempt's Job and ConfigMap: awaited on every normal path, spawned from `Drop`
-/// when the attempt's future is dropped before that.
-#[derive(Debug, Default)]
-struct Cleanup {
-    armed: Option<(Api<Job>, Api<ConfigMap>, String)>,
-}
-
-impl Cleanup {
-    fn arm(&mut self, jobs: Api<Job>, cms: Api<ConfigMap>, name: String) {
-        self.armed = Some((jobs, cms, name));
-    }
-
-    async fn remove(&mut self) {
-        if let Some((jobs, cms, name)) = self.armed.take() {
-            delete(&jobs, &cms, &name).await;
-        }
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some((jobs, cms, name)) = self.armed.take() {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move { delete(&jobs, &cms, &name).await });
-            }
-        }
-    }
-}
-
-/// Deletes a Job (background propagation: its pod goes too) and its ConfigMap. Not found is
-/// fine; other failures are logged, and the Job's TTL and the sweeps are the fallback.
-async fn delete(jobs: &Api<Job>, cms: &Api<ConfigMap>, name: &str) {
-    if let Err(error) = jobs.delete(name, &DeleteParams::background()).await {
-        if !is_not_found(&error) {
-            tracing::warn!(job = %name, %error, "cannot delete job");
-        }
-    }
-    if let Err(error) = cms.delete(name, &DeleteParams::background()).await {
-        if !is_not_found(&error) {
-            tracing::warn!(configmap = %name, %error, "cannot delete configmap");
-        }
-    }
-}
-
-fn is_not_found(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404)
-}
-
 /// Seconds since the epoch.
 fn jiff_now_s() -> i64 {
     i64::try_from(quayside_common::now_ms() / 1000).unwrap_or(i64::MAX)
-}
-
-/// Deletes this backend's Jobs (and ConfigMaps) whose labels and creation time (epoch
-/// seconds) `remove` picks. ConfigMaps are listed too: one whose Job was never created has no
-/// owner to be collected with.
-async fn sweep(
-    client: &Client,
-    ns: &str,
-    remove: impl Fn(&BTreeMap<String, String>, Option<i64>) -> bool,
-) -> Result<usize, RunnerError> {
-    let params = ListParams::default().labels(&format!("{LABEL_MANAGED}={MANAGER}"));
-    let (jobs, cms, _) = KubernetesRunner::apis(client, ns);
-    let mut removed = 0;
-    let listed = jobs
-        .list_metadata(&params)
-        .await
-        .map_err(|e| api_error("cannot list jobs", e))?;
-    let cm_listed = cms
-        .list_metadata(&params)
-        .await
-        .map_err(|e| api_error("cannot list configmaps", e))?;
-    let names = listed
-        .items
-        .iter()
-        .map(|j| &j.metadata)
-        .chain(cm_listed.items.iter().map(|c| &c.metadata));
-    let mut seen = std::collections::BTreeSet::new();
-    for meta in names {
-        let (Some(name), Some(labels)) = (&meta.name, &meta.labels) else {
-            continue;
-        };
-        let created = meta.creation_timestamp.as_ref().map(|t| t.0.as_second());
-        if !remove(labels, created) || !seen.insert(name.clone()) {
-            continue;
-        }
-        delete(&jobs, &cms, name).await;
-        removed += 1;
-    }
-    Ok(removed)
 }
 
 /// An infrastructure failure with no underlying error.

@@ -17,7 +17,7 @@ use quayside_common::config::KubernetesConfig;
 use quayside_common::JobKind;
 
 use crate::runner::sandbox::protocol::{shell_quote, EXIT_NO_HEADER, EXIT_UNPACK};
-use crate::runner::sandbox::{LABEL_ATTEMPT, LABEL_JOB, LABEL_WORKER, WORK_DIR};
+use crate::runner::sandbox::{self, LABEL_JOB, WORK_DIR};
 use crate::runner::RunRequest;
 
 /// Label naming the attempt's Job (and ConfigMap); what the pod watch selects on.
@@ -66,15 +66,23 @@ pub fn label_value(raw: &str) -> String {
         .to_owned()
 }
 
-/// The labels of every object of one attempt.
-pub fn labels(req: &RunRequest, worker_id: &str, name: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (LABEL_JOB.to_owned(), label_value(req.job_id.as_str())),
-        (LABEL_WORKER.to_owned(), label_value(worker_id)),
-        (LABEL_ATTEMPT.to_owned(), req.attempt.to_string()),
-        (LABEL_SANDBOX.to_owned(), name.to_owned()),
-        (LABEL_MANAGED.to_owned(), MANAGER.to_owned()),
-    ])
+/// The labels of every object of one attempt: the fleet's (see [`sandbox::labels`]) as label
+/// values, plus this backend's own.
+/// `deadline_s`: the unix second by which the Job is over for sure.
+pub fn labels(
+    req: &RunRequest,
+    worker_id: &str,
+    name: &str,
+    deadline_s: i64,
+) -> BTreeMap<String, String> {
+    let fleet = sandbox::labels(&req.fleet, &req.job_id, req.attempt, worker_id, deadline_s);
+    let mut labels: BTreeMap<String, String> = fleet
+        .into_iter()
+        .map(|(k, v)| (k, label_value(&v)))
+        .collect();
+    labels.insert(LABEL_SANDBOX.to_owned(), name.to_owned());
+    labels.insert(LABEL_MANAGED.to_owned(), MANAGER.to_owned());
+    labels
 }
 
 /// A fresh object name, a DNS label short enough for the `job-name` pod label.
@@ -138,7 +146,14 @@ fn quantity(s: String) -> Quantity {
 /// Builds both objects of one attempt.
 pub fn objects(cfg: &KubernetesConfig, req: &RunRequest, worker_id: &str, body: &str) -> Objects {
     let name = object_name(req.attempt);
-    let labels = labels(req, worker_id, &name);
+    let l = &req.limits;
+    let wall_s = i64::try_from((l.compile_wall_time_ms + l.run_wall_time_ms).div_ceil(1000))
+        .unwrap_or(i64::MAX / 4);
+    let pending_s = i64::try_from(cfg.pending_timeout_ms.div_ceil(1000)).unwrap_or(3600);
+    let pod_deadline = wall_s + pending_s + POD_DEADLINE_SLACK_S;
+    let job_deadline = pod_deadline + POD_DEADLINE_SLACK_S;
+    let now_s = i64::try_from(quayside_common::now_ms() / 1000).unwrap_or(0);
+    let labels = labels(req, worker_id, &name, now_s.saturating_add(job_deadline));
     let annotations = BTreeMap::from([(LABEL_JOB.to_owned(), req.job_id.to_string())]);
     let meta = ObjectMeta {
         name: Some(name.clone()),
@@ -166,11 +181,6 @@ pub fn objects(cfg: &KubernetesConfig, req: &RunRequest, worker_id: &str, body: 
         ..Default::default()
     };
     let (uid, gid) = attempt_uid(cfg);
-    let l = &req.limits;
-    let wall_s = i64::try_from((l.compile_wall_time_ms + l.run_wall_time_ms).div_ceil(1000))
-        .unwrap_or(i64::MAX / 4);
-    let pending_s = i64::try_from(cfg.pending_timeout_ms.div_ceil(1000)).unwrap_or(3600);
-    let pod_deadline = wall_s + pending_s + POD_DEADLINE_SLACK_S;
     let resources = BTreeMap::from([
         ("cpu".to_owned(), quantity(format!("{}m", l.cpu_millicores))),
         ("memory".to_owned(), quantity(l.memory_bytes.to_string())),
@@ -283,7 +293,7 @@ pub fn objects(cfg: &KubernetesConfig, req: &RunRequest, worker_id: &str, body: 
         metadata: meta,
         spec: Some(JobSpec {
             backoff_limit: Some(0),
-            active_deadline_seconds: Some(pod_deadline + POD_DEADLINE_SLACK_S),
+            active_deadline_seconds: Some(job_deadline),
             ttl_seconds_after_finished: Some(cfg.ttl_seconds_after_finished),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {

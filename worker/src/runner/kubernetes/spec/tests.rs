@@ -1,11 +1,12 @@
 use std::collections::BTreeMap;
 
-use quayside_common::config::{default_languages, KubernetesConfig};
+use quayside_common::config::{default_image, default_languages, KubernetesConfig};
 use quayside_common::limits::Limits;
 use quayside_common::{JobId, JobKind};
 
 use super::*;
 use crate::runner::sandbox::protocol::wrapper_body;
+use crate::runner::sandbox::{Fleet, LABEL_DEADLINE, LABEL_FLEET, LABEL_QUEUE, LABEL_WORKER};
 
 pub(crate) fn request(kind: JobKind) -> RunRequest {
     let language_config = default_languages()["c"].clone();
@@ -23,6 +24,10 @@ pub(crate) fn request(kind: JobKind) -> RunRequest {
         args: vec!["a b".into()],
         stdin: "in\n".into(),
         limits: Limits::DEFAULT,
+        fleet: Fleet {
+            queue: "builds:eu".into(),
+            id: "0f1e2d3c4b5a6978".into(),
+        },
     }
 }
 
@@ -59,7 +64,8 @@ fn every_pod_is_limited_and_meets_the_restricted_standard() {
     let uid = psc.run_as_user.expect("uid");
     assert!((10001..10001 + (1 << 20)).contains(&uid), "{uid}");
     let c = &pod.containers[0];
-    assert_eq!(c.image.as_deref(), Some("reg.example/quayside/runner-c:1"));
+    let image = format!("reg.example/{}", default_image("c"));
+    assert_eq!(c.image.as_deref(), Some(image.as_str()));
     let sc = c.security_context.as_ref().expect("container security");
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     assert_eq!(sc.read_only_root_filesystem, Some(true));
@@ -93,6 +99,15 @@ fn every_pod_is_limited_and_meets_the_restricted_standard() {
     let labels = o.job.metadata.labels.as_ref().expect("labels");
     assert_eq!(labels[LABEL_JOB], "batch_7", "label values cannot hold ':'");
     assert_eq!(labels[LABEL_WORKER], "host-1_w");
+    assert_eq!(labels[LABEL_QUEUE], "builds_eu");
+    assert_eq!(labels[LABEL_FLEET], "0f1e2d3c4b5a6978");
+    let deadline: i64 = labels[LABEL_DEADLINE].parse().expect("a number");
+    let job_deadline = o.job.spec.as_ref().and_then(|s| s.active_deadline_seconds);
+    let now = (quayside_common::now_ms() / 1000) as i64;
+    assert!(
+        (now..=now + 5).contains(&(deadline - job_deadline.expect("job deadline"))),
+        "the label is the Job's own deadline"
+    );
     assert_eq!(labels[LABEL_SANDBOX], o.name);
     assert_eq!(o.config_map.metadata.labels.as_ref(), Some(labels));
     let pod_labels = spec

@@ -1,0 +1,94 @@
+//! The Redis calls behind time-bounded infrastructure retries and the fleet id.
+
+use quayside_common::scripts::Scripts;
+use quayside_common::JobId;
+
+use super::RedisQueue;
+use crate::queue::{FailureHistory, Lease, QueueError};
+
+impl RedisQueue {
+    /// Maps a Redis error of `op`, dropping the shared connection if it is broken.
+    fn redis_error(&self, op: &'static str) -> impl Fn(redis::RedisError) -> QueueError + '_ {
+        move |source| {
+            self.redis.note_error(&source);
+            QueueError::Redis { op, source }
+        }
+    }
+
+    /// `retry.lua`; `infra` records an infrastructure failure of the job's own.
+    pub(super) async fn retry_script(
+        &self,
+        lease: &Lease,
+        delay_ms: u64,
+        error: &str,
+        refund: bool,
+        infra: bool,
+    ) -> Result<bool, QueueError> {
+        let flag = |b: bool| if b { "1" } else { "0" };
+        let mut inv = Scripts::get().retry.prepare_invoke();
+        inv.key(self.keys.stream(lease.priority))
+            .arg(self.keys.prefix())
+            .arg(&self.worker)
+            .arg(&lease.job_id)
+            .arg(lease.priority.index() + 1)
+            .arg(&lease.entry)
+            .arg(lease.token)
+            .arg(delay_ms)
+            .arg(error)
+            .arg(flag(refund))
+            .arg(flag(infra));
+        let done: i64 = self.eval("retry", inv).await?;
+        Ok(done == 1)
+    }
+
+    /// The record's `failing_since` and `infra_failures` (see `retry.lua`).
+    pub(super) async fn read_failure_history(
+        &self,
+        lease: &Lease,
+    ) -> Result<FailureHistory, QueueError> {
+        let Ok(id) = JobId::parse(&lease.job_id) else {
+            return Ok(FailureHistory::default());
+        };
+        let mut conn = self.redis.conn().await?;
+        let (failing_since_ms, failures): (Option<u64>, Option<u32>) = redis::cmd("HMGET")
+            .arg(self.keys.job(&id))
+            .arg("failing_since")
+            .arg("infra_failures")
+            .query_async(&mut conn)
+            .await
+            .map_err(self.redis_error("HMGET"))?;
+        Ok(FailureHistory {
+            failing_since_ms,
+            failures: failures.unwrap_or(0),
+        })
+    }
+
+    /// Sets the fleet id if the key is missing (a fresh random one, or the one this worker
+    /// already knows, so a key Redis lost comes back unchanged), then reads it.
+    pub(super) async fn keep_fleet_id(&self) -> Result<String, QueueError> {
+        let candidate = self
+            .fleet
+            .lock()
+            .expect("lock poisoned")
+            .clone()
+            .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+        let mut conn = self.redis.conn().await?;
+        let (id,): (String,) = redis::pipe()
+            .cmd("SET")
+            .arg(self.keys.fleet())
+            .arg(&candidate)
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(self.keys.fleet())
+            .query_async(&mut conn)
+            .await
+            .map_err(self.redis_error("SET NX"))?;
+        let mut known = self.fleet.lock().expect("lock poisoned");
+        if known.as_ref().is_some_and(|k| *k != id) {
+            tracing::warn!(stored = %id, ours = ?known, "the queue's fleet id changed (redis lost its data?); sandboxes labelled with the old one are swept by their deadline");
+        }
+        *known = Some(id.clone());
+        Ok(id)
+    }
+}

@@ -1,0 +1,170 @@
+//! The worker's background chores: heartbeat (and the orphan sweep and removal retries it
+//! paces), promotion of due retries, and queue sampling for the gauges.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quayside_common::now_ms;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::claim::sleep_or_stop;
+use crate::execute::Context;
+use crate::metrics::WorkerMetrics;
+use crate::queue::{log_error, JobQueue};
+
+/// How often a worker looks for sandboxes of dead workers.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// How often sandboxes whose removal failed are tried again.
+const REMOVAL_RETRY_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Lets an execution have the registry updated at once (its job left the in-flight count)
+/// and wait until it was.
+#[derive(Debug)]
+pub struct Beat {
+    wanted: AtomicU64,
+    written: watch::Sender<u64>,
+    wake: Notify,
+}
+
+impl Default for Beat {
+    fn default() -> Self {
+        Self {
+            wanted: AtomicU64::new(0),
+            written: watch::Sender::new(0),
+            wake: Notify::new(),
+        }
+    }
+}
+
+impl Beat {
+    /// Asks for a heartbeat now and waits (up to `at_most`) until one written after this call
+    /// is in Redis.
+    pub async fn now(&self, at_most: Duration) {
+        let ticket = self.wanted.fetch_add(1, Ordering::AcqRel) + 1;
+        self.wake.notify_one();
+        let mut written = self.written.subscribe();
+        let _ = tokio::time::timeout(at_most, written.wait_for(|w| *w >= ticket)).await;
+    }
+}
+
+/// Samples the queue's size into the queue gauges every `every`. Every worker samples (so the
+/// gauges survive any one worker); dashboards aggregate them with `max`.
+pub async fn sample_loop(
+    queue: Arc<dyn JobQueue>,
+    metrics: Arc<WorkerMetrics>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        match queue.sample().await {
+            Ok(sample) => metrics.set_queue(&sample),
+            Err(error) => {
+                metrics.sample_failed();
+                tracing::debug!(error = %error, "cannot sample queue gauges");
+            }
+        }
+        if sleep_or_stop(&stop, every).await {
+            return;
+        }
+    }
+}
+
+/// Moves due retries back to their streams every `interval_ms`.
+pub async fn promote_loop(queue: Arc<dyn JobQueue>, interval_ms: u64, stop: CancellationToken) {
+    let interval = Duration::from_millis(interval_ms);
+    loop {
+        if let Err(error) = queue.promote(1000).await {
+            log_error(&error, "promote due retries");
+        }
+        if sleep_or_stop(&stop, interval).await {
+            return;
+        }
+    }
+}
+
+/// Removes the fleet's sandboxes whose worker is no longer in the registry (it crashed
+/// mid-job), this worker's own it no longer uses, and anyone's long past their deadline.
+async fn sweep_orphans(ctx: &Context) {
+    match ctx.queue.live_workers().await {
+        Ok(live) => match ctx.runner.sweep_orphans(&ctx.fleet, &live).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "orphan sweep removed sandboxes"),
+            Err(error) => tracing::debug!(error = %error, "cannot sweep sandboxes"),
+        },
+        Err(error) => log_error(&error, "list live workers"),
+    }
+}
+
+/// Sweeps orphans every [`SWEEP_INTERVAL`] (the first at once: what a previous process with
+/// this worker's id left goes first) and retries failed sandbox removals every
+/// [`REMOVAL_RETRY_INTERVAL`], until `stop`.
+pub async fn sandbox_loop(ctx: Arc<Context>, stop: CancellationToken) {
+    let mut sweep_due = tokio::time::Instant::now();
+    loop {
+        let left = ctx.runner.retry_removals().await;
+        if left > 0 {
+            tracing::debug!(left, "sandboxes still to remove");
+        }
+        if tokio::time::Instant::now() >= sweep_due {
+            sweep_orphans(&ctx).await;
+            sweep_due = tokio::time::Instant::now() + SWEEP_INTERVAL;
+        }
+        if sleep_or_stop(&stop, REMOVAL_RETRY_INTERVAL).await {
+            return;
+        }
+    }
+}
+
+/// Keeps this worker's entry in the registry fresh: every `heartbeat_interval_ms`, within a
+/// second of its in-flight count changing, and at once when an execution asks ([`Beat`]).
+/// It also keeps the queue's fleet id in place.
+pub async fn heartbeat_loop(ctx: Arc<Context>, stop: CancellationToken) {
+    let every = Duration::from_millis(ctx.cfg.worker.heartbeat_interval_ms);
+    let check = every.min(Duration::from_secs(1));
+    let started = now_ms();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let mut sent: Option<usize> = None;
+    let mut due = tokio::time::Instant::now();
+    loop {
+        let ticket = ctx.beat.wanted.load(Ordering::Acquire);
+        let in_flight = ctx.inflight.len();
+        let asked = ticket > *ctx.beat.written.borrow();
+        if asked || sent != Some(in_flight) || tokio::time::Instant::now() >= due {
+            let doc = serde_json::json!({
+                "id": ctx.worker_id,
+                "host": host.trim(),
+                "pid": std::process::id(),
+                "version": env!("CARGO_PKG_VERSION"),
+                "runner": ctx.runner.name(),
+                "slots": ctx.cfg.worker.slots,
+                "in_flight": in_flight,
+                "started_at_ms": started,
+                "heartbeat_at_ms": now_ms(),
+            });
+            let ttl_ms = ctx.cfg.worker.heartbeat_interval_ms * 3;
+            match ctx.queue.heartbeat(&doc.to_string(), ttl_ms).await {
+                Ok(()) => {
+                    sent = Some(in_flight);
+                    ctx.beat.written.send_replace(ticket);
+                    if tokio::time::Instant::now() >= due {
+                        // Puts the fleet id back should Redis have lost it.
+                        if let Err(error) = ctx.queue.fleet_id().await {
+                            log_error(&error, "keep the fleet id");
+                        }
+                    }
+                }
+                Err(error) => log_error(&error, "heartbeat"),
+            }
+            if tokio::time::Instant::now() >= due {
+                due = tokio::time::Instant::now() + every;
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(check) => {}
+            _ = ctx.beat.wake.notified() => {}
+        }
+    }
+}
