@@ -35,6 +35,8 @@ use world::World;
 
 /// Steps between two settlings of the queue (each followed by the at-rest checks).
 const EPOCH: usize = 250;
+/// Steps between two progress lines (soaks run for a long time).
+const PROGRESS: usize = 50_000;
 /// Operations kept for the report of a violation: the last [`SHOWN`] of them, and the earlier
 /// ones that name a job the violation names.
 const RECENT: usize = 2_000;
@@ -191,6 +193,12 @@ pub async fn run(
             let r = sim.settle().await;
             sim.checked(r).await?;
             epochs += 1;
+        }
+        if sim.step % PROGRESS == 0 {
+            eprintln!(
+                "model test: seed {seed}: {} of {steps} steps, {} lives, {} results, {} redis restarts",
+                sim.step, sim.world.started, sim.world.results, sim.restarts
+            );
         }
     }
     Ok(Stats {
