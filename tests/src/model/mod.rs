@@ -348,6 +348,12 @@ impl Sim<'_> {
         }
         // Ended jobs whose keys are gone are no longer the model's business.
         self.world.jobs.retain(|_, j| j.live);
+        // Keep the AOF as small as the data, so the next restart loads it quickly (a long run
+        // would otherwise replay every write since the start at each restart). One already in
+        // progress answers an error: that one does the job.
+        let rewrite: redis::RedisResult<redis::Value> =
+            redis::cmd("BGREWRITEAOF").query_async(&mut self.conn).await;
+        drop(rewrite);
         self.note("a day passes: every TTL runs out".into());
         Ok(())
     }
