@@ -3,7 +3,9 @@
 #   queue   enqueue and processing rates, latency at 500 jobs/s, Redis commands per job, with a
 #           runner that returns at once, against a private redis-server (AOF everysec, as in
 #           production) on 127.0.0.1. BENCH_METRICS=0 runs it without metrics (no recorder, no
-#           sampling, no listener), to measure what metrics cost.
+#           sampling, no listener), to measure what metrics cost. Phase `logs`: live-log appends
+#           through the fenced log.lua next to a plain XADD (the path before the fence), one job
+#           and 64 at once, as a ratio. BENCH_PHASES=enqueue,process,latency,logs picks phases.
 #   docker  the real worker with the Docker runner (in the benchmark's process), end to end:
 #           latency of a C `run` job printing one line (submit to result, one at a time) and
 #           jobs/s for a batch with 2 and 4 slots, next to the same compile+run done directly

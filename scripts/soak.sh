@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Long soaks (not part of scripts/test.sh): scripts/soak.sh model|fleet|all
-#   model   the randomized model test of the queue scripts, a million steps (added by the
-#           delivery-core branch; this placeholder says so until the two are merged).
+#   model   the randomized model test (tests/tests/model.rs) for MODEL_STEPS (1000000) steps
+#           from a random seed (MODEL_SEED replays one; printed first), release build, on a
+#           private redis-server (AOF always) the test starts, SIGKILLs and restarts itself.
 #   fleet   the fleet-level fault run (tests/tests/fleet_fault_run.rs) at full size: FLEET_JOBS
 #           (1000) real Docker jobs in one batch through three quayside-worker processes, one
 #           SIGKILLed and restarted every 3 s, Redis (AOF always) SIGKILLed and restarted once,
@@ -22,8 +23,11 @@ ensure_rust
 ensure_packages redis-server:redis-server redis-cli:redis-tools docker:docker.io dockerd:docker.io
 
 soak_model() {
-  echo "scripts/soak.sh model: the model soak comes with the delivery-core branch" >&2
-  return 1
+  local steps=${MODEL_STEPS:-1000000}
+  local seed=${MODEL_SEED:-$(od -An -N8 -tu8 /dev/urandom | tr -d ' ')}
+  step "cargo build --release model test" cargo test --release --no-run -p quayside-e2e --test model
+  log "model test: $steps steps, seed $seed (replay: MODEL_SEED=$seed MODEL_STEPS=$steps scripts/soak.sh model)"
+  MODEL_SEED=$seed MODEL_STEPS=$steps cargo test --release -q -p quayside-e2e --test model -- --nocapture
 }
 
 soak_fleet() {

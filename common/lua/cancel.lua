@@ -1,10 +1,18 @@
--- Cancel a job. A queued or delayed job ends now as `cancelled`; a running one is flagged and its
--- worker told over the cancel channel (it also sees the flag when it renews its lease).
--- ARGV: prefix, id, cancelled result JSON (attempts filled in here), default ttl s, log cap.
--- Returns 'cancelled', 'requested', 'terminal:<status>' or 'unknown'.
+-- Cancel a job. A queued or delayed job ends now as `cancelled`, with a result this script
+-- builds; a running one is flagged and its worker told over the cancel channel (it also sees
+-- the flag when it renews its lease) and records `cancelled` itself.
+-- ARGV: prefix, id, default ttl s (for records that carry none), min ttl s (queue.min_result_ttl_s),
+--       log cap.
+-- Returns 'cancelled', 'requested', 'terminal:<status>' or 'unknown' (no record: never
+-- enqueued, expired, or a raw XADD entry no worker or adopt.lua has seen yet).
 local id = ARGV[2]
+local default_ttl, min_ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
+if not default_ttl or not min_ttl or not tonumber(ARGV[5]) then
+  return redis.error_reply('ERR cancel: expected ARGV prefix, id, default ttl, min ttl, log cap')
+end
 local rec = K.job(id)
-local r = redis.call('HMGET', rec, 'state', 'entry', 'priority', 'ttl', 'attempts', 'batch', 'cancel')
+local r = redis.call('HMGET', rec, 'state', 'entry', 'priority', 'ttl', 'attempts', 'batch', 'cancel',
+  'enqueued_at')
 local state = r[1]
 if not state then return 'unknown' end
 if state == 'queued' or state == 'delayed' then
@@ -14,11 +22,9 @@ if state == 'queued' or state == 'delayed' then
   else
     redis.call('ZREM', K.delayed, id)
   end
-  local result = cjson.decode(ARGV[3])
-  result.attempts = tonumber(r[5] or '0')
-  local ttl = r[4]
-  if not ttl or ttl == '' then ttl = ARGV[4] end
-  finalize(id, 'cancelled', cjson.encode(result), ttl, ARGV[5], state, r[6], r[7])
+  local result = plain_result(id, 'cancelled', 'cancelled before it ran', r[5], r[8])
+  local ttl = math.max(tonumber(r[4] or '') or default_ttl, min_ttl)
+  finalize(id, 'cancelled', result, ttl, ARGV[5], state, r[6], r[7])
   return 'cancelled'
 elseif state == 'running' then
   redis.call('HSET', rec, 'cancel', '1')

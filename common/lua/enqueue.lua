@@ -1,7 +1,9 @@
--- Enqueue one or more jobs. Idempotent: an id whose record exists is reported, not queued again.
+-- Enqueue one or more jobs. Idempotent: an id whose record exists is reported, not queued again,
+-- and so is an id its batch already counts (a member whose record expired after it ended).
 -- ARGV: prefix, max_depth (0 = unlimited), n, then n times: id, priority index (1-3), spec JSON,
 --       batch id ('' = none), result ttl seconds.
--- Returns one string per job: 'new:<entry id>', 'exists:<state>' or 'full'.
+-- Returns one string per job: 'new:<entry id>', 'exists:<state>', 'exists:expired' (a member
+-- of its batch whose record has expired: nothing added) or 'full'.
 local max_depth = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 local depth = 0
@@ -10,6 +12,20 @@ if max_depth > 0 then
 end
 local now = now_ms()
 local out = {}
+
+-- Whether `id` is listed in `batch`. Batches made before member lists were sorted sets keep a
+-- list: it is turned into the sorted set (positions kept) the first time it is asked.
+local function listed(batch, id)
+  local members = K.batch_jobs(batch)
+  local ok, score = pcall(redis.call, 'ZSCORE', members, id)
+  if ok then return score end
+  local ids = redis.call('LRANGE', members, 0, -1)
+  local ttl = redis.call('PTTL', members)
+  redis.call('DEL', members)
+  for i, m in ipairs(ids) do redis.call('ZADD', members, i, m) end
+  if ttl > 0 then redis.call('PEXPIRE', members, ttl) end
+  return redis.call('ZSCORE', members, id)
+end
 for j = 0, n - 1 do
   local b = 4 + j * 5
   local id, prio, spec, batch, ttl = ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
@@ -17,21 +33,25 @@ for j = 0, n - 1 do
   local state = redis.call('HGET', rec, 'state')
   if state then
     out[#out + 1] = 'exists:' .. state
+  elseif batch ~= '' and listed(batch, id) then
+    out[#out + 1] = 'exists:expired'
   elseif max_depth > 0 and depth >= max_depth then
     out[#out + 1] = 'full'
   else
     local entry = redis.call('XADD', K.streams[prio], '*', 'id', id)
     redis.call('HSET', rec, 'state', 'queued', 'spec', spec, 'priority', prio, 'entry', entry,
       'attempts', 0, 'token', 0, 'enqueued_at', now, 'ttl', ttl, 'batch', batch)
+    -- A new life starts with a new log (an earlier life's may outlive its record by a moment).
+    redis.call('DEL', K.logs(id))
     if batch ~= '' then
       local bk = K.batch(batch)
-      redis.call('HINCRBY', bk, 'total', 1)
+      local position = redis.call('HINCRBY', bk, 'total', 1)
       redis.call('HINCRBY', bk, 'remaining', 1)
       redis.call('HSETNX', bk, 'created_at', now)
       redis.call('HDEL', bk, 'finished_at')
       redis.call('PERSIST', bk)
       local members = K.batch_jobs(batch)
-      redis.call('RPUSH', members, id)
+      redis.call('ZADD', members, position, id)
       redis.call('PERSIST', members)
     end
     depth = depth + 1

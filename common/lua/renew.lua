@@ -1,17 +1,31 @@
--- Renew the leases of a worker's running jobs: reset each entry's idle time without bumping its
--- delivery count. A job whose token moved on was taken over and is reported lost, never stolen back.
+-- Renew the leases of a worker's running jobs. Each lease is checked against the record (token,
+-- entry and worker: see `holds`), then its entry must still exist and be pending for this worker;
+-- only then is its idle time reset, by its owner (XCLAIM ... 0 JUSTID: a renewal that never takes
+-- an entry from another consumer and never bumps the delivery count).
 -- ARGV: prefix, worker, then 4 per job: id, stream index, entry, token.
--- Returns one string per job: 'ok', 'cancel' (cancellation requested) or 'lost'.
+-- Returns one string per job: 'ok', 'cancel' (cancellation requested), 'lost' (the job is no
+-- longer this execution's) or 'requeued' (its entry was deleted from the stream or is pending
+-- nowhere, e.g. its group was destroyed: no worker could ever be handed that entry again, so the
+-- job was queued again under a fresh entry and this execution must stop).
 local worker = ARGV[2]
 local out = {}
 for i = 3, #ARGV, 4 do
   local id, idx, entry, token = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
-  local r = redis.call('HMGET', K.job(id), 'token', 'state', 'cancel')
+  local r = holds(id, idx, entry, token, worker)
   local answer = 'lost'
-  if r[1] == token and r[2] == 'running' then
-    local c = redis.call('XCLAIM', K.streams[idx], K.group, worker, 0, entry, 'JUSTID')
-    if #c > 0 then
-      answer = (r[3] == '1') and 'cancel' or 'ok'
+  if r then
+    local stream = K.streams[idx]
+    local ok, p = pcall(redis.call, 'XPENDING', stream, K.group, entry, entry, 1)
+    local owner = ok and p[1] and p[1][2]
+    if owner and owner ~= worker then
+      answer = 'lost'
+    elseif owner and #redis.call('XRANGE', stream, entry, entry) > 0 then
+      redis.call('XCLAIM', stream, K.group, worker, 0, entry, 'JUSTID')
+      answer = (r[4] == '1') and 'cancel' or 'ok'
+    else
+      -- Redis 7 drops a deleted entry from the PEL when it is claimed, and answers nothing.
+      requeue(id, idx, entry, 'running')
+      answer = 'requeued'
     end
   end
   out[#out + 1] = answer

@@ -1,15 +1,18 @@
 -- Queue a dead-lettered job again with a fresh attempt budget, and remove the dead letter.
+-- A job whose record and batch are still there counts in its batch again (which is open again
+-- until it ends); one whose record or batch has expired runs on its own: the batch keeps the
+-- ending it counted.
 -- ARGV: prefix, dead-letter entry id.
--- Returns 'queued', 'missing' (no such dead letter), 'unreplayable' (no job id or spec) or
--- 'busy:<state>' (the job was queued again some other way; the dead letter is kept).
+-- Returns 'queued', 'missing' (no such dead letter), 'unreplayable' (no valid job id, or no
+-- spec) or 'busy:<state>' (the job was queued again some other way; the dead letter is kept).
 local dl = ARGV[2]
 local e = redis.call('XRANGE', K.dlq, dl, dl)
 if #e == 0 then return 'missing' end
 local id, job = field(e[1][2], 'id'), field(e[1][2], 'job')
-if not id or id == '' or not job or job == '' then return 'unreplayable' end
+if not valid_id(id) or not job or job == '' then return 'unreplayable' end
 local rec = K.job(id)
-local r = redis.call('HMGET', rec, 'state', 'batch', 'priority')
-local state = r[1]
+local r = redis.call('HMGET', rec, 'state', 'batch', 'priority', 'token')
+local state, batch = r[1], r[2]
 if state and state ~= 'dead' and state ~= 'rejected' then return 'busy:' .. state end
 local prio = tonumber(r[3] or '')
 if not prio then
@@ -20,15 +23,17 @@ end
 local fresh = redis.call('XADD', K.streams[prio], '*', 'id', id)
 redis.call('HDEL', rec, 'result', 'finished_at', 'cancel', 'last_error', 'worker', 'started_at')
 redis.call('HSET', rec, 'state', 'queued', 'spec', job, 'priority', prio, 'entry', fresh,
-  'attempts', 0, 'enqueued_at', now_ms())
-redis.call('HSETNX', rec, 'token', 0)
+  'attempts', 0, 'enqueued_at', now_ms(), 'token', next_token(r[4]))
 redis.call('PERSIST', rec)
 redis.call('DEL', K.logs(id))
-if state and r[2] and r[2] ~= '' then
-  local bk = K.batch(r[2])
-  redis.call('HINCRBY', bk, 'remaining', 1)
+if state and batch_count(batch, 'remaining', 1) then
+  local bk = K.batch(batch)
   redis.call('HINCRBY', bk, 's:' .. state, -1)
+  redis.call('HDEL', bk, 'finished_at')
   redis.call('PERSIST', bk)
+  redis.call('PERSIST', K.batch_jobs(batch))
+else
+  redis.call('HSET', rec, 'batch', '')
 end
 redis.call('XDEL', K.dlq, dl)
 return 'queued'

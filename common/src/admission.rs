@@ -30,6 +30,7 @@ pub fn check(cfg: &Config, spec: &JobSpec) -> Result<(), SpecError> {
         ));
     }
     check_sizes(&cfg.limits, &cfg.queue, spec)?;
+    check_entry_file(cfg, spec)?;
     resolve_limits(cfg, spec)?;
     Ok(())
 }
@@ -109,6 +110,17 @@ pub fn check_sizes(l: &LimitsConfig, queue: &QueueConfig, spec: &JobSpec) -> Res
         l.max_spec_bytes,
         "bytes of text in all",
     )?;
+    if let Some(ttl) = spec.result_ttl_s {
+        if ttl < queue.min_result_ttl_s {
+            return Err(SpecError::field(
+                "result_ttl_s",
+                format!(
+                    "{ttl} seconds is below the configured minimum of {} (queue.min_result_ttl_s)",
+                    queue.min_result_ttl_s
+                ),
+            ));
+        }
+    }
     spec.limits.check_set(&l.min, &l.max)
 }
 
@@ -120,6 +132,34 @@ fn over(field: String, got: u64, max: u64, unit: &str) -> Result<(), SpecError> 
         ));
     }
     Ok(())
+}
+
+/// A job whose program starts from an entry file (`{entry}` in its language's commands) must
+/// have it: its only source file, or the language's `entry_file` at the top of `files`.
+fn check_entry_file(cfg: &Config, spec: &JobSpec) -> Result<(), SpecError> {
+    let Some(lang) = cfg.languages.get(&spec.language) else {
+        return Ok(());
+    };
+    let commands = match spec.kind {
+        crate::JobKind::Compile => [lang.compile_only_command.as_str(), ""],
+        crate::JobKind::Run => [lang.build_command.as_str(), lang.run_command.as_str()],
+    };
+    if !commands.iter().any(|c| c.contains("{entry}")) {
+        return Ok(());
+    }
+    let entry = lang.entry_file_for(&spec.files);
+    if spec.files.contains_key(entry) {
+        return Ok(());
+    }
+    let sources = lang.source_files(&spec.files).len();
+    Err(SpecError::field(
+        "files",
+        format!(
+            "a {} job with {sources} .{} files starts from {entry}, which is missing: add {entry}, \
+             or send a single .{} file",
+            spec.language, lang.source_extension, lang.source_extension
+        ),
+    ))
 }
 
 /// The job's limits: its own, else its language's defaults, else the worker's; never outside
@@ -140,6 +180,7 @@ pub fn resolve_limits(cfg: &Config, spec: &JobSpec) -> Result<Limits, SpecError>
 mod tests {
     use super::*;
     use crate::job::tests::spec;
+    use crate::job::JobKind;
 
     /// Every cap, each broken by one spec, with the field the refusal must name.
     fn over_the_caps(l: &LimitsConfig) -> Vec<(JobSpec, String)> {
@@ -248,5 +289,51 @@ mod tests {
             err.to_string().starts_with("limits.pids: 1 is below"),
             "{err}"
         );
+    }
+
+    fn python(files: &[&str]) -> JobSpec {
+        JobSpec::new(
+            JobKind::Run,
+            "python",
+            files
+                .iter()
+                .map(|f| ((*f).to_owned(), "print(1)".to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_multi_file_job_without_its_entry_file_is_refused_naming_files() {
+        let cfg = Config::load(None).expect("defaults");
+        assert!(
+            check(&cfg, &python(&["hello.py"])).is_ok(),
+            "a lone file is the entry"
+        );
+        assert!(check(&cfg, &python(&["main.py", "util.py"])).is_ok());
+        let err = check(&cfg, &python(&["a.py", "b.py"])).expect_err("no main.py");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("files:") && msg.contains("main.py"),
+            "{msg}"
+        );
+        // A folder's main.py is not the entry: the program starts from /work/main.py.
+        assert!(check(&cfg, &python(&["src/main.py", "b.py"])).is_err());
+    }
+
+    #[test]
+    fn a_result_ttl_below_the_floor_is_refused_naming_the_field() {
+        let cfg = Config::load(None).expect("defaults");
+        for ttl in [0, 1, cfg.queue.min_result_ttl_s - 1] {
+            let mut s = python(&["main.py"]);
+            s.result_ttl_s = Some(ttl);
+            let msg = check(&cfg, &s).expect_err("below the floor").to_string();
+            assert!(
+                msg.starts_with("result_ttl_s:") && msg.contains("queue.min_result_ttl_s"),
+                "{msg}"
+            );
+        }
+        let mut s = python(&["main.py"]);
+        s.result_ttl_s = Some(cfg.queue.min_result_ttl_s);
+        assert!(check(&cfg, &s).is_ok());
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -103,6 +104,11 @@ pub struct QueueConfig {
     pub log_max_entries: u64,
     /// Result TTL for jobs that set none.
     pub default_result_ttl_s: u64,
+    /// Smallest result TTL a job may ask for. It must exceed the longest time a worker that
+    /// lost a job's lease may still try to write it ([`Config::stale_window`]), so a record is
+    /// never gone (and its id free again) while such a worker can still act on it, and waiters
+    /// always find the result.
+    pub min_result_ttl_s: u64,
     /// Largest result TTL a job may ask for.
     pub max_result_ttl_s: u64,
     /// Executions allowed per job when it sets no `max_attempts`.
@@ -119,6 +125,7 @@ impl Default for QueueConfig {
             dlq_max_len: 100_000,
             log_max_entries: 10_000,
             default_result_ttl_s: 86_400,
+            min_result_ttl_s: 3_600,
             max_result_ttl_s: 7 * 86_400,
             default_max_attempts: 3,
             max_attempts_cap: 20,
@@ -366,6 +373,25 @@ impl LanguageConfig {
         self.limits
             .resolve(&limits.default, &limits.min, &limits.max)
     }
+
+    /// The job's source files: those ending in `.{source_extension}`, in name order.
+    pub fn source_files<'a>(&self, files: &'a BTreeMap<String, String>) -> Vec<&'a str> {
+        let suffix = format!(".{}", self.source_extension);
+        files
+            .keys()
+            .filter(|f| !self.source_extension.is_empty() && f.ends_with(&suffix))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// The file a job's program starts from (`{entry}`): its only source file when it has
+    /// exactly one, whatever its name (`quayside submit hello.py`), else `entry_file`.
+    pub fn entry_file_for<'a>(&'a self, files: &'a BTreeMap<String, String>) -> &'a str {
+        match self.source_files(files).as_slice() {
+            [only] => only,
+            _ => self.entry_file.as_str(),
+        }
+    }
 }
 
 /// Tag of the runner images the built-in language table names: the content of
@@ -453,7 +479,31 @@ pub fn default_languages() -> BTreeMap<String, LanguageConfig> {
     table
 }
 
+/// How long past a job's own wall times the executor waits for a runner that does not return.
+pub const RUNNER_BACKSTOP: Duration = Duration::from_secs(60);
+
 impl Config {
+    /// How long a worker keeps retrying a fenced write (result, retry, hand-back) while Redis
+    /// does not answer, before leaving the job to be reclaimed.
+    pub fn persist_give_up(&self) -> Duration {
+        Duration::from_millis(self.worker.lease_ms.saturating_mul(4)).max(Duration::from_secs(60))
+    }
+
+    /// The longest a worker that lost a job's lease (stalled, partitioned, or taken over) may
+    /// still try to act on the job: it learns of the loss within a lease, may be draining, runs
+    /// the job to its wall times plus the backstop, then keeps trying its write until it gives
+    /// up. Results must outlive it (`queue.min_result_ttl_s`).
+    pub fn stale_window(&self) -> Duration {
+        let max = &self.limits.max;
+        Duration::from_millis(
+            self.worker.lease_ms
+                + self.worker.drain_timeout_ms
+                + max.compile_wall_time_ms
+                + max.run_wall_time_ms,
+        ) + RUNNER_BACKSTOP
+            + self.persist_give_up()
+    }
+
     /// Loads defaults, then `path` (TOML) if given, then `QUAYSIDE_*` variables, and validates.
     ///
     /// # Errors
@@ -557,6 +607,24 @@ impl Config {
             return Err(invalid(
                 "queue.default_result_ttl_s",
                 "exceeds queue.max_result_ttl_s",
+            ));
+        }
+        let window = self.stale_window().as_secs();
+        if self.queue.min_result_ttl_s <= window {
+            return Err(invalid(
+                "queue.min_result_ttl_s",
+                format!(
+                    "must exceed {window} s: the longest a worker that lost a job's lease may \
+                     still write it (worker.lease_ms + worker.drain_timeout_ms + the largest \
+                     compile and run wall times + {} s runner backstop + the persist give-up)",
+                    RUNNER_BACKSTOP.as_secs()
+                ),
+            ));
+        }
+        if self.queue.default_result_ttl_s < self.queue.min_result_ttl_s {
+            return Err(invalid(
+                "queue.default_result_ttl_s",
+                "is below queue.min_result_ttl_s",
             ));
         }
         let q = &self.queue;
@@ -697,6 +765,28 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_result_ttl_floor_must_outlast_every_stale_worker() {
+        let mut cfg = Config::default();
+        // 30 s lease + 25 s drain + 120 s + 60 s wall times + 60 s backstop + 120 s give-up.
+        assert_eq!(cfg.stale_window(), Duration::from_secs(415));
+        cfg.queue.min_result_ttl_s = 415;
+        let e = cfg.validate().expect_err("a floor inside the window");
+        assert!(
+            e.to_string().contains("queue.min_result_ttl_s") && e.to_string().contains("415"),
+            "{e}"
+        );
+        cfg.queue.min_result_ttl_s = 416;
+        cfg.validate().expect("just past the window");
+        // Longer leases or wall times move the window: the default floor must follow.
+        cfg.worker.lease_ms = 600_000;
+        assert!(cfg.validate().is_err(), "a 10 min lease with a 416 s floor");
+        let mut cfg = Config::default();
+        cfg.queue.default_result_ttl_s = cfg.queue.min_result_ttl_s - 1;
+        let e = cfg.validate().expect_err("default below the floor");
+        assert!(e.to_string().contains("queue.default_result_ttl_s"), "{e}");
     }
 
     #[test]

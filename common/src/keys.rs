@@ -22,6 +22,7 @@ const RUNNING: &str = "running";
 const WORKERS: &str = "workers";
 const WORKERS_EXPIRY: &str = "workers:expiry";
 const CANCEL: &str = "cancel";
+const ADOPTED: &str = "adopted";
 const FLEET: &str = "fleet";
 
 /// Key builder for one queue.
@@ -71,6 +72,16 @@ impl Keys {
         format!("{}{JOB}{id}", self.prefix)
     }
 
+    /// `SCAN MATCH` pattern of every job record of the queue.
+    pub fn job_pattern(&self) -> String {
+        format!("{}{JOB}*", self.prefix)
+    }
+
+    /// The job id of a record key (one [`Keys::job_pattern`] matched).
+    pub fn job_id_of<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(self.prefix.as_str())?.strip_prefix(JOB)
+    }
+
     /// Stream: the job's live log, capped, ended by an entry with `s = end`.
     pub fn logs(&self, id: &JobId) -> String {
         format!("{}{LOGS}{id}", self.prefix)
@@ -81,7 +92,8 @@ impl Keys {
         format!("{}{BATCH}{batch}", self.prefix)
     }
 
-    /// List: ids of the batch's jobs in enqueue order (for its summary, status and cancel).
+    /// Sorted set: ids of the batch's jobs scored by their position (1, 2, ...), i.e. in enqueue
+    /// order (for its summary, status and cancel, and to know a member whose record expired).
     pub fn batch_jobs(&self, batch: &str) -> String {
         format!("{}{BATCH_JOBS}{batch}", self.prefix)
     }
@@ -112,6 +124,12 @@ impl Keys {
         format!("{}{WORKERS_EXPIRY}", self.prefix)
     }
 
+    /// Hash: stream index to the last entry `adopt.lua` examined, so raw `XADD` entries get a
+    /// record once, in order.
+    pub fn adopted(&self) -> String {
+        format!("{}{ADOPTED}", self.prefix)
+    }
+
     /// Pub/sub channel: the job's terminal status is published here once.
     pub fn done_channel(&self, id: &JobId) -> String {
         format!("{}{DONE}{id}", self.prefix)
@@ -134,6 +152,23 @@ impl Keys {
         format!("{}{CANCEL}", self.prefix)
     }
 
+    /// The queue's fixed keys: the only keys that may live without a TTL once every job has
+    /// ended. Everything else (records, logs, batches) belongs to a job or a batch and expires
+    /// after it ends.
+    pub fn fixed(&self) -> Vec<String> {
+        let mut keys = self.streams().to_vec();
+        keys.extend([
+            self.delayed(),
+            self.dlq(),
+            self.running(),
+            self.workers(),
+            self.workers_expiry(),
+            self.adopted(),
+            self.fleet(),
+        ]);
+        keys
+    }
+
     /// Lua helpers the scripts share, generated from the constants above so the schema is
     /// written once. Every script gets the prefix as `ARGV[1]`.
     pub fn lua_prelude() -> String {
@@ -153,6 +188,7 @@ K.running = P .. '{RUNNING}'
 K.workers = P .. '{WORKERS}'
 K.workers_expiry = P .. '{WORKERS_EXPIRY}'
 K.cancel = P .. '{CANCEL}'
+K.adopted = P .. '{ADOPTED}'
 K.group = '{GROUP}'
 "#
         )
@@ -181,12 +217,15 @@ mod tests {
             k.done_channel(&id),
             k.batch_channel("b"),
             k.cancel_channel(),
+            k.adopted(),
             k.fleet(),
         ];
         for key in all {
             assert!(key.starts_with("qs:{builds}:"), "{key}");
         }
         assert_eq!(k.job(&id), "qs:{builds}:job:j1");
+        assert_eq!(k.job_id_of(&k.job(&id)), Some("j1"));
+        assert_eq!(k.job_pattern(), "qs:{builds}:job:*");
         assert_eq!(k.stream(Priority::High), "qs:{builds}:stream:high");
     }
 

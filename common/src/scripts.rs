@@ -22,6 +22,9 @@ pub struct Scripts {
     pub cancel: Script,
     pub replay: Script,
     pub heartbeat: Script,
+    pub log: Script,
+    pub adopt: Script,
+    pub repair: Script,
 }
 
 const LIB: &str = include_str!("../lua/lib.lua");
@@ -36,7 +39,7 @@ pub fn source(body: &str) -> String {
 }
 
 /// Bodies by name, as shipped in `common/lua/`.
-pub const BODIES: [(&str, &str); 9] = [
+pub const BODIES: [(&str, &str); 12] = [
     ("enqueue", include_str!("../lua/enqueue.lua")),
     ("claim", include_str!("../lua/claim.lua")),
     ("finish", include_str!("../lua/finish.lua")),
@@ -46,6 +49,9 @@ pub const BODIES: [(&str, &str); 9] = [
     ("cancel", include_str!("../lua/cancel.lua")),
     ("replay", include_str!("../lua/replay.lua")),
     ("heartbeat", include_str!("../lua/heartbeat.lua")),
+    ("log", include_str!("../lua/log.lua")),
+    ("adopt", include_str!("../lua/adopt.lua")),
+    ("repair", include_str!("../lua/repair.lua")),
 ];
 
 impl Scripts {
@@ -53,7 +59,7 @@ impl Scripts {
     pub fn get() -> &'static Scripts {
         static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
         SCRIPTS.get_or_init(|| {
-            let [enqueue, claim, finish, retry, promote, renew, cancel, replay, heartbeat] =
+            let [enqueue, claim, finish, retry, promote, renew, cancel, replay, heartbeat, log, adopt, repair] =
                 BODIES.map(|(_, body)| build(body));
             Scripts {
                 enqueue,
@@ -65,6 +71,9 @@ impl Scripts {
                 cancel,
                 replay,
                 heartbeat,
+                log,
+                adopt,
+                repair,
             }
         })
     }

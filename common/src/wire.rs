@@ -12,9 +12,12 @@ pub enum WireError {
     MissingVersion,
     #[error("unsupported protocol version v={0} (this build speaks v={PROTOCOL_VERSION})")]
     Version(u64),
-    /// Serde's message names the field: ``missing field `kind` ``, ``unknown field `langauge` ``.
+    /// Serde's message names the field: ``unknown field `langauge` ``, ``invalid type ...``.
     #[error("invalid job spec: {0}")]
     Schema(String),
+    /// A required field of the spec is absent: ``missing field `kind` ``.
+    #[error("invalid job spec: {0}")]
+    SpecMissingField(String),
     #[error("invalid job spec: {0}")]
     Invalid(#[from] SpecError),
     #[error("stream entry has no `{0}` field")]
@@ -35,7 +38,7 @@ impl WireError {
             Self::MissingVersion | Self::Version(_) => "bad_version",
             Self::Schema(_) => "bad_schema",
             Self::Invalid(_) => "invalid_spec",
-            Self::MissingField(_) => "missing_field",
+            Self::MissingField(_) | Self::SpecMissingField(_) => "missing_field",
             Self::IdMismatch { .. } => "id_mismatch",
         }
     }
@@ -64,8 +67,14 @@ pub fn decode_spec(json: &[u8]) -> Result<JobSpec, WireError> {
     if v != u64::from(PROTOCOL_VERSION) {
         return Err(WireError::Version(v));
     }
-    let spec: JobSpec =
-        serde_json::from_value(value).map_err(|e| WireError::Schema(e.to_string()))?;
+    let spec: JobSpec = serde_json::from_value(value).map_err(|e| {
+        let msg = e.to_string();
+        if msg.starts_with("missing field") {
+            WireError::SpecMissingField(msg)
+        } else {
+            WireError::Schema(msg)
+        }
+    })?;
     spec.validate_shape()?;
     Ok(spec)
 }
@@ -111,7 +120,7 @@ mod tests {
             (r#"{"v":9,"id":"a"}"#, "bad_version"),
             (
                 r#"{"v":1,"id":"a","language":"c","files":{"a.c":""}}"#,
-                "bad_schema",
+                "missing_field",
             ),
             (
                 r#"{"v":1,"id":"a","kind":"run","language":"c","files":{"a.c":""},"langauge":"x"}"#,

@@ -13,13 +13,23 @@ K.running = P .. 'running'
 K.workers = P .. 'workers'
 K.workers_expiry = P .. 'workers:expiry'
 K.cancel = P .. 'cancel'
+K.adopted = P .. 'adopted'
 K.group = 'workers'
 
 -- Helpers shared by every Quayside script (prepended after the generated key prelude).
 
+-- Redis's clock in microseconds, read once per script call (a script is one atomic step).
+local clock_us
+local function now_us()
+  if not clock_us then
+    local t = redis.call('TIME')
+    clock_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  return clock_us
+end
+
 local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return math.floor(now_us() / 1000)
 end
 
 -- Field value of a flat [k1, v1, k2, v2, ...] reply, or nil.
@@ -30,6 +40,27 @@ local function field(flat, name)
   return nil
 end
 
+-- A job id as the protocol allows it: 1 to 128 of A-Z a-z 0-9 . _ : -
+local function valid_id(id)
+  return type(id) == 'string' and #id >= 1 and #id <= 128
+    and string.find(id, '^[A-Za-z0-9._:-]+$') ~= nil
+end
+
+-- Whether stream entry id `a` sorts before `b` (both `<ms>-<seq>`).
+local function id_before(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am) or 0, tonumber(as) or 0, tonumber(bm) or 0, tonumber(bs) or 0
+  return am < bm or (am == bm and as < bs)
+end
+
+-- The next fencing token of a record: above its last one, and at least Redis's clock in
+-- microseconds. A claim whose write is lost (failover to a lagging replica, the unsynced tail of
+-- an AOF) and that is made again later therefore never issues the same token twice.
+local function next_token(old)
+  return string.format('%.0f', math.max((tonumber(old) or 0) + 1, now_us()))
+end
+
 -- Appends a dead letter. The job's record stays the source of truth; the dead letter carries the
 -- spec too, so it can be replayed after the record expired.
 local function dead_letter(id, reason, err, attempts, job, cap)
@@ -37,12 +68,35 @@ local function dead_letter(id, reason, err, attempts, job, cap)
     'id', id, 'reason', reason, 'error', err, 'attempts', attempts, 'job', job, 'at', now_ms())
 end
 
+-- The result JSON of a job that ended without running (cancelled while waiting, or rejected
+-- before a worker could read it): no output, the error given, times from its enqueue.
+local function plain_result(id, status, err, attempts, enqueued_at)
+  local now = now_ms()
+  local waited = math.max(0, now - (tonumber(enqueued_at or '') or now))
+  local empty = { data = '', encoding = 'utf8', truncated = false }
+  return cjson.encode({
+    v = 1, id = id, status = status, error = err,
+    stdout = empty, stderr = empty, compile_output = empty,
+    durations = { queued_ms = waited, compile_ms = 0, run_ms = 0, total_ms = waited },
+    attempts = tonumber(attempts or '0') or 0, finished_at_ms = now,
+  })
+end
+
+-- Adds `delta` to counter `name` of a batch, unless the batch's keys are gone (expired): a
+-- counter alone would make a batch hash without `total`, which no reader could ever see end.
+local function batch_count(batch, name, delta)
+  if not batch or batch == '' then return nil end
+  local bk = K.batch(batch)
+  if redis.call('EXISTS', bk) == 0 then return nil end
+  return redis.call('HINCRBY', bk, name, delta)
+end
+
 -- Writes the job's one terminal result and everything that goes with it: the record's state and
--- TTL, the end marker of its log (only if it may have logged: a log stream per silent job would
--- cost memory and time), the waiters' notification and its batch counters. `was` and `batch`
--- are the record's state and batch as the caller read them; `cancel` its cancel flag. Callers
--- check first that the job is not terminal yet.
-local function finalize(id, status, result, ttl, log_cap, was, batch, cancel, logged)
+-- TTL, the end marker and TTL of its log (if it has one: a log stream per silent job would cost
+-- memory and time), the waiters' notification and its batch counters. `was` and `batch` are the
+-- record's state and batch as the caller read them; `cancel` its cancel flag. Callers check
+-- first that the job is not terminal yet.
+local function finalize(id, status, result, ttl, log_cap, was, batch, cancel)
   local rec = K.job(id)
   redis.call('HSET', rec, 'state', status, 'result', result, 'finished_at', now_ms(), 'entry', '')
   -- A replayed job starts with a clean infrastructure record (see retry.lua).
@@ -50,28 +104,28 @@ local function finalize(id, status, result, ttl, log_cap, was, batch, cancel, lo
   if cancel then redis.call('HDEL', rec, 'cancel') end
   redis.call('EXPIRE', rec, ttl)
   local logs = K.logs(id)
-  -- logged: true/false as the finishing worker knows it, nil when unknown (ask Redis).
-  if logged == nil then logged = redis.call('EXISTS', logs) == 1 end
-  if logged then
+  -- Whoever logged (any attempt, any worker) went through log.lua, so the stream is the truth.
+  if redis.call('EXISTS', logs) == 1 then
     redis.call('XADD', logs, 'MAXLEN', '~', log_cap, '*', 's', 'end', 'd', status)
     redis.call('EXPIRE', logs, ttl)
   end
   redis.call('PUBLISH', K.done(id), status)
-  if batch and batch ~= '' then
-    local bk = K.batch(batch)
-    if was == 'running' then redis.call('HINCRBY', bk, 'running', -1) end
-    redis.call('HINCRBY', bk, 's:' .. status, 1)
+  if was == 'running' then batch_count(batch, 'running', -1) end
+  batch_count(batch, 's:' .. status, 1)
+  local left = batch_count(batch, 'remaining', -1)
+  if left then
     -- A batch lives until its last job ends, then as long as that job's result.
-    if redis.call('HINCRBY', bk, 'remaining', -1) <= 0 then
-      redis.call('HSET', bk, 'finished_at', now_ms())
-      redis.call('EXPIRE', bk, ttl)
+    if left <= 0 then
+      redis.call('HSET', K.batch(batch), 'finished_at', now_ms())
+      redis.call('EXPIRE', K.batch(batch), ttl)
       redis.call('EXPIRE', K.batch_jobs(batch), ttl)
     end
     redis.call('PUBLISH', K.batch_events(batch), id .. ' ' .. status)
   end
 end
 
--- Acknowledges and deletes a claimed entry; its payload is no longer needed.
+-- Acknowledges and deletes a claimed entry; its payload is no longer needed. (XACK of a group
+-- that no longer exists answers 0: nothing is pending there.)
 local function drop_entry(idx, entry)
   local stream = K.streams[idx]
   redis.call('XACK', stream, K.group, entry)
@@ -79,18 +133,49 @@ local function drop_entry(idx, entry)
   redis.call('HDEL', K.running, idx .. ':' .. entry)
 end
 
--- The fencing check: only the holder of the current token of a running job may act on it.
--- Returns the record's fields { token, state, batch, cancel, attempts, spec } when it holds.
-local function holds(id, token)
-  local r = redis.call('HMGET', K.job(id), 'token', 'state', 'batch', 'cancel', 'attempts', 'spec')
-  if r[1] == token and r[2] == 'running' then return r end
+-- Queues a job again under a fresh entry of its priority's stream, when the entry it had can no
+-- longer be delivered (deleted while pending, trimmed, or left behind by a lost group). The
+-- token moves on, so whoever held the job is fenced out. `was` is the record's state.
+local function requeue(id, idx, entry, was)
+  local rec = K.job(id)
+  local r = redis.call('HMGET', rec, 'priority', 'token', 'batch')
+  if entry and entry ~= '' then drop_entry(idx, entry) end
+  local fresh = redis.call('XADD', K.streams[tonumber(r[1]) or idx], '*', 'id', id)
+  redis.call('HSET', rec, 'state', 'queued', 'entry', fresh, 'token', next_token(r[2]))
+  if was == 'running' then batch_count(r[3], 'running', -1) end
+  return fresh
+end
+
+-- The fencing check: only the execution that holds a running job's current lease may act on it:
+-- the same token, entry (and stream) and claiming worker. A lease from an earlier life of the
+-- same id (record deleted and enqueued again) or from a claim lost in a failover never matches.
+-- Returns the record's fields { token, state, batch, cancel, attempts, ttl } (never the spec,
+-- which may be large: this runs for every renewal and log line).
+local function holds(id, idx, entry, token, worker)
+  local r = redis.call('HMGET', K.job(id), 'token', 'state', 'batch', 'cancel', 'attempts', 'ttl',
+    'priority', 'entry', 'worker')
+  if r[2] == 'running' and r[1] == token and r[8] == entry and r[9] == worker
+    and tonumber(r[7]) == idx then
+    return r
+  end
   return nil
 end
 
--- Enqueue one or more jobs. Idempotent: an id whose record exists is reported, not queued again.
+-- Makes the record of a job a raw producer wrote only as a stream entry (`id` and `job`), the
+-- way the enqueue script would have: queued under that entry.
+local function adopt(idx, entry, id, job)
+  redis.call('HSET', K.job(id), 'state', 'queued', 'spec', job, 'priority', idx, 'entry', entry,
+    'attempts', 0, 'token', 0, 'enqueued_at', string.match(entry, '^(%d+)'), 'batch', '')
+  -- A new life starts with a new log (an earlier life's may outlive its record by a moment).
+  redis.call('DEL', K.logs(id))
+end
+
+-- Enqueue one or more jobs. Idempotent: an id whose record exists is reported, not queued again,
+-- and so is an id its batch already counts (a member whose record expired after it ended).
 -- ARGV: prefix, max_depth (0 = unlimited), n, then n times: id, priority index (1-3), spec JSON,
 --       batch id ('' = none), result ttl seconds.
--- Returns one string per job: 'new:<entry id>', 'exists:<state>' or 'full'.
+-- Returns one string per job: 'new:<entry id>', 'exists:<state>', 'exists:expired' (a member
+-- of its batch whose record has expired: nothing added) or 'full'.
 local max_depth = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 local depth = 0
@@ -99,6 +184,20 @@ if max_depth > 0 then
 end
 local now = now_ms()
 local out = {}
+
+-- Whether `id` is listed in `batch`. Batches made before member lists were sorted sets keep a
+-- list: it is turned into the sorted set (positions kept) the first time it is asked.
+local function listed(batch, id)
+  local members = K.batch_jobs(batch)
+  local ok, score = pcall(redis.call, 'ZSCORE', members, id)
+  if ok then return score end
+  local ids = redis.call('LRANGE', members, 0, -1)
+  local ttl = redis.call('PTTL', members)
+  redis.call('DEL', members)
+  for i, m in ipairs(ids) do redis.call('ZADD', members, i, m) end
+  if ttl > 0 then redis.call('PEXPIRE', members, ttl) end
+  return redis.call('ZSCORE', members, id)
+end
 for j = 0, n - 1 do
   local b = 4 + j * 5
   local id, prio, spec, batch, ttl = ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
@@ -106,21 +205,25 @@ for j = 0, n - 1 do
   local state = redis.call('HGET', rec, 'state')
   if state then
     out[#out + 1] = 'exists:' .. state
+  elseif batch ~= '' and listed(batch, id) then
+    out[#out + 1] = 'exists:expired'
   elseif max_depth > 0 and depth >= max_depth then
     out[#out + 1] = 'full'
   else
     local entry = redis.call('XADD', K.streams[prio], '*', 'id', id)
     redis.call('HSET', rec, 'state', 'queued', 'spec', spec, 'priority', prio, 'entry', entry,
       'attempts', 0, 'token', 0, 'enqueued_at', now, 'ttl', ttl, 'batch', batch)
+    -- A new life starts with a new log (an earlier life's may outlive its record by a moment).
+    redis.call('DEL', K.logs(id))
     if batch ~= '' then
       local bk = K.batch(batch)
-      redis.call('HINCRBY', bk, 'total', 1)
+      local position = redis.call('HINCRBY', bk, 'total', 1)
       redis.call('HINCRBY', bk, 'remaining', 1)
       redis.call('HSETNX', bk, 'created_at', now)
       redis.call('HDEL', bk, 'finished_at')
       redis.call('PERSIST', bk)
       local members = K.batch_jobs(batch)
-      redis.call('RPUSH', members, id)
+      redis.call('ZADD', members, position, id)
       redis.call('PERSIST', members)
     end
     depth = depth + 1

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_util::stream::{self, BoxStream};
 use futures_util::StreamExt as _;
+use quayside_common::job::MAX_ID_LEN;
 use quayside_common::{JobId, Status};
 use serde::Serialize;
 
@@ -21,6 +22,23 @@ const CANCEL_IN_FLIGHT: usize = 64;
 const REFRESH: Duration = Duration::from_millis(1000);
 /// How long a follower gathers endings before re-reading the counters.
 const BURST: Duration = Duration::from_millis(100);
+
+/// The label holding a batch job's name (its path for `quayside batch`, or the caller's own).
+pub const NAME_LABEL: &str = "name";
+
+/// The id of the job named `name` in `batch`: `<batch>:<16 hex digits>`, stable across runs, so
+/// submitting the same jobs under the same batch id again (CLI or HTTP) adds nothing.
+pub fn batch_member_id(batch: &str, name: &str) -> JobId {
+    let key = format!("{batch}\n{name}");
+    let uuid = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, key.as_bytes());
+    let short = format!("{batch}:{}", &uuid.simple().to_string()[..16]);
+    let id = if short.len() <= MAX_ID_LEN {
+        short
+    } else {
+        uuid.to_string()
+    };
+    JobId::parse(&id).expect("batch ids and hex digits are valid id characters")
+}
 
 /// A batch's counters as Redis holds them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -128,19 +146,24 @@ impl Producer {
         let mut ids = Vec::new();
         loop {
             let start = ids.len();
-            let page: Vec<String> = self
-                .query(
-                    "LRANGE",
-                    redis::cmd("LRANGE")
-                        .arg(&key)
-                        .arg(start)
-                        .arg(start + CHUNK - 1),
-                )
-                .await?;
+            let range = |cmd: &str| {
+                redis::cmd(cmd)
+                    .arg(&key)
+                    .arg(start)
+                    .arg(start + CHUNK - 1)
+                    .clone()
+            };
+            let page: Vec<String> = match self.query("ZRANGE", &range("ZRANGE")).await {
+                // A batch made before member lists were sorted sets keeps a list.
+                Err(Error::Redis { source, .. }) if source.code() == Some("WRONGTYPE") => {
+                    self.query("LRANGE", &range("LRANGE")).await?
+                }
+                other => other?,
+            };
             let n = page.len();
             for raw in page {
                 ids.push(JobId::parse(&raw).map_err(|_| Error::Reply {
-                    op: "LRANGE",
+                    op: "ZRANGE",
                     detail: format!("batch {batch} lists an invalid job id {raw:?}"),
                 })?);
             }
@@ -169,7 +192,7 @@ impl Producer {
             let records: Vec<HashMap<String, Vec<u8>>> = pipe
                 .query_async(&mut conn)
                 .await
-                .map_err(Error::redis("HGETALL"))?;
+                .map_err(|e| self.redis_error("HGETALL", e))?;
             for (id, fields) in chunk.iter().zip(records) {
                 out.push(crate::record::parse(id, &fields)?);
             }
@@ -293,4 +316,24 @@ fn parse_ending(payload: &str) -> Option<BatchEvent> {
         id: JobId::parse(id).ok()?,
         status: status.parse().ok()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_ids_are_stable_distinct_and_valid() {
+        let a = batch_member_id("nightly", "tests/a.c");
+        assert_eq!(
+            a,
+            batch_member_id("nightly", "tests/a.c"),
+            "same inputs, same id"
+        );
+        assert!(a.as_str().starts_with("nightly:"), "{a}");
+        assert_ne!(a, batch_member_id("nightly", "tests/b.c"));
+        assert_ne!(a, batch_member_id("other", "tests/a.c"));
+        let long = "b".repeat(MAX_ID_LEN);
+        assert!(batch_member_id(&long, "x").as_str().len() <= MAX_ID_LEN);
+    }
 }

@@ -15,6 +15,7 @@
 //! ```
 
 mod batch;
+mod check;
 mod error;
 pub mod gateway;
 mod record;
@@ -30,11 +31,12 @@ use quayside_common::admission;
 use quayside_common::config::{Config, LimitsConfig, QueueConfig};
 use quayside_common::connection::Redis;
 use quayside_common::scripts::Scripts;
-use quayside_common::wire::{encode_result, encode_spec};
+use quayside_common::wire::encode_spec;
 use quayside_common::{JobId, JobResult, JobSpec, Keys, Priority, Status};
 use serde::Serialize;
 
-pub use batch::{BatchCancelled, BatchEvent, BatchStatus};
+pub use batch::{batch_member_id, BatchCancelled, BatchEvent, BatchStatus, NAME_LABEL};
+pub use check::{CheckReport, Finding};
 pub use error::Error;
 pub use stats::{PriorityStats, QueueStats, WorkerInfo};
 
@@ -60,8 +62,11 @@ pub struct Enqueued {
     pub id: JobId,
     /// False when a job with this id already existed (idempotent enqueue): nothing was added.
     pub created: bool,
-    /// `queued` for a new job, the existing job's state otherwise.
-    pub state: Status,
+    /// `queued` for a new job, the existing job's state otherwise; `None` (left out of JSON)
+    /// for a member of its batch whose record has expired: it ran and ended long ago, and the
+    /// batch still counts it, so nothing was added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<Status>,
 }
 
 /// A job's record as stored.
@@ -165,10 +170,16 @@ impl Producer {
         cmd: &redis::Cmd,
     ) -> Result<T, Error> {
         let mut conn = self.conn().await?;
-        cmd.query_async(&mut conn).await.map_err(|e| {
-            self.redis.note_error(&e);
-            Error::Redis { op, source: e }
-        })
+        cmd.query_async(&mut conn)
+            .await
+            .map_err(|e| self.redis_error(op, e))
+    }
+
+    /// A failed command: drops the shared connection if the error means it is broken (so the
+    /// next call reconnects, e.g. after a Redis restart), and names the operation.
+    fn redis_error(&self, op: &'static str, source: redis::RedisError) -> Error {
+        self.redis.note_error(&source);
+        Error::Redis { op, source }
     }
 
     async fn invoke<T: redis::FromRedisValue>(
@@ -177,10 +188,9 @@ impl Producer {
         inv: &redis::ScriptInvocation<'_>,
     ) -> Result<T, Error> {
         let mut conn = self.conn().await?;
-        inv.invoke_async(&mut conn).await.map_err(|e| {
-            self.redis.note_error(&e);
-            Error::Redis { op, source: e }
-        })
+        inv.invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.redis_error(op, e))
     }
 
     /// Enqueues one job. Enqueueing an id that exists returns that job's state and adds nothing.
@@ -228,13 +238,7 @@ impl Producer {
             .await;
         let mut out = Vec::with_capacity(specs.len());
         for (chunk, reply) in specs.chunks(ENQUEUE_CHUNK).zip(replies) {
-            let answers = reply.map_err(|e| {
-                self.redis.note_error(&e);
-                Error::Redis {
-                    op: "enqueue",
-                    source: e,
-                }
-            })?;
+            let answers = reply.map_err(|e| self.redis_error("enqueue", e))?;
             for (spec, answer) in chunk.iter().zip(answers) {
                 out.push(self.enqueued(spec, &answer)?);
             }
@@ -263,17 +267,24 @@ impl Producer {
             return Ok(Enqueued {
                 id: spec.id.clone(),
                 created: true,
-                state: Status::Queued,
+                state: Some(Status::Queued),
+            });
+        }
+        if answer == "exists:expired" {
+            return Ok(Enqueued {
+                id: spec.id.clone(),
+                created: false,
+                state: None,
             });
         }
         if let Some(state) = answer.strip_prefix("exists:") {
             return Ok(Enqueued {
                 id: spec.id.clone(),
                 created: false,
-                state: state.parse().map_err(|detail| Error::Reply {
+                state: Some(state.parse().map_err(|detail| Error::Reply {
                     op: "enqueue",
                     detail,
-                })?,
+                })?),
             });
         }
         if answer == "full" {
@@ -294,10 +305,38 @@ impl Producer {
     /// # Errors
     /// Redis unreachable, or a stored result that does not decode.
     pub async fn status(&self, id: &JobId) -> Result<Option<JobStatus>, Error> {
-        let fields: HashMap<String, Vec<u8>> = self
-            .query("HGETALL", redis::cmd("HGETALL").arg(self.keys.job(id)))
-            .await?;
+        let read = redis::cmd("HGETALL").arg(self.keys.job(id)).clone();
+        let fields: HashMap<String, Vec<u8>> = self.query("HGETALL", &read).await?;
+        if !fields.is_empty() || self.adopt_raw_entries().await? == 0 {
+            return record::parse(id, &fields);
+        }
+        // A raw producer's job may have been waiting without a record: it has one now.
+        let fields: HashMap<String, Vec<u8>> = self.query("HGETALL", &read).await?;
         record::parse(id, &fields)
+    }
+
+    /// Gives a record to every job a raw producer added with a plain `XADD` that no worker has
+    /// seen yet (`adopt.lua`), so it can be seen and cancelled while queued. Returns how many
+    /// records were made.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn adopt_raw_entries(&self) -> Result<u64, Error> {
+        const PER_CALL: u64 = 1_000;
+        let mut made = 0;
+        // Bounded: a backlog of a million raw entries with no worker up is read in 300 calls.
+        for _ in 0..300 {
+            let mut inv = Scripts::get().adopt.prepare_invoke();
+            inv.key(self.keys.adopted())
+                .arg(self.keys.prefix())
+                .arg(PER_CALL);
+            let (n, read): (u64, u64) = self.invoke("adopt", &inv).await?;
+            made += n;
+            if read < PER_CALL {
+                break;
+            }
+        }
+        Ok(made)
     }
 
     /// Waits for the job's terminal result without polling: subscribes to its completion
@@ -482,20 +521,18 @@ impl Producer {
     /// # Errors
     /// [`Error::NotFound`] for an unknown id.
     pub async fn cancel(&self, id: &JobId) -> Result<CancelOutcome, Error> {
-        let template = JobResult::without_output(
-            id.clone(),
-            Status::Cancelled,
-            Some("cancelled before it ran".into()),
-            0,
-        );
         let mut inv = Scripts::get().cancel.prepare_invoke();
         inv.key(self.keys.job(id))
             .arg(self.keys.prefix())
             .arg(id.as_str())
-            .arg(encode_result(&template))
             .arg(self.queue.default_result_ttl_s)
+            .arg(self.queue.min_result_ttl_s)
             .arg(self.queue.log_max_entries);
-        let answer: String = self.invoke("cancel", &inv).await?;
+        let mut answer: String = self.invoke("cancel", &inv).await?;
+        if answer == "unknown" && self.adopt_raw_entries().await? > 0 {
+            // A raw producer's queued job that had no record yet: it has one now.
+            answer = self.invoke("cancel", &inv).await?;
+        }
         match answer.as_str() {
             "cancelled" => Ok(CancelOutcome::Cancelled),
             "requested" => Ok(CancelOutcome::Requested),
@@ -580,7 +617,7 @@ impl Producer {
         let (n,): (u64,) = pipe
             .query_async(&mut conn)
             .await
-            .map_err(Error::redis("DEL dlq"))?;
+            .map_err(|e| self.redis_error("DEL dlq", e))?;
         Ok(n)
     }
 
@@ -590,7 +627,11 @@ impl Producer {
     /// Redis unreachable.
     pub async fn stats(&self) -> Result<QueueStats, Error> {
         let mut conn = self.conn().await?;
-        stats::read(&mut conn, &self.keys).await
+        let stats = stats::read(&mut conn, &self.keys).await;
+        if let Err(Error::Redis { source, .. }) = &stats {
+            self.redis.note_error(source);
+        }
+        stats
     }
 }
 

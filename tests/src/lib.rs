@@ -2,6 +2,8 @@
 //! `redis://127.0.0.1:6379`), real worker processes, one fresh queue per test.
 
 pub mod gateway;
+pub mod log_bench;
+pub mod model;
 pub mod ops;
 pub mod private_dockerd;
 pub mod sandbox_cli;

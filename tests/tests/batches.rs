@@ -119,3 +119,62 @@ async fn cancelling_a_batch_ends_what_is_left() {
         .expect("status")
         .is_none());
 }
+
+#[tokio::test]
+async fn a_rerun_batch_never_reruns_a_member_whose_record_expired_even_from_a_legacy_list() {
+    let q = TestQueue::new("batch-rerun");
+    let specs: Vec<_> = (0..2)
+        .map(|i| {
+            let mut s = q.job(&format!("print {i}"));
+            s.batch = Some("b1".into());
+            s
+        })
+        .collect();
+    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
+    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    // The member list as a batch made before it was a sorted set kept it.
+    let mut conn = q.conn().await;
+    let members = q.keys.batch_jobs("b1");
+    let _: () = redis::pipe()
+        .cmd("DEL")
+        .arg(&members)
+        .ignore()
+        .cmd("RPUSH")
+        .arg(&members)
+        .arg(ids[0].as_str())
+        .arg(ids[1].as_str())
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .expect("legacy list");
+    assert_eq!(q.producer.batch_jobs("b1").await.expect("members"), ids);
+    q.spawn_worker(|_| {});
+    q.wait_all(&ids, 20).await;
+    // The first member's record expires long before the batch's counters do.
+    let _: i64 = redis::cmd("DEL")
+        .arg(q.keys.job(&ids[0]))
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    let again = q
+        .producer
+        .enqueue_many(&specs)
+        .await
+        .expect("enqueue again");
+    assert_eq!(
+        again
+            .iter()
+            .map(|e| (e.created, e.state))
+            .collect::<Vec<_>>(),
+        vec![(false, None), (false, Some(Status::Succeeded))],
+        "nothing added: the expired member is known to its batch"
+    );
+    let b = q
+        .producer
+        .batch_status("b1")
+        .await
+        .expect("status")
+        .expect("known");
+    assert_eq!((b.total, b.remaining, b.succeeded), (2, 0, 2));
+    assert_eq!(q.producer.batch_jobs("b1").await.expect("members"), ids);
+}

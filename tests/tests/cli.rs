@@ -168,3 +168,52 @@ async fn stats_table_shows_in_flight_per_worker_and_totals() {
         "queue and worker totals:\n{table}"
     );
 }
+
+#[tokio::test]
+async fn check_finds_jobs_whose_entry_was_trimmed_and_repair_queues_them_again() {
+    let q = TestQueue::new("cli-check");
+    let specs: Vec<_> = (0..3).map(|i| q.job(&format!("print {i}"))).collect();
+    let ids: Vec<_> = specs.iter().map(|s| s.id.clone()).collect();
+    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let out = cli(&q, &["check"]);
+    assert_eq!(out.status.code(), Some(0), "nothing wrong yet");
+
+    // A raw producer trims the stream before any worker ran: the three entries are gone.
+    let mut conn = q.conn().await;
+    let _: i64 = redis::cmd("XTRIM")
+        .arg(q.keys.stream(quayside_common::Priority::Normal))
+        .arg("MAXLEN")
+        .arg(0)
+        .query_async(&mut conn)
+        .await
+        .expect("XTRIM");
+    let out = cli(&q, &["--json", "check"]);
+    assert_eq!(out.status.code(), Some(1), "problems found, not repaired");
+    let report = json(&out);
+    assert_eq!(
+        report["counts"]["queued_entry_gone"].as_u64(),
+        Some(3),
+        "{report}"
+    );
+    assert_eq!(report["repaired"].as_bool(), Some(false));
+
+    let out = cli(&q, &["check", "--repair"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("repaired 3 problems"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    q.spawn_worker(|_| {});
+    let results = q.wait_all(&ids, 20).await;
+    assert!(results
+        .iter()
+        .all(|r| r.status == quayside_common::Status::Succeeded));
+    q.assert_settled(&ids).await;
+    assert_eq!(cli(&q, &["check"]).status.code(), Some(0));
+}

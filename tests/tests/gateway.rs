@@ -79,7 +79,7 @@ async fn auth_body_limits_and_validation_errors_name_the_problem() {
         ),
         (
             json!({ "language": "script", "files": { "a": "" } }),
-            "bad_schema",
+            "missing_field",
             "kind",
         ),
         (
@@ -519,4 +519,87 @@ async fn slow_clients_are_dropped_and_connections_are_capped() {
     let reply = String::from_utf8_lossy(&reply);
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.contains("\"gw-hold\""), "{reply}");
+}
+
+#[tokio::test]
+async fn re_posting_a_batch_without_job_ids_adds_nothing() {
+    let q = TestQueue::new("gw-batch-again");
+    let gw = q.spawn_gateway(|_| {}).await;
+    let body = json!({ "id": "again", "jobs": [script_job("print 1"), script_job("print 2")] });
+    let first = gw.post_json("/v1/batches", &body).await;
+    assert_eq!(
+        first.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    // A client that timed out and posts the same batch again.
+    let second = gw.post_json("/v1/batches", &body).await;
+    assert_eq!(
+        (second.status, second.json()["created"].as_u64()),
+        (200, Some(0)),
+        "{}",
+        String::from_utf8_lossy(&second.body)
+    );
+    let ids = |r: &quayside_e2e::gateway::Reply| -> Vec<String> {
+        r.json()["jobs"]
+            .as_array()
+            .expect("jobs")
+            .iter()
+            .map(|j| j["id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&first), ids(&second), "the same jobs, not new ones");
+    let b = gw.get("/v1/batches/again").await.json();
+    assert_eq!(b["total"].as_u64(), Some(2), "{b}");
+}
+
+#[tokio::test]
+async fn a_raw_xadd_job_is_visible_and_cancellable_while_queued() {
+    let q = TestQueue::new("gw-raw");
+    let gw = q.spawn_gateway(|_| {}).await;
+    let spec = json!({ "v": 1, "id": "raw-1", "kind": "run", "language": "script", "files": { "job.txt": "print x" } });
+    let mut conn = q.conn().await;
+    let _: String = redis::cmd("XADD")
+        .arg(q.keys.stream(quayside_common::Priority::Normal))
+        .arg("*")
+        .arg("id")
+        .arg("raw-1")
+        .arg("job")
+        .arg(spec.to_string())
+        .query_async(&mut conn)
+        .await
+        .expect("XADD");
+    // No worker runs: the job stays queued, and the protocol says it can be seen and cancelled.
+    let r = gw.get("/v1/jobs/raw-1").await;
+    assert_eq!(
+        (r.status, r.json()["state"].as_str()),
+        (200, Some("queued")),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let r = gw
+        .request("DELETE", "/v1/jobs/raw-1", Some(TOKEN), None)
+        .await;
+    assert_eq!(
+        (r.status, r.json()["outcome"].as_str()),
+        (200, Some("cancelled")),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let r = gw.get("/v1/jobs/raw-1/wait?timeout=5").await;
+    assert_eq!(
+        (
+            r.status,
+            r.json()["status"].as_str(),
+            r.json()["id"].as_str()
+        ),
+        (200, Some("cancelled"), Some("raw-1"))
+    );
+    let left: u64 = redis::cmd("XLEN")
+        .arg(q.keys.stream(quayside_common::Priority::Normal))
+        .query_async(&mut conn)
+        .await
+        .expect("XLEN");
+    assert_eq!(left, 0, "the cancelled job's entry is gone");
 }

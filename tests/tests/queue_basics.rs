@@ -146,7 +146,7 @@ async fn idempotent_enqueue_runs_a_job_once() {
         first.created && !again.created,
         "second enqueue of the same id adds nothing"
     );
-    assert_eq!(again.state, Status::Queued);
+    assert_eq!(again.state, Some(Status::Queued));
     // A raw producer pushing the same id directly onto a stream is deduplicated too.
     let mut conn = q.conn().await;
     let _: String = redis::cmd("XADD")
@@ -163,7 +163,10 @@ async fn idempotent_enqueue_runs_a_job_once() {
     let r = q.wait_all(std::slice::from_ref(&spec.id), 20).await;
     assert_eq!(r[0].stdout.data, "once\n");
     let after = q.producer.enqueue(&spec).await.expect("after completion");
-    assert_eq!((after.created, after.state), (false, Status::Succeeded));
+    assert_eq!(
+        (after.created, after.state),
+        (false, Some(Status::Succeeded))
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let runs = recorded(&rec)
         .into_iter()
@@ -279,4 +282,42 @@ async fn logs_follow_live_until_the_end() {
             ("end".into(), "succeeded".into())
         ]
     );
+}
+
+#[tokio::test]
+async fn cancel_never_stores_a_result_readers_cannot_decode() {
+    let q = TestQueue::new("cancel-shape");
+    let spec = q.job("print x");
+    q.producer.enqueue(&spec).await.expect("enqueue");
+    // A raw client calling the cancel script with a result of its own making (the old argument
+    // layout), or garbage where the script expects its arguments.
+    let source = quayside_common::scripts::source(
+        quayside_common::scripts::BODIES
+            .iter()
+            .find(|(n, _)| *n == "cancel")
+            .expect("cancel script")
+            .1,
+    );
+    let mut conn = q.conn().await;
+    let answer: redis::RedisResult<String> = redis::Script::new(&source)
+        .key(q.keys.job(&spec.id))
+        .arg(q.keys.prefix())
+        .arg(spec.id.as_str())
+        .arg(r#"{"status":"cancelled"}"#)
+        .arg(86_400)
+        .arg(100)
+        .invoke_async(&mut conn)
+        .await;
+    let st = q
+        .producer
+        .status(&spec.id)
+        .await
+        .unwrap_or_else(|e| panic!("after cancel answered {answer:?}, the record: {e:#}"))
+        .expect("known");
+    if st.state == Status::Cancelled {
+        let r = st.result.expect("a cancelled job has a result");
+        assert_eq!((r.id, r.status), (spec.id.clone(), Status::Cancelled));
+    } else {
+        assert!(answer.is_err(), "{answer:?} left the job {}", st.state);
+    }
 }

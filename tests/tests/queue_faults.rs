@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quayside_common::connection::Redis;
+use quayside_common::keys::GROUP;
 use quayside_common::{JobId, JobResult, Priority, Status};
 use quayside_e2e::{recorded, within, PrivateRedis, TestQueue};
 use quayside_producer::ReplayOutcome;
-use quayside_worker::queue::{Completion, JobQueue, LeaseState, RedisQueue};
+use quayside_worker::queue::{Claimed, Completion, JobQueue, LeaseState, RedisQueue};
 
 #[tokio::test]
 async fn a_job_whose_worker_is_killed_completes_on_another_exactly_once() {
@@ -73,31 +74,48 @@ async fn a_lease_renewed_past_its_timeout_is_not_stolen() {
     done.assert_exactly_once(&ids);
 }
 
-#[tokio::test]
-async fn a_stale_workers_late_result_is_refused() {
-    let q = TestQueue::new("fence");
+/// The queue code of simulated workers, one consumer name each, on the test's queue.
+fn worker_queues<const N: usize>(q: &TestQueue, names: [&str; N]) -> [RedisQueue; N] {
     let redis = Arc::new(Redis::new(&q.cfg.redis).expect("redis"));
-    let queue = |name: &str| {
+    names.map(|name| {
         RedisQueue::new(
             Arc::clone(&redis),
             q.keys.clone(),
             q.cfg.queue.clone(),
             name.to_owned(),
         )
-    };
-    let (old, new) = (queue("old"), queue("new"));
-    old.prepare().await.expect("groups");
+    })
+}
+
+/// One job, claimed by `first`, which then stalls past its lease: `second` takes it over.
+async fn claimed_then_taken_over(
+    q: &TestQueue,
+    first: &RedisQueue,
+    second: &RedisQueue,
+) -> (quayside_common::JobSpec, Claimed, Claimed) {
+    first.prepare().await.expect("groups");
     let spec = q.job("print x");
     q.producer.enqueue(&spec).await.expect("enqueue");
-
-    let first = old
+    let stale = first
         .claim(1, &Priority::ALL)
         .await
         .expect("claim")
         .claimed
         .remove(0);
-    // "old" stalls past its lease; "new" takes the entry over.
-    let taken = new.reclaim(1, 0).await.expect("reclaim").claimed.remove(0);
+    let taken = second
+        .reclaim(1, 0)
+        .await
+        .expect("reclaim")
+        .claimed
+        .remove(0);
+    (spec, stale, taken)
+}
+
+#[tokio::test]
+async fn a_stale_workers_late_result_is_refused() {
+    let q = TestQueue::new("fence");
+    let [old, new] = worker_queues(&q, ["old", "new"]);
+    let (spec, first, taken) = claimed_then_taken_over(&q, &old, &new).await;
     assert_eq!(
         (taken.lease.entry.as_str(), taken.attempts),
         (first.lease.entry.as_str(), 2)
@@ -306,7 +324,7 @@ async fn malformed_entries_are_dead_lettered_with_a_reason_and_the_worker_keeps_
         (
             "m-missing",
             r#"{"v":1,"id":"m-missing","language":"script","files":{"a":"b"}}"#.into(),
-            "bad_schema",
+            "missing_field",
             "missing field `kind`",
         ),
         (
@@ -504,4 +522,254 @@ async fn drain_past_the_grace_period_hands_jobs_back_without_spending_an_attempt
     assert_eq!(stopped, 2, "the first executions were stopped");
     q.assert_settled(&ids).await;
     done.assert_exactly_once(&ids);
+}
+
+/// The keys one claim writes, as `DUMP` saw them (None: the key did not exist).
+async fn snapshot(
+    conn: &mut redis::aio::MultiplexedConnection,
+    keys: &[String],
+) -> Vec<(String, Option<Vec<u8>>)> {
+    let mut out = Vec::new();
+    for k in keys {
+        let dump: Option<Vec<u8>> = redis::cmd("DUMP")
+            .arg(k)
+            .query_async(conn)
+            .await
+            .expect("DUMP");
+        out.push((k.clone(), dump));
+    }
+    out
+}
+
+/// Puts the keys back as they were: what a failover to a replica that missed the last write,
+/// or a restart that lost the unsynced tail of the AOF, leaves behind.
+async fn roll_back(
+    conn: &mut redis::aio::MultiplexedConnection,
+    snap: &[(String, Option<Vec<u8>>)],
+) {
+    for (k, dump) in snap {
+        let _: () = match dump {
+            Some(d) => redis::cmd("RESTORE")
+                .arg(k)
+                .arg(0)
+                .arg(d.as_slice())
+                .arg("REPLACE")
+                .query_async(conn)
+                .await
+                .expect("RESTORE"),
+            None => redis::cmd("DEL")
+                .arg(k)
+                .query_async::<i64>(conn)
+                .await
+                .map(drop)
+                .expect("DEL"),
+        };
+    }
+}
+
+#[tokio::test]
+async fn a_claim_lost_in_a_failover_never_lets_two_executions_hold_the_job() {
+    let q = TestQueue::new("failover");
+    let [a, b] = worker_queues(&q, ["a", "b"]);
+    a.prepare().await.expect("groups");
+    let spec = q.job("print x");
+    q.producer.enqueue(&spec).await.expect("enqueue");
+    let mut conn = q.conn().await;
+    let touched = [
+        q.keys.stream(Priority::Normal),
+        q.keys.job(&spec.id),
+        q.keys.running(),
+    ];
+
+    // Worker a claims; the write is lost; worker b claims the same entry again.
+    let before = snapshot(&mut conn, &touched).await;
+    let first = a
+        .claim(1, &Priority::ALL)
+        .await
+        .expect("claim")
+        .claimed
+        .remove(0);
+    roll_back(&mut conn, &before).await;
+    let second = b
+        .claim(1, &Priority::ALL)
+        .await
+        .expect("claim")
+        .claimed
+        .remove(0);
+    assert_eq!(second.attempts, 1, "the lost claim left no trace");
+    // a still runs the job: its renewal must not take the entry back from b, ever.
+    for _ in 0..2 {
+        assert_eq!(
+            a.renew(std::slice::from_ref(&first.lease))
+                .await
+                .expect("renew"),
+            vec![LeaseState::Lost],
+            "the stale execution stops"
+        );
+        assert_eq!(
+            b.renew(std::slice::from_ref(&second.lease))
+                .await
+                .expect("renew"),
+            vec![LeaseState::Held]
+        );
+    }
+    let late = JobResult::without_output(spec.id.clone(), Status::Failed, Some("late".into()), 1);
+    assert!(!a
+        .finish(Completion::new(&first.lease, &late, 600))
+        .await
+        .expect("finish"));
+
+    // The same worker losing its own claim and claiming again gets a lease of its own.
+    let before = snapshot(&mut conn, &touched).await;
+    let again = b.reclaim(1, 0).await.expect("reclaim").claimed.remove(0);
+    roll_back(&mut conn, &before).await;
+    let third = b.reclaim(1, 0).await.expect("reclaim").claimed.remove(0);
+    assert_ne!(
+        again.lease, third.lease,
+        "a lost claim's lease is never issued twice"
+    );
+    assert_eq!(
+        b.renew(std::slice::from_ref(&again.lease))
+            .await
+            .expect("renew"),
+        vec![LeaseState::Lost]
+    );
+    let good = JobResult::without_output(spec.id.clone(), Status::Succeeded, None, 2);
+    assert!(b
+        .finish(Completion::new(&third.lease, &good, 600))
+        .await
+        .expect("finish"));
+    assert!(!b
+        .finish(Completion::new(&again.lease, &good, 600))
+        .await
+        .expect("finish"));
+    q.assert_settled(std::slice::from_ref(&spec.id)).await;
+}
+
+#[tokio::test]
+async fn a_job_deleted_and_enqueued_again_refuses_the_first_lifes_stale_writes() {
+    let q = TestQueue::new("second-life");
+    let [a, b] = worker_queues(&q, ["a", "b"]);
+    let (spec, stale, taken) = claimed_then_taken_over(&q, &a, &b).await;
+    // b ends the first life; its record goes at once (as with `result_ttl_s: 0`, or an
+    // operator deleting it).
+    let done = JobResult::without_output(spec.id.clone(), Status::Succeeded, None, 2);
+    assert!(b
+        .finish(Completion::new(&taken.lease, &done, 600))
+        .await
+        .expect("finish"));
+    let mut conn = q.conn().await;
+    let _: i64 = redis::cmd("DEL")
+        .arg(q.keys.job(&spec.id))
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    // The id is free again: a second life starts and is claimed.
+    let again = q.producer.enqueue(&spec).await.expect("enqueue");
+    assert!(again.created);
+    let second = b
+        .claim(1, &Priority::ALL)
+        .await
+        .expect("claim")
+        .claimed
+        .remove(0);
+    // a wakes up with the first life's lease: nothing it writes may land on the second life.
+    let late = JobResult::without_output(spec.id.clone(), Status::Failed, Some("stale".into()), 1);
+    assert_eq!(
+        a.renew(std::slice::from_ref(&stale.lease))
+            .await
+            .expect("renew"),
+        vec![LeaseState::Lost]
+    );
+    assert!(
+        !a.finish(Completion::new(&stale.lease, &late, 600))
+            .await
+            .expect("finish"),
+        "the first life's lease {:?} must not finish the second life {:?}",
+        stale.lease,
+        second.lease
+    );
+    assert!(!a
+        .retry(&stale.lease, 0, "stale", false)
+        .await
+        .expect("retry"));
+    let good = JobResult::without_output(spec.id.clone(), Status::Succeeded, None, 1);
+    assert!(b
+        .finish(Completion::new(&second.lease, &good, 600))
+        .await
+        .expect("finish"));
+    q.assert_settled(std::slice::from_ref(&spec.id)).await;
+}
+
+#[tokio::test]
+async fn a_running_job_whose_entry_is_deleted_runs_again_and_ends_once() {
+    let q = TestQueue::new("entry-gone");
+    let done = q.count_completions().await;
+    let rec = q.path("exec.log");
+    let spec = q.job(&format!("record {rec}\nsleep 1500\nprint done"));
+    q.producer.enqueue(&spec).await.expect("enqueue");
+    // Renewals every 300 ms; no reclaim would come for a long time.
+    q.spawn_worker(|c| {
+        c.worker.lease_ms = 900;
+        c.worker.claim_block_ms = 300;
+        c.worker.reclaim_interval_ms = 60_000;
+    });
+    q.wait_state(&spec.id, Status::Running, 10).await;
+    // A raw producer's XADD ... MAXLEN 0 (or an operator's XDEL) removes the pending entry.
+    let mut conn = q.conn().await;
+    let _: i64 = redis::cmd("XTRIM")
+        .arg(q.keys.stream(Priority::Normal))
+        .arg("MAXLEN")
+        .arg(0)
+        .query_async(&mut conn)
+        .await
+        .expect("XTRIM");
+    let r = q
+        .wait_all(std::slice::from_ref(&spec.id), 20)
+        .await
+        .remove(0);
+    assert_eq!(r.status, Status::Succeeded);
+    assert_eq!(
+        recorded(&rec).iter().filter(|e| e.2 == "start").count(),
+        2,
+        "the lost attempt stopped; the job ran again"
+    );
+    q.assert_settled(std::slice::from_ref(&spec.id)).await;
+    done.assert_exactly_once(std::slice::from_ref(&spec.id));
+}
+
+#[tokio::test]
+async fn workers_recreate_lost_consumer_groups_and_keep_serving() {
+    let q = TestQueue::new("group-lost");
+    q.spawn_worker(|_| {});
+    let first = q.job("print before");
+    q.producer.enqueue(&first).await.expect("enqueue");
+    q.wait_all(std::slice::from_ref(&first.id), 20).await;
+    // An operator deletes an empty stream and destroys another's group.
+    let mut conn = q.conn().await;
+    let _: i64 = redis::cmd("DEL")
+        .arg(q.keys.stream(Priority::Normal))
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    let _: i64 = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg(q.keys.stream(Priority::High))
+        .arg(GROUP)
+        .query_async(&mut conn)
+        .await
+        .expect("XGROUP DESTROY");
+    let specs: Vec<_> = (0..6)
+        .map(|i| q.job_at(&format!("print {i}"), Priority::ALL[i % 3]))
+        .collect();
+    let ids: Vec<_> = specs.iter().map(|s| s.id.clone()).collect();
+    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let results = q.wait_all(&ids, 30).await;
+    assert!(
+        results
+            .iter()
+            .all(|r| r.status == Status::Succeeded && r.attempts == 1),
+        "no attempt spent on the missing group: {results:?}"
+    );
+    q.assert_settled(&ids).await;
 }

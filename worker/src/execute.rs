@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quayside_common::admission::{self, resolve_limits};
-use quayside_common::config::Config;
+use quayside_common::config::{Config, RUNNER_BACKSTOP};
 use quayside_common::job::SpecError;
 use quayside_common::outcome::Durations;
 use quayside_common::wire::{decode_spec, WireError};
@@ -75,7 +75,7 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
             );
             result.worker = Some(ctx.worker_id.clone());
             let ttl = ctx.cfg.queue.default_result_ttl_s;
-            conclude(ctx, &lease, labels, &result, ttl, Some(reason), false).await;
+            conclude(ctx, &lease, labels, &result, ttl, Some(reason)).await;
             return;
         }
     };
@@ -97,7 +97,7 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
 
     if claimed.cancel_requested {
         let result = finish(Status::Cancelled, Some("cancelled before it ran".into()));
-        conclude(ctx, &lease, labels, &result, ttl, None, false).await;
+        conclude(ctx, &lease, labels, &result, ttl, None).await;
         return;
     }
     if claimed.attempts > max_attempts {
@@ -107,7 +107,7 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         tracing::error!(max_attempts, "dead-lettering job whose workers keep dying");
         let result = finish(Status::Dead, Some(msg));
         let reason = Some("attempts_exhausted");
-        conclude(ctx, &lease, labels, &result, ttl, reason, false).await;
+        conclude(ctx, &lease, labels, &result, ttl, reason).await;
         return;
     }
 
@@ -119,7 +119,7 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         Err(e) => {
             let result = finish(Status::Rejected, Some(e.to_string()));
             let reason = Some("invalid_spec");
-            conclude(ctx, &lease, labels, &result, ttl, reason, false).await;
+            conclude(ctx, &lease, labels, &result, ttl, reason).await;
             return;
         }
     };
@@ -127,11 +127,11 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
     let guard = ctx.inflight.track(lease.clone());
     let started = Instant::now();
     let started_ms = now_ms();
-    let logs = ctx.queue.log_sink(&id);
+    let logs = ctx.queue.log_sink(&id, &lease);
     // Backstop for a runner that hangs: it enforces wall time itself, this only bounds a bug.
     let deadline =
         Duration::from_millis(req.limits.compile_wall_time_ms + req.limits.run_wall_time_ms)
-            + Duration::from_secs(60);
+            + RUNNER_BACKSTOP;
     let outcome = match tokio::time::timeout(
         deadline,
         ctx.runner.run(&req, &logs, guard.tracked.cancel.clone()),
@@ -181,12 +181,12 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
             ctx.metrics.ran(labels, ran, sandbox_start);
             let result = completed(ctx, &id, &claimed, started_ms, out);
             tracing::info!(status = %result.status, exit_code = ?result.exit_code, "job finished");
-            conclude(ctx, &lease, labels, &result, ttl, None, logs.wrote()).await;
+            conclude(ctx, &lease, labels, &result, ttl, None).await;
         }
         (outcome, StopReason::Cancelled) => {
             let result = cancelled(outcome.ok());
             tracing::info!("job cancelled");
-            conclude(ctx, &lease, labels, &result, ttl, None, logs.wrote()).await;
+            conclude(ctx, &lease, labels, &result, ttl, None).await;
         }
         (_, StopReason::Drain) => {
             tracing::info!("handing job back: worker is draining");
@@ -232,8 +232,7 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
                     };
                     tracing::error!(error = %message, reason, "runner failed; dead-lettering");
                     let result = finish(Status::Dead, Some(message));
-                    let logged = logs.wrote();
-                    conclude(ctx, &lease, labels, &result, ttl, Some(reason), logged).await;
+                    conclude(ctx, &lease, labels, &result, ttl, Some(reason)).await;
                 }
             }
         }
@@ -262,11 +261,10 @@ async fn conclude(
     result: &JobResult,
     ttl_s: u64,
     dead_letter: Option<&'static str>,
-    logged: bool,
 ) {
     let error = result.error.as_deref().unwrap_or("");
     let written = persist(ctx, lease, "finish", || {
-        let done = Completion::new(lease, result, ttl_s).logged(logged);
+        let done = Completion::new(lease, result, ttl_s);
         ctx.queue.finish(match dead_letter {
             Some(reason) => done.dead_letter(reason, error),
             None => done,
@@ -357,8 +355,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool, QueueError>>,
 {
-    let give_up = Instant::now()
-        + Duration::from_millis(ctx.cfg.worker.lease_ms * 4).max(Duration::from_secs(60));
+    let give_up = Instant::now() + ctx.cfg.persist_give_up();
     let mut delay = Duration::from_millis(50);
     loop {
         match write().await {

@@ -165,6 +165,10 @@ impl InFlight {
                                 tracing::warn!(job_id = %t.lease.job_id, "lease lost to another worker; stopping execution");
                                 t.stop(StopReason::LeaseLost);
                             }
+                            LeaseState::Requeued => {
+                                tracing::warn!(job_id = %t.lease.job_id, "the job's stream entry was deleted (or its group lost); it was queued again, stopping this execution");
+                                t.stop(StopReason::LeaseLost);
+                            }
                         }
                     }
                 }

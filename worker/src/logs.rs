@@ -4,8 +4,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use quayside_common::connection::Redis;
+use quayside_common::scripts::Scripts;
 
 use crate::outage::Outage;
+use crate::queue::Lease;
 
 /// Which output a log entry came from (the `s` field of the log stream).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,26 +30,66 @@ impl LogSource {
     }
 }
 
+/// The lease a fenced sink writes under (see `common/lua/log.lua`).
+#[derive(Clone, Debug)]
+struct Fence {
+    prefix: String,
+    worker: String,
+    lease: Lease,
+    default_ttl_s: u64,
+}
+
 /// Appends to one job's capped log stream. Failures are logged, never fatal: the result, not
 /// the live log, is the job's record.
+///
+/// A sink made by the queue for a claimed job is fenced: each chunk is appended by `log.lua`
+/// only while this execution holds the job's lease (so nothing lands after the log's `end`
+/// entry, and the stream always has a TTL); once a chunk is refused, the sink writes no more.
 #[derive(Clone, Debug)]
 pub struct LogSink {
     redis: Arc<Redis>,
     key: String,
     max_entries: u64,
+    fence: Option<Arc<Fence>>,
     wrote: Arc<AtomicBool>,
+    refused: Arc<AtomicBool>,
     /// Where an unreachable Redis is reported instead of a warning per chunk.
     outage: Option<Arc<Outage>>,
 }
 
 impl LogSink {
+    /// An unfenced sink appending to `key` (runner tests and tools that own the key).
     pub fn new(redis: Arc<Redis>, key: String, max_entries: u64) -> Self {
         Self {
             redis,
             key,
             max_entries,
+            fence: None,
             wrote: Arc::default(),
+            refused: Arc::default(),
             outage: None,
+        }
+    }
+
+    /// The sink of a claimed job: appends only while `worker` holds `lease`. `prefix` is the
+    /// queue's key prefix; `default_ttl_s` the TTL of a log whose job carries none.
+    pub fn fenced(
+        redis: Arc<Redis>,
+        key: String,
+        max_entries: u64,
+        prefix: &str,
+        worker: &str,
+        lease: &Lease,
+        default_ttl_s: u64,
+    ) -> Self {
+        Self {
+            fence: Some(Arc::new(Fence {
+                prefix: prefix.to_owned(),
+                worker: worker.to_owned(),
+                lease: lease.clone(),
+                default_ttl_s,
+            })),
+            ..Self::new(redis, key, max_entries)
         }
     }
 
@@ -60,37 +102,64 @@ impl LogSink {
         }
     }
 
-    /// Whether anything was appended (then the log gets an end marker and a TTL at the end).
+    /// Whether anything was appended.
     pub fn wrote(&self) -> bool {
         self.wrote.load(Ordering::Acquire)
     }
 
     /// Appends one chunk. Bytes are kept as they are (Redis strings are binary-safe).
     pub async fn write(&self, source: LogSource, data: &[u8]) {
-        self.wrote.store(true, Ordering::Release);
+        if self.refused.load(Ordering::Acquire) {
+            return;
+        }
         let result = async {
             let mut conn = self.redis.conn().await.map_err(|e| (true, e.to_string()))?;
-            redis::cmd("XADD")
-                .arg(&self.key)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(self.max_entries)
-                .arg("*")
-                .arg("s")
-                .arg(source.as_str())
-                .arg("d")
-                .arg(data)
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(|e| {
-                    self.redis.note_error(&e);
-                    (crate::queue::unreachable(&e), e.to_string())
-                })
+            let appended = match &self.fence {
+                Some(f) => {
+                    let l = &f.lease;
+                    let mut inv = Scripts::get().log.prepare_invoke();
+                    inv.key(&self.key)
+                        .arg(&f.prefix)
+                        .arg(&f.worker)
+                        .arg(&l.job_id)
+                        .arg(l.priority.index() + 1)
+                        .arg(&l.entry)
+                        .arg(l.token)
+                        .arg(self.max_entries)
+                        .arg(f.default_ttl_s)
+                        .arg(source.as_str())
+                        .arg(data);
+                    inv.invoke_async::<i64>(&mut conn).await.map(|n| n == 1)
+                }
+                None => redis::cmd("XADD")
+                    .arg(&self.key)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(self.max_entries)
+                    .arg("*")
+                    .arg("s")
+                    .arg(source.as_str())
+                    .arg("d")
+                    .arg(data)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map(|()| true),
+            };
+            appended.map_err(|e| {
+                self.redis.note_error(&e);
+                (crate::queue::unreachable(&e), e.to_string())
+            })
         }
         .await;
+        if let (Ok(_), Some(outage)) = (&result, &self.outage) {
+            outage.recovered();
+        }
         match (result, &self.outage) {
-            (Ok(()), Some(outage)) => outage.recovered(),
-            (Ok(()), None) => {}
+            (Ok(true), _) => self.wrote.store(true, Ordering::Release),
+            (Ok(false), _) => {
+                self.refused.store(true, Ordering::Release);
+                tracing::debug!(key = %self.key, "log append refused: this execution no longer holds the job");
+            }
             (Err((true, error)), Some(outage)) => outage.failed(&error),
             (Err((_, error)), _) => {
                 tracing::warn!(key = %self.key, %error, "cannot append to job log")

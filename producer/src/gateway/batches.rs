@@ -61,6 +61,22 @@ pub(super) fn check(
     for (i, mut value) in req.jobs.into_iter().enumerate() {
         let prefix = format!("jobs[{i}].");
         if let Some(obj) = value.as_object_mut() {
+            // A job without an id gets one from the batch id and its name (its `name` label,
+            // else its place, as in a `quayside batch` manifest), so posting the same batch
+            // again adds nothing.
+            if !obj.contains_key("id") {
+                let name = obj
+                    .get("labels")
+                    .and_then(|l| l.get(crate::NAME_LABEL))
+                    .and_then(|n| n.as_str())
+                    .map_or_else(|| format!("line {}", i + 1), str::to_owned);
+                obj.insert(
+                    "id".into(),
+                    crate::batch_member_id(batch.as_str(), &name)
+                        .as_str()
+                        .into(),
+                );
+            }
             match obj.get("batch") {
                 Some(b) if b.as_str() != Some(batch.as_str()) => {
                     return Err(ApiError::invalid(

@@ -56,8 +56,9 @@ pub(super) fn json(
     })
 }
 
-/// Deserializes `value` into `T`; a mismatch is `422 bad_schema` naming the field, prefixed
-/// with `prefix` (`jobs[3].` inside a batch).
+/// Deserializes `value` into `T`; a mismatch is `422 bad_schema` naming the field (or
+/// `missing_field` for a required one left out), prefixed with `prefix` (`jobs[3].` inside a
+/// batch).
 pub(super) fn typed<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, ApiError> {
     // Serde reads a struct from an array too (`[a, b]` as its fields in order): refuse that.
     if let Some(path) = struct_as_array(&value, prefix) {
@@ -84,12 +85,18 @@ pub(super) fn typed<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T
         };
         let field = format!("{prefix}{field}");
         let field = field.trim_end_matches('.').to_owned();
+        // A required field left out is `missing_field`, as a worker dead-letters it.
+        let kind = if inner.starts_with("missing field") {
+            "missing_field"
+        } else {
+            "bad_schema"
+        };
         let message = if field.is_empty() {
             inner
         } else {
             format!("{field}: {inner}")
         };
-        ApiError::invalid("bad_schema", field, message)
+        ApiError::invalid(kind, field, message)
     })
 }
 
@@ -203,7 +210,7 @@ mod tests {
         let cases = [
             (
                 serde_json::json!({"language": "c", "files": {"a.c": ""}}),
-                "bad_schema",
+                "missing_field",
                 "kind",
             ),
             (

@@ -77,8 +77,11 @@ pub enum LeaseState {
     Held,
     /// Held, and the job's cancellation was requested.
     CancelRequested,
-    /// Another worker took the job over; stop and write nothing.
+    /// Another execution holds the job now; stop and write nothing.
     Lost,
+    /// The job's stream entry was deleted (or its consumer group lost), so the job was queued
+    /// again under a fresh entry; stop and write nothing.
+    Requeued,
 }
 
 /// A terminal result to write, fenced by its lease.
@@ -89,8 +92,6 @@ pub struct Completion<'a> {
     pub ttl_s: u64,
     /// Also add a dead letter.
     pub dead_letter: Option<DeadLetter<'a>>,
-    /// The job wrote to its live log in this attempt.
-    pub logged: bool,
 }
 
 impl<'a> Completion<'a> {
@@ -100,7 +101,6 @@ impl<'a> Completion<'a> {
             result,
             ttl_s,
             dead_letter: None,
-            logged: false,
         }
     }
 
@@ -110,10 +110,6 @@ impl<'a> Completion<'a> {
             dead_letter: Some(DeadLetter { reason, error }),
             ..self
         }
-    }
-
-    pub fn logged(self, logged: bool) -> Self {
-        Self { logged, ..self }
     }
 }
 
@@ -194,9 +190,11 @@ pub struct FailureHistory {
 pub trait JobQueue: std::fmt::Debug + Send + Sync + 'static {
     /// Creates the consumer group on every stream if missing.
     async fn prepare(&self) -> Result<(), QueueError>;
-    /// Claims up to `count` new entries, taking streams in `order`.
+    /// Claims up to `count` new entries, taking streams in `order`. A stream whose consumer
+    /// group is missing (stream deleted, group destroyed) gets it again before this returns.
     async fn claim(&self, count: usize, order: &[Priority]) -> Result<ClaimBatch, QueueError>;
-    /// Takes over up to `count` entries whose lease has been idle for `min_idle_ms`.
+    /// Takes over up to `count` entries whose lease has been idle for `min_idle_ms` (and
+    /// re-creates missing groups, as [`JobQueue::claim`]).
     async fn reclaim(&self, count: usize, min_idle_ms: u64) -> Result<ClaimBatch, QueueError>;
     /// Blocks up to `block_ms` until an entry newer than `after` arrives in any stream.
     async fn wait_for_entries(&self, after: &[String; 3], block_ms: u64) -> Result<(), QueueError>;
@@ -225,7 +223,9 @@ pub trait JobQueue: std::fmt::Debug + Send + Sync + 'static {
     async fn fleet_id(&self) -> Result<String, QueueError>;
     /// Renews every lease in one step.
     async fn renew(&self, leases: &[Lease]) -> Result<Vec<LeaseState>, QueueError>;
-    /// Moves due retries back to their streams; returns how many.
+    /// Moves due retries back to their streams, and gives a record to jobs a raw producer
+    /// added with a plain `XADD` (so they can be seen and cancelled while queued); returns how
+    /// many retries moved.
     async fn promote(&self, limit: usize) -> Result<u64, QueueError>;
     /// Heartbeats into the worker registry.
     async fn heartbeat(&self, doc: &str, ttl_ms: u64) -> Result<(), QueueError>;
@@ -237,6 +237,6 @@ pub trait JobQueue: std::fmt::Debug + Send + Sync + 'static {
     async fn ping(&self) -> Result<(), QueueError>;
     /// Depths, pending, delayed, dead letters and live workers, in one round trip.
     async fn sample(&self) -> Result<QueueSample, QueueError>;
-    /// The live log of a job.
-    fn log_sink(&self, job_id: &JobId) -> LogSink;
+    /// The live log of claimed job `id`, fenced by its lease.
+    fn log_sink(&self, id: &JobId, lease: &Lease) -> LogSink;
 }

@@ -120,9 +120,9 @@ impl<Q: JobQueue> JobQueue for Observed<Q> {
         self.seen(self.inner.sample().await)
     }
 
-    fn log_sink(&self, job_id: &JobId) -> LogSink {
+    fn log_sink(&self, job_id: &JobId, lease: &Lease) -> LogSink {
         self.inner
-            .log_sink(job_id)
+            .log_sink(job_id, lease)
             .reporting_to(Arc::clone(&self.outage))
     }
 }

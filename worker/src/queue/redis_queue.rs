@@ -29,7 +29,7 @@ const FINISH_BATCH: usize = 128;
 
 /// One result waiting for the batcher: its script arguments and where the answer goes.
 struct PendingFinish {
-    args: [Vec<u8>; 10],
+    args: [Vec<u8>; 9],
     reply: oneshot::Sender<Result<bool, QueueError>>,
 }
 
@@ -62,6 +62,7 @@ impl RedisQueue {
             Arc::clone(&redis),
             keys.clone(),
             cfg.clone(),
+            worker.clone(),
             rx,
         ));
         Self {
@@ -109,8 +110,54 @@ impl RedisQueue {
             .arg(count)
             .arg(order)
             .arg(min_idle_ms)
-            .arg(self.cfg.dlq_max_len);
+            .arg(self.cfg.dlq_max_len)
+            .arg(self.cfg.log_max_entries)
+            .arg(self.cfg.default_result_ttl_s);
         inv
+    }
+
+    /// Creates the consumer group on every stream that lacks it, from the stream's first entry
+    /// (so entries added while it was missing are delivered).
+    async fn create_groups(&self) -> Result<(), QueueError> {
+        let mut conn = self.redis.conn().await?;
+        for stream in self.keys.streams() {
+            let created: Result<(), _> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&stream)
+                .arg(GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut conn)
+                .await;
+            match created {
+                Ok(()) => tracing::info!(%stream, group = GROUP, "created consumer group"),
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                Err(source) => {
+                    self.redis.note_error(&source);
+                    return Err(QueueError::Redis {
+                        op: "XGROUP CREATE",
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a claim script call; if it found streams without the consumer group (deleted, or
+    /// destroyed by an operator), creates the groups again so the next claim finds them.
+    async fn claim_with(
+        &self,
+        op: &'static str,
+        inv: redis::ScriptInvocation<'_>,
+    ) -> Result<ClaimBatch, QueueError> {
+        let reply: Value = self.eval(op, inv).await?;
+        let (batch, missing) = parse_claim(reply)?;
+        if !missing.is_empty() {
+            tracing::warn!(streams = ?missing, "consumer group missing (stream deleted or group destroyed); creating it again");
+            self.create_groups().await?;
+        }
+        Ok(batch)
     }
 
     /// Logs what a production deployment must not run with: eviction of queue keys, or no
@@ -150,6 +197,7 @@ async fn finish_batcher(
     redis: Arc<Redis>,
     keys: Keys,
     cfg: QueueConfig,
+    worker: String,
     mut rx: mpsc::Receiver<PendingFinish>,
 ) {
     let mut batch = Vec::with_capacity(FINISH_BATCH);
@@ -164,6 +212,7 @@ async fn finish_batcher(
         let mut inv = Scripts::get().finish.prepare_invoke();
         inv.key(keys.stream(Priority::Normal))
             .arg(keys.prefix())
+            .arg(&worker)
             .arg(cfg.log_max_entries)
             .arg(cfg.dlq_max_len)
             .arg(batch.len());
@@ -253,7 +302,8 @@ fn array<'a>(op: &'static str, v: &'a Value) -> Result<&'a [Value], QueueError> 
     }
 }
 
-fn parse_claim(mut reply: Value) -> Result<ClaimBatch, QueueError> {
+/// The claim script's reply, and the streams it found without a consumer group.
+fn parse_claim(mut reply: Value) -> Result<(ClaimBatch, Vec<String>), QueueError> {
     const OP: &str = "claim";
     // Take the specs out of the reply instead of copying them.
     let mut specs = Vec::new();
@@ -269,10 +319,10 @@ fn parse_claim(mut reply: Value) -> Result<ClaimBatch, QueueError> {
     }
     let mut specs = specs.into_iter();
     let parts = array(OP, &reply)?;
-    let [claimed, dropped, last] = parts else {
+    let [claimed, dropped, last, missing] = parts else {
         return Err(QueueError::Reply {
             op: OP,
-            detail: format!("expected 3 parts, got {}", parts.len()),
+            detail: format!("expected 4 parts, got {}", parts.len()),
         });
     };
     let mut batch = ClaimBatch::default();
@@ -300,34 +350,14 @@ fn parse_claim(mut reply: Value) -> Result<ClaimBatch, QueueError> {
     if let [a, b, c] = array(OP, last)? {
         batch.last_ids = Some([text(a), text(b), text(c)]);
     }
-    Ok(batch)
+    let missing = array(OP, missing)?.iter().map(text).collect();
+    Ok((batch, missing))
 }
 
 #[async_trait::async_trait]
 impl JobQueue for RedisQueue {
     async fn prepare(&self) -> Result<(), QueueError> {
-        let mut conn = self.redis.conn().await?;
-        for stream in self.keys.streams() {
-            let created: Result<(), _> = redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(&stream)
-                .arg(GROUP)
-                .arg("0")
-                .arg("MKSTREAM")
-                .query_async(&mut conn)
-                .await;
-            match created {
-                Ok(()) => tracing::info!(%stream, group = GROUP, "created consumer group"),
-                Err(e) if e.code() == Some("BUSYGROUP") => {}
-                Err(source) => {
-                    self.redis.note_error(&source);
-                    return Err(QueueError::Redis {
-                        op: "XGROUP CREATE",
-                        source,
-                    });
-                }
-            }
-        }
+        self.create_groups().await?;
         self.warn_about_settings().await;
         Ok(())
     }
@@ -337,20 +367,16 @@ impl JobQueue for RedisQueue {
             .iter()
             .map(|p| char::from(b'1' + p.index() as u8))
             .collect();
-        let reply: Value = self
-            .eval("claim", self.claim_invocation("new", count, &order, 0))
-            .await?;
-        parse_claim(reply)
+        self.claim_with("claim", self.claim_invocation("new", count, &order, 0))
+            .await
     }
 
     async fn reclaim(&self, count: usize, min_idle_ms: u64) -> Result<ClaimBatch, QueueError> {
-        let reply: Value = self
-            .eval(
-                "reclaim",
-                self.claim_invocation("reclaim", count, "123", min_idle_ms),
-            )
-            .await?;
-        parse_claim(reply)
+        self.claim_with(
+            "reclaim",
+            self.claim_invocation("reclaim", count, "123", min_idle_ms),
+        )
+        .await
     }
 
     async fn wait_for_entries(&self, after: &[String; 3], block_ms: u64) -> Result<(), QueueError> {
@@ -398,11 +424,6 @@ impl JobQueue for RedisQueue {
             done.ttl_s.to_string().into_bytes(),
             reason.as_bytes().to_vec(),
             error.as_bytes().to_vec(),
-            if done.logged {
-                b"1".to_vec()
-            } else {
-                b"0".to_vec()
-            },
         ];
         let (reply, answer) = oneshot::channel();
         self.finishes
@@ -467,6 +488,7 @@ impl JobQueue for RedisQueue {
             .map(|a| match a.as_str() {
                 "ok" => LeaseState::Held,
                 "cancel" => LeaseState::CancelRequested,
+                "requeued" => LeaseState::Requeued,
                 _ => LeaseState::Lost,
             })
             .collect())
@@ -477,7 +499,16 @@ impl JobQueue for RedisQueue {
         inv.key(self.keys.delayed())
             .arg(self.keys.prefix())
             .arg(limit);
-        self.eval("promote", inv).await
+        let promoted = self.eval("promote", inv).await?;
+        let mut inv = Scripts::get().adopt.prepare_invoke();
+        inv.key(self.keys.adopted())
+            .arg(self.keys.prefix())
+            .arg(limit);
+        let (adopted, _read): (u64, u64) = self.eval("adopt", inv).await?;
+        if adopted > 0 {
+            tracing::debug!(adopted, "gave records to raw XADD entries");
+        }
+        Ok(promoted)
     }
 
     async fn heartbeat(&self, doc: &str, ttl_ms: u64) -> Result<(), QueueError> {
@@ -573,11 +604,15 @@ impl JobQueue for RedisQueue {
         Ok(s)
     }
 
-    fn log_sink(&self, job_id: &JobId) -> LogSink {
-        LogSink::new(
+    fn log_sink(&self, id: &JobId, lease: &Lease) -> LogSink {
+        LogSink::fenced(
             Arc::clone(&self.redis),
-            self.keys.logs(job_id),
+            self.keys.logs(id),
             self.cfg.log_max_entries,
+            self.keys.prefix(),
+            &self.worker,
+            lease,
+            self.cfg.default_result_ttl_s,
         )
     }
 }

@@ -80,6 +80,16 @@ enum Command {
     },
     /// Queue depths, pending, delayed and dead-letter counts, workers.
     Stats,
+    /// Find jobs that can no longer reach their next step (a queued job whose stream entry was
+    /// trimmed, a running one whose entry or consumer group was lost, a lost retry) and ended
+    /// jobs whose keys would never expire. Exit 1 when problems were found and not repaired.
+    /// Safe against a live fleet: each record is checked and repaired in one atomic step.
+    Check {
+        /// Put each problem right: queue the job again, reschedule the retry, create the
+        /// missing consumer group, set the TTL.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Enqueue a folder, glob or manifest as one batch; follow, summarize or cancel a batch.
     Batch(Box<batch::BatchArgs>),
     /// Print the full Lua source of a protocol script (for clients in other languages to EVAL).
@@ -241,6 +251,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => serve::run(cfg, producer, args).await,
+        Command::Check { repair } => {
+            let report = producer.check(repair).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print_check(&report);
+            }
+            let unrepaired = !report.counts.is_empty() && !report.repaired;
+            Ok(if unrepaired {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         Command::Stats => {
             let stats = producer.stats().await?;
             if json {
@@ -277,7 +301,10 @@ async fn submit(producer: &Producer, a: SubmitArgs, json: bool) -> anyhow::Resul
         } else if enqueued.created {
             println!("{}", enqueued.id);
         } else {
-            println!("{} (already exists: {})", enqueued.id, enqueued.state);
+            let state = enqueued
+                .state
+                .map_or("ended, record expired", |s| s.as_str());
+            println!("{} (already exists: {state})", enqueued.id);
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -345,6 +372,25 @@ fn print_result(r: &JobResult) {
     }
     if let Some(e) = &r.error {
         println!("--- error\n{}", terminal::text(e));
+    }
+}
+
+fn print_check(r: &quayside_producer::CheckReport) {
+    let verb = if r.repaired { "repaired" } else { "found" };
+    if r.counts.is_empty() {
+        println!("checked {} job records: no problems", r.records);
+        return;
+    }
+    let total: u64 = r.counts.values().sum();
+    println!("checked {} job records: {verb} {total} problems", r.records);
+    for (problem, n) in &r.counts {
+        println!("  {problem:<22} {n}");
+    }
+    for f in &r.findings {
+        println!("{} {}", f.id, f.problem);
+    }
+    if !r.repaired {
+        println!("run `quayside check --repair` to put them right");
     }
 }
 

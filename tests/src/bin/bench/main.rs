@@ -50,6 +50,8 @@ fn config(url: &str, queue: &str, slots: usize) -> Config {
     cfg.queue.name = queue.to_owned();
     cfg.worker.slots = slots;
     cfg.worker.id = Some(format!("bench-{slots}"));
+    // Bench jobs keep their results 600 s (above the stale window of these settings).
+    cfg.queue.min_result_ttl_s = 600;
     let noop: LanguageConfig =
         serde_json::from_value(serde_json::json!({ "image": "none" })).expect("language");
     cfg.languages = [("noop".to_owned(), noop)].into();
@@ -179,7 +181,8 @@ async fn queue_main() -> anyhow::Result<()> {
         }
     );
 
-    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "enqueue,process,latency".into());
+    let phases =
+        std::env::var("BENCH_PHASES").unwrap_or_else(|_| "enqueue,process,latency,logs".into());
     if phases.contains("enqueue") {
         enqueue_rates(&url, n, tag).await?;
     }
@@ -188,6 +191,9 @@ async fn queue_main() -> anyhow::Result<()> {
     }
     if phases.contains("latency") {
         latency(&url, tag, &client).await?;
+    }
+    if phases.contains("logs") {
+        quayside_e2e::log_bench::run(config(&url, "x", 1), &format!("bench-logs-{tag}")).await?;
     }
     Ok(())
 }

@@ -28,6 +28,7 @@ impl RedisQueue {
         let mut inv = Scripts::get().retry.prepare_invoke();
         inv.key(self.keys.stream(lease.priority))
             .arg(self.keys.prefix())
+            .arg(&self.worker)
             .arg(&lease.job_id)
             .arg(lease.priority.index() + 1)
             .arg(&lease.entry)

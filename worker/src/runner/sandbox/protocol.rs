@@ -90,17 +90,8 @@ pub fn wrapper_body(
     options: &[String],
     files: &BTreeMap<String, String>,
 ) -> Option<String> {
-    let suffix = format!(".{}", lang.source_extension);
-    let sources: Vec<&str> = files
-        .keys()
-        .filter(|f| !lang.source_extension.is_empty() && f.ends_with(&suffix))
-        .map(String::as_str)
-        .collect();
-    // A lone source file is the entry, whatever its name (`quayside submit hello.py`).
-    let entry = match sources.as_slice() {
-        [only] => only,
-        _ => lang.entry_file.as_str(),
-    };
+    let sources = lang.source_files(files);
+    let entry = lang.entry_file_for(files);
     let options: Vec<&str> = options.iter().map(String::as_str).collect();
     let vars = [
         ("options", quote_all(&options)),

@@ -8,34 +8,21 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use quayside_common::config::LanguageConfig;
-use quayside_common::job::{MAX_ID_LEN, PROTOCOL_VERSION};
+use quayside_common::job::PROTOCOL_VERSION;
 use quayside_common::wire::decode_spec;
 use quayside_common::{JobId, JobSpec};
+use quayside_producer::batch_member_id as job_id;
 
 use crate::job_flags::collect;
 use crate::usage;
 
-/// The label holding a job's name (its path, or the manifest's own `name` label).
-pub const NAME_LABEL: &str = "name";
+pub use quayside_producer::NAME_LABEL;
 
 /// One job of the batch, with the name reports use for it.
 #[derive(Debug)]
 pub struct Planned {
     pub name: String,
     pub spec: JobSpec,
-}
-
-/// The id of the job named `name` in `batch`: `<batch>:<16 hex digits>`, stable across runs.
-pub fn job_id(batch: &str, name: &str) -> JobId {
-    let key = format!("{batch}\n{name}");
-    let uuid = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, key.as_bytes());
-    let short = format!("{batch}:{}", &uuid.simple().to_string()[..16]);
-    let id = if short.len() <= MAX_ID_LEN {
-        short
-    } else {
-        uuid.to_string()
-    };
-    JobId::parse(&id).expect("batch ids and hex digits are valid id characters")
 }
 
 /// One job per file directly in a folder and one per sub-folder; a file source is one job and
@@ -216,17 +203,6 @@ fn infer_language(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn job_ids_are_stable_distinct_and_valid() {
-        let a = job_id("nightly", "tests/a.c");
-        assert_eq!(a, job_id("nightly", "tests/a.c"), "same inputs, same id");
-        assert!(a.as_str().starts_with("nightly:"), "{a}");
-        assert_ne!(a, job_id("nightly", "tests/b.c"));
-        assert_ne!(a, job_id("other", "tests/a.c"));
-        let long = "b".repeat(MAX_ID_LEN);
-        assert!(job_id(&long, "x").as_str().len() <= MAX_ID_LEN);
-    }
 
     #[test]
     fn language_comes_from_the_one_known_extension() {
