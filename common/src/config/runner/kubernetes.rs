@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{invalid, ConfigError, SeccompProfile};
+use super::SeccompProfile;
+use crate::config::check::invalid;
+use crate::config::ConfigError;
 
 /// The Kubernetes sandbox: one `batch/v1` Job and one ConfigMap per job attempt.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

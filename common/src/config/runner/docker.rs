@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{invalid, ConfigError, SeccompProfile};
+use super::SeccompProfile;
+use crate::config::check::invalid;
+use crate::config::ConfigError;
 
 /// Highest uid an attempt may get: clear of `(uid_t)-1`, which system calls read as "no
 /// change", and of the overflow uid some interfaces report for unmapped ids.
