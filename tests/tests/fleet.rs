@@ -33,7 +33,7 @@ fn python(source: &str) -> JobSpec {
 fn docker_worker(c: &mut Config, socket: &str) {
     c.languages.retain(|l, _| l == "python");
     c.runner.docker.socket = socket.to_owned();
-    c.runner.docker.api_timeout_ms = 2_000;
+    c.runner.sandbox.api_timeout_ms = 2_000;
     c.worker.lease_ms = 10_000;
 }
 
@@ -361,7 +361,7 @@ async fn a_worker_started_while_the_engine_is_down_waits_then_serves() {
 async fn a_removal_that_failed_is_retried_until_it_succeeds() {
     use std::sync::Arc;
 
-    use quayside_common::config::{default_languages, DockerConfig, RedisConfig};
+    use quayside_common::config::{default_languages, RedisConfig, RunnerConfig};
     use quayside_common::connection::Redis;
     use quayside_worker::logs::LogSink;
     use quayside_worker::runner::docker::DockerRunner;
@@ -370,11 +370,9 @@ async fn a_removal_that_failed_is_retried_until_it_succeeds() {
 
     let engine = PrivateDockerd::start(&private_dir("frozen-engine")).expect("dockerd");
     engine.load_image(&python_image()).expect("image");
-    let cfg = DockerConfig {
-        socket: engine.url(),
-        api_timeout_ms: 1_000,
-        ..DockerConfig::default()
-    };
+    let mut cfg = RunnerConfig::default();
+    cfg.docker.socket = engine.url();
+    cfg.sandbox.api_timeout_ms = 1_000;
     let languages = default_languages();
     let runner = DockerRunner::new(cfg, &languages, "frozen-w1");
     let redis = Redis::new(&RedisConfig {

@@ -8,7 +8,8 @@
 //! - `queue`: `queue.*`, `worker.*` and `retry.*`, the queue and the workers serving it.
 //! - `limits`: `limits.*`, what a job may ask for.
 //! - `languages`: `languages.<name>.*`, how each language is built and run.
-//! - `runner`: `runner.*`, the sandbox backend and its settings.
+//! - `runner`: `runner.*`, the sandbox backend, what every sandbox gets (`runner.sandbox`),
+//!   and each backend's own settings.
 //! - `gateway`: `gateway.*`, the HTTP gateway (`quayside serve`).
 //! - `telemetry`: `metrics.*` and `log.*`.
 //! - `secret`: [`Secret`] and URL redaction, for what is printed or logged.
@@ -37,7 +38,8 @@ pub use limits::LimitsConfig;
 pub use queue::{QueueConfig, RetryConfig, WorkerConfig};
 pub use redis::RedisConfig;
 pub use runner::{
-    DockerConfig, FileTransfer, KubernetesConfig, RunnerBackend, RunnerConfig, SeccompProfile,
+    DockerConfig, FileTransfer, JobUser, KubernetesConfig, RunnerBackend, RunnerConfig,
+    SandboxConfig, SeccompProfile,
 };
 pub use secret::{redact_url, Secret};
 pub use telemetry::{LogConfig, MetricsConfig};
@@ -131,14 +133,16 @@ impl Config {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(p) = path {
             // `file_exact`: a missing --config is an error, not silently nothing.
-            fig = fig.merge(Toml::file_exact(p));
+            fig = fig.merge(runner::FormerKeys(Toml::file_exact(p)));
         }
         let ignored: Vec<&str> = RAW_ENV
             .iter()
             .map(|(_, key)| *key)
             .chain(NOT_CONFIG_ENV)
             .collect();
-        fig = fig.merge(Env::prefixed("QUAYSIDE_").split("__").ignore(&ignored));
+        fig = fig.merge(runner::FormerKeys(
+            Env::prefixed("QUAYSIDE_").split("__").ignore(&ignored),
+        ));
         for (var, key) in RAW_ENV {
             if let Ok(value) = std::env::var(var) {
                 fig = fig.merge(Serialized::default(key, value));

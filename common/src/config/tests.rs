@@ -128,51 +128,118 @@ fn kubernetes_settings_load_from_file_and_environment() {
             ("jobs", "reg.example/")
         );
         assert_eq!(k.image_pull_secrets, ["regcred"]);
-        jail.set_env("QUAYSIDE_RUNNER__KUBERNETES__USER", "0:0");
-        let err = Config::load(Some(Path::new("q.toml"))).expect_err("root refused");
-        assert!(err.to_string().contains("runner.kubernetes.user"), "{err}");
+        jail.set_env("QUAYSIDE_RUNNER__KUBERNETES__PENDING_TIMEOUT_MS", "10");
+        let err = Config::load(Some(Path::new("q.toml"))).expect_err("too short");
+        assert!(
+            err.to_string()
+                .contains("runner.kubernetes.pending_timeout_ms"),
+            "{err}"
+        );
         Ok(())
     });
 }
 
 #[test]
-fn docker_settings_are_checked_and_name_their_key() {
+fn docker_settings_load_from_file_and_environment() {
     Jail::expect_with(|jail| {
-        jail.create_file(
-            "d.toml",
-            "[runner.docker]\nruntime = \"runsc\"\ntmpfs_bytes = 8388608\n",
-        )?;
+        jail.create_file("d.toml", "[runner.docker]\nruntime = \"runsc\"\n")?;
+        jail.set_env("QUAYSIDE_RUNNER__DOCKER__FILE_TRANSFER", "archive");
         let c = Config::load(Some(Path::new("d.toml"))).expect("loads");
         assert_eq!(c.runner.docker.runtime, "runsc");
-        assert_eq!(c.runner.docker.tmpfs_bytes, 8 << 20);
-        assert_eq!(
-            c.runner.docker.uid_gid(),
-            Some((10001, 10001)),
-            "default user kept"
-        );
+        assert_eq!(c.runner.docker.file_transfer, FileTransfer::Archive);
+        Ok(())
+    });
+}
 
+#[test]
+fn sandbox_settings_are_one_section_for_both_backends_with_the_usual_precedence() {
+    Jail::expect_with(|jail| {
         for (toml, key) in [
-            ("user = \"0:0\"", "runner.docker.user"),
-            ("user = \"runner\"", "runner.docker.user"),
-            ("tmpfs_bytes = 1", "runner.docker.tmpfs_bytes"),
-            ("max_open_files = 3", "runner.docker.max_open_files"),
-            ("api_timeout_ms = 10", "runner.docker.api_timeout_ms"),
-            ("uid_range = 0", "runner.docker.uid_range"),
-            ("uid_range = 4294967295", "runner.docker.uid_range"),
+            ("user = \"0:0\"", "runner.sandbox.user"),
+            ("user = \"runner\"", "runner.sandbox.user"),
+            ("user = \"-1:5\"", "runner.sandbox.user"),
+            ("work_dir_bytes = 1", "runner.sandbox.work_dir_bytes"),
+            ("max_open_files = 3", "runner.sandbox.max_open_files"),
+            ("api_timeout_ms = 10", "runner.sandbox.api_timeout_ms"),
+            ("uid_range = 0", "runner.sandbox.uid_range"),
+            ("uid_range = 4294967295", "runner.sandbox.uid_range"),
         ] {
-            jail.create_file("bad.toml", &format!("[runner.docker]\n{toml}\n"))?;
+            jail.create_file("bad.toml", &format!("[runner.sandbox]\n{toml}\n"))?;
             let e = Config::load(Some(Path::new("bad.toml"))).expect_err(toml);
             assert!(e.to_string().contains(key), "{toml}: {e}");
         }
-        jail.set_env("QUAYSIDE_RUNNER__DOCKER__FILE_TRANSFER", "archive");
-        jail.set_env("QUAYSIDE_RUNNER__DOCKER__SECCOMP", "runtime_default");
-        let c = Config::load(None).expect("env sets the transfer");
-        assert_eq!(c.runner.docker.file_transfer, FileTransfer::Archive);
-        assert_eq!(c.runner.docker.seccomp, SeccompProfile::RuntimeDefault);
+        jail.create_file(
+            "s.toml",
+            "[runner.sandbox]\nuser = \"20000:20000\"\nwork_dir_bytes = 8388608\nuid_range = 7\n",
+        )?;
+        jail.set_env("QUAYSIDE_RUNNER__SANDBOX__UID_RANGE", "1");
+        jail.set_env("QUAYSIDE_RUNNER__SANDBOX__SECCOMP", "runtime_default");
+        let c = Config::load(Some(Path::new("s.toml"))).expect("loads");
+        let s = &c.runner.sandbox;
         assert_eq!(
-            (c.runner.docker.uid_range, c.runner.kubernetes.seccomp),
-            (1 << 20, SeccompProfile::Quayside),
-            "per-attempt uids and Quayside's profile by default"
+            s.user,
+            JobUser {
+                uid: 20000,
+                gid: 20000
+            },
+            "file over default"
+        );
+        assert_eq!(s.work_dir_bytes, 8 << 20);
+        assert_eq!(s.uid_range, 1, "environment over file");
+        assert_eq!(s.seccomp, SeccompProfile::RuntimeDefault);
+        assert_eq!(s.max_open_files, 1024, "default kept");
+
+        Ok(())
+    });
+}
+
+#[test]
+fn the_former_per_backend_sandbox_keys_still_set_the_shared_ones_with_the_usual_precedence() {
+    Jail::expect_with(|jail| {
+        // As deploy/k8s and older configs write them: each former key sets runner.sandbox.
+        jail.create_file(
+            "old.toml",
+            "[runner.docker]\ntmpfs_bytes = 8388608\nuser = \"20000:20000\"\n\
+             [runner.kubernetes]\nseccomp = \"runtime_default\"\nuid_range = 1\n",
+        )?;
+        let c = Config::load(Some(Path::new("old.toml"))).expect("former keys load");
+        let s = &c.runner.sandbox;
+        assert_eq!(s.work_dir_bytes, 8 << 20);
+        assert_eq!(s.user.to_string(), "20000:20000");
+        assert_eq!(
+            (s.seccomp, s.uid_range),
+            (SeccompProfile::RuntimeDefault, 1)
+        );
+
+        // The environment beats the file whichever name either uses.
+        jail.set_env("QUAYSIDE_RUNNER__SANDBOX__UID_RANGE", "5");
+        jail.set_env("QUAYSIDE_RUNNER__KUBERNETES__API_TIMEOUT_MS", "5000");
+        jail.create_file(
+            "new.toml",
+            "[runner.sandbox]\nuid_range = 7\napi_timeout_ms = 9000\n",
+        )?;
+        let c = Config::load(Some(Path::new("new.toml"))).expect("loads");
+        assert_eq!(
+            (c.runner.sandbox.uid_range, c.runner.sandbox.api_timeout_ms),
+            (5, 5000)
+        );
+
+        // A former key's value is checked as the shared key's.
+        jail.set_env("QUAYSIDE_RUNNER__DOCKER__USER", "0:0");
+        let e = Config::load(None).expect_err("root").to_string();
+        assert!(e.contains("runner.sandbox.user"), "{e}");
+
+        // Two names of one setting disagreeing in one source: one would silently lose.
+        jail.create_file(
+            "both.toml",
+            "[runner.docker]\nuser = \"20000:20000\"\n[runner.kubernetes]\nuser = \"30000:30000\"\n",
+        )?;
+        let e = Config::load(Some(Path::new("both.toml")))
+            .expect_err("two users")
+            .to_string();
+        assert!(
+            e.contains("runner.kubernetes.user") && e.contains("runner.sandbox.user"),
+            "{e}"
         );
         Ok(())
     });

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bollard::query_parameters::ListContainersOptions;
 use bollard::Docker;
 use quayside_common::config::{
-    default_languages, DockerConfig, FileTransfer, LanguageConfig, RedisConfig,
+    default_languages, DockerConfig, FileTransfer, LanguageConfig, RedisConfig, RunnerConfig,
 };
 use quayside_common::connection::Redis;
 use quayside_common::outcome::Encoding;
@@ -63,7 +63,16 @@ impl Harness {
         Self::with(cfg, default_languages()).await
     }
 
-    async fn with(cfg: DockerConfig, languages: BTreeMap<String, LanguageConfig>) -> Self {
+    /// The Docker backend's settings `docker` and the default sandbox settings.
+    async fn with(docker: DockerConfig, languages: BTreeMap<String, LanguageConfig>) -> Self {
+        let cfg = RunnerConfig {
+            docker,
+            ..RunnerConfig::default()
+        };
+        Self::with_runner(cfg, languages).await
+    }
+
+    async fn with_runner(cfg: RunnerConfig, languages: BTreeMap<String, LanguageConfig>) -> Self {
         let worker = format!("e2e-{}-{:08x}", std::process::id(), rand_u32());
         let redis = Redis::new(&RedisConfig {
             url: redis_url(),

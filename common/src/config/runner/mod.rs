@@ -1,17 +1,25 @@
-//! Where and how jobs run (`runner.*`): which backend, and each backend's settings.
+//! Where and how jobs run (`runner.*`): which backend, what every sandbox gets, and each
+//! backend's own settings.
 //!
-//! - `docker`: `runner.docker.*`, the engine and how a job container is hardened.
-//! - `kubernetes`: `runner.kubernetes.*`, where job pods go and how they are hardened.
+//! - `sandbox`: `runner.sandbox.*`, shared by both backends: user, file limits, seccomp, the
+//!   writable places' size, the API timeout.
+//! - `docker`: `runner.docker.*`, the engine, its OCI runtime, how files reach `/work`.
+//! - `kubernetes`: `runner.kubernetes.*`, where job pods go and how images reach the nodes.
+//! - `former_keys`: the sandbox keys each backend once had, still read as `runner.sandbox`'s.
 
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 
 mod docker;
+mod former_keys;
 mod kubernetes;
+mod sandbox;
 
 pub use docker::{DockerConfig, FileTransfer};
+pub(super) use former_keys::FormerKeys;
 pub use kubernetes::KubernetesConfig;
+pub use sandbox::{JobUser, SandboxConfig};
 
 /// Which sandbox backend runs jobs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +65,8 @@ pub enum SeccompProfile {
 pub struct RunnerConfig {
     /// Which sandbox backend runs jobs.
     pub backend: RunnerBackend,
+    /// What every sandbox gets, whichever backend runs it.
+    pub sandbox: SandboxConfig,
     /// Settings of the Docker backend.
     pub docker: DockerConfig,
     /// Settings of the Kubernetes backend.
@@ -64,10 +74,10 @@ pub struct RunnerConfig {
 }
 
 impl RunnerConfig {
-    /// Checks both backends' settings, whichever runs: a worker moved to the other backend must
-    /// not find its config refused only then.
+    /// Checks the shared settings and both backends', whichever runs: a worker moved to the
+    /// other backend must not find its config refused only then.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        self.docker.validate()?;
+        self.sandbox.validate()?;
         self.kubernetes.validate()
     }
 }

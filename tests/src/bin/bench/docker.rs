@@ -30,7 +30,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::{stream, StreamExt as _};
-use quayside_common::config::{default_image, default_languages, Config, DockerConfig};
+use quayside_common::config::{default_image, default_languages, Config, RunnerConfig};
 use quayside_common::outcome::Durations;
 use quayside_common::{JobKind, JobResult, JobSpec, Limits, Status};
 use quayside_producer::Producer;
@@ -114,14 +114,14 @@ fn create_body(cmd: Vec<String>, options: Options, tag: &str) -> ContainerCreate
         }
         Options::Sandbox => {}
     }
-    let cfg = DockerConfig::default();
+    let cfg = RunnerConfig::default();
     // A job that sets no limits gets the language's defaults, as the worker resolves them.
     let limits = default_languages()
         .get(LANGUAGE)
         .and_then(|l| l.default_limits(&Config::default().limits).ok())
         .unwrap_or(Limits::DEFAULT);
     // The worker's own container settings, so the baseline is like for like.
-    let user = quayside_worker::runner::docker::attempt_user(&cfg);
+    let user = quayside_worker::runner::docker::attempt_user(&cfg.sandbox);
     body.user = Some(format!("{}:{}", user.0, user.1));
     body.working_dir = Some(WORK_DIR.into());
     body.network_disabled = Some(true);

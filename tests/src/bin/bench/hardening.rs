@@ -1,8 +1,8 @@
 //! `BENCH_COMPARE=hardening scripts/bench.sh docker`: what Quayside's seccomp profile and
 //! per-attempt uids cost, as ratios measured side by side in one run.
 //!
-//! Two real workers in this process, identical but for `runner.docker.seccomp` and
-//! `runner.docker.uid_range`: *hardened* (Quayside's profile, a uid per attempt, the defaults)
+//! Two real workers in this process, identical but for `runner.sandbox.seccomp` and
+//! `runner.sandbox.uid_range`: *hardened* (Quayside's profile, a uid per attempt, the defaults)
 //! and *baseline* (the engine's default profile, one fixed uid). Both run the docker
 //! benchmark's C job (compile and run one line):
 //!
@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bollard::models::ContainerCreateBody;
 use bollard::Docker;
-use quayside_common::config::{Config, DockerConfig, SeccompProfile};
+use quayside_common::config::{Config, RunnerConfig, SeccompProfile};
 use quayside_common::Limits;
 use quayside_worker::runner::docker::{attempt_user, host_config};
 use quayside_worker::runner::sandbox::protocol::{sandbox_command, WrapperShell};
@@ -38,8 +38,8 @@ const SLOTS: usize = 4;
 fn hardened(_: &mut Config) {}
 
 fn baseline(cfg: &mut Config) {
-    cfg.runner.docker.seccomp = SeccompProfile::RuntimeDefault;
-    cfg.runner.docker.uid_range = 1;
+    cfg.runner.sandbox.seccomp = SeccompProfile::RuntimeDefault;
+    cfg.runner.sandbox.uid_range = 1;
 }
 
 pub async fn main() -> anyhow::Result<()> {
@@ -171,9 +171,9 @@ async fn prelude_cycles(
     tag: &str,
     seq: usize,
 ) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
-    let cfg = DockerConfig::default();
+    let cfg = RunnerConfig::default();
     let body = |entrypoint: Vec<String>| {
-        let user = attempt_user(&cfg);
+        let user = attempt_user(&cfg.sandbox);
         ContainerCreateBody {
             image: Some(image()),
             entrypoint: Some(entrypoint),
