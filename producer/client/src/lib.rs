@@ -1,7 +1,9 @@
 //! The Quayside producer library: enqueue jobs, wait for results, follow logs, cancel, manage
 //! the dead-letter queue and read queue statistics.
 //!
-//! [`gateway`] serves the same operations over HTTP (`quayside serve`).
+//! The client library alone: the HTTP gateway that serves the same operations
+//! (`quayside-gateway`, `quayside serve`) and the `quayside` CLI (`quayside-cli`) are crates of
+//! their own beside it in `producer/`, so a service that only enqueues compiles neither.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), quayside_producer::Error> {
@@ -17,7 +19,6 @@
 mod batch;
 mod check;
 mod error;
-pub mod gateway;
 mod record;
 mod stats;
 
