@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use quayside_common::config::{default_image, Config};
 use quayside_common::{JobId, JobKind, JobSpec, Status};
-use quayside_e2e::ops::{free_addr, wait_http};
+use quayside_e2e::free_addr;
+use quayside_e2e::ops::wait_http;
 use quayside_e2e::private_dockerd::PrivateDockerd;
 use quayside_e2e::{within, PrivateRedis, TestQueue};
 
