@@ -26,10 +26,9 @@ use quayside_worker::runner::docker::{attempt_user, host_config};
 use quayside_worker::runner::sandbox::protocol::{sandbox_command, WrapperShell};
 use quayside_worker::runner::sandbox::WORK_DIR;
 
-use super::docker::{
-    api_cycle, bounded, env_usize, image, job_containers, load, pct, rand_u16, sweep, Worker,
-    BENCH_LABEL,
-};
+use super::docker::engine::{api_cycle, connect, job_containers, sweep};
+use super::docker::report::{load, pct};
+use super::docker::{bounded, env_usize, image, rand_u16, Worker, BENCH_LABEL};
 
 /// Throughput runs in this many chunks per variant, ordered ABBA-style.
 const CHUNKS: usize = 4;
@@ -43,14 +42,11 @@ fn baseline(cfg: &mut Config) {
 }
 
 pub async fn main() -> anyhow::Result<()> {
-    let url = std::env::var("E2E_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url = quayside_e2e::redis_url();
     let seq = env_usize("BENCH_SEQ", 30);
     let batch = env_usize("BENCH_BATCH", 200);
     let tag = format!("{}-{:04x}", std::process::id(), rand_u16());
-    let docker = Docker::connect_with_local_defaults()?
-        .negotiate_version()
-        .await
-        .context("docker engine")?;
+    let docker = connect().await?;
     let version = docker.version().await.context("docker version")?;
     println!(
         "quayside hardening cost: engine {}, image {}, {seq} latency rounds, {batch} jobs per variant at {SLOTS} slots",
