@@ -1,6 +1,8 @@
 //! The real worker in this process (`quayside_worker::run` with the Docker runner), one per
 //! slot count, and the job it is given.
 
+use quayside_common::config::QueueConfig;
+
 use super::*;
 
 pub(crate) fn hello_job() -> JobSpec {
@@ -9,7 +11,8 @@ pub(crate) fn hello_job() -> JobSpec {
         LANGUAGE,
         [("main.c".to_owned(), SOURCE.to_owned())].into(),
     );
-    s.result_ttl_s = Some(600);
+    // The shortest TTL the worker's (default) config allows: shorter is refused at the door.
+    s.result_ttl_s = Some(QueueConfig::default().min_result_ttl_s);
     s
 }
 
