@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::execute::{execute, Context};
-use crate::queue::ClaimBatch;
+use crate::queue::{ClaimBatch, DropReason};
 
 const STRICT: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
 const LOWEST_FIRST: [Priority; 3] = [Priority::Low, Priority::Normal, Priority::High];
@@ -164,15 +164,17 @@ fn dispatch(
 
 fn log_dropped(ctx: &Context, batch: &ClaimBatch) {
     for d in &batch.dropped {
-        match d.reason.as_str() {
-            "malformed" => {
-                ctx.metrics.malformed_entry(d.priority);
+        match d.reason {
+            DropReason::DeadLettered(reason) => {
+                ctx.metrics.dead_lettered_entry(d.priority, reason);
                 tracing::warn!(entry = %d.entry, priority = d.priority.as_label(), "dead-lettered a malformed stream entry")
             }
-            "requeued" => {
+            DropReason::Requeued => {
                 tracing::warn!(entry = %d.entry, "stream entry was deleted while pending; its job was queued again")
             }
-            _ => tracing::debug!(entry = %d.entry, reason = %d.reason, "skipped a duplicate entry"),
+            DropReason::Duplicate => {
+                tracing::debug!(entry = %d.entry, reason = "duplicate", "skipped a duplicate entry")
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ use quayside_common::admission::{self, resolve_limits};
 use quayside_common::config::{Config, RUNNER_BACKSTOP};
 use quayside_common::job::SpecError;
 use quayside_common::outcome::Durations;
+use quayside_common::protocol::DeadLetterReason;
 use quayside_common::wire::{decode_spec, WireError};
 use quayside_common::{error_chain, now_ms, JobId, JobResult, JobSpec, Status};
 use tracing::Instrument as _;
@@ -20,7 +21,7 @@ use tracing::Instrument as _;
 use crate::gate::RunnerGate;
 use crate::inflight::{InFlight, StopReason};
 use crate::metrics::{JobLabels, WorkerMetrics};
-use crate::queue::{Claimed, Completion, JobQueue, Lease, QueueError};
+use crate::queue::{Charge, Claimed, Completion, JobQueue, Lease, QueueError, Retry, Write};
 use crate::retry::{backoff_ms, decide, Disposition};
 use crate::runner::{Fleet, RunOutput, RunRequest, RunnerError, RunnerErrorKind, SharedRunner};
 use crate::upkeep::Beat;
@@ -65,7 +66,7 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         Err((reason, message)) => {
             let labels = ctx.metrics.labels(lease.priority, None);
             ctx.metrics.claimed(labels, waited);
-            tracing::warn!(reason, error = %message, "rejecting malformed job");
+            tracing::warn!(reason = reason.as_str(), error = %message, "rejecting malformed job");
             let id = JobId::parse(&lease.job_id).unwrap_or_else(|_| JobId::generate());
             let mut result = JobResult::without_output(
                 id,
@@ -106,7 +107,7 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
             format!("{max_attempts} attempt(s) started and none finished (worker lost each time)");
         tracing::error!(max_attempts, "dead-lettering job whose workers keep dying");
         let result = finish(Status::Dead, Some(msg));
-        let reason = Some("attempts_exhausted");
+        let reason = Some(DeadLetterReason::AttemptsExhausted);
         conclude(ctx, &lease, labels, &result, ttl, reason).await;
         return;
     }
@@ -118,7 +119,7 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         Ok(r) => r,
         Err(e) => {
             let result = finish(Status::Rejected, Some(e.to_string()));
-            let reason = Some("invalid_spec");
+            let reason = Some(DeadLetterReason::InvalidSpec);
             conclude(ctx, &lease, labels, &result, ttl, reason).await;
             return;
         }
@@ -213,24 +214,27 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
             match decide(e.kind(), history, now_ms(), &ctx.cfg.retry, jitter) {
                 Disposition::Retry { delay_ms } => {
                     tracing::warn!(error = %message, delay_ms, failures = history.failures + 1, "runner failed; retrying");
-                    let written = persist(ctx, &lease, "retry", || {
-                        ctx.queue.retry_infra(&lease, delay_ms, &message)
-                    })
-                    .await;
+                    let retry = Retry {
+                        delay_ms,
+                        error: &message,
+                        charge: Charge::InfraFailure,
+                    };
+                    let written =
+                        persist(ctx, &lease, "retry", || ctx.queue.retry(&lease, retry)).await;
                     if written {
                         ctx.metrics.retried(labels, e.as_label());
                     }
                 }
                 Disposition::DeadLetter { reason } => {
                     let message = match (reason, history.failing_since_ms) {
-                        ("infra_timeout", Some(since)) => format!(
+                        (DeadLetterReason::InfraTimeout, Some(since)) => format!(
                             "infrastructure kept failing for {} s ({} tries); last error: {message}",
                             now_ms().saturating_sub(since) / 1000,
                             history.failures + 1
                         ),
                         _ => message,
                     };
-                    tracing::error!(error = %message, reason, "runner failed; dead-lettering");
+                    tracing::error!(error = %message, reason = reason.as_str(), "runner failed; dead-lettering");
                     let result = finish(Status::Dead, Some(message));
                     conclude(ctx, &lease, labels, &result, ttl, Some(reason)).await;
                 }
@@ -242,10 +246,12 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
 
 /// Puts a job back without spending its attempt (draining, runner unavailable).
 async fn hand_back(ctx: &Context, lease: &Lease, why: &str, delay_ms: u64) {
-    let written = persist(ctx, lease, "hand back", || {
-        ctx.queue.retry(lease, delay_ms, why, true)
-    })
-    .await;
+    let retry = Retry {
+        delay_ms,
+        error: why,
+        charge: Charge::Refund,
+    };
+    let written = persist(ctx, lease, "hand back", || ctx.queue.retry(lease, retry)).await;
     if written {
         ctx.metrics.handed_back();
     }
@@ -260,7 +266,7 @@ async fn conclude(
     labels: JobLabels,
     result: &JobResult,
     ttl_s: u64,
-    dead_letter: Option<&'static str>,
+    dead_letter: Option<DeadLetterReason>,
 ) {
     let error = result.error.as_deref().unwrap_or("");
     let written = persist(ctx, lease, "finish", || {
@@ -308,17 +314,25 @@ fn completed(
 }
 
 /// Decodes the spec and checks it against this worker's configuration.
-fn validate(cfg: &Config, claimed: &Claimed) -> Result<(JobId, JobSpec), (&'static str, String)> {
-    let spec = decode_spec(&claimed.spec_json).map_err(|e| (e.as_label(), e.to_string()))?;
+fn validate(
+    cfg: &Config,
+    claimed: &Claimed,
+) -> Result<(JobId, JobSpec), (DeadLetterReason, String)> {
+    let spec = decode_spec(&claimed.spec_json).map_err(|e| (e.reason(), e.to_string()))?;
     if spec.id.as_str() != claimed.lease.job_id {
         let e = WireError::IdMismatch {
             entry: claimed.lease.entry.clone(),
             entry_id: claimed.lease.job_id.clone(),
             payload_id: spec.id.to_string(),
         };
-        return Err((e.as_label(), e.to_string()));
+        return Err((e.reason(), e.to_string()));
     }
-    admission::check(cfg, &spec).map_err(|e| ("invalid_spec", format!("invalid job spec: {e}")))?;
+    admission::check(cfg, &spec).map_err(|e| {
+        (
+            DeadLetterReason::InvalidSpec,
+            format!("invalid job spec: {e}"),
+        )
+    })?;
     Ok((spec.id.clone(), spec))
 }
 
@@ -353,14 +367,14 @@ fn request(
 async fn persist<F, Fut>(ctx: &Context, lease: &Lease, what: &'static str, mut write: F) -> bool
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool, QueueError>>,
+    Fut: std::future::Future<Output = Result<Write, QueueError>>,
 {
     let give_up = Instant::now() + ctx.cfg.persist_give_up();
     let mut delay = Duration::from_millis(50);
     loop {
         match write().await {
-            Ok(true) => return true,
-            Ok(false) => {
+            Ok(Write::Taken) => return true,
+            Ok(Write::Fenced) => {
                 tracing::warn!(job_id = %lease.job_id, token = lease.token, what, "write refused: this worker no longer holds the job");
                 return false;
             }
@@ -412,7 +426,7 @@ mod tests {
         let mut s = spec();
         s.language = "cobol".into();
         let (reason, msg) = validate(&cfg, &claimed(&s)).expect_err("unknown");
-        assert_eq!(reason, "invalid_spec");
+        assert_eq!(reason, DeadLetterReason::InvalidSpec);
         assert!(
             msg.contains("language: unknown language \"cobol\"") && msg.contains("python"),
             "{msg}"
@@ -464,7 +478,10 @@ mod tests {
         let s = spec();
         let mut c = claimed(&s);
         c.lease.job_id = "other".into();
-        assert_eq!(validate(&cfg, &c).expect_err("mismatch").0, "id_mismatch");
+        assert_eq!(
+            validate(&cfg, &c).expect_err("mismatch").0,
+            DeadLetterReason::IdMismatch
+        );
     }
 
     #[test]

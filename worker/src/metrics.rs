@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use quayside_common::protocol::DeadLetterReason;
 use quayside_common::{Priority, Status};
 
 use crate::queue::QueueSample;
@@ -444,24 +445,24 @@ impl WorkerMetrics {
     }
 
     /// A job ended with `status`; rejected and dead jobs are dead-lettered with `reason` too.
-    pub fn finished(&self, job: JobLabels, status: Status, dead_letter: Option<&'static str>) {
+    pub fn finished(&self, job: JobLabels, status: Status, dead_letter: Option<DeadLetterReason>) {
         self.count(Family::Finished, Some(job), status.as_str(), "");
         if let Some(reason) = dead_letter {
-            self.count(Family::DeadLettered, Some(job), reason, "");
+            self.count(Family::DeadLettered, Some(job), reason.as_str(), "");
             if status == Status::Rejected {
-                self.count(Family::Rejected, Some(job), reason, "");
+                self.count(Family::Rejected, Some(job), reason.as_str(), "");
             }
         }
     }
 
-    /// A malformed stream entry was dead-lettered by the claim step (no job to label).
-    pub fn malformed_entry(&self, priority: Priority) {
+    /// The claim step dead-lettered a stream entry that carried no usable job (no job to label).
+    pub fn dead_lettered_entry(&self, priority: Priority, reason: DeadLetterReason) {
         let job = JobLabels {
             priority,
             language: u16::MAX,
         };
-        self.count(Family::DeadLettered, Some(job), "malformed_entry", "");
-        self.count(Family::Rejected, Some(job), "malformed_entry", "");
+        self.count(Family::DeadLettered, Some(job), reason.as_str(), "");
+        self.count(Family::Rejected, Some(job), reason.as_str(), "");
     }
 
     /// The runner ran for `ran`, of which the sandbox took `sandbox_start` to start.
@@ -595,7 +596,7 @@ mod tests {
         let m = WorkerMetrics::new("q", "script", 2, &["c".to_owned()]);
         let j = m.labels(Priority::Normal, Some("c"));
         m.claimed(j, Duration::from_millis(3));
-        m.finished(j, Status::Rejected, Some("invalid_spec"));
+        m.finished(j, Status::Rejected, Some(DeadLetterReason::InvalidSpec));
         m.ran(j, Duration::from_secs(1), Some(Duration::from_millis(200)));
         drop(m.slot_taken());
     }

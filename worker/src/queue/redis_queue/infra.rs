@@ -1,6 +1,6 @@
-//! The Redis calls behind time-bounded infrastructure retries and the fleet id.
+//! The Redis calls behind time-bounded infrastructure retries (the record's failure history)
+//! and the fleet id.
 
-use quayside_common::scripts::Scripts;
 use quayside_common::JobId;
 
 use super::RedisQueue;
@@ -13,32 +13,6 @@ impl RedisQueue {
             self.redis.note_error(&source);
             QueueError::Redis { op, source }
         }
-    }
-
-    /// `retry.lua`; `infra` records an infrastructure failure of the job's own.
-    pub(super) async fn retry_script(
-        &self,
-        lease: &Lease,
-        delay_ms: u64,
-        error: &str,
-        refund: bool,
-        infra: bool,
-    ) -> Result<bool, QueueError> {
-        let flag = |b: bool| if b { "1" } else { "0" };
-        let mut inv = Scripts::get().retry.prepare_invoke();
-        inv.key(self.keys.stream(lease.priority))
-            .arg(self.keys.prefix())
-            .arg(&self.worker)
-            .arg(&lease.job_id)
-            .arg(lease.priority.index() + 1)
-            .arg(&lease.entry)
-            .arg(lease.token)
-            .arg(delay_ms)
-            .arg(error)
-            .arg(flag(refund))
-            .arg(flag(infra));
-        let done: i64 = self.eval("retry", inv).await?;
-        Ok(done == 1)
     }
 
     /// The record's `failing_since` and `infra_failures` (see `retry.lua`).

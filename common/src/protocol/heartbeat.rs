@@ -1,0 +1,52 @@
+//! `heartbeat.lua`: record a worker's heartbeat and prune workers (and consumers) that stopped.
+
+use redis::Value;
+
+use super::reply::Reader;
+use super::{Args, Call, ReplyError};
+use crate::keys::Keys;
+use crate::scripts::ScriptName;
+
+/// The heartbeat script's arguments.
+#[derive(Clone, Copy, Debug)]
+pub struct Heartbeat<'a> {
+    pub worker: &'a str,
+    /// The registry document (JSON) `quayside stats` shows.
+    pub doc: &'a str,
+    /// The worker counts as live this long after this beat.
+    pub ttl_ms: u64,
+}
+
+impl Heartbeat<'_> {
+    /// How many workers expired.
+    pub fn call(&self, keys: &Keys) -> Call<u64> {
+        let args = Args::new(keys)
+            .arg(self.worker)
+            .arg(self.doc)
+            .arg(self.ttl_ms);
+        Call::new(ScriptName::Heartbeat, vec![keys.workers()], args, parse)
+    }
+}
+
+fn parse(reply: Value) -> Result<u64, ReplyError> {
+    Reader("heartbeat").number(&reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::testing::{keys, text};
+
+    #[test]
+    fn the_document_and_ttl_follow_the_worker() {
+        let call = Heartbeat {
+            worker: "w",
+            doc: "{}",
+            ttl_ms: 6000,
+        }
+        .call(&keys());
+        assert_eq!(text(&call), ["qs:{q}:", "w", "{}", "6000"]);
+        assert_eq!(call.parse(Value::Int(0)), Ok(0));
+        assert!(call.parse(Value::Nil).is_err());
+    }
+}
