@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::execute::{execute, Context};
-use crate::queue::{ClaimBatch, DropReason};
+use crate::metrics::Event;
+use crate::queue::ClaimBatch;
 
 const STRICT: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
 const LOWEST_FIRST: [Priority; 3] = [Priority::Low, Priority::Normal, Priority::High];
@@ -63,11 +64,9 @@ pub async fn claim_loop(
                 .await
                 .map(|batch| {
                     if !batch.claimed.is_empty() {
-                        ctx.metrics.reclaimed(batch.claimed.len());
-                        tracing::info!(
-                            jobs = batch.claimed.len(),
-                            "took over jobs whose lease expired"
-                        );
+                        ctx.metrics.emit(Event::Reclaimed {
+                            jobs: batch.claimed.len(),
+                        });
                     }
                     (batch, true)
                 })
@@ -164,18 +163,7 @@ fn dispatch(
 
 fn log_dropped(ctx: &Context, batch: &ClaimBatch) {
     for d in &batch.dropped {
-        match d.reason {
-            DropReason::DeadLettered(reason) => {
-                ctx.metrics.dead_lettered_entry(d.priority, reason);
-                tracing::warn!(entry = %d.entry, priority = d.priority.as_label(), "dead-lettered a malformed stream entry")
-            }
-            DropReason::Requeued => {
-                tracing::warn!(entry = %d.entry, "stream entry was deleted while pending; its job was queued again")
-            }
-            DropReason::Duplicate => {
-                tracing::debug!(entry = %d.entry, reason = "duplicate", "skipped a duplicate entry")
-            }
-        }
+        ctx.metrics.emit(Event::EntryDropped(d));
     }
 }
 
