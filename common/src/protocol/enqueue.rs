@@ -47,35 +47,28 @@ impl Enqueue<'_> {
         }
         let n = self.specs.len();
         let key = keys.stream(Priority::Normal);
-        Call::new(ScriptName::Enqueue, vec![key], args, move |v| parse(v, n))
+        Call::per_item(ScriptName::Enqueue, vec![key], args, n, answer)
     }
 }
 
-const R: Reader = Reader("enqueue");
-
-fn parse(reply: Value, n: usize) -> Result<Vec<EnqueueAnswer>, ReplyError> {
-    R.answers(&reply, n)?
-        .iter()
-        .map(|a| {
-            let a = R.text(a)?;
-            if let Some(entry) = a.strip_prefix("new:") {
-                return Ok(EnqueueAnswer::New {
-                    entry: entry.to_owned(),
-                });
-            }
-            match a.as_str() {
-                "full" => Ok(EnqueueAnswer::Full),
-                "exists:expired" => Ok(EnqueueAnswer::Expired),
-                _ => match a.strip_prefix("exists:") {
-                    Some(state) => state
-                        .parse()
-                        .map(EnqueueAnswer::Exists)
-                        .map_err(|e: String| R.error(e)),
-                    None => Err(R.error(format!("unknown answer {a:?}"))),
-                },
-            }
-        })
-        .collect()
+fn answer(r: Reader, answer: &Value) -> Result<EnqueueAnswer, ReplyError> {
+    let a = r.text(answer)?;
+    if let Some(entry) = a.strip_prefix("new:") {
+        return Ok(EnqueueAnswer::New {
+            entry: entry.to_owned(),
+        });
+    }
+    match a.as_str() {
+        "full" => Ok(EnqueueAnswer::Full),
+        "exists:expired" => Ok(EnqueueAnswer::Expired),
+        _ => match a.strip_prefix("exists:") {
+            Some(state) => state
+                .parse()
+                .map(EnqueueAnswer::Exists)
+                .map_err(|e: String| r.error(e)),
+            None => Err(r.error(format!("unknown answer {a:?}"))),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -95,16 +88,22 @@ mod tests {
         vec![a, b]
     }
 
+    impl Enqueue<'_> {
+        /// The call for `specs` on queue `q`, at most 10 deep, 3600 s results by default.
+        fn call_for(specs: &[JobSpec]) -> Call<Vec<EnqueueAnswer>> {
+            Enqueue {
+                specs,
+                max_depth: 10,
+                default_ttl_s: 3600,
+            }
+            .call(&keys())
+        }
+    }
+
     #[test]
     fn each_job_is_five_arguments() {
         let specs = specs();
-        let call = Enqueue {
-            specs: &specs,
-            max_depth: 10,
-            default_ttl_s: 3600,
-        }
-        .call(&keys());
-        let args = text(&call);
+        let args = text(&Enqueue::call_for(&specs));
         assert_eq!(args[..3], ["qs:{q}:", "10", "2"]);
         assert_eq!(args[3..5], ["a", "2"]);
         assert_eq!(args[6..8], ["", "3600"]);
@@ -117,12 +116,7 @@ mod tests {
     #[test]
     fn answers_are_read_one_per_job() {
         let specs = specs();
-        let call = Enqueue {
-            specs: &specs,
-            max_depth: 0,
-            default_ttl_s: 1,
-        }
-        .call(&keys());
+        let call = Enqueue::call_for(&specs);
         assert_eq!(
             call.parse(bulks(&["new:1-0", "exists:running"])),
             Ok(vec![

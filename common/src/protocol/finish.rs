@@ -1,10 +1,8 @@
 //! `finish.lua`: write the terminal results of one or more jobs, each fenced by its lease, with
 //! a dead letter where the job is dead-lettered.
 
-use redis::Value;
-
 use super::reply::Reader;
-use super::{stream_index, Args, Call, DeadLetterReason, Lease, ReplyError, Write};
+use super::{Args, Call, DeadLetterReason, Lease, Write};
 use crate::job::Priority;
 use crate::keys::Keys;
 use crate::outcome::JobResult;
@@ -93,10 +91,7 @@ impl Finish<'_> {
             .arg(n);
         for i in self.items {
             args = args
-                .arg(&i.lease.job_id)
-                .arg(stream_index(i.lease.priority))
-                .arg(&i.lease.entry)
-                .arg(i.lease.token)
+                .lease(&i.lease)
                 .arg(i.status)
                 .arg(i.result_json)
                 .arg(i.ttl_s)
@@ -104,31 +99,22 @@ impl Finish<'_> {
                 .arg(i.error);
         }
         let key = keys.stream(Priority::Normal);
-        Call::new(ScriptName::Finish, vec![key], args, move |v| parse(v, n))
+        Call::per_item(ScriptName::Finish, vec![key], args, n, Reader::write)
     }
-}
-
-const R: Reader = Reader("finish");
-
-fn parse(reply: Value, n: usize) -> Result<Vec<Write>, ReplyError> {
-    R.answers(&reply, n)?.iter().map(|a| R.write(a)).collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use redis::Value;
+
     use super::*;
     use crate::outcome::Status;
-    use crate::protocol::testing::{keys, text};
+    use crate::protocol::testing::{keys, lease, text};
     use crate::JobId;
 
     #[test]
     fn each_result_is_nine_arguments_with_its_dead_letter() {
-        let lease = Lease {
-            job_id: "a".into(),
-            priority: Priority::High,
-            entry: "1-0".into(),
-            token: 9,
-        };
+        let lease = lease("a", Priority::High, 9);
         let ok =
             JobResult::without_output(JobId::parse("a").expect("id"), Status::Succeeded, None, 1);
         let dead = JobResult::without_output(

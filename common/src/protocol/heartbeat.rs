@@ -1,9 +1,6 @@
 //! `heartbeat.lua`: record a worker's heartbeat and prune workers (and consumers) that stopped.
 
-use redis::Value;
-
-use super::reply::Reader;
-use super::{Args, Call, ReplyError};
+use super::{Args, Call};
 use crate::keys::Keys;
 use crate::scripts::ScriptName;
 
@@ -24,16 +21,14 @@ impl Heartbeat<'_> {
             .arg(self.worker)
             .arg(self.doc)
             .arg(self.ttl_ms);
-        Call::new(ScriptName::Heartbeat, vec![keys.workers()], args, parse)
+        Call::count(ScriptName::Heartbeat, vec![keys.workers()], args)
     }
-}
-
-fn parse(reply: Value) -> Result<u64, ReplyError> {
-    Reader("heartbeat").number(&reply)
 }
 
 #[cfg(test)]
 mod tests {
+    use redis::Value;
+
     use super::*;
     use crate::protocol::testing::{keys, text};
 

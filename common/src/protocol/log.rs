@@ -1,9 +1,6 @@
 //! `log.lua`: append one chunk to a running job's live log, fenced by its lease.
 
-use redis::Value;
-
-use super::reply::Reader;
-use super::{Args, Call, Lease, ReplyError, Write};
+use super::{Args, Call, Lease, Write};
 use crate::job::JobId;
 use crate::keys::Keys;
 use crate::scripts::ScriptName;
@@ -53,29 +50,22 @@ impl Log<'_> {
             .arg(self.default_ttl_s)
             .arg(self.source.as_str())
             .arg(self.data);
-        Call::new(ScriptName::Log, vec![keys.logs(self.id)], args, parse)
+        Call::fenced(ScriptName::Log, vec![keys.logs(self.id)], args)
     }
-}
-
-fn parse(reply: Value) -> Result<Write, ReplyError> {
-    Reader("log").write(&reply)
 }
 
 #[cfg(test)]
 mod tests {
+    use redis::Value;
+
     use super::*;
     use crate::job::Priority;
-    use crate::protocol::testing::{keys, text};
+    use crate::protocol::testing::{keys, lease, text};
 
     #[test]
     fn a_chunk_travels_with_its_lease_and_source() {
         let id = JobId::parse("a").expect("id");
-        let lease = Lease {
-            job_id: "a".into(),
-            priority: Priority::Normal,
-            entry: "1-0".into(),
-            token: 3,
-        };
+        let lease = lease("a", Priority::Normal, 3);
         let call = Log {
             worker: "w",
             id: &id,

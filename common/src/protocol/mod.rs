@@ -33,6 +33,7 @@ use redis::{ToRedisArgs, Value};
 use crate::job::Priority;
 use crate::keys::Keys;
 use crate::scripts::{self, ScriptName};
+use reply::Reader;
 
 pub use dead_letter::DeadLetterReason;
 
@@ -110,6 +111,40 @@ impl<R> std::fmt::Debug for Call<R> {
             .field("keys", &self.keys)
             .field("args", &self.args.len())
             .finish()
+    }
+}
+
+impl Call<Write> {
+    /// A fenced write: the script answers 1 (taken) or 0 (fenced).
+    fn fenced(script: ScriptName, keys: Vec<String>, args: Args) -> Self {
+        Self::new(script, keys, args, move |v| {
+            Reader(script.as_str()).write(&v)
+        })
+    }
+}
+
+impl Call<u64> {
+    /// A call the script answers with a count.
+    fn count(script: ScriptName, keys: Vec<String>, args: Args) -> Self {
+        Self::new(script, keys, args, move |v| {
+            Reader(script.as_str()).number(&v)
+        })
+    }
+}
+
+impl<T: 'static> Call<Vec<T>> {
+    /// A call for `n` items, answered with one value per item, each read by `item`.
+    fn per_item(
+        script: ScriptName,
+        keys: Vec<String>,
+        args: Args,
+        n: usize,
+        item: fn(Reader, &Value) -> Result<T, ReplyError>,
+    ) -> Self {
+        Self::new(script, keys, args, move |v| {
+            let r = Reader(script.as_str());
+            r.answers(&v, n)?.iter().map(|a| item(r, a)).collect()
+        })
     }
 }
 
@@ -217,10 +252,22 @@ pub(crate) mod testing {
 
     use redis::Value;
 
+    use super::Lease;
+    use crate::job::Priority;
     use crate::keys::Keys;
 
     pub fn keys() -> Keys {
         Keys::new("q").expect("valid queue name")
+    }
+
+    /// The lease of job `id` on entry `1-0`.
+    pub fn lease(id: &str, priority: Priority, token: u64) -> Lease {
+        Lease {
+            job_id: id.into(),
+            priority,
+            entry: "1-0".into(),
+            token,
+        }
     }
 
     /// The arguments as text, for comparing with the script's `ARGV` comment.

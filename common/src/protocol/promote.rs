@@ -1,9 +1,6 @@
 //! `promote.lua`: move due retries from the delayed set back to their streams.
 
-use redis::Value;
-
-use super::reply::Reader;
-use super::{Args, Call, ReplyError};
+use super::{Args, Call};
 use crate::keys::Keys;
 use crate::scripts::ScriptName;
 
@@ -18,16 +15,14 @@ impl Promote {
     /// How many ids were taken from the delayed set.
     pub fn call(&self, keys: &Keys) -> Call<u64> {
         let args = Args::new(keys).arg(self.limit);
-        Call::new(ScriptName::Promote, vec![keys.delayed()], args, parse)
+        Call::count(ScriptName::Promote, vec![keys.delayed()], args)
     }
-}
-
-fn parse(reply: Value) -> Result<u64, ReplyError> {
-    Reader("promote").number(&reply)
 }
 
 #[cfg(test)]
 mod tests {
+    use redis::Value;
+
     use super::*;
     use crate::protocol::testing::{keys, text};
 

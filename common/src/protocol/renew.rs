@@ -37,39 +37,28 @@ impl Renew<'_> {
         }
         let n = self.leases.len();
         let key = keys.stream(Priority::Normal);
-        Call::new(ScriptName::Renew, vec![key], args, move |v| parse(v, n))
+        Call::per_item(ScriptName::Renew, vec![key], args, n, state)
     }
 }
 
-const R: Reader = Reader("renew");
-
-fn parse(reply: Value, n: usize) -> Result<Vec<LeaseState>, ReplyError> {
-    R.answers(&reply, n)?
-        .iter()
-        .map(|a| match R.text(a)?.as_str() {
-            "ok" => Ok(LeaseState::Held),
-            "cancel" => Ok(LeaseState::CancelRequested),
-            "lost" => Ok(LeaseState::Lost),
-            "requeued" => Ok(LeaseState::Requeued),
-            other => Err(R.error(format!("unknown lease state {other:?}"))),
-        })
-        .collect()
+fn state(r: Reader, answer: &Value) -> Result<LeaseState, ReplyError> {
+    match r.text(answer)?.as_str() {
+        "ok" => Ok(LeaseState::Held),
+        "cancel" => Ok(LeaseState::CancelRequested),
+        "lost" => Ok(LeaseState::Lost),
+        "requeued" => Ok(LeaseState::Requeued),
+        other => Err(r.error(format!("unknown lease state {other:?}"))),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::testing::{bulks, keys, text};
+    use crate::protocol::testing::{bulks, keys, lease, text};
 
     #[test]
     fn leases_follow_the_worker_and_states_come_back_in_order() {
-        let lease = |id: &str, token| Lease {
-            job_id: id.into(),
-            priority: Priority::High,
-            entry: "1-0".into(),
-            token,
-        };
-        let leases = [lease("a", 1), lease("b", 2)];
+        let leases = [lease("a", Priority::High, 1), lease("b", Priority::High, 2)];
         let call = Renew {
             worker: "w",
             leases: &leases,

@@ -1,9 +1,6 @@
 //! `retry.lua`: put a running job back for another attempt, fenced by its lease.
 
-use redis::Value;
-
-use super::reply::Reader;
-use super::{Args, Call, Lease, ReplyError, Write};
+use super::{Args, Call, Lease, Write};
 use crate::keys::Keys;
 use crate::scripts::ScriptName;
 
@@ -39,28 +36,21 @@ impl Retry<'_> {
             .flag(self.charge != Charge::Attempt)
             .flag(self.charge == Charge::InfraFailure);
         let key = keys.stream(lease.priority);
-        Call::new(ScriptName::Retry, vec![key], args, parse)
+        Call::fenced(ScriptName::Retry, vec![key], args)
     }
-}
-
-fn parse(reply: Value) -> Result<Write, ReplyError> {
-    Reader("retry").write(&reply)
 }
 
 #[cfg(test)]
 mod tests {
+    use redis::Value;
+
     use super::*;
     use crate::job::Priority;
-    use crate::protocol::testing::{keys, text};
+    use crate::protocol::testing::{keys, lease, text};
 
     #[test]
     fn the_charge_is_two_flags() {
-        let lease = Lease {
-            job_id: "a".into(),
-            priority: Priority::Low,
-            entry: "1-0".into(),
-            token: 5,
-        };
+        let lease = lease("a", Priority::Low, 5);
         let args = |charge| {
             let call = Retry {
                 delay_ms: 250,
@@ -80,12 +70,7 @@ mod tests {
 
     #[test]
     fn the_answer_is_a_fenced_write() {
-        let lease = Lease {
-            job_id: "a".into(),
-            priority: Priority::Low,
-            entry: "1-0".into(),
-            token: 5,
-        };
+        let lease = lease("a", Priority::Low, 5);
         let call = Retry {
             delay_ms: 0,
             error: "",
