@@ -1,6 +1,7 @@
 //! [`JobQueue`] on Redis streams.
 //!
-//! - `infra`: the calls behind time-bounded infrastructure retries and the fleet id.
+//! - `infra`: the calls behind time-bounded infrastructure retries, the fleet id, and the
+//!   warnings about Redis settings.
 
 mod infra;
 
@@ -147,36 +148,6 @@ impl RedisQueue {
             self.create_groups().await?;
         }
         Ok(reply.batch)
-    }
-
-    /// Logs what a production deployment must not run with: eviction of queue keys, or no
-    /// persistence at all.
-    async fn warn_about_settings(&self) {
-        let Ok(mut conn) = self.redis.conn().await else {
-            return;
-        };
-        let get = |name: &'static str| redis::cmd("CONFIG").arg("GET").arg(name).clone();
-        let policy: Result<Vec<String>, _> = get("maxmemory-policy").query_async(&mut conn).await;
-        match policy.as_deref() {
-            Ok([_, p]) if p != "noeviction" => tracing::warn!(
-                policy = %p,
-                "redis maxmemory-policy is not noeviction: queue keys may be evicted and jobs lost"
-            ),
-            Err(e) => {
-                tracing::info!(error = %e, "cannot read redis maxmemory-policy (CONFIG disabled?)")
-            }
-            _ => {}
-        }
-        let aof: Result<Vec<String>, _> = get("appendonly").query_async(&mut conn).await;
-        let save: Result<Vec<String>, _> = get("save").query_async(&mut conn).await;
-        if let (Ok([_, aof]), Ok([_, save])) = (aof.as_deref(), save.as_deref()) {
-            if aof != "yes" {
-                tracing::warn!(
-                    snapshots = %save,
-                    "redis appendonly is off: a redis crash loses every job since the last snapshot"
-                );
-            }
-        }
     }
 }
 

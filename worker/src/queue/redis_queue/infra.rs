@@ -1,5 +1,5 @@
-//! The Redis calls behind time-bounded infrastructure retries (the record's failure history)
-//! and the fleet id.
+//! The Redis calls behind time-bounded infrastructure retries (the record's failure history),
+//! the fleet id, and the warnings about Redis settings a deployment must not run with.
 
 use quayside_common::JobId;
 
@@ -7,6 +7,36 @@ use super::RedisQueue;
 use crate::queue::{FailureHistory, Lease, QueueError};
 
 impl RedisQueue {
+    /// Logs what a production deployment must not run with: eviction of queue keys, or no
+    /// persistence at all.
+    pub(super) async fn warn_about_settings(&self) {
+        let Ok(mut conn) = self.redis.conn().await else {
+            return;
+        };
+        let get = |name: &'static str| redis::cmd("CONFIG").arg("GET").arg(name).clone();
+        let policy: Result<Vec<String>, _> = get("maxmemory-policy").query_async(&mut conn).await;
+        match policy.as_deref() {
+            Ok([_, p]) if p != "noeviction" => tracing::warn!(
+                policy = %p,
+                "redis maxmemory-policy is not noeviction: queue keys may be evicted and jobs lost"
+            ),
+            Err(e) => {
+                tracing::info!(error = %e, "cannot read redis maxmemory-policy (CONFIG disabled?)")
+            }
+            _ => {}
+        }
+        let aof: Result<Vec<String>, _> = get("appendonly").query_async(&mut conn).await;
+        let save: Result<Vec<String>, _> = get("save").query_async(&mut conn).await;
+        if let (Ok([_, aof]), Ok([_, save])) = (aof.as_deref(), save.as_deref()) {
+            if aof != "yes" {
+                tracing::warn!(
+                    snapshots = %save,
+                    "redis appendonly is off: a redis crash loses every job since the last snapshot"
+                );
+            }
+        }
+    }
+
     /// Maps a Redis error of `op`, dropping the shared connection if it is broken.
     fn redis_error(&self, op: &'static str) -> impl Fn(redis::RedisError) -> QueueError + '_ {
         move |source| {
