@@ -322,11 +322,11 @@ fn completed(
     }
 }
 
+/// Why a job is refused, and the error its result carries.
+type Refusal = (DeadLetterReason, String);
+
 /// Decodes the spec and checks it against this worker's configuration.
-fn validate(
-    cfg: &Config,
-    claimed: &Claimed,
-) -> Result<(JobId, JobSpec), (DeadLetterReason, String)> {
+fn validate(cfg: &Config, claimed: &Claimed) -> Result<(JobId, JobSpec), Refusal> {
     let spec = decode_spec(&claimed.spec_json).map_err(|e| (e.reason(), e.to_string()))?;
     if spec.id.as_str() != claimed.lease.job_id {
         let e = WireError::IdMismatch {
