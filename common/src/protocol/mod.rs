@@ -292,6 +292,49 @@ mod tests {
     use super::testing::keys;
     use super::*;
 
+    /// Every `.rs` file below `dir`.
+    fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("readable folder") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn every_script_has_its_module_and_nothing_else_sends_scripts() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let here = root.join("common/src/protocol");
+        for name in ScriptName::ALL {
+            let module = here.join(format!("{}.rs", name.as_str()));
+            assert!(module.exists(), "{name:?} has no {}", module.display());
+        }
+        let mut files = Vec::new();
+        for dir in [
+            "common/src",
+            "worker",
+            "producer",
+            "tests/src",
+            "tests/tests",
+        ] {
+            rust_files(&root.join(dir), &mut files);
+        }
+        assert!(files.len() > 50, "found the sources: {}", files.len());
+        for file in files.iter().filter(|f| !f.starts_with(&here)) {
+            let text = std::fs::read_to_string(file).expect("utf-8 source");
+            for call in ["prepare_invoke", "scripts::get(", "EVALSHA"] {
+                assert!(
+                    !text.contains(call),
+                    "{} sends a script itself ({call}): use its typed call in common/src/protocol",
+                    file.display()
+                );
+            }
+        }
+    }
+
     #[test]
     fn stream_indices_are_one_based_in_priority_order() {
         assert_eq!(Priority::ALL.map(stream_index), [1, 2, 3]);
