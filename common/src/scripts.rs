@@ -58,20 +58,27 @@ pub fn source(body: &str) -> String {
     format!("{}\n{LIB}\n{body}", Keys::lua_prelude())
 }
 
+/// `(name, body of lua/<name>.lua)` for each name.
+macro_rules! bodies {
+    ($($name:literal),* $(,)?) => {
+        [$(($name, include_str!(concat!("../lua/", $name, ".lua")))),*]
+    };
+}
+
 /// Bodies by name, as shipped in `common/lua/`.
-pub const BODIES: [(&str, &str); 12] = [
-    ("enqueue", include_str!("../lua/enqueue.lua")),
-    ("claim", include_str!("../lua/claim.lua")),
-    ("finish", include_str!("../lua/finish.lua")),
-    ("retry", include_str!("../lua/retry.lua")),
-    ("promote", include_str!("../lua/promote.lua")),
-    ("renew", include_str!("../lua/renew.lua")),
-    ("cancel", include_str!("../lua/cancel.lua")),
-    ("replay", include_str!("../lua/replay.lua")),
-    ("heartbeat", include_str!("../lua/heartbeat.lua")),
-    ("log", include_str!("../lua/log.lua")),
-    ("adopt", include_str!("../lua/adopt.lua")),
-    ("repair", include_str!("../lua/repair.lua")),
+pub const BODIES: [(&str, &str); 12] = bodies![
+    "enqueue",
+    "claim",
+    "finish",
+    "retry",
+    "promote",
+    "renew",
+    "cancel",
+    "replay",
+    "heartbeat",
+    "log",
+    "adopt",
+    "repair",
 ];
 
 /// The script, compiled once per process.

@@ -2,12 +2,12 @@
 //! the `reason` label of the dead-letter and rejection metrics, one list for the scripts'
 //! callers, the metrics and `docs/protocol.md` (tested against it).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::outcome::Status;
 
 /// Every reason a dead letter can carry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeadLetterReason {
     /// The job's workers died (its lease expired) `max_attempts` times.
@@ -84,11 +84,11 @@ impl std::fmt::Display for DeadLetterReason {
 
 impl std::str::FromStr for DeadLetterReason {
     type Err = String;
+    /// Reads a reason by the name serde gives it (the same as [`DeadLetterReason::as_str`],
+    /// tested).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown dead-letter reason {s:?}"))
+        serde_json::from_value(serde_json::Value::from(s))
+            .map_err(|_| format!("unknown dead-letter reason {s:?}"))
     }
 }
 

@@ -30,7 +30,7 @@ mod tests {
     use redis::Value;
 
     use super::*;
-    use crate::protocol::testing::{keys, text};
+    use crate::protocol::testing::{check, keys};
 
     #[test]
     fn the_document_and_ttl_follow_the_worker() {
@@ -40,8 +40,7 @@ mod tests {
             ttl_ms: 6000,
         }
         .call(&keys());
-        assert_eq!(text(&call), ["qs:{q}:", "w", "{}", "6000"]);
-        assert_eq!(call.parse(Value::Int(0)), Ok(0));
-        assert!(call.parse(Value::Nil).is_err());
+        let args = ["qs:{q}:", "w", "{}", "6000"];
+        check(&call, &args, (Value::Int(0), 0), Value::Nil);
     }
 }

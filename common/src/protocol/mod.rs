@@ -278,6 +278,18 @@ pub(crate) mod testing {
             .collect()
     }
 
+    /// Checks a call's arguments, one answer it reads (as `read`) and one it refuses.
+    pub fn check<R: PartialEq + std::fmt::Debug>(
+        call: &super::Call<R>,
+        args: &[&str],
+        (answer, read): (Value, R),
+        refused: Value,
+    ) {
+        assert_eq!(text(call), args);
+        assert_eq!(call.parse(answer), Ok(read));
+        assert!(call.parse(refused.clone()).is_err(), "{refused:?} refused");
+    }
+
     pub fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
     }

@@ -24,13 +24,12 @@ mod tests {
     use redis::Value;
 
     use super::*;
-    use crate::protocol::testing::{keys, text};
+    use crate::protocol::testing::{check, keys};
 
     #[test]
     fn the_limit_goes_and_a_count_comes_back() {
         let call = Promote { limit: 1000 }.call(&keys());
-        assert_eq!(text(&call), ["qs:{q}:", "1000"]);
-        assert_eq!(call.parse(Value::Int(3)), Ok(3));
-        assert!(call.parse(Value::Array(vec![])).is_err());
+        let empty = Value::Array(vec![]);
+        check(&call, &["qs:{q}:", "1000"], (Value::Int(3), 3), empty);
     }
 }
