@@ -13,14 +13,15 @@ use quayside_common::admission::{self, resolve_limits};
 use quayside_common::config::{Config, RUNNER_BACKSTOP};
 use quayside_common::job::SpecError;
 use quayside_common::outcome::Durations;
+use quayside_common::protocol::DeadLetterReason;
 use quayside_common::wire::{decode_spec, WireError};
 use quayside_common::{error_chain, now_ms, JobId, JobResult, JobSpec, Status};
 use tracing::Instrument as _;
 
 use crate::gate::RunnerGate;
 use crate::inflight::{InFlight, StopReason};
-use crate::metrics::{JobLabels, WorkerMetrics};
-use crate::queue::{Claimed, Completion, JobQueue, Lease, QueueError};
+use crate::metrics::{Event, HandBack, WorkerMetrics};
+use crate::queue::{Charge, Claimed, Completion, JobQueue, Lease, QueueError, Retry, Write};
 use crate::retry::{backoff_ms, decide, Disposition};
 use crate::runner::{Fleet, RunOutput, RunRequest, RunnerError, RunnerErrorKind, SharedRunner};
 use crate::upkeep::Beat;
@@ -65,7 +66,6 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         Err((reason, message)) => {
             let labels = ctx.metrics.labels(lease.priority, None);
             ctx.metrics.claimed(labels, waited);
-            tracing::warn!(reason, error = %message, "rejecting malformed job");
             let id = JobId::parse(&lease.job_id).unwrap_or_else(|_| JobId::generate());
             let mut result = JobResult::without_output(
                 id,
@@ -75,7 +75,12 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
             );
             result.worker = Some(ctx.worker_id.clone());
             let ttl = ctx.cfg.queue.default_result_ttl_s;
-            conclude(ctx, &lease, labels, &result, ttl, Some(reason)).await;
+            let event = Event::Rejected {
+                job: labels,
+                reason,
+                error: &message,
+            };
+            conclude(ctx, &lease, &result, ttl, event).await;
             return;
         }
     };
@@ -97,17 +102,19 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
 
     if claimed.cancel_requested {
         let result = finish(Status::Cancelled, Some("cancelled before it ran".into()));
-        conclude(ctx, &lease, labels, &result, ttl, None).await;
+        conclude(ctx, &lease, &result, ttl, Event::Cancelled { job: labels }).await;
         return;
     }
     if claimed.attempts > max_attempts {
         // Earlier executions died with their worker (the lease expired): a poison job.
         let msg =
             format!("{max_attempts} attempt(s) started and none finished (worker lost each time)");
-        tracing::error!(max_attempts, "dead-lettering job whose workers keep dying");
         let result = finish(Status::Dead, Some(msg));
-        let reason = Some("attempts_exhausted");
-        conclude(ctx, &lease, labels, &result, ttl, reason).await;
+        let event = Event::WorkersKeptDying {
+            job: labels,
+            max_attempts,
+        };
+        conclude(ctx, &lease, &result, ttl, event).await;
         return;
     }
 
@@ -117,9 +124,14 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
     let req = match admitted {
         Ok(r) => r,
         Err(e) => {
-            let result = finish(Status::Rejected, Some(e.to_string()));
-            let reason = Some("invalid_spec");
-            conclude(ctx, &lease, labels, &result, ttl, reason).await;
+            let error = e.to_string();
+            let result = finish(Status::Rejected, Some(error.clone()));
+            let event = Event::Rejected {
+                job: labels,
+                reason: DeadLetterReason::InvalidSpec,
+                error: &error,
+            };
+            conclude(ctx, &lease, &result, ttl, event).await;
             return;
         }
     };
@@ -173,66 +185,73 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         result
     };
     match (outcome, stop) {
-        (_, StopReason::LeaseLost) => {
-            tracing::warn!("abandoning result: the job was taken over by another worker");
-        }
+        (_, StopReason::LeaseLost) => ctx.metrics.emit(Event::LeaseLost),
         (Ok(out), _) if out.status != Status::Cancelled => {
             let sandbox_start = out.sandbox_start_ms.map(Duration::from_millis);
             ctx.metrics.ran(labels, ran, sandbox_start);
             let result = completed(ctx, &id, &claimed, started_ms, out);
-            tracing::info!(status = %result.status, exit_code = ?result.exit_code, "job finished");
-            conclude(ctx, &lease, labels, &result, ttl, None).await;
+            let event = Event::Finished {
+                job: labels,
+                status: result.status,
+                exit_code: result.exit_code,
+            };
+            conclude(ctx, &lease, &result, ttl, event).await;
         }
         (outcome, StopReason::Cancelled) => {
             let result = cancelled(outcome.ok());
-            tracing::info!("job cancelled");
-            conclude(ctx, &lease, labels, &result, ttl, None).await;
+            conclude(ctx, &lease, &result, ttl, Event::Cancelled { job: labels }).await;
         }
-        (_, StopReason::Drain) => {
-            tracing::info!("handing job back: worker is draining");
-            hand_back(ctx, &lease, "worker drained before the job finished", 0).await;
-        }
-        (Ok(_), StopReason::None) => {
-            // A runner reports `cancelled` only after its token fired.
-            tracing::error!("runner reported a cancel nobody asked for; handing the job back");
-            hand_back(ctx, &lease, "runner stopped the job by itself", 0).await;
-        }
+        (_, StopReason::Drain) => hand_back(ctx, &lease, HandBack::Drain, 0).await,
+        // A runner reports `cancelled` only after its token fired.
+        (Ok(_), StopReason::None) => hand_back(ctx, &lease, HandBack::UnaskedCancel, 0).await,
         (Err(e), StopReason::None) => {
-            ctx.metrics.runner_error(&e);
+            ctx.metrics.emit(Event::RunnerFailed(&e));
             let message = error_chain(&e);
             let jitter: f64 = rand::random();
             if e.kind() != RunnerErrorKind::Permanent && ctx.gate.unavailable(&e).await {
                 // Not the job's failure: the runner is down. Claims stop until it is back.
-                tracing::info!(error = %message, "runner unavailable; handing the job back at no cost");
                 let delay = backoff_ms(1, &ctx.cfg.retry, jitter);
-                hand_back(ctx, &lease, &message, delay).await;
+                let why = HandBack::RunnerUnavailable { error: &message };
+                hand_back(ctx, &lease, why, delay).await;
                 drop(guard);
                 return;
             }
             let history = ctx.queue.failure_history(&lease).await.unwrap_or_default();
             match decide(e.kind(), history, now_ms(), &ctx.cfg.retry, jitter) {
                 Disposition::Retry { delay_ms } => {
-                    tracing::warn!(error = %message, delay_ms, failures = history.failures + 1, "runner failed; retrying");
-                    let written = persist(ctx, &lease, "retry", || {
-                        ctx.queue.retry_infra(&lease, delay_ms, &message)
-                    })
-                    .await;
+                    let retry = Retry {
+                        delay_ms,
+                        error: &message,
+                        charge: Charge::InfraFailure,
+                    };
+                    let written =
+                        persist(ctx, &lease, "retry", || ctx.queue.retry(&lease, retry)).await;
                     if written {
-                        ctx.metrics.retried(labels, e.as_label());
+                        ctx.metrics.emit(Event::Retried {
+                            job: labels,
+                            reason: e.as_label(),
+                            error: &message,
+                            delay_ms,
+                            failures: history.failures + 1,
+                        });
                     }
                 }
                 Disposition::DeadLetter { reason } => {
                     let message = match (reason, history.failing_since_ms) {
-                        ("infra_timeout", Some(since)) => format!(
+                        (DeadLetterReason::InfraTimeout, Some(since)) => format!(
                             "infrastructure kept failing for {} s ({} tries); last error: {message}",
                             now_ms().saturating_sub(since) / 1000,
                             history.failures + 1
                         ),
                         _ => message,
                     };
-                    tracing::error!(error = %message, reason, "runner failed; dead-lettering");
-                    let result = finish(Status::Dead, Some(message));
-                    conclude(ctx, &lease, labels, &result, ttl, Some(reason)).await;
+                    let result = finish(Status::Dead, Some(message.clone()));
+                    let event = Event::RunnerGaveUp {
+                        job: labels,
+                        reason,
+                        error: &message,
+                    };
+                    conclude(ctx, &lease, &result, ttl, event).await;
                 }
             }
         }
@@ -241,28 +260,24 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
 }
 
 /// Puts a job back without spending its attempt (draining, runner unavailable).
-async fn hand_back(ctx: &Context, lease: &Lease, why: &str, delay_ms: u64) {
-    let written = persist(ctx, lease, "hand back", || {
-        ctx.queue.retry(lease, delay_ms, why, true)
-    })
-    .await;
+async fn hand_back(ctx: &Context, lease: &Lease, why: HandBack<'_>, delay_ms: u64) {
+    let retry = Retry {
+        delay_ms,
+        error: why.why(),
+        charge: Charge::Refund,
+    };
+    let written = persist(ctx, lease, "hand back", || ctx.queue.retry(lease, retry)).await;
     if written {
-        ctx.metrics.handed_back();
+        ctx.metrics.emit(Event::HandedBack(why));
     }
 }
 
-/// Writes the job's terminal result, with a dead letter for the reason `dead_letter` names
-/// (carrying the result's error), and counts it once Redis took it: a refused write was not
-/// this worker's to count.
-async fn conclude(
-    ctx: &Context,
-    lease: &Lease,
-    labels: JobLabels,
-    result: &JobResult,
-    ttl_s: u64,
-    dead_letter: Option<&'static str>,
-) {
+/// Writes the job's terminal result, with the dead letter `ended` calls for (carrying the
+/// result's error), and emits `ended` once Redis took it: a refused write was not this
+/// worker's to report.
+async fn conclude(ctx: &Context, lease: &Lease, result: &JobResult, ttl_s: u64, ended: Event<'_>) {
     let error = result.error.as_deref().unwrap_or("");
+    let dead_letter = ended.dead_letter();
     let written = persist(ctx, lease, "finish", || {
         let done = Completion::new(lease, result, ttl_s);
         ctx.queue.finish(match dead_letter {
@@ -272,7 +287,7 @@ async fn conclude(
     })
     .await;
     if written {
-        ctx.metrics.finished(labels, result.status, dead_letter);
+        ctx.metrics.emit(ended);
     }
 }
 
@@ -307,18 +322,26 @@ fn completed(
     }
 }
 
+/// Why a job is refused, and the error its result carries.
+type Refusal = (DeadLetterReason, String);
+
 /// Decodes the spec and checks it against this worker's configuration.
-fn validate(cfg: &Config, claimed: &Claimed) -> Result<(JobId, JobSpec), (&'static str, String)> {
-    let spec = decode_spec(&claimed.spec_json).map_err(|e| (e.as_label(), e.to_string()))?;
+fn validate(cfg: &Config, claimed: &Claimed) -> Result<(JobId, JobSpec), Refusal> {
+    let spec = decode_spec(&claimed.spec_json).map_err(|e| (e.reason(), e.to_string()))?;
     if spec.id.as_str() != claimed.lease.job_id {
         let e = WireError::IdMismatch {
             entry: claimed.lease.entry.clone(),
             entry_id: claimed.lease.job_id.clone(),
             payload_id: spec.id.to_string(),
         };
-        return Err((e.as_label(), e.to_string()));
+        return Err((e.reason(), e.to_string()));
     }
-    admission::check(cfg, &spec).map_err(|e| ("invalid_spec", format!("invalid job spec: {e}")))?;
+    admission::check(cfg, &spec).map_err(|e| {
+        (
+            DeadLetterReason::InvalidSpec,
+            format!("invalid job spec: {e}"),
+        )
+    })?;
     Ok((spec.id.clone(), spec))
 }
 
@@ -353,14 +376,14 @@ fn request(
 async fn persist<F, Fut>(ctx: &Context, lease: &Lease, what: &'static str, mut write: F) -> bool
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool, QueueError>>,
+    Fut: std::future::Future<Output = Result<Write, QueueError>>,
 {
     let give_up = Instant::now() + ctx.cfg.persist_give_up();
     let mut delay = Duration::from_millis(50);
     loop {
         match write().await {
-            Ok(true) => return true,
-            Ok(false) => {
+            Ok(Write::Taken) => return true,
+            Ok(Write::Fenced) => {
                 tracing::warn!(job_id = %lease.job_id, token = lease.token, what, "write refused: this worker no longer holds the job");
                 return false;
             }
@@ -412,7 +435,7 @@ mod tests {
         let mut s = spec();
         s.language = "cobol".into();
         let (reason, msg) = validate(&cfg, &claimed(&s)).expect_err("unknown");
-        assert_eq!(reason, "invalid_spec");
+        assert_eq!(reason, DeadLetterReason::InvalidSpec);
         assert!(
             msg.contains("language: unknown language \"cobol\"") && msg.contains("python"),
             "{msg}"
@@ -464,7 +487,10 @@ mod tests {
         let s = spec();
         let mut c = claimed(&s);
         c.lease.job_id = "other".into();
-        assert_eq!(validate(&cfg, &c).expect_err("mismatch").0, "id_mismatch");
+        assert_eq!(
+            validate(&cfg, &c).expect_err("mismatch").0,
+            DeadLetterReason::IdMismatch
+        );
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! The dead-letter queue: listing, replaying with a fresh attempt budget, purging.
 
-use quayside_common::scripts::Scripts;
+use quayside_common::protocol::replay::Replay;
 use serde::Serialize;
 
-use crate::{Error, Producer};
+use crate::{Error, Producer, ReplayOutcome};
 
 /// One dead letter.
 #[derive(Clone, Debug, Serialize)]
@@ -15,20 +15,6 @@ pub struct DeadLetterEntry {
     pub error: String,
     pub attempts: String,
     pub at_ms: u64,
-}
-
-/// What replaying a dead letter did.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum ReplayOutcome {
-    Queued,
-    Missing,
-    /// The letter has no job id or spec (e.g. a malformed entry): nothing to run.
-    Unreplayable,
-    /// The job was queued again some other way; the letter was kept.
-    Busy {
-        state: String,
-    },
 }
 
 impl Producer {
@@ -73,17 +59,7 @@ impl Producer {
     /// # Errors
     /// Redis unreachable.
     pub async fn dlq_replay(&self, entry: &str) -> Result<ReplayOutcome, Error> {
-        let mut inv = Scripts::get().replay.prepare_invoke();
-        inv.key(self.keys.dlq()).arg(self.keys.prefix()).arg(entry);
-        let answer: String = self.invoke("replay", &inv).await?;
-        Ok(match answer.as_str() {
-            "queued" => ReplayOutcome::Queued,
-            "missing" => ReplayOutcome::Missing,
-            "unreplayable" => ReplayOutcome::Unreplayable,
-            other => ReplayOutcome::Busy {
-                state: other.trim_start_matches("busy:").to_owned(),
-            },
-        })
+        self.run(&Replay { entry }.call(&self.keys)).await
     }
 
     /// Deletes every dead letter; returns how many there were. Job records are untouched.

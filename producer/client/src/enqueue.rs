@@ -4,9 +4,8 @@
 use futures_util::stream::{self};
 use futures_util::StreamExt as _;
 use quayside_common::admission;
-use quayside_common::scripts::Scripts;
-use quayside_common::wire::encode_spec;
-use quayside_common::{JobId, JobSpec, Priority, Status};
+use quayside_common::protocol::enqueue::{Enqueue, EnqueueAnswer};
+use quayside_common::{JobId, JobSpec, Status};
 use serde::Serialize;
 
 use crate::{Error, Producer};
@@ -54,86 +53,59 @@ impl Producer {
             s.validate_shape()?;
             admission::check_sizes(&self.limits, &self.queue, s)?;
         }
-        let invocations: Vec<_> = specs
+        let calls: Vec<_> = specs
             .chunks(ENQUEUE_CHUNK)
-            .map(|c| self.enqueue_invocation(c))
+            .map(|specs| {
+                Enqueue {
+                    specs,
+                    max_depth: self.queue.max_depth,
+                    default_ttl_s: self.queue.default_result_ttl_s,
+                }
+                .call(&self.keys)
+            })
             .collect();
         let conn = self.conn().await?;
         // A few chunks in flight keep the pipe full without queueing seconds of work in Redis.
         // Futures collected before streaming them: a closure inside the stream type makes the
         // future not provably `Send` for every lifetime, which an axum handler needs.
-        let calls: Vec<_> = invocations
+        let sent: Vec<_> = calls
             .iter()
-            .map(|inv| {
+            .map(|call| {
                 let mut c = conn.clone();
-                async move { inv.invoke_async::<Vec<String>>(&mut c).await }
+                async move { call.run(&mut c).await }
             })
             .collect();
-        let replies: Vec<_> = stream::iter(calls)
+        let replies: Vec<_> = stream::iter(sent)
             .buffered(ENQUEUE_IN_FLIGHT)
             .collect()
             .await;
         let mut out = Vec::with_capacity(specs.len());
         for (chunk, reply) in specs.chunks(ENQUEUE_CHUNK).zip(replies) {
-            let answers = reply.map_err(|e| self.redis_error("enqueue", e))?;
+            let answers = reply.map_err(|e| self.call_error(e))?;
             for (spec, answer) in chunk.iter().zip(answers) {
-                out.push(self.enqueued(spec, &answer)?);
+                out.push(self.enqueued(spec, answer)?);
             }
         }
         Ok(out)
     }
 
-    fn enqueue_invocation(&self, chunk: &[JobSpec]) -> redis::ScriptInvocation<'static> {
-        let mut inv = Scripts::get().enqueue.prepare_invoke();
-        inv.key(self.keys.stream(Priority::Normal));
-        inv.arg(self.keys.prefix())
-            .arg(self.queue.max_depth)
-            .arg(chunk.len());
-        for s in chunk {
-            inv.arg(s.id.as_str())
-                .arg(s.priority.index() + 1)
-                .arg(encode_spec(s))
-                .arg(s.batch.as_deref().unwrap_or(""))
-                .arg(s.result_ttl_s.unwrap_or(self.queue.default_result_ttl_s));
-        }
-        inv
-    }
-
-    fn enqueued(&self, spec: &JobSpec, answer: &str) -> Result<Enqueued, Error> {
-        if answer.starts_with("new:") {
-            return Ok(Enqueued {
-                id: spec.id.clone(),
-                created: true,
-                state: Some(Status::Queued),
-            });
-        }
-        if answer == "exists:expired" {
-            return Ok(Enqueued {
-                id: spec.id.clone(),
-                created: false,
-                state: None,
-            });
-        }
-        if let Some(state) = answer.strip_prefix("exists:") {
-            return Ok(Enqueued {
-                id: spec.id.clone(),
-                created: false,
-                state: Some(state.parse().map_err(|detail| Error::Reply {
-                    op: "enqueue",
-                    detail,
-                })?),
-            });
-        }
-        if answer == "full" {
-            return Err(Error::QueueFull {
-                queue: self.keys.queue().to_owned(),
-                max_depth: self.queue.max_depth,
-                id: spec.id.clone(),
-            });
-        }
-        Err(Error::Reply {
-            op: "enqueue",
-            detail: answer.to_owned(),
+    fn enqueued(&self, spec: &JobSpec, answer: EnqueueAnswer) -> Result<Enqueued, Error> {
+        let (created, state) = match answer {
+            EnqueueAnswer::New { .. } => (true, Some(Status::Queued)),
+            EnqueueAnswer::Exists(state) => (false, Some(state)),
+            EnqueueAnswer::Expired => (false, None),
+            EnqueueAnswer::Full => {
+                return Err(Error::QueueFull {
+                    queue: self.keys.queue().to_owned(),
+                    max_depth: self.queue.max_depth,
+                    id: spec.id.clone(),
+                })
+            }
+        };
+        Ok(Enqueued {
+            id: spec.id.clone(),
+            created,
+            state,
         })
     }
 }

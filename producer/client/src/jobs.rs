@@ -1,12 +1,12 @@
 //! One job's record: reading it, giving raw `XADD` entries one, and cancelling the job.
 
-use std::collections::{BTreeMap, HashMap};
-
-use quayside_common::scripts::Scripts;
+use quayside_common::protocol::adopt::Adopt;
+use quayside_common::protocol::cancel::Cancel;
 use quayside_common::{JobId, JobResult, Priority, Status};
 use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
 
-use crate::{Error, Producer};
+use crate::{CancelOutcome, Error, Producer};
 
 /// A job's record as stored.
 #[derive(Clone, Debug, Serialize)]
@@ -24,18 +24,6 @@ pub struct JobStatus {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     pub result: Option<JobResult>,
-}
-
-/// What a cancel request did.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum CancelOutcome {
-    /// It was queued or waiting for a retry; it is now `cancelled`.
-    Cancelled,
-    /// It is running; its worker stops it and records `cancelled`.
-    Requested,
-    /// It had already ended.
-    AlreadyTerminal { status: Status },
 }
 
 impl Producer {
@@ -64,14 +52,11 @@ impl Producer {
         const PER_CALL: u64 = 1_000;
         let mut made = 0;
         // Bounded: a backlog of a million raw entries with no worker up is read in 300 calls.
+        let call = Adopt { limit: PER_CALL }.call(&self.keys);
         for _ in 0..300 {
-            let mut inv = Scripts::get().adopt.prepare_invoke();
-            inv.key(self.keys.adopted())
-                .arg(self.keys.prefix())
-                .arg(PER_CALL);
-            let (n, read): (u64, u64) = self.invoke("adopt", &inv).await?;
-            made += n;
-            if read < PER_CALL {
+            let adopted = self.run(&call).await?;
+            made += adopted.made;
+            if adopted.read < PER_CALL {
                 break;
             }
         }
@@ -83,29 +68,18 @@ impl Producer {
     /// # Errors
     /// [`Error::NotFound`] for an unknown id.
     pub async fn cancel(&self, id: &JobId) -> Result<CancelOutcome, Error> {
-        let mut inv = Scripts::get().cancel.prepare_invoke();
-        inv.key(self.keys.job(id))
-            .arg(self.keys.prefix())
-            .arg(id.as_str())
-            .arg(self.queue.default_result_ttl_s)
-            .arg(self.queue.min_result_ttl_s)
-            .arg(self.queue.log_max_entries);
-        let mut answer: String = self.invoke("cancel", &inv).await?;
-        if answer == "unknown" && self.adopt_raw_entries().await? > 0 {
+        let call = Cancel {
+            id,
+            default_ttl_s: self.queue.default_result_ttl_s,
+            min_ttl_s: self.queue.min_result_ttl_s,
+            log_cap: self.queue.log_max_entries,
+        }
+        .call(&self.keys);
+        let mut outcome = self.run(&call).await?;
+        if outcome.is_none() && self.adopt_raw_entries().await? > 0 {
             // A raw producer's queued job that had no record yet: it has one now.
-            answer = self.invoke("cancel", &inv).await?;
+            outcome = self.run(&call).await?;
         }
-        match answer.as_str() {
-            "cancelled" => Ok(CancelOutcome::Cancelled),
-            "requested" => Ok(CancelOutcome::Requested),
-            "unknown" => Err(Error::NotFound(id.clone())),
-            other => match other.strip_prefix("terminal:").and_then(|s| s.parse().ok()) {
-                Some(status) => Ok(CancelOutcome::AlreadyTerminal { status }),
-                None => Err(Error::Reply {
-                    op: "cancel",
-                    detail: other.to_owned(),
-                }),
-            },
-        }
+        outcome.ok_or_else(|| Error::NotFound(id.clone()))
     }
 }

@@ -37,15 +37,20 @@ use std::sync::Arc;
 
 use quayside_common::config::{Config, LimitsConfig, QueueConfig};
 use quayside_common::connection::Redis;
+use quayside_common::protocol::stats::Sample;
+use quayside_common::protocol::{Call, CallError};
 use quayside_common::Keys;
 
 pub use batch::{batch_member_id, BatchCancelled, BatchEvent, BatchStatus, NAME_LABEL};
 pub use check::{CheckReport, Finding};
-pub use dead_letters::{DeadLetterEntry, ReplayOutcome};
+pub use dead_letters::DeadLetterEntry;
 pub use enqueue::Enqueued;
 pub use error::Error;
-pub use jobs::{CancelOutcome, JobStatus};
+pub use jobs::JobStatus;
 pub use logs::LogEntry;
+pub use quayside_common::protocol::cancel::CancelOutcome;
+pub use quayside_common::protocol::repair::Problem;
+pub use quayside_common::protocol::replay::ReplayOutcome;
 pub use stats::{PriorityStats, QueueStats, WorkerInfo};
 /// A handle on one queue. Cheap to clone; share it.
 #[derive(Clone, Debug)]
@@ -98,15 +103,20 @@ impl Producer {
         Error::Redis { op, source }
     }
 
-    async fn invoke<T: redis::FromRedisValue>(
-        &self,
-        op: &'static str,
-        inv: &redis::ScriptInvocation<'_>,
-    ) -> Result<T, Error> {
+    /// A failed script call or sample, as [`Producer::redis_error`] for Redis's own errors.
+    fn call_error(&self, e: CallError) -> Error {
+        match e {
+            CallError::Redis { op, source } => self.redis_error(op, source),
+            CallError::Reply(r) => Error::Reply {
+                op: r.script,
+                detail: r.detail,
+            },
+        }
+    }
+
+    async fn run<R>(&self, call: &Call<R>) -> Result<R, Error> {
         let mut conn = self.conn().await?;
-        inv.invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.redis_error(op, e))
+        call.run(&mut conn).await.map_err(|e| self.call_error(e))
     }
 
     /// Depths, pending entries, lag, delayed and dead-letter counts, and live workers.
@@ -115,10 +125,10 @@ impl Producer {
     /// Redis unreachable.
     pub async fn stats(&self) -> Result<QueueStats, Error> {
         let mut conn = self.conn().await?;
-        let stats = stats::read(&mut conn, &self.keys).await;
-        if let Err(Error::Redis { source, .. }) = &stats {
-            self.redis.note_error(source);
-        }
-        stats
+        let sample = Sample { worker_docs: true }
+            .read(&mut conn, &self.keys)
+            .await
+            .map_err(|e| self.call_error(e))?;
+        Ok(QueueStats::new(self.keys.queue(), sample))
     }
 }

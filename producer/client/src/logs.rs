@@ -1,11 +1,10 @@
 //! Waiting for a job's result without polling, and reading or following its live log.
 
-use std::time::{Duration, Instant};
-
 use futures_util::stream::{self, BoxStream};
 use futures_util::StreamExt as _;
 use quayside_common::{JobId, JobResult};
 use serde::Serialize;
+use std::time::{Duration, Instant};
 
 use crate::{Error, JobStatus, Producer};
 
