@@ -162,12 +162,11 @@ impl TestQueue {
         let mut conn = self.conn().await;
         for p in Priority::ALL {
             let key = self.keys.stream(p);
-            let len: u64 = redis::cmd("XLEN")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .expect("XLEN");
-            assert_eq!(len, 0, "{key} still holds entries");
+            assert_eq!(
+                size(&mut conn, "XLEN", &key).await,
+                0,
+                "{key} still holds entries"
+            );
             let pending: redis::Value = redis::cmd("XPENDING")
                 .arg(&key)
                 .arg(GROUP)
@@ -182,17 +181,9 @@ impl TestQueue {
                 );
             }
         }
-        let running: u64 = redis::cmd("HLEN")
-            .arg(self.keys.running())
-            .query_async(&mut conn)
-            .await
-            .expect("HLEN");
+        let running = size(&mut conn, "HLEN", &self.keys.running()).await;
         assert_eq!(running, 0, "running index not empty");
-        let delayed: u64 = redis::cmd("ZCARD")
-            .arg(self.keys.delayed())
-            .query_async(&mut conn)
-            .await
-            .expect("ZCARD");
+        let delayed = size(&mut conn, "ZCARD", &self.keys.delayed()).await;
         assert_eq!(delayed, 0, "delayed set not empty");
     }
 
@@ -215,11 +206,7 @@ impl TestQueue {
     /// Entries in the normal stream (queued or running).
     pub async fn queued(&self) -> u64 {
         let mut conn = self.conn().await;
-        redis::cmd("XLEN")
-            .arg(self.keys.stream(Priority::Normal))
-            .query_async(&mut conn)
-            .await
-            .expect("XLEN")
+        size(&mut conn, "XLEN", &self.keys.stream(Priority::Normal)).await
     }
 
     /// Raw connection for tests that speak plain Redis (with the queue's auth and TLS).
@@ -244,4 +231,13 @@ impl TestQueue {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// The size of `key` as a counting command (`XLEN`, `HLEN`, `ZCARD`) reads it.
+async fn size(conn: &mut redis::aio::MultiplexedConnection, command: &str, key: &str) -> u64 {
+    redis::cmd(command)
+        .arg(key)
+        .query_async(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{command} {key}: {e}"))
 }
