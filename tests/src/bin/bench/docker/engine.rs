@@ -2,6 +2,8 @@
 //! Engine API cycles (with the engine's defaults, without network, or with the worker's own
 //! sandbox options) and `docker run --rm`; and the sweep of what the benchmark started.
 
+use bollard::models::ContainerSummary;
+
 use super::*;
 
 /// The local engine (`DOCKER_HOST` or the default socket), version negotiated.
@@ -158,16 +160,7 @@ pub(crate) async fn cli_run(args: &[String]) -> anyhow::Result<Duration> {
 pub(crate) async fn sweep(docker: &Docker) -> anyhow::Result<usize> {
     let mut removed = 0;
     for label in [BENCH_LABEL, LABEL_WORKER] {
-        let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
-        let list = docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(filters),
-                ..Default::default()
-            }))
-            .await
-            .context("list containers")?;
-        for c in list {
+        for c in labelled(docker, label).await? {
             let labels = c.labels.unwrap_or_default();
             let ours = labels.contains_key(BENCH_LABEL)
                 || labels
@@ -184,14 +177,7 @@ pub(crate) async fn sweep(docker: &Docker) -> anyhow::Result<usize> {
 
 /// Job containers (`quayside.job`) still there: `(of this benchmark, all)`.
 pub(crate) async fn job_containers(docker: &Docker) -> anyhow::Result<(usize, usize)> {
-    let filters = HashMap::from([("label".to_owned(), vec![LABEL_JOB.to_owned()])]);
-    let list = docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await?;
+    let list = labelled(docker, LABEL_JOB).await?;
     let ours = list
         .iter()
         .filter(|c| {
@@ -202,4 +188,17 @@ pub(crate) async fn job_containers(docker: &Docker) -> anyhow::Result<(usize, us
         })
         .count();
     Ok((ours, list.len()))
+}
+
+/// Every container (running or not) that carries `label`, whatever its value.
+async fn labelled(docker: &Docker, label: &str) -> anyhow::Result<Vec<ContainerSummary>> {
+    let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+    docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .with_context(|| format!("list containers labelled {label}"))
 }
