@@ -1,5 +1,5 @@
-//! One claimed job, from spec to terminal result: validate, run under its lease, then finish,
-//! retry or dead-letter it, each as one fenced step.
+//! One claimed job, from spec to terminal result: validate it, run it under its lease with its
+//! live log, then decide its [`Report`] in one match ([`report`](crate::report) writes it).
 //!
 //! An infrastructure failure is the job's own only if the runner is otherwise healthy: when
 //! the runner's check fails too, the job goes back at no cost and the gate stops claims. The
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quayside_common::admission::{self, resolve_limits};
-use quayside_common::config::{Config, RUNNER_BACKSTOP};
+use quayside_common::config::Config;
 use quayside_common::job::SpecError;
 use quayside_common::outcome::Durations;
 use quayside_common::wire::{decode_spec, WireError};
@@ -20,14 +20,20 @@ use tracing::Instrument as _;
 use crate::gate::RunnerGate;
 use crate::inflight::{InFlight, StopReason};
 use crate::metrics::{JobLabels, WorkerMetrics};
-use crate::queue::{Claimed, Completion, JobQueue, Lease, QueueError};
+use crate::queue::{Claimed, JobQueue, Lease};
+use crate::report::live_log::LiveLog;
+use crate::report::{DeadLetterReason, HandBack, Report};
 use crate::retry::{backoff_ms, decide, Disposition};
-use crate::runner::{Fleet, RunOutput, RunRequest, RunnerError, RunnerErrorKind, SharedRunner};
+use crate::runner::{
+    Fleet, Output, RunOutput, RunRequest, RunnerError, RunnerErrorKind, SharedRunner,
+};
 use crate::upkeep::Beat;
 
 /// How long the last job in flight waits for the registry to show it gone before its result is
 /// written.
 const BEAT_WAIT: Duration = Duration::from_secs(1);
+/// How long the live log may take to catch up once the runner returned.
+const LOG_FLUSH_GRACE: Duration = Duration::from_secs(2);
 
 /// What every execution shares.
 #[derive(Debug)]
@@ -57,94 +63,31 @@ pub async fn execute(ctx: Arc<Context>, claimed: Claimed) {
     run_claimed(&ctx, claimed).instrument(span).await;
 }
 
+/// A claimed job that may run, with what its report needs.
+struct Admitted {
+    id: JobId,
+    req: RunRequest,
+    labels: JobLabels,
+    ttl_s: u64,
+}
+
+/// A claimed job that ends before it runs, and how.
+struct Refused {
+    report: Report,
+    labels: JobLabels,
+    ttl_s: u64,
+}
+
 async fn run_claimed(ctx: &Context, claimed: Claimed) {
     let lease = claimed.lease.clone();
-    let waited = Duration::from_millis(now_ms().saturating_sub(claimed.enqueued_at_ms));
-    let (id, spec) = match validate(&ctx.cfg, &claimed) {
-        Ok(ok) => ok,
-        Err((reason, message)) => {
-            let labels = ctx.metrics.labels(lease.priority, None);
-            ctx.metrics.claimed(labels, waited);
-            tracing::warn!(reason, error = %message, "rejecting malformed job");
-            let id = JobId::parse(&lease.job_id).unwrap_or_else(|_| JobId::generate());
-            let mut result = JobResult::without_output(
-                id,
-                Status::Rejected,
-                Some(message.clone()),
-                claimed.attempts,
-            );
-            result.worker = Some(ctx.worker_id.clone());
-            let ttl = ctx.cfg.queue.default_result_ttl_s;
-            conclude(ctx, &lease, labels, &result, ttl, Some(reason)).await;
-            return;
-        }
+    let job = match admit(ctx, &claimed) {
+        Ok(job) => job,
+        Err(r) => return r.report.write(ctx, &lease, r.labels, r.ttl_s).await,
     };
-    tracing::Span::current().record("language", spec.language.as_str());
-    let labels = ctx.metrics.labels(lease.priority, Some(&spec.language));
-    ctx.metrics.claimed(labels, waited);
-    let ttl = spec
-        .result_ttl_s
-        .unwrap_or(ctx.cfg.queue.default_result_ttl_s);
-    let max_attempts = spec
-        .max_attempts
-        .unwrap_or(ctx.cfg.queue.default_max_attempts);
-    let finish = |status: Status, error: Option<String>| {
-        let mut r = JobResult::without_output(id.clone(), status, error, claimed.attempts);
-        r.worker = Some(ctx.worker_id.clone());
-        r.runner = Some(ctx.runner.name().to_owned());
-        r
-    };
-
-    if claimed.cancel_requested {
-        let result = finish(Status::Cancelled, Some("cancelled before it ran".into()));
-        conclude(ctx, &lease, labels, &result, ttl, None).await;
-        return;
-    }
-    if claimed.attempts > max_attempts {
-        // Earlier executions died with their worker (the lease expired): a poison job.
-        let msg =
-            format!("{max_attempts} attempt(s) started and none finished (worker lost each time)");
-        tracing::error!(max_attempts, "dead-lettering job whose workers keep dying");
-        let result = finish(Status::Dead, Some(msg));
-        let reason = Some("attempts_exhausted");
-        conclude(ctx, &lease, labels, &result, ttl, reason).await;
-        return;
-    }
-
-    // The runner's own limits (e.g. how long one argument may be) count as admission too.
-    let admitted = request(&ctx.cfg, spec, claimed.attempts, &ctx.fleet)
-        .and_then(|r| ctx.runner.admit(&r).map(|()| r));
-    let req = match admitted {
-        Ok(r) => r,
-        Err(e) => {
-            let result = finish(Status::Rejected, Some(e.to_string()));
-            let reason = Some("invalid_spec");
-            conclude(ctx, &lease, labels, &result, ttl, reason).await;
-            return;
-        }
-    };
-
     let guard = ctx.inflight.track(lease.clone());
     let started = Instant::now();
     let started_ms = now_ms();
-    let logs = ctx.queue.log_sink(&id, &lease);
-    // Backstop for a runner that hangs: it enforces wall time itself, this only bounds a bug.
-    let deadline =
-        Duration::from_millis(req.limits.compile_wall_time_ms + req.limits.run_wall_time_ms)
-            + RUNNER_BACKSTOP;
-    let outcome = match tokio::time::timeout(
-        deadline,
-        ctx.runner.run(&req, &logs, guard.tracked.cancel.clone()),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(RunnerError::Failed {
-            context: format!("runner did not return within {}s", deadline.as_secs()),
-            transient: true,
-            source: None,
-        }),
-    };
+    let outcome = run(ctx, &job, &lease, guard.tracked.cancel.clone()).await;
     let stop = guard.tracked.reason();
     let ran = started.elapsed();
     tracing::debug!(
@@ -159,121 +102,181 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
     if ctx.inflight.is_empty() {
         ctx.beat.now(BEAT_WAIT).await;
     }
-
-    let cancelled = |out: Option<RunOutput>| {
-        let mut result = finish(Status::Cancelled, Some("cancelled while running".into()));
-        if let Some(out) = out {
-            // The output it printed before it was stopped.
-            result.stdout = out.stdout;
-            result.stderr = out.stderr;
-            result.compile_output = out.compile_output;
-            result.durations.compile_ms = out.compile_ms;
-            result.durations.run_ms = out.run_ms;
-        }
-        result
-    };
-    match (outcome, stop) {
-        (_, StopReason::LeaseLost) => {
-            tracing::warn!("abandoning result: the job was taken over by another worker");
-        }
+    let report = match (outcome, stop) {
+        (_, StopReason::LeaseLost) => Report::Abandon,
         (Ok(out), _) if out.status != Status::Cancelled => {
             let sandbox_start = out.sandbox_start_ms.map(Duration::from_millis);
-            ctx.metrics.ran(labels, ran, sandbox_start);
-            let result = completed(ctx, &id, &claimed, started_ms, out);
-            tracing::info!(status = %result.status, exit_code = ?result.exit_code, "job finished");
-            conclude(ctx, &lease, labels, &result, ttl, None).await;
+            ctx.metrics.ran(job.labels, ran, sandbox_start);
+            Report::Finish(completed(ctx, &job.id, &claimed, started_ms, out))
         }
         (outcome, StopReason::Cancelled) => {
-            let result = cancelled(outcome.ok());
-            tracing::info!("job cancelled");
-            conclude(ctx, &lease, labels, &result, ttl, None).await;
+            Report::Finish(cancelled(ctx, &job, &claimed, outcome.ok()))
         }
-        (_, StopReason::Drain) => {
-            tracing::info!("handing job back: worker is draining");
-            hand_back(ctx, &lease, "worker drained before the job finished", 0).await;
-        }
+        (_, StopReason::Drain) => Report::HandBack(HandBack::Drain),
         (Ok(_), StopReason::None) => {
             // A runner reports `cancelled` only after its token fired.
             tracing::error!("runner reported a cancel nobody asked for; handing the job back");
-            hand_back(ctx, &lease, "runner stopped the job by itself", 0).await;
+            Report::HandBack(HandBack::UnaskedCancel)
         }
-        (Err(e), StopReason::None) => {
-            ctx.metrics.runner_error(&e);
-            let message = error_chain(&e);
-            let jitter: f64 = rand::random();
-            if e.kind() != RunnerErrorKind::Permanent && ctx.gate.unavailable(&e).await {
-                // Not the job's failure: the runner is down. Claims stop until it is back.
-                tracing::info!(error = %message, "runner unavailable; handing the job back at no cost");
-                let delay = backoff_ms(1, &ctx.cfg.retry, jitter);
-                hand_back(ctx, &lease, &message, delay).await;
-                drop(guard);
-                return;
-            }
-            let history = ctx.queue.failure_history(&lease).await.unwrap_or_default();
-            match decide(e.kind(), history, now_ms(), &ctx.cfg.retry, jitter) {
-                Disposition::Retry { delay_ms } => {
-                    tracing::warn!(error = %message, delay_ms, failures = history.failures + 1, "runner failed; retrying");
-                    let written = persist(ctx, &lease, "retry", || {
-                        ctx.queue.retry_infra(&lease, delay_ms, &message)
-                    })
-                    .await;
-                    if written {
-                        ctx.metrics.retried(labels, e.as_label());
-                    }
-                }
-                Disposition::DeadLetter { reason } => {
-                    let message = match (reason, history.failing_since_ms) {
-                        ("infra_timeout", Some(since)) => format!(
-                            "infrastructure kept failing for {} s ({} tries); last error: {message}",
-                            now_ms().saturating_sub(since) / 1000,
-                            history.failures + 1
-                        ),
-                        _ => message,
-                    };
-                    tracing::error!(error = %message, reason, "runner failed; dead-lettering");
-                    let result = finish(Status::Dead, Some(message));
-                    conclude(ctx, &lease, labels, &result, ttl, Some(reason)).await;
-                }
-            }
-        }
-    }
+        (Err(e), StopReason::None) => runner_failed(ctx, &lease, &job, claimed.attempts, &e).await,
+    };
+    report.write(ctx, &lease, job.labels, job.ttl_s).await;
     drop(guard);
 }
 
-/// Puts a job back without spending its attempt (draining, runner unavailable).
-async fn hand_back(ctx: &Context, lease: &Lease, why: &str, delay_ms: u64) {
-    let written = persist(ctx, lease, "hand back", || {
-        ctx.queue.retry(lease, delay_ms, why, true)
-    })
-    .await;
-    if written {
-        ctx.metrics.handed_back();
+/// Runs the job, its output forwarded to its live log, which is flushed before the outcome is
+/// written (the log's `end` entry comes last).
+async fn run(
+    ctx: &Context,
+    job: &Admitted,
+    lease: &Lease,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<RunOutput, RunnerError> {
+    let (output, chunks) = Output::channel();
+    let live = LiveLog::start(chunks, ctx.queue.log_sink(&job.id, lease));
+    let outcome = ctx.runner.run(&job.req, &output, cancel).await;
+    live.finish(output, LOG_FLUSH_GRACE).await;
+    outcome
+}
+
+/// Validates the claimed job and builds its run request; or the report that ends it at once:
+/// malformed, cancelled before it ran, out of attempts, refused by the runner.
+fn admit(ctx: &Context, claimed: &Claimed) -> Result<Admitted, Box<Refused>> {
+    let lease = &claimed.lease;
+    let waited = Duration::from_millis(now_ms().saturating_sub(claimed.enqueued_at_ms));
+    let (id, spec) = match validate(&ctx.cfg, claimed) {
+        Ok(ok) => ok,
+        Err((reason, message)) => {
+            let labels = ctx.metrics.labels(lease.priority, None);
+            ctx.metrics.claimed(labels, waited);
+            let id = JobId::parse(&lease.job_id).unwrap_or_else(|_| JobId::generate());
+            let mut result =
+                JobResult::without_output(id, Status::Rejected, Some(message), claimed.attempts);
+            result.worker = Some(ctx.worker_id.clone());
+            return Err(Box::new(Refused {
+                report: Report::DeadLetter { result, reason },
+                labels,
+                ttl_s: ctx.cfg.queue.default_result_ttl_s,
+            }));
+        }
+    };
+    tracing::Span::current().record("language", spec.language.as_str());
+    let labels = ctx.metrics.labels(lease.priority, Some(&spec.language));
+    ctx.metrics.claimed(labels, waited);
+    let ttl_s = spec
+        .result_ttl_s
+        .unwrap_or(ctx.cfg.queue.default_result_ttl_s);
+    let max_attempts = spec
+        .max_attempts
+        .unwrap_or(ctx.cfg.queue.default_max_attempts);
+    let refuse = |status, error: String, reason: Option<DeadLetterReason>| {
+        let result = result(ctx, &id, claimed.attempts, status, error);
+        let report = match reason {
+            Some(reason) => Report::DeadLetter { result, reason },
+            None => Report::Finish(result),
+        };
+        Err(Box::new(Refused {
+            report,
+            labels,
+            ttl_s,
+        }))
+    };
+    if claimed.cancel_requested {
+        return refuse(Status::Cancelled, "cancelled before it ran".into(), None);
+    }
+    if claimed.attempts > max_attempts {
+        // Earlier executions died with their worker (the lease expired): a poison job.
+        let msg =
+            format!("{max_attempts} attempt(s) started and none finished (worker lost each time)");
+        return refuse(Status::Dead, msg, Some(DeadLetterReason::AttemptsExhausted));
+    }
+    // The runner's own limits (e.g. how long one argument may be) count as admission too.
+    let admitted = request(&ctx.cfg, spec, claimed.attempts, &ctx.fleet)
+        .and_then(|r| ctx.runner.admit(&r).map(|()| r));
+    match admitted {
+        Ok(req) => Ok(Admitted {
+            id,
+            req,
+            labels,
+            ttl_s,
+        }),
+        Err(e) => refuse(
+            Status::Rejected,
+            e.to_string(),
+            Some(DeadLetterReason::InvalidSpec),
+        ),
     }
 }
 
-/// Writes the job's terminal result, with a dead letter for the reason `dead_letter` names
-/// (carrying the result's error), and counts it once Redis took it: a refused write was not
-/// this worker's to count.
-async fn conclude(
+/// What to do after an infrastructure failure: hand the job back when the runner is down,
+/// otherwise retry or dead-letter it as [`decide`] says.
+async fn runner_failed(
     ctx: &Context,
     lease: &Lease,
-    labels: JobLabels,
-    result: &JobResult,
-    ttl_s: u64,
-    dead_letter: Option<&'static str>,
-) {
-    let error = result.error.as_deref().unwrap_or("");
-    let written = persist(ctx, lease, "finish", || {
-        let done = Completion::new(lease, result, ttl_s);
-        ctx.queue.finish(match dead_letter {
-            Some(reason) => done.dead_letter(reason, error),
-            None => done,
-        })
-    })
-    .await;
-    if written {
-        ctx.metrics.finished(labels, result.status, dead_letter);
+    job: &Admitted,
+    attempts: u32,
+    e: &RunnerError,
+) -> Report {
+    ctx.metrics.runner_error(e);
+    let message = error_chain(e);
+    let jitter: f64 = rand::random();
+    if e.kind() != RunnerErrorKind::Permanent && ctx.gate.unavailable(e).await {
+        // Not the job's failure: the runner is down. Claims stop until it is back.
+        let delay_ms = backoff_ms(1, &ctx.cfg.retry, jitter);
+        return Report::HandBack(HandBack::RunnerDown {
+            error: message,
+            delay_ms,
+        });
     }
+    let history = ctx.queue.failure_history(lease).await.unwrap_or_default();
+    match decide(e.kind(), history, now_ms(), &ctx.cfg.retry, jitter) {
+        Disposition::Retry { delay_ms } => Report::Retry {
+            delay_ms,
+            error: message,
+            failures: history.failures + 1,
+            label: e.as_label(),
+        },
+        Disposition::DeadLetter { reason } => {
+            let message = match (reason, history.failing_since_ms) {
+                (DeadLetterReason::InfraTimeout, Some(since)) => format!(
+                    "infrastructure kept failing for {} s ({} tries); last error: {message}",
+                    now_ms().saturating_sub(since) / 1000,
+                    history.failures + 1
+                ),
+                _ => message,
+            };
+            let result = result(ctx, &job.id, attempts, Status::Dead, message);
+            Report::DeadLetter { result, reason }
+        }
+    }
+}
+
+/// A result with a status and an error, and no output.
+fn result(ctx: &Context, id: &JobId, attempts: u32, status: Status, error: String) -> JobResult {
+    let mut r = JobResult::without_output(id.clone(), status, Some(error), attempts);
+    r.worker = Some(ctx.worker_id.clone());
+    r.runner = Some(ctx.runner.name().to_owned());
+    r
+}
+
+/// The result of a job cancelled while it ran, with the output it printed before it was
+/// stopped.
+fn cancelled(
+    ctx: &Context,
+    job: &Admitted,
+    claimed: &Claimed,
+    out: Option<RunOutput>,
+) -> JobResult {
+    let error = "cancelled while running".to_owned();
+    let mut result = result(ctx, &job.id, claimed.attempts, Status::Cancelled, error);
+    if let Some(out) = out {
+        result.stdout = out.stdout;
+        result.stderr = out.stderr;
+        result.compile_output = out.compile_output;
+        result.durations.compile_ms = out.compile_ms;
+        result.durations.run_ms = out.run_ms;
+    }
+    result
 }
 
 fn completed(
@@ -308,17 +311,25 @@ fn completed(
 }
 
 /// Decodes the spec and checks it against this worker's configuration.
-fn validate(cfg: &Config, claimed: &Claimed) -> Result<(JobId, JobSpec), (&'static str, String)> {
-    let spec = decode_spec(&claimed.spec_json).map_err(|e| (e.as_label(), e.to_string()))?;
+fn validate(
+    cfg: &Config,
+    claimed: &Claimed,
+) -> Result<(JobId, JobSpec), (DeadLetterReason, String)> {
+    let malformed = |e: WireError| (DeadLetterReason::Malformed(e.as_label()), e.to_string());
+    let spec = decode_spec(&claimed.spec_json).map_err(malformed)?;
     if spec.id.as_str() != claimed.lease.job_id {
-        let e = WireError::IdMismatch {
+        return Err(malformed(WireError::IdMismatch {
             entry: claimed.lease.entry.clone(),
             entry_id: claimed.lease.job_id.clone(),
             payload_id: spec.id.to_string(),
-        };
-        return Err((e.as_label(), e.to_string()));
+        }));
     }
-    admission::check(cfg, &spec).map_err(|e| ("invalid_spec", format!("invalid job spec: {e}")))?;
+    admission::check(cfg, &spec).map_err(|e| {
+        (
+            DeadLetterReason::InvalidSpec,
+            format!("invalid job spec: {e}"),
+        )
+    })?;
     Ok((spec.id.clone(), spec))
 }
 
@@ -345,41 +356,6 @@ fn request(
         stdin: spec.stdin,
         fleet: fleet.clone(),
     })
-}
-
-/// Runs a fenced write until Redis takes it or refuses it. Redis being unreachable is not a
-/// reason to drop a result: retry with backoff for a bounded time, after which the lease has
-/// long expired and another worker owns the job. True when the write was taken.
-async fn persist<F, Fut>(ctx: &Context, lease: &Lease, what: &'static str, mut write: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool, QueueError>>,
-{
-    let give_up = Instant::now() + ctx.cfg.persist_give_up();
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match write().await {
-            Ok(true) => return true,
-            Ok(false) => {
-                tracing::warn!(job_id = %lease.job_id, token = lease.token, what, "write refused: this worker no longer holds the job");
-                return false;
-            }
-            Err(error) if Instant::now() < give_up => {
-                // An unreachable Redis is the queue's outage story; other errors are news.
-                if error.is_unreachable() {
-                    tracing::debug!(job_id = %lease.job_id, what, error = %error, "cannot write to redis; retrying");
-                } else {
-                    tracing::warn!(job_id = %lease.job_id, what, error = %error, retry_in_ms = delay.as_millis() as u64, "cannot write to redis; retrying");
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            Err(error) => {
-                tracing::error!(job_id = %lease.job_id, what, error = %error, "giving up on write; the job will be reclaimed when its lease expires");
-                return false;
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -412,7 +388,7 @@ mod tests {
         let mut s = spec();
         s.language = "cobol".into();
         let (reason, msg) = validate(&cfg, &claimed(&s)).expect_err("unknown");
-        assert_eq!(reason, "invalid_spec");
+        assert_eq!(reason, DeadLetterReason::InvalidSpec);
         assert!(
             msg.contains("language: unknown language \"cobol\"") && msg.contains("python"),
             "{msg}"
@@ -464,14 +440,16 @@ mod tests {
         let s = spec();
         let mut c = claimed(&s);
         c.lease.job_id = "other".into();
-        assert_eq!(validate(&cfg, &c).expect_err("mismatch").0, "id_mismatch");
+        assert_eq!(
+            validate(&cfg, &c).expect_err("mismatch").0.as_str(),
+            "id_mismatch"
+        );
     }
 
     #[test]
     fn error_chain_is_kept() {
-        let e = RunnerError::Failed {
-            context: "cannot create container".into(),
-            transient: true,
+        let e = RunnerError::Api {
+            call: "cannot create container".into(),
             source: Some("connection refused".into()),
         };
         assert_eq!(

@@ -2,8 +2,9 @@
 //!
 //! - [`claim`]: the claim loop. It holds one semaphore permit per slot and never claims more
 //!   entries than it holds permits; strict priority with a starvation guard.
-//! - [`execute`]: one job: validate its spec, run it on the [`runner`], then finish, retry or
-//!   dead-letter it through one fenced [`queue`] script.
+//! - [`execute`]: one job: validate its spec, run it on the [`runner`], decide its [`report`].
+//! - [`report`]: an attempt's outcome (finish, dead-letter, retry, hand back), written fenced
+//!   through the [`queue`], counted and logged once Redis took it; the live log.
 //! - [`inflight`]: the running jobs, their lease renewal and cancellation.
 //! - [`gate`]: claims only while the runner is available; a probe reopens it.
 //! - [`retry`]: the pure retry/dead-letter decision and backoff.
@@ -26,6 +27,7 @@ pub mod logs;
 pub mod metrics;
 pub mod outage;
 pub mod queue;
+pub mod report;
 pub mod retry;
 pub mod runner;
 pub mod shutdown;

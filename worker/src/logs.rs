@@ -8,27 +8,9 @@ use quayside_common::scripts::Scripts;
 
 use crate::outage::Outage;
 use crate::queue::Lease;
+use crate::report::live_log::LogWriter;
 
-/// Which output a log entry came from (the `s` field of the log stream).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogSource {
-    Stdout,
-    Stderr,
-    Compile,
-    /// Lines from Quayside itself, e.g. "retrying after ...".
-    System,
-}
-
-impl LogSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stdout => "stdout",
-            Self::Stderr => "stderr",
-            Self::Compile => "compile",
-            Self::System => "system",
-        }
-    }
-}
+pub use crate::runner::LogSource;
 
 /// The lease a fenced sink writes under (see `common/lua/log.lua`).
 #[derive(Clone, Debug)]
@@ -165,5 +147,12 @@ impl LogSink {
                 tracing::warn!(key = %self.key, %error, "cannot append to job log")
             }
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl LogWriter for LogSink {
+    async fn write(&self, source: LogSource, data: &[u8]) {
+        LogSink::write(self, source, data).await;
     }
 }

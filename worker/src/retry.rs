@@ -3,6 +3,7 @@
 use quayside_common::config::RetryConfig;
 
 use crate::queue::FailureHistory;
+use crate::report::DeadLetterReason;
 use crate::runner::RunnerErrorKind;
 
 /// The next step for a job whose attempt failed for infrastructure reasons.
@@ -11,7 +12,7 @@ pub enum Disposition {
     /// Queue it again after this delay.
     Retry { delay_ms: u64 },
     /// Give up: dead-letter with this reason.
-    DeadLetter { reason: &'static str },
+    DeadLetter { reason: DeadLetterReason },
 }
 
 /// What to do after an infrastructure failure of the job's own (the runner as a whole was
@@ -27,7 +28,7 @@ pub fn decide(
 ) -> Disposition {
     match kind {
         RunnerErrorKind::Permanent => Disposition::DeadLetter {
-            reason: "permanent_error",
+            reason: DeadLetterReason::PermanentError,
         },
         RunnerErrorKind::Transient | RunnerErrorKind::Cancelled
             if history
@@ -35,7 +36,7 @@ pub fn decide(
                 .is_some_and(|since| now_ms.saturating_sub(since) >= policy.give_up_after_ms) =>
         {
             Disposition::DeadLetter {
-                reason: "infra_timeout",
+                reason: DeadLetterReason::InfraTimeout,
             }
         }
         RunnerErrorKind::Transient | RunnerErrorKind::Cancelled => Disposition::Retry {
@@ -120,7 +121,7 @@ mod tests {
                 0.0
             ),
             Disposition::DeadLetter {
-                reason: "infra_timeout"
+                reason: DeadLetterReason::InfraTimeout
             }
         );
     }
@@ -136,7 +137,7 @@ mod tests {
                 0.0
             ),
             Disposition::DeadLetter {
-                reason: "permanent_error"
+                reason: DeadLetterReason::PermanentError
             }
         );
     }

@@ -12,17 +12,16 @@ mod fake_api;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use fake_api::{Access, FakeApi, Fault};
-use quayside_common::config::{default_languages, KubernetesConfig, RedisConfig};
-use quayside_common::connection::Redis;
+use quayside_common::config::{default_languages, KubernetesConfig};
 use quayside_common::limits::Limits;
 use quayside_common::{JobId, JobKind, Status};
-use quayside_worker::logs::LogSink;
 use quayside_worker::runner::kubernetes::KubernetesRunner;
-use quayside_worker::runner::{Fleet, RunOutput, RunRequest, Runner, RunnerError, RunnerErrorKind};
+use quayside_worker::runner::{
+    Fleet, Guarded, Output, RunOutput, RunRequest, Runner, RunnerError, RunnerErrorKind,
+};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -42,8 +41,12 @@ fn config() -> KubernetesConfig {
     }
 }
 
-fn runner(fake: &FakeApi, worker: &str) -> KubernetesRunner {
-    KubernetesRunner::with_client(config(), fake.client(), worker)
+fn runner(fake: &FakeApi, worker: &str) -> Guarded<KubernetesRunner> {
+    Guarded::new(KubernetesRunner::with_client(
+        config(),
+        fake.client(),
+        worker,
+    ))
 }
 
 fn request() -> RunRequest {
@@ -68,17 +71,6 @@ fn fleet() -> Fleet {
         queue: "qa".into(),
         id: "f1".into(),
     }
-}
-
-/// A log sink whose Redis is not there: live-log writes fail and are dropped, as designed.
-fn sink() -> LogSink {
-    let redis = Redis::new(&RedisConfig {
-        url: "redis://127.0.0.1:1".into(),
-        connect_timeout_ms: 100,
-        ..Default::default()
-    })
-    .expect("redis url");
-    LogSink::new(Arc::new(redis), "qs:test:log".into(), 100)
 }
 
 fn running() -> Value {
@@ -124,7 +116,7 @@ async fn run_with(
     cancel: CancellationToken,
 ) -> Result<RunOutput, RunnerError> {
     let r = runner(fake, "w1");
-    let out = step("runner returns", r.run(req, &sink(), cancel)).await;
+    let out = step("runner returns", r.run(req, &Output::discard(), cancel)).await;
     step("job, configmap and pod removed", async {
         fake.gone("jobs").await;
         fake.gone("configmaps").await;
@@ -400,10 +392,10 @@ async fn one_broken_watch_is_resumed_but_a_forbidden_one_fails() {
         pending_timeout_ms: 60_000,
         ..Default::default()
     };
-    let runner = KubernetesRunner::with_client(cfg, fake.client(), "w1");
+    let runner = Guarded::new(KubernetesRunner::with_client(cfg, fake.client(), "w1"));
     let err = step(
         "gives up after errors in a row",
-        runner.run(&request(), &sink(), CancellationToken::new()),
+        runner.run(&request(), &Output::discard(), CancellationToken::new()),
     )
     .await
     .expect_err("cannot follow the pod");
@@ -530,7 +522,7 @@ async fn a_failed_deletion_is_retried_until_it_succeeds() {
     let kube = tokio::spawn(kubelet(fake.clone(), "hi\n", "", 0, None));
     let out = step(
         "runner returns",
-        r.run(&request(), &sink(), CancellationToken::new()),
+        r.run(&request(), &Output::discard(), CancellationToken::new()),
     )
     .await
     .expect("ran");
@@ -605,7 +597,7 @@ async fn real_cluster_runs_python_and_cleans_up() {
         .expect("cluster reachable and the Role allows listing jobs");
     let out = tokio::time::timeout(
         Duration::from_secs(120),
-        runner.run(&request(), &sink(), CancellationToken::new()),
+        runner.run(&request(), &Output::discard(), CancellationToken::new()),
     )
     .await
     .expect("finished in time")

@@ -72,12 +72,17 @@ pub fn wrapper_script(
     options: &[String],
     files: &BTreeMap<String, String>,
 ) -> Option<String> {
-    let body = wrapper_body(lang, kind, options, files)?;
-    Some(format!(
+    wrapper_body(lang, kind, options, files).map(|body| stdin_wrapper(&body))
+}
+
+/// The wrapper of a sandbox that gets its files and nonce through stdin ([`stdin_payload`]):
+/// read the header, unpack the archive into `/work`, then run `body` ([`wrapper_body`]).
+pub fn stdin_wrapper(body: &str) -> String {
+    format!(
         "IFS=' ' read -r nonce size || exit {EXIT_NO_HEADER}\n\
          if [ \"$size\" -gt 0 ]; then head -c \"$size\" | tar -xf - -C {WORK_DIR} 2>&1 || exit {EXIT_UNPACK}; fi\n\
          {body}"
-    ))
+    )
 }
 
 /// The part of the wrapper every backend shares, run once `/work` holds the job's files and
