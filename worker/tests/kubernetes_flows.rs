@@ -10,14 +10,13 @@
 
 mod fake_api;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Duration;
 
-use fake_api::{Access, FakeApi, Fault};
+use fake_api::{running, terminated, waiting, Access, FakeApi, Fault};
 use quayside_common::config::{default_languages, KubernetesConfig};
-use quayside_common::limits::Limits;
-use quayside_common::{JobId, JobKind, Status};
+use quayside_common::{JobId, Status};
 use quayside_worker::runner::kubernetes::KubernetesRunner;
 use quayside_worker::runner::{
     Fleet, Guarded, Output, RunOutput, RunRequest, Runner, RunnerError, RunnerErrorKind,
@@ -50,19 +49,7 @@ fn runner(fake: &FakeApi, worker: &str) -> Guarded<KubernetesRunner> {
 }
 
 fn request() -> RunRequest {
-    RunRequest {
-        job_id: JobId::parse("job:1").expect("id"),
-        attempt: 1,
-        kind: JobKind::Run,
-        language: "python".into(),
-        language_config: default_languages()["python"].clone(),
-        files: BTreeMap::from([("main.py".to_owned(), "print('hi')".to_owned())]),
-        compiler_options: vec![],
-        args: vec![],
-        stdin: String::new(),
-        limits: Limits::DEFAULT,
-        fleet: fleet(),
-    }
+    fake_api::request(JobId::parse("job:1").expect("id"), fleet())
 }
 
 /// The fleet every flow here runs in.
@@ -73,31 +60,9 @@ fn fleet() -> Fleet {
     }
 }
 
-fn running() -> Value {
-    json!({"phase": "Running", "containerStatuses": [{"name": "job", "image": "i", "imageID": "",
-        "ready": true, "restartCount": 0, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]})
-}
-
-fn terminated(code: i64, reason: Option<&str>) -> Value {
-    let phase = if code == 0 { "Succeeded" } else { "Failed" };
-    json!({"phase": phase, "containerStatuses": [{"name": "job", "image": "i", "imageID": "",
-        "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": code, "reason": reason}}}]})
-}
-
-fn waiting(reason: &str) -> Value {
-    json!({"phase": "Pending", "containerStatuses": [{"name": "job", "image": "i", "imageID": "",
-        "ready": false, "restartCount": 0, "state": {"waiting": {"reason": reason}}}]})
-}
-
 /// Waits for the attempt's Job, starts its pod and returns (job, pod).
 async fn start_pod(fake: &FakeApi) -> (String, String) {
-    let job = step("job created", fake.created("jobs")).await;
-    let owned = |f: &FakeApi| {
-        f.get("configmaps", &job)
-            .is_some_and(|cm| cm["metadata"]["ownerReferences"][0]["kind"] == "Job")
-    };
-    step("configmap owned by the job", fake.until(owned)).await;
-    (job.clone(), fake.create_pod(&job))
+    step("job created and its pod started", fake.start_pod()).await
 }
 
 /// Plays a pod that prints and exits with `code` (`reason` e.g. OOMKilled).

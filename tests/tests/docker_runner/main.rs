@@ -13,11 +13,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bollard::query_parameters::ListContainersOptions;
 use bollard::Docker;
 use quayside_common::config::{default_languages, DockerConfig, FileTransfer, LanguageConfig};
 use quayside_common::outcome::Encoding;
 use quayside_common::{JobId, JobKind, Limits, Status};
+use quayside_e2e::sandboxes::{self, show};
 use quayside_e2e::{redis_url, within};
 use quayside_worker::report::live_log::{LiveLog, LogWriter};
 use quayside_worker::runner::docker::DockerRunner;
@@ -151,22 +151,7 @@ impl Harness {
     }
 
     async fn containers(&self, label: &str) -> Vec<String> {
-        let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        };
-        within(
-            10,
-            "list containers",
-            self.docker.list_containers(Some(options)),
-        )
-        .await
-        .expect("list containers")
-        .into_iter()
-        .filter_map(|c| c.id)
-        .collect()
+        sandboxes::containers(&self.docker, label).await
     }
 
     async fn assert_gone(&self, id: &JobId) {
@@ -212,18 +197,6 @@ fn c(source: &str) -> RunRequest {
 
 fn python(source: &str) -> RunRequest {
     job("python", &[("main.py", source)], "")
-}
-
-fn show(out: &RunOutput) -> String {
-    format!(
-        "{:?} exit={:?} signal={:?}\n--- stdout\n{}\n--- stderr\n{}\n--- compile\n{}",
-        out.status,
-        out.exit_code,
-        out.signal,
-        out.stdout.lossy(),
-        out.stderr.lossy(),
-        out.compile_output.lossy()
-    )
 }
 
 const HELLO: [(&str, &str, &str); 6] = [
