@@ -1,10 +1,8 @@
 //! What the runner tests share: a readable dump of a run's output, and the containers carrying
 //! a label on the engine.
 
-use std::collections::HashMap;
-
-use bollard::query_parameters::ListContainersOptions;
 use bollard::Docker;
+use quayside_worker::runner::docker::labelled;
 use quayside_worker::runner::RunOutput;
 
 use crate::within;
@@ -24,13 +22,7 @@ pub fn show(out: &RunOutput) -> String {
 
 /// The ids of the containers, running or not, that carry `label` (`key=value`).
 pub async fn containers(docker: &Docker, label: &str) -> Vec<String> {
-    let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
-    let options = ListContainersOptions {
-        all: true,
-        filters: Some(filters),
-        ..Default::default()
-    };
-    within(10, "list containers", docker.list_containers(Some(options)))
+    within(10, "list containers", labelled(docker, label))
         .await
         .expect("list containers")
         .into_iter()

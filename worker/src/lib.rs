@@ -5,6 +5,7 @@
 //! - [`execute`]: one job: validate its spec, run it on the [`runner`], decide its [`report`].
 //! - [`report`]: an attempt's outcome (finish, dead-letter, retry, hand back), written fenced
 //!   through the [`queue`], counted and logged once Redis took it; the live log.
+//! - [`logs`]: the fenced writer of a job's log stream that the live log writes through.
 //! - [`inflight`]: the running jobs, their lease renewal and cancellation.
 //! - [`gate`]: claims only while the runner is available; a probe reopens it.
 //! - [`retry`]: the pure retry/dead-letter decision and backoff.

@@ -224,21 +224,25 @@ pub async fn output_cap<W: World>(world: W) {
     );
 }
 
-pub async fn killed_from_outside<W: World>(world: W) {
+/// Runs a program that runs until stopped, doing `act` once it printed.
+async fn stopped<W: World>(world: W, act: Act) -> Result<RunOutput, RunnerError> {
     let req = world.request(Program::RunsForever);
-    let err = attempt(world, Program::RunsForever, &req, Act::Kill)
+    attempt(world, Program::RunsForever, &req, act)
         .await
         .expect("not dropped")
+}
+
+pub async fn killed_from_outside<W: World>(world: W) {
+    let err = stopped(world, Act::Kill)
+        .await
         .expect_err("not the program's verdict");
     assert!(matches!(err, RunnerError::Interrupted { .. }), "{err:?}");
     assert_eq!(err.kind(), RunnerErrorKind::Transient, "retried");
 }
 
 pub async fn cancel<W: World>(world: W) {
-    let req = world.request(Program::RunsForever);
-    let out = attempt(world, Program::RunsForever, &req, Act::Cancel)
+    let out = stopped(world, Act::Cancel)
         .await
-        .expect("not dropped")
         .expect("cancelled with the output so far");
     assert_eq!(out.status, Status::Cancelled, "{}", show(&out));
     assert!(out.stdout.data.starts_with("working\n"), "{}", show(&out));

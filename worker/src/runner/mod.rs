@@ -212,14 +212,8 @@ impl RunnerError {
             Self::ImageMissing { .. } => "image_missing",
             Self::Cancelled => "cancelled",
             Self::Interrupted { .. } => "interrupted",
-            Self::Api { .. }
-            | Self::ApiRejected { .. }
-            | Self::Wrapper { .. }
-            | Self::Files { .. }
-            | Self::Pod { .. }
-            | Self::OutputLost { .. }
-            | Self::Deadline { .. }
-            | Self::NoCommand { .. } => "failed",
+            // What failed is in the error; the label stays one of the five.
+            _ => "failed",
         }
     }
 }

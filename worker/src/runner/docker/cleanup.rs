@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bollard::errors::Error as DockerError;
+use bollard::models::ContainerSummary;
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 use bollard::Docker;
 
@@ -13,6 +14,20 @@ use super::api_error;
 use super::events::KillWatch;
 use crate::runner::sandbox::{Sandboxes, Sweep, LABEL_JOB, LABEL_WORKER};
 use crate::runner::RunnerError;
+
+/// The containers, running or not, that carry `label` (`key`, or `key=value`).
+///
+/// # Errors
+/// The engine cannot be reached or listed.
+pub async fn labelled(docker: &Docker, label: &str) -> Result<Vec<ContainerSummary>, DockerError> {
+    let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    docker.list_containers(Some(options)).await
+}
 
 /// The container of one attempt. Removed by [`Sandbox::remove`], or in the background if the
 /// attempt is dropped half way (an outer timeout). A removal that fails goes on the runner's
@@ -105,13 +120,7 @@ pub(super) async fn sweep(
     sandboxes: &Sandboxes,
     rule: &Sweep<'_>,
 ) -> Result<usize, RunnerError> {
-    let filters = HashMap::from([("label".to_owned(), vec![LABEL_JOB.to_owned()])]);
-    let containers = docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        }))
+    let containers = labelled(docker, LABEL_JOB)
         .await
         .map_err(|e| api_error("cannot list sandbox containers", e))?;
     let mut removed = 0;

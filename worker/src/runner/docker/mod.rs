@@ -19,6 +19,7 @@ mod cleanup;
 mod events;
 mod spec;
 
+pub use cleanup::labelled;
 pub use spec::{attempt_user, host_config};
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -62,19 +62,6 @@ pub fn expand(template: &str, vars: &[(&str, String)]) -> String {
     out
 }
 
-/// The wrapper script that runs one attempt of `kind` for `lang`, or `None` when the language
-/// has no command for it. `options` and `files` come from the job and are shell-quoted; the
-/// job's args are the script's positional parameters. `{entry}` is the job's only source file
-/// when it has exactly one, the language's `entry_file` otherwise.
-pub fn wrapper_script(
-    lang: &LanguageConfig,
-    kind: JobKind,
-    options: &[String],
-    files: &BTreeMap<String, String>,
-) -> Option<String> {
-    wrapper_body(lang, kind, options, files).map(|body| stdin_wrapper(&body))
-}
-
 /// The wrapper of a sandbox that gets its files and nonce through stdin ([`stdin_payload`]):
 /// read the header, unpack the archive into `/work`, then run `body` ([`wrapper_body`]).
 pub fn stdin_wrapper(body: &str) -> String {
@@ -358,13 +345,17 @@ mod tests {
             ("lib/a.h".to_owned(), String::new()),
         ]);
         let opts = vec!["-DX=$(id)".to_owned()];
-        let run = wrapper_script(&lang(), JobKind::Run, &opts, &files).expect("runnable");
+        let run = wrapper_body(&lang(), JobKind::Run, &opts, &files)
+            .map(|b| stdin_wrapper(&b))
+            .expect("runnable");
         assert!(
             run.contains("cc '-DX=$(id)' -o main 'lib/a b.c' 'main.c'"),
             "{run}"
         );
         assert!(run.contains(r#"./main "$@""#), "{run}");
-        let check = wrapper_script(&lang(), JobKind::Compile, &[], &files).expect("checkable");
+        let check = wrapper_body(&lang(), JobKind::Compile, &[], &files)
+            .map(|b| stdin_wrapper(&b))
+            .expect("checkable");
         assert!(
             check.contains("cc  -c 'lib/a b.c' 'main.c'") && !check.contains("./main"),
             "{check}"
@@ -373,19 +364,29 @@ mod tests {
         let single = BTreeMap::from([("hello.c".to_owned(), String::new())]);
         let mut by_entry = lang();
         by_entry.run_command = "run {entry}".into();
-        let run = wrapper_script(&by_entry, JobKind::Run, &[], &single).expect("runnable");
+        let run = wrapper_body(&by_entry, JobKind::Run, &[], &single)
+            .map(|b| stdin_wrapper(&b))
+            .expect("runnable");
         assert!(
             run.contains("run 'hello.c'"),
             "a lone file is the entry: {run}"
         );
-        let run = wrapper_script(&by_entry, JobKind::Run, &[], &files).expect("runnable");
+        let run = wrapper_body(&by_entry, JobKind::Run, &[], &files)
+            .map(|b| stdin_wrapper(&b))
+            .expect("runnable");
         assert!(run.contains("run 'main.c'"), "{run}");
 
         let mut empty = lang();
         empty.run_command.clear();
-        assert_eq!(wrapper_script(&empty, JobKind::Run, &[], &files), None);
+        assert_eq!(
+            wrapper_body(&empty, JobKind::Run, &[], &files).map(|b| stdin_wrapper(&b)),
+            None
+        );
         empty.compile_only_command.clear();
-        assert_eq!(wrapper_script(&empty, JobKind::Compile, &[], &files), None);
+        assert_eq!(
+            wrapper_body(&empty, JobKind::Compile, &[], &files).map(|b| stdin_wrapper(&b)),
+            None
+        );
     }
 
     #[test]
