@@ -173,6 +173,9 @@ impl Sim<'_> {
         let r = self.producer.enqueue(&spec).await;
         self.note(format!("enqueue {id} ttl={:?} -> {r:?}", spec.result_ttl_s));
         match r {
+            // The producer checks the TTL floor at the door: nothing is written (the keyspace
+            // check after this step proves it). Raw producers still send such specs.
+            Err(ProducerError::Invalid(_)) if self.below_ttl_floor(&[spec]) => Ok(()),
             // A raw entry of this id not yet seen by anyone: the record now made is that job's
             // (the raw entry is dropped as a duplicate when claimed).
             Ok(e)
@@ -220,13 +223,24 @@ impl Sim<'_> {
             r.as_ref()
                 .map(|v| v.iter().map(|e| e.created).collect::<Vec<_>>())
         ));
-        let out = r.map_err(|e| format!("enqueue batch {b}: {e}"))?;
+        let out = match r {
+            Err(ProducerError::Invalid(_)) if self.below_ttl_floor(&specs) => return Ok(()),
+            r => r.map_err(|e| format!("enqueue batch {b}: {e}"))?,
+        };
         for (s, e) in specs.iter().zip(out) {
             if e.created {
                 self.world.started(s.id.as_str(), false, Some(&b))?;
             }
         }
         Ok(())
+    }
+
+    /// Some spec asks for a result TTL under `queue.min_result_ttl_s`, which the producer refuses.
+    fn below_ttl_floor(&self, specs: &[JobSpec]) -> bool {
+        let floor = self.cfg.queue.min_result_ttl_s;
+        specs
+            .iter()
+            .any(|s| s.result_ttl_s.is_some_and(|t| t < floor))
     }
 
     fn batch_size(&self, b: &str) -> usize {
