@@ -6,7 +6,8 @@
 //!
 //! Each case runs as `docker::<case>` and `kubernetes::<case>`: every ending maps to the same
 //! status (exit 0, exit n, signal, build error, timeout, OOM, output cap, killed from outside),
-//! a cancel and a dropped future remove the sandbox, a missing image is a runner error.
+//! a cancel and a dropped future remove the sandbox, a missing image is a runner error, and
+//! output shows while the program runs (a prompt without a newline included).
 
 #[allow(
     dead_code,
@@ -67,6 +68,11 @@ macro_rules! contract {
             #[tokio::test(flavor = "multi_thread")]
             async fn a_cancel_is_cancelled_with_the_output_so_far_and_removes_the_sandbox() {
                 suite::cancel($world).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn a_prompt_without_a_newline_shows_while_the_program_waits() {
+                suite::prompt($world).await;
             }
 
             #[tokio::test(flavor = "multi_thread")]

@@ -21,8 +21,10 @@ pub enum Program {
     KillsItself,
     /// Its build fails with output naming `oops`.
     BuildFails,
-    /// Prints `working\n` (and may go on printing), then runs until stopped.
+    /// Prints `working\n`, then runs until stopped.
     RunsForever,
+    /// Prints `Name? ` (no newline) and waits for an answer that never comes.
+    Prompts,
     /// Allocates until its memory limit stops it.
     EatsMemory,
     /// Prints far more than its output cap.
@@ -52,16 +54,17 @@ pub trait World: Send + Sync + 'static {
 enum Act {
     /// Nothing: the attempt ends by itself.
     Wait,
-    /// Cancels it once it printed `working`.
+    /// Cancels it once its output shows.
     Cancel,
-    /// Has the world kill its sandbox from outside once it printed `working`.
+    /// Has the world kill its sandbox from outside once its output shows.
     Kill,
-    /// Drops the attempt's future once it printed `working`.
+    /// Drops the attempt's future once its output shows.
     Drop,
 }
 
-/// Runs `req` while the world plays `program` and the test does `act`; checks that nothing
-/// is left of the job afterwards. `None` when the future was dropped.
+/// Runs `req` while the world plays `program` and the test does `act` once the program's
+/// output shows; checks that nothing is left of the job afterwards. `None` when the future
+/// was dropped.
 async fn attempt<W: World>(
     world: W,
     program: Program,
@@ -84,12 +87,21 @@ async fn attempt<W: World>(
         let world = Arc::clone(&world);
         async move { world.play(program).await }
     });
+    let shown = if program == Program::Prompts {
+        "Name? "
+    } else {
+        "working"
+    };
     let working = async {
-        within(120, "the program prints `working`", async {
-            while !printed.lock().expect("lock").contains("working") {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
+        within(
+            60,
+            &format!("`{shown}` shows while the program runs"),
+            async {
+                while !printed.lock().expect("lock").contains(shown) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        )
         .await;
     };
     let cancel = CancellationToken::new();
@@ -198,7 +210,7 @@ pub async fn timeout<W: World>(world: W) {
         "{}",
         show(&out)
     );
-    assert!(out.stdout.data.starts_with("working\n"), "{}", show(&out));
+    assert_eq!(out.stdout.data, "working\n", "{}", show(&out));
 }
 
 pub async fn oom<W: World>(world: W) {
@@ -224,16 +236,16 @@ pub async fn output_cap<W: World>(world: W) {
     );
 }
 
-/// Runs a program that runs until stopped, doing `act` once it printed.
-async fn stopped<W: World>(world: W, act: Act) -> Result<RunOutput, RunnerError> {
-    let req = world.request(Program::RunsForever);
-    attempt(world, Program::RunsForever, &req, act)
+/// Runs `program`, which runs until stopped, doing `act` once its output shows.
+async fn stopped<W: World>(world: W, program: Program, act: Act) -> Result<RunOutput, RunnerError> {
+    let req = world.request(program);
+    attempt(world, program, &req, act)
         .await
         .expect("not dropped")
 }
 
 pub async fn killed_from_outside<W: World>(world: W) {
-    let err = stopped(world, Act::Kill)
+    let err = stopped(world, Program::RunsForever, Act::Kill)
         .await
         .expect_err("not the program's verdict");
     assert!(matches!(err, RunnerError::Interrupted { .. }), "{err:?}");
@@ -241,11 +253,19 @@ pub async fn killed_from_outside<W: World>(world: W) {
 }
 
 pub async fn cancel<W: World>(world: W) {
-    let out = stopped(world, Act::Cancel)
+    let out = stopped(world, Program::RunsForever, Act::Cancel)
         .await
         .expect("cancelled with the output so far");
     assert_eq!(out.status, Status::Cancelled, "{}", show(&out));
-    assert!(out.stdout.data.starts_with("working\n"), "{}", show(&out));
+    assert_eq!(out.stdout.data, "working\n", "{}", show(&out));
+}
+
+pub async fn prompt<W: World>(world: W) {
+    let out = stopped(world, Program::Prompts, Act::Cancel)
+        .await
+        .expect("cancelled with the output so far");
+    assert_eq!(out.status, Status::Cancelled, "{}", show(&out));
+    assert_eq!(out.stdout.data, "Name? ", "{}", show(&out));
 }
 
 pub async fn dropped<W: World>(world: W) {

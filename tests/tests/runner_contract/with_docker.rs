@@ -89,6 +89,9 @@ impl World for Docker {
             Program::RunsForever => {
                 python("import time\nprint('working', flush=True)\ntime.sleep(600)\n".into())
             }
+            Program::Prompts => python(
+                "import time\nprint('Name? ', end='', flush=True)\ntime.sleep(600)\n".into(),
+            ),
             Program::EatsMemory => ("c", "main.c", "#include <stdlib.h>\n#include <string.h>\nint main(void) { for (;;) { char *p = malloc(1 << 20); if (!p) return 9; memset(p, 1, 1 << 20); } }\n".into()),
             Program::Floods => python("print('0123456789' * 1000)\n".into()),
             Program::ImageMissing => (NOPE, "main.py", "print('never')\n".into()),

@@ -83,12 +83,8 @@ impl World for Kubernetes {
                 false,
                 Some(terminated(1, Some("Error"))),
             ),
-            Program::RunsForever => {
-                // It goes on printing: a pod log's last bytes are held back until more arrive
-                // (they might start the end marker), so `working` shows while it runs.
-                let stdout = format!("working\n{}", ".".repeat(100));
-                (log(&nonces, "", 0, &stdout, None), true, None)
-            }
+            Program::RunsForever => (log(&nonces, "", 0, "working\n", None), true, None),
+            Program::Prompts => (log(&nonces, "", 0, "Name? ", None), true, None),
             Program::EatsMemory => (
                 log(&nonces, "", 0, "", None),
                 false,

@@ -258,8 +258,8 @@ impl PhaseMarker {
         }
     }
 
-    /// The bytes held back in case they start a marker: once the stream has ended, they are
-    /// output like any other.
+    /// The bytes held back because they may start a marker (a tail that is a prefix of it):
+    /// once the stream has ended, they are output like any other.
     pub fn take_held(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.held)
     }
@@ -273,7 +273,11 @@ impl PhaseMarker {
             .windows(n)
             .position(|w| w == self.nonce.as_slice());
         let Some(at) = found else {
-            let keep = self.held.len().min(n - 1);
+            // Only a tail that could start the marker waits for more: a prompt shows at once.
+            let keep = (1..n)
+                .rev()
+                .find(|&k| self.held.ends_with(&self.nonce[..k]))
+                .unwrap_or(0);
             let build = self.held.drain(..self.held.len() - keep).collect();
             return Scan::Build(build);
         };
@@ -460,21 +464,34 @@ mod tests {
     }
 
     #[test]
-    fn marker_holds_back_little_and_reads_failures() {
-        let nonce = "ffffffffffffffffffffffffffffffff";
+    fn marker_holds_back_only_what_may_start_it_and_reads_failures() {
+        let nonce = "0123456789abcdef0123456789abcdef";
         let mut m = PhaseMarker::new(nonce);
         let Scan::Build(out) = m.feed(&[b'x'; 100_000]) else {
             panic!("no marker yet")
         };
-        assert_eq!(out.len(), 100_000 - (nonce.len() - 1));
+        assert_eq!(out.len(), 100_000, "no tail can start the marker");
+        assert_eq!(
+            m.feed(b"Name? "),
+            Scan::Build(b"Name? ".to_vec()),
+            "a prompt shows"
+        );
+        assert_eq!(
+            m.feed(b"x01"),
+            Scan::Build(b"x".to_vec()),
+            "`01` may start it"
+        );
         assert_eq!(
             m.feed(format!("{nonce}:1\n").as_bytes()),
             Scan::Ended {
-                build: vec![b'x'; nonce.len() - 1],
+                build: b"01".to_vec(),
                 status: 1,
                 program: vec![]
             }
         );
+        let mut held = PhaseMarker::new(nonce);
+        assert_eq!(held.feed(b"a\n012"), Scan::Build(b"a\n".to_vec()));
+        assert_eq!(held.take_held(), b"012", "output once the stream ends");
         let mut forged = PhaseMarker::new(nonce);
         assert!(matches!(
             forged.feed(format!("{nonce}:oops\n").as_bytes()),
