@@ -252,20 +252,21 @@ pub async fn killed_from_outside<W: World>(world: W) {
     assert_eq!(err.kind(), RunnerErrorKind::Transient, "retried");
 }
 
-pub async fn cancel<W: World>(world: W) {
-    let out = stopped(world, Program::RunsForever, Act::Cancel)
+/// Cancels `program` once its output shows: `cancelled`, with `printed` kept.
+async fn cancelled<W: World>(world: W, program: Program, printed: &str) {
+    let out = stopped(world, program, Act::Cancel)
         .await
         .expect("cancelled with the output so far");
     assert_eq!(out.status, Status::Cancelled, "{}", show(&out));
-    assert_eq!(out.stdout.data, "working\n", "{}", show(&out));
+    assert_eq!(out.stdout.data, printed, "{}", show(&out));
+}
+
+pub async fn cancel<W: World>(world: W) {
+    cancelled(world, Program::RunsForever, "working\n").await;
 }
 
 pub async fn prompt<W: World>(world: W) {
-    let out = stopped(world, Program::Prompts, Act::Cancel)
-        .await
-        .expect("cancelled with the output so far");
-    assert_eq!(out.status, Status::Cancelled, "{}", show(&out));
-    assert_eq!(out.stdout.data, "Name? ", "{}", show(&out));
+    cancelled(world, Program::Prompts, "Name? ").await;
 }
 
 pub async fn dropped<W: World>(world: W) {
