@@ -4,7 +4,8 @@
 -- Returns { claimed, dropped, last_ids, missing }:
 --   claimed: flat, 8 per job: stream index, entry id, job id, token, attempts, spec JSON,
 --            enqueued_at ms, cancel flag ('1' or '')
---   dropped: flat, 3 per entry: stream index, entry id, reason ('duplicate' | 'malformed' | 'requeued')
+--   dropped: flat, 4 per entry: stream index, entry id, what ('duplicate' | 'requeued' |
+--            'dead_lettered'), dead-letter reason (what it was dead-lettered for, else '')
 --   last_ids: when mode is 'new' and nothing was claimed, each stream's last generated id, so the
 --             worker can block on XREAD from exactly there without a race.
 --   missing: indices of streams without the consumer group (stream deleted, group destroyed):
@@ -15,11 +16,12 @@ local min_idle, dlq_cap, ttl_default = ARGV[6], ARGV[7], tonumber(ARGV[9])
 local now = now_ms()
 local claimed, dropped, missing, taken = {}, {}, {}, 0
 
-local function drop(idx, entry, reason)
+local function drop(idx, entry, what, reason)
   drop_entry(idx, entry)
   dropped[#dropped + 1] = idx
   dropped[#dropped + 1] = entry
-  dropped[#dropped + 1] = reason
+  dropped[#dropped + 1] = what
+  dropped[#dropped + 1] = reason or ''
 end
 
 local function take(idx, entry, fields)
@@ -27,7 +29,7 @@ local function take(idx, entry, fields)
   if not id or id == '' then
     dead_letter('', 'missing_field', 'stream entry has no `id` field', 0,
       job or cjson.encode(fields), dlq_cap)
-    return drop(idx, entry, 'malformed')
+    return drop(idx, entry, 'dead_lettered', 'missing_field')
   end
   local rec = K.job(id)
   local r = redis.call('HMGET', rec, 'state', 'entry', 'batch', 'priority', 'token', 'attempts',
@@ -45,13 +47,13 @@ local function take(idx, entry, fields)
       finalize(id, 'rejected', plain_result(id, 'rejected', err, r[6], r[8]),
         tonumber(r[10] or '') or ttl_default, ARGV[8], state, batch, r[9])
     end
-    return drop(idx, entry, 'malformed')
+    return drop(idx, entry, 'dead_lettered', 'invalid_spec')
   end
   if not state then
     -- A raw producer wrote only the entry: the entry's payload becomes the record.
     if not job then
       dead_letter(id, 'missing_field', 'job has no record and its entry no `job` field', 0, '', dlq_cap)
-      return drop(idx, entry, 'malformed')
+      return drop(idx, entry, 'dead_lettered', 'missing_field')
     end
     adopt(idx, entry, id, job)
     r = { false, entry, '', idx, '0', '0', job, string.match(entry, '^(%d+)'), false }
@@ -93,6 +95,7 @@ local function requeue_lost(idx, entry)
   dropped[#dropped + 1] = idx
   dropped[#dropped + 1] = entry
   dropped[#dropped + 1] = 'requeued'
+  dropped[#dropped + 1] = ''
 end
 
 -- Runs a group command; a missing group (or stream) marks the stream missing instead of failing

@@ -6,6 +6,8 @@
 //! - [`wire`]: the versioned JSON encoding of specs and results, and decode errors.
 //! - [`keys`]: the Redis key schema; every key of a queue carries the `{queue}` hash tag.
 //! - [`scripts`]: the Lua scripts that make each state transition one atomic step.
+//! - [`protocol`]: each script's typed call (arguments and reply), dead-letter reasons, and
+//!   the queue's size as every reader sees it.
 //! - [`admission`]: whether a spec fits a configuration (language, sizes, limits).
 //! - [`config`]: configuration types, loaded defaults < file < `QUAYSIDE_*` environment.
 //!
@@ -18,6 +20,7 @@ pub mod job;
 pub mod keys;
 pub mod limits;
 pub mod outcome;
+pub mod protocol;
 pub mod scripts;
 pub mod wire;
 

@@ -2,7 +2,8 @@
 //!
 //! Each script is the generated key prelude ([`Keys::lua_prelude`]), `lua/lib.lua`, then its own
 //! body from `lua/<name>.lua`; the argument layout is documented at the top of each body. Every
-//! script takes the queue's key prefix as `ARGV[1]`.
+//! script takes the queue's key prefix as `ARGV[1]`. Callers go through the typed calls of
+//! [`crate::protocol`].
 
 use std::sync::OnceLock;
 
@@ -10,71 +11,106 @@ use redis::Script;
 
 use crate::keys::Keys;
 
-/// All scripts, compiled once per process.
-#[derive(Debug)]
-pub struct Scripts {
-    pub enqueue: Script,
-    pub claim: Script,
-    pub finish: Script,
-    pub retry: Script,
-    pub promote: Script,
-    pub renew: Script,
-    pub cancel: Script,
-    pub replay: Script,
-    pub heartbeat: Script,
-    pub log: Script,
-    pub adopt: Script,
-    pub repair: Script,
+/// One script of `common/lua/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScriptName {
+    Enqueue,
+    Claim,
+    Finish,
+    Retry,
+    Promote,
+    Renew,
+    Cancel,
+    Replay,
+    Heartbeat,
+    Log,
+    Adopt,
+    Repair,
+}
+
+impl ScriptName {
+    /// In the order of [`BODIES`].
+    pub const ALL: [ScriptName; 12] = [
+        Self::Enqueue,
+        Self::Claim,
+        Self::Finish,
+        Self::Retry,
+        Self::Promote,
+        Self::Renew,
+        Self::Cancel,
+        Self::Replay,
+        Self::Heartbeat,
+        Self::Log,
+        Self::Adopt,
+        Self::Repair,
+    ];
+
+    /// The file name without `.lua`.
+    pub fn as_str(self) -> &'static str {
+        BODIES[self as usize].0
+    }
 }
 
 const LIB: &str = include_str!("../lua/lib.lua");
-
-fn build(body: &str) -> Script {
-    Script::new(&source(body))
-}
 
 /// Full source of a script, for `docs/` and for raw clients that want to `EVAL` it.
 pub fn source(body: &str) -> String {
     format!("{}\n{LIB}\n{body}", Keys::lua_prelude())
 }
 
+/// `(name, body of lua/<name>.lua)` for each name.
+macro_rules! bodies {
+    ($($name:literal),* $(,)?) => {
+        [$(($name, include_str!(concat!("../lua/", $name, ".lua")))),*]
+    };
+}
+
 /// Bodies by name, as shipped in `common/lua/`.
-pub const BODIES: [(&str, &str); 12] = [
-    ("enqueue", include_str!("../lua/enqueue.lua")),
-    ("claim", include_str!("../lua/claim.lua")),
-    ("finish", include_str!("../lua/finish.lua")),
-    ("retry", include_str!("../lua/retry.lua")),
-    ("promote", include_str!("../lua/promote.lua")),
-    ("renew", include_str!("../lua/renew.lua")),
-    ("cancel", include_str!("../lua/cancel.lua")),
-    ("replay", include_str!("../lua/replay.lua")),
-    ("heartbeat", include_str!("../lua/heartbeat.lua")),
-    ("log", include_str!("../lua/log.lua")),
-    ("adopt", include_str!("../lua/adopt.lua")),
-    ("repair", include_str!("../lua/repair.lua")),
+pub const BODIES: [(&str, &str); 12] = bodies![
+    "enqueue",
+    "claim",
+    "finish",
+    "retry",
+    "promote",
+    "renew",
+    "cancel",
+    "replay",
+    "heartbeat",
+    "log",
+    "adopt",
+    "repair",
 ];
 
-impl Scripts {
-    /// The process-wide set.
-    pub fn get() -> &'static Scripts {
-        static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
-        SCRIPTS.get_or_init(|| {
-            let [enqueue, claim, finish, retry, promote, renew, cancel, replay, heartbeat, log, adopt, repair] =
-                BODIES.map(|(_, body)| build(body));
-            Scripts {
-                enqueue,
-                claim,
-                finish,
-                retry,
-                promote,
-                renew,
-                cancel,
-                replay,
-                heartbeat,
-                log,
-                adopt,
-                repair,
-            }
-        })
+/// The script, compiled once per process.
+pub fn get(name: ScriptName) -> &'static Script {
+    static SCRIPTS: OnceLock<[Script; 12]> = OnceLock::new();
+    &SCRIPTS.get_or_init(|| BODIES.map(|(_, body)| Script::new(&source(body))))[name as usize]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_the_bodies() {
+        for (i, name) in ScriptName::ALL.into_iter().enumerate() {
+            assert_eq!(name as usize, i);
+            assert_eq!(
+                format!("{name:?}").to_lowercase(),
+                name.as_str(),
+                "{name:?} is lua/{}.lua",
+                name.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn every_script_gets_the_prelude_and_the_library() {
+        let claim = get(ScriptName::Claim);
+        let again = get(ScriptName::Claim);
+        assert!(std::ptr::eq(claim, again), "compiled once");
+        let src = source(BODIES[1].1);
+        assert!(src.starts_with("local P = ARGV[1]"), "{src}");
+        assert!(src.contains("local function holds("));
     }
 }

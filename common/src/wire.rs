@@ -2,6 +2,7 @@
 
 use crate::job::{JobSpec, SpecError, PROTOCOL_VERSION};
 use crate::outcome::JobResult;
+use crate::protocol::DeadLetterReason;
 
 /// Why a stream entry or record could not be decoded. Each variant is a dead-letter reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,15 +32,15 @@ pub enum WireError {
 }
 
 impl WireError {
-    /// Stable, low-cardinality name for metrics and the dead-letter `reason` field.
-    pub fn as_label(&self) -> &'static str {
+    /// The dead-letter reason (and metric label) of an entry that fails to decode this way.
+    pub fn reason(&self) -> DeadLetterReason {
         match self {
-            Self::NotJson(_) => "not_json",
-            Self::MissingVersion | Self::Version(_) => "bad_version",
-            Self::Schema(_) => "bad_schema",
-            Self::Invalid(_) => "invalid_spec",
-            Self::MissingField(_) | Self::SpecMissingField(_) => "missing_field",
-            Self::IdMismatch { .. } => "id_mismatch",
+            Self::NotJson(_) => DeadLetterReason::NotJson,
+            Self::MissingVersion | Self::Version(_) => DeadLetterReason::BadVersion,
+            Self::Schema(_) => DeadLetterReason::BadSchema,
+            Self::Invalid(_) => DeadLetterReason::InvalidSpec,
+            Self::MissingField(_) | Self::SpecMissingField(_) => DeadLetterReason::MissingField,
+            Self::IdMismatch { .. } => DeadLetterReason::IdMismatch,
         }
     }
 }
@@ -133,7 +134,7 @@ mod tests {
         ];
         for (json, label) in cases {
             let err = decode_spec(json.as_bytes()).expect_err(json);
-            assert_eq!(err.as_label(), label, "{json}: {err}");
+            assert_eq!(err.reason().as_str(), label, "{json}: {err}");
         }
     }
 

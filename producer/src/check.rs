@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use quayside_common::scripts::Scripts;
+use quayside_common::protocol::repair::{Problem, Repair};
 use serde::Serialize;
 
 use crate::{Error, Producer};
@@ -20,9 +20,7 @@ const LISTED: usize = 1_000;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Finding {
     pub id: String,
-    /// `queued_entry_gone`, `queued_entry_skipped`, `running_entry_gone`,
-    /// `delayed_unscheduled` or `ended_without_ttl` (see `common/lua/repair.lua`).
-    pub problem: String,
+    pub problem: Problem,
 }
 
 /// What a check found (and, with repair, put right).
@@ -82,22 +80,19 @@ impl Producer {
         repair: bool,
         report: &mut CheckReport,
     ) -> Result<(), Error> {
-        let mut inv = Scripts::get().repair.prepare_invoke();
-        inv.key(self.keys.delayed())
-            .arg(self.keys.prefix())
-            .arg(if repair { "repair" } else { "check" })
-            .arg(self.queue.default_result_ttl_s);
-        for id in ids {
-            inv.arg(*id);
+        let call = Repair {
+            repair,
+            default_ttl_s: self.queue.default_result_ttl_s,
+            ids,
         }
-        let found: Vec<String> = self.invoke("repair", &inv).await?;
-        for pair in found.chunks_exact(2) {
-            *report.counts.entry(pair[1].clone()).or_default() += 1;
+        .call(&self.keys);
+        for (id, problem) in self.run(&call).await? {
+            *report
+                .counts
+                .entry(problem.as_str().to_owned())
+                .or_default() += 1;
             if report.findings.len() < LISTED {
-                report.findings.push(Finding {
-                    id: pair[0].clone(),
-                    problem: pair[1].clone(),
-                });
+                report.findings.push(Finding { id, problem });
             }
         }
         Ok(())

@@ -30,14 +30,21 @@ use futures_util::StreamExt as _;
 use quayside_common::admission;
 use quayside_common::config::{Config, LimitsConfig, QueueConfig};
 use quayside_common::connection::Redis;
-use quayside_common::scripts::Scripts;
-use quayside_common::wire::encode_spec;
+use quayside_common::protocol::adopt::Adopt;
+use quayside_common::protocol::cancel::Cancel;
+use quayside_common::protocol::enqueue::{Enqueue, EnqueueAnswer};
+use quayside_common::protocol::replay::Replay;
+use quayside_common::protocol::stats::Sample;
+use quayside_common::protocol::{Call, CallError};
 use quayside_common::{JobId, JobResult, JobSpec, Keys, Priority, Status};
 use serde::Serialize;
 
 pub use batch::{batch_member_id, BatchCancelled, BatchEvent, BatchStatus, NAME_LABEL};
 pub use check::{CheckReport, Finding};
 pub use error::Error;
+pub use quayside_common::protocol::cancel::CancelOutcome;
+pub use quayside_common::protocol::repair::Problem;
+pub use quayside_common::protocol::replay::ReplayOutcome;
 pub use stats::{PriorityStats, QueueStats, WorkerInfo};
 
 /// Jobs per enqueue script call; calls are pipelined on one connection.
@@ -104,18 +111,6 @@ fn lossy<S: serde::Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&String::from_utf8_lossy(data))
 }
 
-/// What a cancel request did.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum CancelOutcome {
-    /// It was queued or waiting for a retry; it is now `cancelled`.
-    Cancelled,
-    /// It is running; its worker stops it and records `cancelled`.
-    Requested,
-    /// It had already ended.
-    AlreadyTerminal { status: Status },
-}
-
 /// One dead letter.
 #[derive(Clone, Debug, Serialize)]
 pub struct DeadLetterEntry {
@@ -126,20 +121,6 @@ pub struct DeadLetterEntry {
     pub error: String,
     pub attempts: String,
     pub at_ms: u64,
-}
-
-/// What replaying a dead letter did.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum ReplayOutcome {
-    Queued,
-    Missing,
-    /// The letter has no job id or spec (e.g. a malformed entry): nothing to run.
-    Unreplayable,
-    /// The job was queued again some other way; the letter was kept.
-    Busy {
-        state: String,
-    },
 }
 
 impl Producer {
@@ -182,15 +163,20 @@ impl Producer {
         Error::Redis { op, source }
     }
 
-    async fn invoke<T: redis::FromRedisValue>(
-        &self,
-        op: &'static str,
-        inv: &redis::ScriptInvocation<'_>,
-    ) -> Result<T, Error> {
+    /// A failed script call or sample, as [`Producer::redis_error`] for Redis's own errors.
+    fn call_error(&self, e: CallError) -> Error {
+        match e {
+            CallError::Redis { op, source } => self.redis_error(op, source),
+            CallError::Reply(r) => Error::Reply {
+                op: r.script,
+                detail: r.detail,
+            },
+        }
+    }
+
+    async fn run<R>(&self, call: &Call<R>) -> Result<R, Error> {
         let mut conn = self.conn().await?;
-        inv.invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.redis_error(op, e))
+        call.run(&mut conn).await.map_err(|e| self.call_error(e))
     }
 
     /// Enqueues one job. Enqueueing an id that exists returns that job's state and adds nothing.
@@ -217,86 +203,59 @@ impl Producer {
             s.validate_shape()?;
             admission::check_sizes(&self.limits, &self.queue, s)?;
         }
-        let invocations: Vec<_> = specs
+        let calls: Vec<_> = specs
             .chunks(ENQUEUE_CHUNK)
-            .map(|c| self.enqueue_invocation(c))
+            .map(|specs| {
+                Enqueue {
+                    specs,
+                    max_depth: self.queue.max_depth,
+                    default_ttl_s: self.queue.default_result_ttl_s,
+                }
+                .call(&self.keys)
+            })
             .collect();
         let conn = self.conn().await?;
         // A few chunks in flight keep the pipe full without queueing seconds of work in Redis.
         // Futures collected before streaming them: a closure inside the stream type makes the
         // future not provably `Send` for every lifetime, which an axum handler needs.
-        let calls: Vec<_> = invocations
+        let sent: Vec<_> = calls
             .iter()
-            .map(|inv| {
+            .map(|call| {
                 let mut c = conn.clone();
-                async move { inv.invoke_async::<Vec<String>>(&mut c).await }
+                async move { call.run(&mut c).await }
             })
             .collect();
-        let replies: Vec<_> = stream::iter(calls)
+        let replies: Vec<_> = stream::iter(sent)
             .buffered(ENQUEUE_IN_FLIGHT)
             .collect()
             .await;
         let mut out = Vec::with_capacity(specs.len());
         for (chunk, reply) in specs.chunks(ENQUEUE_CHUNK).zip(replies) {
-            let answers = reply.map_err(|e| self.redis_error("enqueue", e))?;
+            let answers = reply.map_err(|e| self.call_error(e))?;
             for (spec, answer) in chunk.iter().zip(answers) {
-                out.push(self.enqueued(spec, &answer)?);
+                out.push(self.enqueued(spec, answer)?);
             }
         }
         Ok(out)
     }
 
-    fn enqueue_invocation(&self, chunk: &[JobSpec]) -> redis::ScriptInvocation<'static> {
-        let mut inv = Scripts::get().enqueue.prepare_invoke();
-        inv.key(self.keys.stream(Priority::Normal));
-        inv.arg(self.keys.prefix())
-            .arg(self.queue.max_depth)
-            .arg(chunk.len());
-        for s in chunk {
-            inv.arg(s.id.as_str())
-                .arg(s.priority.index() + 1)
-                .arg(encode_spec(s))
-                .arg(s.batch.as_deref().unwrap_or(""))
-                .arg(s.result_ttl_s.unwrap_or(self.queue.default_result_ttl_s));
-        }
-        inv
-    }
-
-    fn enqueued(&self, spec: &JobSpec, answer: &str) -> Result<Enqueued, Error> {
-        if answer.starts_with("new:") {
-            return Ok(Enqueued {
-                id: spec.id.clone(),
-                created: true,
-                state: Some(Status::Queued),
-            });
-        }
-        if answer == "exists:expired" {
-            return Ok(Enqueued {
-                id: spec.id.clone(),
-                created: false,
-                state: None,
-            });
-        }
-        if let Some(state) = answer.strip_prefix("exists:") {
-            return Ok(Enqueued {
-                id: spec.id.clone(),
-                created: false,
-                state: Some(state.parse().map_err(|detail| Error::Reply {
-                    op: "enqueue",
-                    detail,
-                })?),
-            });
-        }
-        if answer == "full" {
-            return Err(Error::QueueFull {
-                queue: self.keys.queue().to_owned(),
-                max_depth: self.queue.max_depth,
-                id: spec.id.clone(),
-            });
-        }
-        Err(Error::Reply {
-            op: "enqueue",
-            detail: answer.to_owned(),
+    fn enqueued(&self, spec: &JobSpec, answer: EnqueueAnswer) -> Result<Enqueued, Error> {
+        let (created, state) = match answer {
+            EnqueueAnswer::New { .. } => (true, Some(Status::Queued)),
+            EnqueueAnswer::Exists(state) => (false, Some(state)),
+            EnqueueAnswer::Expired => (false, None),
+            EnqueueAnswer::Full => {
+                return Err(Error::QueueFull {
+                    queue: self.keys.queue().to_owned(),
+                    max_depth: self.queue.max_depth,
+                    id: spec.id.clone(),
+                })
+            }
+        };
+        Ok(Enqueued {
+            id: spec.id.clone(),
+            created,
+            state,
         })
     }
 
@@ -325,14 +284,11 @@ impl Producer {
         const PER_CALL: u64 = 1_000;
         let mut made = 0;
         // Bounded: a backlog of a million raw entries with no worker up is read in 300 calls.
+        let call = Adopt { limit: PER_CALL }.call(&self.keys);
         for _ in 0..300 {
-            let mut inv = Scripts::get().adopt.prepare_invoke();
-            inv.key(self.keys.adopted())
-                .arg(self.keys.prefix())
-                .arg(PER_CALL);
-            let (n, read): (u64, u64) = self.invoke("adopt", &inv).await?;
-            made += n;
-            if read < PER_CALL {
+            let adopted = self.run(&call).await?;
+            made += adopted.made;
+            if adopted.read < PER_CALL {
                 break;
             }
         }
@@ -521,30 +477,19 @@ impl Producer {
     /// # Errors
     /// [`Error::NotFound`] for an unknown id.
     pub async fn cancel(&self, id: &JobId) -> Result<CancelOutcome, Error> {
-        let mut inv = Scripts::get().cancel.prepare_invoke();
-        inv.key(self.keys.job(id))
-            .arg(self.keys.prefix())
-            .arg(id.as_str())
-            .arg(self.queue.default_result_ttl_s)
-            .arg(self.queue.min_result_ttl_s)
-            .arg(self.queue.log_max_entries);
-        let mut answer: String = self.invoke("cancel", &inv).await?;
-        if answer == "unknown" && self.adopt_raw_entries().await? > 0 {
+        let call = Cancel {
+            id,
+            default_ttl_s: self.queue.default_result_ttl_s,
+            min_ttl_s: self.queue.min_result_ttl_s,
+            log_cap: self.queue.log_max_entries,
+        }
+        .call(&self.keys);
+        let mut outcome = self.run(&call).await?;
+        if outcome.is_none() && self.adopt_raw_entries().await? > 0 {
             // A raw producer's queued job that had no record yet: it has one now.
-            answer = self.invoke("cancel", &inv).await?;
+            outcome = self.run(&call).await?;
         }
-        match answer.as_str() {
-            "cancelled" => Ok(CancelOutcome::Cancelled),
-            "requested" => Ok(CancelOutcome::Requested),
-            "unknown" => Err(Error::NotFound(id.clone())),
-            other => match other.strip_prefix("terminal:").and_then(|s| s.parse().ok()) {
-                Some(status) => Ok(CancelOutcome::AlreadyTerminal { status }),
-                None => Err(Error::Reply {
-                    op: "cancel",
-                    detail: other.to_owned(),
-                }),
-            },
-        }
+        outcome.ok_or_else(|| Error::NotFound(id.clone()))
     }
 
     /// Up to `count` dead letters, oldest first.
@@ -588,17 +533,7 @@ impl Producer {
     /// # Errors
     /// Redis unreachable.
     pub async fn dlq_replay(&self, entry: &str) -> Result<ReplayOutcome, Error> {
-        let mut inv = Scripts::get().replay.prepare_invoke();
-        inv.key(self.keys.dlq()).arg(self.keys.prefix()).arg(entry);
-        let answer: String = self.invoke("replay", &inv).await?;
-        Ok(match answer.as_str() {
-            "queued" => ReplayOutcome::Queued,
-            "missing" => ReplayOutcome::Missing,
-            "unreplayable" => ReplayOutcome::Unreplayable,
-            other => ReplayOutcome::Busy {
-                state: other.trim_start_matches("busy:").to_owned(),
-            },
-        })
+        self.run(&Replay { entry }.call(&self.keys)).await
     }
 
     /// Deletes every dead letter; returns how many there were. Job records are untouched.
@@ -627,11 +562,11 @@ impl Producer {
     /// Redis unreachable.
     pub async fn stats(&self) -> Result<QueueStats, Error> {
         let mut conn = self.conn().await?;
-        let stats = stats::read(&mut conn, &self.keys).await;
-        if let Err(Error::Redis { source, .. }) = &stats {
-            self.redis.note_error(source);
-        }
-        stats
+        let sample = Sample { worker_docs: true }
+            .read(&mut conn, &self.keys)
+            .await
+            .map_err(|e| self.call_error(e))?;
+        Ok(QueueStats::new(self.keys.queue(), sample))
     }
 }
 

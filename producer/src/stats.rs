@@ -1,12 +1,9 @@
-//! Queue statistics, read with plain commands.
+//! Queue statistics as `quayside stats` and the gateway show them, from the sample every reader
+//! takes ([`quayside_common::protocol::stats`]).
 
-use quayside_common::keys::GROUP;
-use quayside_common::{Keys, Priority};
-use redis::aio::MultiplexedConnection;
-use redis::Value;
+use quayside_common::protocol::stats::QueueSample;
+use quayside_common::Priority;
 use serde::Serialize;
-
-use crate::Error;
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct QueueStats {
@@ -45,72 +42,24 @@ pub struct PriorityStats {
 #[derive(Clone, Debug, Serialize)]
 pub struct WorkerInfo(pub serde_json::Value);
 
-fn int(v: &Value) -> u64 {
-    match v {
-        Value::Int(i) => (*i).max(0) as u64,
-        Value::BulkString(b) => String::from_utf8_lossy(b).parse().unwrap_or(0),
-        _ => 0,
-    }
-}
-
-pub(crate) async fn read(
-    conn: &mut MultiplexedConnection,
-    keys: &Keys,
-) -> Result<QueueStats, Error> {
-    let mut pipe = redis::pipe();
-    for p in Priority::ALL {
-        pipe.cmd("XLEN").arg(keys.stream(p));
-        pipe.cmd("XPENDING").arg(keys.stream(p)).arg(GROUP);
-    }
-    pipe.cmd("ZCARD").arg(keys.delayed());
-    pipe.cmd("XLEN").arg(keys.dlq());
-    pipe.cmd("HVALS").arg(keys.workers());
-    // XPENDING fails with NOGROUP before any worker created the group: take each reply on its
-    // own, a NOGROUP reading as 0 pending; any other error (NOAUTH, ...) fails the call.
-    pipe.ignore_errors();
-    let replies: Vec<Value> = pipe
-        .query_async(conn)
-        .await
-        .map_err(Error::redis("stats"))?;
-    for reply in &replies {
-        if let Value::ServerError(e) = reply {
-            if e.code() != "NOGROUP" {
-                return Err(Error::Redis {
-                    op: "stats",
-                    source: e.clone().into(),
-                });
-            }
+impl QueueStats {
+    /// The stats of queue `queue` from its sample.
+    pub(crate) fn new(queue: &str, sample: QueueSample) -> Self {
+        let priorities = Priority::ALL
+            .into_iter()
+            .map(|p| PriorityStats {
+                priority: p.as_label(),
+                depth: sample.depth[p.index()],
+                pending: sample.pending[p.index()],
+                waiting: sample.lag(p),
+            })
+            .collect();
+        Self {
+            queue: queue.to_owned(),
+            priorities,
+            delayed: sample.delayed,
+            dead_letters: sample.dead_letters,
+            workers: sample.worker_docs.into_iter().map(WorkerInfo).collect(),
         }
     }
-    let mut priorities = Vec::new();
-    for (i, p) in Priority::ALL.into_iter().enumerate() {
-        let depth = int(&replies[2 * i]);
-        let pending = match &replies[2 * i + 1] {
-            Value::Array(a) if !a.is_empty() => int(&a[0]),
-            _ => 0,
-        };
-        priorities.push(PriorityStats {
-            priority: p.as_label(),
-            depth,
-            pending,
-            waiting: depth.saturating_sub(pending),
-        });
-    }
-    let workers = match &replies[8] {
-        Value::Array(docs) => docs
-            .iter()
-            .filter_map(|d| match d {
-                Value::BulkString(b) => serde_json::from_slice(b).ok().map(WorkerInfo),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    Ok(QueueStats {
-        queue: keys.queue().to_owned(),
-        priorities,
-        delayed: int(&replies[6]),
-        dead_letters: int(&replies[7]),
-        workers,
-    })
 }

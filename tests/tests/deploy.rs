@@ -250,10 +250,10 @@ fn the_dashboard_uses_only_metrics_the_worker_exports() {
         }
     }
     for must in [
-        metrics::QUEUE_LAG,
-        metrics::JOBS_FINISHED_TOTAL,
-        metrics::JOB_DURATION_SECONDS,
-        metrics::QUEUE_DEAD_LETTERS,
+        metrics::QUEUE_LAG.name,
+        metrics::JOBS_FINISHED_TOTAL.name,
+        metrics::JOB_DURATION_SECONDS.name,
+        metrics::QUEUE_DEAD_LETTERS.name,
     ] {
         assert!(used.contains(must), "dashboard shows {must}");
     }

@@ -10,7 +10,9 @@ use quayside_common::keys::GROUP;
 use quayside_common::{JobId, JobResult, Priority, Status};
 use quayside_e2e::{recorded, within, PrivateRedis, TestQueue};
 use quayside_producer::ReplayOutcome;
-use quayside_worker::queue::{Claimed, Completion, JobQueue, LeaseState, RedisQueue};
+use quayside_worker::queue::{
+    Charge, Claimed, Completion, JobQueue, LeaseState, RedisQueue, Retry, Write,
+};
 
 #[tokio::test]
 async fn a_job_whose_worker_is_killed_completes_on_another_exactly_once() {
@@ -133,27 +135,39 @@ async fn a_stale_workers_late_result_is_refused() {
     );
     let late = JobResult::without_output(spec.id.clone(), Status::Failed, Some("late".into()), 1);
     assert!(
-        !old.finish(Completion::new(&first.lease, &late, 60))
+        old.finish(Completion::new(&first.lease, &late, 60))
             .await
-            .expect("finish"),
+            .expect("finish")
+            == Write::Fenced,
         "stale result refused"
     );
     assert!(
-        !old.retry(&first.lease, 0, "late", false)
-            .await
-            .expect("retry"),
+        old.retry(
+            &first.lease,
+            Retry {
+                delay_ms: 0,
+                error: "late",
+                charge: Charge::Attempt
+            }
+        )
+        .await
+        .expect("retry")
+            == Write::Fenced,
         "stale retry refused"
     );
 
     let good = JobResult::without_output(spec.id.clone(), Status::Succeeded, None, 2);
-    assert!(new
-        .finish(Completion::new(&taken.lease, &good, 60))
-        .await
-        .expect("finish"));
     assert!(
-        !new.finish(Completion::new(&taken.lease, &good, 60))
+        new.finish(Completion::new(&taken.lease, &good, 60))
             .await
-            .expect("finish twice"),
+            .expect("finish")
+            == Write::Taken
+    );
+    assert!(
+        new.finish(Completion::new(&taken.lease, &good, 60))
+            .await
+            .expect("finish twice")
+            == Write::Fenced,
         "a result is written once"
     );
     let stored = q.producer.wait(&spec.id, None).await.expect("result");
@@ -614,10 +628,12 @@ async fn a_claim_lost_in_a_failover_never_lets_two_executions_hold_the_job() {
         );
     }
     let late = JobResult::without_output(spec.id.clone(), Status::Failed, Some("late".into()), 1);
-    assert!(!a
-        .finish(Completion::new(&first.lease, &late, 600))
-        .await
-        .expect("finish"));
+    assert!(
+        a.finish(Completion::new(&first.lease, &late, 600))
+            .await
+            .expect("finish")
+            == Write::Fenced
+    );
 
     // The same worker losing its own claim and claiming again gets a lease of its own.
     let before = snapshot(&mut conn, &touched).await;
@@ -635,14 +651,18 @@ async fn a_claim_lost_in_a_failover_never_lets_two_executions_hold_the_job() {
         vec![LeaseState::Lost]
     );
     let good = JobResult::without_output(spec.id.clone(), Status::Succeeded, None, 2);
-    assert!(b
-        .finish(Completion::new(&third.lease, &good, 600))
-        .await
-        .expect("finish"));
-    assert!(!b
-        .finish(Completion::new(&again.lease, &good, 600))
-        .await
-        .expect("finish"));
+    assert!(
+        b.finish(Completion::new(&third.lease, &good, 600))
+            .await
+            .expect("finish")
+            == Write::Taken
+    );
+    assert!(
+        b.finish(Completion::new(&again.lease, &good, 600))
+            .await
+            .expect("finish")
+            == Write::Fenced
+    );
     q.assert_settled(std::slice::from_ref(&spec.id)).await;
 }
 
@@ -654,10 +674,12 @@ async fn a_job_deleted_and_enqueued_again_refuses_the_first_lifes_stale_writes()
     // b ends the first life; its record goes at once (as with `result_ttl_s: 0`, or an
     // operator deleting it).
     let done = JobResult::without_output(spec.id.clone(), Status::Succeeded, None, 2);
-    assert!(b
-        .finish(Completion::new(&taken.lease, &done, 600))
-        .await
-        .expect("finish"));
+    assert!(
+        b.finish(Completion::new(&taken.lease, &done, 600))
+            .await
+            .expect("finish")
+            == Write::Taken
+    );
     let mut conn = q.conn().await;
     let _: i64 = redis::cmd("DEL")
         .arg(q.keys.job(&spec.id))
@@ -682,22 +704,34 @@ async fn a_job_deleted_and_enqueued_again_refuses_the_first_lifes_stale_writes()
         vec![LeaseState::Lost]
     );
     assert!(
-        !a.finish(Completion::new(&stale.lease, &late, 600))
+        a.finish(Completion::new(&stale.lease, &late, 600))
             .await
-            .expect("finish"),
+            .expect("finish")
+            == Write::Fenced,
         "the first life's lease {:?} must not finish the second life {:?}",
         stale.lease,
         second.lease
     );
-    assert!(!a
-        .retry(&stale.lease, 0, "stale", false)
+    assert!(
+        a.retry(
+            &stale.lease,
+            Retry {
+                delay_ms: 0,
+                error: "stale",
+                charge: Charge::Attempt
+            }
+        )
         .await
-        .expect("retry"));
+        .expect("retry")
+            == Write::Fenced
+    );
     let good = JobResult::without_output(spec.id.clone(), Status::Succeeded, None, 1);
-    assert!(b
-        .finish(Completion::new(&second.lease, &good, 600))
-        .await
-        .expect("finish"));
+    assert!(
+        b.finish(Completion::new(&second.lease, &good, 600))
+            .await
+            .expect("finish")
+            == Write::Taken
+    );
     q.assert_settled(std::slice::from_ref(&spec.id)).await;
 }
 

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::execute::{execute, Context};
+use crate::metrics::Event;
 use crate::queue::ClaimBatch;
 
 const STRICT: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
@@ -63,11 +64,9 @@ pub async fn claim_loop(
                 .await
                 .map(|batch| {
                     if !batch.claimed.is_empty() {
-                        ctx.metrics.reclaimed(batch.claimed.len());
-                        tracing::info!(
-                            jobs = batch.claimed.len(),
-                            "took over jobs whose lease expired"
-                        );
+                        ctx.metrics.emit(Event::Reclaimed {
+                            jobs: batch.claimed.len(),
+                        });
                     }
                     (batch, true)
                 })
@@ -164,16 +163,7 @@ fn dispatch(
 
 fn log_dropped(ctx: &Context, batch: &ClaimBatch) {
     for d in &batch.dropped {
-        match d.reason.as_str() {
-            "malformed" => {
-                ctx.metrics.malformed_entry(d.priority);
-                tracing::warn!(entry = %d.entry, priority = d.priority.as_label(), "dead-lettered a malformed stream entry")
-            }
-            "requeued" => {
-                tracing::warn!(entry = %d.entry, "stream entry was deleted while pending; its job was queued again")
-            }
-            _ => tracing::debug!(entry = %d.entry, reason = %d.reason, "skipped a duplicate entry"),
-        }
+        ctx.metrics.emit(Event::EntryDropped(d));
     }
 }
 

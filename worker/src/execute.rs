@@ -13,16 +13,17 @@ use quayside_common::admission::{self, resolve_limits};
 use quayside_common::config::Config;
 use quayside_common::job::SpecError;
 use quayside_common::outcome::Durations;
+use quayside_common::protocol::DeadLetterReason;
 use quayside_common::wire::{decode_spec, WireError};
 use quayside_common::{error_chain, now_ms, JobId, JobResult, JobSpec, Status};
 use tracing::Instrument as _;
 
 use crate::gate::RunnerGate;
 use crate::inflight::{InFlight, StopReason};
-use crate::metrics::{JobLabels, WorkerMetrics};
+use crate::metrics::{Event, JobLabels, WorkerMetrics};
 use crate::queue::{Claimed, JobQueue, Lease};
 use crate::report::live_log::LiveLog;
-use crate::report::{DeadLetterReason, HandBack, Report};
+use crate::report::{DeadLetterCause, HandBackCause, Report};
 use crate::retry::{backoff_ms, decide, Disposition};
 use crate::runner::{
     Fleet, Output, RunOutput, RunRequest, RunnerError, RunnerErrorKind, SharedRunner,
@@ -112,12 +113,15 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         (outcome, StopReason::Cancelled) => {
             Report::Finish(cancelled(ctx, &job, &claimed, outcome.ok()))
         }
-        (_, StopReason::Drain) => Report::HandBack(HandBack::Drain),
-        (Ok(_), StopReason::None) => {
-            // A runner reports `cancelled` only after its token fired.
-            tracing::error!("runner reported a cancel nobody asked for; handing the job back");
-            Report::HandBack(HandBack::UnaskedCancel)
-        }
+        (_, StopReason::Drain) => Report::HandBack {
+            cause: HandBackCause::Drain,
+            delay_ms: 0,
+        },
+        // A runner reports `cancelled` only after its token fired.
+        (Ok(_), StopReason::None) => Report::HandBack {
+            cause: HandBackCause::UnaskedCancel,
+            delay_ms: 0,
+        },
         (Err(e), StopReason::None) => runner_failed(ctx, &lease, &job, claimed.attempts, &e).await,
     };
     report.write(ctx, &lease, job.labels, job.ttl_s).await;
@@ -154,7 +158,10 @@ fn admit(ctx: &Context, claimed: &Claimed) -> Result<Admitted, Box<Refused>> {
                 JobResult::without_output(id, Status::Rejected, Some(message), claimed.attempts);
             result.worker = Some(ctx.worker_id.clone());
             return Err(Box::new(Refused {
-                report: Report::DeadLetter { result, reason },
+                report: Report::DeadLetter {
+                    result,
+                    cause: DeadLetterCause::Rejected(reason),
+                },
                 labels,
                 ttl_s: ctx.cfg.queue.default_result_ttl_s,
             }));
@@ -169,10 +176,10 @@ fn admit(ctx: &Context, claimed: &Claimed) -> Result<Admitted, Box<Refused>> {
     let max_attempts = spec
         .max_attempts
         .unwrap_or(ctx.cfg.queue.default_max_attempts);
-    let refuse = |status, error: String, reason: Option<DeadLetterReason>| {
+    let refuse = |status, error: String, cause: Option<DeadLetterCause>| {
         let result = result(ctx, &id, claimed.attempts, status, error);
-        let report = match reason {
-            Some(reason) => Report::DeadLetter { result, reason },
+        let report = match cause {
+            Some(cause) => Report::DeadLetter { result, cause },
             None => Report::Finish(result),
         };
         Err(Box::new(Refused {
@@ -188,7 +195,8 @@ fn admit(ctx: &Context, claimed: &Claimed) -> Result<Admitted, Box<Refused>> {
         // Earlier executions died with their worker (the lease expired): a poison job.
         let msg =
             format!("{max_attempts} attempt(s) started and none finished (worker lost each time)");
-        return refuse(Status::Dead, msg, Some(DeadLetterReason::AttemptsExhausted));
+        let cause = DeadLetterCause::WorkersKeptDying { max_attempts };
+        return refuse(Status::Dead, msg, Some(cause));
     }
     // The runner's own limits (e.g. how long one argument may be) count as admission too.
     let admitted = request(&ctx.cfg, spec, claimed.attempts, &ctx.fleet)
@@ -203,7 +211,7 @@ fn admit(ctx: &Context, claimed: &Claimed) -> Result<Admitted, Box<Refused>> {
         Err(e) => refuse(
             Status::Rejected,
             e.to_string(),
-            Some(DeadLetterReason::InvalidSpec),
+            Some(DeadLetterCause::Rejected(DeadLetterReason::InvalidSpec)),
         ),
     }
 }
@@ -217,16 +225,14 @@ async fn runner_failed(
     attempts: u32,
     e: &RunnerError,
 ) -> Report {
-    ctx.metrics.runner_error(e);
+    ctx.metrics.emit(Event::RunnerFailed(e));
     let message = error_chain(e);
     let jitter: f64 = rand::random();
     if e.kind() != RunnerErrorKind::Permanent && ctx.gate.unavailable(e).await {
         // Not the job's failure: the runner is down. Claims stop until it is back.
         let delay_ms = backoff_ms(1, &ctx.cfg.retry, jitter);
-        return Report::HandBack(HandBack::RunnerDown {
-            error: message,
-            delay_ms,
-        });
+        let cause = HandBackCause::RunnerUnavailable { error: message };
+        return Report::HandBack { cause, delay_ms };
     }
     let history = ctx.queue.failure_history(lease).await.unwrap_or_default();
     match decide(e.kind(), history, now_ms(), &ctx.cfg.retry, jitter) {
@@ -234,7 +240,7 @@ async fn runner_failed(
             delay_ms,
             error: message,
             failures: history.failures + 1,
-            label: e.as_label(),
+            reason: e.as_label(),
         },
         Disposition::DeadLetter { reason } => {
             let message = match (reason, history.failing_since_ms) {
@@ -246,7 +252,8 @@ async fn runner_failed(
                 _ => message,
             };
             let result = result(ctx, &job.id, attempts, Status::Dead, message);
-            Report::DeadLetter { result, reason }
+            let cause = DeadLetterCause::RunnerGaveUp(reason);
+            Report::DeadLetter { result, cause }
         }
     }
 }
@@ -310,19 +317,19 @@ fn completed(
     }
 }
 
+/// Why a job is refused, and the error its result carries.
+type Refusal = (DeadLetterReason, String);
+
 /// Decodes the spec and checks it against this worker's configuration.
-fn validate(
-    cfg: &Config,
-    claimed: &Claimed,
-) -> Result<(JobId, JobSpec), (DeadLetterReason, String)> {
-    let malformed = |e: WireError| (DeadLetterReason::Malformed(e.as_label()), e.to_string());
-    let spec = decode_spec(&claimed.spec_json).map_err(malformed)?;
+fn validate(cfg: &Config, claimed: &Claimed) -> Result<(JobId, JobSpec), Refusal> {
+    let spec = decode_spec(&claimed.spec_json).map_err(|e| (e.reason(), e.to_string()))?;
     if spec.id.as_str() != claimed.lease.job_id {
-        return Err(malformed(WireError::IdMismatch {
+        let e = WireError::IdMismatch {
             entry: claimed.lease.entry.clone(),
             entry_id: claimed.lease.job_id.clone(),
             payload_id: spec.id.to_string(),
-        }));
+        };
+        return Err((e.reason(), e.to_string()));
     }
     admission::check(cfg, &spec).map_err(|e| {
         (
@@ -441,8 +448,8 @@ mod tests {
         let mut c = claimed(&s);
         c.lease.job_id = "other".into();
         assert_eq!(
-            validate(&cfg, &c).expect_err("mismatch").0.as_str(),
-            "id_mismatch"
+            validate(&cfg, &c).expect_err("mismatch").0,
+            DeadLetterReason::IdMismatch
         );
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::WorkerMetrics;
+use crate::metrics::{Event, WorkerMetrics};
 use crate::outage::Outage;
 use crate::runner::{RunnerError, SharedRunner};
 
@@ -98,20 +98,19 @@ impl RunnerGate {
 
     fn close(&self, why: &str) {
         self.outage.failed(&why);
-        self.metrics.set_claiming(false);
         if self.open.send_replace(false) {
-            tracing::warn!(
-                runner = self.runner.name(),
-                "not claiming jobs until the runner is back"
-            );
+            self.metrics.emit(Event::RunnerDown {
+                runner: self.runner.name(),
+            });
         }
     }
 
     fn open(&self) {
         self.outage.recovered();
-        self.metrics.set_claiming(true);
         if !self.open.send_replace(true) {
-            tracing::info!(runner = self.runner.name(), "runner ready; claiming jobs");
+            self.metrics.emit(Event::RunnerUp {
+                runner: self.runner.name(),
+            });
         }
     }
 

@@ -4,18 +4,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use quayside_common::connection::Redis;
-use quayside_common::scripts::Scripts;
+use quayside_common::protocol::log::Log;
+use quayside_common::protocol::CallError;
+use quayside_common::{JobId, Keys};
 
 use crate::outage::Outage;
 use crate::queue::Lease;
 use crate::report::live_log::LogWriter;
 
-pub use crate::runner::LogSource;
+pub use quayside_common::protocol::log::LogSource;
 
 /// The lease a fenced sink writes under (see `common/lua/log.lua`).
 #[derive(Clone, Debug)]
 struct Fence {
-    prefix: String,
+    keys: Keys,
+    id: JobId,
     worker: String,
     lease: Lease,
     default_ttl_s: u64,
@@ -53,25 +56,26 @@ impl LogSink {
         }
     }
 
-    /// The sink of a claimed job: appends only while `worker` holds `lease`. `prefix` is the
-    /// queue's key prefix; `default_ttl_s` the TTL of a log whose job carries none.
+    /// The sink of claimed job `id` of the queue `keys` name: appends only while `worker`
+    /// holds `lease`. `default_ttl_s` is the TTL of a log whose job carries none.
     pub fn fenced(
         redis: Arc<Redis>,
-        key: String,
+        keys: &Keys,
+        id: &JobId,
         max_entries: u64,
-        prefix: &str,
         worker: &str,
         lease: &Lease,
         default_ttl_s: u64,
     ) -> Self {
         Self {
             fence: Some(Arc::new(Fence {
-                prefix: prefix.to_owned(),
+                keys: keys.clone(),
+                id: id.clone(),
                 worker: worker.to_owned(),
                 lease: lease.clone(),
                 default_ttl_s,
             })),
-            ..Self::new(redis, key, max_entries)
+            ..Self::new(redis, keys.logs(id), max_entries)
         }
     }
 
@@ -98,20 +102,21 @@ impl LogSink {
             let mut conn = self.redis.conn().await.map_err(|e| (true, e.to_string()))?;
             let appended = match &self.fence {
                 Some(f) => {
-                    let l = &f.lease;
-                    let mut inv = Scripts::get().log.prepare_invoke();
-                    inv.key(&self.key)
-                        .arg(&f.prefix)
-                        .arg(&f.worker)
-                        .arg(&l.job_id)
-                        .arg(l.priority.index() + 1)
-                        .arg(&l.entry)
-                        .arg(l.token)
-                        .arg(self.max_entries)
-                        .arg(f.default_ttl_s)
-                        .arg(source.as_str())
-                        .arg(data);
-                    inv.invoke_async::<i64>(&mut conn).await.map(|n| n == 1)
+                    let call = Log {
+                        worker: &f.worker,
+                        id: &f.id,
+                        lease: &f.lease,
+                        log_cap: self.max_entries,
+                        default_ttl_s: f.default_ttl_s,
+                        source,
+                        data,
+                    }
+                    .call(&f.keys);
+                    match call.run(&mut conn).await {
+                        Ok(written) => Ok(written.is_taken()),
+                        Err(CallError::Redis { source: e, .. }) => Err(e),
+                        Err(e @ CallError::Reply(_)) => return Err((false, e.to_string())),
+                    }
                 }
                 None => redis::cmd("XADD")
                     .arg(&self.key)

@@ -1,6 +1,6 @@
 //! Writing an attempt's outcome back: one [`Report`] per claimed attempt, written fenced by its
-//! lease, retried while Redis is unreachable, and counted and logged only once Redis took it
-//! (a refused write was not this worker's to count).
+//! lease, retried while Redis is unreachable, and told as its [`Event`] (log line and counter)
+//! only once Redis took it (a refused write was not this worker's to report).
 //!
 //! - [`live_log`]: the runner's output, forwarded to the job's log stream while it runs.
 
@@ -9,157 +9,148 @@ pub mod live_log;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use quayside_common::protocol::DeadLetterReason;
 use quayside_common::{JobResult, Status};
 
 use crate::execute::Context;
-use crate::metrics::JobLabels;
-use crate::queue::{Completion, Lease, QueueError};
+use crate::metrics::{Event, HandBack, JobLabels};
+use crate::queue::{Charge, Completion, Lease, QueueError, Retry, Write};
 
-/// Why a job is dead-lettered: the `reason` of its dead letter and of
-/// `quayside_jobs_dead_lettered_total`.
+/// Why a job's terminal result comes with a dead letter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeadLetterReason {
-    /// The entry's payload cannot be read as this job (the decode error's label: `not_json`,
-    /// `bad_version`, `bad_schema`, `missing_field`, `id_mismatch`, `invalid_spec`).
-    Malformed(&'static str),
-    /// The spec is not one this worker runs (admission, or the runner's own limits).
-    InvalidSpec,
+pub enum DeadLetterCause {
+    /// The job was refused as invalid (malformed entry, spec the worker does not run).
+    Rejected(DeadLetterReason),
     /// Attempts started and none finished: its workers kept dying.
-    AttemptsExhausted,
-    /// The runner failed in a way no retry changes.
-    PermanentError,
-    /// Its infrastructure failures went on for longer than `retry.give_up_after_ms`.
-    InfraTimeout,
+    WorkersKeptDying { max_attempts: u32 },
+    /// The runner failed in a way no retry changes, or for too long.
+    RunnerGaveUp(DeadLetterReason),
 }
 
-impl DeadLetterReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Malformed(label) => label,
-            Self::InvalidSpec => "invalid_spec",
-            Self::AttemptsExhausted => "attempts_exhausted",
-            Self::PermanentError => "permanent_error",
-            Self::InfraTimeout => "infra_timeout",
-        }
-    }
-}
-
-/// Why a job goes back without spending its attempt.
+/// Why a job goes back without spending its attempt (owned; see [`HandBack`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HandBack {
+pub enum HandBackCause {
     /// The worker is draining and the job did not finish within the grace period.
     Drain,
-    /// The runner failed and its check fails too: not the job's failure. Back after
-    /// `delay_ms`; claims stop until the runner is back.
-    RunnerDown { error: String, delay_ms: u64 },
     /// The runner reported a cancel nobody asked for (a runner bug).
     UnaskedCancel,
+    /// The runner failed and its check fails too: not the job's failure. Claims stop until
+    /// the runner is back.
+    RunnerUnavailable { error: String },
 }
 
 /// How one attempt ends, as the queue is told.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Report {
-    /// Its terminal result (succeeded, failed, timed out, cancelled…).
+    /// Its terminal result: the program's verdict, or `cancelled`.
     Finish(JobResult),
     /// Its terminal result, with a dead letter carrying the result's error.
     DeadLetter {
         result: JobResult,
-        reason: DeadLetterReason,
+        cause: DeadLetterCause,
     },
-    /// Queued again after `delay_ms` for an infrastructure failure of its own (`failures`
-    /// so far, this one included; `label` names the runner error for the metric).
+    /// Queued again after `delay_ms` for an infrastructure failure of its own (`failures` so
+    /// far, this one included; `reason` is the runner error's label).
     Retry {
         delay_ms: u64,
         error: String,
         failures: u32,
-        label: &'static str,
+        reason: &'static str,
     },
-    /// Put back at no cost.
-    HandBack(HandBack),
+    /// Put back at no cost after `delay_ms`.
+    HandBack { cause: HandBackCause, delay_ms: u64 },
     /// Nothing to write: another worker took the job over.
     Abandon,
 }
 
 impl Report {
-    /// Writes the report under `lease` (a terminal result kept for `ttl_s`), then counts and
-    /// logs it if Redis took it.
-    pub async fn write(self, ctx: &Context, lease: &Lease, labels: JobLabels, ttl_s: u64) {
+    /// Writes the report under `lease` (a terminal result kept for `ttl_s`), then emits its
+    /// event if Redis took it.
+    pub async fn write(self, ctx: &Context, lease: &Lease, job: JobLabels, ttl_s: u64) {
         match self {
-            Self::Abandon => {
-                tracing::warn!("abandoning result: the job was taken over by another worker");
-            }
+            Self::Abandon => ctx.metrics.emit(Event::LeaseLost),
             Self::Finish(result) => {
-                let done = Completion::new(lease, &result, ttl_s);
-                if persist(ctx, lease, "finish", || ctx.queue.finish(done)).await {
-                    ctx.metrics.finished(labels, result.status, None);
-                    if result.status == Status::Cancelled {
-                        tracing::info!("job cancelled");
-                    } else {
-                        tracing::info!(status = %result.status, exit_code = ?result.exit_code, "job finished");
+                let event = if result.status == Status::Cancelled {
+                    Event::Cancelled { job }
+                } else {
+                    Event::Finished {
+                        job,
+                        status: result.status,
+                        exit_code: result.exit_code,
                     }
-                }
+                };
+                conclude(ctx, lease, &result, ttl_s, event).await;
             }
-            Self::DeadLetter { result, reason } => {
+            Self::DeadLetter { result, cause } => {
                 let error = result.error.as_deref().unwrap_or("");
-                let done =
-                    Completion::new(lease, &result, ttl_s).dead_letter(reason.as_str(), error);
-                if persist(ctx, lease, "finish", || ctx.queue.finish(done)).await {
-                    ctx.metrics
-                        .finished(labels, result.status, Some(reason.as_str()));
-                    dead_lettered(reason, error);
-                }
+                let event = match cause {
+                    DeadLetterCause::Rejected(reason) => Event::Rejected { job, reason, error },
+                    DeadLetterCause::WorkersKeptDying { max_attempts } => {
+                        Event::WorkersKeptDying { job, max_attempts }
+                    }
+                    DeadLetterCause::RunnerGaveUp(reason) => {
+                        Event::RunnerGaveUp { job, reason, error }
+                    }
+                };
+                conclude(ctx, lease, &result, ttl_s, event).await;
             }
             Self::Retry {
                 delay_ms,
                 error,
                 failures,
-                label,
+                reason,
             } => {
-                let write = || ctx.queue.retry_infra(lease, delay_ms, &error);
-                if persist(ctx, lease, "retry", write).await {
-                    ctx.metrics.retried(labels, label);
-                    tracing::warn!(error = %error, delay_ms, failures, "runner failed; retrying");
+                let retry = Retry {
+                    delay_ms,
+                    error: &error,
+                    charge: Charge::InfraFailure,
+                };
+                if persist(ctx, lease, "retry", || ctx.queue.retry(lease, retry)).await {
+                    ctx.metrics.emit(Event::Retried {
+                        job,
+                        reason,
+                        error: &error,
+                        delay_ms,
+                        failures,
+                    });
                 }
             }
-            Self::HandBack(why) => {
-                let (error, delay_ms) = match &why {
-                    HandBack::Drain => ("worker drained before the job finished", 0),
-                    HandBack::RunnerDown { error, delay_ms } => (error.as_str(), *delay_ms),
-                    HandBack::UnaskedCancel => ("runner stopped the job by itself", 0),
-                };
-                let write = || ctx.queue.retry(lease, delay_ms, error, true);
-                if persist(ctx, lease, "hand back", write).await {
-                    ctx.metrics.handed_back();
-                    match why {
-                        HandBack::Drain => tracing::info!("handing job back: worker is draining"),
-                        HandBack::RunnerDown { error, .. } => tracing::info!(
-                            error = %error,
-                            "runner unavailable; handing the job back at no cost"
-                        ),
-                        HandBack::UnaskedCancel => {
-                            tracing::info!("handed back the job its runner stopped by itself");
-                        }
+            Self::HandBack { cause, delay_ms } => {
+                let why = match &cause {
+                    HandBackCause::Drain => HandBack::Drain,
+                    HandBackCause::UnaskedCancel => HandBack::UnaskedCancel,
+                    HandBackCause::RunnerUnavailable { error } => {
+                        HandBack::RunnerUnavailable { error }
                     }
+                };
+                let retry = Retry {
+                    delay_ms,
+                    error: why.why(),
+                    charge: Charge::Refund,
+                };
+                if persist(ctx, lease, "hand back", || ctx.queue.retry(lease, retry)).await {
+                    ctx.metrics.emit(Event::HandedBack(why));
                 }
             }
         }
     }
 }
 
-/// The log line of a dead letter Redis took.
-fn dead_lettered(reason: DeadLetterReason, error: &str) {
-    match reason {
-        DeadLetterReason::AttemptsExhausted => {
-            tracing::error!(error, "dead-lettering job whose workers keep dying");
-        }
-        DeadLetterReason::PermanentError | DeadLetterReason::InfraTimeout => {
-            let reason = reason.as_str();
-            tracing::error!(error, reason, "runner failed; dead-lettering");
-        }
-        DeadLetterReason::Malformed(_) | DeadLetterReason::InvalidSpec => {
-            let reason = reason.as_str();
-            tracing::warn!(reason, error, "rejecting malformed job");
-        }
+/// Writes the job's terminal result, with the dead letter `ended` calls for (carrying the
+/// result's error), and emits `ended` once Redis took it.
+async fn conclude(ctx: &Context, lease: &Lease, result: &JobResult, ttl_s: u64, ended: Event<'_>) {
+    let error = result.error.as_deref().unwrap_or("");
+    let dead_letter = ended.dead_letter();
+    let written = persist(ctx, lease, "finish", || {
+        let done = Completion::new(lease, result, ttl_s);
+        ctx.queue.finish(match dead_letter {
+            Some(reason) => done.dead_letter(reason, error),
+            None => done,
+        })
+    })
+    .await;
+    if written {
+        ctx.metrics.emit(ended);
     }
 }
 
@@ -169,14 +160,14 @@ fn dead_lettered(reason: DeadLetterReason, error: &str) {
 async fn persist<F, Fut>(ctx: &Context, lease: &Lease, what: &'static str, mut write: F) -> bool
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<bool, QueueError>>,
+    Fut: Future<Output = Result<Write, QueueError>>,
 {
     let give_up = Instant::now() + ctx.cfg.persist_give_up();
     let mut delay = Duration::from_millis(50);
     loop {
         match write().await {
-            Ok(true) => return true,
-            Ok(false) => {
+            Ok(Write::Taken) => return true,
+            Ok(Write::Fenced) => {
                 tracing::warn!(job_id = %lease.job_id, token = lease.token, what, "write refused: this worker no longer holds the job");
                 return false;
             }
@@ -194,25 +185,6 @@ where
                 tracing::error!(job_id = %lease.job_id, what, error = %error, "giving up on write; the job will be reclaimed when its lease expires");
                 return false;
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dead_letter_reasons_keep_their_labels() {
-        let all = [
-            (DeadLetterReason::Malformed("not_json"), "not_json"),
-            (DeadLetterReason::InvalidSpec, "invalid_spec"),
-            (DeadLetterReason::AttemptsExhausted, "attempts_exhausted"),
-            (DeadLetterReason::PermanentError, "permanent_error"),
-            (DeadLetterReason::InfraTimeout, "infra_timeout"),
-        ];
-        for (reason, label) in all {
-            assert_eq!(reason.as_str(), label);
         }
     }
 }

@@ -1,9 +1,9 @@
 //! What to do after a runner failure: a pure decision, tested without I/O.
 
 use quayside_common::config::RetryConfig;
+use quayside_common::protocol::DeadLetterReason;
 
 use crate::queue::FailureHistory;
-use crate::report::DeadLetterReason;
 use crate::runner::RunnerErrorKind;
 
 /// The next step for a job whose attempt failed for infrastructure reasons.

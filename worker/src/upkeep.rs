@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::claim::sleep_or_stop;
 use crate::execute::Context;
-use crate::metrics::WorkerMetrics;
+use crate::metrics::{Event, WorkerMetrics};
 use crate::queue::{log_error, JobQueue};
 use crate::runner::SharedRunner;
 
@@ -109,10 +109,7 @@ pub async fn sample_loop(
     loop {
         match queue.sample().await {
             Ok(sample) => metrics.set_queue(&sample),
-            Err(error) => {
-                metrics.sample_failed();
-                tracing::debug!(error = %error, "cannot sample queue gauges");
-            }
+            Err(error) => metrics.emit(Event::SampleFailed(&error)),
         }
         if sleep_or_stop(&stop, every).await {
             return;

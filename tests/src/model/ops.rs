@@ -4,11 +4,14 @@
 use std::time::Duration;
 
 use quayside_common::admission;
+use quayside_common::protocol::DeadLetterReason;
 use quayside_common::wire::{decode_spec, encode_spec};
 use quayside_common::{JobId, JobKind, JobResult, JobSpec, Priority, Status};
 use quayside_producer::{CancelOutcome, Error as ProducerError, ReplayOutcome};
 use quayside_worker::logs::LogSource;
-use quayside_worker::queue::{ClaimBatch, Completion, JobQueue, Lease, LeaseState};
+use quayside_worker::queue::{
+    Charge, ClaimBatch, Completion, JobQueue, Lease, LeaseState, Retry, Write,
+};
 
 use super::world::LeaseKey;
 use super::{Held, Sim, Step};
@@ -417,24 +420,24 @@ impl Sim<'_> {
     /// What the executor would conclude for a claimed job: rejected if its spec does not pass
     /// (with the worker's default TTL), cancelled if asked, dead past its attempts, else a
     /// program verdict.
-    fn outcome(&mut self, h: &Held) -> (JobResult, u64, Option<&'static str>) {
+    fn outcome(&mut self, h: &Held) -> (JobResult, u64, Option<DeadLetterReason>) {
         let c = &h.claimed;
         let q = &self.cfg.queue;
         // As the executor does: the entry's id, or a fresh one when it is not a valid id.
         let id = JobId::parse(&c.lease.job_id).unwrap_or_else(|_| JobId::generate());
         let spec = decode_spec(&c.spec_json)
-            .map_err(|e| (e.as_label(), e.to_string()))
+            .map_err(|e| (e.reason(), e.to_string()))
             .and_then(|s| {
                 if s.id.as_str() == c.lease.job_id {
                     Ok(s)
                 } else {
-                    Err(("id_mismatch", "id mismatch".into()))
+                    Err((DeadLetterReason::IdMismatch, "id mismatch".into()))
                 }
             })
             .and_then(|s| {
                 admission::check(&self.cfg, &s)
                     .map(|()| s)
-                    .map_err(|e| ("invalid_spec", e.to_string()))
+                    .map_err(|e| (DeadLetterReason::InvalidSpec, e.to_string()))
             });
         let spec = match spec {
             Ok(s) => s,
@@ -448,7 +451,7 @@ impl Sim<'_> {
         let (status, reason) = if h.cancel {
             (Status::Cancelled, None)
         } else if c.attempts > max {
-            (Status::Dead, Some("attempts_exhausted"))
+            (Status::Dead, Some(DeadLetterReason::AttemptsExhausted))
         } else {
             let verdicts = [
                 Status::Succeeded,
@@ -459,7 +462,7 @@ impl Sim<'_> {
             ];
             (*self.rng.pick(&verdicts).expect("verdicts"), None)
         };
-        let error = reason.map(|r| r.to_owned());
+        let error = reason.map(|r| r.as_str().to_owned());
         (
             JobResult::without_output(id, status, error, c.attempts),
             ttl,
@@ -483,12 +486,12 @@ impl Sim<'_> {
             lease.job_id, lease.entry, lease.token, result.status
         ));
         match r {
-            Ok(true) => {
+            Ok(Write::Taken) => {
                 self.world
                     .fenced_write_taken(&lease.job_id, &key(&lease, &name), "finish")?;
                 self.world.ended(&lease.job_id, result.status)
             }
-            Ok(false) => Ok(()),
+            Ok(Write::Fenced) => Ok(()),
             // The worker would retry the write; the model's worker keeps the job for later.
             Err(_) => {
                 self.workers[w].held.push(h);
@@ -503,20 +506,31 @@ impl Sim<'_> {
         let lease = h.claimed.lease.clone();
         let r = self.workers[w]
             .queue
-            .retry(&lease, delay_ms, "runner failed", refund)
+            .retry(
+                &lease,
+                Retry {
+                    delay_ms,
+                    error: "runner failed",
+                    charge: if refund {
+                        Charge::Refund
+                    } else {
+                        Charge::Attempt
+                    },
+                },
+            )
             .await;
         self.note(format!(
             "{name} retry {}@{}#{} delay={delay_ms} refund={refund} -> {r:?}",
             lease.job_id, lease.entry, lease.token
         ));
         match r {
-            Ok(true) => {
+            Ok(Write::Taken) => {
                 self.world
                     .fenced_write_taken(&lease.job_id, &key(&lease, &name), "retry")?;
                 self.world.handed_back(&lease.job_id);
                 Ok(())
             }
-            Ok(false) => Ok(()),
+            Ok(Write::Fenced) => Ok(()),
             Err(_) => {
                 self.workers[w].held.push(h);
                 Ok(())

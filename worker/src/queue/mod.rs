@@ -1,124 +1,26 @@
 //! The queue seam: what the claim loop needs from the job store. [`RedisQueue`] implements it on
-//! Redis streams; every state change is one Lua script (see `common/lua/`). [`Observed`] wraps
-//! any queue and tells the story of its outages.
+//! Redis streams; every state change is one Lua script (`common/lua/`), sent as its typed call
+//! ([`quayside_common::protocol`]). [`Observed`] wraps any queue and tells the story of its
+//! outages.
 
 mod observed;
 mod redis_queue;
 
 use futures_util::stream::BoxStream;
 use quayside_common::connection::ConnectError;
-use quayside_common::{JobId, JobResult, Priority};
+use quayside_common::protocol::CallError;
+use quayside_common::{JobId, Priority};
 
 pub use observed::Observed;
+pub use quayside_common::protocol::claim::{ClaimBatch, Claimed, DropReason, Dropped};
+pub use quayside_common::protocol::finish::{Completion, DeadLetter};
+pub use quayside_common::protocol::renew::LeaseState;
+pub use quayside_common::protocol::retry::{Charge, Retry};
+pub use quayside_common::protocol::stats::QueueSample;
+pub use quayside_common::protocol::{Lease, Write};
 pub use redis_queue::RedisQueue;
 
 use crate::logs::LogSink;
-
-/// The fencing handle of one claimed attempt. Only the holder of the job's current token may
-/// finish, retry or renew it; a takeover moves the token on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Lease {
-    /// As found in the entry; may be invalid, which the executor then rejects.
-    pub job_id: String,
-    pub priority: Priority,
-    pub entry: String,
-    pub token: u64,
-}
-
-/// One job handed to this worker.
-#[derive(Clone, Debug)]
-pub struct Claimed {
-    pub lease: Lease,
-    /// Executions started so far, this one included.
-    pub attempts: u32,
-    pub spec_json: Vec<u8>,
-    pub enqueued_at_ms: u64,
-    /// Cancellation was requested while the job was held by a previous worker.
-    pub cancel_requested: bool,
-}
-
-/// An entry the claim step removed without running it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Dropped {
-    pub priority: Priority,
-    pub entry: String,
-    /// `duplicate` (job already ran or was re-queued), `malformed` (dead-lettered) or
-    /// `requeued` (entry deleted while pending; job queued again).
-    pub reason: String,
-}
-
-/// What one claim call returned.
-#[derive(Clone, Debug, Default)]
-pub struct ClaimBatch {
-    pub claimed: Vec<Claimed>,
-    pub dropped: Vec<Dropped>,
-    /// When nothing was claimed: each stream's last entry id, to block on.
-    pub last_ids: Option<[String; 3]>,
-}
-
-/// The queue's size as one worker samples it for the queue gauges.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QueueSample {
-    /// Stream entries (waiting and pending), indexed by [`Priority::index`].
-    pub depth: [u64; 3],
-    /// Entries delivered to a worker and not yet acknowledged, by priority.
-    pub pending: [u64; 3],
-    /// Jobs in the delayed set.
-    pub delayed: u64,
-    /// Entries in the dead-letter stream.
-    pub dead_letters: u64,
-    /// Workers whose heartbeat has not expired.
-    pub workers: u64,
-}
-
-/// State of a lease after renewal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LeaseState {
-    Held,
-    /// Held, and the job's cancellation was requested.
-    CancelRequested,
-    /// Another execution holds the job now; stop and write nothing.
-    Lost,
-    /// The job's stream entry was deleted (or its consumer group lost), so the job was queued
-    /// again under a fresh entry; stop and write nothing.
-    Requeued,
-}
-
-/// A terminal result to write, fenced by its lease.
-#[derive(Clone, Copy, Debug)]
-pub struct Completion<'a> {
-    pub lease: &'a Lease,
-    pub result: &'a JobResult,
-    pub ttl_s: u64,
-    /// Also add a dead letter.
-    pub dead_letter: Option<DeadLetter<'a>>,
-}
-
-impl<'a> Completion<'a> {
-    pub fn new(lease: &'a Lease, result: &'a JobResult, ttl_s: u64) -> Self {
-        Self {
-            lease,
-            result,
-            ttl_s,
-            dead_letter: None,
-        }
-    }
-
-    /// Dead-letters the job with `reason` as well.
-    pub fn dead_letter(self, reason: &'a str, error: &'a str) -> Self {
-        Self {
-            dead_letter: Some(DeadLetter { reason, error }),
-            ..self
-        }
-    }
-}
-
-/// A dead letter to add together with a terminal result.
-#[derive(Clone, Copy, Debug)]
-pub struct DeadLetter<'a> {
-    pub reason: &'a str,
-    pub error: &'a str,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -140,6 +42,18 @@ pub enum QueueError {
         /// Redis could not be reached (as [`QueueError::is_unreachable`] tells).
         unreachable: bool,
     },
+}
+
+impl From<CallError> for QueueError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Redis { op, source } => Self::Redis { op, source },
+            CallError::Reply(r) => Self::Reply {
+                op: r.script,
+                detail: r.detail,
+            },
+        }
+    }
 }
 
 impl QueueError {
@@ -198,24 +112,11 @@ pub trait JobQueue: std::fmt::Debug + Send + Sync + 'static {
     async fn reclaim(&self, count: usize, min_idle_ms: u64) -> Result<ClaimBatch, QueueError>;
     /// Blocks up to `block_ms` until an entry newer than `after` arrives in any stream.
     async fn wait_for_entries(&self, after: &[String; 3], block_ms: u64) -> Result<(), QueueError>;
-    /// Writes the terminal result, fenced. `Ok(false)`: the lease was lost, nothing written.
-    async fn finish(&self, done: Completion<'_>) -> Result<bool, QueueError>;
-    /// Puts the job back after `delay_ms`, fenced; `refund` un-counts this attempt.
-    async fn retry(
-        &self,
-        lease: &Lease,
-        delay_ms: u64,
-        error: &str,
-        refund: bool,
-    ) -> Result<bool, QueueError>;
-    /// Puts the job back after `delay_ms` for an infrastructure failure of its own: refunds
-    /// the attempt and records the failure in its [`FailureHistory`], fenced.
-    async fn retry_infra(
-        &self,
-        lease: &Lease,
-        delay_ms: u64,
-        error: &str,
-    ) -> Result<bool, QueueError>;
+    /// Writes the terminal result, fenced.
+    async fn finish(&self, done: Completion<'_>) -> Result<Write, QueueError>;
+    /// Puts the job back, fenced; [`Charge::InfraFailure`] records the failure in the job's
+    /// [`FailureHistory`].
+    async fn retry(&self, lease: &Lease, retry: Retry<'_>) -> Result<Write, QueueError>;
     /// The job's infrastructure failures so far.
     async fn failure_history(&self, lease: &Lease) -> Result<FailureHistory, QueueError>;
     /// The fleet id of this queue on this Redis: created once (random), then read. Also puts

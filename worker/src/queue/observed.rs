@@ -9,6 +9,7 @@ use quayside_common::{JobId, Priority};
 
 use super::{
     ClaimBatch, Completion, FailureHistory, JobQueue, Lease, LeaseState, QueueError, QueueSample,
+    Retry, Write,
 };
 use crate::logs::LogSink;
 use crate::outage::Outage;
@@ -61,27 +62,12 @@ impl<Q: JobQueue> JobQueue for Observed<Q> {
         self.seen(self.inner.wait_for_entries(after, block_ms).await)
     }
 
-    async fn finish(&self, done: Completion<'_>) -> Result<bool, QueueError> {
+    async fn finish(&self, done: Completion<'_>) -> Result<Write, QueueError> {
         self.seen(self.inner.finish(done).await)
     }
 
-    async fn retry(
-        &self,
-        lease: &Lease,
-        delay_ms: u64,
-        error: &str,
-        refund: bool,
-    ) -> Result<bool, QueueError> {
-        self.seen(self.inner.retry(lease, delay_ms, error, refund).await)
-    }
-
-    async fn retry_infra(
-        &self,
-        lease: &Lease,
-        delay_ms: u64,
-        error: &str,
-    ) -> Result<bool, QueueError> {
-        self.seen(self.inner.retry_infra(lease, delay_ms, error).await)
+    async fn retry(&self, lease: &Lease, retry: Retry<'_>) -> Result<Write, QueueError> {
+        self.seen(self.inner.retry(lease, retry).await)
     }
 
     async fn failure_history(&self, lease: &Lease) -> Result<FailureHistory, QueueError> {

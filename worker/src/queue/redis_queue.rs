@@ -1,6 +1,7 @@
 //! [`JobQueue`] on Redis streams.
 //!
-//! - `infra`: the calls behind time-bounded infrastructure retries and the fleet id.
+//! - `infra`: the calls behind time-bounded infrastructure retries, the fleet id, and the
+//!   warnings about Redis settings.
 
 mod infra;
 
@@ -11,26 +12,32 @@ use futures_util::StreamExt as _;
 use quayside_common::config::QueueConfig;
 use quayside_common::connection::Redis;
 use quayside_common::keys::GROUP;
-use quayside_common::scripts::Scripts;
-use quayside_common::wire::encode_result;
+use quayside_common::protocol::adopt::Adopt;
+use quayside_common::protocol::claim::{Claim, ClaimMode, ClaimReply};
+use quayside_common::protocol::finish::{Finish, FinishItem};
+use quayside_common::protocol::heartbeat::Heartbeat;
+use quayside_common::protocol::promote::Promote;
+use quayside_common::protocol::renew::Renew;
+use quayside_common::protocol::stats::Sample;
+use quayside_common::protocol::{Call, CallError};
 use quayside_common::{JobId, Keys, Priority};
 use redis::Value;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ClaimBatch, Claimed, Completion, Dropped, FailureHistory, JobQueue, Lease, LeaseState,
-    QueueError, QueueSample,
+    ClaimBatch, Completion, FailureHistory, JobQueue, Lease, LeaseState, QueueError, QueueSample,
+    Retry, Write,
 };
 use crate::logs::LogSink;
 
 /// Most results written by one script call.
 const FINISH_BATCH: usize = 128;
 
-/// One result waiting for the batcher: its script arguments and where the answer goes.
+/// One result waiting for the batcher, and where the answer goes.
 struct PendingFinish {
-    args: [Vec<u8>; 9],
-    reply: oneshot::Sender<Result<bool, QueueError>>,
+    item: FinishItem,
+    reply: oneshot::Sender<Result<Write, QueueError>>,
 }
 
 /// The Redis-backed queue of one worker process; `worker` is its consumer name.
@@ -81,39 +88,23 @@ impl RedisQueue {
         &self.keys
     }
 
-    async fn eval<T: redis::FromRedisValue>(
-        &self,
-        op: &'static str,
-        inv: redis::ScriptInvocation<'_>,
-    ) -> Result<T, QueueError> {
+    async fn run<R>(&self, call: Call<R>) -> Result<R, QueueError> {
         let mut conn = self.redis.conn().await?;
-        inv.invoke_async(&mut conn).await.map_err(|source| {
-            self.redis.note_error(&source);
-            QueueError::Redis { op, source }
-        })
+        call.run(&mut conn)
+            .await
+            .map_err(|e| call_error(&self.redis, e))
     }
 
-    fn claim_invocation(
-        &self,
-        mode: &str,
-        count: usize,
-        order: &str,
-        min_idle_ms: u64,
-    ) -> redis::ScriptInvocation<'static> {
-        let mut inv = Scripts::get().claim.prepare_invoke();
-        for s in self.keys.streams() {
-            inv.key(s);
+    fn claim_call(&self, mode: ClaimMode<'_>, count: usize) -> Call<ClaimReply> {
+        Claim {
+            worker: &self.worker,
+            mode,
+            count,
+            dlq_cap: self.cfg.dlq_max_len,
+            log_cap: self.cfg.log_max_entries,
+            default_ttl_s: self.cfg.default_result_ttl_s,
         }
-        inv.arg(self.keys.prefix())
-            .arg(&self.worker)
-            .arg(mode)
-            .arg(count)
-            .arg(order)
-            .arg(min_idle_ms)
-            .arg(self.cfg.dlq_max_len)
-            .arg(self.cfg.log_max_entries)
-            .arg(self.cfg.default_result_ttl_s);
-        inv
+        .call(&self.keys)
     }
 
     /// Creates the consumer group on every stream that lacks it, from the stream's first entry
@@ -146,48 +137,17 @@ impl RedisQueue {
 
     /// Runs a claim script call; if it found streams without the consumer group (deleted, or
     /// destroyed by an operator), creates the groups again so the next claim finds them.
-    async fn claim_with(
-        &self,
-        op: &'static str,
-        inv: redis::ScriptInvocation<'_>,
-    ) -> Result<ClaimBatch, QueueError> {
-        let reply: Value = self.eval(op, inv).await?;
-        let (batch, missing) = parse_claim(reply)?;
-        if !missing.is_empty() {
-            tracing::warn!(streams = ?missing, "consumer group missing (stream deleted or group destroyed); creating it again");
+    async fn claim_with(&self, call: Call<ClaimReply>) -> Result<ClaimBatch, QueueError> {
+        let reply = self.run(call).await?;
+        if !reply.missing.is_empty() {
+            let streams: Vec<_> = reply.missing.iter().map(|p| p.as_label()).collect();
+            tracing::warn!(
+                ?streams,
+                "consumer group missing (stream deleted or group destroyed); creating it again"
+            );
             self.create_groups().await?;
         }
-        Ok(batch)
-    }
-
-    /// Logs what a production deployment must not run with: eviction of queue keys, or no
-    /// persistence at all.
-    async fn warn_about_settings(&self) {
-        let Ok(mut conn) = self.redis.conn().await else {
-            return;
-        };
-        let get = |name: &'static str| redis::cmd("CONFIG").arg("GET").arg(name).clone();
-        let policy: Result<Vec<String>, _> = get("maxmemory-policy").query_async(&mut conn).await;
-        match policy.as_deref() {
-            Ok([_, p]) if p != "noeviction" => tracing::warn!(
-                policy = %p,
-                "redis maxmemory-policy is not noeviction: queue keys may be evicted and jobs lost"
-            ),
-            Err(e) => {
-                tracing::info!(error = %e, "cannot read redis maxmemory-policy (CONFIG disabled?)")
-            }
-            _ => {}
-        }
-        let aof: Result<Vec<String>, _> = get("appendonly").query_async(&mut conn).await;
-        let save: Result<Vec<String>, _> = get("save").query_async(&mut conn).await;
-        if let (Ok([_, aof]), Ok([_, save])) = (aof.as_deref(), save.as_deref()) {
-            if aof != "yes" {
-                tracing::warn!(
-                    snapshots = %save,
-                    "redis appendonly is off: a redis crash loses every job since the last snapshot"
-                );
-            }
-        }
+        Ok(reply.batch)
     }
 }
 
@@ -209,48 +169,33 @@ async fn finish_batcher(
                 Err(_) => break,
             }
         }
-        let mut inv = Scripts::get().finish.prepare_invoke();
-        inv.key(keys.stream(Priority::Normal))
-            .arg(keys.prefix())
-            .arg(&worker)
-            .arg(cfg.log_max_entries)
-            .arg(cfg.dlq_max_len)
-            .arg(batch.len());
-        for p in &batch {
-            for a in &p.args {
-                inv.arg(a.as_slice());
-            }
+        let (items, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|p| (p.item, p.reply)).unzip();
+        let call = Finish {
+            worker: &worker,
+            log_cap: cfg.log_max_entries,
+            dlq_cap: cfg.dlq_max_len,
+            items,
         }
-        let answer: Result<Vec<i64>, QueueError> = async {
+        .call(&keys);
+        let answer: Result<Vec<Write>, QueueError> = async {
             let mut conn = redis.conn().await?;
-            inv.invoke_async(&mut conn).await.map_err(|source| {
-                redis.note_error(&source);
-                QueueError::Redis {
-                    op: "finish",
-                    source,
-                }
-            })
+            call.run(&mut conn).await.map_err(|e| call_error(&redis, e))
         }
         .await;
         match answer {
-            Ok(written) if written.len() == batch.len() => {
-                for (p, w) in batch.drain(..).zip(written) {
-                    let _ = p.reply.send(Ok(w == 1));
+            Ok(written) => {
+                for (reply, w) in replies.into_iter().zip(written) {
+                    let _ = reply.send(Ok(w));
                 }
             }
-            other => {
-                let unreachable = matches!(&other, Err(e) if e.is_unreachable());
-                let detail = match other {
-                    Err(e) => format!(
-                        "{e}: {}",
-                        std::error::Error::source(&e)
-                            .map(|s| s.to_string())
-                            .unwrap_or_default()
-                    ),
-                    Ok(w) => format!("{} answers for {} results", w.len(), batch.len()),
+            Err(e) => {
+                let unreachable = e.is_unreachable();
+                let detail = match std::error::Error::source(&e) {
+                    Some(source) => format!("{e}: {source}"),
+                    None => e.to_string(),
                 };
-                for p in batch.drain(..) {
-                    let _ = p.reply.send(Err(QueueError::Batch {
+                for reply in replies {
+                    let _ = reply.send(Err(QueueError::Batch {
                         op: "finish",
                         detail: detail.clone(),
                         unreachable,
@@ -261,97 +206,13 @@ async fn finish_batcher(
     }
 }
 
-fn bytes(v: &Value) -> Vec<u8> {
-    match v {
-        Value::BulkString(b) => b.clone(),
-        Value::SimpleString(s) => s.clone().into_bytes(),
-        Value::Int(i) => i.to_string().into_bytes(),
-        _ => Vec::new(),
+/// A failed call as a [`QueueError`], dropping the shared connection if Redis's error says it is
+/// broken.
+fn call_error(redis: &Redis, e: CallError) -> QueueError {
+    if let CallError::Redis { source, .. } = &e {
+        redis.note_error(source);
     }
-}
-
-fn text(v: &Value) -> String {
-    String::from_utf8_lossy(&bytes(v)).into_owned()
-}
-
-fn number<T: std::str::FromStr>(op: &'static str, v: &Value) -> Result<T, QueueError> {
-    text(v).parse().map_err(|_| QueueError::Reply {
-        op,
-        detail: format!("expected a number, got {v:?}"),
-    })
-}
-
-fn priority(op: &'static str, v: &Value) -> Result<Priority, QueueError> {
-    let i: usize = number(op, v)?;
-    i.checked_sub(1)
-        .and_then(Priority::from_index)
-        .ok_or_else(|| QueueError::Reply {
-            op,
-            detail: format!("stream index {i} out of range"),
-        })
-}
-
-fn array<'a>(op: &'static str, v: &'a Value) -> Result<&'a [Value], QueueError> {
-    match v {
-        Value::Array(a) => Ok(a),
-        Value::Nil => Ok(&[]),
-        other => Err(QueueError::Reply {
-            op,
-            detail: format!("expected an array, got {other:?}"),
-        }),
-    }
-}
-
-/// The claim script's reply, and the streams it found without a consumer group.
-fn parse_claim(mut reply: Value) -> Result<(ClaimBatch, Vec<String>), QueueError> {
-    const OP: &str = "claim";
-    // Take the specs out of the reply instead of copying them.
-    let mut specs = Vec::new();
-    if let Value::Array(parts) = &mut reply {
-        if let Some(Value::Array(claimed)) = parts.first_mut() {
-            for c in claimed.chunks_exact_mut(8) {
-                specs.push(match std::mem::replace(&mut c[5], Value::Nil) {
-                    Value::BulkString(b) => b,
-                    other => bytes(&other),
-                });
-            }
-        }
-    }
-    let mut specs = specs.into_iter();
-    let parts = array(OP, &reply)?;
-    let [claimed, dropped, last, missing] = parts else {
-        return Err(QueueError::Reply {
-            op: OP,
-            detail: format!("expected 4 parts, got {}", parts.len()),
-        });
-    };
-    let mut batch = ClaimBatch::default();
-    for c in array(OP, claimed)?.chunks_exact(8) {
-        batch.claimed.push(Claimed {
-            lease: Lease {
-                priority: priority(OP, &c[0])?,
-                entry: text(&c[1]),
-                job_id: text(&c[2]),
-                token: number(OP, &c[3])?,
-            },
-            attempts: number(OP, &c[4])?,
-            spec_json: specs.next().unwrap_or_default(),
-            enqueued_at_ms: number(OP, &c[6]).unwrap_or(0),
-            cancel_requested: text(&c[7]) == "1",
-        });
-    }
-    for d in array(OP, dropped)?.chunks_exact(3) {
-        batch.dropped.push(Dropped {
-            priority: priority(OP, &d[0])?,
-            entry: text(&d[1]),
-            reason: text(&d[2]),
-        });
-    }
-    if let [a, b, c] = array(OP, last)? {
-        batch.last_ids = Some([text(a), text(b), text(c)]);
-    }
-    let missing = array(OP, missing)?.iter().map(text).collect();
-    Ok((batch, missing))
+    e.into()
 }
 
 #[async_trait::async_trait]
@@ -363,20 +224,13 @@ impl JobQueue for RedisQueue {
     }
 
     async fn claim(&self, count: usize, order: &[Priority]) -> Result<ClaimBatch, QueueError> {
-        let order: String = order
-            .iter()
-            .map(|p| char::from(b'1' + p.index() as u8))
-            .collect();
-        self.claim_with("claim", self.claim_invocation("new", count, &order, 0))
+        self.claim_with(self.claim_call(ClaimMode::New { order }, count))
             .await
     }
 
     async fn reclaim(&self, count: usize, min_idle_ms: u64) -> Result<ClaimBatch, QueueError> {
-        self.claim_with(
-            "reclaim",
-            self.claim_invocation("reclaim", count, "123", min_idle_ms),
-        )
-        .await
+        self.claim_with(self.claim_call(ClaimMode::Reclaim { min_idle_ms }, count))
+            .await
     }
 
     async fn wait_for_entries(&self, after: &[String; 3], block_ms: u64) -> Result<(), QueueError> {
@@ -411,54 +265,25 @@ impl JobQueue for RedisQueue {
         }
     }
 
-    async fn finish(&self, done: Completion<'_>) -> Result<bool, QueueError> {
-        let l = done.lease;
-        let (reason, error) = done.dead_letter.map_or(("", ""), |d| (d.reason, d.error));
-        let args = [
-            l.job_id.clone().into_bytes(),
-            (l.priority.index() + 1).to_string().into_bytes(),
-            l.entry.clone().into_bytes(),
-            l.token.to_string().into_bytes(),
-            done.result.status.as_str().as_bytes().to_vec(),
-            encode_result(done.result).into_bytes(),
-            done.ttl_s.to_string().into_bytes(),
-            reason.as_bytes().to_vec(),
-            error.as_bytes().to_vec(),
-        ];
-        let (reply, answer) = oneshot::channel();
-        self.finishes
-            .send(PendingFinish { args, reply })
-            .await
-            .map_err(|_| QueueError::Batch {
-                op: "finish",
-                detail: "result batcher stopped".into(),
-                unreachable: false,
-            })?;
-        answer.await.map_err(|_| QueueError::Batch {
+    async fn finish(&self, done: Completion<'_>) -> Result<Write, QueueError> {
+        let stopped = || QueueError::Batch {
             op: "finish",
             detail: "result batcher stopped".into(),
             unreachable: false,
-        })?
-    }
-
-    async fn retry(
-        &self,
-        lease: &Lease,
-        delay_ms: u64,
-        error: &str,
-        refund: bool,
-    ) -> Result<bool, QueueError> {
-        self.retry_script(lease, delay_ms, error, refund, false)
+        };
+        let (reply, answer) = oneshot::channel();
+        self.finishes
+            .send(PendingFinish {
+                item: done.into(),
+                reply,
+            })
             .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
-    async fn retry_infra(
-        &self,
-        lease: &Lease,
-        delay_ms: u64,
-        error: &str,
-    ) -> Result<bool, QueueError> {
-        self.retry_script(lease, delay_ms, error, true, true).await
+    async fn retry(&self, lease: &Lease, retry: Retry<'_>) -> Result<Write, QueueError> {
+        self.run(retry.call(&self.keys, &self.worker, lease)).await
     }
 
     async fn failure_history(&self, lease: &Lease) -> Result<FailureHistory, QueueError> {
@@ -473,38 +298,19 @@ impl JobQueue for RedisQueue {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let mut inv = Scripts::get().renew.prepare_invoke();
-        inv.key(self.keys.stream(Priority::Normal));
-        inv.arg(self.keys.prefix()).arg(&self.worker);
-        for l in leases {
-            inv.arg(&l.job_id)
-                .arg(l.priority.index() + 1)
-                .arg(&l.entry)
-                .arg(l.token);
-        }
-        let answers: Vec<String> = self.eval("renew", inv).await?;
-        Ok(answers
-            .iter()
-            .map(|a| match a.as_str() {
-                "ok" => LeaseState::Held,
-                "cancel" => LeaseState::CancelRequested,
-                "requeued" => LeaseState::Requeued,
-                _ => LeaseState::Lost,
-            })
-            .collect())
+        let renew = Renew {
+            worker: &self.worker,
+            leases,
+        };
+        self.run(renew.call(&self.keys)).await
     }
 
     async fn promote(&self, limit: usize) -> Result<u64, QueueError> {
-        let mut inv = Scripts::get().promote.prepare_invoke();
-        inv.key(self.keys.delayed())
-            .arg(self.keys.prefix())
-            .arg(limit);
-        let promoted = self.eval("promote", inv).await?;
-        let mut inv = Scripts::get().adopt.prepare_invoke();
-        inv.key(self.keys.adopted())
-            .arg(self.keys.prefix())
-            .arg(limit);
-        let (adopted, _read): (u64, u64) = self.eval("adopt", inv).await?;
+        let promoted = self.run(Promote { limit }.call(&self.keys)).await?;
+        let adopt = Adopt {
+            limit: limit as u64,
+        };
+        let adopted = self.run(adopt.call(&self.keys)).await?.made;
         if adopted > 0 {
             tracing::debug!(adopted, "gave records to raw XADD entries");
         }
@@ -512,13 +318,12 @@ impl JobQueue for RedisQueue {
     }
 
     async fn heartbeat(&self, doc: &str, ttl_ms: u64) -> Result<(), QueueError> {
-        let mut inv = Scripts::get().heartbeat.prepare_invoke();
-        inv.key(self.keys.workers())
-            .arg(self.keys.prefix())
-            .arg(&self.worker)
-            .arg(doc)
-            .arg(ttl_ms);
-        let _expired: i64 = self.eval("heartbeat", inv).await?;
+        let beat = Heartbeat {
+            worker: &self.worker,
+            doc,
+            ttl_ms,
+        };
+        let _expired = self.run(beat.call(&self.keys)).await?;
         Ok(())
     }
 
@@ -564,52 +369,19 @@ impl JobQueue for RedisQueue {
     }
 
     async fn sample(&self) -> Result<QueueSample, QueueError> {
-        let mut pipe = redis::pipe();
-        for stream in self.keys.streams() {
-            pipe.cmd("XLEN").arg(&stream);
-            pipe.cmd("XPENDING").arg(&stream).arg(GROUP);
-        }
-        pipe.cmd("ZCARD").arg(self.keys.delayed());
-        pipe.cmd("XLEN").arg(self.keys.dlq());
-        // Live workers: expiry scores in the future (the hash may hold a few not yet pruned).
-        pipe.cmd("ZCOUNT")
-            .arg(self.keys.workers_expiry())
-            .arg(quayside_common::now_ms())
-            .arg("+inf");
         let mut conn = self.redis.conn().await?;
-        let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(|source| {
-            self.redis.note_error(&source);
-            QueueError::Redis {
-                op: "sample",
-                source,
-            }
-        })?;
-        let int = |v: Option<&Value>| match v {
-            Some(Value::Int(i)) => (*i).max(0) as u64,
-            // XPENDING's summary starts with the count; NOGROUP before `prepare` reads as 0.
-            Some(Value::Array(a)) => match a.first() {
-                Some(Value::Int(i)) => (*i).max(0) as u64,
-                _ => 0,
-            },
-            _ => 0,
-        };
-        let mut s = QueueSample::default();
-        for i in 0..3 {
-            s.depth[i] = int(replies.get(2 * i));
-            s.pending[i] = int(replies.get(2 * i + 1));
-        }
-        s.delayed = int(replies.get(6));
-        s.dead_letters = int(replies.get(7));
-        s.workers = int(replies.get(8));
-        Ok(s)
+        Sample::default()
+            .read(&mut conn, &self.keys)
+            .await
+            .map_err(|e| call_error(&self.redis, e))
     }
 
     fn log_sink(&self, id: &JobId, lease: &Lease) -> LogSink {
         LogSink::fenced(
             Arc::clone(&self.redis),
-            self.keys.logs(id),
+            &self.keys,
+            id,
             self.cfg.log_max_entries,
-            self.keys.prefix(),
             &self.worker,
             lease,
             self.cfg.default_result_ttl_s,

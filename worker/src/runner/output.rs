@@ -10,26 +10,9 @@ use tokio::sync::mpsc;
 /// Most chunks waiting for the receiver before more are dropped from the stream.
 pub const QUEUE: usize = 256;
 
-/// Which output a chunk came from (the `s` field of a job's log stream).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogSource {
-    Stdout,
-    Stderr,
-    Compile,
-    /// Lines from Quayside itself, e.g. "retrying after ...".
-    System,
-}
-
-impl LogSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stdout => "stdout",
-            Self::Stderr => "stderr",
-            Self::Compile => "compile",
-            Self::System => "system",
-        }
-    }
-}
+/// Which output a chunk came from: the `s` field of a job's log stream, a plain value the
+/// runner shares with the log protocol.
+pub use quayside_common::protocol::log::LogSource;
 
 /// One piece of output as the sandbox delivered it.
 #[derive(Clone, Debug, PartialEq, Eq)]

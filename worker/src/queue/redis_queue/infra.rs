@@ -1,44 +1,48 @@
-//! The Redis calls behind time-bounded infrastructure retries and the fleet id.
+//! The Redis calls behind time-bounded infrastructure retries (the record's failure history),
+//! the fleet id, and the warnings about Redis settings a deployment must not run with.
 
-use quayside_common::scripts::Scripts;
 use quayside_common::JobId;
 
 use super::RedisQueue;
 use crate::queue::{FailureHistory, Lease, QueueError};
 
 impl RedisQueue {
+    /// Logs what a production deployment must not run with: eviction of queue keys, or no
+    /// persistence at all.
+    pub(super) async fn warn_about_settings(&self) {
+        let Ok(mut conn) = self.redis.conn().await else {
+            return;
+        };
+        let get = |name: &'static str| redis::cmd("CONFIG").arg("GET").arg(name).clone();
+        let policy: Result<Vec<String>, _> = get("maxmemory-policy").query_async(&mut conn).await;
+        match policy.as_deref() {
+            Ok([_, p]) if p != "noeviction" => tracing::warn!(
+                policy = %p,
+                "redis maxmemory-policy is not noeviction: queue keys may be evicted and jobs lost"
+            ),
+            Err(e) => {
+                tracing::info!(error = %e, "cannot read redis maxmemory-policy (CONFIG disabled?)")
+            }
+            _ => {}
+        }
+        let aof: Result<Vec<String>, _> = get("appendonly").query_async(&mut conn).await;
+        let save: Result<Vec<String>, _> = get("save").query_async(&mut conn).await;
+        if let (Ok([_, aof]), Ok([_, save])) = (aof.as_deref(), save.as_deref()) {
+            if aof != "yes" {
+                tracing::warn!(
+                    snapshots = %save,
+                    "redis appendonly is off: a redis crash loses every job since the last snapshot"
+                );
+            }
+        }
+    }
+
     /// Maps a Redis error of `op`, dropping the shared connection if it is broken.
     fn redis_error(&self, op: &'static str) -> impl Fn(redis::RedisError) -> QueueError + '_ {
         move |source| {
             self.redis.note_error(&source);
             QueueError::Redis { op, source }
         }
-    }
-
-    /// `retry.lua`; `infra` records an infrastructure failure of the job's own.
-    pub(super) async fn retry_script(
-        &self,
-        lease: &Lease,
-        delay_ms: u64,
-        error: &str,
-        refund: bool,
-        infra: bool,
-    ) -> Result<bool, QueueError> {
-        let flag = |b: bool| if b { "1" } else { "0" };
-        let mut inv = Scripts::get().retry.prepare_invoke();
-        inv.key(self.keys.stream(lease.priority))
-            .arg(self.keys.prefix())
-            .arg(&self.worker)
-            .arg(&lease.job_id)
-            .arg(lease.priority.index() + 1)
-            .arg(&lease.entry)
-            .arg(lease.token)
-            .arg(delay_ms)
-            .arg(error)
-            .arg(flag(refund))
-            .arg(flag(infra));
-        let done: i64 = self.eval("retry", inv).await?;
-        Ok(done == 1)
     }
 
     /// The record's `failing_since` and `infra_failures` (see `retry.lua`).
