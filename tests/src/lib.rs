@@ -7,6 +7,7 @@ pub mod model;
 pub mod ops;
 pub mod private_dockerd;
 pub mod sandbox_cli;
+pub mod sandboxes;
 pub mod script_runner;
 
 use std::collections::{BTreeMap, HashMap};

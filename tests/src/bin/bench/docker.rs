@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StartContainerOptions,
-    WaitContainerOptions,
+    CreateContainerOptions, RemoveContainerOptions, StartContainerOptions, WaitContainerOptions,
 };
 use bollard::Docker;
 use futures_util::{stream, StreamExt as _};
@@ -34,6 +33,7 @@ use quayside_common::config::{default_image, default_languages, Config, DockerCo
 use quayside_common::outcome::Durations;
 use quayside_common::{JobKind, JobResult, JobSpec, Limits, Status};
 use quayside_producer::Producer;
+use quayside_worker::runner::docker::labelled;
 use quayside_worker::runner::sandbox::protocol::{expand, shell_quote};
 use quayside_worker::runner::sandbox::{LABEL_JOB, LABEL_WORKER, WORK_DIR};
 use tokio_util::sync::CancellationToken;
@@ -416,15 +416,7 @@ pub(super) fn load() -> f64 {
 pub(super) async fn sweep(docker: &Docker) -> anyhow::Result<usize> {
     let mut removed = 0;
     for label in [BENCH_LABEL, LABEL_WORKER] {
-        let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
-        let list = docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(filters),
-                ..Default::default()
-            }))
-            .await
-            .context("list containers")?;
+        let list = labelled(docker, label).await.context("list containers")?;
         for c in list {
             let labels = c.labels.unwrap_or_default();
             let ours = labels.contains_key(BENCH_LABEL)
@@ -442,14 +434,7 @@ pub(super) async fn sweep(docker: &Docker) -> anyhow::Result<usize> {
 
 /// Job containers (`quayside.job`) still there: `(of this benchmark, all)`.
 pub(super) async fn job_containers(docker: &Docker) -> anyhow::Result<(usize, usize)> {
-    let filters = HashMap::from([("label".to_owned(), vec![LABEL_JOB.to_owned()])]);
-    let list = docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await?;
+    let list = labelled(docker, LABEL_JOB).await?;
     let ours = list
         .iter()
         .filter(|c| {
