@@ -22,6 +22,7 @@ pub mod private_dockerd;
 mod private_redis;
 mod queue;
 pub mod sandbox_cli;
+pub mod sandboxes;
 pub mod script_runner;
 mod workers;
 

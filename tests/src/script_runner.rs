@@ -12,8 +12,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use quayside_common::{now_ms, Captured, Status};
-use quayside_worker::logs::{LogSink, LogSource};
-use quayside_worker::runner::{RunOutput, RunRequest, Runner, RunnerError};
+use quayside_worker::runner::{LogSource, Output, RunOutput, RunRequest, Runner, RunnerError};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Default)]
@@ -31,11 +30,13 @@ fn record(path: &str, req: &RunRequest, what: &str) {
     }
 }
 
+/// An infrastructure failure: an API call that failed (`transient`) or was refused.
 fn infra(msg: &str, transient: bool) -> RunnerError {
-    RunnerError::Failed {
-        context: msg.to_owned(),
-        transient,
-        source: None,
+    let call = msg.to_owned();
+    if transient {
+        RunnerError::Api { call, source: None }
+    } else {
+        RunnerError::ApiRejected { call, source: None }
     }
 }
 
@@ -52,7 +53,7 @@ impl Runner for ScriptRunner {
     async fn run(
         &self,
         req: &RunRequest,
-        logs: &LogSink,
+        output: &Output,
         cancel: CancellationToken,
     ) -> Result<RunOutput, RunnerError> {
         let script = req.files.values().next().cloned().unwrap_or_default();
@@ -83,7 +84,7 @@ impl Runner for ScriptRunner {
                         };
                         text.push_str(arg);
                         text.push('\n');
-                        logs.write(source, format!("{arg}\n").as_bytes()).await;
+                        output.send(source, format!("{arg}\n").as_bytes());
                     }
                     "exit" => {
                         let code: i64 = arg.parse().unwrap_or(1);

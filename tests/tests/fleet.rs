@@ -360,13 +360,9 @@ async fn a_worker_started_while_the_engine_is_down_waits_then_serves() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_removal_that_failed_is_retried_until_it_succeeds() {
-    use std::sync::Arc;
-
-    use quayside_common::config::{default_languages, RedisConfig, RunnerConfig};
-    use quayside_common::connection::Redis;
-    use quayside_worker::logs::LogSink;
+    use quayside_common::config::{default_languages, RunnerConfig};
     use quayside_worker::runner::docker::DockerRunner;
-    use quayside_worker::runner::{Fleet, RunRequest, Runner};
+    use quayside_worker::runner::{Fleet, Output, RunRequest, Runner};
     use tokio_util::sync::CancellationToken;
 
     let engine = PrivateDockerd::start(&private_dir("frozen-engine")).expect("dockerd");
@@ -376,11 +372,6 @@ async fn a_removal_that_failed_is_retried_until_it_succeeds() {
     cfg.sandbox.api_timeout_ms = 1_000;
     let languages = default_languages();
     let runner = DockerRunner::new(cfg, &languages, "frozen-w1");
-    let redis = Redis::new(&RedisConfig {
-        url: quayside_e2e::redis_url(),
-        ..RedisConfig::default()
-    })
-    .expect("redis");
     let req = RunRequest {
         job_id: JobId::generate(),
         attempt: 1,
@@ -401,9 +392,9 @@ async fn a_removal_that_failed_is_retried_until_it_succeeds() {
             id: "frozen-fleet".into(),
         },
     };
-    let sink = LogSink::new(Arc::new(redis), format!("e2e:frozen:{}", req.job_id), 100);
     let cancel = CancellationToken::new();
-    let run = runner.run(&req, &sink, cancel.clone());
+    let output = Output::discard();
+    let run = runner.run(&req, &output, cancel.clone());
     let label = format!("quayside.job={}", req.job_id);
     let freeze_then_cancel = async {
         within(60, "container up", async {

@@ -1,5 +1,5 @@
-//! One claimed job, from spec to terminal result: validate, run under its lease, then finish,
-//! retry or dead-letter it, each as one fenced step.
+//! One claimed job, from spec to terminal result: validate it, run it under its lease with its
+//! live log, then decide its [`Report`] in one match ([`report`](crate::report) writes it).
 //!
 //! An infrastructure failure is the job's own only if the runner is otherwise healthy: when
 //! the runner's check fails too, the job goes back at no cost and the gate stops claims. The
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quayside_common::admission::{self, resolve_limits};
-use quayside_common::config::{Config, RUNNER_BACKSTOP};
+use quayside_common::config::Config;
 use quayside_common::job::SpecError;
 use quayside_common::outcome::Durations;
 use quayside_common::protocol::DeadLetterReason;
@@ -20,15 +20,21 @@ use tracing::Instrument as _;
 
 use crate::gate::RunnerGate;
 use crate::inflight::{InFlight, StopReason};
-use crate::metrics::{Event, HandBack, WorkerMetrics};
-use crate::queue::{Charge, Claimed, Completion, JobQueue, Lease, QueueError, Retry, Write};
+use crate::metrics::{Event, JobLabels, WorkerMetrics};
+use crate::queue::{Claimed, JobQueue, Lease};
+use crate::report::live_log::LiveLog;
+use crate::report::{DeadLetterCause, HandBackCause, Report};
 use crate::retry::{backoff_ms, decide, Disposition};
-use crate::runner::{Fleet, RunOutput, RunRequest, RunnerError, RunnerErrorKind, SharedRunner};
+use crate::runner::{
+    Fleet, Output, RunOutput, RunRequest, RunnerError, RunnerErrorKind, SharedRunner,
+};
 use crate::upkeep::Beat;
 
 /// How long the last job in flight waits for the registry to show it gone before its result is
 /// written.
 const BEAT_WAIT: Duration = Duration::from_secs(1);
+/// How long the live log may take to catch up once the runner returned.
+const LOG_FLUSH_GRACE: Duration = Duration::from_secs(2);
 
 /// What every execution shares.
 #[derive(Debug)]
@@ -58,105 +64,31 @@ pub async fn execute(ctx: Arc<Context>, claimed: Claimed) {
     run_claimed(&ctx, claimed).instrument(span).await;
 }
 
+/// A claimed job that may run, with what its report needs.
+struct Admitted {
+    id: JobId,
+    req: RunRequest,
+    labels: JobLabels,
+    ttl_s: u64,
+}
+
+/// A claimed job that ends before it runs, and how.
+struct Refused {
+    report: Report,
+    labels: JobLabels,
+    ttl_s: u64,
+}
+
 async fn run_claimed(ctx: &Context, claimed: Claimed) {
     let lease = claimed.lease.clone();
-    let waited = Duration::from_millis(now_ms().saturating_sub(claimed.enqueued_at_ms));
-    let (id, spec) = match validate(&ctx.cfg, &claimed) {
-        Ok(ok) => ok,
-        Err((reason, message)) => {
-            let labels = ctx.metrics.labels(lease.priority, None);
-            ctx.metrics.claimed(labels, waited);
-            let id = JobId::parse(&lease.job_id).unwrap_or_else(|_| JobId::generate());
-            let mut result = JobResult::without_output(
-                id,
-                Status::Rejected,
-                Some(message.clone()),
-                claimed.attempts,
-            );
-            result.worker = Some(ctx.worker_id.clone());
-            let ttl = ctx.cfg.queue.default_result_ttl_s;
-            let event = Event::Rejected {
-                job: labels,
-                reason,
-                error: &message,
-            };
-            conclude(ctx, &lease, &result, ttl, event).await;
-            return;
-        }
+    let job = match admit(ctx, &claimed) {
+        Ok(job) => job,
+        Err(r) => return r.report.write(ctx, &lease, r.labels, r.ttl_s).await,
     };
-    tracing::Span::current().record("language", spec.language.as_str());
-    let labels = ctx.metrics.labels(lease.priority, Some(&spec.language));
-    ctx.metrics.claimed(labels, waited);
-    let ttl = spec
-        .result_ttl_s
-        .unwrap_or(ctx.cfg.queue.default_result_ttl_s);
-    let max_attempts = spec
-        .max_attempts
-        .unwrap_or(ctx.cfg.queue.default_max_attempts);
-    let finish = |status: Status, error: Option<String>| {
-        let mut r = JobResult::without_output(id.clone(), status, error, claimed.attempts);
-        r.worker = Some(ctx.worker_id.clone());
-        r.runner = Some(ctx.runner.name().to_owned());
-        r
-    };
-
-    if claimed.cancel_requested {
-        let result = finish(Status::Cancelled, Some("cancelled before it ran".into()));
-        conclude(ctx, &lease, &result, ttl, Event::Cancelled { job: labels }).await;
-        return;
-    }
-    if claimed.attempts > max_attempts {
-        // Earlier executions died with their worker (the lease expired): a poison job.
-        let msg =
-            format!("{max_attempts} attempt(s) started and none finished (worker lost each time)");
-        let result = finish(Status::Dead, Some(msg));
-        let event = Event::WorkersKeptDying {
-            job: labels,
-            max_attempts,
-        };
-        conclude(ctx, &lease, &result, ttl, event).await;
-        return;
-    }
-
-    // The runner's own limits (e.g. how long one argument may be) count as admission too.
-    let admitted = request(&ctx.cfg, spec, claimed.attempts, &ctx.fleet)
-        .and_then(|r| ctx.runner.admit(&r).map(|()| r));
-    let req = match admitted {
-        Ok(r) => r,
-        Err(e) => {
-            let error = e.to_string();
-            let result = finish(Status::Rejected, Some(error.clone()));
-            let event = Event::Rejected {
-                job: labels,
-                reason: DeadLetterReason::InvalidSpec,
-                error: &error,
-            };
-            conclude(ctx, &lease, &result, ttl, event).await;
-            return;
-        }
-    };
-
     let guard = ctx.inflight.track(lease.clone());
     let started = Instant::now();
     let started_ms = now_ms();
-    let logs = ctx.queue.log_sink(&id, &lease);
-    // Backstop for a runner that hangs: it enforces wall time itself, this only bounds a bug.
-    let deadline =
-        Duration::from_millis(req.limits.compile_wall_time_ms + req.limits.run_wall_time_ms)
-            + RUNNER_BACKSTOP;
-    let outcome = match tokio::time::timeout(
-        deadline,
-        ctx.runner.run(&req, &logs, guard.tracked.cancel.clone()),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(RunnerError::Failed {
-            context: format!("runner did not return within {}s", deadline.as_secs()),
-            transient: true,
-            source: None,
-        }),
-    };
+    let outcome = run(ctx, &job, &lease, guard.tracked.cancel.clone()).await;
     let stop = guard.tracked.reason();
     let ran = started.elapsed();
     tracing::debug!(
@@ -171,124 +103,187 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
     if ctx.inflight.is_empty() {
         ctx.beat.now(BEAT_WAIT).await;
     }
-
-    let cancelled = |out: Option<RunOutput>| {
-        let mut result = finish(Status::Cancelled, Some("cancelled while running".into()));
-        if let Some(out) = out {
-            // The output it printed before it was stopped.
-            result.stdout = out.stdout;
-            result.stderr = out.stderr;
-            result.compile_output = out.compile_output;
-            result.durations.compile_ms = out.compile_ms;
-            result.durations.run_ms = out.run_ms;
-        }
-        result
-    };
-    match (outcome, stop) {
-        (_, StopReason::LeaseLost) => ctx.metrics.emit(Event::LeaseLost),
+    let report = match (outcome, stop) {
+        (_, StopReason::LeaseLost) => Report::Abandon,
         (Ok(out), _) if out.status != Status::Cancelled => {
             let sandbox_start = out.sandbox_start_ms.map(Duration::from_millis);
-            ctx.metrics.ran(labels, ran, sandbox_start);
-            let result = completed(ctx, &id, &claimed, started_ms, out);
-            let event = Event::Finished {
-                job: labels,
-                status: result.status,
-                exit_code: result.exit_code,
-            };
-            conclude(ctx, &lease, &result, ttl, event).await;
+            ctx.metrics.ran(job.labels, ran, sandbox_start);
+            Report::Finish(completed(ctx, &job.id, &claimed, started_ms, out))
         }
         (outcome, StopReason::Cancelled) => {
-            let result = cancelled(outcome.ok());
-            conclude(ctx, &lease, &result, ttl, Event::Cancelled { job: labels }).await;
+            Report::Finish(cancelled(ctx, &job, &claimed, outcome.ok()))
         }
-        (_, StopReason::Drain) => hand_back(ctx, &lease, HandBack::Drain, 0).await,
+        (_, StopReason::Drain) => Report::HandBack {
+            cause: HandBackCause::Drain,
+            delay_ms: 0,
+        },
         // A runner reports `cancelled` only after its token fired.
-        (Ok(_), StopReason::None) => hand_back(ctx, &lease, HandBack::UnaskedCancel, 0).await,
-        (Err(e), StopReason::None) => {
-            ctx.metrics.emit(Event::RunnerFailed(&e));
-            let message = error_chain(&e);
-            let jitter: f64 = rand::random();
-            if e.kind() != RunnerErrorKind::Permanent && ctx.gate.unavailable(&e).await {
-                // Not the job's failure: the runner is down. Claims stop until it is back.
-                let delay = backoff_ms(1, &ctx.cfg.retry, jitter);
-                let why = HandBack::RunnerUnavailable { error: &message };
-                hand_back(ctx, &lease, why, delay).await;
-                drop(guard);
-                return;
-            }
-            let history = ctx.queue.failure_history(&lease).await.unwrap_or_default();
-            match decide(e.kind(), history, now_ms(), &ctx.cfg.retry, jitter) {
-                Disposition::Retry { delay_ms } => {
-                    let retry = Retry {
-                        delay_ms,
-                        error: &message,
-                        charge: Charge::InfraFailure,
-                    };
-                    let written =
-                        persist(ctx, &lease, "retry", || ctx.queue.retry(&lease, retry)).await;
-                    if written {
-                        ctx.metrics.emit(Event::Retried {
-                            job: labels,
-                            reason: e.as_label(),
-                            error: &message,
-                            delay_ms,
-                            failures: history.failures + 1,
-                        });
-                    }
-                }
-                Disposition::DeadLetter { reason } => {
-                    let message = match (reason, history.failing_since_ms) {
-                        (DeadLetterReason::InfraTimeout, Some(since)) => format!(
-                            "infrastructure kept failing for {} s ({} tries); last error: {message}",
-                            now_ms().saturating_sub(since) / 1000,
-                            history.failures + 1
-                        ),
-                        _ => message,
-                    };
-                    let result = finish(Status::Dead, Some(message.clone()));
-                    let event = Event::RunnerGaveUp {
-                        job: labels,
-                        reason,
-                        error: &message,
-                    };
-                    conclude(ctx, &lease, &result, ttl, event).await;
-                }
-            }
-        }
-    }
+        (Ok(_), StopReason::None) => Report::HandBack {
+            cause: HandBackCause::UnaskedCancel,
+            delay_ms: 0,
+        },
+        (Err(e), StopReason::None) => runner_failed(ctx, &lease, &job, claimed.attempts, &e).await,
+    };
+    report.write(ctx, &lease, job.labels, job.ttl_s).await;
     drop(guard);
 }
 
-/// Puts a job back without spending its attempt (draining, runner unavailable).
-async fn hand_back(ctx: &Context, lease: &Lease, why: HandBack<'_>, delay_ms: u64) {
-    let retry = Retry {
-        delay_ms,
-        error: why.why(),
-        charge: Charge::Refund,
+/// Runs the job, its output forwarded to its live log, which is flushed before the outcome is
+/// written (the log's `end` entry comes last).
+async fn run(
+    ctx: &Context,
+    job: &Admitted,
+    lease: &Lease,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<RunOutput, RunnerError> {
+    let (output, chunks) = Output::channel();
+    let live = LiveLog::start(chunks, ctx.queue.log_sink(&job.id, lease));
+    let outcome = ctx.runner.run(&job.req, &output, cancel).await;
+    live.finish(output, LOG_FLUSH_GRACE).await;
+    outcome
+}
+
+/// Validates the claimed job and builds its run request; or the report that ends it at once:
+/// malformed, cancelled before it ran, out of attempts, refused by the runner.
+fn admit(ctx: &Context, claimed: &Claimed) -> Result<Admitted, Box<Refused>> {
+    let lease = &claimed.lease;
+    let waited = Duration::from_millis(now_ms().saturating_sub(claimed.enqueued_at_ms));
+    let (id, spec) = match validate(&ctx.cfg, claimed) {
+        Ok(ok) => ok,
+        Err((reason, message)) => {
+            let labels = ctx.metrics.labels(lease.priority, None);
+            ctx.metrics.claimed(labels, waited);
+            let id = JobId::parse(&lease.job_id).unwrap_or_else(|_| JobId::generate());
+            let mut result =
+                JobResult::without_output(id, Status::Rejected, Some(message), claimed.attempts);
+            result.worker = Some(ctx.worker_id.clone());
+            return Err(Box::new(Refused {
+                report: Report::DeadLetter {
+                    result,
+                    cause: DeadLetterCause::Rejected(reason),
+                },
+                labels,
+                ttl_s: ctx.cfg.queue.default_result_ttl_s,
+            }));
+        }
     };
-    let written = persist(ctx, lease, "hand back", || ctx.queue.retry(lease, retry)).await;
-    if written {
-        ctx.metrics.emit(Event::HandedBack(why));
+    tracing::Span::current().record("language", spec.language.as_str());
+    let labels = ctx.metrics.labels(lease.priority, Some(&spec.language));
+    ctx.metrics.claimed(labels, waited);
+    let ttl_s = spec
+        .result_ttl_s
+        .unwrap_or(ctx.cfg.queue.default_result_ttl_s);
+    let max_attempts = spec
+        .max_attempts
+        .unwrap_or(ctx.cfg.queue.default_max_attempts);
+    let refuse = |status, error: String, cause: Option<DeadLetterCause>| {
+        let result = result(ctx, &id, claimed.attempts, status, error);
+        let report = match cause {
+            Some(cause) => Report::DeadLetter { result, cause },
+            None => Report::Finish(result),
+        };
+        Err(Box::new(Refused {
+            report,
+            labels,
+            ttl_s,
+        }))
+    };
+    if claimed.cancel_requested {
+        return refuse(Status::Cancelled, "cancelled before it ran".into(), None);
+    }
+    if claimed.attempts > max_attempts {
+        // Earlier executions died with their worker (the lease expired): a poison job.
+        let msg =
+            format!("{max_attempts} attempt(s) started and none finished (worker lost each time)");
+        let cause = DeadLetterCause::WorkersKeptDying { max_attempts };
+        return refuse(Status::Dead, msg, Some(cause));
+    }
+    // The runner's own limits (e.g. how long one argument may be) count as admission too.
+    let admitted = request(&ctx.cfg, spec, claimed.attempts, &ctx.fleet)
+        .and_then(|r| ctx.runner.admit(&r).map(|()| r));
+    match admitted {
+        Ok(req) => Ok(Admitted {
+            id,
+            req,
+            labels,
+            ttl_s,
+        }),
+        Err(e) => refuse(
+            Status::Rejected,
+            e.to_string(),
+            Some(DeadLetterCause::Rejected(DeadLetterReason::InvalidSpec)),
+        ),
     }
 }
 
-/// Writes the job's terminal result, with the dead letter `ended` calls for (carrying the
-/// result's error), and emits `ended` once Redis took it: a refused write was not this
-/// worker's to report.
-async fn conclude(ctx: &Context, lease: &Lease, result: &JobResult, ttl_s: u64, ended: Event<'_>) {
-    let error = result.error.as_deref().unwrap_or("");
-    let dead_letter = ended.dead_letter();
-    let written = persist(ctx, lease, "finish", || {
-        let done = Completion::new(lease, result, ttl_s);
-        ctx.queue.finish(match dead_letter {
-            Some(reason) => done.dead_letter(reason, error),
-            None => done,
-        })
-    })
-    .await;
-    if written {
-        ctx.metrics.emit(ended);
+/// What to do after an infrastructure failure: hand the job back when the runner is down,
+/// otherwise retry or dead-letter it as [`decide`] says.
+async fn runner_failed(
+    ctx: &Context,
+    lease: &Lease,
+    job: &Admitted,
+    attempts: u32,
+    e: &RunnerError,
+) -> Report {
+    ctx.metrics.emit(Event::RunnerFailed(e));
+    let message = error_chain(e);
+    let jitter: f64 = rand::random();
+    if e.kind() != RunnerErrorKind::Permanent && ctx.gate.unavailable(e).await {
+        // Not the job's failure: the runner is down. Claims stop until it is back.
+        let delay_ms = backoff_ms(1, &ctx.cfg.retry, jitter);
+        let cause = HandBackCause::RunnerUnavailable { error: message };
+        return Report::HandBack { cause, delay_ms };
     }
+    let history = ctx.queue.failure_history(lease).await.unwrap_or_default();
+    match decide(e.kind(), history, now_ms(), &ctx.cfg.retry, jitter) {
+        Disposition::Retry { delay_ms } => Report::Retry {
+            delay_ms,
+            error: message,
+            failures: history.failures + 1,
+            reason: e.as_label(),
+        },
+        Disposition::DeadLetter { reason } => {
+            let message = match (reason, history.failing_since_ms) {
+                (DeadLetterReason::InfraTimeout, Some(since)) => format!(
+                    "infrastructure kept failing for {} s ({} tries); last error: {message}",
+                    now_ms().saturating_sub(since) / 1000,
+                    history.failures + 1
+                ),
+                _ => message,
+            };
+            let result = result(ctx, &job.id, attempts, Status::Dead, message);
+            let cause = DeadLetterCause::RunnerGaveUp(reason);
+            Report::DeadLetter { result, cause }
+        }
+    }
+}
+
+/// A result with a status and an error, and no output.
+fn result(ctx: &Context, id: &JobId, attempts: u32, status: Status, error: String) -> JobResult {
+    let mut r = JobResult::without_output(id.clone(), status, Some(error), attempts);
+    r.worker = Some(ctx.worker_id.clone());
+    r.runner = Some(ctx.runner.name().to_owned());
+    r
+}
+
+/// The result of a job cancelled while it ran, with the output it printed before it was
+/// stopped.
+fn cancelled(
+    ctx: &Context,
+    job: &Admitted,
+    claimed: &Claimed,
+    out: Option<RunOutput>,
+) -> JobResult {
+    let error = "cancelled while running".to_owned();
+    let mut result = result(ctx, &job.id, claimed.attempts, Status::Cancelled, error);
+    if let Some(out) = out {
+        result.stdout = out.stdout;
+        result.stderr = out.stderr;
+        result.compile_output = out.compile_output;
+        result.durations.compile_ms = out.compile_ms;
+        result.durations.run_ms = out.run_ms;
+    }
+    result
 }
 
 fn completed(
@@ -368,41 +363,6 @@ fn request(
         stdin: spec.stdin,
         fleet: fleet.clone(),
     })
-}
-
-/// Runs a fenced write until Redis takes it or refuses it. Redis being unreachable is not a
-/// reason to drop a result: retry with backoff for a bounded time, after which the lease has
-/// long expired and another worker owns the job. True when the write was taken.
-async fn persist<F, Fut>(ctx: &Context, lease: &Lease, what: &'static str, mut write: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Write, QueueError>>,
-{
-    let give_up = Instant::now() + ctx.cfg.persist_give_up();
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match write().await {
-            Ok(Write::Taken) => return true,
-            Ok(Write::Fenced) => {
-                tracing::warn!(job_id = %lease.job_id, token = lease.token, what, "write refused: this worker no longer holds the job");
-                return false;
-            }
-            Err(error) if Instant::now() < give_up => {
-                // An unreachable Redis is the queue's outage story; other errors are news.
-                if error.is_unreachable() {
-                    tracing::debug!(job_id = %lease.job_id, what, error = %error, "cannot write to redis; retrying");
-                } else {
-                    tracing::warn!(job_id = %lease.job_id, what, error = %error, retry_in_ms = delay.as_millis() as u64, "cannot write to redis; retrying");
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            Err(error) => {
-                tracing::error!(job_id = %lease.job_id, what, error = %error, "giving up on write; the job will be reclaimed when its lease expires");
-                return false;
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -495,9 +455,8 @@ mod tests {
 
     #[test]
     fn error_chain_is_kept() {
-        let e = RunnerError::Failed {
-            context: "cannot create container".into(),
-            transient: true,
+        let e = RunnerError::Api {
+            call: "cannot create container".into(),
             source: Some("connection refused".into()),
         };
         assert_eq!(

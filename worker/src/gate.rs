@@ -149,8 +149,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::*;
-    use crate::logs::LogSink;
-    use crate::runner::{RunOutput, RunRequest, Runner};
+    use crate::runner::{Output, RunOutput, RunRequest, Runner};
 
     /// A runner whose check passes while `up`.
     #[derive(Debug, Default)]
@@ -177,7 +176,7 @@ mod tests {
         async fn run(
             &self,
             _: &RunRequest,
-            _: &LogSink,
+            _: &Output,
             _: CancellationToken,
         ) -> Result<RunOutput, RunnerError> {
             Err(RunnerError::Cancelled)
@@ -201,9 +200,8 @@ mod tests {
         assert!(gate.wait_open(&stop).await, "opens by itself");
         assert_eq!(gate.closed_because(), None);
 
-        let failure = RunnerError::Failed {
-            context: "cannot create the sandbox".into(),
-            transient: true,
+        let failure = RunnerError::Api {
+            call: "cannot create the sandbox".into(),
             source: None,
         };
         assert!(

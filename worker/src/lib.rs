@@ -2,12 +2,15 @@
 //!
 //! - [`claim`]: the claim loop. It holds one semaphore permit per slot and never claims more
 //!   entries than it holds permits; strict priority with a starvation guard.
-//! - [`execute`]: one job: validate its spec, run it on the [`runner`], then finish, retry or
-//!   dead-letter it through one fenced [`queue`] script.
+//! - [`execute`]: one job: validate its spec, run it on the [`runner`], decide its [`report`].
+//! - [`report`]: an attempt's outcome (finish, dead-letter, retry, hand back), written fenced
+//!   through the [`queue`], counted and logged once Redis took it; the live log.
+//! - [`logs`]: the fenced writer of a job's log stream that the live log writes through.
 //! - [`inflight`]: the running jobs, their lease renewal and cancellation.
 //! - [`gate`]: claims only while the runner is available; a probe reopens it.
 //! - [`retry`]: the pure retry/dead-letter decision and backoff.
-//! - [`upkeep`]: heartbeat, orphan sweep and removal retries, promotion, queue sampling.
+//! - [`upkeep`]: heartbeat, orphan sweep and removal retries, promotion, queue sampling; the
+//!   one `spawn` every long-lived task starts through, which logs how it ended.
 //! - [`outage`]: one log story per outage of Redis or the runner.
 //! - [`queue`]: the queue seam ([`queue::JobQueue`]) and its Redis implementation.
 //! - [`runner`]: the runner seam ([`runner::Runner`]).
@@ -26,6 +29,7 @@ pub mod logs;
 pub mod metrics;
 pub mod outage;
 pub mod queue;
+pub mod report;
 pub mod retry;
 pub mod runner;
 pub mod shutdown;
@@ -152,12 +156,24 @@ pub async fn run(
                 draining: shutdown.clone(),
                 metrics: exporter.clone(),
             });
-            chores.spawn(health::serve(listener, health, background.clone()));
+            upkeep::spawn(
+                &chores,
+                "health endpoint",
+                health::serve(listener, health, background.clone()),
+            );
         }
         if let Some(handle) = exporter.clone() {
-            chores.spawn(metrics::upkeep(handle, background.clone()));
+            upkeep::spawn(
+                &chores,
+                "metrics upkeep",
+                metrics::upkeep(handle, background.clone()),
+            );
         }
-        chores.spawn(Arc::clone(&gate).probe_forever(background.clone()));
+        upkeep::spawn(
+            &chores,
+            "runner gate probe",
+            Arc::clone(&gate).probe_forever(background.clone()),
+        );
         serve(
             &cfg,
             &worker_id,
@@ -224,26 +240,31 @@ async fn serve(
         beat: Arc::default(),
     });
 
-    chores.spawn(Arc::clone(&inflight).renew_forever(
-        Arc::clone(&queue),
-        Duration::from_millis(cfg.worker.lease_ms / 3),
-        background.clone(),
-    ));
-    chores.spawn(Arc::clone(&inflight).listen_for_cancels(Arc::clone(&queue), background.clone()));
-    chores.spawn(upkeep::promote_loop(
+    let renew = Duration::from_millis(cfg.worker.lease_ms / 3);
+    let renewals =
+        Arc::clone(&inflight).renew_forever(Arc::clone(&queue), renew, background.clone());
+    upkeep::spawn(chores, "lease renewal", renewals);
+    let cancels = Arc::clone(&inflight).listen_for_cancels(Arc::clone(&queue), background.clone());
+    upkeep::spawn(chores, "cancel listener", cancels);
+    let promote = upkeep::promote_loop(
         Arc::clone(&queue),
         cfg.worker.promote_interval_ms,
         background.clone(),
-    ));
-    chores.spawn(upkeep::heartbeat_loop(Arc::clone(&ctx), background.clone()));
-    chores.spawn(upkeep::sandbox_loop(Arc::clone(&ctx), background.clone()));
+    );
+    upkeep::spawn(chores, "promote", promote);
+    let heartbeat = upkeep::heartbeat_loop(Arc::clone(&ctx), background.clone());
+    upkeep::spawn(chores, "heartbeat", heartbeat);
+    let sandboxes = upkeep::sandbox_loop(Arc::clone(&ctx), background.clone());
+    upkeep::spawn(chores, "sandbox sweep", sandboxes);
     if sample {
-        chores.spawn(upkeep::sample_loop(
+        let every = Duration::from_millis(cfg.metrics.sample_interval_ms);
+        let sampler = upkeep::sample_loop(
             Arc::clone(&queue),
             Arc::clone(&metrics),
-            Duration::from_millis(cfg.metrics.sample_interval_ms),
+            every,
             background.clone(),
-        ));
+        );
+        upkeep::spawn(chores, "queue sampler", sampler);
     }
 
     let jobs = TaskTracker::new();
@@ -266,28 +287,6 @@ async fn serve(
         inflight.stop_all(StopReason::Drain);
         jobs.wait().await;
     }
-    remove_leftovers(&runner).await;
+    upkeep::remove_leftovers(&runner).await;
     Ok(())
-}
-
-/// How long a draining worker keeps trying to remove sandboxes whose removal failed.
-const LEFTOVER_PATIENCE: Duration = Duration::from_secs(10);
-
-/// Before exit: removes what this worker failed to remove, as far as the runner allows.
-async fn remove_leftovers(runner: &SharedRunner) {
-    let give_up = tokio::time::Instant::now() + LEFTOVER_PATIENCE;
-    loop {
-        let left = runner.retry_removals().await;
-        if left == 0 {
-            return;
-        }
-        if tokio::time::Instant::now() >= give_up {
-            tracing::warn!(
-                left,
-                "exiting with sandboxes this worker could not remove; the fleet's sweep will"
-            );
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }

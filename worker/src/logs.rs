@@ -10,6 +10,7 @@ use quayside_common::{JobId, Keys};
 
 use crate::outage::Outage;
 use crate::queue::Lease;
+use crate::report::live_log::LogWriter;
 
 pub use quayside_common::protocol::log::LogSource;
 
@@ -151,5 +152,12 @@ impl LogSink {
                 tracing::warn!(key = %self.key, %error, "cannot append to job log")
             }
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl LogWriter for LogSink {
+    async fn write(&self, source: LogSource, data: &[u8]) {
+        LogSink::write(self, source, data).await;
     }
 }

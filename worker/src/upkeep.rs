@@ -1,23 +1,72 @@
-//! The worker's background chores: heartbeat (and the orphan sweep and removal retries it
-//! paces), promotion of due retries, and queue sampling for the gauges.
+//! The worker's background chores: heartbeat, the sandbox chores (orphan sweep, removal
+//! retries, the leftovers before exit), promotion of due retries, and queue sampling for the
+//! gauges. Every long-lived task, these and the others the worker runs (lease renewal, cancel
+//! listener, runner gate probe, operations endpoint), starts through [`spawn`], which logs how
+//! it ended (taskbroker's `log_task_completion`).
 
+use std::fmt::Display;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use quayside_common::now_ms;
 use tokio::sync::{watch, Notify};
+use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::claim::sleep_or_stop;
 use crate::execute::Context;
 use crate::metrics::{Event, WorkerMetrics};
 use crate::queue::{log_error, JobQueue};
+use crate::runner::SharedRunner;
 
 /// How often a worker looks for sandboxes of dead workers.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// How often sandboxes whose removal failed are tried again.
 const REMOVAL_RETRY_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What a long-lived task answers when it ends: nothing, or a result worth logging.
+pub trait TaskEnd: Send + 'static {
+    /// The error to log, if the task ended with one.
+    fn error(&self) -> Option<String>;
+}
+
+impl TaskEnd for () {
+    fn error(&self) -> Option<String> {
+        None
+    }
+}
+
+impl<E: Display + Send + 'static> TaskEnd for Result<(), E> {
+    fn error(&self) -> Option<String> {
+        self.as_ref().err().map(ToString::to_string)
+    }
+}
+
+/// Runs `task` on `tracker` and logs how it ended: returned (debug: they end on the drain),
+/// failed, panicked or was aborted (error: a chore the worker relies on is gone).
+pub fn spawn<F>(tracker: &TaskTracker, name: &'static str, task: F)
+where
+    F: Future + Send + 'static,
+    F::Output: TaskEnd,
+{
+    let handle = tracker.spawn(task);
+    tracker.spawn(async move { log_task_completion(name, handle.await) });
+}
+
+/// The log line of a task that ended (taskbroker's `log_task_completion`).
+fn log_task_completion<T: TaskEnd>(task: &'static str, ended: Result<T, JoinError>) {
+    match ended {
+        Ok(end) => match end.error() {
+            None => tracing::debug!(task, "task ended"),
+            Some(error) => tracing::error!(task, error, "task failed"),
+        },
+        Err(e) if e.is_panic() => tracing::error!(task, error = %e, "task panicked"),
+        Err(e) => tracing::error!(task, error = %e, "task aborted"),
+    }
+}
 
 /// Lets an execution have the registry updated at once (its job left the in-flight count)
 /// and wait until it was.
@@ -114,6 +163,28 @@ pub async fn sandbox_loop(ctx: Arc<Context>, stop: CancellationToken) {
     }
 }
 
+/// How long a draining worker keeps trying to remove sandboxes whose removal failed.
+const LEFTOVER_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Before exit: removes what this worker failed to remove, as far as the runner allows.
+pub async fn remove_leftovers(runner: &SharedRunner) {
+    let give_up = tokio::time::Instant::now() + LEFTOVER_PATIENCE;
+    loop {
+        let left = runner.retry_removals().await;
+        if left == 0 {
+            return;
+        }
+        if tokio::time::Instant::now() >= give_up {
+            tracing::warn!(
+                left,
+                "exiting with sandboxes this worker could not remove; the fleet's sweep will"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Keeps this worker's entry in the registry fresh: every `heartbeat_interval_ms`, within a
 /// second of its in-flight count changing, and at once when an execution asks ([`Beat`]).
 /// It also keeps the queue's fleet id in place.
@@ -163,5 +234,64 @@ pub async fn heartbeat_loop(ctx: Arc<Context>, stop: CancellationToken) {
             _ = tokio::time::sleep(check) => {}
             _ = ctx.beat.wake.notified() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Collects the log lines written while it is the default subscriber.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn each_ending_is_logged_as_what_it_was_and_the_tracker_waits_for_it() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let tracker = TaskTracker::new();
+        spawn(&tracker, "returns", async {});
+        spawn(&tracker, "fails", async { Err::<(), _>("broken") });
+        spawn(&tracker, "panics", async {
+            if std::hint::black_box(true) {
+                panic!("on purpose");
+            }
+        });
+        tracker.close();
+        tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+            .await
+            .expect("all three ended");
+        let text = String::from_utf8(lines.0.lock().expect("lock").clone()).expect("utf-8");
+        for (task, line) in [
+            ("returns", "task ended"),
+            ("fails", "task failed"),
+            ("panics", "task panicked"),
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l.contains(line) && l.contains(&format!("task=\"{task}\""))),
+                "{task}: {text}"
+            );
+        }
+        assert!(text.contains("error=\"broken\""), "{text}");
     }
 }

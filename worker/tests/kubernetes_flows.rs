@@ -10,19 +10,17 @@
 
 mod fake_api;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
-use fake_api::{Access, FakeApi, Fault};
-use quayside_common::config::{default_languages, KubernetesConfig, RedisConfig, RunnerConfig};
-use quayside_common::connection::Redis;
-use quayside_common::limits::Limits;
-use quayside_common::{JobId, JobKind, Status};
-use quayside_worker::logs::LogSink;
+use fake_api::{running, terminated, waiting, Access, FakeApi, Fault};
+use quayside_common::config::{default_languages, KubernetesConfig, RunnerConfig};
+use quayside_common::{JobId, Status};
 use quayside_worker::runner::kubernetes::KubernetesRunner;
-use quayside_worker::runner::{Fleet, RunOutput, RunRequest, Runner, RunnerError, RunnerErrorKind};
+use quayside_worker::runner::{
+    Fleet, Guarded, Output, RunOutput, RunRequest, Runner, RunnerError, RunnerErrorKind,
+};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -50,24 +48,16 @@ fn with(kubernetes: KubernetesConfig) -> RunnerConfig {
     }
 }
 
-fn runner(fake: &FakeApi, worker: &str) -> KubernetesRunner {
-    KubernetesRunner::with_client(config(), fake.client(), worker)
+fn runner(fake: &FakeApi, worker: &str) -> Guarded<KubernetesRunner> {
+    Guarded::new(KubernetesRunner::with_client(
+        config(),
+        fake.client(),
+        worker,
+    ))
 }
 
 fn request() -> RunRequest {
-    RunRequest {
-        job_id: JobId::parse("job:1").expect("id"),
-        attempt: 1,
-        kind: JobKind::Run,
-        language: "python".into(),
-        language_config: default_languages()["python"].clone(),
-        files: BTreeMap::from([("main.py".to_owned(), "print('hi')".to_owned())]),
-        compiler_options: vec![],
-        args: vec![],
-        stdin: String::new(),
-        limits: Limits::DEFAULT,
-        fleet: fleet(),
-    }
+    fake_api::request(JobId::parse("job:1").expect("id"), fleet())
 }
 
 /// The fleet every flow here runs in.
@@ -78,42 +68,9 @@ fn fleet() -> Fleet {
     }
 }
 
-/// A log sink whose Redis is not there: live-log writes fail and are dropped, as designed.
-fn sink() -> LogSink {
-    let redis = Redis::new(&RedisConfig {
-        url: "redis://127.0.0.1:1".into(),
-        connect_timeout_ms: 100,
-        ..Default::default()
-    })
-    .expect("redis url");
-    LogSink::new(Arc::new(redis), "qs:test:log".into(), 100)
-}
-
-fn running() -> Value {
-    json!({"phase": "Running", "containerStatuses": [{"name": "job", "image": "i", "imageID": "",
-        "ready": true, "restartCount": 0, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]})
-}
-
-fn terminated(code: i64, reason: Option<&str>) -> Value {
-    let phase = if code == 0 { "Succeeded" } else { "Failed" };
-    json!({"phase": phase, "containerStatuses": [{"name": "job", "image": "i", "imageID": "",
-        "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": code, "reason": reason}}}]})
-}
-
-fn waiting(reason: &str) -> Value {
-    json!({"phase": "Pending", "containerStatuses": [{"name": "job", "image": "i", "imageID": "",
-        "ready": false, "restartCount": 0, "state": {"waiting": {"reason": reason}}}]})
-}
-
 /// Waits for the attempt's Job, starts its pod and returns (job, pod).
 async fn start_pod(fake: &FakeApi) -> (String, String) {
-    let job = step("job created", fake.created("jobs")).await;
-    let owned = |f: &FakeApi| {
-        f.get("configmaps", &job)
-            .is_some_and(|cm| cm["metadata"]["ownerReferences"][0]["kind"] == "Job")
-    };
-    step("configmap owned by the job", fake.until(owned)).await;
-    (job.clone(), fake.create_pod(&job))
+    step("job created and its pod started", fake.start_pod()).await
 }
 
 /// Plays a pod that prints and exits with `code` (`reason` e.g. OOMKilled).
@@ -132,7 +89,7 @@ async fn run_with(
     cancel: CancellationToken,
 ) -> Result<RunOutput, RunnerError> {
     let r = runner(fake, "w1");
-    let out = step("runner returns", r.run(req, &sink(), cancel)).await;
+    let out = step("runner returns", r.run(req, &Output::discard(), cancel)).await;
     step("job, configmap and pod removed", async {
         fake.gone("jobs").await;
         fake.gone("configmaps").await;
@@ -408,10 +365,10 @@ async fn one_broken_watch_is_resumed_but_a_forbidden_one_fails() {
         pending_timeout_ms: 60_000,
         ..Default::default()
     });
-    let runner = KubernetesRunner::with_client(cfg, fake.client(), "w1");
+    let runner = Guarded::new(KubernetesRunner::with_client(cfg, fake.client(), "w1"));
     let err = step(
         "gives up after errors in a row",
-        runner.run(&request(), &sink(), CancellationToken::new()),
+        runner.run(&request(), &Output::discard(), CancellationToken::new()),
     )
     .await
     .expect_err("cannot follow the pod");
@@ -538,7 +495,7 @@ async fn a_failed_deletion_is_retried_until_it_succeeds() {
     let kube = tokio::spawn(kubelet(fake.clone(), "hi\n", "", 0, None));
     let out = step(
         "runner returns",
-        r.run(&request(), &sink(), CancellationToken::new()),
+        r.run(&request(), &Output::discard(), CancellationToken::new()),
     )
     .await
     .expect("ran");
@@ -613,7 +570,7 @@ async fn real_cluster_runs_python_and_cleans_up() {
         .expect("cluster reachable and the Role allows listing jobs");
     let out = tokio::time::timeout(
         Duration::from_secs(120),
-        runner.run(&request(), &sink(), CancellationToken::new()),
+        runner.run(&request(), &Output::discard(), CancellationToken::new()),
     )
     .await
     .expect("finished in time")

@@ -1,6 +1,7 @@
-//! `DockerRunner` against the real Docker engine and a real redis-server for the live log:
-//! every language builds and runs, limits hold against hostile programs, and no container is
-//! left behind. Needs the runner images (`scripts/build-images.sh`) and `E2E_REDIS_URL`.
+//! `DockerRunner` (guarded, as the worker runs it) against the real Docker engine: every
+//! language builds and runs, limits hold against hostile programs, the live log holds whole
+//! lines, and no container is left behind. Needs the runner images
+//! (`scripts/build-images.sh`); the live log goes to memory, so no Redis.
 //!
 //! - `hostile`: the kernel surface the seccomp profile takes away, the wrapper out of the
 //!   job's reach, jobs running side by side under their own uids, and what a job's build
@@ -9,21 +10,22 @@
 mod hostile;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bollard::query_parameters::ListContainersOptions;
 use bollard::Docker;
 use quayside_common::config::{
-    default_languages, DockerConfig, FileTransfer, LanguageConfig, RedisConfig, RunnerConfig,
+    default_languages, DockerConfig, FileTransfer, LanguageConfig, RunnerConfig,
 };
-use quayside_common::connection::Redis;
 use quayside_common::outcome::Encoding;
 use quayside_common::{JobId, JobKind, Limits, Status};
+use quayside_e2e::sandboxes::{self, show};
 use quayside_e2e::{redis_url, within};
-use quayside_worker::logs::LogSink;
+use quayside_worker::report::live_log::{LiveLog, LogWriter};
 use quayside_worker::runner::docker::DockerRunner;
-use quayside_worker::runner::{Fleet, RunOutput, RunRequest, Runner, RunnerError, RunnerErrorKind};
+use quayside_worker::runner::{
+    Fleet, Guarded, LogSource, Output, RunOutput, RunRequest, Runner, RunnerError, RunnerErrorKind,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Limits for these tests: the defaults with room for slow compilers on a busy machine.
@@ -45,10 +47,28 @@ fn fleet() -> Fleet {
         .clone()
 }
 
+/// Each job's live log entries, as (source, bytes).
+type Logs = Arc<Mutex<HashMap<JobId, Vec<(String, Vec<u8>)>>>>;
+
+/// The live log of one job, kept in memory instead of its log stream.
+struct JobLog {
+    id: JobId,
+    logs: Logs,
+}
+
+#[async_trait::async_trait]
+impl LogWriter for JobLog {
+    async fn write(&self, source: LogSource, data: &[u8]) {
+        let mut logs = self.logs.lock().expect("lock");
+        let entries = logs.entry(self.id.clone()).or_default();
+        entries.push((source.as_str().to_owned(), data.to_vec()));
+    }
+}
+
 /// A runner under a worker id of its own, plus what its jobs need.
 struct Harness {
-    runner: DockerRunner,
-    redis: Arc<Redis>,
+    runner: Guarded<DockerRunner>,
+    logs: Logs,
     docker: Docker,
 }
 
@@ -74,14 +94,9 @@ impl Harness {
 
     async fn with_runner(cfg: RunnerConfig, languages: BTreeMap<String, LanguageConfig>) -> Self {
         let worker = format!("e2e-{}-{:08x}", std::process::id(), rand_u32());
-        let redis = Redis::new(&RedisConfig {
-            url: redis_url(),
-            ..RedisConfig::default()
-        })
-        .expect("redis config");
         Self {
-            runner: DockerRunner::new(cfg, &languages, worker),
-            redis: Arc::new(redis),
+            runner: Guarded::new(DockerRunner::new(cfg, &languages, worker)),
+            logs: Logs::default(),
             docker: within(10, "docker version", async {
                 Docker::connect_with_local_defaults()
                     .expect("docker client")
@@ -103,20 +118,27 @@ impl Harness {
         out
     }
 
+    /// Runs `req` with its output going through the worker's live log into memory.
     async fn try_run(
         &self,
         req: &RunRequest,
         cancel: CancellationToken,
     ) -> Result<RunOutput, RunnerError> {
-        let sink = LogSink::new(Arc::clone(&self.redis), log_key(&req.job_id), 1000);
-        within(180, "runner.run", self.runner.run(req, &sink, cancel)).await
+        let (output, chunks) = Output::channel();
+        let writer = JobLog {
+            id: req.job_id.clone(),
+            logs: Arc::clone(&self.logs),
+        };
+        let live = LiveLog::start(chunks, writer);
+        let out = within(180, "runner.run", self.runner.run(req, &output, cancel)).await;
+        live.finish(output, Duration::from_secs(2)).await;
+        out
     }
 
     /// What the job printed to stdout so far, from its live log (which stays as it is).
     async fn stdout_so_far(&self, id: &JobId) -> String {
         let stdout: Vec<u8> = self
             .entries(id)
-            .await
             .into_iter()
             .filter(|(s, _)| s == "stdout")
             .flat_map(|(_, d)| d)
@@ -124,65 +146,23 @@ impl Harness {
         String::from_utf8_lossy(&stdout).into_owned()
     }
 
-    /// The job's live log as (source, bytes) entries, which it then deletes.
+    /// The job's live log as (source, bytes) entries, which it then forgets.
     async fn log(&self, id: &JobId) -> Vec<(String, Vec<u8>)> {
-        let entries = self.entries(id).await;
-        let mut conn = within(5, "redis conn", self.redis.conn())
-            .await
-            .expect("redis");
-        let _: () = within(
-            5,
-            "DEL",
-            redis::cmd("DEL").arg(log_key(id)).query_async(&mut conn),
-        )
-        .await
-        .expect("del");
-        entries
+        self.logs
+            .lock()
+            .expect("lock")
+            .remove(id)
+            .unwrap_or_default()
     }
 
     /// The job's live log as (source, bytes) entries.
-    async fn entries(&self, id: &JobId) -> Vec<(String, Vec<u8>)> {
-        let mut conn = within(5, "redis conn", self.redis.conn())
-            .await
-            .expect("redis");
-        let entries: Vec<(String, HashMap<String, Vec<u8>>)> = within(
-            5,
-            "XRANGE",
-            redis::cmd("XRANGE")
-                .arg(log_key(id))
-                .arg("-")
-                .arg("+")
-                .query_async(&mut conn),
-        )
-        .await
-        .expect("xrange");
-        entries
-            .into_iter()
-            .map(|(_, mut f)| {
-                let source =
-                    String::from_utf8(f.remove("s").unwrap_or_default()).unwrap_or_default();
-                (source, f.remove("d").unwrap_or_default())
-            })
-            .collect()
+    fn entries(&self, id: &JobId) -> Vec<(String, Vec<u8>)> {
+        let logs = self.logs.lock().expect("lock");
+        logs.get(id).cloned().unwrap_or_default()
     }
 
     async fn containers(&self, label: &str) -> Vec<String> {
-        let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        };
-        within(
-            10,
-            "list containers",
-            self.docker.list_containers(Some(options)),
-        )
-        .await
-        .expect("list containers")
-        .into_iter()
-        .filter_map(|c| c.id)
-        .collect()
+        sandboxes::containers(&self.docker, label).await
     }
 
     async fn assert_gone(&self, id: &JobId) {
@@ -199,10 +179,6 @@ fn rand_u32() -> u32 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     nanos ^ std::process::id().rotate_left(16)
-}
-
-fn log_key(id: &JobId) -> String {
-    format!("e2e:docker-runner:{id}:log")
 }
 
 fn job(language: &str, files: &[(&str, &str)], stdin: &str) -> RunRequest {
@@ -232,18 +208,6 @@ fn c(source: &str) -> RunRequest {
 
 fn python(source: &str) -> RunRequest {
     job("python", &[("main.py", source)], "")
-}
-
-fn show(out: &RunOutput) -> String {
-    format!(
-        "{:?} exit={:?} signal={:?}\n--- stdout\n{}\n--- stderr\n{}\n--- compile\n{}",
-        out.status,
-        out.exit_code,
-        out.signal,
-        out.stdout.lossy(),
-        out.stderr.lossy(),
-        out.compile_output.lossy()
-    )
 }
 
 const HELLO: [(&str, &str, &str); 6] = [
@@ -854,8 +818,8 @@ async fn a_dropped_run_still_removes_its_container() {
     // The worker's outer timeout drops the run future instead of cancelling it.
     let h = Harness::new().await;
     let req = python("import time\ntime.sleep(30)\n");
-    let sink = LogSink::new(Arc::clone(&h.redis), log_key(&req.job_id), 1000);
-    let run = h.runner.run(&req, &sink, CancellationToken::new());
+    let output = Output::discard();
+    let run = h.runner.run(&req, &output, CancellationToken::new());
     assert!(
         tokio::time::timeout(Duration::from_secs(3), run)
             .await
@@ -885,16 +849,8 @@ async fn an_engine_refusal_is_a_transient_failure_and_leaves_nothing() {
         .try_run(&req, CancellationToken::new())
         .await
         .expect_err("unknown runtime");
-    assert!(
-        matches!(
-            err,
-            RunnerError::Failed {
-                transient: true,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, RunnerError::Api { .. }), "{err:?}");
+    assert_eq!(err.kind(), RunnerErrorKind::Transient);
     h.assert_gone(&req.job_id).await;
 }
 
@@ -996,7 +952,7 @@ async fn the_sweep_judges_only_its_own_fleet_and_spares_another_fleets_long_job(
     };
 
     let h = Harness::new().await;
-    let me = h.runner.worker_id().to_owned();
+    let me = h.runner.inner().worker_id().to_owned();
     let far = (quayside_common::now_ms() / 1000 + 3600).to_string();
     let labelled = |fleet: &Fleet, worker: &str, deadline: &str, what: &str| {
         HashMap::from([
@@ -1052,6 +1008,7 @@ async fn the_sweep_judges_only_its_own_fleet_and_spares_another_fleets_long_job(
         30,
         "sweep",
         h.runner
+            .inner()
             .sweep_fleet(&ours, &["w-live".to_owned()], Duration::ZERO),
     )
     .await

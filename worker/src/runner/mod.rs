@@ -1,7 +1,20 @@
-//! The runner seam: one trait, one implementation per sandbox backend.
+//! The runner seam: one trait, one implementation per sandbox backend, and the wrapper that
+//! keeps the seam's promises for any of them.
+//!
+//! - [`output`]: the channel a runner streams output into (chunks with their source).
+//! - [`guard`]: [`Guarded`], the missing-command check, the cancel race and the outer deadline.
+//! - [`sandbox`]: what both backends share: the in-sandbox protocol, the phased-output parser,
+//!   labels and the sweep rule, the seccomp profile.
+//! - [`docker`], [`kubernetes`]: the backends, each as `mod.rs` (the runner), `spec.rs` (what
+//!   it creates), `attempt.rs` (one attempt) and `cleanup.rs` (removal guard and sweep).
+//!
+//! Nothing here knows the queue: a runner gets a [`RunRequest`], an [`Output`] and a
+//! cancellation token, and answers with a [`RunOutput`] or a [`RunnerError`].
 
 pub mod docker;
+pub mod guard;
 pub mod kubernetes;
+pub mod output;
 pub mod sandbox;
 
 use std::collections::BTreeMap;
@@ -13,8 +26,8 @@ use quayside_common::limits::Limits;
 use quayside_common::{Captured, JobId, JobKind, Status};
 use tokio_util::sync::CancellationToken;
 
-use crate::logs::LogSink;
-
+pub use self::guard::Guarded;
+pub use self::output::{Chunk, LogSource, Output};
 pub use self::sandbox::Fleet;
 
 /// Everything a runner needs to execute one attempt of a job, already validated and with
@@ -33,6 +46,26 @@ pub struct RunRequest {
     pub limits: Limits,
     /// The fleet the worker belongs to, for the sandbox's labels.
     pub fleet: Fleet,
+}
+
+impl RunRequest {
+    /// The part of the wrapper script every backend runs for this job (see
+    /// [`sandbox::protocol::wrapper_body`]).
+    ///
+    /// # Errors
+    /// [`RunnerError::NoCommand`]: the job's language has no command for its kind.
+    pub fn wrapper_body(&self) -> Result<String, RunnerError> {
+        sandbox::protocol::wrapper_body(
+            &self.language_config,
+            self.kind,
+            &self.compiler_options,
+            &self.files,
+        )
+        .ok_or_else(|| RunnerError::NoCommand {
+            language: self.language.clone(),
+            kind: self.kind.as_label(),
+        })
+    }
 }
 
 /// What the program did. Every user-caused ending (non-zero exit, timeout, OOM, output overflow,
@@ -80,9 +113,14 @@ pub enum RunnerErrorKind {
     Cancelled,
 }
 
+/// The error a backend library gives, kept as the source of a [`RunnerError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// An infrastructure failure: the sandbox could not do its job. Never what the program did.
+/// Each variant names what failed; [`RunnerError::kind`] follows from it.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
+    /// The backend cannot be reached (socket missing, connection refused, no answer).
     #[error("runner backend unavailable: {detail}")]
     Unavailable { detail: String },
     #[error("image {image} is not present on the runner (build it with scripts/build-images.sh)")]
@@ -93,37 +131,89 @@ pub enum RunnerError {
     /// `docker rm -f`, a pod deleted or evicted): never the program's verdict.
     #[error("the sandbox was stopped from outside: {detail}")]
     Interrupted { detail: String },
-    #[error("{context}")]
-    Failed {
-        context: String,
-        transient: bool,
+    /// The backend's API answered a call with an error that may not come again (a 5xx, a
+    /// 403 while RBAC is being fixed, a name clash).
+    #[error("{call}")]
+    Api {
+        call: String,
         #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+        source: Option<BoxError>,
+    },
+    /// The backend's API refused the request itself (invalid, too large): it would refuse
+    /// every attempt.
+    #[error("{call}")]
+    ApiRejected {
+        call: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The wrapper ended before its end-of-build marker without hitting a limit: the sandbox
+    /// broke the in-sandbox protocol (see [`sandbox::protocol`]).
+    #[error("{detail}")]
+    Wrapper { detail: String },
+    /// The job's files cannot be put into the sandbox (an archive the tar format refuses,
+    /// files that do not fit in `/work`): every attempt would fail the same way.
+    #[error("{detail}")]
+    Files {
+        detail: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The job's pod could not start or be followed (unschedulable, never started, its
+    /// seccomp profile missing on the node, its watch broken).
+    #[error("{detail}")]
+    Pod {
+        detail: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The sandbox's output stream broke off while it still ran.
+    #[error("{detail}")]
+    OutputLost {
+        detail: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The runner did not return within its outer deadline (both wall times plus a backstop).
+    #[error("runner did not return within {after_s}s")]
+    Deadline { after_s: u64 },
+    /// The job's language has no command for its kind: a config gap, never worth a retry.
+    #[error("language {language:?} has no command for {kind} jobs")]
+    NoCommand {
+        language: String,
+        kind: &'static str,
     },
 }
 
 impl RunnerError {
     pub fn kind(&self) -> RunnerErrorKind {
         match self {
-            Self::Unavailable { .. } | Self::ImageMissing { .. } | Self::Interrupted { .. } => {
-                RunnerErrorKind::Transient
+            Self::Unavailable { .. }
+            | Self::ImageMissing { .. }
+            | Self::Interrupted { .. }
+            | Self::Api { .. }
+            | Self::Wrapper { .. }
+            | Self::Pod { .. }
+            | Self::OutputLost { .. }
+            | Self::Deadline { .. } => RunnerErrorKind::Transient,
+            Self::ApiRejected { .. } | Self::Files { .. } | Self::NoCommand { .. } => {
+                RunnerErrorKind::Permanent
             }
             Self::Cancelled => RunnerErrorKind::Cancelled,
-            Self::Failed {
-                transient: true, ..
-            } => RunnerErrorKind::Transient,
-            Self::Failed { .. } => RunnerErrorKind::Permanent,
         }
     }
 
-    /// Stable label for metrics (`reason`) and retry reasons.
+    /// Stable label for metrics (`reason`) and retry reasons. Failures of a call, the
+    /// wrapper, a pod, the output, the deadline or the config share `failed`, as before the
+    /// variants were split (dashboards and alerts know these five values).
     pub fn as_label(&self) -> &'static str {
         match self {
             Self::Unavailable { .. } => "unavailable",
             Self::ImageMissing { .. } => "image_missing",
             Self::Cancelled => "cancelled",
             Self::Interrupted { .. } => "interrupted",
-            Self::Failed { .. } => "failed",
+            // What failed is in the error; the label stays one of the five.
+            _ => "failed",
         }
     }
 }
@@ -166,13 +256,15 @@ pub trait Runner: std::fmt::Debug + Send + Sync + 'static {
         0
     }
 
-    /// What the program did. Streams output into `logs` as it arrives. Once `cancel` fires it
-    /// returns promptly: `Ok` with status `cancelled` and the output so far when the sandbox
-    /// had started, `Err(RunnerError::Cancelled)` before that.
+    /// What the program did. Streams output into `output` as it arrives, and tells it once the
+    /// sandbox runs ([`Output::sandbox_started`]). Once `cancel` fires it returns promptly: `Ok`
+    /// with status `cancelled` and the output so far when the sandbox had started. Before
+    /// that, [`Guarded`] drops the attempt and answers `Err(RunnerError::Cancelled)`, so a
+    /// backend removes what it created from its guards' `Drop` too.
     async fn run(
         &self,
         req: &RunRequest,
-        logs: &LogSink,
+        output: &Output,
         cancel: CancellationToken,
     ) -> Result<RunOutput, RunnerError>;
 }
@@ -180,7 +272,7 @@ pub trait Runner: std::fmt::Debug + Send + Sync + 'static {
 /// A shared runner.
 pub type SharedRunner = Arc<dyn Runner>;
 
-/// Builds the runner the config selects.
+/// Builds the runner the config selects, [`Guarded`].
 ///
 /// # Errors
 /// The selected backend is not available in this build.
@@ -194,15 +286,15 @@ pub fn build(cfg: &quayside_common::config::Config) -> Result<SharedRunner, Runn
         .unwrap_or_else(crate::generate_worker_id);
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     match cfg.runner.backend.resolve(in_cluster) {
-        RunnerBackend::Kubernetes => Ok(Arc::new(kubernetes::KubernetesRunner::new(
+        RunnerBackend::Kubernetes => Ok(Arc::new(Guarded::new(kubernetes::KubernetesRunner::new(
             cfg.runner.clone(),
             &cfg.languages,
             worker_id,
-        ))),
-        _ => Ok(Arc::new(docker::DockerRunner::new(
+        )))),
+        _ => Ok(Arc::new(Guarded::new(docker::DockerRunner::new(
             cfg.runner.clone(),
             &cfg.languages,
             worker_id,
-        ))),
+        )))),
     }
 }

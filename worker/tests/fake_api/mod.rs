@@ -15,6 +15,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
+use quayside_worker::runner::{Fleet, RunRequest};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 
@@ -181,6 +182,19 @@ impl FakeApi {
             "spec": template["spec"], "status": {"phase": "Pending"}});
         self.put("pods", pod, "ADDED");
         name
+    }
+
+    /// Plays the Job controller for the next attempt: waits for its Job (and its ConfigMap,
+    /// owned by the Job), then creates its pod. Returns (job, pod).
+    pub async fn start_pod(&self) -> (String, String) {
+        let job = self.created("jobs").await;
+        let owned = |f: &FakeApi| {
+            f.get("configmaps", &job)
+                .is_some_and(|cm| cm["metadata"]["ownerReferences"][0]["kind"] == "Job")
+        };
+        self.until(owned).await;
+        let pod = self.create_pod(&job);
+        (job, pod)
     }
 
     /// Plays the kubelet: replaces the pod's status.
@@ -488,4 +502,40 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A small Python job, the same for every scripted flow (the kubelet plays its output).
+pub fn request(job_id: quayside_common::JobId, fleet: Fleet) -> RunRequest {
+    RunRequest {
+        job_id,
+        attempt: 1,
+        kind: quayside_common::JobKind::Run,
+        language: "python".into(),
+        language_config: quayside_common::config::default_languages()["python"].clone(),
+        files: BTreeMap::from([("main.py".to_owned(), "print('hi')".to_owned())]),
+        compiler_options: vec![],
+        args: vec![],
+        stdin: String::new(),
+        limits: quayside_common::Limits::DEFAULT,
+        fleet,
+    }
+}
+
+/// A pod status with its container running.
+pub fn running() -> Value {
+    json!({"phase": "Running", "containerStatuses": [{"name": "job", "image": "i", "imageID": "",
+        "ready": true, "restartCount": 0, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]})
+}
+
+/// A pod status with its container ended with `code` (`reason` e.g. OOMKilled).
+pub fn terminated(code: i64, reason: Option<&str>) -> Value {
+    let phase = if code == 0 { "Succeeded" } else { "Failed" };
+    json!({"phase": phase, "containerStatuses": [{"name": "job", "image": "i", "imageID": "",
+        "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": code, "reason": reason}}}]})
+}
+
+/// A pod status with its container waiting to start for `reason` (e.g. ImagePullBackOff).
+pub fn waiting(reason: &str) -> Value {
+    json!({"phase": "Pending", "containerStatuses": [{"name": "job", "image": "i", "imageID": "",
+        "ready": false, "restartCount": 0, "state": {"waiting": {"reason": reason}}}]})
 }

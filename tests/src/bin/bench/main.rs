@@ -17,8 +17,7 @@ use futures_util::StreamExt as _;
 use quayside_common::config::{Config, LanguageConfig};
 use quayside_common::{JobId, JobKind, JobSpec, Keys, Status};
 use quayside_producer::Producer;
-use quayside_worker::logs::LogSink;
-use quayside_worker::runner::{RunOutput, RunRequest, Runner, RunnerError};
+use quayside_worker::runner::{Output, RunOutput, RunRequest, Runner, RunnerError};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug)]
@@ -35,7 +34,7 @@ impl Runner for Noop {
     async fn run(
         &self,
         _: &RunRequest,
-        _: &LogSink,
+        _: &Output,
         _: CancellationToken,
     ) -> Result<RunOutput, RunnerError> {
         let mut out = RunOutput::with_status(Status::Succeeded);

@@ -16,29 +16,33 @@ use std::time::{Duration, Instant};
 use bollard::container::{AttachContainerResults, LogOutput};
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptions, StartContainerOptions, UploadToContainerOptions,
+    AttachContainerOptions, CreateContainerOptions, InspectContainerOptions, StartContainerOptions,
+    UploadToContainerOptions, WaitContainerOptions,
 };
-use futures_util::{Stream, StreamExt as _};
+use bollard::Docker;
+use futures_util::StreamExt as _;
 use quayside_common::config::{FileTransfer, RunnerConfig};
-use quayside_common::{JobKind, Limits};
 use tokio::io::AsyncWriteExt as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::container::{exited, Sandbox};
+use super::cleanup::Sandbox;
+use super::events::{KillWatch, Witness};
 use super::{api_error, spec};
-use crate::logs::{LogSink, LogSource};
-use crate::runner::sandbox::protocol::{self, PhaseMarker, Scan};
-use crate::runner::sandbox::{self, CappedOutput, Ending, LiveLog, WORK_DIR};
-use crate::runner::{RunOutput, RunRequest, RunnerError};
+use crate::runner::sandbox::phases::until;
+use crate::runner::sandbox::{self, protocol, Ending, PhasedOutput, Progress, WORK_DIR};
+use crate::runner::{Output, RunOutput, RunRequest, RunnerError};
 
-/// How long the live log may take to catch up once the program has ended.
-const LOG_FLUSH_GRACE: Duration = Duration::from_secs(2);
+/// How long an exited container may take to show as stopped after its output ended.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+/// How long the state of a container whose output ended is asked for again while the engine
+/// does not answer (a restart): its verdict is known to the engine, so it is worth waiting for.
+const INSPECT_PATIENCE: Duration = Duration::from_secs(60);
 /// Seconds past both wall times after which the worker has given up on a sandbox for sure
 /// (its outer backstop is 60 s); written on the sandbox for other fleets' sweeps.
 const DEADLINE_SLACK_S: u64 = 120;
 
-type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, DockerError>> + Send>>;
+type Stream = Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, DockerError>> + Send>>;
 
 /// Runs one attempt in a container it creates in `sandbox`. Removes it when it stops it at a
 /// limit or on cancel; otherwise (exit, error) the caller does.
@@ -46,67 +50,29 @@ pub(super) async fn run(
     sandbox: &mut Sandbox,
     cfg: &RunnerConfig,
     req: &RunRequest,
-    logs: &LogSink,
+    output: &Output,
     script: String,
     worker_id: &str,
     cancel: &CancellationToken,
 ) -> Result<RunOutput, RunnerError> {
-    let job = &req.job_id;
     let docker = sandbox.docker.clone();
     let nonce = protocol::new_nonce();
     let creating = Instant::now();
-    let started = tokio::select! {
-        biased;
-        () = cancel.cancelled() => Err(RunnerError::Cancelled),
-        started = start(sandbox, cfg, req, script, worker_id, &nonce) => started,
-    };
-    let (output, _stdin, generation) = started?;
+    let (stream, _stdin, generation) = start(sandbox, cfg, req, script, worker_id, &nonce).await?;
+    output.sandbox_started();
     let id = sandbox.id.clone().unwrap_or_default();
-    let sandbox_start_ms = creating.elapsed().as_millis() as u64;
+    let sandbox_start_ms = u64::try_from(creating.elapsed().as_millis()).unwrap_or(u64::MAX);
 
-    let mut live = LiveLog::start(logs);
-    let streamed = stream(output, &nonce, &req.limits, &mut live, cancel).await;
-    let (ending, ()) = tokio::join!(
-        async {
-            match streamed.ending {
-                // Stopped at a limit or cancelled: kill it now, not after the live log.
-                Some(ending) => {
-                    sandbox.remove().await;
-                    Ok(ending)
-                }
-                None => exited(&docker, &id, &sandbox.kills, generation).await,
-            }
-        },
-        live.finish(LOG_FLUSH_GRACE),
-    );
-    let ending = ending?;
-    let verdict = match sandbox::classify(req.kind, streamed.build_status, ending) {
-        Ok(verdict) => verdict,
-        Err((what, transient)) => {
-            let output = streamed.build.into_captured().lossy();
-            return Err(RunnerError::Failed {
-                context: format!("{what} (job {job}, {ending:?}): {}", output.trim()),
-                transient,
-                source: None,
-            });
+    let mut phases = PhasedOutput::new(&nonce, None, &req.limits);
+    let ending = match read(stream, &mut phases, output, cancel).await {
+        // Stopped at a limit or cancelled: kill it now.
+        Some(ending) => {
+            sandbox.remove().await;
+            ending
         }
+        None => exited(&docker, &id, &sandbox.kills, generation).await?,
     };
-    Ok(RunOutput {
-        status: verdict.status,
-        exit_code: verdict.exit_code,
-        signal: verdict.signal,
-        stdout: streamed.stdout.into_captured(),
-        stderr: streamed.stderr.into_captured(),
-        compile_output: streamed.build.into_captured(),
-        compile_ms: streamed.compile_ms,
-        // Only a program that ran has a run time.
-        run_ms: if req.kind == JobKind::Run && streamed.build_status == Some(0) {
-            streamed.run_ms
-        } else {
-            0
-        },
-        sandbox_start_ms: Some(sandbox_start_ms),
-    })
+    phases.conclude(&req.job_id, req.kind, ending, Some(sandbox_start_ms))
 }
 
 /// Creates, attaches and starts the container and starts feeding its stdin. Returns its
@@ -118,28 +84,20 @@ async fn start(
     script: String,
     worker_id: &str,
     nonce: &str,
-) -> Result<(Output, AbortOnDropHandle<()>, u64), RunnerError> {
+) -> Result<(Stream, AbortOnDropHandle<()>, u64), RunnerError> {
     let job = &req.job_id;
     let docker = sandbox.docker.clone();
     // A uid of its own: per-user kernel limits are not shared with the jobs beside it.
     let user = spec::attempt_user(&cfg.sandbox);
     let archive =
-        protocol::archive(&req.files, user.0, user.1).map_err(|e| RunnerError::Failed {
-            context: format!("cannot archive the files of job {job}"),
-            transient: false,
+        protocol::archive(&req.files, user.0, user.1).map_err(|e| RunnerError::Files {
+            detail: format!("cannot archive the files of job {job}"),
             source: Some(Box::new(e)),
         })?;
     let l = &req.limits;
-    let deadline = quayside_common::now_ms() / 1000
-        + (l.compile_wall_time_ms + l.run_wall_time_ms) / 1000
-        + DEADLINE_SLACK_S;
-    let labels = sandbox::labels(
-        &req.fleet,
-        job,
-        req.attempt,
-        worker_id,
-        i64::try_from(deadline).unwrap_or(i64::MAX),
-    );
+    let wall_s = (l.compile_wall_time_ms + l.run_wall_time_ms) / 1000 + DEADLINE_SLACK_S;
+    let deadline = sandbox::unix_now_s().saturating_add(i64::try_from(wall_s).unwrap_or(i64::MAX));
+    let labels = sandbox::labels(&req.fleet, job, req.attempt, worker_id, deadline);
     let body = spec::create_body(cfg, req, script, labels, user);
     // Known before the create returns, so even a create cut short by a cancel is removed, and
     // the sweep spares it from now on.
@@ -208,94 +166,117 @@ async fn start(
     Ok((output, stdin, generation))
 }
 
-/// What the attach delivered, split by phase and capped.
-struct Streamed {
-    build: CappedOutput,
-    stdout: CappedOutput,
-    stderr: CappedOutput,
-    /// The build step's exit status, once its marker arrived.
-    build_status: Option<i64>,
-    /// Why the worker stopped reading; `None` when the output ended (the container exited).
-    ending: Option<Ending>,
-    compile_ms: u64,
-    run_ms: u64,
-}
-
-/// Reads the container's output until it ends, a wall-time limit passes, a stream passes its
-/// cap or `cancel` fires, feeding the live log as it goes.
-async fn stream(
-    mut output: Output,
-    nonce: &str,
-    limits: &Limits,
-    live: &mut LiveLog,
+/// Reads the container's output into `phases` until it ends (`None`: the container exited), a
+/// wall-time limit passes, a stream passes its cap or `cancel` fires.
+async fn read(
+    mut stream: Stream,
+    phases: &mut PhasedOutput,
+    output: &Output,
     cancel: &CancellationToken,
-) -> Streamed {
-    let cap = limits.output_bytes;
-    let (mut build, mut stdout, mut stderr) = (
-        CappedOutput::new(cap),
-        CappedOutput::new(cap),
-        CappedOutput::new(cap),
-    );
-    let mut marker = PhaseMarker::new(nonce);
-    let mut build_status = None;
-    let started = Instant::now();
-    let mut run_started = None;
-    let mut deadline = started + Duration::from_millis(limits.compile_wall_time_ms);
+) -> Option<Ending> {
+    phases.start();
     let ending = loop {
         let frame = tokio::select! {
-            frame = output.next() => frame,
-            () = tokio::time::sleep_until(deadline.into()) => break Some(Ending::TimedOut),
+            frame = stream.next() => frame,
+            () = until(phases.deadline()) => break Some(Ending::TimedOut),
             () = cancel.cancelled() => break Some(Ending::Cancelled),
         };
-        match frame {
+        let progress = match frame {
             None => break None,
             Some(Err(error)) => {
                 tracing::warn!(%error, "sandbox output stream broke");
                 break None;
             }
-            Some(Ok(LogOutput::StdOut { message })) if run_started.is_some() => {
-                live.send(LogSource::Stdout, stdout.push(&message));
-            }
-            Some(Ok(LogOutput::StdOut { message })) => match marker.feed(&message) {
-                Scan::Build(bytes) => live.send(LogSource::Compile, build.push(&bytes)),
-                Scan::Ended {
-                    build: last,
-                    status,
-                    program,
-                } => {
-                    live.send(LogSource::Compile, build.push(&last));
-                    build_status = Some(status);
-                    let now = Instant::now();
-                    run_started = Some(now);
-                    deadline = now + Duration::from_millis(limits.run_wall_time_ms);
-                    live.send(LogSource::Stdout, stdout.push(&program));
-                }
-            },
-            // The wrapper writes nothing to stderr before the program starts, so all of it
-            // is the program's, even if it overtakes the marker on the way.
-            Some(Ok(LogOutput::StdErr { message })) => {
-                live.send(LogSource::Stderr, stderr.push(&message))
-            }
-            Some(Ok(_)) => {}
-        }
-        if build.exceeded() || stdout.exceeded() || stderr.exceeded() {
+            Some(Ok(LogOutput::StdOut { message })) => phases.feed(&message, output),
+            Some(Ok(LogOutput::StdErr { message })) => phases.feed_stderr(&message, output),
+            Some(Ok(_)) => Progress::Nothing,
+        };
+        if progress == Progress::OutputExceeded {
             break Some(Ending::OutputExceeded);
         }
     };
-    if run_started.is_none() {
-        // No marker came (the unpack failed, the wrapper died, a limit stopped the build):
-        // what the marker scan held back in case it started one is build output after all.
-        live.send(LogSource::Compile, build.push(&marker.take_held()));
+    phases.flush(output);
+    ending
+}
+
+/// How the container ended, from its state once it has stopped: exit code and OOM kill. The
+/// state is asked for again while the engine does not answer (the program's verdict is in it);
+/// a container that is gone, or that died of a signal the engine was asked to send (or while
+/// its events were not followed), was stopped from outside.
+async fn exited(
+    docker: &Docker,
+    id: &str,
+    kills: &KillWatch,
+    generation: u64,
+) -> Result<Ending, RunnerError> {
+    let mut state = inspect(docker, id).await?.state.unwrap_or_default();
+    if state.running == Some(true) {
+        // The output can end a moment before the engine records the exit.
+        let until = WaitContainerOptions {
+            condition: "not-running".into(),
+        };
+        let mut wait = docker.wait_container(id, Some(until));
+        // A non-zero exit arrives as an error here; the inspect below reads it either way.
+        if tokio::time::timeout(EXIT_GRACE, wait.next()).await.is_err() {
+            return Err(RunnerError::OutputLost {
+                detail: "lost the output of a sandbox that is still running".into(),
+                source: None,
+            });
+        }
+        state = inspect(docker, id).await?.state.unwrap_or_default();
     }
-    let ended = Instant::now();
-    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    Streamed {
-        build,
-        stdout,
-        stderr,
-        build_status,
-        ending,
-        compile_ms: ms(run_started.unwrap_or(ended) - started),
-        run_ms: run_started.map_or(0, |r| ms(ended - r)),
+    let code = state.exit_code.unwrap_or(-1);
+    let oom_killed = state.oom_killed.unwrap_or(false);
+    if !oom_killed && sandbox::signal_of(code).is_some() {
+        match kills.witness(id, generation, EXIT_GRACE).await {
+            Witness::Clean => {}
+            Witness::Killed { signal } => {
+                return Err(RunnerError::Interrupted {
+                    detail: format!("the engine killed container {id} (signal {signal})"),
+                })
+            }
+            Witness::Unknown => {
+                return Err(RunnerError::Interrupted {
+                    detail: format!(
+                    "container {id} died of a signal while the engine's events were not followed"
+                ),
+                })
+            }
+        }
+    }
+    Ok(Ending::Exited { code, oom_killed })
+}
+
+/// Inspects a container, asking again while the engine does not answer, for up to
+/// [`INSPECT_PATIENCE`]. A container that is gone was removed from outside.
+async fn inspect(
+    docker: &Docker,
+    id: &str,
+) -> Result<bollard::models::ContainerInspectResponse, RunnerError> {
+    let give_up = Instant::now() + INSPECT_PATIENCE;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(inspected) => return Ok(inspected),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                return Err(RunnerError::Interrupted {
+                    detail: format!("container {id} was removed while it ran"),
+                })
+            }
+            Err(e) => {
+                let error = api_error("cannot inspect the sandbox", e);
+                if !matches!(error, RunnerError::Unavailable { .. }) || Instant::now() >= give_up {
+                    return Err(error);
+                }
+                tracing::debug!(container = %id, %error, "engine not answering; asking again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
     }
 }

@@ -304,9 +304,9 @@ mod tests {
         check_command(&DockerConfig::default(), &req, "true").expect("small");
         req.compiler_options = vec!["'".repeat(40 << 10)];
         let lang = quayside_common::config::default_languages()["c"].clone();
-        let script =
-            protocol::wrapper_script(&lang, JobKind::Run, &req.compiler_options, &req.files)
-                .expect("script");
+        let script = protocol::wrapper_body(&lang, JobKind::Run, &req.compiler_options, &req.files)
+            .map(|b| protocol::stdin_wrapper(&b))
+            .expect("script");
         let err = check_command(&DockerConfig::default(), &req, &script)
             .expect_err("quoted options over 128 KiB");
         assert!(err.to_string().starts_with("compiler_options: "), "{err}");
@@ -334,9 +334,9 @@ mod tests {
         req.compiler_options = vec!["'".repeat(n(caps.max_compiler_options_bytes))];
         for lang in quayside_common::config::default_languages().values() {
             for kind in [JobKind::Run, JobKind::Compile] {
-                let script =
-                    protocol::wrapper_script(lang, kind, &req.compiler_options, &req.files)
-                        .expect("script");
+                let script = protocol::wrapper_body(lang, kind, &req.compiler_options, &req.files)
+                    .map(|b| protocol::stdin_wrapper(&b))
+                    .expect("script");
                 check_command(&DockerConfig::default(), &req, &script)
                     .expect("the default caps fit");
             }

@@ -3,8 +3,9 @@
 //! itself (the kubelet does, per `runner.kubernetes.image_pull_policy`).
 //!
 //! - `spec`: the ConfigMap and the Job: limits, the restricted Pod Security Standard, labels.
-//! - `attempt`: follow the pod with a watch, stream and cap its log, stop it at a limit.
-//! - `output`: split the single pod log back into compiler output, stdout and stderr.
+//! - `attempt`: follow the pod with a watch, read its single log through the shared
+//!   [`PhasedOutput`](super::sandbox::PhasedOutput), stop it at a limit.
+//! - `pod`: what a pod's status says about the job's container.
 //! - `cleanup`: delete an attempt's objects on every path; the label sweep.
 //!
 //! The ConfigMap is owned by the Job, and the Job is deleted with background propagation on
@@ -14,7 +15,7 @@
 
 mod attempt;
 mod cleanup;
-mod output;
+pub mod pod;
 pub mod spec;
 
 use std::collections::BTreeMap;
@@ -33,15 +34,12 @@ use tokio_util::sync::CancellationToken;
 
 use self::cleanup::{delete, sweep, Cleanup};
 use self::spec::{label_value, LABEL_MANAGED, MANAGER};
-use super::sandbox::{self, protocol, Fleet, LiveLog, Sandboxes, Sweep};
-use super::{RunOutput, RunRequest, Runner, RunnerError};
-use crate::logs::LogSink;
+use super::sandbox::{self, Fleet, Sandboxes, Sweep};
+use super::{Output, RunOutput, RunRequest, Runner, RunnerError};
 
 /// A worker that just started may not have heartbeated yet: the periodic sweep spares Jobs
 /// younger than this.
 const ORPHAN_MIN_AGE: Duration = Duration::from_secs(120);
-/// How long the live log may take to flush once the attempt ended.
-const LIVE_LOG_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs jobs as Kubernetes Jobs in one namespace.
 pub struct KubernetesRunner {
@@ -176,44 +174,18 @@ impl KubernetesRunner {
     async fn attempt(
         &self,
         req: &RunRequest,
-        logs: &LogSink,
+        output: &Output,
         body: &str,
         cleanup: &mut Cleanup,
         cancel: &CancellationToken,
     ) -> Result<RunOutput, RunnerError> {
-        let (objects, pods) = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return Err(RunnerError::Cancelled),
-            created = self.create(req, body, cleanup) => created?,
-        };
-        let mut live = LiveLog::start(logs);
+        let (objects, pods) = self.create(req, body, cleanup).await?;
+        output.sandbox_started();
         let pending = Duration::from_millis(self.cfg.kubernetes.pending_timeout_ms);
-        let followed = attempt::follow(pods, &objects, req, pending, &mut live, cancel).await;
-        live.finish(LIVE_LOG_GRACE).await;
-        let (parsed, ending) = followed?;
-        let (build_status, compile_ms, run_ms) =
-            (parsed.build_status, parsed.compile_ms, parsed.run_ms);
-        let verdict =
-            sandbox::classify(req.kind, build_status, ending).map_err(|(context, transient)| {
-                RunnerError::Failed {
-                    context: context.into(),
-                    transient,
-                    source: None,
-                }
-            })?;
-        let (compile_output, stdout, stderr) = parsed.into_captured();
-        Ok(RunOutput {
-            status: verdict.status,
-            exit_code: verdict.exit_code,
-            signal: verdict.signal,
-            stdout,
-            stderr,
-            compile_output,
-            compile_ms,
-            run_ms,
-            // Not measured yet: the pod's start would need the watch to note its Running time.
-            sandbox_start_ms: None,
-        })
+        let (phases, ending) =
+            attempt::follow(pods, &objects, req, pending, output, cancel).await?;
+        // The pod's start is not measured: the watch would need to note its Running time.
+        phases.conclude(&req.job_id, req.kind, ending, None)
     }
 }
 
@@ -239,19 +211,12 @@ impl Runner for KubernetesRunner {
     }
 
     fn admit(&self, req: &RunRequest) -> Result<(), SpecError> {
-        match protocol::wrapper_body(
-            &req.language_config,
-            req.kind,
-            &req.compiler_options,
-            &req.files,
-        ) {
-            Some(body) => {
-                sandbox::check_args(&req.args)?;
-                spec::check_size(&self.cfg.sandbox, req, &body)
-            }
-            // No command for the job's kind: `run` reports that as the config gap it is.
-            None => Ok(()),
-        }
+        // No command for the job's kind: `run` reports that as the config gap it is.
+        let Ok(body) = req.wrapper_body() else {
+            return Ok(());
+        };
+        sandbox::check_args(&req.args)?;
+        spec::check_size(&self.cfg.sandbox, req, &body)
     }
 
     async fn sweep_orphans(
@@ -271,7 +236,7 @@ impl Runner for KubernetesRunner {
             fleet: &fleet,
             me: &me,
             live: &live,
-            now_s: jiff_now_s(),
+            now_s: sandbox::unix_now_s(),
             min_age_s: ORPHAN_MIN_AGE.as_secs() as i64,
         };
         sweep(client, ns, &self.sandboxes, |name, labels, created| {
@@ -298,47 +263,17 @@ impl Runner for KubernetesRunner {
     async fn run(
         &self,
         req: &RunRequest,
-        logs: &LogSink,
+        output: &Output,
         cancel: CancellationToken,
     ) -> Result<RunOutput, RunnerError> {
-        let body = protocol::wrapper_body(
-            &req.language_config,
-            req.kind,
-            &req.compiler_options,
-            &req.files,
-        )
-        .ok_or_else(|| sandbox::missing_command(req))?;
+        let body = req.wrapper_body()?;
         let mut cleanup = Cleanup::new(Arc::clone(&self.sandboxes));
-        let outcome = self.attempt(req, logs, &body, &mut cleanup, &cancel).await;
+        let outcome = self
+            .attempt(req, output, &body, &mut cleanup, &cancel)
+            .await;
         // Also on timeouts, output overflow and errors: deleting the Job kills its pod.
         cleanup.remove().await;
         outcome
-    }
-}
-
-/// Seconds since the epoch.
-fn jiff_now_s() -> i64 {
-    i64::try_from(quayside_common::now_ms() / 1000).unwrap_or(i64::MAX)
-}
-
-/// An infrastructure failure with no underlying error.
-fn infra(context: impl Into<String>) -> RunnerError {
-    RunnerError::Failed {
-        context: context.into(),
-        transient: true,
-        source: None,
-    }
-}
-
-fn failed(
-    context: impl Into<String>,
-    transient: bool,
-    e: impl std::error::Error + Send + Sync + 'static,
-) -> RunnerError {
-    RunnerError::Failed {
-        context: context.into(),
-        transient,
-        source: Some(Box::new(e)),
     }
 }
 
@@ -346,15 +281,18 @@ fn failed(
 /// being fixed, a name clash, overload); a request it refuses as invalid (400, 413, 422: e.g.
 /// files and stdin over the 1 MiB ConfigMap limit) is permanent; no answer at all is
 /// `Unavailable`.
-fn api_error(context: &str, e: kube::Error) -> RunnerError {
+fn api_error(call: &str, e: kube::Error) -> RunnerError {
     match &e {
-        kube::Error::Api(s) => {
-            let transient = !matches!(s.code, 400 | 413 | 422);
-            failed(context, transient, e)
-        }
-        kube::Error::HyperError(_) | kube::Error::Service(_) => RunnerError::Unavailable {
-            detail: format!("{context}: {e}"),
+        kube::Error::Api(s) if matches!(s.code, 400 | 413 | 422) => RunnerError::ApiRejected {
+            call: call.to_owned(),
+            source: Some(Box::new(e)),
         },
-        _ => failed(context, true, e),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => RunnerError::Unavailable {
+            detail: format!("{call}: {e}"),
+        },
+        _ => RunnerError::Api {
+            call: call.to_owned(),
+            source: Some(Box::new(e)),
+        },
     }
 }

@@ -55,17 +55,7 @@ pub struct Objects {
 /// A label value Kubernetes accepts: at most 63 of `[A-Za-z0-9_.-]`, alphanumeric at both ends.
 /// Job ids may hold `:`; the exact id is kept in an annotation.
 pub fn label_value(raw: &str) -> String {
-    let mapped: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(63)
-        .collect();
+    let mapped: String = sandbox::name_safe(raw).chars().take(63).collect();
     mapped
         .trim_matches(|c: char| !c.is_ascii_alphanumeric())
         .to_owned()
@@ -205,7 +195,7 @@ pub fn objects(runner: &RunnerConfig, req: &RunRequest, worker_id: &str, body: &
     let pending_s = i64::try_from(cfg.pending_timeout_ms.div_ceil(1000)).unwrap_or(3600);
     let pod_deadline = wall_s + pending_s + POD_DEADLINE_SLACK_S;
     let job_deadline = pod_deadline + POD_DEADLINE_SLACK_S;
-    let now_s = i64::try_from(quayside_common::now_ms() / 1000).unwrap_or(0);
+    let now_s = sandbox::unix_now_s();
     let labels = labels(req, worker_id, &name, now_s.saturating_add(job_deadline));
     let annotations = BTreeMap::from([(LABEL_JOB.to_owned(), req.job_id.to_string())]);
     let meta = ObjectMeta {

@@ -31,6 +31,11 @@ pub const LABEL_DEADLINE: &str = "quayside.deadline";
 /// hosts sharing an engine, a worker paused for a while).
 pub const DEADLINE_GRACE_S: i64 = 600;
 
+/// Unix seconds now, as labels and sweeps count them.
+pub fn unix_now_s() -> i64 {
+    i64::try_from(quayside_common::now_ms() / 1000).unwrap_or(i64::MAX)
+}
+
 /// The workers a sandbox belongs to: one queue on one Redis.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Fleet {
@@ -238,7 +243,7 @@ mod tests {
                 old,
                 false,
                 None,
-                "same queue, other redis",
+                "same queue, another Redis",
             ),
             (
                 sandbox("qb", "f2", "w9", 1_000),
@@ -280,7 +285,7 @@ mod tests {
                 old,
                 false,
                 None,
-                "same id and queue, other redis",
+                "same id and queue, another Redis",
             ),
             (HashMap::new(), old, false, None, "not ours"),
         ];

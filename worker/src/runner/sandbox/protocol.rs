@@ -62,22 +62,14 @@ pub fn expand(template: &str, vars: &[(&str, String)]) -> String {
     out
 }
 
-/// The wrapper script that runs one attempt of `kind` for `lang`, or `None` when the language
-/// has no command for it. `options` and `files` come from the job and are shell-quoted; the
-/// job's args are the script's positional parameters. `{entry}` is the job's only source file
-/// when it has exactly one, the language's `entry_file` otherwise.
-pub fn wrapper_script(
-    lang: &LanguageConfig,
-    kind: JobKind,
-    options: &[String],
-    files: &BTreeMap<String, String>,
-) -> Option<String> {
-    let body = wrapper_body(lang, kind, options, files)?;
-    Some(format!(
+/// The wrapper of a sandbox that gets its files and nonce through stdin ([`stdin_payload`]):
+/// read the header, unpack the archive into `/work`, then run `body` ([`wrapper_body`]).
+pub fn stdin_wrapper(body: &str) -> String {
+    format!(
         "IFS=' ' read -r nonce size || exit {EXIT_NO_HEADER}\n\
          if [ \"$size\" -gt 0 ]; then head -c \"$size\" | tar -xf - -C {WORK_DIR} 2>&1 || exit {EXIT_UNPACK}; fi\n\
          {body}"
-    ))
+    )
 }
 
 /// The part of the wrapper every backend shares, run once `/work` holds the job's files and
@@ -266,8 +258,8 @@ impl PhaseMarker {
         }
     }
 
-    /// The bytes held back in case they start a marker: once the stream has ended, they are
-    /// output like any other.
+    /// The bytes held back because they may start a marker (a tail that is a prefix of it):
+    /// once the stream has ended, they are output like any other.
     pub fn take_held(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.held)
     }
@@ -281,7 +273,11 @@ impl PhaseMarker {
             .windows(n)
             .position(|w| w == self.nonce.as_slice());
         let Some(at) = found else {
-            let keep = self.held.len().min(n - 1);
+            // Only a tail that could start the marker waits for more: a prompt shows at once.
+            let keep = (1..n)
+                .rev()
+                .find(|&k| self.held.ends_with(&self.nonce[..k]))
+                .unwrap_or(0);
             let build = self.held.drain(..self.held.len() - keep).collect();
             return Scan::Build(build);
         };
@@ -353,13 +349,17 @@ mod tests {
             ("lib/a.h".to_owned(), String::new()),
         ]);
         let opts = vec!["-DX=$(id)".to_owned()];
-        let run = wrapper_script(&lang(), JobKind::Run, &opts, &files).expect("runnable");
+        let run = wrapper_body(&lang(), JobKind::Run, &opts, &files)
+            .map(|b| stdin_wrapper(&b))
+            .expect("runnable");
         assert!(
             run.contains("cc '-DX=$(id)' -o main 'lib/a b.c' 'main.c'"),
             "{run}"
         );
         assert!(run.contains(r#"./main "$@""#), "{run}");
-        let check = wrapper_script(&lang(), JobKind::Compile, &[], &files).expect("checkable");
+        let check = wrapper_body(&lang(), JobKind::Compile, &[], &files)
+            .map(|b| stdin_wrapper(&b))
+            .expect("checkable");
         assert!(
             check.contains("cc  -c 'lib/a b.c' 'main.c'") && !check.contains("./main"),
             "{check}"
@@ -368,19 +368,29 @@ mod tests {
         let single = BTreeMap::from([("hello.c".to_owned(), String::new())]);
         let mut by_entry = lang();
         by_entry.run_command = "run {entry}".into();
-        let run = wrapper_script(&by_entry, JobKind::Run, &[], &single).expect("runnable");
+        let run = wrapper_body(&by_entry, JobKind::Run, &[], &single)
+            .map(|b| stdin_wrapper(&b))
+            .expect("runnable");
         assert!(
             run.contains("run 'hello.c'"),
             "a lone file is the entry: {run}"
         );
-        let run = wrapper_script(&by_entry, JobKind::Run, &[], &files).expect("runnable");
+        let run = wrapper_body(&by_entry, JobKind::Run, &[], &files)
+            .map(|b| stdin_wrapper(&b))
+            .expect("runnable");
         assert!(run.contains("run 'main.c'"), "{run}");
 
         let mut empty = lang();
         empty.run_command.clear();
-        assert_eq!(wrapper_script(&empty, JobKind::Run, &[], &files), None);
+        assert_eq!(
+            wrapper_body(&empty, JobKind::Run, &[], &files).map(|b| stdin_wrapper(&b)),
+            None
+        );
         empty.compile_only_command.clear();
-        assert_eq!(wrapper_script(&empty, JobKind::Compile, &[], &files), None);
+        assert_eq!(
+            wrapper_body(&empty, JobKind::Compile, &[], &files).map(|b| stdin_wrapper(&b)),
+            None
+        );
     }
 
     #[test]
@@ -454,21 +464,34 @@ mod tests {
     }
 
     #[test]
-    fn marker_holds_back_little_and_reads_failures() {
-        let nonce = "ffffffffffffffffffffffffffffffff";
+    fn marker_holds_back_only_what_may_start_it_and_reads_failures() {
+        let nonce = "0123456789abcdef0123456789abcdef";
         let mut m = PhaseMarker::new(nonce);
         let Scan::Build(out) = m.feed(&[b'x'; 100_000]) else {
             panic!("no marker yet")
         };
-        assert_eq!(out.len(), 100_000 - (nonce.len() - 1));
+        assert_eq!(out.len(), 100_000, "no tail can start the marker");
+        assert_eq!(
+            m.feed(b"Name? "),
+            Scan::Build(b"Name? ".to_vec()),
+            "a prompt shows"
+        );
+        assert_eq!(
+            m.feed(b"x01"),
+            Scan::Build(b"x".to_vec()),
+            "`01` may start it"
+        );
         assert_eq!(
             m.feed(format!("{nonce}:1\n").as_bytes()),
             Scan::Ended {
-                build: vec![b'x'; nonce.len() - 1],
+                build: b"01".to_vec(),
                 status: 1,
                 program: vec![]
             }
         );
+        let mut held = PhaseMarker::new(nonce);
+        assert_eq!(held.feed(b"a\n012"), Scan::Build(b"a\n".to_vec()));
+        assert_eq!(held.take_held(), b"012", "output once the stream ends");
         let mut forged = PhaseMarker::new(nonce);
         assert!(matches!(
             forged.feed(format!("{nonce}:oops\n").as_bytes()),

@@ -2,7 +2,7 @@
 //! Engine API cycles (with the engine's defaults, without network, or with the worker's own
 //! sandbox options) and `docker run --rm`; and the sweep of what the benchmark started.
 
-use bollard::models::ContainerSummary;
+use quayside_worker::runner::docker::labelled;
 
 use super::*;
 
@@ -160,7 +160,7 @@ pub(crate) async fn cli_run(args: &[String]) -> anyhow::Result<Duration> {
 pub(crate) async fn sweep(docker: &Docker) -> anyhow::Result<usize> {
     let mut removed = 0;
     for label in [BENCH_LABEL, LABEL_WORKER] {
-        for c in labelled(docker, label).await? {
+        for c in labelled(docker, label).await.context("list containers")? {
             let labels = c.labels.unwrap_or_default();
             let ours = labels.contains_key(BENCH_LABEL)
                 || labels
@@ -188,17 +188,4 @@ pub(crate) async fn job_containers(docker: &Docker) -> anyhow::Result<(usize, us
         })
         .count();
     Ok((ours, list.len()))
-}
-
-/// Every container (running or not) that carries `label`, whatever its value.
-async fn labelled(docker: &Docker, label: &str) -> anyhow::Result<Vec<ContainerSummary>> {
-    let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
-    docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await
-        .with_context(|| format!("list containers labelled {label}"))
 }

@@ -30,8 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StartContainerOptions,
-    WaitContainerOptions,
+    CreateContainerOptions, RemoveContainerOptions, StartContainerOptions, WaitContainerOptions,
 };
 use bollard::Docker;
 use futures_util::{stream, StreamExt as _};

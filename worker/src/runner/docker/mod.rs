@@ -2,9 +2,10 @@
 //! (bollard), never pulling images.
 //!
 //! - `spec`: the container's create body: limits, hardening, labels, the `/work` tmpfs.
-//! - `attempt`: one attempt: create, attach, start, feed stdin, stream and cap output, time
-//!   the build and the run apart, classify from the container's real state.
-//! - `container`: the attempt's container: its removal guard, and how it ended.
+//! - `attempt`: one attempt: create, attach, start, feed stdin, read its output through the
+//!   shared [`PhasedOutput`](super::sandbox::PhasedOutput), tell how the container ended from
+//!   its real state.
+//! - `cleanup`: the attempt's removal guard; the label sweep.
 //! - `events`: the engine's `kill`/`die` events for this worker's containers, which tell a
 //!   container killed from outside from a program that killed itself.
 //!
@@ -14,29 +15,28 @@
 //! sweep finds what a worker that died left behind.
 
 mod attempt;
-mod container;
+mod cleanup;
 mod events;
 mod spec;
 
+pub use cleanup::labelled;
 pub use spec::{attempt_user, host_config};
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
-use bollard::query_parameters::ListContainersOptions;
 use bollard::{Docker, API_DEFAULT_VERSION};
 use quayside_common::config::{LanguageConfig, RunnerConfig};
 use quayside_common::job::SpecError;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-use self::container::{remove_container, Sandbox};
+use self::cleanup::{remove_container, Sandbox};
 use self::events::KillWatch;
-use super::sandbox::{self, protocol, Fleet, Sandboxes, Sweep, LABEL_JOB, LABEL_WORKER};
-use super::{RunOutput, RunRequest, Runner, RunnerError};
-use crate::logs::LogSink;
+use super::sandbox::{self, protocol, Fleet, Sandboxes, Sweep};
+use super::{Output, RunOutput, RunRequest, Runner, RunnerError};
 
 /// Runs jobs in Docker containers on the local (or configured) engine.
 #[derive(Debug)]
@@ -89,46 +89,10 @@ impl DockerRunner {
             fleet,
             me: &self.worker_id,
             live: live_workers,
-            now_s: i64::try_from(quayside_common::now_ms() / 1000).unwrap_or(i64::MAX),
+            now_s: sandbox::unix_now_s(),
             min_age_s: i64::try_from(min_age.as_secs()).unwrap_or(i64::MAX),
         };
-        let filters = HashMap::from([("label".to_owned(), vec![LABEL_JOB.to_owned()])]);
-        let containers = docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(filters),
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| api_error("cannot list sandbox containers", e))?;
-        let mut removed = 0;
-        for c in containers {
-            let Some(labels) = c.labels else { continue };
-            // Names come with a leading slash; the runner tracks them without.
-            let Some(name) = c
-                .names
-                .and_then(|n| n.first().map(|n| n.trim_start_matches('/').to_owned()))
-                .or(c.id)
-            else {
-                continue;
-            };
-            let active = self.sandboxes.is_active(&name);
-            let Some(why) = rule.verdict(&labels, c.created, active) else {
-                continue;
-            };
-            let (job, owner) = (labels.get(LABEL_JOB), labels.get(LABEL_WORKER));
-            match remove_container(docker, &name).await {
-                Ok(()) => {
-                    self.sandboxes.removed(&name);
-                    removed += 1;
-                    tracing::info!(container = %name, job = ?job, owner = ?owner, why, "removed sandbox");
-                }
-                Err(error) => {
-                    tracing::warn!(container = %name, job = ?job, owner = ?owner, why, %error, "cannot remove sandbox")
-                }
-            }
-        }
-        Ok(removed)
+        cleanup::sweep(docker, &self.sandboxes, &rule).await
     }
 
     async fn client(&self) -> Result<&(Docker, Arc<KillWatch>), RunnerError> {
@@ -217,42 +181,27 @@ impl Runner for DockerRunner {
     }
 
     fn admit(&self, req: &RunRequest) -> Result<(), SpecError> {
-        match protocol::wrapper_script(
-            &req.language_config,
-            req.kind,
-            &req.compiler_options,
-            &req.files,
-        ) {
-            Some(script) => spec::check_command(&self.cfg.docker, req, &script),
-            // No command for the job's kind: `run` reports that as the config gap it is.
-            None => Ok(()),
-        }
+        // No command for the job's kind: `run` reports that as the config gap it is.
+        let Ok(body) = req.wrapper_body() else {
+            return Ok(());
+        };
+        spec::check_command(&self.cfg.docker, req, &protocol::stdin_wrapper(&body))
     }
 
     async fn run(
         &self,
         req: &RunRequest,
-        logs: &LogSink,
+        output: &Output,
         cancel: CancellationToken,
     ) -> Result<RunOutput, RunnerError> {
-        let script = protocol::wrapper_script(
-            &req.language_config,
-            req.kind,
-            &req.compiler_options,
-            &req.files,
-        )
-        .ok_or_else(|| sandbox::missing_command(req))?;
-        let (docker, kills) = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return Err(RunnerError::Cancelled),
-            client = self.client() => client?.clone(),
-        };
+        let script = protocol::stdin_wrapper(&req.wrapper_body()?);
+        let (docker, kills) = self.client().await?.clone();
         let mut sandbox = Sandbox::new(docker, Arc::clone(&self.sandboxes), kills);
         let outcome = attempt::run(
             &mut sandbox,
             &self.cfg,
             req,
-            logs,
+            output,
             script,
             &self.worker_id,
             &cancel,
@@ -275,17 +224,16 @@ fn unavailable(what: &str, e: &DockerError) -> RunnerError {
     }
 }
 
-/// An Engine API call failed: `Unavailable` when the engine cannot be reached, a transient
-/// `Failed` when it answered with an error.
-fn api_error(what: impl Into<String>, e: DockerError) -> RunnerError {
+/// An Engine API call failed: `Unavailable` when the engine cannot be reached, `Api` when it
+/// answered with an error.
+fn api_error(call: impl Into<String>, e: DockerError) -> RunnerError {
     match e {
         DockerError::SocketNotFoundError(_)
         | DockerError::HyperLegacyError { .. }
         | DockerError::IOError { .. }
-        | DockerError::RequestTimeoutError => unavailable(&what.into(), &e),
-        other => RunnerError::Failed {
-            context: what.into(),
-            transient: true,
+        | DockerError::RequestTimeoutError => unavailable(&call.into(), &e),
+        other => RunnerError::Api {
+            call: call.into(),
             source: Some(Box::new(other)),
         },
     }

@@ -1,5 +1,5 @@
-//! The live log of one attempt: output forwarded to the job's log stream as it arrives, in
-//! entries that hold whole lines where possible.
+//! The live log of one attempt: the chunks a runner streams ([`Output`]) forwarded to the job's
+//! log stream as they arrive, in entries that hold whole lines where possible.
 //!
 //! A chunk is cut after its last newline; the partial line after it is held until its newline
 //! arrives, the program writes to another stream, the held bytes reach the entry cap, or
@@ -12,10 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::logs::{LogSink, LogSource};
-
-/// Most output chunks waiting for Redis before more are dropped from the live log.
-const QUEUE: usize = 256;
+use crate::runner::{Chunk, LogSource, Output};
 /// Largest entry the live log writes.
 pub const ENTRY_BYTES: usize = 64 << 10;
 /// Longest a partial line waits for the rest of it.
@@ -127,76 +124,71 @@ fn incomplete_utf8_tail(buf: &[u8]) -> usize {
     0
 }
 
-/// Forwards output to the job's log stream from a task of its own, so a slow Redis never
-/// stalls the program's pipes or its wall time. Best effort: when the queue is full, chunks are
-/// dropped from the live log (the result still has them).
+/// Where the live log's entries go: the job's log stream ([`LogSink`](crate::logs::LogSink)),
+/// or a test's collector.
+#[async_trait::async_trait]
+pub trait LogWriter: Send + Sync + 'static {
+    /// Appends one entry. Failures are the writer's to report: the result, not the live log,
+    /// is the job's record.
+    async fn write(&self, source: LogSource, data: &[u8]);
+}
+
+/// Forwards an attempt's output to its log from a task of its own, so a slow Redis never
+/// stalls the program's pipes or its wall time. Best effort: when the writer falls behind, the
+/// runner's [`Output`] drops chunks from the live log (the result still has them).
 #[derive(Debug)]
 pub struct LiveLog {
-    tx: mpsc::Sender<(LogSource, Vec<u8>)>,
     task: AbortOnDropHandle<()>,
-    dropped: u64,
 }
 
 impl LiveLog {
-    pub fn start(sink: &LogSink) -> Self {
-        let (tx, mut rx) = mpsc::channel::<(LogSource, Vec<u8>)>(QUEUE);
-        let sink = sink.clone();
+    /// Starts forwarding the chunks of `chunks` to `writer` until every sender is gone.
+    pub fn start(mut chunks: mpsc::Receiver<Chunk>, writer: impl LogWriter) -> Self {
         let task = tokio::spawn(async move {
             let mut lines = Lines::default();
             loop {
                 let next = match lines.due() {
-                    Some(due) => match tokio::time::timeout_at(due, rx.recv()).await {
+                    Some(due) => match tokio::time::timeout_at(due, chunks.recv()).await {
                         Ok(next) => next,
                         Err(_) => {
                             lines.release(false);
                             for (source, data) in lines.take_ready() {
-                                sink.write(source, &data).await;
+                                writer.write(source, &data).await;
                             }
                             continue;
                         }
                     },
-                    None => rx.recv().await,
+                    None => chunks.recv().await,
                 };
-                let Some((source, data)) = next else { break };
-                lines.push(source, &data, Instant::now());
+                let Some(chunk) = next else { break };
+                lines.push(chunk.source, &chunk.data, Instant::now());
                 // Join what is already queued: fewer, larger entries.
-                while let Ok((source, data)) = rx.try_recv() {
-                    lines.push(source, &data, Instant::now());
+                while let Ok(chunk) = chunks.try_recv() {
+                    lines.push(chunk.source, &chunk.data, Instant::now());
                 }
                 for (source, data) in lines.take_ready() {
-                    sink.write(source, &data).await;
+                    writer.write(source, &data).await;
                 }
             }
             lines.release(true);
             for (source, data) in lines.take_ready() {
-                sink.write(source, &data).await;
+                writer.write(source, &data).await;
             }
         });
         Self {
-            tx,
             task: AbortOnDropHandle::new(task),
-            dropped: 0,
         }
     }
 
-    /// Queues `data` for the log stream; never waits.
-    pub fn send(&mut self, source: LogSource, data: &[u8]) {
-        if data.is_empty() {
-            return;
-        }
-        if self.tx.try_send((source, data.to_vec())).is_err() {
-            self.dropped += 1;
-        }
-    }
-
-    /// Writes what is queued or held, waiting at most `grace`; what is left then is dropped.
-    pub async fn finish(self, grace: Duration) {
-        let Self { tx, task, dropped } = self;
-        drop(tx);
+    /// Closes `output` (the attempt's last sender) and writes what is queued or held, waiting
+    /// at most `grace`; what is left then is dropped.
+    pub async fn finish(self, output: Output, grace: Duration) {
+        let dropped = output.dropped();
+        drop(output);
         if dropped > 0 {
             tracing::warn!(dropped, "live log fell behind; chunks dropped from it");
         }
-        if tokio::time::timeout(grace, task).await.is_err() {
+        if tokio::time::timeout(grace, self.task).await.is_err() {
             tracing::warn!("live log not flushed in time; rest dropped");
         }
     }
@@ -206,6 +198,41 @@ impl LiveLog {
 mod tests {
     use super::*;
     use LogSource::{Stderr, Stdout};
+
+    type Entries = Vec<(LogSource, Vec<u8>)>;
+
+    /// Collects entries in memory.
+    #[derive(Clone, Debug, Default)]
+    struct Collect(std::sync::Arc<std::sync::Mutex<Entries>>);
+
+    #[async_trait::async_trait]
+    impl LogWriter for Collect {
+        async fn write(&self, source: LogSource, data: &[u8]) {
+            self.0.lock().expect("lock").push((source, data.to_vec()));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn chunks_reach_the_writer_line_aligned_and_all_of_them_by_the_finish() {
+        let (output, chunks) = Output::channel();
+        let collect = Collect::default();
+        let live = LiveLog::start(chunks, collect.clone());
+        output.send(Stdout, b"hel");
+        output.send(Stdout, b"lo\nwor");
+        output.clone().send(Stderr, b"oops\n");
+        output.send(Stdout, b"ld");
+        live.finish(output, Duration::from_secs(2)).await;
+        let entries = collect.0.lock().expect("lock").clone();
+        assert_eq!(
+            text(&entries),
+            [
+                (Stdout, "hello\n".into()),
+                (Stdout, "wor".into()),
+                (Stderr, "oops\n".into()),
+                (Stdout, "ld".into())
+            ]
+        );
+    }
 
     fn text(entries: &[(LogSource, Vec<u8>)]) -> Vec<(LogSource, String)> {
         entries

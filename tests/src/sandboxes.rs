@@ -1,0 +1,31 @@
+//! What the runner tests share: a readable dump of a run's output, and the containers carrying
+//! a label on the engine.
+
+use bollard::Docker;
+use quayside_worker::runner::docker::labelled;
+use quayside_worker::runner::RunOutput;
+
+use crate::within;
+
+/// A run's status and streams, for an assertion's message.
+pub fn show(out: &RunOutput) -> String {
+    format!(
+        "{:?} exit={:?} signal={:?}\n--- stdout\n{}\n--- stderr\n{}\n--- compile\n{}",
+        out.status,
+        out.exit_code,
+        out.signal,
+        out.stdout.lossy(),
+        out.stderr.lossy(),
+        out.compile_output.lossy()
+    )
+}
+
+/// The ids of the containers, running or not, that carry `label` (`key=value`).
+pub async fn containers(docker: &Docker, label: &str) -> Vec<String> {
+    within(10, "list containers", labelled(docker, label))
+        .await
+        .expect("list containers")
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect()
+}

@@ -1,0 +1,288 @@
+//! The contract's cases, generic over the backend's [`World`].
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quayside_common::{JobId, Status};
+use quayside_e2e::sandboxes::show;
+use quayside_e2e::within;
+use quayside_worker::runner::{
+    LogSource, Output, RunOutput, RunRequest, Runner, RunnerError, RunnerErrorKind,
+};
+use tokio_util::sync::CancellationToken;
+
+/// What the program in the sandbox does. Each world makes it happen its own way: Docker runs
+/// a real program, the Kubernetes world plays the kubelet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Program {
+    /// Prints `out\n` to stdout and `err\n` to stderr, then exits with this code.
+    Exits(i64),
+    /// Kills itself with SIGKILL.
+    KillsItself,
+    /// Its build fails with output naming `oops`.
+    BuildFails,
+    /// Prints `working\n`, then runs until stopped.
+    RunsForever,
+    /// Prints `Name? ` (no newline) and waits for an answer that never comes.
+    Prompts,
+    /// Allocates until its memory limit stops it.
+    EatsMemory,
+    /// Prints far more than its output cap.
+    Floods,
+    /// Runs in an image that is not there.
+    ImageMissing,
+}
+
+/// A backend and what surrounds it.
+#[async_trait::async_trait]
+pub trait World: Send + Sync + 'static {
+    /// The runner under test, guarded as the worker runs it.
+    fn runner(&self) -> &dyn Runner;
+    /// A request whose program does what `program` says.
+    fn request(&self, program: Program) -> RunRequest;
+    /// Plays what happens outside the runner while `program` runs (the kubelet); returns
+    /// once it is played.
+    async fn play(&self, program: Program);
+    /// Stops the job's sandbox from outside the worker (`docker kill`, a pod deleted).
+    async fn kill_from_outside(&self, job: &JobId);
+    /// Panics unless nothing of `job` is left on the backend (waiting a bounded time).
+    async fn assert_gone(&self, job: &JobId);
+}
+
+/// What the test does while the attempt runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Act {
+    /// Nothing: the attempt ends by itself.
+    Wait,
+    /// Cancels it once its output shows.
+    Cancel,
+    /// Has the world kill its sandbox from outside once its output shows.
+    Kill,
+    /// Drops the attempt's future once its output shows.
+    Drop,
+}
+
+/// Runs `req` while the world plays `program` and the test does `act` once the program's
+/// output shows; checks that nothing is left of the job afterwards. `None` when the future
+/// was dropped.
+async fn attempt<W: World>(
+    world: W,
+    program: Program,
+    req: &RunRequest,
+    act: Act,
+) -> Option<Result<RunOutput, RunnerError>> {
+    let world = Arc::new(world);
+    let (output, mut chunks) = Output::channel();
+    let printed = Arc::new(Mutex::new(String::new()));
+    let collect = Arc::clone(&printed);
+    tokio::spawn(async move {
+        while let Some(chunk) = chunks.recv().await {
+            if chunk.source == LogSource::Stdout {
+                let text = String::from_utf8_lossy(&chunk.data);
+                collect.lock().expect("lock").push_str(&text);
+            }
+        }
+    });
+    let play = tokio::spawn({
+        let world = Arc::clone(&world);
+        async move { world.play(program).await }
+    });
+    let shown = if program == Program::Prompts {
+        "Name? "
+    } else {
+        "working"
+    };
+    let working = async {
+        within(
+            60,
+            &format!("`{shown}` shows while the program runs"),
+            async {
+                while !printed.lock().expect("lock").contains(shown) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        )
+        .await;
+    };
+    let cancel = CancellationToken::new();
+    let run = world.runner().run(req, &output, cancel.clone());
+    let ran = match act {
+        Act::Wait => Some(within(180, "runner.run", run).await),
+        Act::Cancel => {
+            let stop = async {
+                working.await;
+                cancel.cancel();
+            };
+            Some(within(180, "runner.run", async { tokio::join!(run, stop).0 }).await)
+        }
+        Act::Kill => {
+            let kill = async {
+                working.await;
+                world.kill_from_outside(&req.job_id).await;
+            };
+            Some(within(180, "runner.run", async { tokio::join!(run, kill).0 }).await)
+        }
+        Act::Drop => {
+            tokio::select! {
+                ran = run => panic!("the run ended by itself: {ran:?}"),
+                () = working => None,
+            }
+        }
+    };
+    within(60, "the world's part played", play)
+        .await
+        .expect("play");
+    world.assert_gone(&req.job_id).await;
+    ran
+}
+
+/// Runs `program` to its end and returns what the runner answered.
+async fn ends<W: World>(
+    world: W,
+    program: Program,
+    limits: impl FnOnce(&mut RunRequest),
+) -> Result<RunOutput, RunnerError> {
+    let mut req = world.request(program);
+    limits(&mut req);
+    attempt(world, program, &req, Act::Wait)
+        .await
+        .expect("not dropped")
+}
+
+fn verdict(out: &RunOutput) -> (Status, Option<i64>, Option<i32>) {
+    (out.status, out.exit_code, out.signal)
+}
+
+pub async fn exit_zero<W: World>(world: W) {
+    let out = ends(world, Program::Exits(0), |_| {}).await.expect("ran");
+    assert_eq!(
+        verdict(&out),
+        (Status::Succeeded, Some(0), None),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        (out.stdout.data.as_str(), out.stderr.data.as_str()),
+        ("out\n", "err\n")
+    );
+}
+
+pub async fn exit_n<W: World>(world: W) {
+    let out = ends(world, Program::Exits(3), |_| {}).await.expect("ran");
+    assert_eq!(
+        verdict(&out),
+        (Status::Failed, Some(3), None),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(out.stderr.data, "err\n", "{}", show(&out));
+}
+
+pub async fn signal<W: World>(world: W) {
+    let out = ends(world, Program::KillsItself, |_| {})
+        .await
+        .expect("ran");
+    assert_eq!(
+        verdict(&out),
+        (Status::Failed, Some(137), Some(9)),
+        "{}",
+        show(&out)
+    );
+}
+
+pub async fn compile_error<W: World>(world: W) {
+    let out = ends(world, Program::BuildFails, |_| {}).await.expect("ran");
+    assert_eq!(
+        verdict(&out),
+        (Status::CompileError, None, None),
+        "{}",
+        show(&out)
+    );
+    assert!(out.compile_output.data.contains("oops"), "{}", show(&out));
+}
+
+pub async fn timeout<W: World>(world: W) {
+    let wall = |r: &mut RunRequest| r.limits.run_wall_time_ms = 1_500;
+    let out = ends(world, Program::RunsForever, wall).await.expect("ran");
+    assert_eq!(
+        verdict(&out),
+        (Status::TimedOut, None, None),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(out.stdout.data, "working\n", "{}", show(&out));
+}
+
+pub async fn oom<W: World>(world: W) {
+    let memory = |r: &mut RunRequest| r.limits.memory_bytes = 64 << 20;
+    let out = ends(world, Program::EatsMemory, memory).await.expect("ran");
+    assert_eq!(out.status, Status::MemoryExceeded, "{}", show(&out));
+}
+
+pub async fn output_cap<W: World>(world: W) {
+    let cap = |r: &mut RunRequest| r.limits.output_bytes = 8;
+    let out = ends(world, Program::Floods, cap).await.expect("ran");
+    assert_eq!(
+        verdict(&out),
+        (Status::OutputExceeded, None, None),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        (out.stdout.data.len(), out.stdout.truncated),
+        (8, true),
+        "{}",
+        show(&out)
+    );
+}
+
+/// Runs `program`, which runs until stopped, doing `act` once its output shows.
+async fn stopped<W: World>(world: W, program: Program, act: Act) -> Result<RunOutput, RunnerError> {
+    let req = world.request(program);
+    attempt(world, program, &req, act)
+        .await
+        .expect("not dropped")
+}
+
+pub async fn killed_from_outside<W: World>(world: W) {
+    let err = stopped(world, Program::RunsForever, Act::Kill)
+        .await
+        .expect_err("not the program's verdict");
+    assert!(matches!(err, RunnerError::Interrupted { .. }), "{err:?}");
+    assert_eq!(err.kind(), RunnerErrorKind::Transient, "retried");
+}
+
+/// Cancels `program` once its output shows: `cancelled`, with `printed` kept.
+async fn cancelled<W: World>(world: W, program: Program, printed: &str) {
+    let out = stopped(world, program, Act::Cancel)
+        .await
+        .expect("cancelled with the output so far");
+    assert_eq!(out.status, Status::Cancelled, "{}", show(&out));
+    assert_eq!(out.stdout.data, printed, "{}", show(&out));
+}
+
+pub async fn cancel<W: World>(world: W) {
+    cancelled(world, Program::RunsForever, "working\n").await;
+}
+
+pub async fn prompt<W: World>(world: W) {
+    cancelled(world, Program::Prompts, "Name? ").await;
+}
+
+pub async fn dropped<W: World>(world: W) {
+    let req = world.request(Program::RunsForever);
+    let ran = attempt(world, Program::RunsForever, &req, Act::Drop).await;
+    assert!(ran.is_none(), "dropped while it ran");
+}
+
+pub async fn image_missing<W: World>(world: W) {
+    let err = ends(world, Program::ImageMissing, |_| {})
+        .await
+        .expect_err("cannot run");
+    assert!(matches!(err, RunnerError::ImageMissing { .. }), "{err:?}");
+    assert_eq!(
+        err.kind(),
+        RunnerErrorKind::Transient,
+        "an operator can build it"
+    );
+}

@@ -1,0 +1,349 @@
+//! One attempt's output as the wrapper writes it, read the same way by every backend: the
+//! build step's output up to `<nonce>:<status>`, then the program's stdout and, where the
+//! sandbox has a single stream (a pod log), `<end>:<status>` followed by the program's stderr.
+//! Each part is capped; the build and the run are timed apart, each against its own wall time;
+//! what is kept goes to the attempt's [`Output`] as it arrives. How the sandbox ended then makes
+//! the verdict ([`classify`]).
+
+use std::time::Duration;
+
+use quayside_common::{Captured, JobId, JobKind, Limits, Status};
+use tokio::time::Instant;
+
+use super::protocol::{wrapper_failure, PhaseMarker, Scan, EXIT_UNPACK};
+use crate::runner::{LogSource, Output, RunOutput, RunnerError};
+
+/// One output stream kept up to `cap` bytes; what arrives beyond is counted, not stored.
+#[derive(Debug, Default)]
+pub struct CappedOutput {
+    kept: Vec<u8>,
+    cap: usize,
+    exceeded: bool,
+}
+
+impl CappedOutput {
+    pub fn new(cap: u64) -> Self {
+        Self {
+            kept: Vec::new(),
+            cap: usize::try_from(cap).unwrap_or(usize::MAX),
+            exceeded: false,
+        }
+    }
+
+    /// Appends what fits and returns it (for the live log); marks the stream exceeded if
+    /// anything did not fit.
+    pub fn push<'a>(&mut self, data: &'a [u8]) -> &'a [u8] {
+        let room = self.cap - self.kept.len();
+        let fits = &data[..data.len().min(room)];
+        self.kept.extend_from_slice(fits);
+        if fits.len() < data.len() {
+            self.exceeded = true;
+        }
+        fits
+    }
+
+    /// More arrived than the cap allows.
+    pub fn exceeded(&self) -> bool {
+        self.exceeded
+    }
+
+    pub fn into_captured(self) -> Captured {
+        Captured::from_bytes(self.kept, self.exceeded)
+    }
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Build output, until the build marker.
+    Build(PhaseMarker),
+    /// The program's stdout, until the end marker if the stream has one.
+    Program(Option<PhaseMarker>),
+    /// The program's stderr, after the end marker.
+    Stderr,
+}
+
+/// What one chunk changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing that changes timing.
+    Nothing,
+    /// The build step ended: the run's wall time starts now.
+    BuildEnded,
+    /// A stream passed its cap: stop the sandbox.
+    OutputExceeded,
+}
+
+/// The three capped streams of one attempt, where in the wrapper's output the parser is, and
+/// the build's and the run's clocks.
+#[derive(Debug)]
+pub struct PhasedOutput {
+    phase: Phase,
+    end_nonce: Option<String>,
+    compile: CappedOutput,
+    stdout: CappedOutput,
+    stderr: CappedOutput,
+    build_status: Option<i64>,
+    compile_wall: Duration,
+    run_wall: Duration,
+    started: Option<Instant>,
+    build_ended: Option<Instant>,
+    ended: Option<Instant>,
+}
+
+impl PhasedOutput {
+    /// A parser for a stream whose build marker carries `nonce` and, when the program's
+    /// stderr follows its stdout on the same stream, whose end marker carries `end_nonce`.
+    pub fn new(nonce: &str, end_nonce: Option<&str>, limits: &Limits) -> Self {
+        let cap = limits.output_bytes;
+        Self {
+            phase: Phase::Build(PhaseMarker::new(nonce)),
+            end_nonce: end_nonce.map(str::to_owned),
+            compile: CappedOutput::new(cap),
+            stdout: CappedOutput::new(cap),
+            stderr: CappedOutput::new(cap),
+            build_status: None,
+            compile_wall: Duration::from_millis(limits.compile_wall_time_ms),
+            run_wall: Duration::from_millis(limits.run_wall_time_ms),
+            started: None,
+            build_ended: None,
+            ended: None,
+        }
+    }
+
+    /// The sandbox runs: the build's clock starts.
+    pub fn start(&mut self) {
+        self.started.get_or_insert_with(Instant::now);
+    }
+
+    pub fn has_started(&self) -> bool {
+        self.started.is_some()
+    }
+
+    /// When the running phase's wall time is up; `None` before [`PhasedOutput::start`].
+    pub fn deadline(&self) -> Option<Instant> {
+        match (self.started, self.build_ended) {
+            (_, Some(built)) => Some(built + self.run_wall),
+            (Some(started), None) => Some(started + self.compile_wall),
+            (None, None) => None,
+        }
+    }
+
+    /// Feeds a chunk of the stream that carries the markers (a container's stdout, a pod log).
+    pub fn feed(&mut self, chunk: &[u8], output: &Output) -> Progress {
+        let mut progress = Progress::Nothing;
+        let mut rest = chunk.to_vec();
+        loop {
+            match &mut self.phase {
+                Phase::Build(marker) => match marker.feed(&rest) {
+                    Scan::Build(bytes) => {
+                        output.send(LogSource::Compile, self.compile.push(&bytes));
+                        break;
+                    }
+                    Scan::Ended {
+                        build,
+                        status,
+                        program,
+                    } => {
+                        output.send(LogSource::Compile, self.compile.push(&build));
+                        self.build_status = Some(status);
+                        self.build_ended = Some(Instant::now());
+                        let end = self.end_nonce.as_deref().map(PhaseMarker::new);
+                        self.phase = Phase::Program(end);
+                        progress = Progress::BuildEnded;
+                        rest = program;
+                    }
+                },
+                Phase::Program(None) => {
+                    output.send(LogSource::Stdout, self.stdout.push(&rest));
+                    break;
+                }
+                Phase::Program(Some(marker)) => match marker.feed(&rest) {
+                    Scan::Build(bytes) => {
+                        output.send(LogSource::Stdout, self.stdout.push(&bytes));
+                        break;
+                    }
+                    Scan::Ended { build, program, .. } => {
+                        output.send(LogSource::Stdout, self.stdout.push(&build));
+                        self.phase = Phase::Stderr;
+                        rest = program;
+                    }
+                },
+                Phase::Stderr => return self.feed_stderr(&rest, output),
+            }
+        }
+        self.progress(progress)
+    }
+
+    /// Feeds a chunk of the program's own stderr stream (a container's). The wrapper writes
+    /// nothing to stderr before the program starts, so all of it is the program's, even if
+    /// it overtakes the marker on the way.
+    pub fn feed_stderr(&mut self, chunk: &[u8], output: &Output) -> Progress {
+        output.send(LogSource::Stderr, self.stderr.push(chunk));
+        self.progress(Progress::Nothing)
+    }
+
+    fn progress(&self, progress: Progress) -> Progress {
+        if self.compile.exceeded() || self.stdout.exceeded() || self.stderr.exceeded() {
+            Progress::OutputExceeded
+        } else {
+            progress
+        }
+    }
+
+    /// The stream ended (or was cut off): the clocks stop, and what a marker scan held back
+    /// in case it started a marker is output after all.
+    pub fn flush(&mut self, output: &Output) {
+        self.ended.get_or_insert_with(Instant::now);
+        match &mut self.phase {
+            Phase::Build(marker) => {
+                let held = marker.take_held();
+                output.send(LogSource::Compile, self.compile.push(&held));
+            }
+            Phase::Program(Some(marker)) => {
+                let held = marker.take_held();
+                output.send(LogSource::Stdout, self.stdout.push(&held));
+            }
+            Phase::Program(None) | Phase::Stderr => {}
+        }
+    }
+
+    /// The attempt's output, from how its sandbox ended.
+    ///
+    /// # Errors
+    /// The wrapper ended before its build marker without hitting a limit:
+    /// [`RunnerError::Files`] when the job's files did not unpack, [`RunnerError::Wrapper`]
+    /// otherwise (with the build output so far, which tells what went wrong).
+    pub fn conclude(
+        self,
+        job: &JobId,
+        kind: JobKind,
+        ending: Ending,
+        sandbox_start_ms: Option<u64>,
+    ) -> Result<RunOutput, RunnerError> {
+        let ms = |from: Option<Instant>, to: Option<Instant>| {
+            from.map_or(0, |f| {
+                let to = to.or(self.ended).unwrap_or_else(Instant::now);
+                u64::try_from(to.saturating_duration_since(f).as_millis()).unwrap_or(u64::MAX)
+            })
+        };
+        let compile_ms = ms(self.started, self.build_ended);
+        let run_ms = ms(self.build_ended, None);
+        let verdict = match classify(kind, self.build_status, ending) {
+            Ok(verdict) => verdict,
+            Err((what, transient)) => {
+                let output = self.compile.into_captured().lossy();
+                let detail = format!("{what} (job {job}, {ending:?}): {}", output.trim());
+                return Err(if transient {
+                    RunnerError::Wrapper { detail }
+                } else {
+                    RunnerError::Files {
+                        detail,
+                        source: None,
+                    }
+                });
+            }
+        };
+        Ok(RunOutput {
+            status: verdict.status,
+            exit_code: verdict.exit_code,
+            signal: verdict.signal,
+            // Only a program that ran has a run time.
+            run_ms: if kind == JobKind::Run && self.build_status == Some(0) {
+                run_ms
+            } else {
+                0
+            },
+            stdout: self.stdout.into_captured(),
+            stderr: self.stderr.into_captured(),
+            compile_output: self.compile.into_captured(),
+            compile_ms,
+            sandbox_start_ms,
+        })
+    }
+}
+
+/// Waits for a deadline that may not be set yet ([`PhasedOutput::deadline`]).
+pub async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The signal that killed a program, from a shell-style exit status (128 + n).
+///
+/// # Caveats
+/// A program that calls `exit(137)` looks exactly like one killed by SIGKILL.
+pub fn signal_of(exit_code: i64) -> Option<i32> {
+    (129..=128 + 64)
+        .contains(&exit_code)
+        .then(|| (exit_code - 128) as i32)
+}
+
+/// How a sandbox's main process ended, as the backend saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// It exited by itself; `oom_killed` if the kernel killed any process of it for memory.
+    Exited { code: i64, oom_killed: bool },
+    /// The worker (or the pod's deadline) stopped it at a wall-time limit.
+    TimedOut,
+    /// The worker stopped it because an output stream passed its cap.
+    OutputExceeded,
+    /// The worker stopped it because its cancellation token fired (a user's cancel, or a
+    /// drain): the result keeps the output so far.
+    Cancelled,
+}
+
+/// The status, exit code and signal a job gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub status: Status,
+    pub exit_code: Option<i64>,
+    pub signal: Option<i32>,
+}
+
+/// Classifies an attempt from how the sandbox ended and the build status its marker reported.
+///
+/// # Errors
+/// The wrapper ended before its marker without hitting a limit: what went wrong, and whether
+/// a retry may help (not when the job's files do not fit in `/work`).
+pub fn classify(
+    kind: JobKind,
+    build_status: Option<i64>,
+    ending: Ending,
+) -> Result<Verdict, (&'static str, bool)> {
+    let verdict = |status, exit_code: Option<i64>| Verdict {
+        status,
+        exit_code,
+        signal: exit_code.and_then(signal_of),
+    };
+    Ok(match (ending, build_status) {
+        (Ending::OutputExceeded, _) => verdict(Status::OutputExceeded, None),
+        (Ending::TimedOut, _) => verdict(Status::TimedOut, None),
+        (Ending::Cancelled, _) => verdict(Status::Cancelled, None),
+        // The exit code is the program's only if the program ran: an OOM kill during the build
+        // (or the unpack) ends the wrapper with the build's status, which no program returned.
+        (
+            Ending::Exited {
+                code,
+                oom_killed: true,
+            },
+            build,
+        ) => {
+            let ran = kind == JobKind::Run && build == Some(0);
+            verdict(Status::MemoryExceeded, ran.then_some(code))
+        }
+        (Ending::Exited { code, .. }, None) => {
+            return Err((wrapper_failure(code), code != EXIT_UNPACK))
+        }
+        (Ending::Exited { .. }, Some(s)) if s != 0 => verdict(Status::CompileError, None),
+        (Ending::Exited { .. }, Some(_)) if kind == JobKind::Compile => {
+            verdict(Status::Succeeded, None)
+        }
+        (Ending::Exited { code: 0, .. }, Some(_)) => verdict(Status::Succeeded, Some(0)),
+        (Ending::Exited { code, .. }, Some(_)) => verdict(Status::Failed, Some(code)),
+    })
+}
+
+#[cfg(test)]
+mod tests;

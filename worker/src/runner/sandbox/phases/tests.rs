@@ -1,0 +1,285 @@
+use quayside_common::{JobId, JobKind, Limits, Status};
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::runner::sandbox::protocol::EXIT_UNPACK;
+use crate::runner::{Chunk, LogSource, Output};
+
+#[test]
+fn output_is_capped_and_flagged() {
+    let mut out = CappedOutput::new(5);
+    assert_eq!(out.push(b"abc"), b"abc");
+    assert!(!out.exceeded());
+    assert_eq!(out.push(b"de"), b"de");
+    assert!(!out.exceeded(), "exactly at the cap is fine");
+    assert_eq!(out.push(b"f"), b"");
+    assert!(out.exceeded());
+    let c = out.into_captured();
+    assert_eq!((c.data.as_str(), c.truncated), ("abcde", true));
+}
+
+#[test]
+fn verdicts_come_from_the_real_ending() {
+    use Ending::*;
+    let v = |kind, build, ending| {
+        classify(kind, build, ending).map(|v| (v.status, v.exit_code, v.signal))
+    };
+    let exited = |code| Exited {
+        code,
+        oom_killed: false,
+    };
+    assert_eq!(
+        v(JobKind::Run, Some(0), exited(0)),
+        Ok((Status::Succeeded, Some(0), None))
+    );
+    assert_eq!(
+        v(JobKind::Run, Some(0), exited(3)),
+        Ok((Status::Failed, Some(3), None))
+    );
+    assert_eq!(
+        v(JobKind::Run, Some(0), exited(137)),
+        Ok((Status::Failed, Some(137), Some(9)))
+    );
+    let oom = Exited {
+        code: 137,
+        oom_killed: true,
+    };
+    assert_eq!(
+        v(JobKind::Run, Some(0), oom),
+        Ok((Status::MemoryExceeded, Some(137), Some(9)))
+    );
+    let oom_in_build = Exited {
+        code: 1,
+        oom_killed: true,
+    };
+    for (kind, build) in [
+        (JobKind::Run, Some(1)),
+        (JobKind::Run, None),
+        (JobKind::Compile, Some(0)),
+        (JobKind::Compile, Some(1)),
+    ] {
+        assert_eq!(
+            v(kind, build, oom_in_build),
+            Ok((Status::MemoryExceeded, None, None)),
+            "{kind:?} {build:?}: no program ran, so no exit code"
+        );
+    }
+    assert_eq!(
+        v(JobKind::Run, Some(1), exited(1)),
+        Ok((Status::CompileError, None, None))
+    );
+    assert_eq!(
+        v(JobKind::Compile, Some(0), exited(0)),
+        Ok((Status::Succeeded, None, None))
+    );
+    assert_eq!(
+        v(JobKind::Run, None, TimedOut),
+        Ok((Status::TimedOut, None, None))
+    );
+    assert_eq!(
+        v(JobKind::Run, Some(0), OutputExceeded),
+        Ok((Status::OutputExceeded, None, None))
+    );
+    assert_eq!(
+        v(JobKind::Run, None, Cancelled),
+        Ok((Status::Cancelled, None, None)),
+        "cancelled even before the build ended"
+    );
+    assert_eq!(
+        v(JobKind::Run, None, exited(EXIT_UNPACK)).map_err(|e| e.1),
+        Err(false),
+        "files too big: permanent"
+    );
+    assert_eq!(
+        v(JobKind::Run, None, exited(137)).map_err(|e| e.1),
+        Err(true),
+        "killed from outside: retry"
+    );
+}
+
+fn limits(cap: u64) -> Limits {
+    Limits {
+        output_bytes: cap,
+        compile_wall_time_ms: 1_000,
+        run_wall_time_ms: 2_000,
+        ..Limits::DEFAULT
+    }
+}
+
+fn drain(rx: &mut mpsc::Receiver<Chunk>) -> Vec<(LogSource, String)> {
+    let mut out = Vec::new();
+    while let Ok(c) = rx.try_recv() {
+        out.push((c.source, String::from_utf8_lossy(&c.data).into_owned()));
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_stream_splits_into_build_stdout_and_stderr_at_the_markers() {
+    let (output, mut rx) = Output::channel();
+    let mut p = PhasedOutput::new("N0NCE", Some("END"), &limits(100));
+    assert_eq!(p.deadline(), None, "no clock before the sandbox runs");
+    p.start();
+    let t0 = Instant::now();
+    assert_eq!(p.deadline(), Some(t0 + Duration::from_secs(1)));
+    // Markers split across chunks, at any byte.
+    assert_eq!(
+        p.feed(
+            b"cc main.c
+N0N",
+            &output
+        ),
+        Progress::Nothing
+    );
+    tokio::time::advance(Duration::from_millis(300)).await;
+    assert_eq!(
+        p.feed(
+            b"CE:0
+hel",
+            &output
+        ),
+        Progress::BuildEnded
+    );
+    assert_eq!(
+        p.deadline(),
+        Some(t0 + Duration::from_millis(300) + Duration::from_secs(2)),
+        "the run's wall time starts at the marker"
+    );
+    tokio::time::advance(Duration::from_millis(500)).await;
+    assert_eq!(
+        p.feed(
+            b"lo
+EN", &output
+        ),
+        Progress::Nothing
+    );
+    assert_eq!(
+        p.feed(
+            b"D:3
+oops
+",
+            &output
+        ),
+        Progress::Nothing
+    );
+    p.flush(&output);
+    // What a marker scan holds back goes out later, so chunks may be cut anew; in order.
+    let mut streamed: Vec<(LogSource, String)> = Vec::new();
+    for (source, text) in drain(&mut rx) {
+        match streamed.last_mut() {
+            Some((s, t)) if *s == source => t.push_str(&text),
+            _ => streamed.push((source, text)),
+        }
+    }
+    assert_eq!(
+        streamed,
+        [
+            (LogSource::Compile, "cc main.c\n".into()),
+            (LogSource::Stdout, "hello\n".into()),
+            (LogSource::Stderr, "oops\n".into()),
+        ]
+    );
+    let job = JobId::parse("j").expect("id");
+    let ending = Ending::Exited {
+        code: 3,
+        oom_killed: false,
+    };
+    let out = p.conclude(&job, JobKind::Run, ending, None).expect("ran");
+    assert_eq!((out.status, out.exit_code), (Status::Failed, Some(3)));
+    assert_eq!(
+        (
+            out.compile_output.data.as_str(),
+            out.stdout.data.as_str(),
+            out.stderr.data.as_str()
+        ),
+        ("cc main.c\n", "hello\n", "oops\n")
+    );
+    assert_eq!((out.compile_ms, out.run_ms), (300, 500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_separate_stderr_and_no_end_marker_is_the_container_shape() {
+    let output = Output::discard();
+    let mut p = PhasedOutput::new("N", None, &limits(4));
+    p.start();
+    assert_eq!(
+        p.feed_stderr(b"err", &output),
+        Progress::Nothing,
+        "before the marker"
+    );
+    assert_eq!(
+        p.feed(
+            b"N:0
+END:1
+",
+            &output
+        ),
+        Progress::OutputExceeded
+    );
+    p.flush(&output);
+    let job = JobId::parse("j").expect("id");
+    let out = p
+        .conclude(&job, JobKind::Run, Ending::OutputExceeded, Some(7))
+        .expect("ran");
+    assert_eq!(out.status, Status::OutputExceeded);
+    assert_eq!(
+        (out.stdout.data.as_str(), out.stdout.truncated),
+        ("END:", true),
+        "no end marker is looked for"
+    );
+    assert_eq!(
+        (out.stderr.data.as_str(), out.sandbox_start_ms),
+        ("err", Some(7))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wrapper_that_dies_before_its_marker_is_an_infrastructure_error() {
+    let output = Output::discard();
+    let job = JobId::parse("j").expect("id");
+    let mut p = PhasedOutput::new("NONCE", None, &limits(100));
+    p.start();
+    // Held back in case it starts a marker, then output after all.
+    p.feed(b"tar: No space left on device\nNON", &output);
+    p.flush(&output);
+    let ending = Ending::Exited {
+        code: EXIT_UNPACK,
+        oom_killed: false,
+    };
+    let err = p
+        .conclude(&job, JobKind::Run, ending, None)
+        .expect_err("unpack");
+    assert!(matches!(err, RunnerError::Files { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("did not unpack") && err.to_string().ends_with("device\nNON"),
+        "{err}"
+    );
+    let mut p = PhasedOutput::new("NONCE", None, &limits(100));
+    p.flush(&output);
+    let killed = Ending::Exited {
+        code: 137,
+        oom_killed: false,
+    };
+    let err = p
+        .conclude(&job, JobKind::Run, killed, None)
+        .expect_err("died");
+    assert!(matches!(err, RunnerError::Wrapper { .. }), "{err:?}");
+    assert_eq!(err.kind(), crate::runner::RunnerErrorKind::Transient);
+}
+
+#[test]
+fn a_compile_job_or_a_failed_build_has_no_run_time() {
+    let job = JobId::parse("j").expect("id");
+    for (kind, marker) in [(JobKind::Compile, "N:0\n"), (JobKind::Run, "N:1\n")] {
+        let mut p = PhasedOutput::new("N", None, &limits(100));
+        p.start();
+        p.feed(marker.as_bytes(), &Output::discard());
+        p.flush(&Output::discard());
+        let ending = Ending::Exited {
+            code: 0,
+            oom_killed: false,
+        };
+        let out = p.conclude(&job, kind, ending, None).expect("ran");
+        assert_eq!(out.run_ms, 0, "{kind:?} {marker}");
+    }
+}
