@@ -1,4 +1,5 @@
-# Worker and CLI image, for users with a registry (not built by the offline scripts).
+# Worker and CLI image (`quayside-worker`, and `quayside` from producer/cli), for users with a
+# registry (not built by the offline scripts).
 #   docker build -f deploy/docker/worker.Dockerfile -t quayside/worker:dev .
 FROM rust:1-bookworm AS build
 WORKDIR /src

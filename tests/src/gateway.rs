@@ -10,7 +10,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use quayside_common::config::{Config, Secret};
 
-use crate::{bin_path, within, TestQueue};
+use crate::{bin_path, free_port, within, TestQueue};
 
 /// The token every test gateway accepts.
 pub const TOKEN: &str = "test-token-0123456789abcdef";
@@ -57,10 +57,7 @@ impl TestQueue {
     /// Starts `quayside serve` for this queue on a free port with [`TOKEN`], its config changed
     /// by `tweak`, and waits for `/healthz`.
     pub async fn spawn_gateway(&self, tweak: impl FnOnce(&mut Config)) -> GatewayProcess {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let mut cfg = self.cfg.clone();
         cfg.gateway.listen_addr = format!("127.0.0.1:{port}");
         cfg.gateway.tokens = vec![Secret::new(TOKEN)];
@@ -68,13 +65,7 @@ impl TestQueue {
         let path = self.dir.join(format!("gateway-{port}.toml"));
         std::fs::write(&path, toml::to_string(&cfg).expect("config to toml")).expect("write");
         let log = std::fs::File::create(self.dir.join(format!("gateway-{port}.log"))).expect("log");
-        let bin = bin_path("quayside");
-        assert!(
-            bin.exists(),
-            "{} not built: run cargo build --workspace --bins",
-            bin.display()
-        );
-        let child = Command::new(bin)
+        let child = Command::new(bin_path("quayside"))
             .arg("--config")
             .arg(&path)
             .arg("serve")

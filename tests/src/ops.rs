@@ -1,4 +1,4 @@
-//! Helpers for the operations tests: free ports, plain HTTP GETs, a real Prometheus server,
+//! Helpers for the operations tests: plain HTTP GETs, a real Prometheus server,
 //! a throwaway CA with a server certificate, and the repository's own files.
 
 use std::collections::BTreeMap;
@@ -9,13 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::within;
-
-/// A free loopback address for a worker's listener (`metrics.listen_addr`).
-pub fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").to_string()
-}
+use crate::{free_addr, within};
 
 /// The repository root (the workspace folder).
 pub fn repo_root() -> PathBuf {
@@ -23,22 +17,6 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .expect("workspace root")
         .to_owned()
-}
-
-/// A binary cargo built next to the test executables (`target/<profile>/NAME`).
-pub fn built_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>")
-        .join(name);
-    assert!(
-        bin.exists(),
-        "{} not built: run cargo build --workspace --bins first",
-        bin.display()
-    );
-    bin
 }
 
 /// `GET path` over HTTP/1.0 (no chunked replies to decode); returns status and body. Errors

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, ensure, Context as _};
 use bollard::models::HostConfig;
-use quayside_common::config::{default_languages, Config, DockerConfig, FileTransfer};
+use quayside_common::config::{default_languages, Config, FileTransfer, RunnerConfig};
 use quayside_common::Limits;
 use quayside_worker::runner::docker::host_config;
 use quayside_worker::runner::sandbox::protocol::{expand, shell_quote};
@@ -25,19 +25,17 @@ pub fn docker_run_argv(language: &str, labels: &[String]) -> anyhow::Result<Vec<
         .default_limits(&Config::default().limits)
         .unwrap_or(Limits::DEFAULT);
     // Files arrive on stdin and land in a tmpfs /work, as with the worker's default transfer.
-    let cfg = DockerConfig {
-        file_transfer: FileTransfer::Stdin,
-        ..DockerConfig::default()
-    };
+    let mut cfg = RunnerConfig::default();
+    cfg.docker.file_transfer = FileTransfer::Stdin;
     let mut argv: Vec<String> = ["run", "-i", "--rm"].map(String::from).to_vec();
     for label in labels {
         argv.extend(["--label".into(), label.clone()]);
     }
     // One uid for every run: the baseline is a plain `docker run`, not per-job identities.
-    let user = cfg.uid_gid().context("numeric default user")?;
-    argv.extend(["--user".into(), format!("{}:{}", user.0, user.1)]);
+    let user = cfg.sandbox.user;
+    argv.extend(["--user".into(), user.to_string()]);
     argv.extend(["--workdir".into(), WORK_DIR.into()]);
-    argv.extend(flags(host_config(&cfg, &limits, user))?);
+    argv.extend(flags(host_config(&cfg, &limits, (user.uid, user.gid)))?);
     let entry = shell_quote(&lang.entry_file);
     let vars = [
         ("options", String::new()),

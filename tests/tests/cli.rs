@@ -1,31 +1,11 @@
 //! The `quayside` CLI as a script would use it: exit codes and `--json` output.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use quayside_e2e::TestQueue;
 
 fn cli(q: &TestQueue, args: &[&str]) -> Output {
-    let exe = std::env::current_exe().expect("exe");
-    let bin = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .expect("target dir")
-        .join("quayside");
-    assert!(
-        bin.exists(),
-        "{} not built: run cargo test --workspace",
-        bin.display()
-    );
-    Command::new(bin)
-        .args([
-            "--redis-url",
-            &q.cfg.redis.url,
-            "--queue",
-            &q.cfg.queue.name,
-        ])
-        .args(args)
-        .output()
-        .expect("run quayside")
+    q.cli().args(args).output().expect("run quayside")
 }
 
 fn json(out: &Output) -> serde_json::Value {

@@ -198,7 +198,7 @@ fn the_vendored_enqueue_script_is_the_one_quayside_runs() {
     assert!(
         vendored == quayside_common::scripts::source(body),
         "examples/clients/enqueue.lua is stale: \
-         cargo run -p quayside-producer --bin quayside -- script enqueue > examples/clients/enqueue.lua"
+         cargo run -p quayside-cli --bin quayside -- script enqueue > examples/clients/enqueue.lua"
     );
 }
 

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use quayside_common::config::{default_image, Config};
 use quayside_common::{JobId, JobKind, JobSpec, Status};
-use quayside_e2e::ops::{free_addr, wait_http};
+use quayside_e2e::free_addr;
+use quayside_e2e::ops::wait_http;
 use quayside_e2e::private_dockerd::PrivateDockerd;
 use quayside_e2e::{within, PrivateRedis, TestQueue};
 
@@ -33,7 +34,7 @@ fn python(source: &str) -> JobSpec {
 fn docker_worker(c: &mut Config, socket: &str) {
     c.languages.retain(|l, _| l == "python");
     c.runner.docker.socket = socket.to_owned();
-    c.runner.docker.api_timeout_ms = 2_000;
+    c.runner.sandbox.api_timeout_ms = 2_000;
     c.worker.lease_ms = 10_000;
 }
 
@@ -359,18 +360,16 @@ async fn a_worker_started_while_the_engine_is_down_waits_then_serves() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_removal_that_failed_is_retried_until_it_succeeds() {
-    use quayside_common::config::{default_languages, DockerConfig};
+    use quayside_common::config::{default_languages, RunnerConfig};
     use quayside_worker::runner::docker::DockerRunner;
     use quayside_worker::runner::{Fleet, Output, RunRequest, Runner};
     use tokio_util::sync::CancellationToken;
 
     let engine = PrivateDockerd::start(&private_dir("frozen-engine")).expect("dockerd");
     engine.load_image(&python_image()).expect("image");
-    let cfg = DockerConfig {
-        socket: engine.url(),
-        api_timeout_ms: 1_000,
-        ..DockerConfig::default()
-    };
+    let mut cfg = RunnerConfig::default();
+    cfg.docker.socket = engine.url();
+    cfg.sandbox.api_timeout_ms = 1_000;
     let languages = default_languages();
     let runner = DockerRunner::new(cfg, &languages, "frozen-w1");
     let req = RunRequest {

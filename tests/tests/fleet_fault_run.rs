@@ -100,7 +100,7 @@ async fn fleet_fault_run() {
     let tweak = move |c: &mut Config| {
         c.languages.retain(|l, _| l == "python");
         c.runner.docker.socket = socket.clone();
-        c.runner.docker.api_timeout_ms = 5_000;
+        c.runner.sandbox.api_timeout_ms = 5_000;
         c.worker.slots = 4;
         c.worker.lease_ms = 5_000;
         // A job's own infrastructure failures (killed by the engine's restart) retry for this

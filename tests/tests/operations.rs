@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use quayside_common::{JobId, Priority, Status};
-use quayside_e2e::ops::{free_addr, http_get, repo_root, run_ok, wait_http, which, Prometheus};
+use quayside_e2e::free_addr;
+use quayside_e2e::ops::{http_get, repo_root, run_ok, wait_http, which, Prometheus};
 use quayside_e2e::{within, PrivateRedis, TestQueue};
 
 fn promtool() -> std::path::PathBuf {

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use quayside_common::config::Secret;
 use quayside_common::{JobId, Status};
-use quayside_e2e::ops::{built_bin, free_addr, http_get, wait_http, TestCerts};
+use quayside_e2e::ops::{http_get, wait_http, TestCerts};
+use quayside_e2e::{bin_path, free_addr};
 use quayside_e2e::{PrivateRedis, TestQueue};
 
 const PASSWORD: &str = "s3cret-Quayside-pw";
@@ -61,7 +62,7 @@ async fn run_every_kind_of_job(q: &TestQueue) {
 }
 
 fn cli(q: &TestQueue, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    Command::new(built_bin("quayside"))
+    Command::new(bin_path("quayside"))
         .args(["--queue", &q.cfg.queue.name])
         .args(args)
         .envs(env.iter().copied())
@@ -118,7 +119,7 @@ async fn a_password_from_config_or_environment_works_and_is_never_shown() {
         ("QUAYSIDE_REDIS__PASSWORD", PASSWORD.to_owned()),
         ("QUAYSIDE_REDIS__URL", url_with_password.clone()),
     ] {
-        let out = Command::new(built_bin("quayside-worker"))
+        let out = Command::new(bin_path("quayside-worker"))
             .arg("--print-config")
             .env(key, &value)
             .output()
@@ -162,7 +163,7 @@ async fn a_password_from_config_or_environment_works_and_is_never_shown() {
 /// seconds: it may stop early (no runner built in) or keep running; either way it is stopped.
 async fn startup_log_of_the_real_worker(env: &[(&str, &str)]) -> String {
     let log = std::env::temp_dir().join(format!("qs-startup-{}.log", std::process::id()));
-    let mut child = Command::new(built_bin("quayside-worker"))
+    let mut child = Command::new(bin_path("quayside-worker"))
         .args(["--log-level", "debug"])
         .env("QUAYSIDE_METRICS__LISTEN_ADDR", "127.0.0.1:0")
         .envs(env.iter().copied())

@@ -205,7 +205,7 @@ fn the_scripts_own_quayside_variables_do_not_stop_the_worker_or_the_cli() {
             ("quayside-worker", &["--print-config"][..]),
             ("quayside", &["script", "finish"][..]),
         ] {
-            let out = Command::new(quayside_e2e::ops::built_bin(bin))
+            let out = Command::new(quayside_e2e::bin_path(bin))
                 .args(args)
                 .env(name, "1")
                 .output()

@@ -87,8 +87,8 @@ fn the_seccomp_installer_puts_the_embedded_profile_where_job_pods_load_it() {
     use quayside_worker::runner::sandbox::seccomp;
 
     let cfg = shipped_config();
+    assert_eq!(cfg.runner.sandbox.seccomp, SeccompProfile::Quayside);
     let k = &cfg.runner.kubernetes;
-    assert_eq!(k.seccomp, SeccompProfile::Quayside);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/seccomp");
     let shipped = std::fs::read_to_string(dir.join("quayside.json")).expect("profile");
     assert_eq!(shipped, seccomp::PROFILE, "one profile for both runners");

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use fake_api::{running, terminated, waiting, Access, FakeApi, Fault};
-use quayside_common::config::{default_languages, KubernetesConfig};
+use quayside_common::config::{default_languages, KubernetesConfig, RunnerConfig};
 use quayside_common::{JobId, Status};
 use quayside_worker::runner::kubernetes::KubernetesRunner;
 use quayside_worker::runner::{
@@ -33,10 +33,18 @@ async fn step<T>(what: &str, f: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
-fn config() -> KubernetesConfig {
-    KubernetesConfig {
+fn config() -> RunnerConfig {
+    with(KubernetesConfig {
         pending_timeout_ms: 300,
         ..Default::default()
+    })
+}
+
+/// The runner settings with `kubernetes` as the backend's own and the shared defaults.
+fn with(kubernetes: KubernetesConfig) -> RunnerConfig {
+    RunnerConfig {
+        kubernetes,
+        ..RunnerConfig::default()
     }
 }
 
@@ -283,7 +291,7 @@ async fn pods_run_under_quaysides_seccomp_profile_and_a_node_without_it_says_how
     assert!(
         msg.contains("seccomp profile is not on the node")
             && msg.contains("deploy/k8s/README.md")
-            && msg.contains("runner.kubernetes.seccomp = \"runtime_default\""),
+            && msg.contains("runner.sandbox.seccomp = \"runtime_default\""),
         "{msg}"
     );
 }
@@ -353,10 +361,10 @@ async fn one_broken_watch_is_resumed_but_a_forbidden_one_fails() {
     for _ in 0..3 {
         fake.fail_next("list", "pods", Fault::Status(403));
     }
-    let cfg = KubernetesConfig {
+    let cfg = with(KubernetesConfig {
         pending_timeout_ms: 60_000,
         ..Default::default()
-    };
+    });
     let runner = Guarded::new(KubernetesRunner::with_client(cfg, fake.client(), "w1"));
     let err = step(
         "gives up after errors in a row",
@@ -546,11 +554,11 @@ async fn the_role_grants_exactly_what_the_runner_uses() {
 #[tokio::test]
 #[ignore = "needs cluster (kubeconfig, runner images on the nodes, NetworkPolicy-enforcing CNI)"]
 async fn real_cluster_runs_python_and_cleans_up() {
-    let cfg = KubernetesConfig {
+    let cfg = with(KubernetesConfig {
         namespace: std::env::var("E2E_K8S_NAMESPACE").unwrap_or_default(),
         image_pull_policy: "Never".into(),
         ..Default::default()
-    };
+    });
     let runner = quayside_worker::runner::kubernetes::KubernetesRunner::new(
         cfg,
         &default_languages(),

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{invalid, ConfigError, LimitsConfig, Secret};
+use super::check::{at_least, between, invalid, socket_addr};
+use super::{ConfigError, LimitsConfig, Secret};
 
 /// Shortest bearer token accepted: guessing must stay out of reach.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -52,12 +53,7 @@ impl Default for GatewayConfig {
 
 impl GatewayConfig {
     pub(super) fn validate(&self, limits: &LimitsConfig) -> Result<(), ConfigError> {
-        if self.listen_addr.parse::<std::net::SocketAddr>().is_err() {
-            return Err(invalid(
-                "gateway.listen_addr",
-                format!("{:?} is not an ip:port address", self.listen_addr),
-            ));
-        }
+        socket_addr("gateway.listen_addr", &self.listen_addr)?;
         if self
             .tokens
             .iter()
@@ -79,22 +75,15 @@ impl GatewayConfig {
                 ),
             ));
         }
-        if self.max_wait_s == 0 || self.max_wait_s > 3_600 {
-            return Err(invalid("gateway.max_wait_s", "must be 1 to 3600"));
-        }
-        if self.max_batch_jobs == 0 {
-            return Err(invalid("gateway.max_batch_jobs", "must be at least 1"));
-        }
-        if self.max_connections == 0 {
-            return Err(invalid("gateway.max_connections", "must be at least 1"));
-        }
-        if !(100..=300_000).contains(&self.header_read_timeout_ms) {
-            return Err(invalid(
-                "gateway.header_read_timeout_ms",
-                "must be 100 to 300000",
-            ));
-        }
-        Ok(())
+        between("gateway.max_wait_s", self.max_wait_s, 1, 3_600)?;
+        at_least("gateway.max_batch_jobs", self.max_batch_jobs, 1)?;
+        at_least("gateway.max_connections", self.max_connections, 1)?;
+        between(
+            "gateway.header_read_timeout_ms",
+            self.header_read_timeout_ms,
+            100,
+            300_000,
+        )
     }
 
     /// Checks what only serving needs: some token, unless an open gateway was asked for.
@@ -116,7 +105,7 @@ impl GatewayConfig {
     pub(super) fn redacted(&self) -> Self {
         let mut c = self.clone();
         for t in &mut c.tokens {
-            *t = Secret::new(super::REDACTED);
+            *t = Secret::redacted();
         }
         c
     }
@@ -125,6 +114,7 @@ impl GatewayConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::check::assert_refusals;
 
     #[test]
     fn defaults_are_valid_but_serving_needs_a_token_or_an_explicit_opt_out() {
@@ -142,23 +132,24 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         let limits = LimitsConfig::default();
-        type Tweak = fn(&mut GatewayConfig);
-        let cases: [(Tweak, &str); 5] = [
-            (
-                |g| g.listen_addr = "localhost".into(),
-                "gateway.listen_addr",
-            ),
-            (|g| g.tokens = vec![Secret::new("short")], "gateway.tokens"),
-            (|g| g.max_body_bytes = 1 << 20, "gateway.max_body_bytes"),
-            (|g| g.max_wait_s = 0, "gateway.max_wait_s"),
-            (|g| g.max_batch_jobs = 0, "gateway.max_batch_jobs"),
-        ];
-        for (tweak, key) in cases {
-            let mut g = GatewayConfig::default();
-            tweak(&mut g);
-            let err = g.validate(&limits).expect_err(key);
-            assert!(err.to_string().contains(key), "{key}: {err}");
-        }
+        assert_refusals::<GatewayConfig>(
+            |g| g.validate(&limits),
+            &[
+                (
+                    |g| g.listen_addr = "localhost".into(),
+                    "gateway.listen_addr",
+                ),
+                (|g| g.tokens = vec![Secret::new("short")], "gateway.tokens"),
+                (|g| g.max_body_bytes = 1 << 20, "gateway.max_body_bytes"),
+                (|g| g.max_wait_s = 0, "gateway.max_wait_s"),
+                (|g| g.max_batch_jobs = 0, "gateway.max_batch_jobs"),
+                (|g| g.max_connections = 0, "gateway.max_connections"),
+                (
+                    |g| g.header_read_timeout_ms = 50,
+                    "gateway.header_read_timeout_ms",
+                ),
+            ],
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{invalid, ConfigError};
+use super::check::{invalid, positive};
+use super::ConfigError;
 use crate::limits::Limits;
 
 /// Longest path the kernel takes (`PATH_MAX`): `limits.max_path_bytes` may not go above it.
@@ -76,16 +77,10 @@ impl LimitsConfig {
         self.default
             .check_bounds(&self.min, &self.max)
             .map_err(|e| invalid("limits.default", e.to_string()))?;
-        for (key, v) in [
-            ("limits.max_files", self.max_files),
-            ("limits.max_source_bytes", self.max_source_bytes),
-            ("limits.max_path_bytes", self.max_path_bytes),
-            ("limits.max_spec_bytes", self.max_spec_bytes),
-        ] {
-            if v == 0 {
-                return Err(invalid(key, "must be greater than 0"));
-            }
-        }
+        positive("limits.max_files", self.max_files)?;
+        positive("limits.max_source_bytes", self.max_source_bytes)?;
+        positive("limits.max_path_bytes", self.max_path_bytes)?;
+        positive("limits.max_spec_bytes", self.max_spec_bytes)?;
         if self.max_path_bytes > PATH_MAX {
             return Err(invalid(
                 "limits.max_path_bytes",
@@ -109,31 +104,22 @@ impl LimitsConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key_of(cfg: &LimitsConfig) -> &'static str {
-        match cfg.validate() {
-            Err(ConfigError::Invalid { key, .. }) => key,
-            other => panic!("expected invalid, got {other:?}"),
-        }
-    }
+    use crate::config::check::assert_refusals;
 
     #[test]
     fn defaults_are_valid_and_errors_name_the_key() {
         LimitsConfig::default().validate().expect("defaults");
-        let with = |f: fn(&mut LimitsConfig)| {
-            let mut c = LimitsConfig::default();
-            f(&mut c);
-            key_of(&c)
-        };
-        assert_eq!(with(|c| c.min.memory_bytes = 1 << 20), "limits.min");
-        assert_eq!(with(|c| c.min.cpu_millicores = 1), "limits.min");
-        assert_eq!(with(|c| c.default.pids = 2), "limits.default");
-        assert_eq!(with(|c| c.max_path_bytes = 5000), "limits.max_path_bytes");
-        assert_eq!(
-            with(|c| c.max_spec_bytes = 1 << 20),
-            "limits.max_spec_bytes"
+        assert_refusals(
+            LimitsConfig::validate,
+            &[
+                (|c| c.min.memory_bytes = 1 << 20, "limits.min"),
+                (|c| c.min.cpu_millicores = 1, "limits.min"),
+                (|c| c.default.pids = 2, "limits.default"),
+                (|c| c.max_path_bytes = 5000, "limits.max_path_bytes"),
+                (|c| c.max_spec_bytes = 1 << 20, "limits.max_spec_bytes"),
+                (|c| c.max_files = 0, "limits.max_files"),
+            ],
         );
-        assert_eq!(with(|c| c.max_files = 0), "limits.max_files");
         let mut c = LimitsConfig::default();
         c.min.memory_bytes = 6 << 20;
         c.validate()

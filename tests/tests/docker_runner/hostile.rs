@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use quayside_common::config::{default_languages, DockerConfig, FileTransfer, SeccompProfile};
+use quayside_common::config::{
+    default_languages, DockerConfig, FileTransfer, JobUser, RunnerConfig, SeccompProfile,
+};
 use quayside_common::{JobKind, Status};
 use quayside_e2e::within;
 use tokio_util::sync::CancellationToken;
@@ -114,11 +116,9 @@ async fn the_kernel_surface_no_job_needs_is_closed_and_the_wrapper_is_out_of_rea
     }
     // The profile is what closes them: under the engine's default profile the same program
     // opens a vsock socket and an io_uring on this host.
-    let cfg = DockerConfig {
-        seccomp: SeccompProfile::RuntimeDefault,
-        ..DockerConfig::default()
-    };
-    let default = Harness::with(cfg, default_languages()).await;
+    let mut cfg = RunnerConfig::default();
+    cfg.sandbox.seccomp = SeccompProfile::RuntimeDefault;
+    let default = Harness::with_runner(cfg, default_languages()).await;
     let out = default.run(&c(PROBE)).await;
     let got = answers(&out.stdout.data);
     for opened in ["socket AF_VSOCK", "io_uring_setup"] {
@@ -298,15 +298,13 @@ async fn jobs_side_by_side_have_their_own_uid_and_cannot_see_or_starve_each_othe
     // The same two jobs under one uid for every attempt: the neighbour is starved. This is
     // what the per-attempt uid prevents. (A uid no other job on this engine uses: other
     // test runs' jobs must not be starved by this one.)
-    let shared = Harness::with(
-        DockerConfig {
-            user: "20001:10001".into(),
-            uid_range: 1,
-            ..DockerConfig::default()
-        },
-        default_languages(),
-    )
-    .await;
+    let mut cfg = RunnerConfig::default();
+    cfg.sandbox.user = JobUser {
+        uid: 20001,
+        gid: 10001,
+    };
+    cfg.sandbox.uid_range = 1;
+    let shared = Harness::with_runner(cfg, default_languages()).await;
     let (hog, neighbour) = side_by_side(&shared).await;
     assert_eq!(field(&hog, "uid"), field(&neighbour, "uid"));
     for starved in [

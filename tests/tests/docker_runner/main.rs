@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use quayside_common::config::{default_languages, DockerConfig, FileTransfer, LanguageConfig};
+use quayside_common::config::{
+    default_languages, DockerConfig, FileTransfer, LanguageConfig, RunnerConfig,
+};
 use quayside_common::outcome::Encoding;
 use quayside_common::{JobId, JobKind, Limits, Status};
 use quayside_e2e::sandboxes::{self, show};
@@ -81,7 +83,16 @@ impl Harness {
         Self::with(cfg, default_languages()).await
     }
 
-    async fn with(cfg: DockerConfig, languages: BTreeMap<String, LanguageConfig>) -> Self {
+    /// The Docker backend's settings `docker` and the default sandbox settings.
+    async fn with(docker: DockerConfig, languages: BTreeMap<String, LanguageConfig>) -> Self {
+        let cfg = RunnerConfig {
+            docker,
+            ..RunnerConfig::default()
+        };
+        Self::with_runner(cfg, languages).await
+    }
+
+    async fn with_runner(cfg: RunnerConfig, languages: BTreeMap<String, LanguageConfig>) -> Self {
         let worker = format!("e2e-{}-{:08x}", std::process::id(), rand_u32());
         Self {
             runner: Guarded::new(DockerRunner::new(cfg, &languages, worker)),

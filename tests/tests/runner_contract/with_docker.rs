@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bollard::query_parameters::KillContainerOptions;
-use quayside_common::config::{default_languages, DockerConfig, LanguageConfig};
+use quayside_common::config::{default_languages, LanguageConfig, RunnerConfig};
 use quayside_common::{JobId, JobKind, Limits};
 use quayside_e2e::sandboxes;
 use quayside_e2e::within;
@@ -34,9 +34,9 @@ pub struct Docker {
 impl Docker {
     /// The default config, under the OCI runtime named by `E2E_DOCKER_RUNTIME` if set.
     pub async fn new() -> Self {
-        let mut cfg = DockerConfig::default();
+        let mut cfg = RunnerConfig::default();
         if let Ok(runtime) = std::env::var("E2E_DOCKER_RUNTIME") {
-            cfg.runtime = runtime;
+            cfg.docker.runtime = runtime;
         }
         let mut languages = default_languages();
         let nope = LanguageConfig {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use quayside_common::config::KubernetesConfig;
+use quayside_common::config::{KubernetesConfig, RunnerConfig};
 use quayside_common::JobId;
 use quayside_e2e::within;
 use quayside_worker::runner::kubernetes::KubernetesRunner;
@@ -20,9 +20,12 @@ pub struct Kubernetes {
 impl Kubernetes {
     pub fn new() -> Self {
         let fake = FakeApi::new();
-        let cfg = KubernetesConfig {
-            pending_timeout_ms: 2_000,
-            ..Default::default()
+        let cfg = RunnerConfig {
+            kubernetes: KubernetesConfig {
+                pending_timeout_ms: 2_000,
+                ..Default::default()
+            },
+            ..RunnerConfig::default()
         };
         let runner = KubernetesRunner::with_client(cfg, fake.client(), "w1");
         Self {

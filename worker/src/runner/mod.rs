@@ -287,12 +287,12 @@ pub fn build(cfg: &quayside_common::config::Config) -> Result<SharedRunner, Runn
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     match cfg.runner.backend.resolve(in_cluster) {
         RunnerBackend::Kubernetes => Ok(Arc::new(Guarded::new(kubernetes::KubernetesRunner::new(
-            cfg.runner.kubernetes.clone(),
+            cfg.runner.clone(),
             &cfg.languages,
             worker_id,
         )))),
         _ => Ok(Arc::new(Guarded::new(docker::DockerRunner::new(
-            cfg.runner.docker.clone(),
+            cfg.runner.clone(),
             &cfg.languages,
             worker_id,
         )))),

@@ -1,8 +1,8 @@
 //! `BENCH_COMPARE=hardening scripts/bench.sh docker`: what Quayside's seccomp profile and
 //! per-attempt uids cost, as ratios measured side by side in one run.
 //!
-//! Two real workers in this process, identical but for `runner.docker.seccomp` and
-//! `runner.docker.uid_range`: *hardened* (Quayside's profile, a uid per attempt, the defaults)
+//! Two real workers in this process, identical but for `runner.sandbox.seccomp` and
+//! `runner.sandbox.uid_range`: *hardened* (Quayside's profile, a uid per attempt, the defaults)
 //! and *baseline* (the engine's default profile, one fixed uid). Both run the docker
 //! benchmark's C job (compile and run one line):
 //!
@@ -20,16 +20,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bollard::models::ContainerCreateBody;
 use bollard::Docker;
-use quayside_common::config::{Config, DockerConfig, SeccompProfile};
+use quayside_common::config::{Config, RunnerConfig, SeccompProfile};
 use quayside_common::Limits;
 use quayside_worker::runner::docker::{attempt_user, host_config};
 use quayside_worker::runner::sandbox::protocol::{sandbox_command, WrapperShell};
 use quayside_worker::runner::sandbox::WORK_DIR;
 
-use super::docker::{
-    api_cycle, bounded, env_usize, image, job_containers, load, pct, rand_u16, sweep, Worker,
-    BENCH_LABEL,
-};
+use super::docker::engine::{api_cycle, connect, job_containers, sweep};
+use super::docker::report::{load, pct};
+use super::docker::{bounded, env_usize, image, rand_u16, Worker, BENCH_LABEL};
 
 /// Throughput runs in this many chunks per variant, ordered ABBA-style.
 const CHUNKS: usize = 4;
@@ -38,19 +37,16 @@ const SLOTS: usize = 4;
 fn hardened(_: &mut Config) {}
 
 fn baseline(cfg: &mut Config) {
-    cfg.runner.docker.seccomp = SeccompProfile::RuntimeDefault;
-    cfg.runner.docker.uid_range = 1;
+    cfg.runner.sandbox.seccomp = SeccompProfile::RuntimeDefault;
+    cfg.runner.sandbox.uid_range = 1;
 }
 
 pub async fn main() -> anyhow::Result<()> {
-    let url = std::env::var("E2E_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url = quayside_e2e::redis_url();
     let seq = env_usize("BENCH_SEQ", 30);
     let batch = env_usize("BENCH_BATCH", 200);
     let tag = format!("{}-{:04x}", std::process::id(), rand_u16());
-    let docker = Docker::connect_with_local_defaults()?
-        .negotiate_version()
-        .await
-        .context("docker engine")?;
+    let docker = connect().await?;
     let version = docker.version().await.context("docker version")?;
     println!(
         "quayside hardening cost: engine {}, image {}, {seq} latency rounds, {batch} jobs per variant at {SLOTS} slots",
@@ -171,9 +167,9 @@ async fn prelude_cycles(
     tag: &str,
     seq: usize,
 ) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
-    let cfg = DockerConfig::default();
+    let cfg = RunnerConfig::default();
     let body = |entrypoint: Vec<String>| {
-        let user = attempt_user(&cfg);
+        let user = attempt_user(&cfg.sandbox);
         ContainerCreateBody {
             image: Some(image()),
             entrypoint: Some(entrypoint),

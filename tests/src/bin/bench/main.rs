@@ -162,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn queue_main() -> anyhow::Result<()> {
-    let url = std::env::var("E2E_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url = quayside_e2e::redis_url();
     let n: usize = std::env::var("BENCH_JOBS")
         .ok()
         .and_then(|v| v.parse().ok())

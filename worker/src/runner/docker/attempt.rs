@@ -21,7 +21,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt as _;
-use quayside_common::config::{DockerConfig, FileTransfer};
+use quayside_common::config::{FileTransfer, RunnerConfig};
 use tokio::io::AsyncWriteExt as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -48,7 +48,7 @@ type Stream = Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, DockerEr
 /// limit or on cancel; otherwise (exit, error) the caller does.
 pub(super) async fn run(
     sandbox: &mut Sandbox,
-    cfg: &DockerConfig,
+    cfg: &RunnerConfig,
     req: &RunRequest,
     output: &Output,
     script: String,
@@ -79,7 +79,7 @@ pub(super) async fn run(
 /// output, the stdin task and the event stream's generation when it was created.
 async fn start(
     sandbox: &mut Sandbox,
-    cfg: &DockerConfig,
+    cfg: &RunnerConfig,
     req: &RunRequest,
     script: String,
     worker_id: &str,
@@ -88,7 +88,7 @@ async fn start(
     let job = &req.job_id;
     let docker = sandbox.docker.clone();
     // A uid of its own: per-user kernel limits are not shared with the jobs beside it.
-    let user = spec::attempt_user(cfg);
+    let user = spec::attempt_user(&cfg.sandbox);
     let archive =
         protocol::archive(&req.files, user.0, user.1).map_err(|e| RunnerError::Files {
             detail: format!("cannot archive the files of job {job}"),
@@ -141,7 +141,7 @@ async fn start(
         .start_container(&id, None::<StartContainerOptions>)
         .await
         .map_err(|e| api_error(format!("cannot start the sandbox of job {job}"), e))?;
-    let payload = match cfg.file_transfer {
+    let payload = match cfg.docker.file_transfer {
         FileTransfer::Stdin => protocol::stdin_payload(nonce, &archive, &req.stdin),
         FileTransfer::Archive => {
             // Only now that the container runs is its /work volume mounted to write through.

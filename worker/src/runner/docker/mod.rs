@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
 use bollard::{Docker, API_DEFAULT_VERSION};
-use quayside_common::config::{DockerConfig, LanguageConfig};
+use quayside_common::config::{LanguageConfig, RunnerConfig};
 use quayside_common::job::SpecError;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +41,8 @@ use super::{Output, RunOutput, RunRequest, Runner, RunnerError};
 /// Runs jobs in Docker containers on the local (or configured) engine.
 #[derive(Debug)]
 pub struct DockerRunner {
-    cfg: DockerConfig,
+    /// The shared sandbox settings and the Docker backend's own (`runner.sandbox`, `runner.docker`).
+    cfg: RunnerConfig,
     images: BTreeSet<String>,
     worker_id: String,
     /// Connected and version-negotiated on first use, since building a runner is not async;
@@ -53,7 +54,7 @@ pub struct DockerRunner {
 impl DockerRunner {
     /// A runner for `languages`, labelling its containers with `worker_id`. Connects lazily.
     pub fn new(
-        cfg: DockerConfig,
+        cfg: RunnerConfig,
         languages: &BTreeMap<String, LanguageConfig>,
         worker_id: impl Into<String>,
     ) -> Self {
@@ -105,11 +106,15 @@ impl DockerRunner {
     }
 
     async fn connect(&self) -> Result<Docker, RunnerError> {
-        let timeout = Duration::from_millis(self.cfg.api_timeout_ms);
-        let docker = if self.cfg.socket.is_empty() {
+        let timeout = Duration::from_millis(self.cfg.sandbox.api_timeout_ms);
+        let docker = if self.cfg.docker.socket.is_empty() {
             Docker::connect_with_local_defaults()
         } else {
-            Docker::connect_with_socket(&self.cfg.socket, timeout.as_secs(), API_DEFAULT_VERSION)
+            Docker::connect_with_socket(
+                &self.cfg.docker.socket,
+                timeout.as_secs(),
+                API_DEFAULT_VERSION,
+            )
         }
         .map_err(|e| unavailable("cannot reach the docker engine", &e))?
         .with_timeout(timeout);
@@ -180,7 +185,7 @@ impl Runner for DockerRunner {
         let Ok(body) = req.wrapper_body() else {
             return Ok(());
         };
-        spec::check_command(&self.cfg, req, &protocol::stdin_wrapper(&body))
+        spec::check_command(&self.cfg.docker, req, &protocol::stdin_wrapper(&body))
     }
 
     async fn run(

@@ -6,30 +6,28 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, MountVolumeOptions,
     MountVolumeOptionsDriverConfig, ResourcesUlimits,
 };
-use quayside_common::config::{DockerConfig, FileTransfer, SeccompProfile};
+use quayside_common::config::{
+    DockerConfig, FileTransfer, RunnerConfig, SandboxConfig, SeccompProfile,
+};
 use quayside_common::job::SpecError;
 use quayside_common::{JobKind, Limits};
 
 use crate::runner::sandbox::{self, protocol, seccomp, MAX_ARG_STRLEN, WORK_DIR};
 use crate::runner::RunRequest;
 
-/// Fallback when `runner.docker.user` is not numeric (config validation refuses that).
-const DEFAULT_UID_GID: (u32, u32) = (10001, 10001);
-
-/// The uid and gid of one attempt: `runner.docker.user`'s uid plus a random offset below
+/// The uid and gid of one attempt: `runner.sandbox.user`'s uid plus a random offset below
 /// `uid_range`, so per-user kernel limits (inotify instances, pipe buffers, queued signals,
 /// `RLIMIT_NPROC`) are never shared with a job running beside it.
-pub fn attempt_user(cfg: &DockerConfig) -> (u32, u32) {
-    let (uid, gid) = cfg.uid_gid().unwrap_or(DEFAULT_UID_GID);
-    let offset = rand::random::<u32>() % cfg.uid_range.max(1);
-    (uid.saturating_add(offset), gid)
+pub fn attempt_user(cfg: &SandboxConfig) -> (u32, u32) {
+    let user = cfg.attempt_user(rand::random());
+    (user.uid, user.gid)
 }
 
 /// The container for one attempt, run as `user`: the wrapper `script` as its main process
 /// (through [`protocol::sandbox_command`]) with the job's args as positional parameters,
 /// stdin attached, and nothing writable but two bounded tmpfs.
 pub fn create_body(
-    cfg: &DockerConfig,
+    cfg: &RunnerConfig,
     req: &RunRequest,
     script: String,
     labels: HashMap<String, String>,
@@ -37,7 +35,7 @@ pub fn create_body(
 ) -> ContainerCreateBody {
     // The entrypoint replaces the image's, and with an entrypoint set the image's CMD is
     // ignored, so an empty args list stays empty.
-    let entrypoint = protocol::sandbox_command(script, wrapper_shell(cfg));
+    let entrypoint = protocol::sandbox_command(script, wrapper_shell(&cfg.docker));
     let args = match req.kind {
         JobKind::Run => req.args.clone(),
         JobKind::Compile => Vec::new(),
@@ -67,16 +65,16 @@ pub fn create_body(
 
 /// Every limit and hardening option of a job container run as `(uid, gid)` (the benchmark's
 /// like-for-like bare API baseline uses it too, so the two cannot drift apart).
-pub fn host_config(cfg: &DockerConfig, limits: &Limits, (uid, gid): (u32, u32)) -> HostConfig {
+pub fn host_config(cfg: &RunnerConfig, limits: &Limits, (uid, gid): (u32, u32)) -> HostConfig {
     let memory = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
-    let size = cfg.tmpfs_bytes;
+    let size = cfg.sandbox.work_dir_bytes;
     let mut tmpfs = HashMap::from([(
         "/tmp".to_owned(),
         format!("rw,noexec,nosuid,nodev,size={size},mode=1777"),
     )]);
     let work_options = format!("size={size},uid={uid},gid={gid},mode=0700");
     let mut mounts = Vec::new();
-    match cfg.file_transfer {
+    match cfg.docker.file_transfer {
         FileTransfer::Stdin => {
             tmpfs.insert(
                 WORK_DIR.to_owned(),
@@ -91,15 +89,15 @@ pub fn host_config(cfg: &DockerConfig, limits: &Limits, (uid, gid): (u32, u32)) 
         hard: Some(i64::try_from(value).unwrap_or(i64::MAX)),
     };
     let mut ulimits = vec![
-        ulimit("nofile", cfg.max_open_files),
-        ulimit("fsize", cfg.max_file_bytes),
+        ulimit("nofile", cfg.sandbox.max_open_files),
+        ulimit("fsize", cfg.sandbox.max_file_bytes),
         // /dev/mqueue stays mounted even without IPC: no bytes for message queues.
         ulimit("msgqueue", 0),
     ];
     // gVisor (runsc, Debian's 2022 build) fails to start a container with a pids cgroup
     // limit, but every sandbox has a kernel of its own there, so RLIMIT_NPROC bounds the
     // sandbox's processes instead. Under runc it would be shared by every job's uid on the host.
-    let gvisor = gvisor(cfg);
+    let gvisor = gvisor(&cfg.docker);
     if gvisor {
         ulimits.push(ulimit("nproc", limits.pids));
     }
@@ -119,14 +117,14 @@ pub fn host_config(cfg: &DockerConfig, limits: &Limits, (uid, gid): (u32, u32)) 
         // No /dev/shm or message queues: /work and /tmp stay the only writable places.
         ipc_mode: Some("none".into()),
         cap_drop: Some(vec!["ALL".into()]),
-        security_opt: Some(security_options(cfg)),
+        security_opt: Some(security_options(&cfg.sandbox)),
         privileged: Some(false),
         // Output goes to the worker through the attach, not into a log file on the host.
         log_config: Some(HostConfigLogConfig {
             typ: Some("none".into()),
             config: None,
         }),
-        runtime: (!cfg.runtime.is_empty()).then(|| cfg.runtime.clone()),
+        runtime: (!cfg.docker.runtime.is_empty()).then(|| cfg.docker.runtime.clone()),
         ..Default::default()
     }
 }
@@ -176,7 +174,7 @@ pub fn check_command(cfg: &DockerConfig, req: &RunRequest, script: &str) -> Resu
 
 /// `no-new-privileges`, and the seccomp profile unless the engine's default was chosen. The
 /// Engine API takes the profile itself (the CLI's `seccomp=<file>` reads the file first).
-fn security_options(cfg: &DockerConfig) -> Vec<String> {
+fn security_options(cfg: &SandboxConfig) -> Vec<String> {
     let mut options = vec!["no-new-privileges".to_owned()];
     if cfg.seccomp == SeccompProfile::Quayside {
         options.push(format!("seccomp={}", seccomp::compact()));
@@ -237,8 +235,8 @@ mod tests {
 
     #[test]
     fn every_container_is_hardened_and_limited() {
-        let cfg = DockerConfig::default();
-        let user = attempt_user(&cfg);
+        let cfg = RunnerConfig::default();
+        let user = attempt_user(&cfg.sandbox);
         assert!(
             (10001..10001 + (1 << 20)).contains(&user.0) && user.1 == 10001,
             "{user:?}"
@@ -292,13 +290,11 @@ mod tests {
 
     #[test]
     fn a_fixed_uid_and_the_engines_seccomp_profile_are_switches() {
-        let cfg = DockerConfig {
-            uid_range: 1,
-            seccomp: SeccompProfile::RuntimeDefault,
-            ..Default::default()
-        };
-        assert_eq!(attempt_user(&cfg), (10001, 10001));
-        let hc = host_config(&cfg, &Limits::DEFAULT, attempt_user(&cfg));
+        let mut cfg = RunnerConfig::default();
+        cfg.sandbox.uid_range = 1;
+        cfg.sandbox.seccomp = SeccompProfile::RuntimeDefault;
+        assert_eq!(attempt_user(&cfg.sandbox), (10001, 10001));
+        let hc = host_config(&cfg, &Limits::DEFAULT, attempt_user(&cfg.sandbox));
         assert_eq!(hc.security_opt, Some(vec!["no-new-privileges".to_owned()]));
     }
 
@@ -349,10 +345,8 @@ mod tests {
 
     #[test]
     fn under_gvisor_the_pids_bound_is_rlimit_nproc() {
-        let cfg = DockerConfig {
-            runtime: "runsc".into(),
-            ..Default::default()
-        };
+        let mut cfg = RunnerConfig::default();
+        cfg.docker.runtime = "runsc".into();
         let hc = create_body(
             &cfg,
             &request(JobKind::Run),
@@ -378,10 +372,8 @@ mod tests {
 
     #[test]
     fn archive_transfer_mounts_a_tmpfs_volume_and_compile_jobs_get_no_args() {
-        let cfg = DockerConfig {
-            file_transfer: FileTransfer::Archive,
-            ..Default::default()
-        };
+        let mut cfg = RunnerConfig::default();
+        cfg.docker.file_transfer = FileTransfer::Archive;
         let body = create_body(
             &cfg,
             &request(JobKind::Compile),

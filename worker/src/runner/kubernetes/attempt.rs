@@ -152,7 +152,7 @@ pub async fn follow(
                         return Err(pod_failed(format!(
                             "job pod cannot start, its seccomp profile is not on the node ({message}): \
                              install deploy/seccomp/quayside.json as deploy/k8s/README.md says, or set \
-                             runner.kubernetes.seccomp = \"runtime_default\""
+                             runner.sandbox.seccomp = \"runtime_default\""
                         ), None));
                     }
                     PodState::Deleting if ended.is_none() => {

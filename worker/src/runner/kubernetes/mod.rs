@@ -27,7 +27,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use quayside_common::config::{KubernetesConfig, LanguageConfig};
+use quayside_common::config::{LanguageConfig, RunnerConfig};
 use quayside_common::job::SpecError;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -43,7 +43,9 @@ const ORPHAN_MIN_AGE: Duration = Duration::from_secs(120);
 
 /// Runs jobs as Kubernetes Jobs in one namespace.
 pub struct KubernetesRunner {
-    cfg: KubernetesConfig,
+    /// The shared sandbox settings and the Kubernetes backend's own (`runner.sandbox`,
+    /// `runner.kubernetes`).
+    cfg: RunnerConfig,
     worker_id: String,
     /// A client given by the caller (tests); otherwise inferred on first use.
     preset: Option<Client>,
@@ -67,7 +69,7 @@ impl KubernetesRunner {
     /// A runner that finds the cluster on first use: in-cluster service account when
     /// `KUBERNETES_SERVICE_HOST` is set, the kubeconfig (`KUBECONFIG`, `~/.kube/config`) otherwise.
     pub fn new(
-        cfg: KubernetesConfig,
+        cfg: RunnerConfig,
         _languages: &BTreeMap<String, LanguageConfig>,
         worker_id: impl Into<String>,
     ) -> Self {
@@ -81,11 +83,7 @@ impl KubernetesRunner {
     }
 
     /// A runner using `client` (whose default namespace applies when the config names none).
-    pub fn with_client(
-        cfg: KubernetesConfig,
-        client: Client,
-        worker_id: impl Into<String>,
-    ) -> Self {
+    pub fn with_client(cfg: RunnerConfig, client: Client, worker_id: impl Into<String>) -> Self {
         Self {
             cfg,
             worker_id: worker_id.into(),
@@ -103,10 +101,10 @@ impl KubernetesRunner {
                     Some(c) => c.clone(),
                     None => self.connect().await?,
                 };
-                let ns = if self.cfg.namespace.is_empty() {
+                let ns = if self.cfg.kubernetes.namespace.is_empty() {
                     client.default_namespace().to_owned()
                 } else {
-                    self.cfg.namespace.clone()
+                    self.cfg.kubernetes.namespace.clone()
                 };
                 Ok((client, ns))
             })
@@ -118,7 +116,7 @@ impl KubernetesRunner {
             detail: format!("cannot configure the kubernetes client: {e}"),
         };
         let mut config = kube::Config::infer().await.map_err(|e| unavailable(&e))?;
-        let timeout = Duration::from_millis(self.cfg.api_timeout_ms);
+        let timeout = Duration::from_millis(self.cfg.sandbox.api_timeout_ms);
         config.connect_timeout = Some(timeout);
         // Reads stay open while a watch or a log follows the pod; the server ends those.
         config.read_timeout = None;
@@ -183,7 +181,7 @@ impl KubernetesRunner {
     ) -> Result<RunOutput, RunnerError> {
         let (objects, pods) = self.create(req, body, cleanup).await?;
         output.sandbox_started();
-        let pending = Duration::from_millis(self.cfg.pending_timeout_ms);
+        let pending = Duration::from_millis(self.cfg.kubernetes.pending_timeout_ms);
         let (phases, ending) =
             attempt::follow(pods, &objects, req, pending, output, cancel).await?;
         // The pod's start is not measured: the watch would need to note its Running time.
@@ -218,7 +216,7 @@ impl Runner for KubernetesRunner {
             return Ok(());
         };
         sandbox::check_args(&req.args)?;
-        spec::check_size(&self.cfg, req, &body)
+        spec::check_size(&self.cfg.sandbox, req, &body)
     }
 
     async fn sweep_orphans(

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use quayside_common::config::{KubernetesConfig, SeccompProfile as Seccomp};
+use quayside_common::config::{RunnerConfig, SandboxConfig, SeccompProfile as Seccomp};
 use quayside_common::job::SpecError;
 use quayside_common::JobKind;
 
@@ -88,15 +88,14 @@ pub fn object_name(attempt: u32) -> String {
 /// The uid of one attempt's processes: `user`'s uid plus a random offset below `uid_range`.
 /// `RLIMIT_NPROC` counts every process of a uid on the node, so distinct uids keep one pod's
 /// `ulimit -u` from counting another pod's processes.
-pub fn attempt_uid(cfg: &KubernetesConfig) -> (i64, i64) {
-    let (uid, gid) = cfg.uid_gid().unwrap_or((10001, 10001));
-    let spread = i64::from(cfg.uid_range.max(1));
-    (uid + i64::from(rand::random::<u32>()) % spread, gid)
+pub fn attempt_uid(cfg: &SandboxConfig) -> (i64, i64) {
+    let user = cfg.attempt_user(rand::random());
+    (i64::from(user.uid), i64::from(user.gid))
 }
 
 /// The script the pod runs: limits, files into `/work`, stdin, then the shared build/run body,
 /// then the program's stderr after a second marker. `None` when the language cannot do `kind`.
-pub fn wrapper(cfg: &KubernetesConfig, req: &RunRequest, body: &str, cap: u64) -> String {
+pub fn wrapper(cfg: &SandboxConfig, req: &RunRequest, body: &str, cap: u64) -> String {
     let pids = req.limits.pids;
     // POSIX `ulimit -f` counts 512-byte blocks (bash outside POSIX mode: 1024, so twice this).
     let blocks = cfg.max_file_bytes.div_ceil(512);
@@ -136,7 +135,7 @@ pub fn wrapper(cfg: &KubernetesConfig, req: &RunRequest, body: &str, cap: u64) -
 
 /// What the attempt's ConfigMap holds: nonces, stdin, the wrapper and the files.
 fn config_map_data(
-    cfg: &KubernetesConfig,
+    cfg: &SandboxConfig,
     req: &RunRequest,
     body: &str,
     nonce: &str,
@@ -161,7 +160,7 @@ fn config_map_data(
 ///
 /// # Errors
 /// `files` (or `stdin`, when it is most of it), with the sizes.
-pub fn check_size(cfg: &KubernetesConfig, req: &RunRequest, body: &str) -> Result<(), SpecError> {
+pub fn check_size(cfg: &SandboxConfig, req: &RunRequest, body: &str) -> Result<(), SpecError> {
     let nonce = new_nonce();
     let data = config_map_data(cfg, req, body, &nonce, &nonce);
     let total: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -187,7 +186,8 @@ fn quantity(s: String) -> Quantity {
 }
 
 /// Builds both objects of one attempt.
-pub fn objects(cfg: &KubernetesConfig, req: &RunRequest, worker_id: &str, body: &str) -> Objects {
+pub fn objects(runner: &RunnerConfig, req: &RunRequest, worker_id: &str, body: &str) -> Objects {
+    let (cfg, sandbox) = (&runner.kubernetes, &runner.sandbox);
     let name = object_name(req.attempt);
     let l = &req.limits;
     let wall_s = i64::try_from((l.compile_wall_time_ms + l.run_wall_time_ms).div_ceil(1000))
@@ -206,14 +206,14 @@ pub fn objects(cfg: &KubernetesConfig, req: &RunRequest, worker_id: &str, body: 
     };
     let nonce = new_nonce();
     let end_nonce = new_nonce();
-    let data = config_map_data(cfg, req, body, &nonce, &end_nonce);
+    let data = config_map_data(sandbox, req, body, &nonce, &end_nonce);
     let config_map = ConfigMap {
         metadata: meta.clone(),
         data: Some(data),
         immutable: Some(true),
         ..Default::default()
     };
-    let (uid, gid) = attempt_uid(cfg);
+    let (uid, gid) = attempt_uid(sandbox);
     let resources = BTreeMap::from([
         ("cpu".to_owned(), quantity(format!("{}m", l.cpu_millicores))),
         ("memory".to_owned(), quantity(l.memory_bytes.to_string())),
@@ -222,7 +222,7 @@ pub fn objects(cfg: &KubernetesConfig, req: &RunRequest, worker_id: &str, body: 
         name: name.to_owned(),
         empty_dir: Some(EmptyDirVolumeSource {
             medium: Some("Memory".into()),
-            size_limit: Some(quantity(cfg.work_dir_bytes.to_string())),
+            size_limit: Some(quantity(sandbox.work_dir_bytes.to_string())),
         }),
         ..Default::default()
     };
@@ -236,7 +236,7 @@ pub fn objects(cfg: &KubernetesConfig, req: &RunRequest, worker_id: &str, body: 
         JobKind::Run => req.args.clone(),
         JobKind::Compile => Vec::new(),
     };
-    let seccomp = || match cfg.seccomp {
+    let seccomp = || match sandbox.seccomp {
         Seccomp::Quayside => SeccompProfile {
             type_: "Localhost".into(),
             localhost_profile: Some(cfg.seccomp_localhost_profile.clone()),

@@ -1,6 +1,8 @@
 use std::collections::BTreeMap;
 
-use quayside_common::config::{default_image, default_languages, KubernetesConfig};
+use quayside_common::config::{
+    default_image, default_languages, KubernetesConfig, RunnerConfig, SandboxConfig,
+};
 use quayside_common::limits::Limits;
 use quayside_common::{JobId, JobKind};
 
@@ -39,7 +41,15 @@ fn pod_spec(o: &Objects) -> &k8s_openapi::api::core::v1::PodSpec {
         .expect("pod")
 }
 
-fn build(cfg: &KubernetesConfig, kind: JobKind) -> Objects {
+/// The runner settings with `kubernetes` as the backend's own and the shared defaults.
+fn with(kubernetes: KubernetesConfig) -> RunnerConfig {
+    RunnerConfig {
+        kubernetes,
+        ..RunnerConfig::default()
+    }
+}
+
+fn build(cfg: &RunnerConfig, kind: JobKind) -> Objects {
     let req = request(kind);
     let body = wrapper_body(&req.language_config, kind, &[], &req.files).expect("body");
     objects(cfg, &req, "host-1:w", &body)
@@ -47,11 +57,11 @@ fn build(cfg: &KubernetesConfig, kind: JobKind) -> Objects {
 
 #[test]
 fn every_pod_is_limited_and_meets_the_restricted_standard() {
-    let cfg = KubernetesConfig {
+    let cfg = with(KubernetesConfig {
         image_registry: "reg.example/".into(),
         image_pull_secrets: vec!["regcred".into()],
         ..Default::default()
-    };
+    });
     let o = build(&cfg, JobKind::Run);
     let spec = o.job.spec.as_ref().expect("spec");
     assert_eq!(spec.backoff_limit, Some(0));
@@ -145,10 +155,8 @@ fn every_pod_is_limited_and_meets_the_restricted_standard() {
 
 #[test]
 fn the_runtime_default_profile_is_the_fallback_switch() {
-    let cfg = KubernetesConfig {
-        seccomp: quayside_common::config::SeccompProfile::RuntimeDefault,
-        ..Default::default()
-    };
+    let mut cfg = RunnerConfig::default();
+    cfg.sandbox.seccomp = quayside_common::config::SeccompProfile::RuntimeDefault;
     let o = build(&cfg, JobKind::Run);
     let pod = pod_spec(&o);
     for profile in [
@@ -170,7 +178,7 @@ fn the_runtime_default_profile_is_the_fallback_switch() {
 
 #[test]
 fn files_over_a_config_map_are_refused_naming_the_field() {
-    let cfg = KubernetesConfig::default();
+    let cfg = SandboxConfig::default();
     let mut req = request(JobKind::Run);
     let body = wrapper_body(&req.language_config, JobKind::Run, &[], &req.files).expect("body");
     check_size(&cfg, &req, &body).expect("small job fits");
@@ -197,11 +205,11 @@ fn label_values_are_what_kubernetes_accepts() {
 fn dump_objects_for_schema_validation() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/k8s-objects");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let cfg = KubernetesConfig {
+    let cfg = with(KubernetesConfig {
         image_pull_secrets: vec!["regcred".into()],
         runtime_class: "gvisor".into(),
         ..Default::default()
-    };
+    });
     for kind in [JobKind::Run, JobKind::Compile] {
         let o = build(&cfg, kind);
         let mut job = serde_json::to_value(&o.job).expect("job json");
@@ -232,8 +240,7 @@ fn wrapper_runs_under_posix_sh() {
         r#"read -r x; echo "got $x $1"; echo oops >&2; ulimit -u 2>/dev/null || ulimit -p; exit 3"#
             .into();
     let body = wrapper_body(&req.language_config, JobKind::Run, &[], &req.files).expect("body");
-    let cfg = KubernetesConfig::default();
-    let o = objects(&cfg, &req, "w", &body);
+    let o = objects(&RunnerConfig::default(), &req, "w", &body);
     for (k, v) in o.config_map.data.as_ref().expect("data") {
         std::fs::write(job.join(k), v).expect("write");
     }

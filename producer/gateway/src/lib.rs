@@ -39,7 +39,7 @@ use tokio_util::task::TaskTracker;
 
 pub use error::{ApiError, ErrorBody};
 
-use crate::Producer;
+use quayside_producer::Producer;
 
 /// How long `/readyz` waits for Redis.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);

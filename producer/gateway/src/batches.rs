@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::{body, Gateway};
-use crate::{BatchStatus, Enqueued, Error};
+use quayside_producer::{BatchStatus, Enqueued, Error};
 
 /// Members listed per `GET /v1/batches/{id}?results=true` page, at most.
 const MAX_PAGE: u64 = 1_000;
@@ -67,12 +67,12 @@ pub(super) fn check(
             if !obj.contains_key("id") {
                 let name = obj
                     .get("labels")
-                    .and_then(|l| l.get(crate::NAME_LABEL))
+                    .and_then(|l| l.get(quayside_producer::NAME_LABEL))
                     .and_then(|n| n.as_str())
                     .map_or_else(|| format!("line {}", i + 1), str::to_owned);
                 obj.insert(
                     "id".into(),
-                    crate::batch_member_id(batch.as_str(), &name)
+                    quayside_producer::batch_member_id(batch.as_str(), &name)
                         .as_str()
                         .into(),
                 );

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::{body, Gateway};
-use crate::Error;
+use quayside_producer::Error;
 
 /// `POST /v1/jobs`: `201` and the job for a new id, `200` with `created: false` and the
 /// existing job's state for an id already enqueued (nothing is added: the first spec wins).

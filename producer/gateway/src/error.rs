@@ -10,7 +10,7 @@ use axum::Json;
 use quayside_common::job::SpecError;
 use serde::Serialize;
 
-use crate::Error;
+use quayside_producer::Error;
 
 /// Largest error body of axum's own rejections that is read to be rewrapped as JSON.
 const MAX_REWRAPPED: usize = 16 << 10;

@@ -1,11 +1,11 @@
-//! `quayside serve`: the HTTP gateway (`quayside_producer::gateway`) as a process: config
+//! `quayside serve`: the HTTP gateway (`quayside_gateway`) as a process: config
 //! checks, logging, metrics recorder, listener, and a drain on SIGTERM or SIGINT.
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use quayside_common::config::Config;
-use quayside_producer::gateway::{self, Gateway};
+use quayside_gateway::{self as gateway, Gateway};
 use quayside_producer::Producer;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::{body, Gateway};
-use crate::{Error, LogEntry};
+use quayside_producer::{Error, LogEntry};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct LogsQuery {

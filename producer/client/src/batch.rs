@@ -12,7 +12,8 @@ use quayside_common::job::MAX_ID_LEN;
 use quayside_common::{JobId, Status};
 use serde::Serialize;
 
-use crate::{pumped, CancelOutcome, Error, JobStatus, Producer};
+use crate::logs::pumped;
+use crate::{CancelOutcome, Error, JobStatus, Producer};
 
 /// Member ids read, and records fetched, per round trip.
 const CHUNK: usize = 512;

@@ -1,0 +1,45 @@
+//! What a test finds on this machine: the Redis the suite runs against, the workspace's built
+//! binaries, and free loopback ports. Every test and harness piece uses these, so there is one
+//! way to find each.
+
+use std::path::{Path, PathBuf};
+
+/// The Redis the suite runs against.
+pub fn redis_url() -> String {
+    std::env::var("E2E_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A binary of the workspace (`quayside`, `quayside-worker`, `quayside-test-worker`, …), built
+/// by cargo next to the test executables (`target/<profile>/NAME`).
+///
+/// # Panics
+/// When it is not built, saying how to build it.
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} not built: run cargo build --workspace --bins first",
+        bin.display()
+    );
+    bin
+}
+
+/// A loopback port nothing listens on right now (the OS picks it; another process may still
+/// take it before the caller binds, which tests retry or tolerate).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// [`free_port`] as an address, for a listener setting (`metrics.listen_addr`,
+/// `gateway.listen_addr`).
+pub fn free_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
