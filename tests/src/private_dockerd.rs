@@ -1,9 +1,11 @@
 //! A Docker engine of a test's own, for tests that stop, restart or freeze an engine: the
 //! shared `dockerd` other tests (and other people) use must never be restarted.
 //!
-//! Its own socket, data root, exec root and pid file; no bridge, no iptables. Runner images are
-//! copied in from the shared engine (`docker save` once per image into a cache folder, then
-//! `docker load`).
+//! Its own socket, data root, exec root and pid file; no bridge, no iptables, and its own network
+//! namespace: an engine started with `--bridge none` deletes the host's `docker0` (libnetwork's
+//! `removeDefaultBridgeInterface`), which would cut the shared engine's default network. Runner
+//! images are copied in from the shared engine (`docker save` once per image into a cache folder,
+//! then `docker load`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,6 +17,11 @@ use anyhow::{bail, Context as _};
 pub struct PrivateDockerd {
     dir: PathBuf,
     child: Option<Child>,
+}
+
+/// The shared engine's default bridge, which a private engine must leave alone.
+fn host_bridge_exists() -> bool {
+    Path::new("/sys/class/net/docker0").exists()
 }
 
 impl PrivateDockerd {
@@ -67,7 +74,9 @@ impl PrivateDockerd {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "quayside-e2e".into());
-        let child = Command::new("dockerd")
+        let had_bridge = host_bridge_exists();
+        let child = Command::new("unshare")
+            .args(["--net", "--", "dockerd"])
             .arg("-H")
             .arg(self.url())
             .arg("--data-root")
@@ -105,6 +114,9 @@ impl PrivateDockerd {
                 .status()
                 .is_ok_and(|s| s.success());
             if ok {
+                if had_bridge && !host_bridge_exists() {
+                    bail!("the private dockerd removed the host's docker0 bridge");
+                }
                 return Ok(());
             }
             if Instant::now() > deadline {
