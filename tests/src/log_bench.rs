@@ -9,8 +9,8 @@ use quayside_common::config::Config;
 use quayside_common::connection::Redis;
 use quayside_common::{JobKind, JobSpec, Keys, Priority};
 use quayside_producer::Producer;
-use quayside_worker::logs::{LogSink, LogSource};
 use quayside_worker::queue::{JobQueue as _, RedisQueue};
+use quayside_worker::queue::{LogSink, LogSource};
 
 /// Appends per measured round, one at a time (as one job's output arrives) and from `TASKS`
 /// jobs at once (a busy worker).

@@ -10,9 +10,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::execute::{execute, Context};
+use crate::context::Context;
+use crate::execute::execute;
 use crate::metrics::Event;
 use crate::queue::ClaimBatch;
+use crate::shutdown::sleep_or_stop;
 
 const STRICT: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
 const LOWEST_FIRST: [Priority; 3] = [Priority::Low, Priority::Normal, Priority::High];
@@ -164,14 +166,6 @@ fn dispatch(
 fn log_dropped(ctx: &Context, batch: &ClaimBatch) {
     for d in &batch.dropped {
         ctx.metrics.emit(Event::EntryDropped(d));
-    }
-}
-
-/// Sleeps, or returns true at once if `stop` fires first.
-pub async fn sleep_or_stop(stop: &CancellationToken, d: Duration) -> bool {
-    tokio::select! {
-        _ = stop.cancelled() => true,
-        _ = tokio::time::sleep(d) => false,
     }
 }
 

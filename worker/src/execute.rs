@@ -18,38 +18,20 @@ use quayside_common::wire::{decode_spec, WireError};
 use quayside_common::{error_chain, now_ms, JobId, JobResult, JobSpec, Status};
 use tracing::Instrument as _;
 
-use crate::gate::RunnerGate;
-use crate::inflight::{InFlight, StopReason};
-use crate::metrics::{Event, JobLabels, WorkerMetrics};
-use crate::queue::{Claimed, JobQueue, Lease};
+use crate::context::Context;
+use crate::inflight::StopReason;
+use crate::metrics::{Event, JobLabels};
+use crate::queue::{Claimed, Lease};
 use crate::report::live_log::LiveLog;
 use crate::report::{DeadLetterCause, HandBackCause, Report};
 use crate::retry::{backoff_ms, decide, Disposition};
-use crate::runner::{
-    Fleet, Output, RunOutput, RunRequest, RunnerError, RunnerErrorKind, SharedRunner,
-};
-use crate::upkeep::Beat;
+use crate::runner::{Fleet, Output, RunOutput, RunRequest, RunnerError, RunnerErrorKind};
 
 /// How long the last job in flight waits for the registry to show it gone before its result is
 /// written.
 const BEAT_WAIT: Duration = Duration::from_secs(1);
 /// How long the live log may take to catch up once the runner returned.
 const LOG_FLUSH_GRACE: Duration = Duration::from_secs(2);
-
-/// What every execution shares.
-#[derive(Debug)]
-pub struct Context {
-    pub cfg: Arc<Config>,
-    pub queue: Arc<dyn JobQueue>,
-    pub runner: SharedRunner,
-    pub gate: Arc<RunnerGate>,
-    pub inflight: Arc<InFlight>,
-    pub metrics: Arc<WorkerMetrics>,
-    pub worker_id: String,
-    /// The fleet this worker belongs to, for the sandboxes' labels and the sweep.
-    pub fleet: Fleet,
-    pub beat: Arc<Beat>,
-}
 
 /// Runs one claimed job to its next state. Never panics on bad input; logs what it cannot write.
 pub async fn execute(ctx: Arc<Context>, claimed: Claimed) {

@@ -21,11 +21,11 @@
 //! [`run`] wires these together and returns after a graceful drain.
 
 pub mod claim;
+pub mod context;
 pub mod execute;
 pub mod gate;
 pub mod health;
 pub mod inflight;
-pub mod logs;
 pub mod metrics;
 pub mod outage;
 pub mod queue;
@@ -47,7 +47,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::execute::Context;
+use crate::context::Context;
 use crate::gate::RunnerGate;
 use crate::health::Health;
 use crate::inflight::{InFlight, StopReason};
@@ -217,7 +217,7 @@ async fn serve(
             },
             Err(error) => log_error(&error, "prepare the queue"),
         }
-        if claim::sleep_or_stop(&shutdown, Duration::from_secs(1)).await {
+        if shutdown::sleep_or_stop(&shutdown, Duration::from_secs(1)).await {
             return Ok(());
         }
     };

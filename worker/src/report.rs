@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use quayside_common::protocol::DeadLetterReason;
 use quayside_common::{JobResult, Status};
 
-use crate::execute::Context;
+use crate::context::Context;
 use crate::metrics::{Event, HandBack, JobLabels};
 use crate::queue::{Charge, Completion, Lease, QueueError, Retry, Write};
 

@@ -1,6 +1,8 @@
 //! Signals: the first SIGINT or SIGTERM starts a graceful drain, a second exits at once (safe:
 //! leases expire and live workers take the jobs over).
 
+use std::time::Duration;
+
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
@@ -19,4 +21,12 @@ pub fn watch_signals(token: CancellationToken) {
         tracing::warn!("second signal: exiting without waiting for running jobs");
         std::process::exit(130);
     });
+}
+
+/// Sleeps, or returns true at once if `stop` fires first.
+pub async fn sleep_or_stop(stop: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
 }

@@ -6,21 +6,19 @@
 
 use std::fmt::Display;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use quayside_common::now_ms;
-use tokio::sync::{watch, Notify};
 use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::claim::sleep_or_stop;
-use crate::execute::Context;
+use crate::context::Context;
 use crate::metrics::{Event, WorkerMetrics};
 use crate::queue::{log_error, JobQueue};
 use crate::runner::SharedRunner;
+use crate::shutdown::sleep_or_stop;
 
 /// How often a worker looks for sandboxes of dead workers.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -65,36 +63,6 @@ fn log_task_completion<T: TaskEnd>(task: &'static str, ended: Result<T, JoinErro
         },
         Err(e) if e.is_panic() => tracing::error!(task, error = %e, "task panicked"),
         Err(e) => tracing::error!(task, error = %e, "task aborted"),
-    }
-}
-
-/// Lets an execution have the registry updated at once (its job left the in-flight count)
-/// and wait until it was.
-#[derive(Debug)]
-pub struct Beat {
-    wanted: AtomicU64,
-    written: watch::Sender<u64>,
-    wake: Notify,
-}
-
-impl Default for Beat {
-    fn default() -> Self {
-        Self {
-            wanted: AtomicU64::new(0),
-            written: watch::Sender::new(0),
-            wake: Notify::new(),
-        }
-    }
-}
-
-impl Beat {
-    /// Asks for a heartbeat now and waits (up to `at_most`) until one written after this call
-    /// is in Redis.
-    pub async fn now(&self, at_most: Duration) {
-        let ticket = self.wanted.fetch_add(1, Ordering::AcqRel) + 1;
-        self.wake.notify_one();
-        let mut written = self.written.subscribe();
-        let _ = tokio::time::timeout(at_most, written.wait_for(|w| *w >= ticket)).await;
     }
 }
 
@@ -196,9 +164,8 @@ pub async fn heartbeat_loop(ctx: Arc<Context>, stop: CancellationToken) {
     let mut sent: Option<usize> = None;
     let mut due = tokio::time::Instant::now();
     loop {
-        let ticket = ctx.beat.wanted.load(Ordering::Acquire);
+        let (ticket, asked) = ctx.beat.asked();
         let in_flight = ctx.inflight.len();
-        let asked = ticket > *ctx.beat.written.borrow();
         if asked || sent != Some(in_flight) || tokio::time::Instant::now() >= due {
             let doc = serde_json::json!({
                 "id": ctx.worker_id,
@@ -215,7 +182,7 @@ pub async fn heartbeat_loop(ctx: Arc<Context>, stop: CancellationToken) {
             match ctx.queue.heartbeat(&doc.to_string(), ttl_ms).await {
                 Ok(()) => {
                     sent = Some(in_flight);
-                    ctx.beat.written.send_replace(ticket);
+                    ctx.beat.written(ticket);
                     if tokio::time::Instant::now() >= due {
                         // Puts the fleet id back should Redis have lost it.
                         if let Err(error) = ctx.queue.fleet_id().await {
@@ -232,7 +199,7 @@ pub async fn heartbeat_loop(ctx: Arc<Context>, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(check) => {}
-            _ = ctx.beat.wake.notified() => {}
+            _ = ctx.beat.wanted() => {}
         }
     }
 }

@@ -8,7 +8,7 @@ use quayside_common::protocol::DeadLetterReason;
 use quayside_common::wire::{decode_spec, encode_spec};
 use quayside_common::{JobId, JobKind, JobResult, JobSpec, Priority, Status};
 use quayside_producer::{CancelOutcome, Error as ProducerError, ReplayOutcome};
-use quayside_worker::logs::LogSource;
+use quayside_worker::queue::LogSource;
 use quayside_worker::queue::{
     Charge, ClaimBatch, Completion, JobQueue, Lease, LeaseState, Retry, Write,
 };

@@ -21,7 +21,8 @@ use quayside_common::outcome::Encoding;
 use quayside_common::{JobId, JobKind, Limits, Status};
 use quayside_e2e::sandboxes::{self, show};
 use quayside_e2e::{redis_url, within};
-use quayside_worker::report::live_log::{LiveLog, LogWriter};
+use quayside_worker::queue::LogWriter;
+use quayside_worker::report::live_log::LiveLog;
 use quayside_worker::runner::docker::DockerRunner;
 use quayside_worker::runner::{
     Fleet, Guarded, LogSource, Output, RunOutput, RunRequest, Runner, RunnerError, RunnerErrorKind,

@@ -3,6 +3,7 @@
 //! ([`quayside_common::protocol`]). [`Observed`] wraps any queue and tells the story of its
 //! outages.
 
+mod log_sink;
 mod observed;
 mod redis_queue;
 
@@ -11,6 +12,7 @@ use quayside_common::connection::ConnectError;
 use quayside_common::protocol::CallError;
 use quayside_common::{JobId, Priority};
 
+pub use log_sink::{LogSink, LogSource, LogWriter};
 pub use observed::Observed;
 pub use quayside_common::protocol::claim::{ClaimBatch, Claimed, DropReason, Dropped};
 pub use quayside_common::protocol::finish::{Completion, DeadLetter};
@@ -19,8 +21,6 @@ pub use quayside_common::protocol::retry::{Charge, Retry};
 pub use quayside_common::protocol::stats::QueueSample;
 pub use quayside_common::protocol::{Lease, Write};
 pub use redis_queue::RedisQueue;
-
-use crate::logs::LogSink;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use futures_util::stream::BoxStream;
 use quayside_common::{JobId, Priority};
 
+use super::log_sink::LogSink;
 use super::{
     ClaimBatch, Completion, FailureHistory, JobQueue, Lease, LeaseState, QueueError, QueueSample,
     Retry, Write,
 };
-use crate::logs::LogSink;
 use crate::outage::Outage;
 
 /// Wraps `Q`, reporting unreachable-Redis failures and recoveries to its [`Outage`].

@@ -25,11 +25,11 @@ use redis::Value;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::log_sink::LogSink;
 use super::{
     ClaimBatch, Completion, FailureHistory, JobQueue, Lease, LeaseState, QueueError, QueueSample,
     Retry, Write,
 };
-use crate::logs::LogSink;
 
 /// Most results written by one script call.
 const FINISH_BATCH: usize = 128;

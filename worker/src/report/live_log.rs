@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
+use crate::queue::LogWriter;
 use crate::runner::{Chunk, LogSource, Output};
 /// Largest entry the live log writes.
 pub const ENTRY_BYTES: usize = 64 << 10;
@@ -122,15 +123,6 @@ fn incomplete_utf8_tail(buf: &[u8]) -> usize {
         return if len > back { back } else { 0 };
     }
     0
-}
-
-/// Where the live log's entries go: the job's log stream ([`LogSink`](crate::logs::LogSink)),
-/// or a test's collector.
-#[async_trait::async_trait]
-pub trait LogWriter: Send + Sync + 'static {
-    /// Appends one entry. Failures are the writer's to report: the result, not the live log,
-    /// is the job's record.
-    async fn write(&self, source: LogSource, data: &[u8]);
 }
 
 /// Forwards an attempt's output to its log from a task of its own, so a slow Redis never

@@ -1,4 +1,4 @@
-//! A job's live log stream: what runners write while the program runs.
+//! A job's live log stream in Redis: where the report side's live log writes what runners print.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -8,11 +8,18 @@ use quayside_common::protocol::log::Log;
 use quayside_common::protocol::CallError;
 use quayside_common::{JobId, Keys};
 
+use super::Lease;
 use crate::outage::Outage;
-use crate::queue::Lease;
-use crate::report::live_log::LogWriter;
 
 pub use quayside_common::protocol::log::LogSource;
+
+/// Where the live log's entries go: the job's log stream ([`LogSink`]), or a test's collector.
+#[async_trait::async_trait]
+pub trait LogWriter: Send + Sync + 'static {
+    /// Appends one entry. Failures are the writer's to report: the result, not the live log,
+    /// is the job's record.
+    async fn write(&self, source: LogSource, data: &[u8]);
+}
 
 /// The lease a fenced sink writes under (see `common/lua/log.lua`).
 #[derive(Clone, Debug)]
