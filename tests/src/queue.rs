@@ -12,7 +12,7 @@ use quayside_common::config::{Config, LanguageConfig, RedisConfig};
 use quayside_common::connection::Redis;
 use quayside_common::keys::GROUP;
 use quayside_common::{JobId, JobKind, JobResult, JobSpec, Keys, Priority, Status};
-use quayside_producer::Producer;
+use quayside_producer::{JobStatus, Producer};
 
 use crate::workers::WorkerProcess;
 use crate::{bin_path, redis_url, within};
@@ -143,6 +143,22 @@ impl TestQueue {
             out.push(r.unwrap_or_else(|e| panic!("waiting for {id}: {e:#}")));
         }
         out
+    }
+
+    /// Waits for one job's terminal result.
+    pub async fn wait_one(&self, id: &JobId, secs: u64) -> JobResult {
+        self.wait_all(std::slice::from_ref(id), secs)
+            .await
+            .remove(0)
+    }
+
+    /// The job's record as it stands now; the job must be known.
+    pub async fn status(&self, id: &JobId) -> JobStatus {
+        self.producer
+            .status(id)
+            .await
+            .expect("status")
+            .unwrap_or_else(|| panic!("{id} unknown"))
     }
 
     /// Everything a finished test must leave: each job terminal with its result, nothing pending,

@@ -265,10 +265,7 @@ async fn a_worker_rejects_what_a_raw_producer_sends_without_a_retry_or_a_contain
     // Still serving; no container was ever created for a refused job.
     let hello = job(|_| {});
     q.producer.enqueue(&hello).await.expect("enqueue");
-    let r = q
-        .wait_all(std::slice::from_ref(&hello.id), 120)
-        .await
-        .remove(0);
+    let r = q.wait_one(&hello.id, 120).await;
     assert_eq!(
         (r.status, r.stdout.data.as_str()),
         (Status::Succeeded, "ran\n"),

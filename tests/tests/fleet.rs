@@ -13,7 +13,7 @@ use quayside_common::{JobId, JobKind, JobSpec, Status};
 use quayside_e2e::free_addr;
 use quayside_e2e::ops::wait_http;
 use quayside_e2e::private_dockerd::PrivateDockerd;
-use quayside_e2e::{within, PrivateRedis, TestQueue};
+use quayside_e2e::{private_dir, within, PrivateRedis, TestQueue};
 
 /// The python runner image, tagged as `deploy/images/VERSION` says.
 fn python_image() -> String {
@@ -36,12 +36,6 @@ fn docker_worker(c: &mut Config, socket: &str) {
     c.runner.docker.socket = socket.to_owned();
     c.runner.sandbox.api_timeout_ms = 2_000;
     c.worker.lease_ms = 10_000;
-}
-
-fn private_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("qs-fleet-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create dir");
-    dir
 }
 
 /// Containers of the shared engine with `label`.
@@ -151,13 +145,10 @@ async fn fleets_sharing_an_engine_and_a_worker_id_spare_each_others_long_jobs() 
     for q in [&twin, &qb] {
         let quick = python("print('hi')\n");
         q.producer.enqueue(&quick).await.expect("enqueue");
-        let r = q.wait_all(std::slice::from_ref(&quick.id), 120).await;
-        assert_eq!(r[0].status, Status::Succeeded, "{:?}", r[0].error);
+        let r = q.wait_one(&quick.id, 120).await;
+        assert_eq!(r.status, Status::Succeeded, "{:?}", r.error);
     }
-    let r = qa
-        .wait_all(std::slice::from_ref(&long.id), 120)
-        .await
-        .remove(0);
+    let r = qa.wait_one(&long.id, 120).await;
     assert_eq!(
         (r.status, r.stdout.data.as_str(), r.attempts),
         (Status::Succeeded, "start\nend\n", 1),
@@ -188,10 +179,7 @@ async fn a_container_killed_or_removed_from_outside_is_retried_then_succeeds() {
             .output()
             .expect("docker CLI");
         assert!(out.status.success(), "{out:?}");
-        let r = q
-            .wait_all(std::slice::from_ref(&spec.id), 120)
-            .await
-            .remove(0);
+        let r = q.wait_one(&spec.id, 120).await;
         assert_eq!(
             (r.status, r.stdout.data.as_str()),
             (Status::Succeeded, "started\ndone\n"),
@@ -225,10 +213,7 @@ async fn a_job_cancelled_while_running_keeps_what_it_printed() {
     })
     .await;
     q.producer.cancel(&spec.id).await.expect("cancel");
-    let r = q
-        .wait_all(std::slice::from_ref(&spec.id), 60)
-        .await
-        .remove(0);
+    let r = q.wait_one(&spec.id, 60).await;
     assert_eq!(
         (r.status, r.stdout.data.as_str(), r.stderr.data.as_str()),
         (Status::Cancelled, "step 1\n", "careful\n")
@@ -272,7 +257,7 @@ async fn an_engine_outage_spends_no_attempt_and_the_worker_resumes_by_itself() {
     let mut ids = vec![running.id.clone()];
     ids.extend(queued.iter().map(|s| s.id.clone()));
     for id in &ids {
-        let st = q.producer.status(id).await.expect("status").expect("known");
+        let st = q.status(id).await;
         assert!(
             !st.state.is_terminal() && st.attempts <= 1,
             "{id} is {} after {} attempts during the outage",
@@ -327,12 +312,7 @@ async fn a_worker_started_while_the_engine_is_down_waits_then_serves() {
     let spec = python("print('served')\n");
     q.producer.enqueue(&spec).await.expect("enqueue");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let st = q
-        .producer
-        .status(&spec.id)
-        .await
-        .expect("status")
-        .expect("known");
+    let st = q.status(&spec.id).await;
     assert_eq!(
         (st.state, st.attempts),
         (Status::Queued, 0),
@@ -345,10 +325,7 @@ async fn a_worker_started_while_the_engine_is_down_waits_then_serves() {
 
     engine.restart().expect("engine starts");
     engine.load_image(&python_image()).expect("image");
-    let r = q
-        .wait_all(std::slice::from_ref(&spec.id), 120)
-        .await
-        .remove(0);
+    let r = q.wait_one(&spec.id, 120).await;
     assert_eq!(
         (r.status, r.stdout.data.as_str(), r.attempts),
         (Status::Succeeded, "served\n", 1)
@@ -439,7 +416,7 @@ async fn a_redis_outage_is_told_once_with_its_length() {
     let w = q.spawn_worker(|c| c.worker.slots = 4);
     let before = q.job("print before");
     q.producer.enqueue(&before).await.expect("enqueue");
-    q.wait_all(std::slice::from_ref(&before.id), 30).await;
+    q.wait_one(&before.id, 30).await;
 
     redis.kill();
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -451,7 +428,7 @@ async fn a_redis_outage_is_told_once_with_its_length() {
         }
     })
     .await;
-    q.wait_all(std::slice::from_ref(&after.id), 30).await;
+    q.wait_one(&after.id, 30).await;
 
     let log = q.worker_log(&w.id);
     assert_eq!(lines_with(&log, "redis is down"), 1, "{log}");

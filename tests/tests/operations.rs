@@ -7,7 +7,7 @@ use std::process::Command;
 use quayside_common::{JobId, Priority, Status};
 use quayside_e2e::free_addr;
 use quayside_e2e::ops::{http_get, repo_root, run_ok, wait_http, which, Prometheus};
-use quayside_e2e::{within, PrivateRedis, TestQueue};
+use quayside_e2e::{private_dir, within, PrivateRedis, TestQueue};
 
 fn promtool() -> std::path::PathBuf {
     which("promtool").expect("promtool not installed: apt-get install -y prometheus")
@@ -244,9 +244,7 @@ fn the_alert_rules_pass_promtool_check_rules() {
 
 #[tokio::test]
 async fn readyz_follows_redis_going_away_and_coming_back() {
-    let dir = std::env::temp_dir().join(format!("qs-readyz-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let mut redis = PrivateRedis::start(&dir).expect("private redis");
+    let mut redis = PrivateRedis::start(&private_dir("readyz")).expect("private redis");
     let q = TestQueue::on("readyz", &redis.url());
     let addr = free_addr();
     {
@@ -274,10 +272,7 @@ async fn readyz_follows_redis_going_away_and_coming_back() {
     wait_http(&addr, "/readyz", 20, "ready again", |s, _| s == 200).await;
     let spec = q.job("print back");
     q.producer.enqueue(&spec).await.expect("enqueue");
-    assert_eq!(
-        q.wait_all(std::slice::from_ref(&spec.id), 20).await[0].status,
-        Status::Succeeded
-    );
+    assert_eq!(q.wait_one(&spec.id, 20).await.status, Status::Succeeded);
 }
 
 #[tokio::test]
@@ -299,12 +294,7 @@ async fn readiness_turns_false_while_draining() {
     })
     .await;
     assert!(body.contains("\"draining\":true"), "{body}");
-    let st = q
-        .producer
-        .status(&spec.id)
-        .await
-        .expect("status")
-        .expect("known");
+    let st = q.status(&spec.id).await;
     assert_eq!(st.state, Status::Running, "the drain is still going on");
     let (status, metrics) = http_get(&addr, "/metrics").await.expect("metrics");
     assert_eq!(status, 200, "still scraped while draining");
@@ -321,8 +311,5 @@ async fn readiness_turns_false_while_draining() {
         }
     })
     .await;
-    assert_eq!(
-        q.wait_all(std::slice::from_ref(&spec.id), 5).await[0].status,
-        Status::Succeeded
-    );
+    assert_eq!(q.wait_one(&spec.id, 5).await.status, Status::Succeeded);
 }

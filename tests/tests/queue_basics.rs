@@ -160,8 +160,8 @@ async fn idempotent_enqueue_runs_a_job_once() {
         .await
         .expect("raw XADD");
     q.spawn_worker(|_| {});
-    let r = q.wait_all(std::slice::from_ref(&spec.id), 20).await;
-    assert_eq!(r[0].stdout.data, "once\n");
+    let r = q.wait_one(&spec.id, 20).await;
+    assert_eq!(r.stdout.data, "once\n");
     let after = q.producer.enqueue(&spec).await.expect("after completion");
     assert_eq!(
         (after.created, after.state),
@@ -202,8 +202,8 @@ async fn cancel_a_queued_job_and_a_running_one() {
 
     let after = q.job("print still serving");
     q.producer.enqueue(&after).await.expect("enqueue after");
-    let r2 = q.wait_all(std::slice::from_ref(&after.id), 10).await;
-    assert_eq!(r2[0].status, Status::Succeeded);
+    let r2 = q.wait_one(&after.id, 10).await;
+    assert_eq!(r2.status, Status::Succeeded);
 
     let queued_result = q
         .producer
