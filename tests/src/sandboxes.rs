@@ -1,5 +1,5 @@
-//! What the runner tests share: a readable dump of a run's output, and the containers carrying
-//! a label on the engine.
+//! What the runner tests share: a readable dump of a run's output, the containers carrying a
+//! label on the engine, and the docker CLI for what happens to a sandbox from outside.
 
 use bollard::Docker;
 use quayside_worker::runner::docker::labelled;
@@ -18,6 +18,16 @@ pub fn show(out: &RunOutput) -> String {
         out.stderr.lossy(),
         out.compile_output.lossy()
     )
+}
+
+/// Runs the docker CLI on the shared engine with `args` (`kill ID`, `rm -f ID`, …), which must
+/// succeed.
+pub fn docker(args: &[&str]) {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    assert!(out.status.success(), "docker {args:?}: {out:?}");
 }
 
 /// The ids of the containers, running or not, that carry `label` (`key=value`).

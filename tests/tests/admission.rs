@@ -152,12 +152,7 @@ async fn the_gateway_answers_422_naming_the_field() {
     for (spec, field) in all {
         let body = serde_json::to_value(&spec).expect("json");
         let reply = gw.post_json("/v1/jobs", &body).await;
-        assert_eq!(
-            reply.status,
-            422,
-            "{field}: {}",
-            String::from_utf8_lossy(&reply.body)
-        );
+        assert_eq!(reply.status, 422, "{field}: {}", reply.text());
         let json = reply.json();
         assert_eq!(json["field"], field.as_str(), "{json}");
         assert_eq!(json["error"], "invalid_spec", "{json}");

@@ -8,6 +8,16 @@ fn cli(q: &TestQueue, args: &[&str]) -> Output {
     q.cli().args(args).output().expect("run quayside")
 }
 
+/// `quayside GLOBAL… submit --language script ARGS…`: a script job from the command line.
+fn submit(q: &TestQueue, global: &[&str], args: &[&str]) -> Output {
+    q.cli()
+        .args(global)
+        .args(["submit", "--language", "script"])
+        .args(args)
+        .output()
+        .expect("run quayside")
+}
+
 fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
@@ -22,10 +32,7 @@ async fn exit_codes_and_json_output_scripts_can_rely_on() {
     std::fs::write(&failing, "exit 7\n").expect("write");
 
     // No worker yet: waiting times out with code 4.
-    let out = cli(
-        &q,
-        &["submit", "--language", "script", "--id", "cli-1", &script],
-    );
+    let out = submit(&q, &[], &["--id", "cli-1", &script]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -45,42 +52,16 @@ async fn exit_codes_and_json_output_scripts_can_rely_on() {
         (Some("succeeded"), Some("hi from cli\n"))
     );
 
-    let out = cli(
-        &q,
-        &[
-            "--json",
-            "submit",
-            "--language",
-            "script",
-            "--wait",
-            "--timeout",
-            "20",
-            &failing,
-        ],
-    );
+    let out = submit(&q, &["--json"], &["--wait", "--timeout", "20", &failing]);
     assert_eq!(out.status.code(), Some(1), "job ended but did not succeed");
     assert_eq!(json(&out)["exit_code"], 7);
 
-    let out = cli(
-        &q,
-        &[
-            "--json",
-            "submit",
-            "--language",
-            "script",
-            "--id",
-            "cli-1",
-            &script,
-        ],
-    );
+    let out = submit(&q, &["--json"], &["--id", "cli-1", &script]);
     assert_eq!(json(&out)["created"], false, "same id is the same job");
 
     let out = cli(&q, &["status", "no-such-job"]);
     assert_eq!(out.status.code(), Some(3));
-    let out = cli(
-        &q,
-        &["submit", "--language", "script", "--id", "bad id!", &script],
-    );
+    let out = submit(&q, &[], &["--id", "bad id!", &script]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid job id"));
 

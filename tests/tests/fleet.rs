@@ -13,7 +13,8 @@ use quayside_common::{JobId, JobKind, JobSpec, Status};
 use quayside_e2e::free_addr;
 use quayside_e2e::ops::wait_http;
 use quayside_e2e::private_dockerd::PrivateDockerd;
-use quayside_e2e::{private_dir, within, PrivateRedis, TestQueue};
+use quayside_e2e::sandboxes::docker;
+use quayside_e2e::{private_dir, within, PrivateRedis, TestQueue, WorkerHandle};
 
 /// The python runner image, tagged as `deploy/images/VERSION` says.
 fn python_image() -> String {
@@ -36,6 +37,22 @@ fn docker_worker(c: &mut Config, socket: &str) {
     c.runner.docker.socket = socket.to_owned();
     c.runner.sandbox.api_timeout_ms = 2_000;
     c.worker.lease_ms = 10_000;
+}
+
+/// A [`docker_worker`] on a private `engine`, with its health endpoint on a free address
+/// (returned with the worker).
+fn worker_on(
+    q: &TestQueue,
+    engine: &PrivateDockerd,
+    tweak: impl FnOnce(&mut Config),
+) -> (WorkerHandle, String) {
+    let addr = free_addr();
+    let w = q.spawn_real_worker(|c| {
+        docker_worker(c, &engine.url());
+        c.metrics.listen_addr = addr.clone();
+        tweak(c);
+    });
+    (w, addr)
 }
 
 /// Containers of the shared engine with `label`.
@@ -173,12 +190,7 @@ async fn a_container_killed_or_removed_from_outside_is_retried_then_succeeds() {
             }
         })
         .await;
-        let out = std::process::Command::new("docker")
-            .args(what)
-            .arg(&first)
-            .output()
-            .expect("docker CLI");
-        assert!(out.status.success(), "{out:?}");
+        docker(&[what, &[first.as_str()]].concat());
         let r = q.wait_one(&spec.id, 120).await;
         assert_eq!(
             (r.status, r.stdout.data.as_str()),
@@ -227,16 +239,7 @@ async fn an_engine_outage_spends_no_attempt_and_the_worker_resumes_by_itself() {
     let mut engine = PrivateDockerd::start(&private_dir("outage-engine")).expect("dockerd");
     engine.load_image(&python_image()).expect("image");
     let q = TestQueue::new("engine-outage");
-    let addr = free_addr();
-    let socket = engine.url();
-    let w = {
-        let addr = addr.clone();
-        q.spawn_real_worker(move |c| {
-            docker_worker(c, &socket);
-            c.worker.slots = 2;
-            c.metrics.listen_addr = addr;
-        })
-    };
+    let (w, addr) = worker_on(&q, &engine, |c| c.worker.slots = 2);
     wait_http(&addr, "/readyz", 60, "ready", |s, _| s == 200).await;
     let running = python("import time\nprint('up', flush=True)\ntime.sleep(4)\nprint('done')\n");
     q.producer.enqueue(&running).await.expect("enqueue");
@@ -298,15 +301,7 @@ async fn an_engine_outage_spends_no_attempt_and_the_worker_resumes_by_itself() {
 async fn a_worker_started_while_the_engine_is_down_waits_then_serves() {
     let mut engine = PrivateDockerd::not_started(&private_dir("late-engine")).expect("dir");
     let q = TestQueue::new("late-engine");
-    let addr = free_addr();
-    let socket = engine.url();
-    let w = {
-        let addr = addr.clone();
-        q.spawn_real_worker(move |c| {
-            docker_worker(c, &socket);
-            c.metrics.listen_addr = addr;
-        })
-    };
+    let (w, addr) = worker_on(&q, &engine, |_| {});
     let body = wait_http(&addr, "/readyz", 30, "up, not ready", |s, _| s == 503).await;
     assert!(body.contains("\"claiming\":false"), "{body}");
     let spec = python("print('served')\n");

@@ -167,7 +167,7 @@ async fn post_follow_logs_live_wait_and_cancel() {
     let r = gw
         .post_json("/v1/jobs", &script_job("print one\nsleep 1500\nprint two"))
         .await;
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 201, "{}", r.text());
     let id = r.json()["id"].as_str().expect("generated id").to_owned();
     assert_eq!(
         r.header("location"),
@@ -313,7 +313,7 @@ async fn batches_enqueue_report_and_cancel() {
     let r = gw
         .post_json("/v1/batches", &json!({ "id": "gw-b1", "jobs": jobs }))
         .await;
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(
         (r.json()["total"].as_u64(), r.json()["created"].as_u64()),
         (Some(3), Some(3))
@@ -487,7 +487,7 @@ async fn slow_clients_are_dropped_and_connections_are_capped() {
     let r = gw
         .post_json("/v1/jobs", &json!({ "id": "gw-hold", "kind": "run", "language": "script", "files": { "a": "print started\nsleep 20000" } }))
         .await;
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 201, "{}", r.text());
     let mut follower = gw.stream("/v1/jobs/gw-hold/logs").await;
     let (kind, _) = within(15, "first line", follower.next())
         .await
@@ -527,19 +527,14 @@ async fn re_posting_a_batch_without_job_ids_adds_nothing() {
     let gw = q.spawn_gateway(|_| {}).await;
     let body = json!({ "id": "again", "jobs": [script_job("print 1"), script_job("print 2")] });
     let first = gw.post_json("/v1/batches", &body).await;
-    assert_eq!(
-        first.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&first.body)
-    );
+    assert_eq!(first.status, 201, "{}", first.text());
     // A client that timed out and posts the same batch again.
     let second = gw.post_json("/v1/batches", &body).await;
     assert_eq!(
         (second.status, second.json()["created"].as_u64()),
         (200, Some(0)),
         "{}",
-        String::from_utf8_lossy(&second.body)
+        second.text()
     );
     let ids = |r: &quayside_e2e::gateway::Reply| -> Vec<String> {
         r.json()["jobs"]
@@ -576,7 +571,7 @@ async fn a_raw_xadd_job_is_visible_and_cancellable_while_queued() {
         (r.status, r.json()["state"].as_str()),
         (200, Some("queued")),
         "{}",
-        String::from_utf8_lossy(&r.body)
+        r.text()
     );
     let r = gw
         .request("DELETE", "/v1/jobs/raw-1", Some(TOKEN), None)
@@ -585,7 +580,7 @@ async fn a_raw_xadd_job_is_visible_and_cancellable_while_queued() {
         (r.status, r.json()["outcome"].as_str()),
         (200, Some("cancelled")),
         "{}",
-        String::from_utf8_lossy(&r.body)
+        r.text()
     );
     let r = gw.get("/v1/jobs/raw-1/wait?timeout=5").await;
     assert_eq!(

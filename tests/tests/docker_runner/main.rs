@@ -667,12 +667,7 @@ async fn from_outside(h: &Harness, req: &RunRequest, what: &'static [&'static st
     .await;
     // Once the program printed, it is past the build step.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let out = std::process::Command::new("docker")
-        .args(what)
-        .arg(&id)
-        .output()
-        .expect("docker CLI");
-    assert!(out.status.success(), "docker {what:?}: {out:?}");
+    sandboxes::docker(&[what, &[id.as_str()]].concat());
 }
 
 #[tokio::test(flavor = "multi_thread")]
