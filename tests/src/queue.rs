@@ -116,6 +116,11 @@ impl TestQueue {
         )
     }
 
+    /// `n` jobs that run the same script, each under an id of its own.
+    pub fn jobs(&self, n: usize, script: &str) -> Vec<JobSpec> {
+        (0..n).map(|_| self.job(script)).collect()
+    }
+
     pub fn job_at(&self, script: &str, priority: Priority) -> JobSpec {
         let mut j = self.job(script);
         j.priority = priority;
@@ -128,6 +133,12 @@ impl TestQueue {
         c.args(["--redis-url", &self.cfg.redis.url])
             .args(["--queue", &self.cfg.queue.name]);
         c
+    }
+
+    /// Enqueues `specs` in one batch; their ids, in order.
+    pub async fn enqueue_all(&self, specs: &[JobSpec]) -> Vec<JobId> {
+        self.producer.enqueue_many(specs).await.expect("enqueue");
+        specs.iter().map(|s| s.id.clone()).collect()
     }
 
     /// Waits for every job's terminal result.

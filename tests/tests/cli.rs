@@ -87,7 +87,7 @@ async fn exit_codes_and_json_output_scripts_can_rely_on() {
 #[tokio::test]
 async fn stats_table_shows_in_flight_per_worker_and_totals() {
     let q = TestQueue::new("cli-stats");
-    let specs: Vec<_> = (0..3).map(|_| q.job("sleep 3000")).collect();
+    let specs = q.jobs(3, "sleep 3000");
     q.producer.enqueue_many(&specs).await.expect("enqueue");
     q.spawn_worker(|c| {
         c.worker.slots = 2;
@@ -134,8 +134,7 @@ async fn stats_table_shows_in_flight_per_worker_and_totals() {
 async fn check_finds_jobs_whose_entry_was_trimmed_and_repair_queues_them_again() {
     let q = TestQueue::new("cli-check");
     let specs: Vec<_> = (0..3).map(|i| q.job(&format!("print {i}"))).collect();
-    let ids: Vec<_> = specs.iter().map(|s| s.id.clone()).collect();
-    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let ids = q.enqueue_all(&specs).await;
     let out = cli(&q, &["check"]);
     assert_eq!(out.status.code(), Some(0), "nothing wrong yet");
 

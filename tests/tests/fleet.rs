@@ -444,8 +444,7 @@ async fn renewals_racing_finishes_raise_no_alarm_and_stats_never_show_finished_j
     let specs: Vec<JobSpec> = (0..300)
         .map(|i| q.job(&format!("sleep {}", i % 4 * 20)))
         .collect();
-    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
-    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let ids = q.enqueue_all(&specs).await;
     q.wait_all(&ids, 60).await;
     let log = q.worker_log(&w.id);
     assert_eq!(lines_with(&log, "lease lost"), 0, "{log}");

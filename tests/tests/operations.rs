@@ -87,7 +87,7 @@ async fn prometheus_scrapes_job_counters_and_queue_gauges_that_match_what_ran() 
 
     // Release the slot; add failures and a dead letter to count by status.
     q.producer.cancel(&blocker.id).await.expect("cancel");
-    let failing: Vec<_> = (0..2).map(|_| q.job("exit 3")).collect();
+    let failing = q.jobs(2, "exit 3");
     let dead = q.job("permanent broken runner");
     q.producer.enqueue_many(&failing).await.expect("enqueue");
     q.producer.enqueue(&dead).await.expect("enqueue");
@@ -188,8 +188,7 @@ async fn the_exposition_passes_promtool_check_metrics() {
         retried,
         unknown,
     ];
-    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
-    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let ids = q.enqueue_all(&specs).await;
     q.wait_all(&ids, 30).await;
     let body = wait_http(&addr, "/metrics", 10, "metrics with retries", |s, b| {
         s == 200

@@ -41,11 +41,8 @@ async fn a_lease_renewed_past_its_timeout_is_not_stolen() {
     let q = TestQueue::new("renew");
     let done = q.count_completions().await;
     let rec = q.path("exec.log");
-    let specs: Vec<_> = (0..4)
-        .map(|_| q.job(&format!("record {rec}\nsleep 3000")))
-        .collect();
-    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
-    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let specs = q.jobs(4, &format!("record {rec}\nsleep 3000"));
+    let ids = q.enqueue_all(&specs).await;
     // Jobs run three times longer than the lease; two workers with free slots keep reclaiming.
     for _ in 0..2 {
         q.spawn_worker(|c| {
@@ -350,11 +347,8 @@ async fn workers_survive_a_redis_restart_and_nothing_is_lost() {
     let mut redis = PrivateRedis::start(&private_dir("redis-restart")).expect("private redis");
     let q = TestQueue::on("restart", &redis.url());
     let rec = q.path("exec.log");
-    let specs: Vec<_> = (0..150)
-        .map(|_| q.job(&format!("record {rec}\nsleep 20")))
-        .collect();
-    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
-    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let specs = q.jobs(150, &format!("record {rec}\nsleep 20"));
+    let ids = q.enqueue_all(&specs).await;
     for _ in 0..2 {
         q.spawn_worker(|c| {
             c.worker.lease_ms = 1_500;
@@ -389,9 +383,8 @@ async fn workers_survive_a_redis_restart_and_nothing_is_lost() {
 async fn drain_finishes_running_jobs_within_the_grace_period() {
     let q = TestQueue::new("drain");
     let done = q.count_completions().await;
-    let specs: Vec<_> = (0..4).map(|_| q.job("sleep 700\nprint done")).collect();
-    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
-    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let specs = q.jobs(4, "sleep 700\nprint done");
+    let ids = q.enqueue_all(&specs).await;
     let w = q.spawn_worker(|c| c.worker.slots = 2);
     for id in &ids[..2] {
         q.wait_state(id, Status::Running, 10).await;
@@ -424,11 +417,8 @@ async fn drain_past_the_grace_period_hands_jobs_back_without_spending_an_attempt
     let q = TestQueue::new("handback");
     let done = q.count_completions().await;
     let rec = q.path("exec.log");
-    let specs: Vec<_> = (0..2)
-        .map(|_| q.job(&format!("record {rec}\nsleep 4000")))
-        .collect();
-    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
-    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let specs = q.jobs(2, &format!("record {rec}\nsleep 4000"));
+    let ids = q.enqueue_all(&specs).await;
     let w = q.spawn_worker(|c| {
         c.worker.slots = 2;
         c.worker.drain_timeout_ms = 300;
@@ -650,8 +640,7 @@ async fn workers_recreate_lost_consumer_groups_and_keep_serving() {
     let specs: Vec<_> = (0..6)
         .map(|i| q.job_at(&format!("print {i}"), Priority::ALL[i % 3]))
         .collect();
-    let ids: Vec<_> = specs.iter().map(|s| s.id.clone()).collect();
-    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let ids = q.enqueue_all(&specs).await;
     let results = q.wait_all(&ids, 30).await;
     assert!(
         results
