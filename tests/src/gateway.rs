@@ -176,13 +176,14 @@ impl GatewayProcess {
     }
 
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Reply {
-        self.request(
-            "POST",
-            path,
-            Some(TOKEN),
-            Some(("application/json", body.to_string().into_bytes())),
-        )
-        .await
+        self.post(path, "application/json", body.to_string().as_bytes())
+            .await
+    }
+
+    /// A POST of any bytes under any content type (malformed JSON, the wrong type).
+    pub async fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Reply {
+        let body = Some((content_type, body.to_vec()));
+        self.request("POST", path, Some(TOKEN), body).await
     }
 
     /// Opens a streaming GET (for Server-Sent Events); read it with [`SseReader`].

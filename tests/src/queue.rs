@@ -217,14 +217,20 @@ impl TestQueue {
     /// Enqueues `spec` as the simplest client would, with a raw `XADD` of its id and JSON to
     /// the normal stream: nothing checks it before a worker does.
     pub async fn raw_enqueue(&self, spec: &JobSpec) {
+        let job = serde_json::to_string(spec).expect("spec to json");
+        self.raw_xadd(spec.id.as_str(), &job).await;
+    }
+
+    /// A raw producer's `XADD` of `id` and `job` (any text, valid or not) to the normal stream.
+    pub async fn raw_xadd(&self, id: &str, job: &str) {
         let mut conn = self.conn().await;
         let _: String = redis::cmd("XADD")
             .arg(self.keys.stream(Priority::Normal))
             .arg("*")
             .arg("id")
-            .arg(spec.id.as_str())
+            .arg(id)
             .arg("job")
-            .arg(serde_json::to_string(spec).expect("spec to json"))
+            .arg(job)
             .query_async(&mut conn)
             .await
             .expect("raw XADD");

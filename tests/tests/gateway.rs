@@ -57,12 +57,7 @@ async fn auth_body_limits_and_validation_errors_name_the_problem() {
 
     // Malformed JSON, schema errors and invalid specs: 422 naming the field.
     let r = gw
-        .request(
-            "POST",
-            "/v1/jobs",
-            Some(TOKEN),
-            Some(("application/json", b"{\"kind\": ".to_vec())),
-        )
+        .post("/v1/jobs", "application/json", b"{\"kind\": ")
         .await;
     assert_eq!(
         (r.status, r.json()["error"].as_str()),
@@ -116,14 +111,7 @@ async fn auth_body_limits_and_validation_errors_name_the_problem() {
             "{b}"
         );
     }
-    let r = gw
-        .request(
-            "POST",
-            "/v1/jobs",
-            Some(TOKEN),
-            Some(("text/plain", b"{}".to_vec())),
-        )
-        .await;
+    let r = gw.post("/v1/jobs", "text/plain", b"{}").await;
     assert_eq!(r.status, 415);
 
     // Unknown and impossible ids.
@@ -393,17 +381,7 @@ async fn one_id_is_one_job_through_the_gateway_the_cli_and_raw_redis() {
     let completions = q.count_completions().await;
 
     // A raw producer's entry first (no record yet), then the gateway, then the CLI.
-    let mut conn = q.conn().await;
-    let _: String = redis::cmd("XADD")
-        .arg(q.keys.stream(quayside_common::Priority::Normal))
-        .arg("*")
-        .arg("id")
-        .arg("same-job")
-        .arg("job")
-        .arg(spec.to_string())
-        .query_async(&mut conn)
-        .await
-        .expect("XADD");
+    q.raw_xadd("same-job", &spec.to_string()).await;
     let r = gw.post_json("/v1/jobs", &spec).await;
     assert!(r.status == 200 || r.status == 201, "{}", r.status);
     let r = gw.post_json("/v1/jobs", &spec).await;
@@ -554,17 +532,7 @@ async fn a_raw_xadd_job_is_visible_and_cancellable_while_queued() {
     let q = TestQueue::new("gw-raw");
     let gw = q.spawn_gateway(|_| {}).await;
     let spec = json!({ "v": 1, "id": "raw-1", "kind": "run", "language": "script", "files": { "job.txt": "print x" } });
-    let mut conn = q.conn().await;
-    let _: String = redis::cmd("XADD")
-        .arg(q.keys.stream(quayside_common::Priority::Normal))
-        .arg("*")
-        .arg("id")
-        .arg("raw-1")
-        .arg("job")
-        .arg(spec.to_string())
-        .query_async(&mut conn)
-        .await
-        .expect("XADD");
+    q.raw_xadd("raw-1", &spec.to_string()).await;
     // No worker runs: the job stays queued, and the protocol says it can be seen and cancelled.
     let r = gw.get("/v1/jobs/raw-1").await;
     assert_eq!(
@@ -591,10 +559,5 @@ async fn a_raw_xadd_job_is_visible_and_cancellable_while_queued() {
         ),
         (200, Some("cancelled"), Some("raw-1"))
     );
-    let left: u64 = redis::cmd("XLEN")
-        .arg(q.keys.stream(quayside_common::Priority::Normal))
-        .query_async(&mut conn)
-        .await
-        .expect("XLEN");
-    assert_eq!(left, 0, "the cancelled job's entry is gone");
+    assert_eq!(q.queued().await, 0, "the cancelled job's entry is gone");
 }

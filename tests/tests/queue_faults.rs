@@ -286,16 +286,7 @@ async fn malformed_entries_are_dead_lettered_with_a_reason_and_the_worker_keeps_
         ),
     ];
     for (id, payload, _, _) in &cases {
-        let _: String = redis::cmd("XADD")
-            .arg(&stream)
-            .arg("*")
-            .arg("id")
-            .arg(*id)
-            .arg("job")
-            .arg(payload)
-            .query_async(&mut conn)
-            .await
-            .expect("XADD");
+        q.raw_xadd(id, payload).await;
     }
     let _: String = redis::cmd("XADD")
         .arg(&stream)
