@@ -29,6 +29,18 @@ pub fn bin_path(name: &str) -> PathBuf {
     bin
 }
 
+/// The stdout of a command that must have exited 0 (its stderr is the failure message).
+#[track_caller]
+pub fn stdout_ok(out: &std::process::Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A fresh folder of this test process's own under the temp dir (`qs-<name>-<pid>`), for a
 /// private server's data or a test's files.
 pub fn private_dir(name: &str) -> PathBuf {

@@ -159,6 +159,12 @@ impl Prometheus {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+
+    /// Polls `expr` until it is one series whose value is `value`, for at most `secs`.
+    pub async fn wait_for_value(&self, expr: &str, secs: u64, value: f64) {
+        self.wait_for(expr, secs, |r| r.len() == 1 && r[0].1 == value)
+            .await;
+    }
 }
 
 impl Drop for Prometheus {

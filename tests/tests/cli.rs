@@ -2,7 +2,7 @@
 
 use std::process::Output;
 
-use quayside_e2e::TestQueue;
+use quayside_e2e::{stdout_ok, TestQueue};
 
 fn cli(q: &TestQueue, args: &[&str]) -> Output {
     q.cli().args(args).output().expect("run quayside")
@@ -33,13 +33,7 @@ async fn exit_codes_and_json_output_scripts_can_rely_on() {
 
     // No worker yet: waiting times out with code 4.
     let out = submit(&q, &[], &["--id", "cli-1", &script]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cli-1");
+    assert_eq!(stdout_ok(&out).trim(), "cli-1");
     let out = cli(&q, &["wait", "cli-1", "--timeout", "0.3"]);
     assert_eq!(out.status.code(), Some(4));
 

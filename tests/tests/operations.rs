@@ -20,6 +20,15 @@ fn by(label: &str, r: &[(BTreeMap<String, String>, f64)]) -> BTreeMap<String, f6
         .collect()
 }
 
+/// The per-priority values a gauge must show.
+fn per_priority(high: f64, normal: f64, low: f64) -> BTreeMap<String, f64> {
+    BTreeMap::from([
+        ("high".into(), high),
+        ("normal".into(), normal),
+        ("low".into(), low),
+    ])
+}
+
 #[tokio::test]
 async fn prometheus_scrapes_job_counters_and_queue_gauges_that_match_what_ran() {
     let q = TestQueue::new("prom");
@@ -52,28 +61,18 @@ async fn prometheus_scrapes_job_counters_and_queue_gauges_that_match_what_ran() 
     q.producer.enqueue_many(&waiting).await.expect("enqueue");
     let depth = prom
         .wait_for(&format!("quayside_queue_depth{{{sel}}}"), 30, |r| {
-            by("priority", r)
-                == BTreeMap::from([
-                    ("high".into(), 0.0),
-                    ("low".into(), 5.0),
-                    ("normal".into(), 1.0),
-                ])
+            by("priority", r) == per_priority(0.0, 1.0, 5.0)
         })
         .await;
     assert_eq!(depth.len(), 3, "one depth series per priority");
     prom.wait_for(&format!("quayside_queue_lag{{{sel}}}"), 10, |r| {
-        by("priority", r)
-            == BTreeMap::from([
-                ("high".into(), 0.0),
-                ("low".into(), 5.0),
-                ("normal".into(), 0.0),
-            ])
+        by("priority", r) == per_priority(0.0, 0.0, 5.0)
     })
     .await;
-    prom.wait_for(
+    prom.wait_for_value(
         &format!("quayside_queue_pending{{{sel},priority=\"normal\"}}"),
         10,
-        |r| r.len() == 1 && r[0].1 == 1.0,
+        1.0,
     )
     .await;
     prom.wait_for(
@@ -114,10 +113,10 @@ async fn prometheus_scrapes_job_counters_and_queue_gauges_that_match_what_ran() 
         |r| by("status", r) == expected,
     )
     .await;
-    prom.wait_for(
+    prom.wait_for_value(
         &format!("sum(quayside_jobs_claimed_total{{{sel}}})"),
         10,
-        |r| r.len() == 1 && r[0].1 == ids.len() as f64,
+        ids.len() as f64,
     )
     .await;
     prom.wait_for(
@@ -139,20 +138,16 @@ async fn prometheus_scrapes_job_counters_and_queue_gauges_that_match_what_ran() 
         },
     )
     .await;
-    prom.wait_for(
+    prom.wait_for_value(
         &format!("sum(quayside_queue_depth{{{sel}}}) + sum(quayside_queue_delayed{{{sel}}})"),
         10,
-        |r| r.len() == 1 && r[0].1 == 0.0,
+        0.0,
     )
     .await;
-    prom.wait_for(&format!("quayside_queue_dead_letters{{{sel}}}"), 10, |r| {
-        r.len() == 1 && r[0].1 == 1.0
-    })
-    .await;
-    prom.wait_for(&format!("quayside_queue_workers{{{sel}}}"), 10, |r| {
-        r.len() == 1 && r[0].1 == 1.0
-    })
-    .await;
+    prom.wait_for_value(&format!("quayside_queue_dead_letters{{{sel}}}"), 10, 1.0)
+        .await;
+    prom.wait_for_value(&format!("quayside_queue_workers{{{sel}}}"), 10, 1.0)
+        .await;
     let up = prom.query("up{job=\"quayside-worker\"}").await.expect("up");
     assert_eq!(up.len(), 1);
     assert_eq!(up[0].1, 1.0, "scrapes succeed");

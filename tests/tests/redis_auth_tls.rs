@@ -9,7 +9,7 @@ use quayside_common::config::Secret;
 use quayside_common::{JobId, Status};
 use quayside_e2e::ops::{http_get, wait_http, TestCerts};
 use quayside_e2e::{bin_path, free_addr};
-use quayside_e2e::{private_dir, PrivateRedis, TestQueue};
+use quayside_e2e::{private_dir, stdout_ok, PrivateRedis, TestQueue};
 
 const PASSWORD: &str = "s3cret-Quayside-pw";
 
@@ -89,12 +89,7 @@ async fn a_password_from_config_or_environment_works_and_is_never_shown() {
         &["--redis-url", &url, "--json", "stats"],
         &[("QUAYSIDE_REDIS__PASSWORD", PASSWORD)],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stdout_ok(&out);
     let out = cli(&q, &["--redis-url", &url, "stats"], &[]);
     assert_eq!(out.status.code(), Some(5));
     let url_with_password = url.replace("redis://", &format!("redis://:{PASSWORD}@"));
@@ -321,13 +316,7 @@ async fn tls_with_a_private_ca_for_worker_library_and_cli() {
     )
     .expect("write cli config");
     let out = cli(&q, &["--config", &file, "--json", "stats"], &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let stats: serde_json::Value = serde_json::from_str(&stdout_ok(&out)).expect("json");
     assert_eq!(stats["dead_letters"], 1);
 
     // Without the CA the server's certificate is not trusted; without TLS nothing answers.
