@@ -2,6 +2,7 @@
 //! label on the engine, and the docker CLI for what happens to a sandbox from outside.
 
 use bollard::Docker;
+use quayside_common::Status;
 use quayside_worker::runner::docker::labelled;
 use quayside_worker::runner::RunOutput;
 
@@ -28,6 +29,17 @@ pub fn docker(args: &[&str]) {
         .output()
         .expect("docker CLI");
     assert!(out.status.success(), "docker {args:?}: {out:?}");
+}
+
+/// Asserts how a run ended: its status, exit code and signal, with the whole run as the message.
+#[track_caller]
+pub fn assert_ended(out: &RunOutput, status: Status, exit_code: Option<i64>, signal: Option<i32>) {
+    assert_eq!(
+        (out.status, out.exit_code, out.signal),
+        (status, exit_code, signal),
+        "{}",
+        show(out)
+    );
 }
 
 /// The ids of the containers, running or not, that carry `label` (`key=value`).
