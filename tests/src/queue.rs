@@ -141,6 +141,20 @@ impl TestQueue {
         specs.iter().map(|s| s.id.clone()).collect()
     }
 
+    /// The CLI pointed at this queue with `args` (shell words), run by `script(1)` on a 160×40
+    /// pseudo-terminal of type `term` as its stdin, stdout and stderr, as a person would run it.
+    pub fn cli_on_terminal(&self, term: &str, args: &str) -> Command {
+        let cmd = format!(
+            "stty cols 160 rows 40; {} --redis-url {} --queue {} {args}",
+            bin_path("quayside").display(),
+            self.cfg.redis.url,
+            self.cfg.queue.name
+        );
+        let mut script = Command::new("script");
+        script.args(["-qfec", &cmd, "/dev/null"]).env("TERM", term);
+        script
+    }
+
     /// Waits for every job's terminal result.
     pub async fn wait_all(&self, ids: &[JobId], secs: u64) -> Vec<JobResult> {
         let mut out = Vec::new();

@@ -44,13 +44,11 @@ async fn a_lease_renewed_past_its_timeout_is_not_stolen() {
     let specs = q.jobs(4, &format!("record {rec}\nsleep 3000"));
     let ids = q.enqueue_all(&specs).await;
     // Jobs run three times longer than the lease; two workers with free slots keep reclaiming.
-    for _ in 0..2 {
-        q.spawn_worker(|c| {
-            c.worker.lease_ms = 900;
-            c.worker.reclaim_interval_ms = 100;
-            c.worker.slots = 4;
-        });
-    }
+    q.spawn_workers(2, |c| {
+        c.worker.lease_ms = 900;
+        c.worker.reclaim_interval_ms = 100;
+        c.worker.slots = 4;
+    });
     let results = q.wait_all(&ids, 30).await;
     assert!(
         results
@@ -340,12 +338,10 @@ async fn workers_survive_a_redis_restart_and_nothing_is_lost() {
     let rec = q.path("exec.log");
     let specs = q.jobs(150, &format!("record {rec}\nsleep 20"));
     let ids = q.enqueue_all(&specs).await;
-    for _ in 0..2 {
-        q.spawn_worker(|c| {
-            c.worker.lease_ms = 1_500;
-            c.worker.slots = 4;
-        });
-    }
+    q.spawn_workers(2, |c| {
+        c.worker.lease_ms = 1_500;
+        c.worker.slots = 4;
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
     redis.kill();
     tokio::time::sleep(Duration::from_millis(1_000)).await;
