@@ -183,44 +183,40 @@ impl LimitsSpec {
 mod tests {
     use super::*;
 
+    /// A job's limits as a client sends them: only the fields in `set`.
+    fn spec(set: serde_json::Value) -> LimitsSpec {
+        serde_json::from_value(set).expect("limits")
+    }
+
+    /// `spec` resolved against the shipped defaults, floors and maxima.
+    fn resolve(spec: &LimitsSpec) -> Result<Limits, SpecError> {
+        spec.resolve(&Limits::DEFAULT, &Limits::MIN, &Limits::MAX)
+    }
+
+    /// The error names `limits.<name>` first and says `why`.
+    fn assert_refused(err: &SpecError, name: &str, why: &str) {
+        let text = err.to_string();
+        assert!(text.starts_with(&format!("limits.{name}: ")), "{text}");
+        assert!(text.contains(why), "{text}");
+    }
+
     #[test]
     fn unset_fields_take_defaults() {
-        let got = LimitsSpec {
-            pids: Some(20),
-            ..Default::default()
-        }
-        .resolve(&Limits::DEFAULT, &Limits::MIN, &Limits::MAX)
-        .expect("within maxima");
+        let got = resolve(&spec(serde_json::json!({ "pids": 20 }))).expect("within maxima");
         assert_eq!(got.pids, 20);
         assert_eq!(got.memory_bytes, Limits::DEFAULT.memory_bytes);
     }
 
     #[test]
     fn over_maximum_names_the_field() {
-        let err = LimitsSpec {
-            memory_bytes: Some(Limits::MAX.memory_bytes + 1),
-            ..Default::default()
-        }
-        .resolve(&Limits::DEFAULT, &Limits::MIN, &Limits::MAX)
-        .expect_err("over max");
-        assert!(
-            err.to_string().starts_with("limits.memory_bytes: "),
-            "{err}"
-        );
-        assert!(
-            err.to_string().contains("exceeds the configured maximum"),
-            "{err}"
-        );
+        let over = serde_json::json!({ "memory_bytes": Limits::MAX.memory_bytes + 1 });
+        let err = resolve(&spec(over)).expect_err("over max");
+        assert_refused(&err, "memory_bytes", "exceeds the configured maximum");
     }
 
     #[test]
     fn zero_is_refused() {
-        let err = LimitsSpec {
-            run_wall_time_ms: Some(0),
-            ..Default::default()
-        }
-        .resolve(&Limits::DEFAULT, &Limits::MIN, &Limits::MAX)
-        .expect_err("zero");
+        let err = resolve(&spec(serde_json::json!({ "run_wall_time_ms": 0 }))).expect_err("zero");
         assert!(
             err.to_string().starts_with("limits.run_wall_time_ms"),
             "{err}"
@@ -246,28 +242,17 @@ mod tests {
             "output_bytes",
             "compile_wall_time_ms",
         ] {
-            let spec: LimitsSpec =
-                serde_json::from_value(serde_json::json!({ name: 1 })).expect("limits");
-            let field = format!("limits.{name}");
+            let one = spec(serde_json::json!({ name: 1 }));
             for err in [
-                spec.resolve(&Limits::DEFAULT, &Limits::MIN, &Limits::MAX)
-                    .expect_err(&field),
-                spec.check_set(&Limits::MIN, &Limits::MAX)
-                    .expect_err(&field),
+                resolve(&one).expect_err(name),
+                one.check_set(&Limits::MIN, &Limits::MAX).expect_err(name),
             ] {
-                assert!(err.to_string().starts_with(&format!("{field}: ")), "{err}");
-                assert!(
-                    err.to_string().contains("below the configured minimum"),
-                    "{err}"
-                );
+                assert_refused(&err, name, "below the configured minimum");
             }
         }
-        LimitsSpec {
-            memory_bytes: Some(Limits::MIN.memory_bytes),
-            ..Default::default()
-        }
-        .check_set(&Limits::MIN, &Limits::MAX)
-        .expect("exactly the floor is fine");
+        spec(serde_json::json!({ "memory_bytes": Limits::MIN.memory_bytes }))
+            .check_set(&Limits::MIN, &Limits::MAX)
+            .expect("exactly the floor is fine");
         LimitsSpec::default()
             .check_set(&Limits::MIN, &Limits::MAX)
             .expect("nothing set, nothing to refuse");

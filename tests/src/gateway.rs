@@ -39,13 +39,13 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "{} body is not JSON ({e}): {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{} body is not JSON ({e}): {}", self.status, self.text()))
+    }
+
+    /// The body as text, for failure messages.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.body)
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -176,13 +176,14 @@ impl GatewayProcess {
     }
 
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Reply {
-        self.request(
-            "POST",
-            path,
-            Some(TOKEN),
-            Some(("application/json", body.to_string().into_bytes())),
-        )
-        .await
+        self.post(path, "application/json", body.to_string().as_bytes())
+            .await
+    }
+
+    /// A POST of any bytes under any content type (malformed JSON, the wrong type).
+    pub async fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Reply {
+        let body = Some((content_type, body.to_vec()));
+        self.request("POST", path, Some(TOKEN), body).await
     }
 
     /// Opens a streaming GET (for Server-Sent Events); read it with [`SseReader`].

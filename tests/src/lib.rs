@@ -2,10 +2,12 @@
 //! `redis://127.0.0.1:6379`), real worker processes, one fresh queue per test.
 //!
 //! - `machine`: what a test finds on this machine: the Redis URL, the built binaries
-//!   ([`bin_path`]), a free port ([`free_port`], [`free_addr`]).
+//!   ([`bin_path`]), a free port ([`free_port`], [`free_addr`]), a folder ([`private_dir`]), a
+//!   command's output ([`stdout_ok`]).
 //! - `queue`: [`TestQueue`], a queue of its own per test, and what it checks in Redis.
 //! - `workers`: worker processes on a [`TestQueue`] ([`WorkerHandle`]), and what they recorded.
 //! - `completions`: terminal notifications, counted per job ([`Completions`]).
+//! - `leases`: simulated workers driving the queue's fenced calls by hand ([`leases::LeaseCalls`]).
 //! - `private_redis`: a redis-server of a test's own, to kill and restart ([`PrivateRedis`]).
 //! - `private_dockerd`, `gateway`, `ops`, `sandbox_cli`, `script_runner`, `log_bench`, `model`:
 //!   the harness pieces of one concern each (an engine of a test's own, `quayside serve`,
@@ -14,6 +16,7 @@
 
 mod completions;
 pub mod gateway;
+pub mod leases;
 pub mod log_bench;
 mod machine;
 pub mod model;
@@ -29,7 +32,7 @@ mod workers;
 use std::time::Duration;
 
 pub use completions::Completions;
-pub use machine::{bin_path, free_addr, free_port, redis_url};
+pub use machine::{bin_path, free_addr, free_port, private_dir, redis_url, stdout_ok};
 pub use private_redis::PrivateRedis;
 pub use queue::TestQueue;
 pub use workers::{recorded, WorkerHandle};

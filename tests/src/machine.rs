@@ -1,5 +1,5 @@
 //! What a test finds on this machine: the Redis the suite runs against, the workspace's built
-//! binaries, and free loopback ports. Every test and harness piece uses these, so there is one
+//! binaries, free loopback ports and folders of a test's own. Every test and harness piece uses these, so there is one
 //! way to find each.
 
 use std::path::{Path, PathBuf};
@@ -27,6 +27,26 @@ pub fn bin_path(name: &str) -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// The stdout of a command that must have exited 0 (its stderr is the failure message).
+#[track_caller]
+pub fn stdout_ok(out: &std::process::Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A fresh folder of this test process's own under the temp dir (`qs-<name>-<pid>`), for a
+/// private server's data or a test's files.
+pub fn private_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("qs-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create private dir");
+    dir
 }
 
 /// A loopback port nothing listens on right now (the OS picks it; another process may still

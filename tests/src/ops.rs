@@ -159,6 +159,12 @@ impl Prometheus {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+
+    /// Polls `expr` until it is one series whose value is `value`, for at most `secs`.
+    pub async fn wait_for_value(&self, expr: &str, secs: u64, value: f64) {
+        self.wait_for(expr, secs, |r| r.len() == 1 && r[0].1 == value)
+            .await;
+    }
 }
 
 impl Drop for Prometheus {
@@ -210,31 +216,22 @@ impl TestCerts {
             "ec_paramgen_curve:prime256v1",
             "-nodes",
         ];
-        run_ok(
-            Command::new("openssl")
-                .args([
-                    "req",
-                    "-x509",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=quayside test CA",
-                ])
-                .args(ec)
-                .arg("-keyout")
-                .arg(p("ca.key"))
-                .arg("-out")
-                .arg(p("ca.pem")),
-        )?;
-        run_ok(
-            Command::new("openssl")
-                .args(["req", "-subj", "/CN=localhost"])
-                .args(ec)
-                .arg("-keyout")
-                .arg(p("server.key"))
-                .arg("-out")
-                .arg(p("server.csr")),
-        )?;
+        // `openssl req` with a new EC key written to `key`, and `out` (a certificate or a CSR).
+        let new_key = |how: &[&str], key: &str, out: &str| {
+            run_ok(
+                Command::new("openssl")
+                    .arg("req")
+                    .args(how)
+                    .args(ec)
+                    .arg("-keyout")
+                    .arg(p(key))
+                    .arg("-out")
+                    .arg(p(out)),
+            )
+        };
+        let ca = ["-x509", "-days", "2", "-subj", "/CN=quayside test CA"];
+        new_key(&ca, "ca.key", "ca.pem")?;
+        new_key(&["-subj", "/CN=localhost"], "server.key", "server.csr")?;
         std::fs::write(
             p("ext.cnf"),
             "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\

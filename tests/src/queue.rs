@@ -12,7 +12,7 @@ use quayside_common::config::{Config, LanguageConfig, RedisConfig};
 use quayside_common::connection::Redis;
 use quayside_common::keys::GROUP;
 use quayside_common::{JobId, JobKind, JobResult, JobSpec, Keys, Priority, Status};
-use quayside_producer::Producer;
+use quayside_producer::{JobStatus, Producer};
 
 use crate::workers::WorkerProcess;
 use crate::{bin_path, redis_url, within};
@@ -116,6 +116,11 @@ impl TestQueue {
         )
     }
 
+    /// `n` jobs that run the same script, each under an id of its own.
+    pub fn jobs(&self, n: usize, script: &str) -> Vec<JobSpec> {
+        (0..n).map(|_| self.job(script)).collect()
+    }
+
     pub fn job_at(&self, script: &str, priority: Priority) -> JobSpec {
         let mut j = self.job(script);
         j.priority = priority;
@@ -128,6 +133,26 @@ impl TestQueue {
         c.args(["--redis-url", &self.cfg.redis.url])
             .args(["--queue", &self.cfg.queue.name]);
         c
+    }
+
+    /// Enqueues `specs` in one batch; their ids, in order.
+    pub async fn enqueue_all(&self, specs: &[JobSpec]) -> Vec<JobId> {
+        self.producer.enqueue_many(specs).await.expect("enqueue");
+        specs.iter().map(|s| s.id.clone()).collect()
+    }
+
+    /// The CLI pointed at this queue with `args` (shell words), run by `script(1)` on a 160×40
+    /// pseudo-terminal of type `term` as its stdin, stdout and stderr, as a person would run it.
+    pub fn cli_on_terminal(&self, term: &str, args: &str) -> Command {
+        let cmd = format!(
+            "stty cols 160 rows 40; {} --redis-url {} --queue {} {args}",
+            bin_path("quayside").display(),
+            self.cfg.redis.url,
+            self.cfg.queue.name
+        );
+        let mut script = Command::new("script");
+        script.args(["-qfec", &cmd, "/dev/null"]).env("TERM", term);
+        script
     }
 
     /// Waits for every job's terminal result.
@@ -143,6 +168,22 @@ impl TestQueue {
             out.push(r.unwrap_or_else(|e| panic!("waiting for {id}: {e:#}")));
         }
         out
+    }
+
+    /// Waits for one job's terminal result.
+    pub async fn wait_one(&self, id: &JobId, secs: u64) -> JobResult {
+        self.wait_all(std::slice::from_ref(id), secs)
+            .await
+            .remove(0)
+    }
+
+    /// The job's record as it stands now; the job must be known.
+    pub async fn status(&self, id: &JobId) -> JobStatus {
+        self.producer
+            .status(id)
+            .await
+            .expect("status")
+            .unwrap_or_else(|| panic!("{id} unknown"))
     }
 
     /// Everything a finished test must leave: each job terminal with its result, nothing pending,
@@ -190,14 +231,20 @@ impl TestQueue {
     /// Enqueues `spec` as the simplest client would, with a raw `XADD` of its id and JSON to
     /// the normal stream: nothing checks it before a worker does.
     pub async fn raw_enqueue(&self, spec: &JobSpec) {
+        let job = serde_json::to_string(spec).expect("spec to json");
+        self.raw_xadd(spec.id.as_str(), &job).await;
+    }
+
+    /// A raw producer's `XADD` of `id` and `job` (any text, valid or not) to the normal stream.
+    pub async fn raw_xadd(&self, id: &str, job: &str) {
         let mut conn = self.conn().await;
         let _: String = redis::cmd("XADD")
             .arg(self.keys.stream(Priority::Normal))
             .arg("*")
             .arg("id")
-            .arg(spec.id.as_str())
+            .arg(id)
             .arg("job")
-            .arg(serde_json::to_string(spec).expect("spec to json"))
+            .arg(job)
             .query_async(&mut conn)
             .await
             .expect("raw XADD");

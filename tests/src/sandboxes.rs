@@ -1,7 +1,8 @@
-//! What the runner tests share: a readable dump of a run's output, and the containers carrying
-//! a label on the engine.
+//! What the runner tests share: a readable dump of a run's output, the containers carrying a
+//! label on the engine, and the docker CLI for what happens to a sandbox from outside.
 
 use bollard::Docker;
+use quayside_common::Status;
 use quayside_worker::runner::docker::labelled;
 use quayside_worker::runner::RunOutput;
 
@@ -18,6 +19,27 @@ pub fn show(out: &RunOutput) -> String {
         out.stderr.lossy(),
         out.compile_output.lossy()
     )
+}
+
+/// Runs the docker CLI on the shared engine with `args` (`kill ID`, `rm -f ID`, …), which must
+/// succeed.
+pub fn docker(args: &[&str]) {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    assert!(out.status.success(), "docker {args:?}: {out:?}");
+}
+
+/// Asserts how a run ended: its status, exit code and signal, with the whole run as the message.
+#[track_caller]
+pub fn assert_ended(out: &RunOutput, status: Status, exit_code: Option<i64>, signal: Option<i32>) {
+    assert_eq!(
+        (out.status, out.exit_code, out.signal),
+        (status, exit_code, signal),
+        "{}",
+        show(out)
+    );
 }
 
 /// The ids of the containers, running or not, that carry `label` (`key=value`).

@@ -17,6 +17,11 @@ impl TestQueue {
         self.spawn(&bin_path("quayside-test-worker"), &[], tweak)
     }
 
+    /// Starts `n` test workers, each with this queue's config changed by `tweak`.
+    pub fn spawn_workers(&self, n: usize, tweak: impl Fn(&mut Config)) -> Vec<WorkerHandle> {
+        (0..n).map(|_| self.spawn_worker(&tweak)).collect()
+    }
+
     /// Starts the real `quayside-worker` binary (Docker runner, default language table).
     ///
     /// Its id defaults to `<queue>-w<n>`: a Docker worker removes the containers labelled with

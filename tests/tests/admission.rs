@@ -152,12 +152,7 @@ async fn the_gateway_answers_422_naming_the_field() {
     for (spec, field) in all {
         let body = serde_json::to_value(&spec).expect("json");
         let reply = gw.post_json("/v1/jobs", &body).await;
-        assert_eq!(
-            reply.status,
-            422,
-            "{field}: {}",
-            String::from_utf8_lossy(&reply.body)
-        );
+        assert_eq!(reply.status, 422, "{field}: {}", reply.text());
         let json = reply.json();
         assert_eq!(json["field"], field.as_str(), "{json}");
         assert_eq!(json["error"], "invalid_spec", "{json}");
@@ -265,10 +260,7 @@ async fn a_worker_rejects_what_a_raw_producer_sends_without_a_retry_or_a_contain
     // Still serving; no container was ever created for a refused job.
     let hello = job(|_| {});
     q.producer.enqueue(&hello).await.expect("enqueue");
-    let r = q
-        .wait_all(std::slice::from_ref(&hello.id), 120)
-        .await
-        .remove(0);
+    let r = q.wait_one(&hello.id, 120).await;
     assert_eq!(
         (r.status, r.stdout.data.as_str()),
         (Status::Succeeded, "ran\n"),

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use quayside_common::Status;
-use quayside_e2e::{bin_path, within, TestQueue};
+use quayside_e2e::{within, TestQueue};
 use quayside_producer::BatchStatus;
 
 /// Runs the CLI to completion, bounded by `secs`.
@@ -327,18 +327,8 @@ async fn progress_is_a_redrawn_bar_on_a_terminal() {
     let q = TestQueue::new("batch-tty");
     q.spawn_worker(|c| c.worker.slots = 2);
     let dir = small_folder(&q, "jobs");
-    let base = format!(
-        "stty cols 160 rows 40; {} --redis-url {} --queue {}",
-        bin_path("quayside").display(),
-        q.cfg.redis.url,
-        q.cfg.queue.name
-    );
-    let cmd = format!("{base} batch --language script --batch-id tty --wait {dir}");
-    // `script` gives the CLI a pseudo-terminal as stdin, stdout and stderr.
-    let mut script = Command::new("script");
-    script
-        .args(["-qfec", &cmd, "/dev/null"])
-        .env("TERM", "xterm");
+    let args = format!("batch --language script --batch-id tty --wait {dir}");
+    let script = q.cli_on_terminal("xterm", &args);
     let out = run(script, 60).await;
     let screen = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "one job failed: {screen:?}");
@@ -363,10 +353,7 @@ async fn progress_is_a_redrawn_bar_on_a_terminal() {
     );
 
     // A terminal that cannot redraw gets the plain lines.
-    let mut script = Command::new("script");
-    script
-        .args(["-qfec", &format!("{base} batch wait tty"), "/dev/null"])
-        .env("TERM", "dumb");
+    let script = q.cli_on_terminal("dumb", "batch wait tty");
     let screen = text(&run(script, 60).await.stdout);
     assert!(!screen.contains('\u{1b}'), "{screen:?}");
     assert!(

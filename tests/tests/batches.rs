@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use futures_util::StreamExt as _;
-use quayside_common::{JobId, Status};
+use quayside_common::Status;
 use quayside_e2e::{within, TestQueue};
 use quayside_producer::{BatchEvent, Error};
 
@@ -22,8 +22,7 @@ async fn a_followed_batch_reports_every_ending_once_and_final_counters() {
         s.batch = Some("b1".into());
         specs.push(s);
     }
-    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
-    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let ids = q.enqueue_all(&specs).await;
     // A second enqueue of the same ids is idempotent: the batch still counts 60.
     q.producer.enqueue_many(&specs).await.expect("re-enqueue");
 
@@ -92,8 +91,7 @@ async fn cancelling_a_batch_ends_what_is_left() {
         s.batch = Some("b2".into());
         specs.push(s);
     }
-    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
-    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let ids = q.enqueue_all(&specs).await;
     q.spawn_worker(|c| c.worker.slots = 2);
     q.wait_state(&ids[0], Status::Running, 20).await;
     q.wait_state(&ids[1], Status::Running, 20).await;
@@ -130,8 +128,7 @@ async fn a_rerun_batch_never_reruns_a_member_whose_record_expired_even_from_a_le
             s
         })
         .collect();
-    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
-    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let ids = q.enqueue_all(&specs).await;
     // The member list as a batch made before it was a sorted set kept it.
     let mut conn = q.conn().await;
     let members = q.keys.batch_jobs("b1");

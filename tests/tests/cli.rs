@@ -2,10 +2,20 @@
 
 use std::process::Output;
 
-use quayside_e2e::TestQueue;
+use quayside_e2e::{stdout_ok, TestQueue};
 
 fn cli(q: &TestQueue, args: &[&str]) -> Output {
     q.cli().args(args).output().expect("run quayside")
+}
+
+/// `quayside GLOBAL… submit --language script ARGS…`: a script job from the command line.
+fn submit(q: &TestQueue, global: &[&str], args: &[&str]) -> Output {
+    q.cli()
+        .args(global)
+        .args(["submit", "--language", "script"])
+        .args(args)
+        .output()
+        .expect("run quayside")
 }
 
 fn json(out: &Output) -> serde_json::Value {
@@ -22,17 +32,8 @@ async fn exit_codes_and_json_output_scripts_can_rely_on() {
     std::fs::write(&failing, "exit 7\n").expect("write");
 
     // No worker yet: waiting times out with code 4.
-    let out = cli(
-        &q,
-        &["submit", "--language", "script", "--id", "cli-1", &script],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cli-1");
+    let out = submit(&q, &[], &["--id", "cli-1", &script]);
+    assert_eq!(stdout_ok(&out).trim(), "cli-1");
     let out = cli(&q, &["wait", "cli-1", "--timeout", "0.3"]);
     assert_eq!(out.status.code(), Some(4));
 
@@ -45,42 +46,16 @@ async fn exit_codes_and_json_output_scripts_can_rely_on() {
         (Some("succeeded"), Some("hi from cli\n"))
     );
 
-    let out = cli(
-        &q,
-        &[
-            "--json",
-            "submit",
-            "--language",
-            "script",
-            "--wait",
-            "--timeout",
-            "20",
-            &failing,
-        ],
-    );
+    let out = submit(&q, &["--json"], &["--wait", "--timeout", "20", &failing]);
     assert_eq!(out.status.code(), Some(1), "job ended but did not succeed");
     assert_eq!(json(&out)["exit_code"], 7);
 
-    let out = cli(
-        &q,
-        &[
-            "--json",
-            "submit",
-            "--language",
-            "script",
-            "--id",
-            "cli-1",
-            &script,
-        ],
-    );
+    let out = submit(&q, &["--json"], &["--id", "cli-1", &script]);
     assert_eq!(json(&out)["created"], false, "same id is the same job");
 
     let out = cli(&q, &["status", "no-such-job"]);
     assert_eq!(out.status.code(), Some(3));
-    let out = cli(
-        &q,
-        &["submit", "--language", "script", "--id", "bad id!", &script],
-    );
+    let out = submit(&q, &[], &["--id", "bad id!", &script]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid job id"));
 
@@ -106,7 +81,7 @@ async fn exit_codes_and_json_output_scripts_can_rely_on() {
 #[tokio::test]
 async fn stats_table_shows_in_flight_per_worker_and_totals() {
     let q = TestQueue::new("cli-stats");
-    let specs: Vec<_> = (0..3).map(|_| q.job("sleep 3000")).collect();
+    let specs = q.jobs(3, "sleep 3000");
     q.producer.enqueue_many(&specs).await.expect("enqueue");
     q.spawn_worker(|c| {
         c.worker.slots = 2;
@@ -153,8 +128,7 @@ async fn stats_table_shows_in_flight_per_worker_and_totals() {
 async fn check_finds_jobs_whose_entry_was_trimmed_and_repair_queues_them_again() {
     let q = TestQueue::new("cli-check");
     let specs: Vec<_> = (0..3).map(|i| q.job(&format!("print {i}"))).collect();
-    let ids: Vec<_> = specs.iter().map(|s| s.id.clone()).collect();
-    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let ids = q.enqueue_all(&specs).await;
     let out = cli(&q, &["check"]);
     assert_eq!(out.status.code(), Some(0), "nothing wrong yet");
 

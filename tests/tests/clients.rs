@@ -339,8 +339,8 @@ async fn one_id_is_one_job_through_python_node_the_cli_and_the_producer() {
     );
 
     q.spawn_real_worker(|_| {});
-    let result = q.wait_all(std::slice::from_ref(&spec.id), 60).await;
-    assert_eq!(result[0].stdout.lossy(), "python enqueued me\n");
+    let result = q.wait_one(&spec.id, 60).await;
+    assert_eq!(result.stdout.lossy(), "python enqueued me\n");
     done.wait_for(1, 10).await;
     done.assert_exactly_once(std::slice::from_ref(&spec.id));
     q.assert_settled(&[spec.id]).await;

@@ -13,7 +13,8 @@ use quayside_common::{JobId, JobKind, JobSpec, Status};
 use quayside_e2e::free_addr;
 use quayside_e2e::ops::wait_http;
 use quayside_e2e::private_dockerd::PrivateDockerd;
-use quayside_e2e::{within, PrivateRedis, TestQueue};
+use quayside_e2e::sandboxes::docker;
+use quayside_e2e::{private_dir, within, PrivateRedis, TestQueue, WorkerHandle};
 
 /// The python runner image, tagged as `deploy/images/VERSION` says.
 fn python_image() -> String {
@@ -38,10 +39,20 @@ fn docker_worker(c: &mut Config, socket: &str) {
     c.worker.lease_ms = 10_000;
 }
 
-fn private_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("qs-fleet-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create dir");
-    dir
+/// A [`docker_worker`] on a private `engine`, with its health endpoint on a free address
+/// (returned with the worker).
+fn worker_on(
+    q: &TestQueue,
+    engine: &PrivateDockerd,
+    tweak: impl FnOnce(&mut Config),
+) -> (WorkerHandle, String) {
+    let addr = free_addr();
+    let w = q.spawn_real_worker(|c| {
+        docker_worker(c, &engine.url());
+        c.metrics.listen_addr = addr.clone();
+        tweak(c);
+    });
+    (w, addr)
 }
 
 /// Containers of the shared engine with `label`.
@@ -151,13 +162,10 @@ async fn fleets_sharing_an_engine_and_a_worker_id_spare_each_others_long_jobs() 
     for q in [&twin, &qb] {
         let quick = python("print('hi')\n");
         q.producer.enqueue(&quick).await.expect("enqueue");
-        let r = q.wait_all(std::slice::from_ref(&quick.id), 120).await;
-        assert_eq!(r[0].status, Status::Succeeded, "{:?}", r[0].error);
+        let r = q.wait_one(&quick.id, 120).await;
+        assert_eq!(r.status, Status::Succeeded, "{:?}", r.error);
     }
-    let r = qa
-        .wait_all(std::slice::from_ref(&long.id), 120)
-        .await
-        .remove(0);
+    let r = qa.wait_one(&long.id, 120).await;
     assert_eq!(
         (r.status, r.stdout.data.as_str(), r.attempts),
         (Status::Succeeded, "start\nend\n", 1),
@@ -182,16 +190,8 @@ async fn a_container_killed_or_removed_from_outside_is_retried_then_succeeds() {
             }
         })
         .await;
-        let out = std::process::Command::new("docker")
-            .args(what)
-            .arg(&first)
-            .output()
-            .expect("docker CLI");
-        assert!(out.status.success(), "{out:?}");
-        let r = q
-            .wait_all(std::slice::from_ref(&spec.id), 120)
-            .await
-            .remove(0);
+        docker(&[what, &[first.as_str()]].concat());
+        let r = q.wait_one(&spec.id, 120).await;
         assert_eq!(
             (r.status, r.stdout.data.as_str()),
             (Status::Succeeded, "started\ndone\n"),
@@ -225,10 +225,7 @@ async fn a_job_cancelled_while_running_keeps_what_it_printed() {
     })
     .await;
     q.producer.cancel(&spec.id).await.expect("cancel");
-    let r = q
-        .wait_all(std::slice::from_ref(&spec.id), 60)
-        .await
-        .remove(0);
+    let r = q.wait_one(&spec.id, 60).await;
     assert_eq!(
         (r.status, r.stdout.data.as_str(), r.stderr.data.as_str()),
         (Status::Cancelled, "step 1\n", "careful\n")
@@ -242,16 +239,7 @@ async fn an_engine_outage_spends_no_attempt_and_the_worker_resumes_by_itself() {
     let mut engine = PrivateDockerd::start(&private_dir("outage-engine")).expect("dockerd");
     engine.load_image(&python_image()).expect("image");
     let q = TestQueue::new("engine-outage");
-    let addr = free_addr();
-    let socket = engine.url();
-    let w = {
-        let addr = addr.clone();
-        q.spawn_real_worker(move |c| {
-            docker_worker(c, &socket);
-            c.worker.slots = 2;
-            c.metrics.listen_addr = addr;
-        })
-    };
+    let (w, addr) = worker_on(&q, &engine, |c| c.worker.slots = 2);
     wait_http(&addr, "/readyz", 60, "ready", |s, _| s == 200).await;
     let running = python("import time\nprint('up', flush=True)\ntime.sleep(4)\nprint('done')\n");
     q.producer.enqueue(&running).await.expect("enqueue");
@@ -272,7 +260,7 @@ async fn an_engine_outage_spends_no_attempt_and_the_worker_resumes_by_itself() {
     let mut ids = vec![running.id.clone()];
     ids.extend(queued.iter().map(|s| s.id.clone()));
     for id in &ids {
-        let st = q.producer.status(id).await.expect("status").expect("known");
+        let st = q.status(id).await;
         assert!(
             !st.state.is_terminal() && st.attempts <= 1,
             "{id} is {} after {} attempts during the outage",
@@ -313,26 +301,13 @@ async fn an_engine_outage_spends_no_attempt_and_the_worker_resumes_by_itself() {
 async fn a_worker_started_while_the_engine_is_down_waits_then_serves() {
     let mut engine = PrivateDockerd::not_started(&private_dir("late-engine")).expect("dir");
     let q = TestQueue::new("late-engine");
-    let addr = free_addr();
-    let socket = engine.url();
-    let w = {
-        let addr = addr.clone();
-        q.spawn_real_worker(move |c| {
-            docker_worker(c, &socket);
-            c.metrics.listen_addr = addr;
-        })
-    };
+    let (w, addr) = worker_on(&q, &engine, |_| {});
     let body = wait_http(&addr, "/readyz", 30, "up, not ready", |s, _| s == 503).await;
     assert!(body.contains("\"claiming\":false"), "{body}");
     let spec = python("print('served')\n");
     q.producer.enqueue(&spec).await.expect("enqueue");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let st = q
-        .producer
-        .status(&spec.id)
-        .await
-        .expect("status")
-        .expect("known");
+    let st = q.status(&spec.id).await;
     assert_eq!(
         (st.state, st.attempts),
         (Status::Queued, 0),
@@ -345,10 +320,7 @@ async fn a_worker_started_while_the_engine_is_down_waits_then_serves() {
 
     engine.restart().expect("engine starts");
     engine.load_image(&python_image()).expect("image");
-    let r = q
-        .wait_all(std::slice::from_ref(&spec.id), 120)
-        .await
-        .remove(0);
+    let r = q.wait_one(&spec.id, 120).await;
     assert_eq!(
         (r.status, r.stdout.data.as_str(), r.attempts),
         (Status::Succeeded, "served\n", 1)
@@ -439,7 +411,7 @@ async fn a_redis_outage_is_told_once_with_its_length() {
     let w = q.spawn_worker(|c| c.worker.slots = 4);
     let before = q.job("print before");
     q.producer.enqueue(&before).await.expect("enqueue");
-    q.wait_all(std::slice::from_ref(&before.id), 30).await;
+    q.wait_one(&before.id, 30).await;
 
     redis.kill();
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -451,7 +423,7 @@ async fn a_redis_outage_is_told_once_with_its_length() {
         }
     })
     .await;
-    q.wait_all(std::slice::from_ref(&after.id), 30).await;
+    q.wait_one(&after.id, 30).await;
 
     let log = q.worker_log(&w.id);
     assert_eq!(lines_with(&log, "redis is down"), 1, "{log}");
@@ -472,8 +444,7 @@ async fn renewals_racing_finishes_raise_no_alarm_and_stats_never_show_finished_j
     let specs: Vec<JobSpec> = (0..300)
         .map(|i| q.job(&format!("sleep {}", i % 4 * 20)))
         .collect();
-    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
-    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let ids = q.enqueue_all(&specs).await;
     q.wait_all(&ids, 60).await;
     let log = q.worker_log(&w.id);
     assert_eq!(lines_with(&log, "lease lost"), 0, "{log}");

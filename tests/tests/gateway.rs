@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use quayside_common::JobId;
 use quayside_e2e::gateway::TOKEN;
-use quayside_e2e::{bin_path, recorded, within, TestQueue};
+use quayside_e2e::{bin_path, recorded, stdout_ok, within, TestQueue};
 use serde_json::json;
 
 fn script_job(script: &str) -> serde_json::Value {
@@ -57,12 +57,7 @@ async fn auth_body_limits_and_validation_errors_name_the_problem() {
 
     // Malformed JSON, schema errors and invalid specs: 422 naming the field.
     let r = gw
-        .request(
-            "POST",
-            "/v1/jobs",
-            Some(TOKEN),
-            Some(("application/json", b"{\"kind\": ".to_vec())),
-        )
+        .post("/v1/jobs", "application/json", b"{\"kind\": ")
         .await;
     assert_eq!(
         (r.status, r.json()["error"].as_str()),
@@ -116,14 +111,7 @@ async fn auth_body_limits_and_validation_errors_name_the_problem() {
             "{b}"
         );
     }
-    let r = gw
-        .request(
-            "POST",
-            "/v1/jobs",
-            Some(TOKEN),
-            Some(("text/plain", b"{}".to_vec())),
-        )
-        .await;
+    let r = gw.post("/v1/jobs", "text/plain", b"{}").await;
     assert_eq!(r.status, 415);
 
     // Unknown and impossible ids.
@@ -167,7 +155,7 @@ async fn post_follow_logs_live_wait_and_cancel() {
     let r = gw
         .post_json("/v1/jobs", &script_job("print one\nsleep 1500\nprint two"))
         .await;
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 201, "{}", r.text());
     let id = r.json()["id"].as_str().expect("generated id").to_owned();
     assert_eq!(
         r.header("location"),
@@ -313,7 +301,7 @@ async fn batches_enqueue_report_and_cancel() {
     let r = gw
         .post_json("/v1/batches", &json!({ "id": "gw-b1", "jobs": jobs }))
         .await;
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(
         (r.json()["total"].as_u64(), r.json()["created"].as_u64()),
         (Some(3), Some(3))
@@ -393,17 +381,7 @@ async fn one_id_is_one_job_through_the_gateway_the_cli_and_raw_redis() {
     let completions = q.count_completions().await;
 
     // A raw producer's entry first (no record yet), then the gateway, then the CLI.
-    let mut conn = q.conn().await;
-    let _: String = redis::cmd("XADD")
-        .arg(q.keys.stream(quayside_common::Priority::Normal))
-        .arg("*")
-        .arg("id")
-        .arg("same-job")
-        .arg("job")
-        .arg(spec.to_string())
-        .query_async(&mut conn)
-        .await
-        .expect("XADD");
+    q.raw_xadd("same-job", &spec.to_string()).await;
     let r = gw.post_json("/v1/jobs", &spec).await;
     assert!(r.status == 200 || r.status == 201, "{}", r.status);
     let r = gw.post_json("/v1/jobs", &spec).await;
@@ -424,13 +402,7 @@ async fn one_id_is_one_job_through_the_gateway_the_cli_and_raw_redis() {
         .args(["submit", "--language", "script", "--id", "same-job", &file])
         .output()
         .expect("quayside submit");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cli: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let cli: serde_json::Value = serde_json::from_str(&stdout_ok(&out)).expect("json");
     assert_eq!(cli["created"], false, "the CLI sees the gateway's job");
 
     q.spawn_worker(|_| {});
@@ -487,7 +459,7 @@ async fn slow_clients_are_dropped_and_connections_are_capped() {
     let r = gw
         .post_json("/v1/jobs", &json!({ "id": "gw-hold", "kind": "run", "language": "script", "files": { "a": "print started\nsleep 20000" } }))
         .await;
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 201, "{}", r.text());
     let mut follower = gw.stream("/v1/jobs/gw-hold/logs").await;
     let (kind, _) = within(15, "first line", follower.next())
         .await
@@ -527,19 +499,14 @@ async fn re_posting_a_batch_without_job_ids_adds_nothing() {
     let gw = q.spawn_gateway(|_| {}).await;
     let body = json!({ "id": "again", "jobs": [script_job("print 1"), script_job("print 2")] });
     let first = gw.post_json("/v1/batches", &body).await;
-    assert_eq!(
-        first.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&first.body)
-    );
+    assert_eq!(first.status, 201, "{}", first.text());
     // A client that timed out and posts the same batch again.
     let second = gw.post_json("/v1/batches", &body).await;
     assert_eq!(
         (second.status, second.json()["created"].as_u64()),
         (200, Some(0)),
         "{}",
-        String::from_utf8_lossy(&second.body)
+        second.text()
     );
     let ids = |r: &quayside_e2e::gateway::Reply| -> Vec<String> {
         r.json()["jobs"]
@@ -559,24 +526,14 @@ async fn a_raw_xadd_job_is_visible_and_cancellable_while_queued() {
     let q = TestQueue::new("gw-raw");
     let gw = q.spawn_gateway(|_| {}).await;
     let spec = json!({ "v": 1, "id": "raw-1", "kind": "run", "language": "script", "files": { "job.txt": "print x" } });
-    let mut conn = q.conn().await;
-    let _: String = redis::cmd("XADD")
-        .arg(q.keys.stream(quayside_common::Priority::Normal))
-        .arg("*")
-        .arg("id")
-        .arg("raw-1")
-        .arg("job")
-        .arg(spec.to_string())
-        .query_async(&mut conn)
-        .await
-        .expect("XADD");
+    q.raw_xadd("raw-1", &spec.to_string()).await;
     // No worker runs: the job stays queued, and the protocol says it can be seen and cancelled.
     let r = gw.get("/v1/jobs/raw-1").await;
     assert_eq!(
         (r.status, r.json()["state"].as_str()),
         (200, Some("queued")),
         "{}",
-        String::from_utf8_lossy(&r.body)
+        r.text()
     );
     let r = gw
         .request("DELETE", "/v1/jobs/raw-1", Some(TOKEN), None)
@@ -585,7 +542,7 @@ async fn a_raw_xadd_job_is_visible_and_cancellable_while_queued() {
         (r.status, r.json()["outcome"].as_str()),
         (200, Some("cancelled")),
         "{}",
-        String::from_utf8_lossy(&r.body)
+        r.text()
     );
     let r = gw.get("/v1/jobs/raw-1/wait?timeout=5").await;
     assert_eq!(
@@ -596,10 +553,5 @@ async fn a_raw_xadd_job_is_visible_and_cancellable_while_queued() {
         ),
         (200, Some("cancelled"), Some("raw-1"))
     );
-    let left: u64 = redis::cmd("XLEN")
-        .arg(q.keys.stream(quayside_common::Priority::Normal))
-        .query_async(&mut conn)
-        .await
-        .expect("XLEN");
-    assert_eq!(left, 0, "the cancelled job's entry is gone");
+    assert_eq!(q.queued().await, 0, "the cancelled job's entry is gone");
 }

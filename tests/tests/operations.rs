@@ -7,7 +7,7 @@ use std::process::Command;
 use quayside_common::{JobId, Priority, Status};
 use quayside_e2e::free_addr;
 use quayside_e2e::ops::{http_get, repo_root, run_ok, wait_http, which, Prometheus};
-use quayside_e2e::{within, PrivateRedis, TestQueue};
+use quayside_e2e::{private_dir, within, PrivateRedis, TestQueue};
 
 fn promtool() -> std::path::PathBuf {
     which("promtool").expect("promtool not installed: apt-get install -y prometheus")
@@ -18,6 +18,15 @@ fn by(label: &str, r: &[(BTreeMap<String, String>, f64)]) -> BTreeMap<String, f6
     r.iter()
         .map(|(l, v)| (l.get(label).cloned().unwrap_or_default(), *v))
         .collect()
+}
+
+/// The per-priority values a gauge must show.
+fn per_priority(high: f64, normal: f64, low: f64) -> BTreeMap<String, f64> {
+    BTreeMap::from([
+        ("high".into(), high),
+        ("normal".into(), normal),
+        ("low".into(), low),
+    ])
 }
 
 #[tokio::test]
@@ -52,28 +61,18 @@ async fn prometheus_scrapes_job_counters_and_queue_gauges_that_match_what_ran() 
     q.producer.enqueue_many(&waiting).await.expect("enqueue");
     let depth = prom
         .wait_for(&format!("quayside_queue_depth{{{sel}}}"), 30, |r| {
-            by("priority", r)
-                == BTreeMap::from([
-                    ("high".into(), 0.0),
-                    ("low".into(), 5.0),
-                    ("normal".into(), 1.0),
-                ])
+            by("priority", r) == per_priority(0.0, 1.0, 5.0)
         })
         .await;
     assert_eq!(depth.len(), 3, "one depth series per priority");
     prom.wait_for(&format!("quayside_queue_lag{{{sel}}}"), 10, |r| {
-        by("priority", r)
-            == BTreeMap::from([
-                ("high".into(), 0.0),
-                ("low".into(), 5.0),
-                ("normal".into(), 0.0),
-            ])
+        by("priority", r) == per_priority(0.0, 0.0, 5.0)
     })
     .await;
-    prom.wait_for(
+    prom.wait_for_value(
         &format!("quayside_queue_pending{{{sel},priority=\"normal\"}}"),
         10,
-        |r| r.len() == 1 && r[0].1 == 1.0,
+        1.0,
     )
     .await;
     prom.wait_for(
@@ -87,7 +86,7 @@ async fn prometheus_scrapes_job_counters_and_queue_gauges_that_match_what_ran() 
 
     // Release the slot; add failures and a dead letter to count by status.
     q.producer.cancel(&blocker.id).await.expect("cancel");
-    let failing: Vec<_> = (0..2).map(|_| q.job("exit 3")).collect();
+    let failing = q.jobs(2, "exit 3");
     let dead = q.job("permanent broken runner");
     q.producer.enqueue_many(&failing).await.expect("enqueue");
     q.producer.enqueue(&dead).await.expect("enqueue");
@@ -114,10 +113,10 @@ async fn prometheus_scrapes_job_counters_and_queue_gauges_that_match_what_ran() 
         |r| by("status", r) == expected,
     )
     .await;
-    prom.wait_for(
+    prom.wait_for_value(
         &format!("sum(quayside_jobs_claimed_total{{{sel}}})"),
         10,
-        |r| r.len() == 1 && r[0].1 == ids.len() as f64,
+        ids.len() as f64,
     )
     .await;
     prom.wait_for(
@@ -139,20 +138,16 @@ async fn prometheus_scrapes_job_counters_and_queue_gauges_that_match_what_ran() 
         },
     )
     .await;
-    prom.wait_for(
+    prom.wait_for_value(
         &format!("sum(quayside_queue_depth{{{sel}}}) + sum(quayside_queue_delayed{{{sel}}})"),
         10,
-        |r| r.len() == 1 && r[0].1 == 0.0,
+        0.0,
     )
     .await;
-    prom.wait_for(&format!("quayside_queue_dead_letters{{{sel}}}"), 10, |r| {
-        r.len() == 1 && r[0].1 == 1.0
-    })
-    .await;
-    prom.wait_for(&format!("quayside_queue_workers{{{sel}}}"), 10, |r| {
-        r.len() == 1 && r[0].1 == 1.0
-    })
-    .await;
+    prom.wait_for_value(&format!("quayside_queue_dead_letters{{{sel}}}"), 10, 1.0)
+        .await;
+    prom.wait_for_value(&format!("quayside_queue_workers{{{sel}}}"), 10, 1.0)
+        .await;
     let up = prom.query("up{job=\"quayside-worker\"}").await.expect("up");
     assert_eq!(up.len(), 1);
     assert_eq!(up[0].1, 1.0, "scrapes succeed");
@@ -188,8 +183,7 @@ async fn the_exposition_passes_promtool_check_metrics() {
         retried,
         unknown,
     ];
-    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
-    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let ids = q.enqueue_all(&specs).await;
     q.wait_all(&ids, 30).await;
     let body = wait_http(&addr, "/metrics", 10, "metrics with retries", |s, b| {
         s == 200
@@ -244,9 +238,7 @@ fn the_alert_rules_pass_promtool_check_rules() {
 
 #[tokio::test]
 async fn readyz_follows_redis_going_away_and_coming_back() {
-    let dir = std::env::temp_dir().join(format!("qs-readyz-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let mut redis = PrivateRedis::start(&dir).expect("private redis");
+    let mut redis = PrivateRedis::start(&private_dir("readyz")).expect("private redis");
     let q = TestQueue::on("readyz", &redis.url());
     let addr = free_addr();
     {
@@ -274,10 +266,7 @@ async fn readyz_follows_redis_going_away_and_coming_back() {
     wait_http(&addr, "/readyz", 20, "ready again", |s, _| s == 200).await;
     let spec = q.job("print back");
     q.producer.enqueue(&spec).await.expect("enqueue");
-    assert_eq!(
-        q.wait_all(std::slice::from_ref(&spec.id), 20).await[0].status,
-        Status::Succeeded
-    );
+    assert_eq!(q.wait_one(&spec.id, 20).await.status, Status::Succeeded);
 }
 
 #[tokio::test]
@@ -299,12 +288,7 @@ async fn readiness_turns_false_while_draining() {
     })
     .await;
     assert!(body.contains("\"draining\":true"), "{body}");
-    let st = q
-        .producer
-        .status(&spec.id)
-        .await
-        .expect("status")
-        .expect("known");
+    let st = q.status(&spec.id).await;
     assert_eq!(st.state, Status::Running, "the drain is still going on");
     let (status, metrics) = http_get(&addr, "/metrics").await.expect("metrics");
     assert_eq!(status, 200, "still scraped while draining");
@@ -321,8 +305,5 @@ async fn readiness_turns_false_while_draining() {
         }
     })
     .await;
-    assert_eq!(
-        q.wait_all(std::slice::from_ref(&spec.id), 5).await[0].status,
-        Status::Succeeded
-    );
+    assert_eq!(q.wait_one(&spec.id, 5).await.status, Status::Succeeded);
 }

@@ -44,8 +44,7 @@ async fn strict_priority_under_a_mixed_backlog() {
             specs.push(q.job_at("sleep 5", p));
         }
     }
-    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
-    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let ids = q.enqueue_all(&specs).await;
     q.spawn_worker(|c| {
         c.worker.slots = 1;
         c.worker.starvation_guard = 0;
@@ -110,11 +109,8 @@ async fn starvation_guard_moves_low_priority_under_high_load() {
 async fn never_runs_more_jobs_than_slots() {
     let q = TestQueue::new("slots");
     let rec = q.path("exec.log");
-    let specs: Vec<_> = (0..12)
-        .map(|_| q.job(&format!("record {rec}\nsleep 150")))
-        .collect();
-    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
-    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let specs = q.jobs(12, &format!("record {rec}\nsleep 150"));
+    let ids = q.enqueue_all(&specs).await;
     q.spawn_worker(|c| c.worker.slots = 3);
     q.wait_all(&ids, 30).await;
     let mut events: Vec<(u64, i32)> = recorded(&rec)
@@ -160,8 +156,8 @@ async fn idempotent_enqueue_runs_a_job_once() {
         .await
         .expect("raw XADD");
     q.spawn_worker(|_| {});
-    let r = q.wait_all(std::slice::from_ref(&spec.id), 20).await;
-    assert_eq!(r[0].stdout.data, "once\n");
+    let r = q.wait_one(&spec.id, 20).await;
+    assert_eq!(r.stdout.data, "once\n");
     let after = q.producer.enqueue(&spec).await.expect("after completion");
     assert_eq!(
         (after.created, after.state),
@@ -202,8 +198,8 @@ async fn cancel_a_queued_job_and_a_running_one() {
 
     let after = q.job("print still serving");
     q.producer.enqueue(&after).await.expect("enqueue after");
-    let r2 = q.wait_all(std::slice::from_ref(&after.id), 10).await;
-    assert_eq!(r2[0].status, Status::Succeeded);
+    let r2 = q.wait_one(&after.id, 10).await;
+    assert_eq!(r2.status, Status::Succeeded);
 
     let queued_result = q
         .producer
@@ -239,7 +235,7 @@ async fn max_depth_refuses_with_a_clear_error() {
     let mut q = TestQueue::new("depth");
     q.cfg.queue.max_depth = 3;
     let producer = quayside_producer::Producer::new(&q.cfg).expect("producer");
-    let specs: Vec<_> = (0..5).map(|_| q.job("print x")).collect();
+    let specs = q.jobs(5, "print x");
     let err = producer.enqueue_many(&specs).await.expect_err("over depth");
     match err {
         Error::QueueFull { max_depth, id, .. } => {

@@ -2,17 +2,14 @@
 //! failures, malformed entries, Redis restarts and draining. Every multi-job test checks that
 //! each job ended exactly once and nothing is left pending.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quayside_common::connection::Redis;
 use quayside_common::keys::GROUP;
 use quayside_common::{JobId, JobResult, Priority, Status};
-use quayside_e2e::{recorded, within, PrivateRedis, TestQueue};
+use quayside_e2e::leases::{worker_queues, LeaseCalls};
+use quayside_e2e::{private_dir, recorded, within, PrivateRedis, TestQueue};
 use quayside_producer::ReplayOutcome;
-use quayside_worker::queue::{
-    Charge, Claimed, Completion, JobQueue, LeaseState, RedisQueue, Retry, Write,
-};
+use quayside_worker::queue::{Claimed, JobQueue, LeaseState, RedisQueue, Write};
 
 #[tokio::test]
 async fn a_job_whose_worker_is_killed_completes_on_another_exactly_once() {
@@ -26,10 +23,7 @@ async fn a_job_whose_worker_is_killed_completes_on_another_exactly_once() {
     a.signal(9);
     assert_eq!(a.wait_exit(5).await, None, "killed by the signal");
     q.spawn_worker(|c| c.worker.lease_ms = 1_000);
-    let r = q
-        .wait_all(std::slice::from_ref(&spec.id), 20)
-        .await
-        .remove(0);
+    let r = q.wait_one(&spec.id, 20).await;
     assert_eq!(r.status, Status::Succeeded);
     assert_eq!(
         r.worker.as_deref(),
@@ -47,19 +41,14 @@ async fn a_lease_renewed_past_its_timeout_is_not_stolen() {
     let q = TestQueue::new("renew");
     let done = q.count_completions().await;
     let rec = q.path("exec.log");
-    let specs: Vec<_> = (0..4)
-        .map(|_| q.job(&format!("record {rec}\nsleep 3000")))
-        .collect();
-    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
-    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let specs = q.jobs(4, &format!("record {rec}\nsleep 3000"));
+    let ids = q.enqueue_all(&specs).await;
     // Jobs run three times longer than the lease; two workers with free slots keep reclaiming.
-    for _ in 0..2 {
-        q.spawn_worker(|c| {
-            c.worker.lease_ms = 900;
-            c.worker.reclaim_interval_ms = 100;
-            c.worker.slots = 4;
-        });
-    }
+    q.spawn_workers(2, |c| {
+        c.worker.lease_ms = 900;
+        c.worker.reclaim_interval_ms = 100;
+        c.worker.slots = 4;
+    });
     let results = q.wait_all(&ids, 30).await;
     assert!(
         results
@@ -76,19 +65,6 @@ async fn a_lease_renewed_past_its_timeout_is_not_stolen() {
     done.assert_exactly_once(&ids);
 }
 
-/// The queue code of simulated workers, one consumer name each, on the test's queue.
-fn worker_queues<const N: usize>(q: &TestQueue, names: [&str; N]) -> [RedisQueue; N] {
-    let redis = Arc::new(Redis::new(&q.cfg.redis).expect("redis"));
-    names.map(|name| {
-        RedisQueue::new(
-            Arc::clone(&redis),
-            q.keys.clone(),
-            q.cfg.queue.clone(),
-            name.to_owned(),
-        )
-    })
-}
-
 /// One job, claimed by `first`, which then stalls past its lease: `second` takes it over.
 async fn claimed_then_taken_over(
     q: &TestQueue,
@@ -98,18 +74,8 @@ async fn claimed_then_taken_over(
     first.prepare().await.expect("groups");
     let spec = q.job("print x");
     q.producer.enqueue(&spec).await.expect("enqueue");
-    let stale = first
-        .claim(1, &Priority::ALL)
-        .await
-        .expect("claim")
-        .claimed
-        .remove(0);
-    let taken = second
-        .reclaim(1, 0)
-        .await
-        .expect("reclaim")
-        .claimed
-        .remove(0);
+    let stale = first.claim_one().await;
+    let taken = second.reclaim_one().await;
     (spec, stale, taken)
 }
 
@@ -127,47 +93,24 @@ async fn a_stale_workers_late_result_is_refused() {
         "takeover moves the fencing token on"
     );
 
-    assert_eq!(
-        old.renew(std::slice::from_ref(&first.lease))
-            .await
-            .expect("renew"),
-        vec![LeaseState::Lost]
-    );
+    assert_eq!(old.renew_one(&first.lease).await, LeaseState::Lost);
     let late = JobResult::without_output(spec.id.clone(), Status::Failed, Some("late".into()), 1);
-    assert!(
-        old.finish(Completion::new(&first.lease, &late, 60))
-            .await
-            .expect("finish")
-            == Write::Fenced,
+    assert_eq!(
+        old.finish_with(&first.lease, &late).await,
+        Write::Fenced,
         "stale result refused"
     );
-    assert!(
-        old.retry(
-            &first.lease,
-            Retry {
-                delay_ms: 0,
-                error: "late",
-                charge: Charge::Attempt
-            }
-        )
-        .await
-        .expect("retry")
-            == Write::Fenced,
+    assert_eq!(
+        old.retry_now(&first.lease, "late").await,
+        Write::Fenced,
         "stale retry refused"
     );
 
     let good = JobResult::without_output(spec.id.clone(), Status::Succeeded, None, 2);
-    assert!(
-        new.finish(Completion::new(&taken.lease, &good, 60))
-            .await
-            .expect("finish")
-            == Write::Taken
-    );
-    assert!(
-        new.finish(Completion::new(&taken.lease, &good, 60))
-            .await
-            .expect("finish twice")
-            == Write::Fenced,
+    assert_eq!(new.finish_with(&taken.lease, &good).await, Write::Taken);
+    assert_eq!(
+        new.finish_with(&taken.lease, &good).await,
+        Write::Fenced,
         "a result is written once"
     );
     let stored = q.producer.wait(&spec.id, None).await.expect("result");
@@ -189,10 +132,7 @@ async fn infrastructure_failures_retry_with_backoff_then_dead_letter_then_replay
     let started = Instant::now();
     q.producer.enqueue(&spec).await.expect("enqueue");
     q.spawn_worker(|_| {});
-    let dead = q
-        .wait_all(std::slice::from_ref(&spec.id), 20)
-        .await
-        .remove(0);
+    let dead = q.wait_one(&spec.id, 20).await;
     let elapsed = started.elapsed();
     let error = dead.error.as_deref().unwrap_or("");
     assert_eq!((dead.status, dead.attempts), (Status::Dead, 1), "{error}");
@@ -231,12 +171,7 @@ async fn infrastructure_failures_retry_with_backoff_then_dead_letter_then_replay
     );
     let r = within(20, "replayed job", async {
         loop {
-            let st = q
-                .producer
-                .status(&spec.id)
-                .await
-                .expect("status")
-                .expect("known");
+            let st = q.status(&spec.id).await;
             if st.state == Status::Succeeded {
                 return st.result.expect("result");
             }
@@ -268,10 +203,7 @@ async fn permanent_runner_errors_are_dead_lettered_without_retry() {
     let spec = q.job("permanent this can never work");
     q.producer.enqueue(&spec).await.expect("enqueue");
     q.spawn_worker(|_| {});
-    let r = q
-        .wait_all(std::slice::from_ref(&spec.id), 20)
-        .await
-        .remove(0);
+    let r = q.wait_one(&spec.id, 20).await;
     assert_eq!((r.status, r.attempts), (Status::Dead, 1));
     assert_eq!(
         q.producer.dlq_list(10).await.expect("dlq")[0].reason,
@@ -291,10 +223,7 @@ async fn a_job_that_kills_every_worker_is_quarantined() {
         assert_eq!(w.wait_exit(15).await, None, "the job aborted its worker");
     }
     let w = q.spawn_worker(|c| c.worker.lease_ms = 600);
-    let r = q
-        .wait_all(std::slice::from_ref(&spec.id), 20)
-        .await
-        .remove(0);
+    let r = q.wait_one(&spec.id, 20).await;
     assert_eq!(r.status, Status::Dead);
     assert!(
         r.error.as_deref().unwrap_or("").contains("none finished"),
@@ -304,7 +233,7 @@ async fn a_job_that_kills_every_worker_is_quarantined() {
     let ok = q.job("print alive");
     q.producer.enqueue(&ok).await.expect("enqueue");
     assert_eq!(
-        q.wait_all(std::slice::from_ref(&ok.id), 10).await[0].status,
+        q.wait_one(&ok.id, 10).await.status,
         Status::Succeeded,
         "{} serves on",
         w.id
@@ -355,16 +284,7 @@ async fn malformed_entries_are_dead_lettered_with_a_reason_and_the_worker_keeps_
         ),
     ];
     for (id, payload, _, _) in &cases {
-        let _: String = redis::cmd("XADD")
-            .arg(&stream)
-            .arg("*")
-            .arg("id")
-            .arg(*id)
-            .arg("job")
-            .arg(payload)
-            .query_async(&mut conn)
-            .await
-            .expect("XADD");
+        q.raw_xadd(id, payload).await;
     }
     let _: String = redis::cmd("XADD")
         .arg(&stream)
@@ -376,14 +296,11 @@ async fn malformed_entries_are_dead_lettered_with_a_reason_and_the_worker_keeps_
         .expect("XADD no id");
     q.producer.enqueue(&good).await.expect("enqueue good");
     q.spawn_worker(|_| {});
-    assert_eq!(
-        q.wait_all(std::slice::from_ref(&good.id), 10).await[0].status,
-        Status::Succeeded
-    );
+    assert_eq!(q.wait_one(&good.id, 10).await.status, Status::Succeeded);
     let mut ids = vec![good.id.clone()];
     for (id, _, reason, message) in &cases {
         let id = JobId::parse(id).expect("id");
-        let r = q.wait_all(std::slice::from_ref(&id), 10).await.remove(0);
+        let r = q.wait_one(&id, 10).await;
         assert_eq!(r.status, Status::Rejected, "{id}");
         assert!(
             r.error.as_deref().unwrap_or("").contains(message),
@@ -416,22 +333,15 @@ fn with_id(spec: &quayside_common::JobSpec, id: &str) -> String {
 
 #[tokio::test]
 async fn workers_survive_a_redis_restart_and_nothing_is_lost() {
-    let dir = std::env::temp_dir().join(format!("qs-redis-restart-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let mut redis = PrivateRedis::start(&dir).expect("private redis");
+    let mut redis = PrivateRedis::start(&private_dir("redis-restart")).expect("private redis");
     let q = TestQueue::on("restart", &redis.url());
     let rec = q.path("exec.log");
-    let specs: Vec<_> = (0..150)
-        .map(|_| q.job(&format!("record {rec}\nsleep 20")))
-        .collect();
-    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
-    q.producer.enqueue_many(&specs).await.expect("enqueue");
-    for _ in 0..2 {
-        q.spawn_worker(|c| {
-            c.worker.lease_ms = 1_500;
-            c.worker.slots = 4;
-        });
-    }
+    let specs = q.jobs(150, &format!("record {rec}\nsleep 20"));
+    let ids = q.enqueue_all(&specs).await;
+    q.spawn_workers(2, |c| {
+        c.worker.lease_ms = 1_500;
+        c.worker.slots = 4;
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
     redis.kill();
     tokio::time::sleep(Duration::from_millis(1_000)).await;
@@ -460,21 +370,19 @@ async fn workers_survive_a_redis_restart_and_nothing_is_lost() {
 async fn drain_finishes_running_jobs_within_the_grace_period() {
     let q = TestQueue::new("drain");
     let done = q.count_completions().await;
-    let specs: Vec<_> = (0..4).map(|_| q.job("sleep 700\nprint done")).collect();
-    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
-    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let specs = q.jobs(4, "sleep 700\nprint done");
+    let ids = q.enqueue_all(&specs).await;
     let w = q.spawn_worker(|c| c.worker.slots = 2);
     for id in &ids[..2] {
         q.wait_state(id, Status::Running, 10).await;
     }
     w.signal(15);
     assert_eq!(w.wait_exit(10).await, Some(0), "a drained worker exits 0");
-    let st: Vec<Status> =
-        futures_util::future::join_all(ids.iter().map(|id| q.producer.status(id)))
-            .await
-            .into_iter()
-            .map(|s| s.expect("status").expect("known").state)
-            .collect();
+    let st: Vec<Status> = futures_util::future::join_all(ids.iter().map(|id| q.status(id)))
+        .await
+        .into_iter()
+        .map(|s| s.state)
+        .collect();
     assert_eq!(
         &st[..2],
         [Status::Succeeded, Status::Succeeded],
@@ -496,11 +404,8 @@ async fn drain_past_the_grace_period_hands_jobs_back_without_spending_an_attempt
     let q = TestQueue::new("handback");
     let done = q.count_completions().await;
     let rec = q.path("exec.log");
-    let specs: Vec<_> = (0..2)
-        .map(|_| q.job(&format!("record {rec}\nsleep 4000")))
-        .collect();
-    let ids: Vec<JobId> = specs.iter().map(|s| s.id.clone()).collect();
-    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let specs = q.jobs(2, &format!("record {rec}\nsleep 4000"));
+    let ids = q.enqueue_all(&specs).await;
     let w = q.spawn_worker(|c| {
         c.worker.slots = 2;
         c.worker.drain_timeout_ms = 300;
@@ -517,7 +422,7 @@ async fn drain_past_the_grace_period_hands_jobs_back_without_spending_an_attempt
         signalled.elapsed()
     );
     for id in &ids {
-        let st = q.producer.status(id).await.expect("status").expect("known");
+        let st = q.status(id).await;
         assert_eq!(
             (st.state, st.attempts),
             (Status::Queued, 0),
@@ -597,72 +502,35 @@ async fn a_claim_lost_in_a_failover_never_lets_two_executions_hold_the_job() {
 
     // Worker a claims; the write is lost; worker b claims the same entry again.
     let before = snapshot(&mut conn, &touched).await;
-    let first = a
-        .claim(1, &Priority::ALL)
-        .await
-        .expect("claim")
-        .claimed
-        .remove(0);
+    let first = a.claim_one().await;
     roll_back(&mut conn, &before).await;
-    let second = b
-        .claim(1, &Priority::ALL)
-        .await
-        .expect("claim")
-        .claimed
-        .remove(0);
+    let second = b.claim_one().await;
     assert_eq!(second.attempts, 1, "the lost claim left no trace");
     // a still runs the job: its renewal must not take the entry back from b, ever.
     for _ in 0..2 {
         assert_eq!(
-            a.renew(std::slice::from_ref(&first.lease))
-                .await
-                .expect("renew"),
-            vec![LeaseState::Lost],
+            a.renew_one(&first.lease).await,
+            LeaseState::Lost,
             "the stale execution stops"
         );
-        assert_eq!(
-            b.renew(std::slice::from_ref(&second.lease))
-                .await
-                .expect("renew"),
-            vec![LeaseState::Held]
-        );
+        assert_eq!(b.renew_one(&second.lease).await, LeaseState::Held);
     }
     let late = JobResult::without_output(spec.id.clone(), Status::Failed, Some("late".into()), 1);
-    assert!(
-        a.finish(Completion::new(&first.lease, &late, 600))
-            .await
-            .expect("finish")
-            == Write::Fenced
-    );
+    assert_eq!(a.finish_with(&first.lease, &late).await, Write::Fenced);
 
     // The same worker losing its own claim and claiming again gets a lease of its own.
     let before = snapshot(&mut conn, &touched).await;
-    let again = b.reclaim(1, 0).await.expect("reclaim").claimed.remove(0);
+    let again = b.reclaim_one().await;
     roll_back(&mut conn, &before).await;
-    let third = b.reclaim(1, 0).await.expect("reclaim").claimed.remove(0);
+    let third = b.reclaim_one().await;
     assert_ne!(
         again.lease, third.lease,
         "a lost claim's lease is never issued twice"
     );
-    assert_eq!(
-        b.renew(std::slice::from_ref(&again.lease))
-            .await
-            .expect("renew"),
-        vec![LeaseState::Lost]
-    );
+    assert_eq!(b.renew_one(&again.lease).await, LeaseState::Lost);
     let good = JobResult::without_output(spec.id.clone(), Status::Succeeded, None, 2);
-    assert!(
-        b.finish(Completion::new(&third.lease, &good, 600))
-            .await
-            .expect("finish")
-            == Write::Taken
-    );
-    assert!(
-        b.finish(Completion::new(&again.lease, &good, 600))
-            .await
-            .expect("finish")
-            == Write::Fenced
-    );
+    assert_eq!(b.finish_with(&third.lease, &good).await, Write::Taken);
+    assert_eq!(b.finish_with(&again.lease, &good).await, Write::Fenced);
     q.assert_settled(std::slice::from_ref(&spec.id)).await;
 }
 
@@ -674,12 +542,7 @@ async fn a_job_deleted_and_enqueued_again_refuses_the_first_lifes_stale_writes()
     // b ends the first life; its record goes at once (as with `result_ttl_s: 0`, or an
     // operator deleting it).
     let done = JobResult::without_output(spec.id.clone(), Status::Succeeded, None, 2);
-    assert!(
-        b.finish(Completion::new(&taken.lease, &done, 600))
-            .await
-            .expect("finish")
-            == Write::Taken
-    );
+    assert_eq!(b.finish_with(&taken.lease, &done).await, Write::Taken);
     let mut conn = q.conn().await;
     let _: i64 = redis::cmd("DEL")
         .arg(q.keys.job(&spec.id))
@@ -689,49 +552,20 @@ async fn a_job_deleted_and_enqueued_again_refuses_the_first_lifes_stale_writes()
     // The id is free again: a second life starts and is claimed.
     let again = q.producer.enqueue(&spec).await.expect("enqueue");
     assert!(again.created);
-    let second = b
-        .claim(1, &Priority::ALL)
-        .await
-        .expect("claim")
-        .claimed
-        .remove(0);
+    let second = b.claim_one().await;
     // a wakes up with the first life's lease: nothing it writes may land on the second life.
     let late = JobResult::without_output(spec.id.clone(), Status::Failed, Some("stale".into()), 1);
+    assert_eq!(a.renew_one(&stale.lease).await, LeaseState::Lost);
     assert_eq!(
-        a.renew(std::slice::from_ref(&stale.lease))
-            .await
-            .expect("renew"),
-        vec![LeaseState::Lost]
-    );
-    assert!(
-        a.finish(Completion::new(&stale.lease, &late, 600))
-            .await
-            .expect("finish")
-            == Write::Fenced,
+        a.finish_with(&stale.lease, &late).await,
+        Write::Fenced,
         "the first life's lease {:?} must not finish the second life {:?}",
         stale.lease,
         second.lease
     );
-    assert!(
-        a.retry(
-            &stale.lease,
-            Retry {
-                delay_ms: 0,
-                error: "stale",
-                charge: Charge::Attempt
-            }
-        )
-        .await
-        .expect("retry")
-            == Write::Fenced
-    );
+    assert_eq!(a.retry_now(&stale.lease, "stale").await, Write::Fenced);
     let good = JobResult::without_output(spec.id.clone(), Status::Succeeded, None, 1);
-    assert!(
-        b.finish(Completion::new(&second.lease, &good, 600))
-            .await
-            .expect("finish")
-            == Write::Taken
-    );
+    assert_eq!(b.finish_with(&second.lease, &good).await, Write::Taken);
     q.assert_settled(std::slice::from_ref(&spec.id)).await;
 }
 
@@ -758,10 +592,7 @@ async fn a_running_job_whose_entry_is_deleted_runs_again_and_ends_once() {
         .query_async(&mut conn)
         .await
         .expect("XTRIM");
-    let r = q
-        .wait_all(std::slice::from_ref(&spec.id), 20)
-        .await
-        .remove(0);
+    let r = q.wait_one(&spec.id, 20).await;
     assert_eq!(r.status, Status::Succeeded);
     assert_eq!(
         recorded(&rec).iter().filter(|e| e.2 == "start").count(),
@@ -778,7 +609,7 @@ async fn workers_recreate_lost_consumer_groups_and_keep_serving() {
     q.spawn_worker(|_| {});
     let first = q.job("print before");
     q.producer.enqueue(&first).await.expect("enqueue");
-    q.wait_all(std::slice::from_ref(&first.id), 20).await;
+    q.wait_one(&first.id, 20).await;
     // An operator deletes an empty stream and destroys another's group.
     let mut conn = q.conn().await;
     let _: i64 = redis::cmd("DEL")
@@ -796,8 +627,7 @@ async fn workers_recreate_lost_consumer_groups_and_keep_serving() {
     let specs: Vec<_> = (0..6)
         .map(|i| q.job_at(&format!("print {i}"), Priority::ALL[i % 3]))
         .collect();
-    let ids: Vec<_> = specs.iter().map(|s| s.id.clone()).collect();
-    q.producer.enqueue_many(&specs).await.expect("enqueue");
+    let ids = q.enqueue_all(&specs).await;
     let results = q.wait_all(&ids, 30).await;
     assert!(
         results

@@ -9,7 +9,7 @@ use quayside_common::config::Secret;
 use quayside_common::{JobId, Status};
 use quayside_e2e::ops::{http_get, wait_http, TestCerts};
 use quayside_e2e::{bin_path, free_addr};
-use quayside_e2e::{PrivateRedis, TestQueue};
+use quayside_e2e::{private_dir, stdout_ok, PrivateRedis, TestQueue};
 
 const PASSWORD: &str = "s3cret-Quayside-pw";
 
@@ -17,12 +17,6 @@ const PASSWORD: &str = "s3cret-Quayside-pw";
 /// Keys and channels are confined to the queue's prefix.
 const ACL_COMMANDS: &str =
     "-@all +@read +@write +@pubsub +@connection +@transaction +evalsha +eval +script|load +time -@dangerous";
-
-fn private_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("qs-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    dir
-}
 
 /// Runs a few jobs that exercise every script: success, a renewed lease, a retry that ends in a
 /// dead letter, and the cancellation of a running job.
@@ -86,10 +80,7 @@ async fn a_password_from_config_or_environment_works_and_is_never_shown() {
     };
     let spec = q.job("print authenticated");
     q.producer.enqueue(&spec).await.expect("enqueue");
-    let r = q
-        .wait_all(std::slice::from_ref(&spec.id), 20)
-        .await
-        .remove(0);
+    let r = q.wait_one(&spec.id, 20).await;
     assert_eq!(r.status, Status::Succeeded);
 
     // The CLI takes the password from the environment; without it Redis refuses (exit 5).
@@ -98,12 +89,7 @@ async fn a_password_from_config_or_environment_works_and_is_never_shown() {
         &["--redis-url", &url, "--json", "stats"],
         &[("QUAYSIDE_REDIS__PASSWORD", PASSWORD)],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stdout_ok(&out);
     let out = cli(&q, &["--redis-url", &url, "stats"], &[]);
     assert_eq!(out.status.code(), Some(5));
     let url_with_password = url.replace("redis://", &format!("redis://:{PASSWORD}@"));
@@ -330,13 +316,7 @@ async fn tls_with_a_private_ca_for_worker_library_and_cli() {
     )
     .expect("write cli config");
     let out = cli(&q, &["--config", &file, "--json", "stats"], &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let stats: serde_json::Value = serde_json::from_str(&stdout_ok(&out)).expect("json");
     assert_eq!(stats["dead_letters"], 1);
 
     // Without the CA the server's certificate is not trusted; without TLS nothing answers.

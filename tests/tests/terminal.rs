@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Output};
 
 use quayside_common::{JobId, Status};
-use quayside_e2e::{bin_path, within, TestQueue};
+use quayside_e2e::{within, TestQueue};
 
 /// Everything a job could print to take over a terminal.
 const HOSTILE: &str = "\u{1b}]0;pwned\u{7}\u{1b}]52;c;cHduZWQ=\u{7}\u{1b}[2J\u{1b}[H\u{1b}[1A\rall jobs succeeded\u{9b}31m\u{7f}\u{202e}";
@@ -154,15 +154,11 @@ async fn the_live_progress_bar_shows_a_hostile_job_name_escaped() {
     let q = TestQueue::new("terminal-tty");
     q.spawn_worker(|c| c.worker.slots = 2);
     let jobs = manifest(&q, "sleep 300\nexit 3\n");
-    let cmd = format!(
-        "stty cols 160 rows 40; {} --redis-url {} --queue {} batch --batch-id tty --wait --manifest {jobs}",
-        bin_path("quayside").display(),
-        q.cfg.redis.url,
-        q.cfg.queue.name,
+    // On a pseudo-terminal, so the bar and its live failure lines draw.
+    let pty = q.cli_on_terminal(
+        "xterm",
+        &format!("batch --batch-id tty --wait --manifest {jobs}"),
     );
-    // `script` gives the CLI a pseudo-terminal, so the bar and its live failure lines draw.
-    let mut pty = Command::new("script");
-    pty.args(["-qfec", &cmd, "/dev/null"]).env("TERM", "xterm");
     let out = run(pty).await;
     let screen = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "one job failed: {screen:?}");

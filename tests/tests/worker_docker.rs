@@ -136,10 +136,7 @@ async fn hostile_and_invalid_jobs_end_correctly_and_the_worker_keeps_serving() {
         (&escape, "files[\"../../etc/evil.c\"]"),
         (&huge, "exceeds the configured maximum"),
     ] {
-        let r = q
-            .wait_all(std::slice::from_ref(&spec.id), 30)
-            .await
-            .remove(0);
+        let r = q.wait_one(&spec.id, 30).await;
         assert_eq!(r.status, Status::Rejected);
         assert!(
             r.error.as_deref().unwrap_or("").contains(why),
@@ -153,10 +150,7 @@ async fn hostile_and_invalid_jobs_end_correctly_and_the_worker_keeps_serving() {
     let mut again = hello.clone();
     again.id = JobId::generate();
     q.producer.enqueue(&again).await.expect("enqueue");
-    let r = q
-        .wait_all(std::slice::from_ref(&again.id), 60)
-        .await
-        .remove(0);
+    let r = q.wait_one(&again.id, 60).await;
     assert_eq!(
         (r.status, r.stdout.data.as_str()),
         (Status::Succeeded, "hi there\n")

@@ -109,10 +109,21 @@ async fn play(
     out
 }
 
+/// What the runner reports of a pod that printed `stdout` and `stderr` and ended with `code`
+/// (and the kubelet's `reason`).
+async fn ended(
+    fake: &FakeApi,
+    stdout: &'static str,
+    stderr: &'static str,
+    code: i64,
+    reason: Option<&'static str>,
+) -> RunOutput {
+    let kubelet = kubelet(fake.clone(), stdout, stderr, code, reason);
+    play(fake, kubelet).await.expect("ran")
+}
+
 pub async fn success(fake: &FakeApi) {
-    let out = play(fake, kubelet(fake.clone(), "hello\n", "careful\n", 0, None))
-        .await
-        .expect("ran");
+    let out = ended(fake, "hello\n", "careful\n", 0, None).await;
     assert_eq!((out.status, out.exit_code), (Status::Succeeded, Some(0)));
     assert_eq!(out.stdout.data, "hello\n");
     assert_eq!(out.stderr.data, "careful\n");
@@ -127,18 +138,14 @@ async fn success_with_logs_then_cleanup() {
 #[tokio::test]
 async fn non_zero_exit_is_the_programs_result() {
     let fake = FakeApi::new();
-    let out = play(&fake, kubelet(fake.clone(), "", "boom\n", 3, Some("Error")))
-        .await
-        .expect("ran");
+    let out = ended(&fake, "", "boom\n", 3, Some("Error")).await;
     assert_eq!((out.status, out.exit_code), (Status::Failed, Some(3)));
 }
 
 #[tokio::test]
 async fn oom_killed_is_memory_exceeded() {
     let fake = FakeApi::new();
-    let out = play(&fake, kubelet(fake.clone(), "", "", 137, Some("OOMKilled")))
-        .await
-        .expect("ran");
+    let out = ended(&fake, "", "", 137, Some("OOMKilled")).await;
     assert_eq!(out.status, Status::MemoryExceeded);
 }
 
@@ -478,9 +485,7 @@ async fn a_pod_deleted_from_outside_is_an_infrastructure_failure_not_a_verdict()
 
     // The same exit status without a deletion is the program's own SIGKILL.
     let fake = FakeApi::new();
-    let out = play(&fake, kubelet(fake.clone(), "", "", 137, Some("Error")))
-        .await
-        .expect("ran");
+    let out = ended(&fake, "", "", 137, Some("Error")).await;
     assert_eq!(
         (out.status, out.exit_code, out.signal),
         (Status::Failed, Some(137), Some(9))

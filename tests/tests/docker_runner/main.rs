@@ -19,7 +19,7 @@ use quayside_common::config::{
 };
 use quayside_common::outcome::Encoding;
 use quayside_common::{JobId, JobKind, Limits, Status};
-use quayside_e2e::sandboxes::{self, show};
+use quayside_e2e::sandboxes::{self, assert_ended, show};
 use quayside_e2e::{redis_url, within};
 use quayside_worker::queue::LogWriter;
 use quayside_worker::report::live_log::LiveLog;
@@ -357,23 +357,13 @@ async fn runtime_failures_report_exit_code_and_signal() {
             "#include <stdio.h>\nint main(void) { fprintf(stderr, \"bad\\n\"); return 3; }\n",
         ))
         .await;
-    assert_eq!(
-        (out.status, out.exit_code, out.signal),
-        (Status::Failed, Some(3), None),
-        "{}",
-        show(&out)
-    );
+    assert_ended(&out, Status::Failed, Some(3), None);
     assert_eq!(out.stderr.data, "bad\n");
 
     let out = h
         .run(&c("#include <stdlib.h>\nint main(void) { abort(); }\n"))
         .await;
-    assert_eq!(
-        (out.status, out.exit_code, out.signal),
-        (Status::Failed, Some(134), Some(6)),
-        "{}",
-        show(&out)
-    );
+    assert_ended(&out, Status::Failed, Some(134), Some(6));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -668,12 +658,7 @@ async fn from_outside(h: &Harness, req: &RunRequest, what: &'static [&'static st
     .await;
     // Once the program printed, it is past the build step.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let out = std::process::Command::new("docker")
-        .args(what)
-        .arg(&id)
-        .output()
-        .expect("docker CLI");
-    assert!(out.status.success(), "docker {what:?}: {out:?}");
+    sandboxes::docker(&[what, &[id.as_str()]].concat());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -746,12 +731,7 @@ async fn a_program_cannot_make_its_own_ending_look_like_an_outside_kill() {
             "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n",
         ))
         .await;
-    assert_eq!(
-        (out.status, out.exit_code, out.signal),
-        (Status::Failed, Some(137), Some(9)),
-        "{}",
-        show(&out)
-    );
+    assert_ended(&out, Status::Failed, Some(137), Some(9));
     if cfg!(target_arch = "x86_64") {
         // So is killing (or crashing) the wrapper that runs it: only the engine's own record
         // of a kill makes an infrastructure failure.

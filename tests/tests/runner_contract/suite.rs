@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quayside_common::{JobId, Status};
-use quayside_e2e::sandboxes::show;
+use quayside_e2e::sandboxes::{assert_ended, show};
 use quayside_e2e::within;
 use quayside_worker::runner::{
     LogSource, Output, RunOutput, RunRequest, Runner, RunnerError, RunnerErrorKind,
@@ -149,18 +149,9 @@ async fn ends<W: World>(
         .expect("not dropped")
 }
 
-fn verdict(out: &RunOutput) -> (Status, Option<i64>, Option<i32>) {
-    (out.status, out.exit_code, out.signal)
-}
-
 pub async fn exit_zero<W: World>(world: W) {
     let out = ends(world, Program::Exits(0), |_| {}).await.expect("ran");
-    assert_eq!(
-        verdict(&out),
-        (Status::Succeeded, Some(0), None),
-        "{}",
-        show(&out)
-    );
+    assert_ended(&out, Status::Succeeded, Some(0), None);
     assert_eq!(
         (out.stdout.data.as_str(), out.stderr.data.as_str()),
         ("out\n", "err\n")
@@ -169,12 +160,7 @@ pub async fn exit_zero<W: World>(world: W) {
 
 pub async fn exit_n<W: World>(world: W) {
     let out = ends(world, Program::Exits(3), |_| {}).await.expect("ran");
-    assert_eq!(
-        verdict(&out),
-        (Status::Failed, Some(3), None),
-        "{}",
-        show(&out)
-    );
+    assert_ended(&out, Status::Failed, Some(3), None);
     assert_eq!(out.stderr.data, "err\n", "{}", show(&out));
 }
 
@@ -182,34 +168,19 @@ pub async fn signal<W: World>(world: W) {
     let out = ends(world, Program::KillsItself, |_| {})
         .await
         .expect("ran");
-    assert_eq!(
-        verdict(&out),
-        (Status::Failed, Some(137), Some(9)),
-        "{}",
-        show(&out)
-    );
+    assert_ended(&out, Status::Failed, Some(137), Some(9));
 }
 
 pub async fn compile_error<W: World>(world: W) {
     let out = ends(world, Program::BuildFails, |_| {}).await.expect("ran");
-    assert_eq!(
-        verdict(&out),
-        (Status::CompileError, None, None),
-        "{}",
-        show(&out)
-    );
+    assert_ended(&out, Status::CompileError, None, None);
     assert!(out.compile_output.data.contains("oops"), "{}", show(&out));
 }
 
 pub async fn timeout<W: World>(world: W) {
     let wall = |r: &mut RunRequest| r.limits.run_wall_time_ms = 1_500;
     let out = ends(world, Program::RunsForever, wall).await.expect("ran");
-    assert_eq!(
-        verdict(&out),
-        (Status::TimedOut, None, None),
-        "{}",
-        show(&out)
-    );
+    assert_ended(&out, Status::TimedOut, None, None);
     assert_eq!(out.stdout.data, "working\n", "{}", show(&out));
 }
 
@@ -222,12 +193,7 @@ pub async fn oom<W: World>(world: W) {
 pub async fn output_cap<W: World>(world: W) {
     let cap = |r: &mut RunRequest| r.limits.output_bytes = 8;
     let out = ends(world, Program::Floods, cap).await.expect("ran");
-    assert_eq!(
-        verdict(&out),
-        (Status::OutputExceeded, None, None),
-        "{}",
-        show(&out)
-    );
+    assert_ended(&out, Status::OutputExceeded, None, None);
     assert_eq!(
         (out.stdout.data.len(), out.stdout.truncated),
         (8, true),
