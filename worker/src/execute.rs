@@ -292,6 +292,11 @@ fn completed(
             run_ms: out.run_ms,
             total_ms: finished.saturating_sub(claimed.enqueued_at_ms),
         },
+        // Measured per run once the sandbox helper reports them (docs/design/tests-per-job.md).
+        cpu_ms: None,
+        peak_memory_bytes: None,
+        tests: Vec::new(),
+        summary: None,
         attempts: claimed.attempts,
         worker: Some(ctx.worker_id.clone()),
         runner: Some(ctx.runner.name().to_owned()),
@@ -319,6 +324,14 @@ fn validate(cfg: &Config, claimed: &Claimed) -> Result<(JobId, JobSpec), Refusal
             format!("invalid job spec: {e}"),
         )
     })?;
+    // The runners do not run test cases yet (docs/design/tests-per-job.md): refuse such a job
+    // rather than run it as a plain one and report a verdict its tests never gave.
+    if spec.tests.is_some() {
+        return Err((
+            DeadLetterReason::InvalidSpec,
+            "invalid job spec: tests: this worker does not run test cases yet".into(),
+        ));
+    }
     Ok((spec.id.clone(), spec))
 }
 
@@ -421,6 +434,24 @@ mod tests {
         );
         go.limits.pids = Some(cfg.limits.max.pids + 1);
         assert!(resolve_limits(&cfg, &go).is_err(), "never over the maximum");
+    }
+
+    #[test]
+    fn a_job_with_tests_is_refused_until_the_runners_run_them() {
+        let cfg = Config::load(None).expect("defaults");
+        let mut s = spec();
+        s.files = [("main.c".into(), "int main(){}".into())].into();
+        s.tests = Some(vec![quayside_common::cases::TestCase {
+            name: "01".into(),
+            stdin: String::new(),
+            args: None,
+            expected_stdout: Some("1\n".into()),
+            limits: Default::default(),
+        }]);
+        admission::check(&cfg, &s).expect("the spec itself is valid");
+        let (reason, msg) = validate(&cfg, &claimed(&s)).expect_err("not run without its tests");
+        assert_eq!(reason, DeadLetterReason::InvalidSpec);
+        assert!(msg.contains("tests: "), "{msg}");
     }
 
     #[test]
