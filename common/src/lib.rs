@@ -2,6 +2,7 @@
 //!
 //! - [`job`]: what a producer submits ([`JobSpec`]): kind, language, files, stdin, limits, priority.
 //! - [`cases`]: a job's test cases, compare modes and checker (compile once, run many).
+//! - [`compare`]: whether a test's output matches its expected output, and where it differs.
 //! - [`limits`]: resource limits and their validation against worker maxima.
 //! - [`outcome`]: what a job ended as ([`JobResult`], [`Status`]).
 //! - [`verdicts`]: what each test of a job ended as, and the job status they add up to.
@@ -17,6 +18,7 @@
 
 pub mod admission;
 pub mod cases;
+pub mod compare;
 pub mod config;
 pub mod connection;
 pub mod job;
