@@ -292,9 +292,8 @@ fn completed(
             run_ms: out.run_ms,
             total_ms: finished.saturating_sub(claimed.enqueued_at_ms),
         },
-        // Measured per run once the sandbox helper reports them (docs/design/tests-per-job.md).
-        cpu_ms: None,
-        peak_memory_bytes: None,
+        cpu_ms: out.cpu_ms,
+        peak_memory_bytes: out.peak_memory_bytes,
         tests: Vec::new(),
         summary: None,
         attempts: claimed.attempts,

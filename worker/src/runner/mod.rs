@@ -83,6 +83,11 @@ pub struct RunOutput {
     /// How long creating and starting the sandbox (container, pod) took, if the runner knows:
     /// exported as `quayside_sandbox_start_seconds`. `None` records nothing.
     pub sandbox_start_ms: Option<u64>,
+    /// User + system CPU time of the program and its descendants, as `quayside-run` measured
+    /// it; `None` when the program did not run to its end marker or the image has no helper.
+    pub cpu_ms: Option<u64>,
+    /// Peak resident memory of the program's largest process, from the same report.
+    pub peak_memory_bytes: Option<u64>,
 }
 
 impl RunOutput {
@@ -98,6 +103,8 @@ impl RunOutput {
             compile_ms: 0,
             run_ms: 0,
             sandbox_start_ms: None,
+            cpu_ms: None,
+            peak_memory_bytes: None,
         }
     }
 }

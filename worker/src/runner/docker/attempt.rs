@@ -56,14 +56,14 @@ pub(super) async fn run(
     cancel: &CancellationToken,
 ) -> Result<RunOutput, RunnerError> {
     let docker = sandbox.docker.clone();
-    let nonce = protocol::new_nonce();
+    let nonces = (protocol::new_nonce(), protocol::new_nonce());
     let creating = Instant::now();
-    let (stream, _stdin, generation) = start(sandbox, cfg, req, script, worker_id, &nonce).await?;
+    let (stream, _stdin, generation) = start(sandbox, cfg, req, script, worker_id, &nonces).await?;
     output.sandbox_started();
     let id = sandbox.id.clone().unwrap_or_default();
     let sandbox_start_ms = u64::try_from(creating.elapsed().as_millis()).unwrap_or(u64::MAX);
 
-    let mut phases = PhasedOutput::new(&nonce, None, &req.limits);
+    let mut phases = PhasedOutput::new(&nonces.0, Some(&nonces.1), &req.limits);
     let ending = match read(stream, &mut phases, output, cancel).await {
         // Stopped at a limit or cancelled: kill it now.
         Some(ending) => {
@@ -83,7 +83,7 @@ async fn start(
     req: &RunRequest,
     script: String,
     worker_id: &str,
-    nonce: &str,
+    (nonce, end_nonce): &(String, String),
 ) -> Result<(Stream, AbortOnDropHandle<()>, u64), RunnerError> {
     let job = &req.job_id;
     let docker = sandbox.docker.clone();
@@ -142,7 +142,7 @@ async fn start(
         .await
         .map_err(|e| api_error(format!("cannot start the sandbox of job {job}"), e))?;
     let payload = match cfg.docker.file_transfer {
-        FileTransfer::Stdin => protocol::stdin_payload(nonce, &archive, &req.stdin),
+        FileTransfer::Stdin => protocol::stdin_payload(nonce, &archive, end_nonce, &req.stdin),
         FileTransfer::Archive => {
             // Only now that the container runs is its /work volume mounted to write through.
             let to = UploadToContainerOptions {
@@ -153,7 +153,7 @@ async fn start(
                 .upload_to_container(&id, Some(to), bollard::body_full(archive.into()))
                 .await
                 .map_err(|e| api_error(format!("cannot upload the files of job {job}"), e))?;
-            protocol::stdin_payload(nonce, &[], &req.stdin)
+            protocol::stdin_payload(nonce, &[], end_nonce, &req.stdin)
         }
     };
     // A task of its own: a program that never reads its stdin must not block its output.

@@ -11,6 +11,7 @@ use quayside_common::{Captured, JobId, JobKind, Limits, Status};
 use tokio::time::Instant;
 
 use super::protocol::{wrapper_failure, PhaseMarker, Scan, EXIT_UNPACK};
+use super::run_report::RunReport;
 use crate::runner::{LogSource, Output, RunOutput, RunnerError};
 
 /// One output stream kept up to `cap` bytes; what arrives beyond is counted, not stored.
@@ -83,6 +84,8 @@ pub struct PhasedOutput {
     stdout: CappedOutput,
     stderr: CappedOutput,
     build_status: Option<i64>,
+    /// What `quayside-run` reported about the program, from the end marker.
+    report: Option<RunReport>,
     compile_wall: Duration,
     run_wall: Duration,
     started: Option<Instant>,
@@ -91,8 +94,9 @@ pub struct PhasedOutput {
 }
 
 impl PhasedOutput {
-    /// A parser for a stream whose build marker carries `nonce` and, when the program's
-    /// stderr follows its stdout on the same stream, whose end marker carries `end_nonce`.
+    /// A parser for a stream whose build marker carries `nonce` and whose end marker (after the
+    /// program's stdout; on a single stream the program's stderr follows it) carries
+    /// `end_nonce`.
     pub fn new(nonce: &str, end_nonce: Option<&str>, limits: &Limits) -> Self {
         let cap = limits.output_bytes;
         Self {
@@ -102,6 +106,7 @@ impl PhasedOutput {
             stdout: CappedOutput::new(cap),
             stderr: CappedOutput::new(cap),
             build_status: None,
+            report: None,
             compile_wall: Duration::from_millis(limits.compile_wall_time_ms),
             run_wall: Duration::from_millis(limits.run_wall_time_ms),
             started: None,
@@ -143,11 +148,12 @@ impl PhasedOutput {
                         build,
                         status,
                         program,
+                        ..
                     } => {
                         output.send(LogSource::Compile, self.compile.push(&build));
                         self.build_status = Some(status);
                         self.build_ended = Some(Instant::now());
-                        let end = self.end_nonce.as_deref().map(PhaseMarker::new);
+                        let end = self.end_nonce.as_deref().map(PhaseMarker::with_detail);
                         self.phase = Phase::Program(end);
                         progress = Progress::BuildEnded;
                         rest = program;
@@ -162,8 +168,14 @@ impl PhasedOutput {
                         output.send(LogSource::Stdout, self.stdout.push(&bytes));
                         break;
                     }
-                    Scan::Ended { build, program, .. } => {
+                    Scan::Ended {
+                        build,
+                        detail,
+                        program,
+                        ..
+                    } => {
                         output.send(LogSource::Stdout, self.stdout.push(&build));
+                        self.report = read_report(&detail);
                         self.phase = Phase::Stderr;
                         rest = program;
                     }
@@ -258,8 +270,23 @@ impl PhasedOutput {
             compile_output: self.compile.into_captured(),
             compile_ms,
             sandbox_start_ms,
+            cpu_ms: self.report.map(|r| r.cpu_ms()),
+            peak_memory_bytes: self.report.map(|r| r.peak_memory_bytes()),
         })
     }
+}
+
+/// The run report an end marker carries; `None` when it has none (an image without the
+/// helper, a compile-only job) or it does not parse (logged: the helper and the worker
+/// disagree, which only a version skew explains).
+fn read_report(detail: &str) -> Option<RunReport> {
+    if detail.trim().is_empty() {
+        return None;
+    }
+    detail
+        .parse()
+        .inspect_err(|error| tracing::warn!(%error, "ignoring the sandbox's run report"))
+        .ok()
 }
 
 /// Waits for a deadline that may not be set yet ([`PhasedOutput::deadline`]).

@@ -198,7 +198,7 @@ oops
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_separate_stderr_and_no_end_marker_is_the_container_shape() {
+async fn with_no_end_marker_everything_after_the_build_is_stdout() {
     let output = Output::discard();
     let mut p = PhasedOutput::new("N", None, &limits(4));
     p.start();
@@ -281,5 +281,56 @@ fn a_compile_job_or_a_failed_build_has_no_run_time() {
         };
         let out = p.conclude(&job, kind, ending, None).expect("ran");
         assert_eq!(out.run_ms, 0, "{kind:?} {marker}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_end_marker_carries_the_programs_cpu_time_and_peak_memory() {
+    let report = "exit=0 signal=- timed_out=0 wall_us=1005000 cpu_us=1000223 maxrss_kb=103400 \
+                  oom_kills=0 stdout_bytes=- stderr_bytes=- orphans=0 subreaper=1";
+    let stream = format!("N:0\nhello{END}:0 {report}\n", END = "E".repeat(32));
+    let job = JobId::parse("j").expect("id");
+    // Split anywhere: the report is read whole, and the program's output keeps every byte.
+    for split in 0..stream.len() {
+        let (a, b) = stream.as_bytes().split_at(split);
+        let mut p = PhasedOutput::new("N", Some(&"E".repeat(32)), &limits(100));
+        p.start();
+        p.feed(a, &Output::discard());
+        p.feed(b, &Output::discard());
+        p.flush(&Output::discard());
+        let ending = Ending::Exited {
+            code: 0,
+            oom_killed: false,
+        };
+        let out = p.conclude(&job, JobKind::Run, ending, None).expect("ran");
+        assert_eq!(out.stdout.data, "hello", "split at {split}");
+        assert_eq!(
+            (out.cpu_ms, out.peak_memory_bytes),
+            (Some(1000), Some(103400 * 1024)),
+            "split at {split}"
+        );
+    }
+    // No report (an image without the helper), a garbled one, or no end marker at all: no
+    // numbers, never made-up ones.
+    for tail in [
+        format!("{}:0 \n", "E".repeat(32)),
+        format!("{}:0 exit=0 cpu_us=lots\n", "E".repeat(32)),
+        String::new(),
+    ] {
+        let mut p = PhasedOutput::new("N", Some(&"E".repeat(32)), &limits(100));
+        p.start();
+        p.feed(format!("N:0\nhi{tail}").as_bytes(), &Output::discard());
+        p.flush(&Output::discard());
+        let ending = Ending::Exited {
+            code: 0,
+            oom_killed: false,
+        };
+        let out = p.conclude(&job, JobKind::Run, ending, None).expect("ran");
+        assert_eq!(out.stdout.data, "hi", "{tail:?}");
+        assert_eq!(
+            (out.cpu_ms, out.peak_memory_bytes),
+            (None, None),
+            "{tail:?}"
+        );
     }
 }
