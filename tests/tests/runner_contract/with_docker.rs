@@ -109,6 +109,7 @@ impl World for Docker {
             stdin: String::new(),
             limits: LIMITS,
             fleet: self.fleet.clone(),
+            tests: None,
         }
     }
 

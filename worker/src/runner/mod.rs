@@ -46,6 +46,9 @@ pub struct RunRequest {
     pub limits: Limits,
     /// The fleet the worker belongs to, for the sandbox's labels.
     pub fleet: Fleet,
+    /// A job with tests: each is run after the one build, in the same sandbox. `limits` are
+    /// then the sandbox's ([`sandbox::tests_mode::TestPlan::sandbox_limits`]).
+    pub tests: Option<Arc<sandbox::tests_mode::TestPlan>>,
 }
 
 impl RunRequest {
@@ -60,11 +63,26 @@ impl RunRequest {
             self.kind,
             &self.compiler_options,
             &self.files,
+            self.tests.as_deref(),
         )
         .ok_or_else(|| RunnerError::NoCommand {
             language: self.language.clone(),
             kind: self.kind.as_label(),
         })
+    }
+}
+
+impl RunRequest {
+    /// The files the sandbox gets: the job's, and the inputs of its tests.
+    pub fn sandbox_files(&self) -> std::borrow::Cow<'_, BTreeMap<String, String>> {
+        match &self.tests {
+            None => std::borrow::Cow::Borrowed(&self.files),
+            Some(plan) => {
+                let mut files = self.files.clone();
+                files.extend(plan.input_files());
+                std::borrow::Cow::Owned(files)
+            }
+        }
     }
 }
 
@@ -88,6 +106,8 @@ pub struct RunOutput {
     pub cpu_ms: Option<u64>,
     /// Peak resident memory of the program's largest process, from the same report.
     pub peak_memory_bytes: Option<u64>,
+    /// A job with tests: one result per test, in order (empty when the build failed).
+    pub tests: Vec<quayside_common::verdicts::TestResult>,
 }
 
 impl RunOutput {
@@ -105,6 +125,7 @@ impl RunOutput {
             sandbox_start_ms: None,
             cpu_ms: None,
             peak_memory_bytes: None,
+            tests: Vec::new(),
         }
     }
 }

@@ -538,6 +538,7 @@ pub fn request(job_id: quayside_common::JobId, fleet: Fleet) -> RunRequest {
         stdin: String::new(),
         limits: quayside_common::Limits::DEFAULT,
         fleet,
+        tests: None,
     }
 }
 

@@ -63,7 +63,8 @@ pub(super) async fn run(
     let id = sandbox.id.clone().unwrap_or_default();
     let sandbox_start_ms = u64::try_from(creating.elapsed().as_millis()).unwrap_or(u64::MAX);
 
-    let mut phases = PhasedOutput::new(&nonces.0, Some(&nonces.1), &req.limits);
+    let mut phases =
+        PhasedOutput::new(&nonces.0, Some(&nonces.1), &req.limits).with_tests(req.tests.clone());
     let ending = match read(stream, &mut phases, output, cancel).await {
         // Stopped at a limit or cancelled: kill it now.
         Some(ending) => {
@@ -89,11 +90,12 @@ async fn start(
     let docker = sandbox.docker.clone();
     // A uid of its own: per-user kernel limits are not shared with the jobs beside it.
     let user = spec::attempt_user(&cfg.sandbox);
-    let archive =
-        protocol::archive(&req.files, user.0, user.1).map_err(|e| RunnerError::Files {
+    let archive = protocol::archive(&req.sandbox_files(), user.0, user.1).map_err(|e| {
+        RunnerError::Files {
             detail: format!("cannot archive the files of job {job}"),
             source: Some(Box::new(e)),
-        })?;
+        }
+    })?;
     let l = &req.limits;
     let wall_s = (l.compile_wall_time_ms + l.run_wall_time_ms) / 1000 + DEADLINE_SLACK_S;
     let deadline = sandbox::unix_now_s().saturating_add(i64::try_from(wall_s).unwrap_or(i64::MAX));
@@ -191,8 +193,10 @@ async fn read(
             Some(Ok(LogOutput::StdErr { message })) => phases.feed_stderr(&message, output),
             Some(Ok(_)) => Progress::Nothing,
         };
-        if progress == Progress::OutputExceeded {
-            break Some(Ending::OutputExceeded);
+        match progress {
+            Progress::OutputExceeded => break Some(Ending::OutputExceeded),
+            Progress::StopTests => break Some(Ending::Stopped),
+            Progress::Nothing | Progress::BuildEnded => {}
         }
     };
     phases.flush(output);

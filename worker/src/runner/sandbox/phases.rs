@@ -5,14 +5,20 @@
 //! what is kept goes to the attempt's [`Output`] as it arrives. How the sandbox ended then makes
 //! the verdict ([`classify`]).
 
+mod frames;
+
+use std::sync::Arc;
 use std::time::Duration;
 
+use quayside_common::verdicts::{job_status, TestResult};
 use quayside_common::{Captured, JobId, JobKind, Limits, Status};
 use tokio::time::Instant;
 
 use super::protocol::{wrapper_failure, PhaseMarker, Scan, EXIT_UNPACK};
 use super::run_report::RunReport;
+use super::tests_mode::{Frame, TestPlan};
 use crate::runner::{LogSource, Output, RunOutput, RunnerError};
+use frames::TestsPhase;
 
 /// One output stream kept up to `cap` bytes; what arrives beyond is counted, not stored.
 #[derive(Debug, Default)]
@@ -51,6 +57,11 @@ impl CappedOutput {
     pub fn into_captured(self) -> Captured {
         Captured::from_bytes(self.kept, self.exceeded)
     }
+
+    /// The bytes kept, and whether more arrived.
+    pub fn into_parts(self) -> (Vec<u8>, bool) {
+        (self.kept, self.exceeded)
+    }
 }
 
 #[derive(Debug)]
@@ -72,6 +83,8 @@ pub enum Progress {
     BuildEnded,
     /// A stream passed its cap: stop the sandbox.
     OutputExceeded,
+    /// A test did not pass under `stop_on_failure`: stop the sandbox, the rest are skipped.
+    StopTests,
 }
 
 /// The three capped streams of one attempt, where in the wrapper's output the parser is, and
@@ -86,6 +99,8 @@ pub struct PhasedOutput {
     build_status: Option<i64>,
     /// What `quayside-run` reported about the program, from the end marker.
     report: Option<RunReport>,
+    /// A job with tests: their frames, between the build marker and the end marker.
+    tests: Option<TestsPhase>,
     compile_wall: Duration,
     run_wall: Duration,
     started: Option<Instant>,
@@ -107,12 +122,20 @@ impl PhasedOutput {
             stderr: CappedOutput::new(cap),
             build_status: None,
             report: None,
+            tests: None,
             compile_wall: Duration::from_millis(limits.compile_wall_time_ms),
             run_wall: Duration::from_millis(limits.run_wall_time_ms),
             started: None,
             build_ended: None,
             ended: None,
         }
+    }
+
+    /// Reads the program's part as the frames of `plan`'s tests ([`super::tests_mode`]).
+    #[must_use]
+    pub fn with_tests(mut self, plan: Option<Arc<TestPlan>>) -> Self {
+        self.tests = plan.map(TestsPhase::new);
+        self
     }
 
     /// The sandbox runs: the build's clock starts.
@@ -165,7 +188,7 @@ impl PhasedOutput {
                 }
                 Phase::Program(Some(marker)) => match marker.feed(&rest) {
                     Scan::Build(bytes) => {
-                        output.send(LogSource::Stdout, self.stdout.push(&bytes));
+                        self.program_bytes(&bytes, output);
                         break;
                     }
                     Scan::Ended {
@@ -174,16 +197,36 @@ impl PhasedOutput {
                         program,
                         ..
                     } => {
-                        output.send(LogSource::Stdout, self.stdout.push(&build));
-                        self.report = read_report(&detail);
-                        self.phase = Phase::Stderr;
+                        self.program_bytes(&build, output);
                         rest = program;
+                        let frame = Frame::parse(&detail);
+                        match (self.tests.as_mut(), frame) {
+                            (Some(tests), Some(frame)) => {
+                                if test_frame(tests, frame, output) {
+                                    progress = Progress::StopTests;
+                                }
+                                let end = self.end_nonce.as_deref().unwrap_or_default();
+                                self.phase = Phase::Program(Some(PhaseMarker::with_detail(end)));
+                            }
+                            _ => {
+                                self.report = read_report(&detail);
+                                self.phase = Phase::Stderr;
+                            }
+                        }
                     }
                 },
                 Phase::Stderr => return self.feed_stderr(&rest, output),
             }
         }
         self.progress(progress)
+    }
+
+    /// Bytes of the program's stdout: the job's, or the running test's.
+    fn program_bytes(&mut self, bytes: &[u8], output: &Output) {
+        match self.tests.as_mut() {
+            Some(tests) => tests.bytes(bytes),
+            None => output.send(LogSource::Stdout, self.stdout.push(bytes)),
+        }
     }
 
     /// Feeds a chunk of the program's own stderr stream (a container's). The wrapper writes
@@ -195,6 +238,9 @@ impl PhasedOutput {
     }
 
     fn progress(&self, progress: Progress) -> Progress {
+        if progress == Progress::StopTests {
+            return progress;
+        }
         if self.compile.exceeded() || self.stdout.exceeded() || self.stderr.exceeded() {
             Progress::OutputExceeded
         } else {
@@ -213,7 +259,7 @@ impl PhasedOutput {
             }
             Phase::Program(Some(marker)) => {
                 let held = marker.take_held();
-                output.send(LogSource::Stdout, self.stdout.push(&held));
+                self.program_bytes(&held, output);
             }
             Phase::Program(None) | Phase::Stderr => {}
         }
@@ -226,7 +272,7 @@ impl PhasedOutput {
     /// [`RunnerError::Files`] when the job's files did not unpack, [`RunnerError::Wrapper`]
     /// otherwise (with the build output so far, which tells what went wrong).
     pub fn conclude(
-        self,
+        mut self,
         job: &JobId,
         kind: JobKind,
         ending: Ending,
@@ -240,6 +286,11 @@ impl PhasedOutput {
         };
         let compile_ms = ms(self.started, self.build_ended);
         let run_ms = ms(self.build_ended, None);
+        // A job with tests whose build passed: the tests decide, not how the sandbox ended.
+        let tests = match self.tests.take() {
+            Some(tests) if self.build_status == Some(0) => Some(tests.finish(ending)),
+            _ => None,
+        };
         let verdict = match classify(kind, self.build_status, ending) {
             Ok(verdict) => verdict,
             Err((what, transient)) => {
@@ -255,6 +306,16 @@ impl PhasedOutput {
                 });
             }
         };
+        if let Some(tests) = tests {
+            return Ok(tests_output(
+                tests,
+                ending,
+                self.compile,
+                compile_ms,
+                run_ms,
+                sandbox_start_ms,
+            ));
+        }
         Ok(RunOutput {
             status: verdict.status,
             exit_code: verdict.exit_code,
@@ -272,7 +333,62 @@ impl PhasedOutput {
             sandbox_start_ms,
             cpu_ms: self.report.map(|r| r.cpu_ms()),
             peak_memory_bytes: self.report.map(|r| r.peak_memory_bytes()),
+            tests: Vec::new(),
         })
+    }
+}
+
+/// Takes one test frame: logs where a test starts and its verdict. Returns whether the run
+/// should stop (a test did not pass under `stop_on_failure`).
+fn test_frame(tests: &mut TestsPhase, frame: Frame<'_>, output: &Output) -> bool {
+    if let Frame::Start(index) = frame {
+        if let Some(name) = tests.name(index) {
+            output.send(LogSource::Test, format!("{name}\n").as_bytes());
+        }
+    }
+    let stop_on_failure = tests.stop_on_failure();
+    match tests.frame(frame) {
+        Some(result) => {
+            let verdict = format!("{} {} {}ms\n", result.name, result.status, result.wall_ms);
+            output.send(LogSource::Verdict, verdict.as_bytes());
+            stop_on_failure && result.status != quayside_common::verdicts::TestStatus::Passed
+        }
+        None => false,
+    }
+}
+
+/// The output of a job with tests whose build passed: the job's status is the first test's
+/// that did not pass (`cancelled` when it was cancelled); cpu time summed, peak the largest.
+fn tests_output(
+    tests: Vec<TestResult>,
+    ending: Ending,
+    compile: CappedOutput,
+    compile_ms: u64,
+    run_ms: u64,
+    sandbox_start_ms: Option<u64>,
+) -> RunOutput {
+    let status = match ending {
+        Ending::Cancelled => Status::Cancelled,
+        _ => job_status(&tests),
+    };
+    let ran = tests
+        .iter()
+        .filter(|t| t.status != quayside_common::verdicts::TestStatus::Skipped);
+    let cpu_ms = ran.clone().map(|t| t.cpu_ms).sum();
+    let peak = ran.map(|t| t.peak_memory_bytes).max().unwrap_or(0);
+    RunOutput {
+        status,
+        exit_code: None,
+        signal: None,
+        stdout: Captured::default(),
+        stderr: Captured::default(),
+        compile_output: compile.into_captured(),
+        compile_ms,
+        run_ms,
+        sandbox_start_ms,
+        cpu_ms: Some(cpu_ms),
+        peak_memory_bytes: Some(peak),
+        tests,
     }
 }
 
@@ -319,6 +435,8 @@ pub enum Ending {
     /// The worker stopped it because its cancellation token fired (a user's cancel, or a
     /// drain): the result keeps the output so far.
     Cancelled,
+    /// The worker stopped it because a test did not pass under `stop_on_failure`.
+    Stopped,
 }
 
 /// The status, exit code and signal a job gets.
@@ -347,7 +465,7 @@ pub fn classify(
     Ok(match (ending, build_status) {
         (Ending::OutputExceeded, _) => verdict(Status::OutputExceeded, None),
         (Ending::TimedOut, _) => verdict(Status::TimedOut, None),
-        (Ending::Cancelled, _) => verdict(Status::Cancelled, None),
+        (Ending::Cancelled | Ending::Stopped, _) => verdict(Status::Cancelled, None),
         // The exit code is the program's only if the program ran: an OOM kill during the build
         // (or the unpack) ends the wrapper with the build's status, which no program returned.
         (
@@ -361,7 +479,8 @@ pub fn classify(
             verdict(Status::MemoryExceeded, ran.then_some(code))
         }
         (Ending::Exited { code, .. }, None) => {
-            return Err((wrapper_failure(code), code != EXIT_UNPACK))
+            let permanent = matches!(code, EXIT_UNPACK | super::tests_mode::EXIT_NO_HELPER);
+            return Err((wrapper_failure(code), !permanent));
         }
         (Ending::Exited { .. }, Some(s)) if s != 0 => verdict(Status::CompileError, None),
         (Ending::Exited { .. }, Some(_)) if kind == JobKind::Compile => {

@@ -81,6 +81,7 @@ pub fn wrapper_body(
     kind: JobKind,
     options: &[String],
     files: &BTreeMap<String, String>,
+    tests: Option<&super::tests_mode::TestPlan>,
 ) -> Option<String> {
     let sources = lang.source_files(files);
     let entry = lang.entry_file_for(files);
@@ -98,6 +99,9 @@ pub fn wrapper_body(
         return None;
     }
     let mut script = String::new();
+    if tests.is_some() {
+        script.push_str(&super::tests_mode::helper_check());
+    }
     if step.trim().is_empty() {
         script.push_str("s=0\n");
     } else {
@@ -109,7 +113,13 @@ pub fn wrapper_body(
     }
     script.push_str("printf '%s:%d\\n' \"$nonce\" \"$s\"\n[ \"$s\" -eq 0 ] || exit \"$s\"\n");
     match run {
-        Some(run) if !run.trim().is_empty() => script.push_str(&measured_run(&expand(run, &vars))),
+        Some(run) if !run.trim().is_empty() => {
+            let run = expand(run, &vars);
+            script.push_str(&match tests {
+                Some(plan) => plan.script(&run),
+                None => measured_run(&run),
+            });
+        }
         Some(_) => return None,
         None => script.push_str("r=\n"),
     }
@@ -202,6 +212,10 @@ pub fn wrapper_failure(exit_code: i64) -> &'static str {
     match exit_code {
         EXIT_NO_HEADER => "the sandbox got no input header",
         EXIT_UNPACK => "the job files did not unpack into /work",
+        super::tests_mode::EXIT_NO_HELPER => {
+            "the runner image has no /usr/local/bin/quayside-run, which jobs with tests need \
+             (build it on deploy/images/base)"
+        }
         _ => "the sandbox ended before the build step finished",
     }
 }
@@ -397,7 +411,7 @@ mod tests {
             ("lib/a.h".to_owned(), String::new()),
         ]);
         let opts = vec!["-DX=$(id)".to_owned()];
-        let run = wrapper_body(&lang(), JobKind::Run, &opts, &files)
+        let run = wrapper_body(&lang(), JobKind::Run, &opts, &files, None)
             .map(|b| stdin_wrapper(&b))
             .expect("runnable");
         assert!(
@@ -405,7 +419,7 @@ mod tests {
             "{run}"
         );
         assert!(run.contains(r#"./main "$@""#), "{run}");
-        let check = wrapper_body(&lang(), JobKind::Compile, &[], &files)
+        let check = wrapper_body(&lang(), JobKind::Compile, &[], &files, None)
             .map(|b| stdin_wrapper(&b))
             .expect("checkable");
         assert!(
@@ -416,14 +430,14 @@ mod tests {
         let single = BTreeMap::from([("hello.c".to_owned(), String::new())]);
         let mut by_entry = lang();
         by_entry.run_command = "run {entry}".into();
-        let run = wrapper_body(&by_entry, JobKind::Run, &[], &single)
+        let run = wrapper_body(&by_entry, JobKind::Run, &[], &single, None)
             .map(|b| stdin_wrapper(&b))
             .expect("runnable");
         assert!(
             run.contains("run 'hello.c'"),
             "a lone file is the entry: {run}"
         );
-        let run = wrapper_body(&by_entry, JobKind::Run, &[], &files)
+        let run = wrapper_body(&by_entry, JobKind::Run, &[], &files, None)
             .map(|b| stdin_wrapper(&b))
             .expect("runnable");
         assert!(run.contains("run 'main.c'"), "{run}");
@@ -431,12 +445,12 @@ mod tests {
         let mut empty = lang();
         empty.run_command.clear();
         assert_eq!(
-            wrapper_body(&empty, JobKind::Run, &[], &files).map(|b| stdin_wrapper(&b)),
+            wrapper_body(&empty, JobKind::Run, &[], &files, None).map(|b| stdin_wrapper(&b)),
             None
         );
         empty.compile_only_command.clear();
         assert_eq!(
-            wrapper_body(&empty, JobKind::Compile, &[], &files).map(|b| stdin_wrapper(&b)),
+            wrapper_body(&empty, JobKind::Compile, &[], &files, None).map(|b| stdin_wrapper(&b)),
             None
         );
     }
