@@ -339,3 +339,117 @@ async fn every_compare_mode_judges_as_documented() {
         assert_eq!(r.status, Status::WrongAnswer, "{mode:?}");
     }
 }
+
+/// A testlib-style checker (`checker input output answer`): numbers within 1e-4 pass, others
+/// are a wrong answer (exit 1), no number is a presentation error (exit 2).
+const FLOAT_CHECKER: &str = r#"#include <stdio.h>
+int main(int argc, char **argv) {
+    if (argc != 4) return 3;
+    FILE *out = fopen(argv[2], "r"), *ans = fopen(argv[3], "r");
+    double found, expected;
+    if (!out || !ans || fscanf(ans, "%lf", &expected) != 1) return 3;
+    if (fscanf(out, "%lf", &found) != 1) { fprintf(stderr, "presentation error: no number\n"); return 2; }
+    double d = found - expected;
+    if (d < 0) d = -d;
+    if (d > 1e-4) { printf("wrong answer: expected %g, found %g\n", expected, found); return 1; }
+    printf("ok %g\n", found);
+    return 0;
+}
+"#;
+
+fn checker(source: &str) -> quayside_common::cases::Checker {
+    quayside_common::cases::Checker {
+        language: "c".into(),
+        files: BTreeMap::from([("check.c".to_owned(), source.to_owned())]),
+        compiler_options: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checker_judges_each_test_and_its_own_failure_is_checker_failed() {
+    let q = TestQueue::new("tests-checker");
+    worker(&q);
+    let print =
+        |name: &str, out: &str, answer: &str| case(name, &format!("print\n{out}"), Some(answer));
+    let mut floats = job(vec![
+        print("close", "0.33333\n", "0.333333333\n"),
+        print("far", "0.5\n", "0.333333333\n"),
+        print("empty", "", "1\n"),
+        case("crash", "crash\n", Some("1\n")),
+        // The program rewrites the checker's source between two checks.
+        case("tamper", "print\n1\n", Some("1\n")),
+        print("after", "2\n", "2\n"),
+    ]);
+    // `print` echoes its input; the tampering test's program appends to the checker first.
+    floats.files.insert(
+        "main.c".into(),
+        PROGRAM.replace(
+            "else if (!strcmp(what, \"print\"))",
+            "else if (!strcmp(what, \"tamper\")) { FILE *f = fopen(\"/work/.quayside/checker/check.c\", \"a\"); if (f) fputs(\"/* x */\", f); }\n    else if (!strcmp(what, \"print\"))",
+        ),
+    );
+    floats.tests.as_mut().expect("tests")[4].stdin = "tamper\n".into();
+    floats.checker = Some(checker(FLOAT_CHECKER));
+
+    let mut crashing = job(vec![case("one", "add 1 2\n", Some("3\n"))]);
+    crashing.checker = Some(checker(
+        "int main(void) { volatile int *p = 0; *p = 1; return 0; }\n",
+    ));
+    let mut broken = job(vec![case("one", "add 1 2\n", Some("3\n"))]);
+    broken.checker = Some(checker("int main(void) { return nope; }\n"));
+    let mut three = job(vec![case("one", "add 1 2\n", Some("3\n"))]);
+    three.checker = Some(checker("int main(void) { return 3; }\n"));
+    for spec in [&floats, &crashing, &broken, &three] {
+        q.producer.enqueue(spec).await.expect("enqueue");
+    }
+
+    let r = q.wait_one(&floats.id, 240).await;
+    assert_eq!(
+        verdicts(&r),
+        [
+            ("close", TestStatus::Passed),
+            ("far", TestStatus::WrongAnswer),
+            ("empty", TestStatus::WrongAnswer),
+            ("crash", TestStatus::Failed),
+            ("tamper", TestStatus::CheckerFailed),
+            // A checker that was changed is never trusted again in this sandbox.
+            ("after", TestStatus::CheckerFailed),
+        ],
+        "{:?} {:?}",
+        r.error,
+        r.tests
+    );
+    assert_eq!(
+        r.status,
+        Status::WrongAnswer,
+        "the first test that did not pass"
+    );
+    let message = |i: usize| r.tests[i].checker_message.clone().unwrap_or_default();
+    assert_eq!(message(0), "ok 0.33333");
+    assert_eq!(message(1), "wrong answer: expected 0.333333, found 0.5");
+    assert_eq!(message(2), "presentation error: no number");
+    assert!(message(4).contains("changed"), "{}", message(4));
+
+    for (spec, error) in [(&crashing, None), (&broken, Some("nope")), (&three, None)] {
+        let r = q.wait_one(&spec.id, 240).await;
+        assert_eq!(
+            r.status,
+            Status::CheckerFailed,
+            "{:?} {:?}",
+            r.error,
+            r.tests
+        );
+        assert_eq!(r.attempts, 1, "a checker's failure is never retried");
+        match error {
+            Some(e) => {
+                assert!(
+                    r.error.as_deref().is_some_and(|m| m.contains(e)),
+                    "{:?}",
+                    r.error
+                );
+                assert_eq!(verdicts(&r), [("one", TestStatus::Skipped)]);
+            }
+            None => assert_eq!(verdicts(&r), [("one", TestStatus::CheckerFailed)]),
+        }
+    }
+}

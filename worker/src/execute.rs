@@ -26,7 +26,8 @@ use crate::queue::{Claimed, Lease};
 use crate::report::live_log::LiveLog;
 use crate::report::{DeadLetterCause, HandBackCause, Report};
 use crate::retry::{backoff_ms, decide, Disposition};
-use crate::runner::sandbox::tests_mode::TestPlan;
+use crate::runner::sandbox::protocol::build_and_run;
+use crate::runner::sandbox::tests_mode::{PlannedChecker, TestPlan};
 use crate::runner::{Fleet, Output, RunOutput, RunRequest, RunnerError, RunnerErrorKind};
 
 /// How long the last job in flight waits for the registry to show it gone before its result is
@@ -295,7 +296,7 @@ fn completed(
         stdout: out.stdout,
         stderr: out.stderr,
         compile_output: out.compile_output,
-        error: None,
+        error: out.error,
         durations: Durations {
             queued_ms: started_ms.saturating_sub(claimed.enqueued_at_ms),
             compile_ms: out.compile_ms,
@@ -333,14 +334,6 @@ fn validate(cfg: &Config, claimed: &Claimed) -> Result<(JobId, JobSpec), Refusal
             format!("invalid job spec: {e}"),
         )
     })?;
-    // Checkers are not run yet (docs/design/tests-per-job.md): refuse such a job rather than
-    // judge its tests another way than it asked.
-    if spec.checker.is_some() {
-        return Err((
-            DeadLetterReason::InvalidSpec,
-            "invalid job spec: checker: this worker does not run checkers yet".into(),
-        ));
-    }
     Ok((spec.id.clone(), spec))
 }
 
@@ -353,15 +346,27 @@ fn request(
     let limits = resolve_limits(cfg, &spec)?;
     let compare = spec.compare_mode();
     let tests = spec.tests.as_deref().map(|cases| {
-        Arc::new(TestPlan::new(
-            cases,
-            &limits,
-            &spec.args,
-            compare,
-            spec.stop_on_failure,
-            cfg.limits.test_output_kept_bytes,
-            cfg.limits.max_result_output_bytes,
-        ))
+        Arc::new(
+            TestPlan::new(
+                cases,
+                &limits,
+                &spec.args,
+                compare,
+                spec.stop_on_failure,
+                cfg.limits.test_output_kept_bytes,
+                cfg.limits.max_result_output_bytes,
+            )
+            .with_checker(spec.checker.as_ref().map(|c| {
+                // Admission checked that the language is known and uses the job's image.
+                let lang = cfg.languages.get(&c.language).cloned().unwrap_or_default();
+                let (build, run) = build_and_run(&lang, &c.compiler_options, &c.files);
+                PlannedChecker {
+                    files: c.files.clone(),
+                    build,
+                    run,
+                }
+            })),
+        )
     });
     Ok(RunRequest {
         limits: tests
@@ -462,7 +467,7 @@ mod tests {
     }
 
     #[test]
-    fn a_job_with_a_checker_is_refused_until_checkers_run() {
+    fn a_job_with_tests_or_a_checker_is_run() {
         let cfg = Config::load(None).expect("defaults");
         let mut s = spec();
         s.files = [("main.c".into(), "int main(){}".into())].into();
@@ -482,9 +487,20 @@ mod tests {
         });
         s.tests.as_mut().expect("tests")[0].expected_stdout = None;
         admission::check(&cfg, &s).expect("the spec itself is valid");
-        let (reason, msg) = validate(&cfg, &claimed(&s)).expect_err("not run without its checker");
-        assert_eq!(reason, DeadLetterReason::InvalidSpec);
-        assert!(msg.contains("checker: "), "{msg}");
+        let (id, spec) = validate(&cfg, &claimed(&s)).expect("a checker runs");
+        let req = request(&cfg, spec, 1, &Fleet::default()).expect("request");
+        let plan = req.tests.expect("the tests go to the runner");
+        let checker = plan
+            .checker
+            .as_ref()
+            .expect("the checker goes to the runner");
+        assert_eq!(id, s.id);
+        assert!(checker.build.contains("'check.c'"), "{}", checker.build);
+        assert_eq!(
+            req.limits.run_wall_time_ms,
+            plan.tests[0].limits.run_wall_time_ms + 1_250,
+            "the sandbox's wall time holds every test, plus 250 ms each and 1 s"
+        );
     }
 
     #[test]

@@ -108,6 +108,9 @@ pub struct RunOutput {
     pub peak_memory_bytes: Option<u64>,
     /// A job with tests: one result per test, in order (empty when the build failed).
     pub tests: Vec<quayside_common::verdicts::TestResult>,
+    /// Why the job ended as it did when its output does not say (a checker that did not
+    /// build: its build output).
+    pub error: Option<String>,
 }
 
 impl RunOutput {
@@ -126,6 +129,7 @@ impl RunOutput {
             cpu_ms: None,
             peak_memory_bytes: None,
             tests: Vec::new(),
+            error: None,
         }
     }
 }

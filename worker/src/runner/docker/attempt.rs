@@ -58,14 +58,14 @@ pub(super) async fn run(
     let docker = sandbox.docker.clone();
     let nonces = (protocol::new_nonce(), protocol::new_nonce());
     let creating = Instant::now();
-    let (stream, _stdin, generation) = start(sandbox, cfg, req, script, worker_id, &nonces).await?;
+    let (stream, stdin, generation) = start(sandbox, cfg, req, script, worker_id, &nonces).await?;
     output.sandbox_started();
     let id = sandbox.id.clone().unwrap_or_default();
     let sandbox_start_ms = u64::try_from(creating.elapsed().as_millis()).unwrap_or(u64::MAX);
 
     let mut phases =
         PhasedOutput::new(&nonces.0, Some(&nonces.1), &req.limits).with_tests(req.tests.clone());
-    let ending = match read(stream, &mut phases, output, cancel).await {
+    let ending = match read(stream, &mut phases, &stdin, output, cancel).await {
         // Stopped at a limit or cancelled: kill it now.
         Some(ending) => {
             sandbox.remove().await;
@@ -76,8 +76,15 @@ pub(super) async fn run(
     phases.conclude(&req.job_id, req.kind, ending, Some(sandbox_start_ms))
 }
 
+/// The wrapper's stdin once the header, files and the job's stdin are written: open for a
+/// checker's answers ([`PhasedOutput::take_answers`]) while the task runs, closed otherwise.
+struct Stdin {
+    answers: Option<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
+    _task: AbortOnDropHandle<()>,
+}
+
 /// Creates, attaches and starts the container and starts feeding its stdin. Returns its
-/// output, the stdin task and the event stream's generation when it was created.
+/// output, its stdin and the event stream's generation when it was created.
 async fn start(
     sandbox: &mut Sandbox,
     cfg: &RunnerConfig,
@@ -85,7 +92,7 @@ async fn start(
     script: String,
     worker_id: &str,
     (nonce, end_nonce): &(String, String),
-) -> Result<(Stream, AbortOnDropHandle<()>, u64), RunnerError> {
+) -> Result<(Stream, Stdin, u64), RunnerError> {
     let job = &req.job_id;
     let docker = sandbox.docker.clone();
     // A uid of its own: per-user kernel limits are not shared with the jobs beside it.
@@ -159,12 +166,29 @@ async fn start(
         }
     };
     // A task of its own: a program that never reads its stdin must not block its output.
-    let stdin = AbortOnDropHandle::new(tokio::spawn(async move {
+    let checker = req
+        .tests
+        .as_ref()
+        .is_some_and(|plan| plan.checker.is_some());
+    let (answers, mut owed) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let task = AbortOnDropHandle::new(tokio::spawn(async move {
         // A failed write means the program exited or closed its stdin: nothing to do.
-        if input.write_all(&payload).await.is_ok() {
-            let _ = input.shutdown().await;
+        if input.write_all(&payload).await.is_err() {
+            return;
         }
+        if checker {
+            while let Some(answer) = owed.recv().await {
+                if input.write_all(&answer).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = input.shutdown().await;
     }));
+    let stdin = Stdin {
+        answers: checker.then_some(answers),
+        _task: task,
+    };
     Ok((output, stdin, generation))
 }
 
@@ -173,6 +197,7 @@ async fn start(
 async fn read(
     mut stream: Stream,
     phases: &mut PhasedOutput,
+    stdin: &Stdin,
     output: &Output,
     cancel: &CancellationToken,
 ) -> Option<Ending> {
@@ -193,6 +218,12 @@ async fn read(
             Some(Ok(LogOutput::StdErr { message })) => phases.feed_stderr(&message, output),
             Some(Ok(_)) => Progress::Nothing,
         };
+        if let Some(answers) = &stdin.answers {
+            for answer in phases.take_answers() {
+                // The task is gone only when the sandbox's stdin is: its output ends too.
+                let _ = answers.send(answer);
+            }
+        }
         match progress {
             Progress::OutputExceeded => break Some(Ending::OutputExceeded),
             Progress::StopTests => break Some(Ending::Stopped),

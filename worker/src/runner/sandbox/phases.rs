@@ -5,20 +5,22 @@
 //! what is kept goes to the attempt's [`Output`] as it arrives. How the sandbox ended then makes
 //! the verdict ([`classify`]).
 
+mod ending;
 mod frames;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use quayside_common::verdicts::{job_status, TestResult};
 use quayside_common::{Captured, JobId, JobKind, Limits, Status};
 use tokio::time::Instant;
 
-use super::protocol::{wrapper_failure, PhaseMarker, Scan, EXIT_UNPACK};
+use super::protocol::{PhaseMarker, Scan};
 use super::run_report::RunReport;
 use super::tests_mode::{Frame, TestPlan};
 use crate::runner::{LogSource, Output, RunOutput, RunnerError};
-use frames::TestsPhase;
+use frames::{test_frame, tests_output, TestsPhase};
+
+pub use self::ending::{classify, signal_of, Ending, Verdict};
 
 /// One output stream kept up to `cap` bytes; what arrives beyond is counted, not stored.
 #[derive(Debug, Default)]
@@ -136,6 +138,14 @@ impl PhasedOutput {
     pub fn with_tests(mut self, plan: Option<Arc<TestPlan>>) -> Self {
         self.tests = plan.map(TestsPhase::new);
         self
+    }
+
+    /// What the worker owes the wrapper's stdin now (a checker's answers, in order).
+    pub fn take_answers(&mut self) -> Vec<Vec<u8>> {
+        self.tests
+            .as_mut()
+            .map(TestsPhase::take_answers)
+            .unwrap_or_default()
     }
 
     /// The sandbox runs: the build's clock starts.
@@ -288,7 +298,10 @@ impl PhasedOutput {
         let run_ms = ms(self.build_ended, None);
         // A job with tests whose build passed: the tests decide, not how the sandbox ended.
         let tests = match self.tests.take() {
-            Some(tests) if self.build_status == Some(0) => Some(tests.finish(ending)),
+            Some(tests) if self.build_status == Some(0) => {
+                let checker = tests.checker_build_failure().cloned();
+                Some((tests.finish(ending), checker))
+            }
             _ => None,
         };
         let verdict = match classify(kind, self.build_status, ending) {
@@ -306,15 +319,15 @@ impl PhasedOutput {
                 });
             }
         };
-        if let Some(tests) = tests {
-            return Ok(tests_output(
-                tests,
-                ending,
-                self.compile,
-                compile_ms,
-                run_ms,
-                sandbox_start_ms,
-            ));
+        if let Some((tests, checker_build)) = tests {
+            let mut out = tests_output(tests, ending, self.compile, compile_ms, run_ms);
+            out.sandbox_start_ms = sandbox_start_ms;
+            if let Some(build) = checker_build {
+                // No test ran: the checker the job brought did not build.
+                out.status = Status::CheckerFailed;
+                out.error = Some(format!("the checker did not build:\n{}", build.lossy()));
+            }
+            return Ok(out);
         }
         Ok(RunOutput {
             status: verdict.status,
@@ -334,61 +347,8 @@ impl PhasedOutput {
             cpu_ms: self.report.map(|r| r.cpu_ms()),
             peak_memory_bytes: self.report.map(|r| r.peak_memory_bytes()),
             tests: Vec::new(),
+            error: None,
         })
-    }
-}
-
-/// Takes one test frame: logs where a test starts and its verdict. Returns whether the run
-/// should stop (a test did not pass under `stop_on_failure`).
-fn test_frame(tests: &mut TestsPhase, frame: Frame<'_>, output: &Output) -> bool {
-    if let Frame::Start(index) = frame {
-        if let Some(name) = tests.name(index) {
-            output.send(LogSource::Test, format!("{name}\n").as_bytes());
-        }
-    }
-    let stop_on_failure = tests.stop_on_failure();
-    match tests.frame(frame) {
-        Some(result) => {
-            let verdict = format!("{} {} {}ms\n", result.name, result.status, result.wall_ms);
-            output.send(LogSource::Verdict, verdict.as_bytes());
-            stop_on_failure && result.status != quayside_common::verdicts::TestStatus::Passed
-        }
-        None => false,
-    }
-}
-
-/// The output of a job with tests whose build passed: the job's status is the first test's
-/// that did not pass (`cancelled` when it was cancelled); cpu time summed, peak the largest.
-fn tests_output(
-    tests: Vec<TestResult>,
-    ending: Ending,
-    compile: CappedOutput,
-    compile_ms: u64,
-    run_ms: u64,
-    sandbox_start_ms: Option<u64>,
-) -> RunOutput {
-    let status = match ending {
-        Ending::Cancelled => Status::Cancelled,
-        _ => job_status(&tests),
-    };
-    let ran = tests
-        .iter()
-        .filter(|t| t.status != quayside_common::verdicts::TestStatus::Skipped);
-    let cpu_ms = ran.clone().map(|t| t.cpu_ms).sum();
-    let peak = ran.map(|t| t.peak_memory_bytes).max().unwrap_or(0);
-    RunOutput {
-        status,
-        exit_code: None,
-        signal: None,
-        stdout: Captured::default(),
-        stderr: Captured::default(),
-        compile_output: compile.into_captured(),
-        compile_ms,
-        run_ms,
-        sandbox_start_ms,
-        cpu_ms: Some(cpu_ms),
-        peak_memory_bytes: Some(peak),
-        tests,
     }
 }
 
@@ -411,84 +371,6 @@ pub async fn until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
-}
-
-/// The signal that killed a program, from a shell-style exit status (128 + n).
-///
-/// # Caveats
-/// A program that calls `exit(137)` looks exactly like one killed by SIGKILL.
-pub fn signal_of(exit_code: i64) -> Option<i32> {
-    (129..=128 + 64)
-        .contains(&exit_code)
-        .then(|| (exit_code - 128) as i32)
-}
-
-/// How a sandbox's main process ended, as the backend saw it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ending {
-    /// It exited by itself; `oom_killed` if the kernel killed any process of it for memory.
-    Exited { code: i64, oom_killed: bool },
-    /// The worker (or the pod's deadline) stopped it at a wall-time limit.
-    TimedOut,
-    /// The worker stopped it because an output stream passed its cap.
-    OutputExceeded,
-    /// The worker stopped it because its cancellation token fired (a user's cancel, or a
-    /// drain): the result keeps the output so far.
-    Cancelled,
-    /// The worker stopped it because a test did not pass under `stop_on_failure`.
-    Stopped,
-}
-
-/// The status, exit code and signal a job gets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Verdict {
-    pub status: Status,
-    pub exit_code: Option<i64>,
-    pub signal: Option<i32>,
-}
-
-/// Classifies an attempt from how the sandbox ended and the build status its marker reported.
-///
-/// # Errors
-/// The wrapper ended before its marker without hitting a limit: what went wrong, and whether
-/// a retry may help (not when the job's files do not fit in `/work`).
-pub fn classify(
-    kind: JobKind,
-    build_status: Option<i64>,
-    ending: Ending,
-) -> Result<Verdict, (&'static str, bool)> {
-    let verdict = |status, exit_code: Option<i64>| Verdict {
-        status,
-        exit_code,
-        signal: exit_code.and_then(signal_of),
-    };
-    Ok(match (ending, build_status) {
-        (Ending::OutputExceeded, _) => verdict(Status::OutputExceeded, None),
-        (Ending::TimedOut, _) => verdict(Status::TimedOut, None),
-        (Ending::Cancelled | Ending::Stopped, _) => verdict(Status::Cancelled, None),
-        // The exit code is the program's only if the program ran: an OOM kill during the build
-        // (or the unpack) ends the wrapper with the build's status, which no program returned.
-        (
-            Ending::Exited {
-                code,
-                oom_killed: true,
-            },
-            build,
-        ) => {
-            let ran = kind == JobKind::Run && build == Some(0);
-            verdict(Status::MemoryExceeded, ran.then_some(code))
-        }
-        (Ending::Exited { code, .. }, None) => {
-            let permanent = matches!(code, EXIT_UNPACK | super::tests_mode::EXIT_NO_HELPER);
-            return Err((wrapper_failure(code), !permanent));
-        }
-        (Ending::Exited { .. }, Some(s)) if s != 0 => verdict(Status::CompileError, None),
-        (Ending::Exited { .. }, Some(_)) if kind == JobKind::Compile => {
-            verdict(Status::Succeeded, None)
-        }
-        (Ending::Exited { code: 0, .. }, Some(_)) => verdict(Status::Succeeded, Some(0)),
-        (Ending::Exited { code, .. }, Some(_)) => verdict(Status::Failed, Some(code)),
-    })
 }
 
 #[cfg(test)]

@@ -72,6 +72,35 @@ pub fn stdin_wrapper(body: &str) -> String {
     )
 }
 
+/// What `{options}`, `{sources}` and `{entry}` stand for in `lang`'s commands, quoted.
+fn vars(
+    lang: &LanguageConfig,
+    options: &[String],
+    files: &BTreeMap<String, String>,
+) -> [(&'static str, String); 3] {
+    let sources = lang.source_files(files);
+    let options: Vec<&str> = options.iter().map(String::as_str).collect();
+    [
+        ("options", quote_all(&options)),
+        ("sources", quote_all(&sources)),
+        ("entry", shell_quote(lang.entry_file_for(files))),
+    ]
+}
+
+/// The build and run commands of `lang` for `files`, with `{options}`, `{sources}` and
+/// `{entry}` filled in (a checker's, which the tests mode runs in its own folder).
+pub fn build_and_run(
+    lang: &LanguageConfig,
+    options: &[String],
+    files: &BTreeMap<String, String>,
+) -> (String, String) {
+    let vars = vars(lang, options, files);
+    (
+        expand(&lang.build_command, &vars),
+        expand(&lang.run_command, &vars),
+    )
+}
+
 /// The part of the wrapper every backend shares, run once `/work` holds the job's files and
 /// `$nonce` is set: the build (or compile-only) step, the marker, then the program. How the
 /// files and the nonce get there is the backend's business (stdin for Docker, a ConfigMap for
@@ -83,14 +112,7 @@ pub fn wrapper_body(
     files: &BTreeMap<String, String>,
     tests: Option<&super::tests_mode::TestPlan>,
 ) -> Option<String> {
-    let sources = lang.source_files(files);
-    let entry = lang.entry_file_for(files);
-    let options: Vec<&str> = options.iter().map(String::as_str).collect();
-    let vars = [
-        ("options", quote_all(&options)),
-        ("sources", quote_all(&sources)),
-        ("entry", shell_quote(entry)),
-    ];
+    let vars = vars(lang, options, files);
     let (step, run) = match kind {
         JobKind::Compile => (lang.compile_only_command.as_str(), None),
         JobKind::Run => (lang.build_command.as_str(), Some(lang.run_command.as_str())),

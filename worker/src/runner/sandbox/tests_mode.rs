@@ -11,7 +11,15 @@
 //!
 //! and finally the end marker `<end>:<status> \n`. The end nonce reaches the wrapper only
 //! through its stdin header, so the program cannot forge a frame; the worker judges each test
-//! as its `R` frame arrives. Expected outputs never enter the sandbox.
+//! as its `R` frame arrives. Expected outputs never enter the sandbox with the archive.
+//!
+//! With a checker, the checker is built first in `/work/.quayside/checker` (its output between
+//! `B 0` and `C <status>`), and after each test's `R` the wrapper reads one line from its
+//! stdin: `-` (the worker judged the test already: it did not run to a clean exit) or the byte
+//! count of the test's expected output, followed by those bytes, sent by the worker only now
+//! that the program is dead. The wrapper checks that nothing changed the checker since its
+//! last run, runs it as `checker input output answer` under the helper, and prints
+//! `K <i>`, the checker's output, then `Q <i> <report>` (or `Q <i> tampered`).
 
 use std::collections::BTreeMap;
 
@@ -26,6 +34,20 @@ pub const INPUTS_DIR: &str = ".quayside/tests";
 pub const EXIT_NO_HELPER: i64 = 123;
 /// Wall time allowed per test on top of its own, for the helper and the frames.
 const PER_TEST_SLACK_MS: u64 = 250;
+/// Where the checker's files go in the archive (under `/work`), and where it is built and run.
+pub const CHECKER_DIR: &str = ".quayside/checker";
+/// Bytes of the checker's stdout and of its stderr shown as `checker_message`.
+pub const CHECKER_MESSAGE_BYTES: u64 = 4096;
+
+/// A checker as the sandbox builds and runs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedChecker {
+    pub files: BTreeMap<String, String>,
+    /// Its language's build command, expanded (run in [`CHECKER_DIR`]).
+    pub build: String,
+    /// Its language's run command, expanded (run in [`CHECKER_DIR`] with the three paths).
+    pub run: String,
+}
 
 /// One test as the sandbox runs it: its input, args and resolved limits.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,6 +70,8 @@ pub struct TestPlan {
     pub kept_bytes: u64,
     /// Bytes of test output the whole result keeps (`limits.max_result_output_bytes`).
     pub max_result_bytes: u64,
+    /// Judges each test instead of `compare` ([`TestPlan::with_checker`]).
+    pub checker: Option<PlannedChecker>,
 }
 
 impl TestPlan {
@@ -77,6 +101,27 @@ impl TestPlan {
             stop_on_failure,
             kept_bytes,
             max_result_bytes,
+            checker: None,
+        }
+    }
+
+    #[must_use]
+    pub fn with_checker(mut self, checker: Option<PlannedChecker>) -> Self {
+        self.checker = checker;
+        self
+    }
+
+    /// What the worker sends on the wrapper's stdin after test `index`'s report: its expected
+    /// output for the checker, or `-` when the checker is not needed.
+    pub fn answer(&self, index: usize, needed: bool) -> Vec<u8> {
+        match self.tests.get(index).filter(|_| needed) {
+            Some(test) => {
+                let expected = test.expected_stdout.as_deref().unwrap_or_default();
+                let mut line = format!("{}\n", expected.len()).into_bytes();
+                line.extend_from_slice(expected.as_bytes());
+                line
+            }
+            None => b"-\n".to_vec(),
         }
     }
 
@@ -101,12 +146,14 @@ impl TestPlan {
         }
     }
 
-    /// The test inputs, as files to add to the job's archive.
+    /// The test inputs and the checker's files, to add to the job's archive.
     pub fn input_files(&self) -> BTreeMap<String, String> {
+        let checker = self.checker.iter().flat_map(|c| &c.files);
         self.tests
             .iter()
             .enumerate()
             .map(|(i, t)| (format!("{INPUTS_DIR}/{i}.in"), t.stdin.clone()))
+            .chain(checker.map(|(name, text)| (format!("{CHECKER_DIR}/{name}"), text.clone())))
             .collect()
     }
 
@@ -126,12 +173,16 @@ impl TestPlan {
              head -c $((o + 1)) {out} 2>/dev/null\n\
              printf '%s:0 E %d\\n' \"$end\" \"$i\"\n\
              head -c $((o + 1)) {err} 2>/dev/null\n\
-             rm -f {out} {err}\n\
              printf '%s:0 R %d %s\\n' \"$end\" \"$i\" \"$r\"\n\
-             }}\n",
+             [ -z \"$chk\" ] || k \"$i\" \"$w\"\n\
+             rm -f {out} {err}\n\
+             }}\nchk=\n",
             inputs = shell_quote(&format!("{}/{INPUTS_DIR}", super::WORK_DIR)),
             cmd = shell_quote(&format!("\n{run}\n")),
         );
+        if let Some(checker) = &self.checker {
+            s.push_str(&checker_script(checker, out));
+        }
         for (i, t) in self.tests.iter().enumerate() {
             let args: Vec<String> = t.args.iter().map(|a| shell_quote(a)).collect();
             s.push_str(&format!(
@@ -141,9 +192,47 @@ impl TestPlan {
                 args.join(" ")
             ));
         }
+        if self.checker.is_some() {
+            s.push_str("fi\n");
+        }
         s.push_str("s=0\nr=\n");
         s
     }
+}
+
+/// The checker's part of the tests mode: `k` checks one test, then the checker is built and
+/// hashed; the tests that follow run only if it built (the caller closes the `if`).
+fn checker_script(checker: &PlannedChecker, out: &str) -> String {
+    let dir = format!("{}/{CHECKER_DIR}", super::WORK_DIR);
+    let q = shell_quote(&dir);
+    let ans = "/tmp/.quayside-ans";
+    let (kout, kerr) = ("/tmp/.quayside-kout", "/tmp/.quayside-kerr");
+    format!(
+        "h() {{ find {q} -type f -exec sha256sum {{}} + | sort | sha256sum; }}\n\
+         k() {{\n\
+         IFS= read -r n || exit 124\n\
+         [ \"$n\" = - ] && return\n\
+         head -c \"$n\" > {ans}\n\
+         if [ \"$(h)\" != \"$chk\" ]; then printf '%s:0 Q %d tampered\\n' \"$end\" \"$1\"; rm -f {ans}; return; fi\n\
+         r=$({HELPER} --report-fd 3 --wall-ms \"$2\" --output-bytes 1048576 --stdout {kout} --stderr {kerr} \
+         -- /bin/sh -c {cmd} quayside {inputs}/\"$1\".in {out} {ans} 3>&1 </dev/null)\n\
+         printf '%s:0 K %d\\n' \"$end\" \"$1\"\n\
+         head -c {m} {kout}; head -c {m} {kerr}\n\
+         printf '%s:0 Q %d %s\\n' \"$end\" \"$1\" \"$r\"\n\
+         rm -f {ans} {kout} {kerr}\n\
+         chk=$(h)\n\
+         }}\n\
+         printf '%s:0 B 0\\n' \"$end\"\n\
+         (cd {q} && (\n{build}\n)) </dev/null 2>&1\n\
+         c=$?\n\
+         printf '%s:0 C %d\\n' \"$end\" \"$c\"\n\
+         if [ \"$c\" -eq 0 ]; then\n\
+         chk=$(h)\n",
+        inputs = shell_quote(&format!("{}/{INPUTS_DIR}", super::WORK_DIR)),
+        cmd = shell_quote(&format!("cd {q} && (\n{}\n)", checker.run)),
+        build = if checker.build.trim().is_empty() { "true" } else { &checker.build },
+        m = CHECKER_MESSAGE_BYTES,
+    )
 }
 
 /// The check a tests-mode wrapper makes before anything else runs: the image must have the
@@ -159,6 +248,14 @@ pub enum Frame<'a> {
     Start(usize),
     Stderr(usize),
     Report(usize, &'a str),
+    /// The checker's build starts.
+    CheckerBuild,
+    /// The checker's build ended with this status.
+    CheckerBuilt(i64),
+    /// The checker's output for test `i` follows.
+    CheckerOutput(usize),
+    /// The checker's report for test `i` (`tampered`: the checker changed since its last run).
+    CheckerReport(usize, &'a str),
 }
 
 impl<'a> Frame<'a> {
@@ -170,6 +267,10 @@ impl<'a> Frame<'a> {
             "T" => Some(Self::Start(index)),
             "E" => Some(Self::Stderr(index)),
             "R" => Some(Self::Report(index, report)),
+            "B" => Some(Self::CheckerBuild),
+            "C" => Some(Self::CheckerBuilt(index as i64)),
+            "K" => Some(Self::CheckerOutput(index)),
+            "Q" => Some(Self::CheckerReport(index, report)),
             _ => None,
         }
     }
