@@ -60,21 +60,17 @@ pub(super) fn check(
     let mut specs = Vec::with_capacity(req.jobs.len());
     for (i, mut value) in req.jobs.into_iter().enumerate() {
         let prefix = format!("jobs[{i}].");
+        // A job without an id gets one from the batch id, its name (its `name` label, else its
+        // place, as in a `quayside batch` manifest) and its content, so posting the same batch
+        // again adds nothing and a job whose content changed runs again.
+        let mut member_name = None;
         if let Some(obj) = value.as_object_mut() {
-            // A job without an id gets one from the batch id and its name (its `name` label,
-            // else its place, as in a `quayside batch` manifest), so posting the same batch
-            // again adds nothing.
             if !obj.contains_key("id") {
-                let name = obj
-                    .get("labels")
-                    .and_then(|l| l.get(quayside_producer::NAME_LABEL))
-                    .and_then(|n| n.as_str())
-                    .map_or_else(|| format!("line {}", i + 1), str::to_owned);
-                obj.insert(
-                    "id".into(),
-                    quayside_producer::batch_member_id(batch.as_str(), &name)
-                        .as_str()
-                        .into(),
+                member_name = Some(
+                    obj.get("labels")
+                        .and_then(|l| l.get(quayside_producer::NAME_LABEL))
+                        .and_then(|n| n.as_str())
+                        .map_or_else(|| format!("line {}", i + 1), str::to_owned),
                 );
             }
             match obj.get("batch") {
@@ -90,7 +86,11 @@ pub(super) fn check(
                 }
             }
         }
-        specs.push(body::job(value, &prefix, cfg)?);
+        let mut spec = body::job(value, &prefix, cfg)?;
+        if let Some(name) = member_name {
+            spec.id = quayside_producer::batch_member_id(batch.as_str(), &name, &spec);
+        }
+        specs.push(spec);
     }
     Ok((batch, specs))
 }
