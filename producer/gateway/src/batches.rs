@@ -200,8 +200,10 @@ mod tests {
 
     fn ids(jobs: serde_json::Value) -> Vec<String> {
         let body = serde_json::json!({ "id": "nightly", "jobs": jobs });
-        let mut cfg = Config::default();
-        cfg.languages = quayside_common::config::default_languages();
+        let cfg = Config {
+            languages: quayside_common::config::default_languages(),
+            ..Config::default()
+        };
         let (_, specs) = check(body, &cfg).expect("a valid batch");
         specs.into_iter().map(|s| s.id.to_string()).collect()
     }
