@@ -5,20 +5,20 @@
 //! again. `--shared` files are added to every job.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use quayside_common::config::LanguageConfig;
-use quayside_common::job::PROTOCOL_VERSION;
-use quayside_common::wire::decode_spec;
-use quayside_common::{JobId, JobSpec};
+use quayside_common::JobSpec;
 use quayside_producer::batch_member_id as job_id;
 
 use crate::job_flags::collect;
 use crate::usage;
 
+pub use manifest::from_manifest;
 pub use quayside_producer::NAME_LABEL;
+
+mod manifest;
 
 /// Extensions of files that are included by sources, never built alone: in a folder or glob
 /// they go to every job of that folder or glob instead of becoming jobs.
@@ -85,17 +85,15 @@ impl<'a> Roles<'a> {
 
     fn of(&self, path: &Path) -> Role {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        let source = match self.chosen {
-            _ if self.unknown_language => true,
-            Some(l) => l.source_extension.is_empty() || l.source_extension == ext,
-            None => self.by_extension.contains_key(ext),
-        };
-        if source {
-            Role::Source
-        } else if HEADERS.contains(&ext) {
-            Role::Header
-        } else {
-            Role::Other
+        match self.chosen {
+            Some(l) if !ext.is_empty() && l.source_extension == ext => Role::Source,
+            _ if HEADERS.contains(&ext) => Role::Header,
+            // A language without an extension (or one only the worker knows) takes any file.
+            Some(l) if l.source_extension.is_empty() => Role::Source,
+            _ if self.unknown_language => Role::Source,
+            Some(_) => Role::Other,
+            None if self.by_extension.contains_key(ext) => Role::Source,
+            None => Role::Other,
         }
     }
 
@@ -293,70 +291,6 @@ fn check_has_source(
         "{name}: a {} job needs a .{} file and it has none",
         spec.language, lang.source_extension
     )))
-}
-
-/// One full job spec per non-blank line (`v`, `id` and `batch` may be left out). Every line is
-/// checked before anything is enqueued.
-///
-/// # Errors
-/// The first bad line, by number; two lines with one id.
-pub fn from_manifest(path: &Path, batch: &str) -> anyhow::Result<Vec<Planned>> {
-    let mut text = String::new();
-    if path == Path::new("-") {
-        std::io::stdin().read_to_string(&mut text)?;
-    } else {
-        text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading manifest {}", path.display()))?;
-    }
-    let source = path.display();
-    let mut planned = Vec::new();
-    let mut lines_of: HashMap<JobId, usize> = HashMap::new();
-    for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad = |what: String| usage(format!("{source}:{n}: {what} (nothing was enqueued)"));
-        let mut value: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}")))?;
-        let obj = value
-            .as_object_mut()
-            .ok_or_else(|| bad("expected a JSON object (one job spec)".into()))?;
-        obj.entry("v").or_insert(PROTOCOL_VERSION.into());
-        match obj.get("batch").and_then(|b| b.as_str()) {
-            Some(b) if b != batch => {
-                return Err(bad(format!(
-                    "batch {b:?} differs from the batch id {batch}"
-                )))
-            }
-            _ => {
-                obj.insert("batch".into(), batch.into());
-            }
-        }
-        let label = obj
-            .get("labels")
-            .and_then(|l| l.get(NAME_LABEL))
-            .and_then(|n| n.as_str())
-            .map(str::to_owned);
-        // Without an id, the job's id comes from its name and content, once it is decoded.
-        let derived = (!obj.contains_key("id")).then(|| {
-            obj.insert("id".into(), JobId::generate().as_str().into());
-            label.clone().unwrap_or_else(|| format!("line {n}"))
-        });
-        let mut spec = decode_spec(value.to_string().as_bytes()).map_err(|e| bad(e.to_string()))?;
-        if let Some(key) = derived {
-            spec.id = job_id(batch, &key, &spec);
-        }
-        if let Some(first) = lines_of.insert(spec.id.clone(), n) {
-            return Err(bad(format!("job id {} is also on line {first}", spec.id)));
-        }
-        let name = label.unwrap_or_else(|| spec.id.to_string());
-        planned.push(Planned { name, spec });
-    }
-    if planned.is_empty() {
-        return Err(usage(format!("manifest {source} has no jobs")));
-    }
-    Ok(planned)
 }
 
 fn is_hidden(path: &Path) -> bool {

@@ -1,6 +1,6 @@
 use super::*;
 use quayside_common::config::default_languages;
-use quayside_common::JobKind;
+use quayside_common::{JobId, JobKind};
 
 /// A fresh folder holding `files` (paths may have folders).
 fn folder(files: &[(&str, &str)]) -> PathBuf {
@@ -218,4 +218,20 @@ fn language_comes_from_the_one_known_extension() {
     );
     let mixed = infer(&["a.c", "b.cpp"]).expect_err("two languages");
     assert!(mixed.to_string().contains("c, cpp"), "{mixed}");
+}
+
+#[test]
+fn a_language_this_cli_does_not_know_takes_every_file_but_headers() {
+    // `--language script` names a language of the worker's own table.
+    let dir = folder(&[("one.txt", "print 1"), ("two", "print 2"), ("lib.h", "")]);
+    let p = plan(std::slice::from_ref(&dir), &[], &[], "script").expect("plan");
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        jobs(&p, &dir),
+        BTreeMap::from([
+            ("one.txt".into(), names(&["lib.h", "one.txt"])),
+            ("two".into(), names(&["lib.h", "two"])),
+        ])
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }
