@@ -409,6 +409,7 @@ async fn a_folder_of_submissions_is_graded_per_test_with_junit_and_a_fix_reruns_
         "      4/5  wrong_answer    ",
         "      4/5  failed          ",
         "      4/5  timed_out       ",
+        "      0/5  compile_error   ",
         "slowest tests",
         "test 3: wrong_answer",
     ] {

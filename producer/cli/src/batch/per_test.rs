@@ -1,6 +1,7 @@
 //! The summary's view of jobs that ran tests (`batch --tests`): each submission's score, the
 //! slowest tests of the batch, and why a submission's first failing test failed.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::time::Duration;
 
@@ -11,24 +12,27 @@ use super::progress::human;
 use super::summary::Row;
 use crate::terminal;
 
-/// `passed/total` per job that ran tests, in the batch's order; nothing when none did.
+/// `passed/total` per job, in the batch's order, when any job ran tests; a job that ran none
+/// (a build failure, a job that never ran) scores `0/N` when every scored job has N tests.
 ///
 /// # Errors
 /// Writing to `out` failed.
 pub fn scores(out: &mut impl Write, rows: &[Row]) -> std::io::Result<()> {
-    let scored: Vec<(&Row, u32, u32)> = rows
-        .iter()
-        .filter_map(|r| {
-            let s = r.result.as_ref()?.summary?;
-            Some((r, s.passed, s.total))
-        })
-        .collect();
-    if scored.is_empty() {
+    let summary = |r: &Row| r.result.as_ref().and_then(|res| res.summary);
+    let totals: BTreeSet<u32> = rows.iter().filter_map(summary).map(|s| s.total).collect();
+    if totals.is_empty() {
         return Ok(());
     }
+    let common = (totals.len() == 1)
+        .then(|| totals.first().copied())
+        .flatten();
     writeln!(out, "\nscores (tests passed)")?;
-    for (r, passed, total) in scored {
-        let score = format!("{passed}/{total}");
+    for r in rows {
+        let score = match (summary(r), common) {
+            (Some(s), _) => format!("{}/{}", s.passed, s.total),
+            (None, Some(total)) => format!("0/{total}"),
+            (None, None) => "-".to_owned(),
+        };
         writeln!(
             out,
             "  {score:>9}  {:<15} {}",
