@@ -12,7 +12,7 @@ use quayside_common::config::LanguageConfig;
 use quayside_common::JobSpec;
 use quayside_producer::batch_member_id as job_id;
 
-use crate::job_flags::collect;
+use crate::job_flags::{check_has_source, collect};
 use crate::usage;
 
 pub use manifest::from_manifest;
@@ -272,25 +272,6 @@ fn shared_files(patterns: &[String]) -> anyhow::Result<BTreeMap<String, String>>
         }
     }
     Ok(files)
-}
-
-/// A job of a language whose sources have an extension must have one such file, or it fails
-/// at build time with "no input files" instead of being refused here.
-fn check_has_source(
-    name: &str,
-    spec: &JobSpec,
-    languages: &BTreeMap<String, LanguageConfig>,
-) -> anyhow::Result<()> {
-    let Some(lang) = languages.get(&spec.language) else {
-        return Ok(());
-    };
-    if lang.source_extension.is_empty() || !lang.source_files(&spec.files).is_empty() {
-        return Ok(());
-    }
-    Err(usage(format!(
-        "{name}: a {} job needs a .{} file and it has none",
-        spec.language, lang.source_extension
-    )))
 }
 
 fn is_hidden(path: &Path) -> bool {
