@@ -283,9 +283,18 @@ async fn a_worker_rejects_what_a_raw_producer_sends_without_a_retry_or_a_contain
         }),
         "files".into(),
     ));
-    // A valid job with tests, which this version's runners cannot run yet: refused naming
-    // `tests`, never run as a plain job whose verdict its tests did not give.
-    all.push((with_test(|_| {}), "tests".into()));
+    // A valid job with a checker, which this version's workers cannot run yet: refused naming
+    // `checker`, never judged another way than it asked.
+    all.push((
+        with_test(|s| {
+            s.checker = Some(quayside_common::cases::Checker {
+                language: "c".into(),
+                files: BTreeMap::from([("check.c".into(), "int main(void) { return 0; }".into())]),
+                compiler_options: Vec::new(),
+            });
+        }),
+        "checker".into(),
+    ));
     for (spec, _) in &all {
         q.raw_enqueue(spec).await;
     }

@@ -1,28 +1,26 @@
-//! `quayside-run`, the helper that will run each test of a job and measure it
-//! (`deploy/images/base/quayside-run.c`, docs/design/tests-per-job.md §3), in the real C
-//! runner image on the shared Docker engine, under runc and gVisor, with the runner's
-//! hardening (no network, read-only root, non-root, no capabilities, memory and pid limits).
-//! Containers are started with `--rm` and the label `quayside.e2e=measure`.
+//! `quayside-run`, the helper that runs every program (and each test of a job) and measures it
+//! (`deploy/images/base/quayside-run.c`, docs/design/tests-per-job.md §3), as the runner
+//! images ship it, in the real C runner image on the shared Docker engine, under runc and
+//! gVisor, with the runner's hardening (no network, read-only root, non-root, no capabilities,
+//! memory and pid limits). Containers are started with `--rm` and the label
+//! `quayside.e2e=measure`.
 //!
-//! The image does not ship the helper yet, so each run compiles it from the repository's source
-//! inside the sandbox first. What it must report, from the issue: a program touching 100 MiB
-//! reports 100 MiB ± 10%, a 1 s CPU spin 1000 ms ± 15%, a 1 s sleep near 0; and what the
-//! per-test verdicts will rest on: the wall-time kill, the output cap, the cgroup's OOM count,
-//! and that nothing the program started outlives it.
+//! What it must report, from the issue: a program touching 100 MiB reports 100 MiB ± 10%, a
+//! 1 s CPU spin 1000 ms ± 15%, a 1 s sleep near 0; and what the per-test verdicts rest on: the
+//! wall-time kill, the output cap, the cgroup's OOM count, that nothing the program started
+//! outlives it, and that the program cannot reach into the helper (same uid) to rewrite its
+//! report. The same numbers through a whole job: `runner_contract`'s `measured` cases.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use quayside_common::config::default_image;
 
-/// Builds the helper and two C programs in `/tmp`, then runs each `(name, helper arguments)`
-/// of `runs`, printing `<name> <report>` per run.
+/// Builds two C programs in `/tmp`, then runs each `(name, helper arguments)` of `runs` under
+/// the image's helper, printing `<name> <report>` per run.
 fn script(runs: &[(&str, &str)]) -> String {
     let mut s = String::from(
-        "cat > /tmp/qrun.c\n\
-         gcc -O2 -static -o /tmp/quayside-run /tmp/qrun.c 2>&1 | grep -v 'statically linked'\n\
-         cat > /tmp/touch.c <<'C'\n\
+        "cat > /tmp/touch.c <<'C'\n\
          #include <stdlib.h>\n\
          int main(int argc, char **argv) {\n\
              size_t n = (size_t)atoi(argv[1]) << 20;\n\
@@ -43,19 +41,18 @@ fn script(runs: &[(&str, &str)]) -> String {
     );
     for (name, args) in runs {
         s.push_str(&format!(
-            "echo \"{name} $(/tmp/quayside-run --report-fd 1 {args})\"\n"
+            "echo \"{name} $(/usr/local/bin/quayside-run --report-fd 1 {args})\"\n"
         ));
     }
     s
 }
 
-/// Runs `script` in the C runner image under `runtime`, the helper's source on stdin; returns
-/// each run's report as key -> value, by name.
+/// Runs `script` in the C runner image under `runtime`; returns each run's report as
+/// key -> value, by name.
 fn run(runtime: &str, script: &str) -> HashMap<String, HashMap<String, String>> {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/images/base/quayside-run.c");
     let image = default_image("c");
     let out = Command::new("timeout")
-        .args(["180", "docker", "run", "--rm", "-i", "--runtime", runtime])
+        .args(["180", "docker", "run", "--rm", "--runtime", runtime])
         .args(["--network", "none", "--read-only"])
         .args(["--tmpfs", "/tmp:rw,exec,size=64m"])
         .args(["--user", "10001:10001", "--cap-drop", "ALL"])
@@ -76,7 +73,7 @@ fn run(runtime: &str, script: &str) -> HashMap<String, HashMap<String, String>> 
             "-c",
             script,
         ])
-        .stdin(std::fs::File::open(&source).expect("helper source"))
+        .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
         .expect("docker CLI");
@@ -149,6 +146,12 @@ fn assert_measures(runtime: &str, reports: &HashMap<String, HashMap<String, Stri
         "{runtime}: 300 ms limit, {wall_ms:.0} ms wall"
     );
 
+    let peek = get("peek");
+    assert_eq!(
+        peek["exit"], "1",
+        "{runtime}: the program cannot read the helper's memory: {peek:?}"
+    );
+
     let flood = get("flood");
     assert_eq!(
         flood["stdout_bytes"], "11",
@@ -160,12 +163,17 @@ fn assert_measures(runtime: &str, reports: &HashMap<String, HashMap<String, Stri
     );
 }
 
-const RUNS: [(&str, &str); 5] = [
+const RUNS: [(&str, &str); 6] = [
     ("touch", "-- /tmp/touch 100"),
     ("spin", "-- /tmp/spin"),
     ("sleep", "-- sleep 1"),
     ("slow", "--wall-ms 300 -- sleep 5"),
     ("flood", "--output-bytes 10 --stdout /tmp/out -- yes"),
+    // The helper is the shell's parent: not dumpable, so its memory is out of reach.
+    (
+        "peek",
+        "-- sh -c 'head -c 1 /proc/$PPID/mem >/dev/null 2>&1'",
+    ),
 ];
 
 #[test]

@@ -14,6 +14,7 @@ use quayside_common::config::Config;
 use quayside_common::job::SpecError;
 use quayside_common::outcome::Durations;
 use quayside_common::protocol::DeadLetterReason;
+use quayside_common::verdicts::Summary;
 use quayside_common::wire::{decode_spec, WireError};
 use quayside_common::{error_chain, now_ms, JobId, JobResult, JobSpec, Status};
 use tracing::Instrument as _;
@@ -25,6 +26,7 @@ use crate::queue::{Claimed, Lease};
 use crate::report::live_log::LiveLog;
 use crate::report::{DeadLetterCause, HandBackCause, Report};
 use crate::retry::{backoff_ms, decide, Disposition};
+use crate::runner::sandbox::tests_mode::TestPlan;
 use crate::runner::{Fleet, Output, RunOutput, RunRequest, RunnerError, RunnerErrorKind};
 
 /// How long the last job in flight waits for the registry to show it gone before its result is
@@ -90,7 +92,8 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         (Ok(out), _) if out.status != Status::Cancelled => {
             let sandbox_start = out.sandbox_start_ms.map(Duration::from_millis);
             ctx.metrics.ran(job.labels, ran, sandbox_start);
-            Report::Finish(completed(ctx, &job.id, &claimed, started_ms, out))
+            let tests = job.req.tests.as_ref().map(|plan| plan.tests.len());
+            Report::Finish(completed(ctx, &job.id, &claimed, started_ms, out, tests))
         }
         (outcome, StopReason::Cancelled) => {
             Report::Finish(cancelled(ctx, &job, &claimed, outcome.ok()))
@@ -268,14 +271,21 @@ fn cancelled(
     result
 }
 
+/// `tests`: how many tests the job has, if it has tests.
 fn completed(
     ctx: &Context,
     id: &JobId,
     claimed: &Claimed,
     started_ms: u64,
     out: RunOutput,
+    tests: Option<usize>,
 ) -> JobResult {
     let finished = now_ms();
+    // A build that failed ran no test: `tests` is empty, the summary still counts them all.
+    let summary = tests.map(|total| Summary {
+        total: u32::try_from(total).unwrap_or(u32::MAX),
+        ..Summary::of(&out.tests)
+    });
     JobResult {
         v: quayside_common::job::PROTOCOL_VERSION,
         id: id.clone(),
@@ -292,11 +302,10 @@ fn completed(
             run_ms: out.run_ms,
             total_ms: finished.saturating_sub(claimed.enqueued_at_ms),
         },
-        // Measured per run once the sandbox helper reports them (docs/design/tests-per-job.md).
-        cpu_ms: None,
-        peak_memory_bytes: None,
-        tests: Vec::new(),
-        summary: None,
+        cpu_ms: out.cpu_ms,
+        peak_memory_bytes: out.peak_memory_bytes,
+        tests: out.tests,
+        summary,
         attempts: claimed.attempts,
         worker: Some(ctx.worker_id.clone()),
         runner: Some(ctx.runner.name().to_owned()),
@@ -324,12 +333,12 @@ fn validate(cfg: &Config, claimed: &Claimed) -> Result<(JobId, JobSpec), Refusal
             format!("invalid job spec: {e}"),
         )
     })?;
-    // The runners do not run test cases yet (docs/design/tests-per-job.md): refuse such a job
-    // rather than run it as a plain one and report a verdict its tests never gave.
-    if spec.tests.is_some() {
+    // Checkers are not run yet (docs/design/tests-per-job.md): refuse such a job rather than
+    // judge its tests another way than it asked.
+    if spec.checker.is_some() {
         return Err((
             DeadLetterReason::InvalidSpec,
-            "invalid job spec: tests: this worker does not run test cases yet".into(),
+            "invalid job spec: checker: this worker does not run checkers yet".into(),
         ));
     }
     Ok((spec.id.clone(), spec))
@@ -341,8 +350,24 @@ fn request(
     attempt: u32,
     fleet: &Fleet,
 ) -> Result<RunRequest, SpecError> {
+    let limits = resolve_limits(cfg, &spec)?;
+    let compare = spec.compare_mode();
+    let tests = spec.tests.as_deref().map(|cases| {
+        Arc::new(TestPlan::new(
+            cases,
+            &limits,
+            &spec.args,
+            compare,
+            spec.stop_on_failure,
+            cfg.limits.test_output_kept_bytes,
+            cfg.limits.max_result_output_bytes,
+        ))
+    });
     Ok(RunRequest {
-        limits: resolve_limits(cfg, &spec)?,
+        limits: tests
+            .as_ref()
+            .map_or(limits, |plan| plan.sandbox_limits(&limits)),
+        tests,
         language_config: cfg
             .languages
             .get(&spec.language)
@@ -437,7 +462,7 @@ mod tests {
     }
 
     #[test]
-    fn a_job_with_tests_is_refused_until_the_runners_run_them() {
+    fn a_job_with_a_checker_is_refused_until_checkers_run() {
         let cfg = Config::load(None).expect("defaults");
         let mut s = spec();
         s.files = [("main.c".into(), "int main(){}".into())].into();
@@ -449,9 +474,17 @@ mod tests {
             limits: Default::default(),
         }]);
         admission::check(&cfg, &s).expect("the spec itself is valid");
-        let (reason, msg) = validate(&cfg, &claimed(&s)).expect_err("not run without its tests");
+        validate(&cfg, &claimed(&s)).expect("tests run");
+        s.checker = Some(quayside_common::cases::Checker {
+            language: "c".into(),
+            files: [("check.c".into(), "int main(){}".into())].into(),
+            compiler_options: Vec::new(),
+        });
+        s.tests.as_mut().expect("tests")[0].expected_stdout = None;
+        admission::check(&cfg, &s).expect("the spec itself is valid");
+        let (reason, msg) = validate(&cfg, &claimed(&s)).expect_err("not run without its checker");
         assert_eq!(reason, DeadLetterReason::InvalidSpec);
-        assert!(msg.contains("tests: "), "{msg}");
+        assert!(msg.contains("checker: "), "{msg}");
     }
 
     #[test]

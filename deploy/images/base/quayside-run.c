@@ -23,8 +23,11 @@
  * counted. Exit status: 0 when the report was
  * written, 125 on a usage or setup error (its message on stderr).
  *
- * Built static (`gcc -static -O2`) into the base runner image and installed mode 0111, so the
- * kernel marks it not dumpable and the program it runs (the same uid) cannot ptrace it.
+ * Built static (`gcc -static -O2`) into the base runner image (/usr/local/bin, mode 0555). Its
+ * first act is to make itself not dumpable, before the program exists: the program it runs
+ * (the same uid) can then neither ptrace it nor open its /proc/<pid>/mem to rewrite the report.
+ * (An execute-only file would do the same under runc, but gVisor refuses to execute a file it
+ * cannot read.)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -108,6 +111,8 @@ static void kill_children(void) {
 static void on_alarm(int sig) { (void)sig; }
 
 int main(int argc, char **argv) {
+    if (prctl(PR_SET_DUMPABLE, 0) != 0)
+        die("PR_SET_DUMPABLE");
     long long wall_ms = 0, output_bytes = 0;
     const char *in = NULL, *out = NULL, *err = NULL;
     int report_fd = 2, i = 1;

@@ -274,8 +274,10 @@ async fn jobs_side_by_side_have_their_own_uid_and_cannot_see_or_starve_each_othe
             128,
             "fs.inotify.max_user_instances: {hog}"
         );
+        // 1 MiB pipes: 64 fill the 16384-page budget, less the wrapper's own pipe that
+        // carries quayside-run's report.
         assert!(
-            field(&hog, "pipes") >= 64 && field(&hog, "signals") > 1000,
+            field(&hog, "pipes") >= 63 && field(&hog, "signals") > 1000,
             "{hog}"
         );
     }

@@ -95,6 +95,7 @@ impl World for Docker {
             Program::EatsMemory => ("c", "main.c", "#include <stdlib.h>\n#include <string.h>\nint main(void) { for (;;) { char *p = malloc(1 << 20); if (!p) return 9; memset(p, 1, 1 << 20); } }\n".into()),
             Program::Floods => python("print('0123456789' * 1000)\n".into()),
             Program::ImageMissing => (NOPE, "main.py", "print('never')\n".into()),
+            Program::Measured(work) => ("c", "main.c", work.source().into()),
         };
         RunRequest {
             job_id: JobId::generate(),
@@ -108,6 +109,7 @@ impl World for Docker {
             stdin: String::new(),
             limits: LIMITS,
             fleet: self.fleet.clone(),
+            tests: None,
         }
     }
 

@@ -56,14 +56,15 @@ pub(super) async fn run(
     cancel: &CancellationToken,
 ) -> Result<RunOutput, RunnerError> {
     let docker = sandbox.docker.clone();
-    let nonce = protocol::new_nonce();
+    let nonces = (protocol::new_nonce(), protocol::new_nonce());
     let creating = Instant::now();
-    let (stream, _stdin, generation) = start(sandbox, cfg, req, script, worker_id, &nonce).await?;
+    let (stream, _stdin, generation) = start(sandbox, cfg, req, script, worker_id, &nonces).await?;
     output.sandbox_started();
     let id = sandbox.id.clone().unwrap_or_default();
     let sandbox_start_ms = u64::try_from(creating.elapsed().as_millis()).unwrap_or(u64::MAX);
 
-    let mut phases = PhasedOutput::new(&nonce, None, &req.limits);
+    let mut phases =
+        PhasedOutput::new(&nonces.0, Some(&nonces.1), &req.limits).with_tests(req.tests.clone());
     let ending = match read(stream, &mut phases, output, cancel).await {
         // Stopped at a limit or cancelled: kill it now.
         Some(ending) => {
@@ -83,17 +84,18 @@ async fn start(
     req: &RunRequest,
     script: String,
     worker_id: &str,
-    nonce: &str,
+    (nonce, end_nonce): &(String, String),
 ) -> Result<(Stream, AbortOnDropHandle<()>, u64), RunnerError> {
     let job = &req.job_id;
     let docker = sandbox.docker.clone();
     // A uid of its own: per-user kernel limits are not shared with the jobs beside it.
     let user = spec::attempt_user(&cfg.sandbox);
-    let archive =
-        protocol::archive(&req.files, user.0, user.1).map_err(|e| RunnerError::Files {
+    let archive = protocol::archive(&req.sandbox_files(), user.0, user.1).map_err(|e| {
+        RunnerError::Files {
             detail: format!("cannot archive the files of job {job}"),
             source: Some(Box::new(e)),
-        })?;
+        }
+    })?;
     let l = &req.limits;
     let wall_s = (l.compile_wall_time_ms + l.run_wall_time_ms) / 1000 + DEADLINE_SLACK_S;
     let deadline = sandbox::unix_now_s().saturating_add(i64::try_from(wall_s).unwrap_or(i64::MAX));
@@ -142,7 +144,7 @@ async fn start(
         .await
         .map_err(|e| api_error(format!("cannot start the sandbox of job {job}"), e))?;
     let payload = match cfg.docker.file_transfer {
-        FileTransfer::Stdin => protocol::stdin_payload(nonce, &archive, &req.stdin),
+        FileTransfer::Stdin => protocol::stdin_payload(nonce, &archive, end_nonce, &req.stdin),
         FileTransfer::Archive => {
             // Only now that the container runs is its /work volume mounted to write through.
             let to = UploadToContainerOptions {
@@ -153,7 +155,7 @@ async fn start(
                 .upload_to_container(&id, Some(to), bollard::body_full(archive.into()))
                 .await
                 .map_err(|e| api_error(format!("cannot upload the files of job {job}"), e))?;
-            protocol::stdin_payload(nonce, &[], &req.stdin)
+            protocol::stdin_payload(nonce, &[], end_nonce, &req.stdin)
         }
     };
     // A task of its own: a program that never reads its stdin must not block its output.
@@ -191,8 +193,10 @@ async fn read(
             Some(Ok(LogOutput::StdErr { message })) => phases.feed_stderr(&message, output),
             Some(Ok(_)) => Progress::Nothing,
         };
-        if progress == Progress::OutputExceeded {
-            break Some(Ending::OutputExceeded);
+        match progress {
+            Progress::OutputExceeded => break Some(Ending::OutputExceeded),
+            Progress::StopTests => break Some(Ending::Stopped),
+            Progress::Nothing | Progress::BuildEnded => {}
         }
     };
     phases.flush(output);

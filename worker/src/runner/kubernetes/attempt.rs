@@ -106,8 +106,9 @@ pub async fn follow(
     let mut log: Option<(mpsc::Receiver<LogChunk>, AbortOnDropHandle<()>)> = None;
     let mut log_done = false;
     let mut ended: Option<(i64, bool)> = None;
-    // Room for all three capped streams, both markers, and one byte over a cap.
-    let log_limit = i64::try_from(limits.output_bytes.saturating_mul(3).saturating_add(256))
+    // Room for all three capped streams, both markers (the end one with its run report), and
+    // one byte over a cap.
+    let log_limit = i64::try_from(limits.output_bytes.saturating_mul(3).saturating_add(1024))
         .unwrap_or(i64::MAX);
     let stopped = loop {
         if let (Some((code, oom_killed)), true) = (ended, log_done) {

@@ -215,6 +215,14 @@ impl Runner for KubernetesRunner {
         let Ok(body) = req.wrapper_body() else {
             return Ok(());
         };
+        if req.tests.is_some() {
+            // Until the ConfigMap carries the inputs (docs/design/tests-per-job.md §6): refused,
+            // never run as a plain job.
+            return Err(SpecError::field(
+                "tests",
+                "the Kubernetes runner does not run test cases yet (the Docker runner does)",
+            ));
+        }
         sandbox::check_args(&req.args)?;
         spec::check_size(&self.cfg.sandbox, req, &body)
     }

@@ -125,9 +125,10 @@ pub fn wrapper(cfg: &SandboxConfig, req: &RunRequest, body: &str, cap: u64) -> S
         "{{ {}; }} 2>&1 || exit {EXIT_UNPACK}\n",
         unpack.join(" && ")
     ));
+    // The body ends with the end marker (and the program's status in `$s`).
     s.push_str(&format!("exec <{JOB_DIR}/stdin 2>{STDERR_FILE}\n{body}"));
     s.push_str(&format!(
-        "s=$?\nprintf '%s:%d\\n' \"$end\" \"$s\"\nhead -c {} {STDERR_FILE}\nexit \"$s\"\n",
+        "head -c {} {STDERR_FILE}\nexit \"$s\"\n",
         cap.saturating_add(1)
     ));
     s

@@ -10,12 +10,14 @@
 //! - [`fleet`]: the labels that tie a sandbox to its fleet, the orphan rule, and each runner's
 //!   list of sandboxes in use or left to remove.
 //! - [`seccomp`]: Quayside's seccomp profile, shared by both backends.
+//! - [`tests_mode`]: a job with tests: the resolved plan, the wrapper's tests mode, its frames.
 
 pub mod fleet;
 pub mod phases;
 pub mod protocol;
 pub mod run_report;
 pub mod seccomp;
+pub mod tests_mode;
 
 use quayside_common::job::SpecError;
 use quayside_common::JobId;

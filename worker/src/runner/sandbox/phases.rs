@@ -5,13 +5,20 @@
 //! what is kept goes to the attempt's [`Output`] as it arrives. How the sandbox ended then makes
 //! the verdict ([`classify`]).
 
+mod frames;
+
+use std::sync::Arc;
 use std::time::Duration;
 
+use quayside_common::verdicts::{job_status, TestResult};
 use quayside_common::{Captured, JobId, JobKind, Limits, Status};
 use tokio::time::Instant;
 
 use super::protocol::{wrapper_failure, PhaseMarker, Scan, EXIT_UNPACK};
+use super::run_report::RunReport;
+use super::tests_mode::{Frame, TestPlan};
 use crate::runner::{LogSource, Output, RunOutput, RunnerError};
+use frames::TestsPhase;
 
 /// One output stream kept up to `cap` bytes; what arrives beyond is counted, not stored.
 #[derive(Debug, Default)]
@@ -50,6 +57,11 @@ impl CappedOutput {
     pub fn into_captured(self) -> Captured {
         Captured::from_bytes(self.kept, self.exceeded)
     }
+
+    /// The bytes kept, and whether more arrived.
+    pub fn into_parts(self) -> (Vec<u8>, bool) {
+        (self.kept, self.exceeded)
+    }
 }
 
 #[derive(Debug)]
@@ -71,6 +83,8 @@ pub enum Progress {
     BuildEnded,
     /// A stream passed its cap: stop the sandbox.
     OutputExceeded,
+    /// A test did not pass under `stop_on_failure`: stop the sandbox, the rest are skipped.
+    StopTests,
 }
 
 /// The three capped streams of one attempt, where in the wrapper's output the parser is, and
@@ -83,6 +97,10 @@ pub struct PhasedOutput {
     stdout: CappedOutput,
     stderr: CappedOutput,
     build_status: Option<i64>,
+    /// What `quayside-run` reported about the program, from the end marker.
+    report: Option<RunReport>,
+    /// A job with tests: their frames, between the build marker and the end marker.
+    tests: Option<TestsPhase>,
     compile_wall: Duration,
     run_wall: Duration,
     started: Option<Instant>,
@@ -91,8 +109,9 @@ pub struct PhasedOutput {
 }
 
 impl PhasedOutput {
-    /// A parser for a stream whose build marker carries `nonce` and, when the program's
-    /// stderr follows its stdout on the same stream, whose end marker carries `end_nonce`.
+    /// A parser for a stream whose build marker carries `nonce` and whose end marker (after the
+    /// program's stdout; on a single stream the program's stderr follows it) carries
+    /// `end_nonce`.
     pub fn new(nonce: &str, end_nonce: Option<&str>, limits: &Limits) -> Self {
         let cap = limits.output_bytes;
         Self {
@@ -102,12 +121,21 @@ impl PhasedOutput {
             stdout: CappedOutput::new(cap),
             stderr: CappedOutput::new(cap),
             build_status: None,
+            report: None,
+            tests: None,
             compile_wall: Duration::from_millis(limits.compile_wall_time_ms),
             run_wall: Duration::from_millis(limits.run_wall_time_ms),
             started: None,
             build_ended: None,
             ended: None,
         }
+    }
+
+    /// Reads the program's part as the frames of `plan`'s tests ([`super::tests_mode`]).
+    #[must_use]
+    pub fn with_tests(mut self, plan: Option<Arc<TestPlan>>) -> Self {
+        self.tests = plan.map(TestsPhase::new);
+        self
     }
 
     /// The sandbox runs: the build's clock starts.
@@ -143,11 +171,12 @@ impl PhasedOutput {
                         build,
                         status,
                         program,
+                        ..
                     } => {
                         output.send(LogSource::Compile, self.compile.push(&build));
                         self.build_status = Some(status);
                         self.build_ended = Some(Instant::now());
-                        let end = self.end_nonce.as_deref().map(PhaseMarker::new);
+                        let end = self.end_nonce.as_deref().map(PhaseMarker::with_detail);
                         self.phase = Phase::Program(end);
                         progress = Progress::BuildEnded;
                         rest = program;
@@ -159,19 +188,45 @@ impl PhasedOutput {
                 }
                 Phase::Program(Some(marker)) => match marker.feed(&rest) {
                     Scan::Build(bytes) => {
-                        output.send(LogSource::Stdout, self.stdout.push(&bytes));
+                        self.program_bytes(&bytes, output);
                         break;
                     }
-                    Scan::Ended { build, program, .. } => {
-                        output.send(LogSource::Stdout, self.stdout.push(&build));
-                        self.phase = Phase::Stderr;
+                    Scan::Ended {
+                        build,
+                        detail,
+                        program,
+                        ..
+                    } => {
+                        self.program_bytes(&build, output);
                         rest = program;
+                        let frame = Frame::parse(&detail);
+                        match (self.tests.as_mut(), frame) {
+                            (Some(tests), Some(frame)) => {
+                                if test_frame(tests, frame, output) {
+                                    progress = Progress::StopTests;
+                                }
+                                let end = self.end_nonce.as_deref().unwrap_or_default();
+                                self.phase = Phase::Program(Some(PhaseMarker::with_detail(end)));
+                            }
+                            _ => {
+                                self.report = read_report(&detail);
+                                self.phase = Phase::Stderr;
+                            }
+                        }
                     }
                 },
                 Phase::Stderr => return self.feed_stderr(&rest, output),
             }
         }
         self.progress(progress)
+    }
+
+    /// Bytes of the program's stdout: the job's, or the running test's.
+    fn program_bytes(&mut self, bytes: &[u8], output: &Output) {
+        match self.tests.as_mut() {
+            Some(tests) => tests.bytes(bytes),
+            None => output.send(LogSource::Stdout, self.stdout.push(bytes)),
+        }
     }
 
     /// Feeds a chunk of the program's own stderr stream (a container's). The wrapper writes
@@ -183,6 +238,9 @@ impl PhasedOutput {
     }
 
     fn progress(&self, progress: Progress) -> Progress {
+        if progress == Progress::StopTests {
+            return progress;
+        }
         if self.compile.exceeded() || self.stdout.exceeded() || self.stderr.exceeded() {
             Progress::OutputExceeded
         } else {
@@ -201,7 +259,7 @@ impl PhasedOutput {
             }
             Phase::Program(Some(marker)) => {
                 let held = marker.take_held();
-                output.send(LogSource::Stdout, self.stdout.push(&held));
+                self.program_bytes(&held, output);
             }
             Phase::Program(None) | Phase::Stderr => {}
         }
@@ -214,7 +272,7 @@ impl PhasedOutput {
     /// [`RunnerError::Files`] when the job's files did not unpack, [`RunnerError::Wrapper`]
     /// otherwise (with the build output so far, which tells what went wrong).
     pub fn conclude(
-        self,
+        mut self,
         job: &JobId,
         kind: JobKind,
         ending: Ending,
@@ -228,6 +286,11 @@ impl PhasedOutput {
         };
         let compile_ms = ms(self.started, self.build_ended);
         let run_ms = ms(self.build_ended, None);
+        // A job with tests whose build passed: the tests decide, not how the sandbox ended.
+        let tests = match self.tests.take() {
+            Some(tests) if self.build_status == Some(0) => Some(tests.finish(ending)),
+            _ => None,
+        };
         let verdict = match classify(kind, self.build_status, ending) {
             Ok(verdict) => verdict,
             Err((what, transient)) => {
@@ -243,6 +306,16 @@ impl PhasedOutput {
                 });
             }
         };
+        if let Some(tests) = tests {
+            return Ok(tests_output(
+                tests,
+                ending,
+                self.compile,
+                compile_ms,
+                run_ms,
+                sandbox_start_ms,
+            ));
+        }
         Ok(RunOutput {
             status: verdict.status,
             exit_code: verdict.exit_code,
@@ -258,8 +331,78 @@ impl PhasedOutput {
             compile_output: self.compile.into_captured(),
             compile_ms,
             sandbox_start_ms,
+            cpu_ms: self.report.map(|r| r.cpu_ms()),
+            peak_memory_bytes: self.report.map(|r| r.peak_memory_bytes()),
+            tests: Vec::new(),
         })
     }
+}
+
+/// Takes one test frame: logs where a test starts and its verdict. Returns whether the run
+/// should stop (a test did not pass under `stop_on_failure`).
+fn test_frame(tests: &mut TestsPhase, frame: Frame<'_>, output: &Output) -> bool {
+    if let Frame::Start(index) = frame {
+        if let Some(name) = tests.name(index) {
+            output.send(LogSource::Test, format!("{name}\n").as_bytes());
+        }
+    }
+    let stop_on_failure = tests.stop_on_failure();
+    match tests.frame(frame) {
+        Some(result) => {
+            let verdict = format!("{} {} {}ms\n", result.name, result.status, result.wall_ms);
+            output.send(LogSource::Verdict, verdict.as_bytes());
+            stop_on_failure && result.status != quayside_common::verdicts::TestStatus::Passed
+        }
+        None => false,
+    }
+}
+
+/// The output of a job with tests whose build passed: the job's status is the first test's
+/// that did not pass (`cancelled` when it was cancelled); cpu time summed, peak the largest.
+fn tests_output(
+    tests: Vec<TestResult>,
+    ending: Ending,
+    compile: CappedOutput,
+    compile_ms: u64,
+    run_ms: u64,
+    sandbox_start_ms: Option<u64>,
+) -> RunOutput {
+    let status = match ending {
+        Ending::Cancelled => Status::Cancelled,
+        _ => job_status(&tests),
+    };
+    let ran = tests
+        .iter()
+        .filter(|t| t.status != quayside_common::verdicts::TestStatus::Skipped);
+    let cpu_ms = ran.clone().map(|t| t.cpu_ms).sum();
+    let peak = ran.map(|t| t.peak_memory_bytes).max().unwrap_or(0);
+    RunOutput {
+        status,
+        exit_code: None,
+        signal: None,
+        stdout: Captured::default(),
+        stderr: Captured::default(),
+        compile_output: compile.into_captured(),
+        compile_ms,
+        run_ms,
+        sandbox_start_ms,
+        cpu_ms: Some(cpu_ms),
+        peak_memory_bytes: Some(peak),
+        tests,
+    }
+}
+
+/// The run report an end marker carries; `None` when it has none (an image without the
+/// helper, a compile-only job) or it does not parse (logged: the helper and the worker
+/// disagree, which only a version skew explains).
+fn read_report(detail: &str) -> Option<RunReport> {
+    if detail.trim().is_empty() {
+        return None;
+    }
+    detail
+        .parse()
+        .inspect_err(|error| tracing::warn!(%error, "ignoring the sandbox's run report"))
+        .ok()
 }
 
 /// Waits for a deadline that may not be set yet ([`PhasedOutput::deadline`]).
@@ -292,6 +435,8 @@ pub enum Ending {
     /// The worker stopped it because its cancellation token fired (a user's cancel, or a
     /// drain): the result keeps the output so far.
     Cancelled,
+    /// The worker stopped it because a test did not pass under `stop_on_failure`.
+    Stopped,
 }
 
 /// The status, exit code and signal a job gets.
@@ -320,7 +465,7 @@ pub fn classify(
     Ok(match (ending, build_status) {
         (Ending::OutputExceeded, _) => verdict(Status::OutputExceeded, None),
         (Ending::TimedOut, _) => verdict(Status::TimedOut, None),
-        (Ending::Cancelled, _) => verdict(Status::Cancelled, None),
+        (Ending::Cancelled | Ending::Stopped, _) => verdict(Status::Cancelled, None),
         // The exit code is the program's only if the program ran: an OOM kill during the build
         // (or the unpack) ends the wrapper with the build's status, which no program returned.
         (
@@ -334,7 +479,8 @@ pub fn classify(
             verdict(Status::MemoryExceeded, ran.then_some(code))
         }
         (Ending::Exited { code, .. }, None) => {
-            return Err((wrapper_failure(code), code != EXIT_UNPACK))
+            let permanent = matches!(code, EXIT_UNPACK | super::tests_mode::EXIT_NO_HELPER);
+            return Err((wrapper_failure(code), !permanent));
         }
         (Ending::Exited { .. }, Some(s)) if s != 0 => verdict(Status::CompileError, None),
         (Ending::Exited { .. }, Some(_)) if kind == JobKind::Compile => {

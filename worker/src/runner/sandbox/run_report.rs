@@ -49,6 +49,18 @@ impl RunReport {
     pub fn peak_memory_bytes(&self) -> u64 {
         self.maxrss_kb.saturating_mul(1024)
     }
+
+    /// The report with an exit status of 128 + n read as signal n: the run command's shell
+    /// stands between the helper and the program and passes a signal on as that status (so a
+    /// program that calls `exit(137)` looks killed, as for a job).
+    #[must_use]
+    pub fn through_shell(mut self) -> Self {
+        if let Some(signal) = self.exit_code.and_then(super::signal_of) {
+            self.signal = Some(signal);
+            self.exit_code = None;
+        }
+        self
+    }
 }
 
 /// Why a report line could not be read.
