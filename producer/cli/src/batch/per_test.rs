@@ -90,11 +90,13 @@ pub fn first_failure(res: &JobResult) -> Option<String> {
 }
 
 /// A test's verdict with what explains it: `wrong_answer: expected "3", got "4"`,
-/// `failed (exit 3)`, `timed_out after 1.0s`, `failed (signal 11)`.
+/// `failed (exit 3)`, `timed_out after 1.0s`, `failed (signal 11)` (not the kill of a limit).
 pub fn describe(t: &TestResult) -> String {
     let mut s = t.status.as_str().to_owned();
+    // A limit's own kill is no news; the signal that ended a crash is.
+    let limit = matches!(t.status, TestStatus::TimedOut | TestStatus::MemoryExceeded);
     match (t.exit_code, t.signal) {
-        (_, Some(sig)) => s.push_str(&format!(" (signal {sig})")),
+        (_, Some(sig)) if !limit => s.push_str(&format!(" (signal {sig})")),
         (Some(code), None) if code != 0 => s.push_str(&format!(" (exit {code})")),
         _ => {}
     }

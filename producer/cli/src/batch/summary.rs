@@ -325,6 +325,8 @@ pub(super) mod tests {
         let mut wrong = test("2", TestStatus::WrongAnswer, 20);
         wrong.checker_message = Some("line 1: expected \"3\", got \"4\"".into());
         wrong.stderr = Captured::from_bytes(b"debug: n=4\n".to_vec(), false);
+        let mut timeout = test("3", TestStatus::TimedOut, 2_000);
+        (timeout.exit_code, timeout.signal) = (None, Some(9));
         let mut crash = test("1", TestStatus::Failed, 30);
         (crash.exit_code, crash.signal) = (None, Some(11));
         vec![
@@ -340,11 +342,7 @@ pub(super) mod tests {
             with_tests(
                 "wrong.c",
                 Status::WrongAnswer,
-                vec![
-                    test("1", TestStatus::Passed, 10),
-                    wrong,
-                    test("3", TestStatus::TimedOut, 2_000),
-                ],
+                vec![test("1", TestStatus::Passed, 10), wrong, timeout],
             ),
             with_tests(
                 "crash.c",

@@ -384,20 +384,39 @@ async fn test_frames_are_judged_as_they_arrive_and_the_rest_skipped() {
         assert_ne!(p.feed(b, &output), Progress::StopTests);
         // The sandbox stopped while test `c` had not started.
         p.flush(&output);
-        let out = p.conclude(&job, JobKind::Run, Ending::TimedOut, None).expect("ran");
-        let got: Vec<_> = out.tests.iter().map(|t| (t.name.as_str(), t.status)).collect();
+        let out = p
+            .conclude(&job, JobKind::Run, Ending::TimedOut, None)
+            .expect("ran");
+        let got: Vec<_> = out
+            .tests
+            .iter()
+            .map(|t| (t.name.as_str(), t.status))
+            .collect();
         use quayside_common::verdicts::TestStatus::*;
-        assert_eq!(got, [("a", Passed), ("b", WrongAnswer), ("c", Skipped)], "split {split}");
+        assert_eq!(
+            got,
+            [("a", Passed), ("b", WrongAnswer), ("c", Skipped)],
+            "split {split}"
+        );
         assert_eq!(out.status, Status::WrongAnswer);
         let a = &out.tests[0];
-        assert_eq!((a.stdout.data.as_str(), a.stderr.data.as_str()), ("1\n", "warn"));
+        assert_eq!(
+            (a.stdout.data.as_str(), a.stderr.data.as_str()),
+            ("1\n", "warn")
+        );
         assert!(a.stderr.truncated, "4 bytes kept per stream");
         assert_eq!(
-            (out.tests[1].stdout.data.as_str(), out.tests[1].stdout.truncated),
+            (
+                out.tests[1].stdout.data.as_str(),
+                out.tests[1].stdout.truncated
+            ),
             ("", true),
             "6 bytes kept in all"
         );
-        assert_eq!((out.cpu_ms, out.peak_memory_bytes), (Some(2), Some(1 << 20)));
+        assert_eq!(
+            (out.cpu_ms, out.peak_memory_bytes),
+            (Some(2), Some(1 << 20))
+        );
         let log: Vec<_> = drain(&mut rx)
             .into_iter()
             .filter(|(s, _)| matches!(s, LogSource::Test | LogSource::Verdict))
@@ -422,8 +441,13 @@ async fn test_frames_are_judged_as_they_arrive_and_the_rest_skipped() {
     );
     let mut p = PhasedOutput::new("N", Some(&end), &limits(100)).with_tests(Some(plan(true)));
     p.start();
-    assert_eq!(p.feed(stream.as_bytes(), &Output::discard()), Progress::StopTests);
-    let out = p.conclude(&job, JobKind::Run, Ending::Stopped, None).expect("ran");
+    assert_eq!(
+        p.feed(stream.as_bytes(), &Output::discard()),
+        Progress::StopTests
+    );
+    let out = p
+        .conclude(&job, JobKind::Run, Ending::Stopped, None)
+        .expect("ran");
     let got: Vec<_> = out.tests.iter().map(|t| t.status.as_str()).collect();
     assert_eq!(got, ["wrong_answer", "skipped", "skipped"]);
     let mut p = PhasedOutput::new("N", Some(&end), &limits(100)).with_tests(Some(plan(false)));
@@ -435,5 +459,9 @@ async fn test_frames_are_judged_as_they_arrive_and_the_rest_skipped() {
     };
     let out = p.conclude(&job, JobKind::Run, oom, None).expect("ran");
     let got: Vec<_> = out.tests.iter().map(|t| t.status.as_str()).collect();
-    assert_eq!(got, ["memory_exceeded", "skipped", "skipped"], "gVisor: the sandbox ends");
+    assert_eq!(
+        got,
+        ["memory_exceeded", "skipped", "skipped"],
+        "gVisor: the sandbox ends"
+    );
 }
