@@ -1,7 +1,7 @@
 -- Claim up to `count` jobs for consumer `worker`, marking each running under a new fencing token.
 -- ARGV: prefix, worker, mode ('new' | 'reclaim'), count, order (stream indices, e.g. '123'),
 --       min_idle_ms (reclaim only), dlq cap, log cap, default result ttl s.
--- Returns { claimed, dropped, last_ids, missing }:
+-- Returns { claimed, dropped, last_ids, missing, paused }:
 --   claimed: flat, 8 per job: stream index, entry id, job id, token, attempts, spec JSON,
 --            enqueued_at ms, cancel flag ('1' or '')
 --   dropped: flat, 4 per entry: stream index, entry id, what ('duplicate' | 'requeued' |
@@ -11,8 +11,14 @@
 --   missing: indices of streams without the consumer group (stream deleted, group destroyed):
 --            nothing was read there; the caller creates the group and claims again. Streams
 --            read before are complete: no error ever leaves a claim half done.
+--   paused: 1 when an operator paused the queue: nothing was read (new or reclaimed, since a
+--           reclaim starts a job again); else 0. Checked here, in the same atomic step as the
+--           claim, so no claim that starts after a pause was written can start a job.
 local worker, mode, count, order = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local min_idle, dlq_cap, ttl_default = ARGV[6], ARGV[7], tonumber(ARGV[9])
+if redis.call('HEXISTS', K.paused, K.paused_queue) == 1 then
+  return { {}, {}, {}, {}, 1 }
+end
 local now = now_ms()
 local claimed, dropped, missing, taken = {}, {}, {}, 0
 
@@ -141,4 +147,4 @@ if mode == 'new' and taken == 0 and #missing == 0 then
     last_ids[i] = field(info, 'last-generated-id') or '0-0'
   end
 end
-return { claimed, dropped, last_ids, missing }
+return { claimed, dropped, last_ids, missing, 0 }

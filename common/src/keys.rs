@@ -24,6 +24,11 @@ const WORKERS_EXPIRY: &str = "workers:expiry";
 const CANCEL: &str = "cancel";
 const ADOPTED: &str = "adopted";
 const FLEET: &str = "fleet";
+const PAUSED: &str = "paused";
+
+/// The field of [`Keys::paused`] that pauses the whole queue (tenant pauses will use
+/// `t:<tenant>`, see `docs/design/tenants.md`).
+pub const PAUSED_QUEUE: &str = "*";
 
 /// Key builder for one queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,6 +152,13 @@ impl Keys {
         format!("{}{FLEET}", self.prefix)
     }
 
+    /// Hash: pause state set by an operator. Field [`PAUSED_QUEUE`] present = no worker claims
+    /// from the queue; its value is the unix time (ms) of the pause. Operator state, not a job's:
+    /// it never expires, so a pause outlives worker and Redis restarts.
+    pub fn paused(&self) -> String {
+        format!("{}{PAUSED}", self.prefix)
+    }
+
     /// Pub/sub channel: ids of running jobs whose cancellation was requested.
     pub fn cancel_channel(&self) -> String {
         format!("{}{CANCEL}", self.prefix)
@@ -165,6 +177,7 @@ impl Keys {
             self.workers_expiry(),
             self.adopted(),
             self.fleet(),
+            self.paused(),
         ]);
         keys
     }
@@ -189,6 +202,8 @@ K.workers = P .. '{WORKERS}'
 K.workers_expiry = P .. '{WORKERS_EXPIRY}'
 K.cancel = P .. '{CANCEL}'
 K.adopted = P .. '{ADOPTED}'
+K.paused = P .. '{PAUSED}'
+K.paused_queue = '{PAUSED_QUEUE}'
 K.group = '{GROUP}'
 "#
         )
@@ -219,6 +234,7 @@ mod tests {
             k.cancel_channel(),
             k.adopted(),
             k.fleet(),
+            k.paused(),
         ];
         for key in all {
             assert!(key.starts_with("qs:{builds}:"), "{key}");
@@ -239,6 +255,7 @@ mod tests {
             "'delayed'",
             "'dlq'",
             "'workers'",
+            "'paused'",
         ] {
             assert!(lua.contains(needle), "{needle} missing from prelude");
         }

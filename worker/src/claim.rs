@@ -16,6 +16,10 @@ use crate::metrics::Event;
 use crate::queue::ClaimBatch;
 use crate::shutdown::sleep_or_stop;
 
+/// How often a worker asks again while the queue is paused: a resume is seen within this long
+/// (no signal needed, and the pause itself holds from the moment it is written).
+pub const PAUSE_POLL: Duration = Duration::from_millis(500);
+
 const STRICT: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
 const LOWEST_FIRST: [Priority; 3] = [Priority::Low, Priority::Normal, Priority::High];
 
@@ -41,6 +45,8 @@ pub async fn claim_loop(
     let mut next_reclaim = Instant::now();
     let mut claimed_total: u64 = 0;
     let mut error_delay = Duration::from_millis(100);
+    // Whether the last claim found the queue paused (to log the change once, not every poll).
+    let mut paused = false;
 
     loop {
         if !ctx.gate.is_open() && !ctx.gate.wait_open(&stop).await {
@@ -79,8 +85,21 @@ pub async fn claim_loop(
         };
 
         match result {
+            Ok((batch, _)) if batch.paused => {
+                error_delay = Duration::from_millis(100);
+                drop(permits);
+                if !std::mem::replace(&mut paused, true) {
+                    tracing::info!("queue paused; claiming nothing until it is resumed");
+                }
+                if sleep_or_stop(&stop, PAUSE_POLL).await {
+                    return;
+                }
+            }
             Ok((batch, reclaiming)) => {
                 error_delay = Duration::from_millis(100);
+                if std::mem::replace(&mut paused, false) {
+                    tracing::info!("queue resumed; claiming again");
+                }
                 log_dropped(&ctx, &batch);
                 let idle = batch.claimed.is_empty();
                 claimed_total += batch.claimed.len() as u64;
@@ -127,6 +146,9 @@ async fn claim_new(
         return ctx.queue.claim(n, &STRICT).await;
     }
     let mut batch = ctx.queue.claim(guarded, &LOWEST_FIRST).await?;
+    if batch.paused {
+        return Ok(batch);
+    }
     let rest = n - batch.claimed.len();
     if rest > 0 {
         let more = ctx.queue.claim(rest, &STRICT).await?;

@@ -81,6 +81,9 @@ pub struct ClaimBatch {
     pub dropped: Vec<Dropped>,
     /// When nothing was claimed: each stream's last entry id, to block on.
     pub last_ids: Option<[String; 3]>,
+    /// The queue is paused: nothing was claimed, and no last ids come back (poll instead of
+    /// blocking, so a resume is seen quickly).
+    pub paused: bool,
 }
 
 /// The reply: the batch, and the streams found without the consumer group (nothing was read
@@ -122,8 +125,11 @@ fn order_digits(order: &[Priority]) -> String {
 const R: Reader = Reader("claim");
 
 fn parse(reply: Value) -> Result<ClaimReply, ReplyError> {
-    let [claimed, dropped, last, missing] = R.parts(reply)?;
-    let mut batch = ClaimBatch::default();
+    let [claimed, dropped, last, missing, paused] = R.parts(reply)?;
+    let mut batch = ClaimBatch {
+        paused: R.number::<u8>(&paused)? == 1,
+        ..ClaimBatch::default()
+    };
     // The specs move out of the reply instead of being copied.
     let Value::Array(mut claimed) = claimed else {
         return Err(R.error(format!("expected the claimed jobs, got {claimed:?}")));
@@ -216,7 +222,7 @@ mod tests {
     }
 
     fn reply(claimed: Value, dropped: Value, last: Value, missing: Value) -> Value {
-        Value::Array(vec![claimed, dropped, last, missing])
+        Value::Array(vec![claimed, dropped, last, missing, Value::Int(0)])
     }
 
     #[test]
@@ -296,16 +302,38 @@ mod tests {
     }
 
     #[test]
+    fn a_paused_reply_is_read() {
+        let empty = || Value::Array(vec![]);
+        let r = claim(ClaimMode::New {
+            order: &Priority::ALL,
+        })
+        .parse(Value::Array(vec![
+            empty(),
+            empty(),
+            empty(),
+            empty(),
+            Value::Int(1),
+        ]))
+        .expect("valid");
+        assert!(r.batch.paused);
+        assert!(r.batch.claimed.is_empty());
+        assert_eq!(
+            r.batch.last_ids, None,
+            "a paused worker polls, it does not block"
+        );
+    }
+
+    #[test]
     fn malformed_replies_are_errors() {
         let call = claim(ClaimMode::New {
             order: &Priority::ALL,
         });
         let empty = || Value::Array(vec![]);
         let cases = [
-            (Value::Int(1), "expected 4 parts"),
+            (Value::Int(1), "expected 5 parts"),
             (
                 Value::Array(vec![empty(), empty()]),
-                "expected 4 parts, got 2",
+                "expected 5 parts, got 2",
             ),
             (
                 reply(bulks(&["2", "1-0"]), empty(), empty(), empty()),

@@ -7,7 +7,7 @@ use redis::Value;
 use super::reply::Reader;
 use super::CallError;
 use crate::job::Priority;
-use crate::keys::{Keys, GROUP};
+use crate::keys::{Keys, GROUP, PAUSED_QUEUE};
 
 /// The queue's size at one moment.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -22,6 +22,8 @@ pub struct QueueSample {
     pub dead_letters: u64,
     /// Workers whose heartbeat has not expired.
     pub workers: u64,
+    /// When an operator paused the queue (unix ms), or `None` while it is not paused.
+    pub paused_since_ms: Option<u64>,
     /// Each worker's last heartbeat document, expired ones not yet pruned included (only when
     /// asked for: [`Sample::worker_docs`]); documents that are not JSON are left out.
     pub worker_docs: Vec<serde_json::Value>,
@@ -61,6 +63,7 @@ impl Sample {
             .arg(keys.workers_expiry())
             .arg(now_ms)
             .arg("+inf");
+        pipe.cmd("HGET").arg(keys.paused()).arg(PAUSED_QUEUE);
         if self.worker_docs {
             pipe.cmd("HVALS").arg(keys.workers());
         }
@@ -73,7 +76,7 @@ impl Sample {
     /// # Errors
     /// A command failed (other than for a missing group), or a reply has the wrong shape.
     pub fn parse(&self, replies: Vec<Value>) -> Result<QueueSample, CallError> {
-        let expected = 9 + usize::from(self.worker_docs);
+        let expected = 10 + usize::from(self.worker_docs);
         if replies.len() != expected {
             return Err(R
                 .error(format!("{} replies for {expected} commands", replies.len()))
@@ -105,7 +108,12 @@ impl Sample {
         s.delayed = count(&replies[6])?;
         s.dead_letters = count(&replies[7])?;
         s.workers = count(&replies[8])?;
-        if let Some(docs) = replies.get(9) {
+        s.paused_since_ms = match &replies[9] {
+            Value::Nil => None,
+            // A hand-written value that is not a time still means paused.
+            v => Some(R.number(v).unwrap_or(0)),
+        };
+        if let Some(docs) = replies.get(10) {
             s.worker_docs = R
                 .array(docs)?
                 .iter()
@@ -159,6 +167,7 @@ mod tests {
             Value::Int(3),
             Value::Int(4),
             Value::Int(2),
+            Value::Nil,
         ];
         r.extend(docs);
         r
@@ -178,12 +187,12 @@ mod tests {
             names,
             [
                 "XLEN", "XPENDING", "XLEN", "XPENDING", "XLEN", "XPENDING", "ZCARD", "XLEN",
-                "ZCOUNT", "HVALS"
+                "ZCOUNT", "HGET", "HVALS"
             ]
         );
         assert_eq!(
             Sample::default().pipeline(&keys(), 1000).cmd_iter().count(),
-            9
+            10
         );
     }
 
@@ -195,6 +204,23 @@ mod tests {
         assert_eq!((s.delayed, s.dead_letters, s.workers), (3, 4, 2));
         assert_eq!(s.lag(Priority::High), 3);
         assert!(s.worker_docs.is_empty());
+        assert_eq!(s.paused_since_ms, None);
+    }
+
+    #[test]
+    fn a_pause_reads_with_its_time() {
+        let mut r = replies(None);
+        r[9] = bulk("1700000000000");
+        let s = Sample::default().parse(r).expect("valid");
+        assert_eq!(s.paused_since_ms, Some(1_700_000_000_000));
+        let mut r = replies(None);
+        r[9] = bulk("by hand");
+        let s = Sample::default().parse(r).expect("valid");
+        assert_eq!(
+            s.paused_since_ms,
+            Some(0),
+            "any value pauses, as in claim.lua"
+        );
     }
 
     #[test]

@@ -150,6 +150,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        cmd @ (Command::Pause | Command::Resume) => {
+            let pause = matches!(cmd, Command::Pause);
+            let change = producer.set_paused(pause).await?;
+            let state = if pause { "paused" } else { "running" };
+            let changed = change == quayside_producer::PauseChange::Changed;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"queue": producer.keys().queue(), "state": state, "changed": changed})
+                );
+            } else if changed {
+                println!("queue {} {state}", producer.keys().queue());
+            } else {
+                println!("queue {} was already {state}", producer.keys().queue());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Stats => {
             let stats = producer.stats().await?;
             if json {

@@ -71,7 +71,14 @@ pub(crate) fn print_check(r: &quayside_producer::CheckReport) {
 }
 
 pub(crate) fn print_stats(s: &QueueStats) {
-    println!("queue {}", s.queue);
+    match s.paused_since_ms {
+        Some(ms) => println!(
+            "queue {}   PAUSED for {} s: workers claim nothing (quayside resume)",
+            s.queue,
+            quayside_common::now_ms().saturating_sub(ms) / 1000
+        ),
+        None => println!("queue {}", s.queue),
+    }
     println!(
         "{:<8} {:>8} {:>8} {:>8}",
         "priority", "waiting", "running", "depth"

@@ -10,7 +10,7 @@
 //! - `logs`: waiting for a result, reading and following the live log.
 //! - `batch`: batches as a whole (status, events, cancel).
 //! - `dead_letters`, `stats`, `check`: the operator's side (dead-letter queue, queue
-//!   statistics, the consistency check).
+//!   statistics, the consistency check); `set_paused` pauses and resumes claiming.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), quayside_producer::Error> {
@@ -37,6 +37,7 @@ use std::sync::Arc;
 
 use quayside_common::config::{Config, LimitsConfig, QueueConfig};
 use quayside_common::connection::Redis;
+use quayside_common::protocol::pause::Pause;
 use quayside_common::protocol::stats::Sample;
 use quayside_common::protocol::{Call, CallError};
 use quayside_common::Keys;
@@ -49,6 +50,7 @@ pub use error::Error;
 pub use jobs::JobStatus;
 pub use logs::LogEntry;
 pub use quayside_common::protocol::cancel::CancelOutcome;
+pub use quayside_common::protocol::pause::Change as PauseChange;
 pub use quayside_common::protocol::repair::Problem;
 pub use quayside_common::protocol::replay::ReplayOutcome;
 pub use stats::{PriorityStats, QueueStats, WorkerInfo};
@@ -117,6 +119,19 @@ impl Producer {
     async fn run<R>(&self, call: &Call<R>) -> Result<R, Error> {
         let mut conn = self.conn().await?;
         call.run(&mut conn).await.map_err(|e| self.call_error(e))
+    }
+
+    /// Pauses (`paused = true`) or resumes the queue: while paused no worker claims from it
+    /// (running jobs finish; enqueues are still accepted). The state lives in Redis, so it
+    /// outlives worker and Redis restarts.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn set_paused(&self, paused: bool) -> Result<PauseChange, Error> {
+        let mut conn = self.conn().await?;
+        Pause::apply(&mut conn, &self.keys, paused)
+            .await
+            .map_err(|e| self.call_error(e))
     }
 
     /// Depths, pending entries, lag, delayed and dead-letter counts, and live workers.

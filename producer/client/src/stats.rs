@@ -12,6 +12,11 @@ pub struct QueueStats {
     /// Jobs waiting in the delayed set for a retry.
     pub delayed: u64,
     pub dead_letters: u64,
+    /// Whether an operator paused the queue (`quayside pause`): workers claim nothing.
+    pub paused: bool,
+    /// When it was paused (unix ms); absent while not paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_since_ms: Option<u64>,
     pub workers: Vec<WorkerInfo>,
 }
 
@@ -59,6 +64,8 @@ impl QueueStats {
             priorities,
             delayed: sample.delayed,
             dead_letters: sample.dead_letters,
+            paused: sample.paused_since_ms.is_some(),
+            paused_since_ms: sample.paused_since_ms,
             workers: sample.worker_docs.into_iter().map(WorkerInfo).collect(),
         }
     }

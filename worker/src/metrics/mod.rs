@@ -134,6 +134,7 @@ pub struct WorkerMetrics {
     delayed: Gauge,
     dead_letters: Gauge,
     workers: Gauge,
+    paused: Gauge,
 }
 
 impl WorkerMetrics {
@@ -187,6 +188,7 @@ impl WorkerMetrics {
             delayed: QUEUE_DELAYED.gauge(q()),
             dead_letters: QUEUE_DEAD_LETTERS.gauge(q()),
             workers: QUEUE_WORKERS.gauge(q()),
+            paused: QUEUE_PAUSED.gauge(q()),
             queue,
         }
     }
@@ -321,6 +323,11 @@ impl WorkerMetrics {
         self.delayed.set(s.delayed as f64);
         self.dead_letters.set(s.dead_letters as f64);
         self.workers.set(s.workers as f64);
+        self.paused.set(if s.paused_since_ms.is_some() {
+            1.0
+        } else {
+            0.0
+        });
     }
 }
 

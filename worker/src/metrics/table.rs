@@ -207,6 +207,12 @@ pub const QUEUE_WORKERS: Metric = row(
     QUEUE,
     "Workers whose registry heartbeat has not expired; sampled.",
 );
+pub const QUEUE_PAUSED: Metric = row(
+    Kind::Gauge,
+    "quayside_queue_paused",
+    QUEUE,
+    "1 while an operator has the queue paused (no worker claims), else 0; sampled.",
+);
 pub const QUEUE_SAMPLE_ERRORS_TOTAL: Metric = row(
     Kind::Counter,
     "quayside_queue_sample_errors_total",
@@ -215,7 +221,7 @@ pub const QUEUE_SAMPLE_ERRORS_TOTAL: Metric = row(
 );
 
 /// Every metric, in the order `docs/metrics.md` lists them.
-pub const TABLE: [Metric; 24] = [
+pub const TABLE: [Metric; 25] = [
     JOBS_CLAIMED_TOTAL,
     JOBS_FINISHED_TOTAL,
     JOBS_RETRIED_TOTAL,
@@ -239,6 +245,7 @@ pub const TABLE: [Metric; 24] = [
     QUEUE_DELAYED,
     QUEUE_DEAD_LETTERS,
     QUEUE_WORKERS,
+    QUEUE_PAUSED,
     QUEUE_SAMPLE_ERRORS_TOTAL,
 ];
 
