@@ -7,7 +7,7 @@
 //! - `auth`: bearer tokens, compared in constant time; `/healthz`, `/readyz`, `/metrics` and
 //!   `/openapi.json` need none.
 //! - `body`: JSON bodies and query parameters, errors naming the field (`422`).
-//! - `jobs`, `batches`, `sse`: the handlers; logs stream as Server-Sent Events.
+//! - `jobs`, `batches`, `sse`, `pause`: the handlers; logs stream as Server-Sent Events.
 //! - `error`: the one JSON error shape, `{"error", "message", "field"}`.
 //! - [`metrics`]: requests by route template and status.
 
@@ -18,6 +18,7 @@ mod error;
 mod jobs;
 pub mod metrics;
 pub mod openapi;
+mod pause;
 mod sse;
 
 use std::sync::Arc;
@@ -89,6 +90,8 @@ fn api_routes() -> Routes {
         ("GET", "/v1/batches/{id}", get(batches::show)),
         ("DELETE", "/v1/batches/{id}", delete(batches::cancel)),
         ("GET", "/v1/stats", get(stats)),
+        ("POST", "/v1/pause", post(pause::pause)),
+        ("POST", "/v1/resume", post(pause::resume)),
     ]
 }
 
