@@ -140,6 +140,11 @@ pub struct JobSpec {
     /// How long the result (and everything else the job left) lives after it ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_ttl_s: Option<u64>,
+    /// Who the job is run for: the unit of fair share and quotas (`docs/design/tenants.md`).
+    /// Unset is the default tenant (as for raw `XADD` producers). The gateway never takes it
+    /// from a request body: a caller's tenant comes from its token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 impl JobSpec {
@@ -160,6 +165,7 @@ impl JobSpec {
             batch: None,
             labels: BTreeMap::new(),
             result_ttl_s: None,
+            tenant: None,
         }
     }
 
@@ -195,6 +201,9 @@ impl JobSpec {
         check_id("id", self.id.as_str())?;
         if let Some(b) = &self.batch {
             check_id("batch", b)?;
+        }
+        if let Some(t) = &self.tenant {
+            check_tenant(t)?;
         }
         if self.language.is_empty() {
             return Err(SpecError::field("language", "must not be empty"));
@@ -259,6 +268,30 @@ fn check_id(field: &str, s: &str) -> Result<(), SpecError> {
         return Err(SpecError::field(
             field,
             format!("character {c:?} not allowed (use A-Z a-z 0-9 . _ : -)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Longest tenant id: it is part of stream keys and metric labels.
+pub const MAX_TENANT_LEN: usize = 64;
+
+/// Tenant ids that name something else: the default tenant (write no tenant instead) and the
+/// metric label that unconfigured tenants fold into.
+pub const RESERVED_TENANTS: [&str; 2] = ["default", "other"];
+
+fn check_tenant(t: &str) -> Result<(), SpecError> {
+    check_id("tenant", t)?;
+    if t.len() > MAX_TENANT_LEN {
+        return Err(SpecError::field(
+            "tenant",
+            format!("must be 1 to {MAX_TENANT_LEN} characters"),
+        ));
+    }
+    if RESERVED_TENANTS.contains(&t) {
+        return Err(SpecError::field(
+            "tenant",
+            format!("{t:?} is reserved (leave the tenant unset for the default tenant)"),
         ));
     }
     Ok(())
@@ -348,6 +381,38 @@ pub(crate) mod tests {
             assert!(JobId::parse(bad).is_err(), "{bad:?} accepted");
         }
         JobId::parse("build-42:main.c_v1").expect("valid id");
+    }
+
+    #[test]
+    fn tenants_are_short_ids_and_not_reserved_names() {
+        let mut s = spec();
+        s.tenant = Some("team-a.builds".into());
+        s.validate_shape().expect("a valid tenant");
+        for (bad, why) in [
+            ("", "1 to"),
+            ("a b", "not allowed"),
+            ("a{b}", "not allowed"),
+            (&"t".repeat(65), "1 to 64"),
+            ("default", "reserved"),
+            ("other", "reserved"),
+        ] {
+            s.tenant = Some(bad.to_owned());
+            let e = s.validate_shape().expect_err(bad).to_string();
+            assert!(e.starts_with("tenant: ") && e.contains(why), "{bad:?}: {e}");
+        }
+        s.tenant = Some("t".repeat(64));
+        s.validate_shape().expect("64 characters fit");
+    }
+
+    #[test]
+    fn a_tenant_travels_in_the_json_and_an_unset_one_is_left_out() {
+        let mut s = spec();
+        let json = serde_json::to_string(&s).expect("json");
+        assert!(!json.contains("tenant"), "{json}");
+        s.tenant = Some("acme".into());
+        let back: JobSpec =
+            serde_json::from_str(&serde_json::to_string(&s).expect("json")).expect("parse");
+        assert_eq!(back.tenant.as_deref(), Some("acme"));
     }
 
     #[test]

@@ -141,6 +141,17 @@ pub(super) fn job(mut value: Value, prefix: &str, cfg: &Config) -> Result<JobSpe
         obj.insert("id".into(), JobId::generate().as_str().into());
     }
     let spec: JobSpec = typed(value, prefix)?;
+    if spec.tenant.is_some() {
+        // A caller's tenant comes from its token, never from what it writes. Today's tokens
+        // all act as the default tenant (tenant tokens: docs/design/tenants.md).
+        let mut e = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "tenant_mismatch",
+            format!("{prefix}tenant: set by the gateway from your token; leave it out"),
+        );
+        e.body.field = Some(format!("{prefix}tenant"));
+        return Err(e);
+    }
     spec.validate_shape()
         .map_err(|e| ApiError::spec(prefix, &e))?;
     admission::check(cfg, &spec).map_err(|e| ApiError::spec(prefix, &e))?;
@@ -203,6 +214,24 @@ mod tests {
         .expect("valid");
         assert_eq!(spec.v, 1);
         JobId::parse(spec.id.as_str()).expect("generated id");
+    }
+
+    #[test]
+    fn a_caller_cannot_name_its_own_tenant() {
+        let e = job(
+            serde_json::json!({"kind": "run", "language": "python", "files": {"main.py": "1"}, "tenant": "acme"}),
+            "jobs[2].",
+            &cfg(),
+        )
+        .expect_err("tenant from the body");
+        assert_eq!(
+            (e.status, e.body.error, e.body.field.as_deref()),
+            (
+                StatusCode::FORBIDDEN,
+                "tenant_mismatch",
+                Some("jobs[2].tenant")
+            )
+        );
     }
 
     #[test]
