@@ -14,6 +14,8 @@ K.workers = P .. 'workers'
 K.workers_expiry = P .. 'workers:expiry'
 K.cancel = P .. 'cancel'
 K.adopted = P .. 'adopted'
+K.paused = P .. 'paused'
+K.paused_queue = '*'
 K.group = 'workers'
 
 -- Helpers shared by every Quayside script (prepended after the generated key prelude).
