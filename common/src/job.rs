@@ -280,7 +280,11 @@ pub const MAX_TENANT_LEN: usize = 64;
 /// metric label that unconfigured tenants fold into.
 pub const RESERVED_TENANTS: [&str; 2] = ["default", "other"];
 
-fn check_tenant(t: &str) -> Result<(), SpecError> {
+/// Checks a tenant id: a spec's `tenant` and a configured tenant's name follow the same rule.
+///
+/// # Errors
+/// Empty, longer than [`MAX_TENANT_LEN`], characters outside `[A-Za-z0-9._:-]`, or reserved.
+pub fn check_tenant(t: &str) -> Result<(), SpecError> {
     check_id("tenant", t)?;
     if t.len() > MAX_TENANT_LEN {
         return Err(SpecError::field(
