@@ -4,8 +4,8 @@
 //!
 //! - [`router`] / [`serve`]: the routes ([`routes`] lists them; `docs/openapi.json` documents
 //!   them, served at `/openapi.json`) and graceful shutdown on the gateway's token.
-//! - `auth`: bearer tokens, compared in constant time; `/healthz`, `/readyz`, `/metrics` and
-//!   `/openapi.json` need none.
+//! - `auth`: bearer tokens, compared in constant time, each acting as a tenant, with `rate`'s
+//!   per-token limit; `/healthz`, `/readyz`, `/metrics` and `/openapi.json` need none.
 //! - `body`: JSON bodies and query parameters, errors naming the field (`422`).
 //! - `jobs`, `batches`, `sse`, `pause`: the handlers; logs stream as Server-Sent Events.
 //! - `error`: the one JSON error shape, `{"error", "message", "field"}`.
@@ -19,6 +19,7 @@ mod jobs;
 pub mod metrics;
 pub mod openapi;
 mod pause;
+mod rate;
 mod sse;
 
 use std::sync::Arc;
@@ -65,7 +66,7 @@ impl Gateway {
         metrics: Option<PrometheusHandle>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
-        let tokens = auth::Tokens::new(cfg.gateway.tokens.iter().map(|t| t.expose()));
+        let tokens = auth::Tokens::from_config(&cfg);
         Arc::new(Self {
             producer,
             cfg,
