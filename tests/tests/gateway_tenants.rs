@@ -99,6 +99,17 @@ async fn a_token_enqueues_as_its_tenant_and_cannot_name_another() {
         .await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(r.json()["field"], "jobs[1].tenant", "nothing enqueued");
+
+    // A pause stops every tenant's work: operators only.
+    for path in ["/v1/pause", "/v1/resume"] {
+        let r = gw.request("POST", path, Some(ACME), None).await;
+        assert_eq!(r.status, 403, "{path}: {}", r.text());
+        assert_eq!(r.json()["error"], "operator_only");
+    }
+    assert!(
+        !q.producer.stats().await.expect("stats").paused,
+        "the queue was not paused"
+    );
 }
 
 #[tokio::test]
