@@ -44,5 +44,7 @@ step "cargo build --workspace --bins" cargo build --workspace --bins
 step --tests "cargo test --workspace" cargo test --workspace --no-fail-fast
 # Kubernetes manifests and runner objects against the OpenAPI schemas.
 scripts/validate-k8s.sh
+# One test at a time: each gVisor sandbox costs a core for its start, and two tests at once (one
+# of them starting six language sandboxes) pushed hello-world runs past their wall budget.
 step --tests "runner suite again under gVisor (runsc)" \
-  env E2E_DOCKER_RUNTIME=runsc cargo test -p quayside-e2e --test docker_runner
+  env E2E_DOCKER_RUNTIME=runsc cargo test -p quayside-e2e --test docker_runner -- --test-threads=1

@@ -600,16 +600,24 @@ async fn cancel_mid_run_stops_removes_the_container_and_keeps_the_output() {
     let h = Harness::new().await;
     let req = python("import sys, time\nprint('started', flush=True)\nprint('oops', file=sys.stderr, flush=True)\ntime.sleep(30)\n");
     let cancel = CancellationToken::new();
-    let canceller = {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(1_500)).await;
-            cancel.cancel();
-            Instant::now()
+    // Cancels once both lines are in the live log: a fixed delay raced the program's start
+    // under gVisor.
+    let canceller = async {
+        within(60, "both lines in the live log", async {
+            loop {
+                let sources: Vec<String> =
+                    h.entries(&req.job_id).into_iter().map(|e| e.0).collect();
+                if sources.iter().any(|s| s == "stdout") && sources.iter().any(|s| s == "stderr") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         })
+        .await;
+        cancel.cancel();
+        Instant::now()
     };
-    let result = h.try_run(&req, cancel).await;
-    let cancelled_at = within(10, "canceller", canceller).await.expect("canceller");
+    let (result, cancelled_at) = tokio::join!(h.try_run(&req, cancel.clone()), canceller);
     let out = result.expect("cancelled after the start: the output so far");
     assert_eq!(out.status, Status::Cancelled, "{}", show(&out));
     assert_eq!(
