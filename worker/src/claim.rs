@@ -20,6 +20,10 @@ use crate::shutdown::sleep_or_stop;
 /// (no signal needed, and the pause itself holds from the moment it is written).
 pub const PAUSE_POLL: Duration = Duration::from_millis(500);
 
+/// Longest an idle worker blocks while a tenant with queued work is held at its running cap:
+/// the slot that frees (on any worker) rings nothing, so it asks again this soon.
+pub const HELD_POLL: Duration = Duration::from_millis(100);
+
 const STRICT: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
 const LOWEST_FIRST: [Priority; 3] = [Priority::Low, Priority::Normal, Priority::High];
 
@@ -108,9 +112,12 @@ pub async fn claim_loop(
                 if idle && !reclaiming {
                     if let Some(last) = batch.last_ids {
                         let until_reclaim = next_reclaim.saturating_duration_since(Instant::now());
-                        let block = Duration::from_millis(w.claim_block_ms)
-                            .min(until_reclaim)
-                            .max(Duration::from_millis(1));
+                        let most = if batch.held {
+                            HELD_POLL
+                        } else {
+                            Duration::from_millis(w.claim_block_ms)
+                        };
+                        let block = most.min(until_reclaim).max(Duration::from_millis(1));
                         tokio::select! {
                             _ = stop.cancelled() => return,
                             r = ctx.queue.wait_for_entries(&last, block.as_millis() as u64) => {
@@ -154,6 +161,7 @@ async fn claim_new(
         let more = ctx.queue.claim(rest, &STRICT).await?;
         batch.claimed.extend(more.claimed);
         batch.dropped.extend(more.dropped);
+        batch.held |= more.held;
         batch.last_ids = if batch.claimed.is_empty() {
             more.last_ids
         } else {

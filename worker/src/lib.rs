@@ -115,7 +115,8 @@ pub async fn run(
         keys,
         cfg.queue.clone(),
         worker_id.clone(),
-    ));
+    )
+    .with_tenants(cfg.tenants.clone()));
     let redis_outage = observed.outage();
     let queue: Arc<dyn JobQueue> = Arc::new(observed);
     let exporter = if cfg.metrics.enabled {

@@ -48,6 +48,8 @@ fn exit_code_of(e: &anyhow::Error) -> u8 {
         Some(Error::Invalid(_) | Error::QueueFull { .. }) => 2,
         Some(Error::NotFound(_) | Error::BatchNotFound(_)) => 3,
         Some(Error::Timeout { .. }) => 4,
+        // EX_TEMPFAIL: the tenant's queue drains; the same command succeeds later.
+        Some(Error::TenantQueueFull { .. }) => 75,
         Some(_) => 5,
         None if e.downcast_ref::<UsageError>().is_some() => 2,
         None => 5,

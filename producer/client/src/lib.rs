@@ -63,6 +63,8 @@ pub struct Producer {
     /// The caps and floors a job is checked against before it is sent (the workers check
     /// again, with their language table).
     limits: LimitsConfig,
+    /// The configured tenants (their queued caps are enforced at enqueue).
+    tenants: std::collections::BTreeMap<String, quayside_common::config::TenantConfig>,
 }
 
 impl Producer {
@@ -76,6 +78,7 @@ impl Producer {
             keys: Keys::new(&cfg.queue.name)?,
             queue: cfg.queue.clone(),
             limits: cfg.limits.clone(),
+            tenants: cfg.tenants.clone(),
         })
     }
 
