@@ -239,7 +239,10 @@ mod tests {
         assert_eq!(call.op(), "claim");
         assert_eq!(
             text(&call),
-            ["qs:{q}:", "w1", "new", "4", "321", "0", "100", "1000", "3600", "1", "big", "3", "20"],
+            [
+                "qs:{q}:", "w1", "new", "4", "321", "0", "100", "1000", "3600", "1", "big", "3",
+                "20"
+            ],
             "only tenants whose share differs from the default travel"
         );
         assert_eq!(call.keys(), keys().streams());
@@ -253,12 +256,22 @@ mod tests {
         assert_eq!(call.op(), "reclaim");
         assert_eq!(
             text(&call),
-            ["qs:{q}:", "w1", "reclaim", "4", "123", "30000", "100", "1000", "3600", "1", "big", "3", "20"]
+            [
+                "qs:{q}:", "w1", "reclaim", "4", "123", "30000", "100", "1000", "3600", "1", "big",
+                "3", "20"
+            ]
         );
     }
 
     fn reply(claimed: Value, dropped: Value, last: Value, missing: Value) -> Value {
-        Value::Array(vec![claimed, dropped, last, missing, Value::Int(0), Value::Int(0)])
+        Value::Array(vec![
+            claimed,
+            dropped,
+            last,
+            missing,
+            Value::Int(0),
+            Value::Int(0),
+        ])
     }
 
     #[test]

@@ -6,8 +6,8 @@ use redis::Value;
 
 use super::reply::Reader;
 use super::{stream_index, Args, Call, ReplyError};
-use crate::job::{JobSpec, Priority};
 use crate::config::TenantConfig;
+use crate::job::{JobSpec, Priority};
 use crate::keys::Keys;
 use crate::outcome::Status;
 use crate::scripts::ScriptName;

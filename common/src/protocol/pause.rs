@@ -6,7 +6,7 @@ use redis::Value;
 
 use super::reply::Reader;
 use super::CallError;
-use crate::keys::{Keys, PAUSED_QUEUE};
+use crate::keys::{paused_tenant_field, Keys, PAUSED_QUEUE};
 
 /// Whether a pause or resume changed anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,20 +21,52 @@ pub enum Change {
 #[derive(Clone, Copy, Debug)]
 pub struct Pause;
 
+/// What a pause holds: the whole queue, or one tenant's lanes (`default`: the default
+/// tenant's) while other tenants run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope<'a> {
+    Queue,
+    Tenant(&'a str),
+}
+
+impl Scope<'_> {
+    /// The field of the `paused` hash.
+    pub fn field(self) -> String {
+        match self {
+            Self::Queue => PAUSED_QUEUE.to_owned(),
+            Self::Tenant(t) => paused_tenant_field(t),
+        }
+    }
+}
+
 const R: Reader = Reader("pause");
 
 impl Pause {
-    /// `HSETNX`: pauses the queue as of `now_ms`, unless it is paused already.
-    pub fn set_cmd(keys: &Keys, now_ms: u64) -> redis::Cmd {
+    /// `HSETNX`: pauses the scope as of `now_ms`, unless it is paused already.
+    pub fn set_cmd(keys: &Keys, scope: Scope<'_>, now_ms: u64) -> redis::Cmd {
         let mut c = redis::cmd("HSETNX");
-        c.arg(keys.paused()).arg(PAUSED_QUEUE).arg(now_ms);
+        c.arg(keys.paused()).arg(scope.field()).arg(now_ms);
         c
     }
 
-    /// `HDEL`: lets workers claim from the queue again.
-    pub fn clear_cmd(keys: &Keys) -> redis::Cmd {
+    /// `HDEL`: lets workers claim from the scope again.
+    pub fn clear_cmd(keys: &Keys, scope: Scope<'_>) -> redis::Cmd {
         let mut c = redis::cmd("HDEL");
-        c.arg(keys.paused()).arg(PAUSED_QUEUE);
+        c.arg(keys.paused()).arg(scope.field());
+        c
+    }
+
+    /// `XADD` to the doorbell: idle workers blocked on the default streams wake and claim
+    /// (a resumed tenant's lanes hold work no new entry announces).
+    pub fn ring_cmd(keys: &Keys) -> redis::Cmd {
+        let mut c = redis::cmd("XADD");
+        c.arg(keys.doorbell())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(16)
+            .arg("*")
+            .arg("resume")
+            .arg("1");
         c
     }
 
@@ -50,25 +82,38 @@ impl Pause {
         }
     }
 
-    /// Pauses (`pause = true`) or resumes the queue.
+    /// Pauses (`pause = true`) or resumes the queue or one tenant. A resume rings the
+    /// doorbell, so idle workers claim at once.
     ///
     /// # Errors
     /// Redis unreachable or refused, or an unexpected reply.
-    pub async fn apply<C>(conn: &mut C, keys: &Keys, pause: bool) -> Result<Change, CallError>
+    pub async fn apply<C>(
+        conn: &mut C,
+        keys: &Keys,
+        scope: Scope<'_>,
+        pause: bool,
+    ) -> Result<Change, CallError>
     where
         C: redis::aio::ConnectionLike + Send,
     {
         let cmd = if pause {
-            Self::set_cmd(keys, crate::now_ms())
+            Self::set_cmd(keys, scope, crate::now_ms())
         } else {
-            Self::clear_cmd(keys)
+            Self::clear_cmd(keys, scope)
         };
         let op = if pause { "pause" } else { "resume" };
         let reply: Value = cmd
             .query_async(conn)
             .await
             .map_err(|source| CallError::Redis { op, source })?;
-        Ok(Self::parse(&reply)?)
+        let change = Self::parse(&reply)?;
+        if !pause && change == Change::Changed {
+            let _: Value = Self::ring_cmd(keys)
+                .query_async(conn)
+                .await
+                .map_err(|source| CallError::Redis { op, source })?;
+        }
+        Ok(change)
     }
 }
 
@@ -89,12 +134,20 @@ mod tests {
     #[test]
     fn pause_keeps_its_first_time_and_resume_deletes_the_field() {
         assert_eq!(
-            words(&Pause::set_cmd(&keys(), 1234)),
+            words(&Pause::set_cmd(&keys(), Scope::Queue, 1234)),
             ["HSETNX", "qs:{q}:paused", "*", "1234"]
         );
         assert_eq!(
-            words(&Pause::clear_cmd(&keys())),
+            words(&Pause::clear_cmd(&keys(), Scope::Queue)),
             ["HDEL", "qs:{q}:paused", "*"]
+        );
+        assert_eq!(
+            words(&Pause::set_cmd(&keys(), Scope::Tenant("acme"), 5)),
+            ["HSETNX", "qs:{q}:paused", "t:acme", "5"]
+        );
+        assert_eq!(
+            words(&Pause::ring_cmd(&keys()))[..2],
+            ["XADD", "qs:{q}:doorbell"]
         );
     }
 

@@ -43,6 +43,37 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `quayside pause|resume [--tenant T]`.
+async fn pause(
+    producer: &quayside_producer::Producer,
+    tenant: Option<String>,
+    pause: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let change = match &tenant {
+        None => producer.set_paused(pause).await?,
+        Some(t) => producer.set_tenant_paused(t, pause).await?,
+    };
+    let state = if pause { "paused" } else { "running" };
+    let changed = change == quayside_producer::PauseChange::Changed;
+    let queue = producer.keys().queue();
+    let what = match &tenant {
+        None => format!("queue {queue}"),
+        Some(t) => format!("tenant {} of queue {queue}", terminal::text(t)),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"queue": queue, "tenant": tenant, "state": state, "changed": changed})
+        );
+    } else if changed {
+        println!("{what} {state}");
+    } else {
+        println!("{what} was already {state}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn exit_code_of(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<Error>() {
         Some(Error::Invalid(_) | Error::QueueFull { .. }) => 2,
@@ -152,23 +183,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        cmd @ (Command::Pause | Command::Resume) => {
-            let pause = matches!(cmd, Command::Pause);
-            let change = producer.set_paused(pause).await?;
-            let state = if pause { "paused" } else { "running" };
-            let changed = change == quayside_producer::PauseChange::Changed;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"queue": producer.keys().queue(), "state": state, "changed": changed})
-                );
-            } else if changed {
-                println!("queue {} {state}", producer.keys().queue());
-            } else {
-                println!("queue {} was already {state}", producer.keys().queue());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Pause { tenant } => pause(&producer, tenant, true, json).await,
+        Command::Resume { tenant } => pause(&producer, tenant, false, json).await,
         Command::Stats => {
             let stats = producer.stats().await?;
             if json {

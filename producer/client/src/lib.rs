@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use quayside_common::config::{Config, LimitsConfig, QueueConfig};
 use quayside_common::connection::Redis;
-use quayside_common::protocol::pause::Pause;
+use quayside_common::protocol::pause::{Pause, Scope};
 use quayside_common::protocol::stats::Sample;
 use quayside_common::protocol::{Call, CallError};
 use quayside_common::Keys;
@@ -53,7 +53,7 @@ pub use quayside_common::protocol::cancel::CancelOutcome;
 pub use quayside_common::protocol::pause::Change as PauseChange;
 pub use quayside_common::protocol::repair::Problem;
 pub use quayside_common::protocol::replay::ReplayOutcome;
-pub use stats::{PriorityStats, QueueStats, WorkerInfo};
+pub use stats::{PriorityStats, QueueStats, TenantStats, WorkerInfo};
 /// A handle on one queue. Cheap to clone; share it.
 #[derive(Clone, Debug)]
 pub struct Producer {
@@ -132,7 +132,26 @@ impl Producer {
     /// Redis unreachable.
     pub async fn set_paused(&self, paused: bool) -> Result<PauseChange, Error> {
         let mut conn = self.conn().await?;
-        Pause::apply(&mut conn, &self.keys, paused)
+        Pause::apply(&mut conn, &self.keys, Scope::Queue, paused)
+            .await
+            .map_err(|e| self.call_error(e))
+    }
+
+    /// Pauses or resumes one tenant (`default`: the default tenant): workers skip its lanes
+    /// and serve other tenants; its running jobs finish, its enqueues are accepted.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a tenant id that is not one; Redis unreachable.
+    pub async fn set_tenant_paused(
+        &self,
+        tenant: &str,
+        paused: bool,
+    ) -> Result<PauseChange, Error> {
+        if tenant != quayside_common::config::DEFAULT_LABEL {
+            quayside_common::job::check_tenant(tenant)?;
+        }
+        let mut conn = self.conn().await?;
+        Pause::apply(&mut conn, &self.keys, Scope::Tenant(tenant), paused)
             .await
             .map_err(|e| self.call_error(e))
     }
@@ -147,6 +166,6 @@ impl Producer {
             .read(&mut conn, &self.keys)
             .await
             .map_err(|e| self.call_error(e))?;
-        Ok(QueueStats::new(self.keys.queue(), sample))
+        Ok(QueueStats::new(self.keys.queue(), sample, &self.tenants))
     }
 }

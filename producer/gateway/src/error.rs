@@ -85,8 +85,11 @@ impl From<Error> for ApiError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", e.to_string())
             }
             Error::TenantQueueFull { .. } => {
-                let mut r =
-                    Self::new(StatusCode::TOO_MANY_REQUESTS, "tenant_queue_full", e.to_string());
+                let mut r = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "tenant_queue_full",
+                    e.to_string(),
+                );
                 r.body.field = Some("tenant".into());
                 r
             }

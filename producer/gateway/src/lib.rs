@@ -93,6 +93,16 @@ fn api_routes() -> Routes {
         ("GET", "/v1/stats", get(stats)),
         ("POST", "/v1/pause", post(pause::pause)),
         ("POST", "/v1/resume", post(pause::resume)),
+        (
+            "POST",
+            "/v1/tenants/{tenant}/pause",
+            post(pause::pause_tenant),
+        ),
+        (
+            "POST",
+            "/v1/tenants/{tenant}/resume",
+            post(pause::resume_tenant),
+        ),
     ]
 }
 
