@@ -129,15 +129,17 @@ end
 
 -- Runs a group command on a lane; a default stream without the group is marked missing
 -- instead of failing the whole script after earlier streams' claims were written. A tenant
--- lane's group is made again here (from its first entry: duplicates are dropped by `take`).
-local function group_call(idx, tenant, ...)
+-- lane's group is made again here when reading (from its first entry: duplicates are dropped
+-- by `take`); a reclaim skips a lane without one (nothing can be pending there).
+local function group_call(idx, tenant, reading, ...)
   local ok, res = pcall(redis.call, ...)
   if ok then return res end
   if tenant == '' then
     missing[#missing + 1] = tostring(idx)
     return nil
   end
-  if not pcall(redis.call, 'XGROUP', 'CREATE', K.lane(idx, tenant), K.group, '0', 'MKSTREAM') then
+  if not reading
+    or not pcall(redis.call, 'XGROUP', 'CREATE', K.lane(idx, tenant), K.group, '0', 'MKSTREAM') then
     return nil
   end
   ok, res = pcall(redis.call, ...)
@@ -148,7 +150,7 @@ end
 -- Reads up to `n` new entries of a lane and takes them. Returns how many entries it read
 -- (claimed or dropped), or nil when the lane could not be read.
 local function read_lane(idx, tenant, n)
-  local res = group_call(idx, tenant, 'XREADGROUP', 'GROUP', K.group, worker, 'COUNT', n,
+  local res = group_call(idx, tenant, true, 'XREADGROUP', 'GROUP', K.group, worker, 'COUNT', n,
     'STREAMS', K.lane(idx, tenant), '>')
   if res == nil then return nil end
   if not res then return 0 end
@@ -256,7 +258,7 @@ else
       local cursor = '0-0'
       repeat
         if taken >= count then break end
-        local res = group_call(idx, tenant, 'XAUTOCLAIM', stream, K.group, worker, min_idle, cursor,
+        local res = group_call(idx, tenant, false, 'XAUTOCLAIM', stream, K.group, worker, min_idle, cursor,
           'COUNT', count - taken)
         if not res then break end
         cursor = res[1]
