@@ -144,3 +144,126 @@ async fn a_tenants_token_is_rate_limited_and_told_when_to_retry() {
     let r = gw.request("GET", "/v1/stats", Some(SLOW), None).await;
     assert_eq!(r.status, 200, "admitted after Retry-After: {}", r.text());
 }
+
+#[tokio::test]
+async fn a_tenant_past_its_queued_cap_gets_429_with_retry_after() {
+    let q = TestQueue::new("gw-qcap");
+    let tenant = TenantConfig {
+        tokens: vec![Secret::new(ACME)],
+        max_queued: 2,
+        ..TenantConfig::default()
+    };
+    let gw = q
+        .spawn_gateway(|c| {
+            c.tenants.insert("acme".to_owned(), tenant);
+        })
+        .await;
+    let body = |script: &str| {
+        let spec = serde_json::to_value(q.job(script)).expect("spec json");
+        ("application/json", spec.to_string().into_bytes())
+    };
+    for i in 0..2 {
+        let r = gw
+            .request("POST", "/v1/jobs", Some(ACME), Some(body("print ok")))
+            .await;
+        assert_eq!(r.status, 201, "job {i} fits: {}", r.text());
+    }
+    let r = gw
+        .request("POST", "/v1/jobs", Some(ACME), Some(body("print no")))
+        .await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"], "tenant_queue_full");
+    assert_eq!(r.json()["field"], "tenant");
+    let msg = r.json()["message"].as_str().expect("message").to_owned();
+    assert!(msg.contains("max_queued 2"), "{msg}");
+    let wait: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("whole seconds");
+    assert!(wait >= 1, "{wait}");
+    // A batch past the cap is refused whole: nothing of it is queued.
+    let batch =
+        serde_json::json!({"jobs": [serde_json::to_value(q.job("print 1")).expect("json")]});
+    let r = gw
+        .request(
+            "POST",
+            "/v1/batches",
+            Some(ACME),
+            Some(("application/json", batch.to_string().into_bytes())),
+        )
+        .await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    let stats = q.producer.stats().await.expect("stats");
+    let acme = stats
+        .tenants
+        .iter()
+        .find(|t| t.tenant == "acme")
+        .expect("acme");
+    assert_eq!(acme.queued, 2, "{acme:?}");
+    // The default tenant (operator token) is not held to acme's cap.
+    let r = gw
+        .request(
+            "POST",
+            "/v1/jobs",
+            Some(quayside_e2e::gateway::TOKEN),
+            Some(body("print ok")),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+#[tokio::test]
+async fn a_tenant_may_pause_itself_and_only_operators_pause_others() {
+    let q = TestQueue::new("gw-tpause");
+    let gw = gateway_with_tenant(&q, "acme", ACME, 0, 1).await;
+    let r = gw
+        .request("POST", "/v1/tenants/acme/pause", Some(ACME), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["tenant"], "acme");
+    assert_eq!(
+        (r.json()["paused"].clone(), r.json()["changed"].clone()),
+        (true.into(), true.into())
+    );
+    let r = gw
+        .request("POST", "/v1/tenants/beta/pause", Some(ACME), None)
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"], "operator_only");
+    let r = gw
+        .request(
+            "POST",
+            "/v1/tenants/beta/pause",
+            Some(quayside_e2e::gateway::TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "operators pause any tenant: {}", r.text());
+    let r = gw
+        .request(
+            "POST",
+            "/v1/tenants/no%20such/pause",
+            Some(quayside_e2e::gateway::TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.json()["field"], "tenant");
+
+    let stats = q.producer.stats().await.expect("stats");
+    assert!(!stats.paused, "the queue itself runs");
+    let r = gw.get("/v1/stats").await;
+    let tenants = r.json()["tenants"].clone();
+    assert!(
+        tenants
+            .as_array()
+            .is_some_and(|ts| ts.iter().any(|t| t["tenant"] == "default")),
+        "{tenants}"
+    );
+    let r = gw
+        .request("POST", "/v1/tenants/acme/resume", Some(ACME), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["changed"], true);
+}
