@@ -58,7 +58,7 @@ impl<Q: JobQueue> JobQueue for Observed<Q> {
         self.seen(self.inner.reclaim(count, min_idle_ms).await)
     }
 
-    async fn wait_for_entries(&self, after: &[String; 3], block_ms: u64) -> Result<(), QueueError> {
+    async fn wait_for_entries(&self, after: &[String; 4], block_ms: u64) -> Result<(), QueueError> {
         self.seen(self.inner.wait_for_entries(after, block_ms).await)
     }
 
