@@ -208,7 +208,7 @@ mod tests {
             languages: quayside_common::config::default_languages(),
             ..Config::default()
         };
-        let (_, specs) = check(body, &cfg).expect("a valid batch");
+        let (_, specs) = check(body, &cfg, None).expect("a valid batch");
         specs.into_iter().map(|s| s.id.to_string()).collect()
     }
 
