@@ -269,7 +269,7 @@
                 el('td', {}, r.exit_code ?? (r.signal ? 'signal ' + r.signal : '')),
                 el('td', {}, r.error || ''));
             }))),
-        failures.length > SHOWN_FAILURES ? el('p', { class: 'muted' }, 'and ' + (failures.length - SHOWN_FAILURES) + ' more') : null);
+        ...(failures.length > SHOWN_FAILURES ? [el('p', { class: 'muted' }, 'and ' + (failures.length - SHOWN_FAILURES) + ' more')] : []));
     };
   }
 
@@ -308,7 +308,7 @@
       if (!r) return;
       const d = r.durations || {};
       const out = (name, c) => (c && c.data ? [el('h2', {}, name, c.truncated ? ' (truncated)' : ''),
-        el('pre', { id: 'result-' + name }, captured(c))] : null);
+        el('pre', { id: 'result-' + name.replace(' ', '-') }, captured(c))] : []);
       result.hidden = false;
       result.replaceChildren(
         el('h2', {}, 'Result'),
@@ -323,7 +323,7 @@
           r.peak_memory_bytes !== undefined ? [el('dt', {}, 'peak memory'), el('dd', {}, Math.round(r.peak_memory_bytes / 1024) + ' KiB')] : null,
           el('dt', {}, 'runner'), el('dd', {}, (r.runner || '—') + ' on ' + (r.worker || '—')),
           el('dt', {}, 'finished'), el('dd', {}, when(r.finished_at_ms))),
-        out('stdout', r.stdout), out('stderr', r.stderr), out('compile output', r.compile_output));
+        ...out('stdout', r.stdout), ...out('stderr', r.stderr), ...out('compile output', r.compile_output));
     };
   }
 
