@@ -232,6 +232,18 @@ async fn pages_show_the_queue_batches_and_live_job_logs_as_text() {
     b.screenshot(&shots.join("job-live.png"))
         .await
         .expect("shot");
+    // The gateway goes away mid-stream and comes back on its port: the page reconnects with
+    // Last-Event-ID, so the first line is not shown twice.
+    let port = gw.port;
+    drop(gw);
+    b.wait_for(
+        "document.getElementById('log-state').textContent.includes('reconnecting')",
+        20,
+        "the dropped connection noticed",
+    )
+    .await
+    .expect("drop");
+    let gw = q.spawn_gateway_on(port, |_| {}).await;
     b.wait_for(
         &format!(
             "document.getElementById('log').textContent.includes('second line') && {} && {}",
@@ -243,6 +255,11 @@ async fn pages_show_the_queue_batches_and_live_job_logs_as_text() {
     )
     .await
     .expect("second line");
+    assert_eq!(
+        b.text("#log").await.expect("log"),
+        "first line\nsecond line\n",
+        "resumed after the last event seen"
+    );
     // A later load shows both, once each.
     b.eval("window.beforeReload = true").await.expect("mark");
     b.reload().await.expect("reload");
