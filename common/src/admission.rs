@@ -31,7 +31,36 @@ pub fn check(cfg: &Config, spec: &JobSpec) -> Result<(), SpecError> {
     }
     check_sizes(&cfg.limits, &cfg.queue, spec)?;
     check_entry_file(cfg, spec)?;
+    check_checker_language(cfg, spec)?;
     resolve_limits(cfg, spec)?;
+    Ok(())
+}
+
+/// A checker runs in the job's sandbox, so its language must be known and share the job's
+/// image (a C++ checker for a C job needs an image with g++).
+fn check_checker_language(cfg: &Config, spec: &JobSpec) -> Result<(), SpecError> {
+    let Some(checker) = &spec.checker else {
+        return Ok(());
+    };
+    let field = "checker.language";
+    let Some(lang) = cfg.languages.get(&checker.language) else {
+        return Err(SpecError::field(
+            field,
+            format!("unknown language {:?}", checker.language),
+        ));
+    };
+    let job_image = cfg.languages.get(&spec.language).map(|l| l.image.as_str());
+    if job_image != Some(lang.image.as_str()) {
+        return Err(SpecError::field(
+            field,
+            format!(
+                "a {} checker needs image {}, and the job runs in {} (use the job's language)",
+                checker.language,
+                lang.image,
+                job_image.unwrap_or("another image")
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -88,8 +117,10 @@ pub fn check_sizes(l: &LimitsConfig, queue: &QueueConfig, spec: &JobSpec) -> Res
     for (field, got, max, unit) in checks {
         over(field.to_owned(), got, max, unit)?;
     }
-    for name in spec.files.keys() {
-        let field = || format!("files[{name:?}]");
+    let checker_files = spec.checker.iter().flat_map(|c| c.files.keys());
+    let files = spec.files.keys().map(|n| ("files", n));
+    for (map, name) in files.chain(checker_files.map(|n| ("checker.files", n))) {
+        let field = || format!("{map}[{name:?}]");
         over(
             field(),
             name.len() as u64,
@@ -103,6 +134,7 @@ pub fn check_sizes(l: &LimitsConfig, queue: &QueueConfig, spec: &JobSpec) -> Res
         let size = (key.len() + value.len()) as u64;
         over(format!("labels[{key:?}]"), size, l.max_label_bytes, "bytes")?;
     }
+    check_test_sizes(l, spec)?;
     // Last: the caps above name a more precise field for most oversized specs.
     over(
         "spec".into(),
@@ -122,6 +154,44 @@ pub fn check_sizes(l: &LimitsConfig, queue: &QueueConfig, spec: &JobSpec) -> Res
         }
     }
     spec.limits.check_set(&l.min, &l.max)
+}
+
+/// The caps on a job's test cases: how many, and each one's args, stdin and limits, named
+/// `tests[i].<field>`.
+fn check_test_sizes(l: &LimitsConfig, spec: &JobSpec) -> Result<(), SpecError> {
+    let bytes = |list: &[String]| list.iter().map(String::len).sum::<usize>() as u64;
+    over(
+        "tests".into(),
+        spec.test_cases().len() as u64,
+        l.max_tests,
+        "tests",
+    )?;
+    for (i, t) in spec.test_cases().iter().enumerate() {
+        if let Some(args) = &t.args {
+            over(
+                format!("tests[{i}].args"),
+                args.len() as u64,
+                l.max_args,
+                "arguments",
+            )?;
+            over(
+                format!("tests[{i}].args"),
+                bytes(args),
+                l.max_args_bytes,
+                "bytes of arguments",
+            )?;
+        }
+        over(
+            format!("tests[{i}].stdin"),
+            t.stdin.len() as u64,
+            l.max_stdin_bytes,
+            "bytes",
+        )?;
+        t.limits
+            .check_set(&l.min, &l.max)
+            .map_err(|e| e.within(&format!("tests[{i}]")))?;
+    }
+    Ok(())
 }
 
 fn over(field: String, got: u64, max: u64, unit: &str) -> Result<(), SpecError> {

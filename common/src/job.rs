@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cases::{validate_job_tests, Checker, Compare, TestCase};
 use crate::limits::LimitsSpec;
 
 /// The protocol version this build speaks; carried as `v` in every spec and result.
@@ -140,6 +141,18 @@ pub struct JobSpec {
     /// How long the result (and everything else the job left) lives after it ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_ttl_s: Option<u64>,
+    /// Inputs to run the program against, built once: each gets its own verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<Vec<TestCase>>,
+    /// How each test's stdout is compared with its `expected_stdout` (default `lines`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<Compare>,
+    /// A program that judges each test instead of `compare`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checker: Option<Checker>,
+    /// The first test that does not pass ends the run; the rest are `skipped`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stop_on_failure: bool,
 }
 
 impl JobSpec {
@@ -160,7 +173,21 @@ impl JobSpec {
             batch: None,
             labels: BTreeMap::new(),
             result_ttl_s: None,
+            tests: None,
+            compare: None,
+            checker: None,
+            stop_on_failure: false,
         }
+    }
+
+    /// The test cases, none for a plain job.
+    pub fn test_cases(&self) -> &[TestCase] {
+        self.tests.as_deref().unwrap_or_default()
+    }
+
+    /// The compare mode tests are judged by: the job's, or `lines`.
+    pub fn compare_mode(&self) -> Compare {
+        self.compare.unwrap_or_default()
     }
 
     /// Total bytes of all source files.
@@ -182,6 +209,12 @@ impl JobSpec {
             + list(&self.args)
             + list(&self.compiler_options)
             + map(&self.labels)
+            + self
+                .test_cases()
+                .iter()
+                .map(TestCase::text_bytes)
+                .sum::<usize>()
+            + self.checker.as_ref().map_or(0, Checker::text_bytes)
     }
 
     /// Checks what needs no worker configuration: version, ids, file names.
@@ -205,25 +238,13 @@ impl JobSpec {
                 "at least one source file is required",
             ));
         }
-        for name in self.files.keys() {
-            check_path(name)?;
-        }
-        check_file_folder_clash(&self.files)?;
-        for (field, list) in [
-            ("args", &self.args),
-            ("compiler_options", &self.compiler_options),
-        ] {
-            if let Some(i) = list.iter().position(|a| a.contains('\0')) {
-                return Err(SpecError::field(
-                    format!("{field}[{i}]"),
-                    "NUL bytes cannot be passed in an argument",
-                ));
-            }
-        }
+        check_files("files", &self.files)?;
+        check_no_nul("args", &self.args)?;
+        check_no_nul("compiler_options", &self.compiler_options)?;
         if self.max_attempts == Some(0) {
             return Err(SpecError::field("max_attempts", "must be at least 1"));
         }
-        Ok(())
+        validate_job_tests(self)
     }
 }
 
@@ -243,9 +264,41 @@ impl SpecError {
             problem: problem.into(),
         }
     }
+
+    /// The same error with its field inside `prefix` (`limits.x` in `tests[3]` is
+    /// `tests[3].limits.x`).
+    pub fn within(self, prefix: &str) -> Self {
+        match self {
+            Self::Field { field, problem } => Self::Field {
+                field: format!("{prefix}.{field}"),
+                problem,
+            },
+            other => other,
+        }
+    }
 }
 
-fn check_id(field: &str, s: &str) -> Result<(), SpecError> {
+/// Refuses an argument list holding a NUL byte, which no `exec` can pass: `{field}[i]`.
+pub(crate) fn check_no_nul(field: &str, list: &[String]) -> Result<(), SpecError> {
+    match list.iter().position(|a| a.contains('\0')) {
+        Some(i) => Err(SpecError::field(
+            format!("{field}[{i}]"),
+            "NUL bytes cannot be passed in an argument",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Every path of a file map stays inside its folder, and no file is also a folder; errors name
+/// `{field}[path]`.
+pub(crate) fn check_files(field: &str, files: &BTreeMap<String, String>) -> Result<(), SpecError> {
+    for name in files.keys() {
+        check_path(field, name)?;
+    }
+    check_file_folder_clash(field, files)
+}
+
+pub(crate) fn check_id(field: &str, s: &str) -> Result<(), SpecError> {
     if s.is_empty() || s.len() > MAX_ID_LEN {
         return Err(SpecError::field(
             field,
@@ -265,8 +318,8 @@ fn check_id(field: &str, s: &str) -> Result<(), SpecError> {
 }
 
 /// A file name must stay inside the job's work folder: relative, no `..`, no empty or `.` parts.
-fn check_path(name: &str) -> Result<(), SpecError> {
-    let field = || format!("files[{name:?}]");
+fn check_path(files: &str, name: &str) -> Result<(), SpecError> {
+    let field = || format!("{files}[{name:?}]");
     if name.is_empty() || name.len() > MAX_PATH_LEN {
         return Err(SpecError::field(
             field(),
@@ -305,7 +358,7 @@ fn check_path(name: &str) -> Result<(), SpecError> {
 
 /// No file may also be a folder of another (`a.c` and `a.c/b.h`): the archive could not hold
 /// both, and unpacking would fail inside the sandbox.
-fn check_file_folder_clash(files: &BTreeMap<String, String>) -> Result<(), SpecError> {
+fn check_file_folder_clash(field: &str, files: &BTreeMap<String, String>) -> Result<(), SpecError> {
     for name in files.keys() {
         if let Some((folder, _)) = name
             .match_indices('/')
@@ -313,7 +366,7 @@ fn check_file_folder_clash(files: &BTreeMap<String, String>) -> Result<(), SpecE
             .find(|(folder, _)| files.contains_key(*folder))
         {
             return Err(SpecError::field(
-                format!("files[{name:?}]"),
+                format!("{field}[{name:?}]"),
                 format!("{folder:?} is both a file and a folder"),
             ));
         }

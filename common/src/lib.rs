@@ -1,8 +1,11 @@
 //! The Quayside job model on one page.
 //!
 //! - [`job`]: what a producer submits ([`JobSpec`]): kind, language, files, stdin, limits, priority.
+//! - [`cases`]: a job's test cases, compare modes and checker (compile once, run many).
+//! - [`compare`]: whether a test's output matches its expected output, and where it differs.
 //! - [`limits`]: resource limits and their validation against worker maxima.
 //! - [`outcome`]: what a job ended as ([`JobResult`], [`Status`]).
+//! - [`verdicts`]: what each test of a job ended as, and the job status they add up to.
 //! - [`wire`]: the versioned JSON encoding of specs and results, and decode errors.
 //! - [`keys`]: the Redis key schema; every key of a queue carries the `{queue}` hash tag.
 //! - [`scripts`]: the Lua scripts that make each state transition one atomic step.
@@ -14,6 +17,8 @@
 //! The protocol these types implement is specified in `docs/protocol.md`.
 
 pub mod admission;
+pub mod cases;
+pub mod compare;
 pub mod config;
 pub mod connection;
 pub mod job;
@@ -22,6 +27,7 @@ pub mod limits;
 pub mod outcome;
 pub mod protocol;
 pub mod scripts;
+pub mod verdicts;
 pub mod wire;
 
 pub use job::{JobId, JobKind, JobSpec, Priority};

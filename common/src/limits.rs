@@ -90,8 +90,8 @@ impl Limits {
     }
 }
 
-/// One limit against its floor and its maximum.
-fn check_field(name: &str, v: u64, min: &Limits, max: &Limits) -> Result<(), SpecError> {
+/// One limit against its floor and its maximum, named `limits.<name>`.
+pub(crate) fn check_field(name: &str, v: u64, min: &Limits, max: &Limits) -> Result<(), SpecError> {
     let floor = min.fields().into_iter().find(|(n, _)| *n == name);
     let ceiling = max.fields().into_iter().find(|(n, _)| *n == name);
     if let Some((_, m)) = floor.filter(|(_, m)| v < *m) {

@@ -4,8 +4,9 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::job::{JobId, PROTOCOL_VERSION};
+use crate::verdicts::{Summary, TestResult};
 
-/// Lifecycle state of a job record. The last nine are terminal: exactly one is ever written.
+/// Lifecycle state of a job record. The last eleven are terminal: exactly one is ever written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -24,6 +25,10 @@ pub enum Status {
     TimedOut,
     MemoryExceeded,
     OutputExceeded,
+    /// A job with tests: a test's output did not match (or its checker said so).
+    WrongAnswer,
+    /// A job with tests: its checker did not build or gave no verdict (exit 3, a crash).
+    CheckerFailed,
     Cancelled,
     /// The job itself is invalid; `error` says why. Also dead-lettered.
     Rejected,
@@ -32,13 +37,15 @@ pub enum Status {
 }
 
 impl Status {
-    pub const TERMINAL: [Status; 9] = [
+    pub const TERMINAL: [Status; 11] = [
         Status::Succeeded,
         Status::Failed,
         Status::CompileError,
         Status::TimedOut,
         Status::MemoryExceeded,
         Status::OutputExceeded,
+        Status::WrongAnswer,
+        Status::CheckerFailed,
         Status::Cancelled,
         Status::Rejected,
         Status::Dead,
@@ -55,6 +62,8 @@ impl Status {
             Self::TimedOut => "timed_out",
             Self::MemoryExceeded => "memory_exceeded",
             Self::OutputExceeded => "output_exceeded",
+            Self::WrongAnswer => "wrong_answer",
+            Self::CheckerFailed => "checker_failed",
             Self::Cancelled => "cancelled",
             Self::Rejected => "rejected",
             Self::Dead => "dead",
@@ -175,6 +184,19 @@ pub struct JobResult {
     pub error: Option<String>,
     #[serde(default)]
     pub durations: Durations,
+    /// User + system CPU time of the program (of every test, summed), when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<u64>,
+    /// High-water resident set of the program's largest process (the largest of every
+    /// test's), when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    /// One entry per test of the spec, in order; empty for a job without tests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<TestResult>,
+    /// Tests passed out of the spec's tests; set exactly when the spec has tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
     /// Executions started, the one that finished included.
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,6 +220,10 @@ impl JobResult {
             compile_output: Captured::default(),
             error,
             durations: Durations::default(),
+            cpu_ms: None,
+            peak_memory_bytes: None,
+            tests: Vec::new(),
+            summary: None,
             attempts,
             worker: None,
             runner: None,

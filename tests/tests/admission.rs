@@ -1,7 +1,8 @@
 //! Admission through each of the three doors, for every way a job could otherwise fail as an
 //! infrastructure error (retried, dead-lettered as `attempts_exhausted`, blamed on the
 //! runner): limits under what an engine or runtime can run, NUL bytes in argument lists,
-//! oversized lists, a file that is also a folder, deep folder chains, long paths, labels.
+//! oversized lists, a file that is also a folder, deep folder chains, long paths, labels, and
+//! the same for test cases (`tests[i].<field>`, `compare`, `stdin` beside `tests`).
 //!
 //! - the producer library (and the CLI on top of it) refuses before sending, naming the field;
 //! - the HTTP gateway answers `422` naming the field;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use bollard::query_parameters::EventsOptions;
 use bollard::Docker;
 use futures_util::StreamExt as _;
+use quayside_common::cases::{Compare, TestCase};
 use quayside_common::config::default_languages;
 use quayside_common::{JobId, JobKind, JobSpec, Status};
 use quayside_e2e::{within, TestQueue};
@@ -34,6 +36,24 @@ fn job(f: impl FnOnce(&mut JobSpec)) -> JobSpec {
     );
     f(&mut spec);
     spec
+}
+
+/// A job with one test case that would be judged fine, changed by `f`.
+fn with_test(f: impl FnOnce(&mut JobSpec)) -> JobSpec {
+    job(|s| {
+        s.tests = Some(vec![TestCase {
+            name: "01".into(),
+            stdin: String::new(),
+            args: None,
+            expected_stdout: Some("ran\n".into()),
+            limits: Default::default(),
+        }]);
+        f(s);
+    })
+}
+
+fn first_test(s: &mut JobSpec) -> &mut TestCase {
+    &mut s.tests.as_mut().expect("tests")[0]
 }
 
 /// Every case: the spec, and the field its refusal must name.
@@ -94,6 +114,37 @@ fn cases() -> Vec<(JobSpec, String)> {
             job(|s| s.labels = BTreeMap::from([("k".into(), "v".repeat(1024))])),
             "labels[\"k\"]".into(),
         ),
+        (
+            with_test(|s| first_test(s).limits.memory_bytes = Some(1)),
+            "tests[0].limits.memory_bytes".into(),
+        ),
+        (
+            with_test(|s| first_test(s).args = Some(vec!["a\0b".into()])),
+            "tests[0].args[0]".into(),
+        ),
+        (
+            with_test(|s| {
+                let again = first_test(s).clone();
+                s.tests.as_mut().expect("tests").push(again);
+            }),
+            "tests[1].name".into(),
+        ),
+        (
+            with_test(|s| {
+                let one = first_test(s).clone();
+                s.tests = Some(
+                    (0..1001)
+                        .map(|i| TestCase {
+                            name: format!("t{i}"),
+                            ..one.clone()
+                        })
+                        .collect(),
+                );
+            }),
+            "tests".into(),
+        ),
+        (with_test(|s| s.stdin = "1\n".into()), "stdin".into()),
+        (job(|s| s.compare = Some(Compare::Tokens)), "compare".into()),
     ]
 }
 

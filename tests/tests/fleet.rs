@@ -372,6 +372,7 @@ async fn a_removal_that_failed_is_retried_until_it_succeeds() {
             queue: "frozen".into(),
             id: "frozen-fleet".into(),
         },
+        tests: None,
     };
     let cancel = CancellationToken::new();
     let output = Output::discard();

@@ -14,6 +14,7 @@ use quayside_common::config::Config;
 use quayside_common::job::SpecError;
 use quayside_common::outcome::Durations;
 use quayside_common::protocol::DeadLetterReason;
+use quayside_common::verdicts::Summary;
 use quayside_common::wire::{decode_spec, WireError};
 use quayside_common::{error_chain, now_ms, JobId, JobResult, JobSpec, Status};
 use tracing::Instrument as _;
@@ -25,6 +26,8 @@ use crate::queue::{Claimed, Lease};
 use crate::report::live_log::LiveLog;
 use crate::report::{DeadLetterCause, HandBackCause, Report};
 use crate::retry::{backoff_ms, decide, Disposition};
+use crate::runner::sandbox::protocol::build_and_run;
+use crate::runner::sandbox::tests_mode::{PlannedChecker, TestPlan};
 use crate::runner::{Fleet, Output, RunOutput, RunRequest, RunnerError, RunnerErrorKind};
 
 /// How long the last job in flight waits for the registry to show it gone before its result is
@@ -90,7 +93,8 @@ async fn run_claimed(ctx: &Context, claimed: Claimed) {
         (Ok(out), _) if out.status != Status::Cancelled => {
             let sandbox_start = out.sandbox_start_ms.map(Duration::from_millis);
             ctx.metrics.ran(job.labels, ran, sandbox_start);
-            Report::Finish(completed(ctx, &job.id, &claimed, started_ms, out))
+            let tests = job.req.tests.as_ref().map(|plan| plan.tests.len());
+            Report::Finish(completed(ctx, &job.id, &claimed, started_ms, out, tests))
         }
         (outcome, StopReason::Cancelled) => {
             Report::Finish(cancelled(ctx, &job, &claimed, outcome.ok()))
@@ -268,14 +272,21 @@ fn cancelled(
     result
 }
 
+/// `tests`: how many tests the job has, if it has tests.
 fn completed(
     ctx: &Context,
     id: &JobId,
     claimed: &Claimed,
     started_ms: u64,
     out: RunOutput,
+    tests: Option<usize>,
 ) -> JobResult {
     let finished = now_ms();
+    // A build that failed ran no test: `tests` is empty, the summary still counts them all.
+    let summary = tests.map(|total| Summary {
+        total: u32::try_from(total).unwrap_or(u32::MAX),
+        ..Summary::of(&out.tests)
+    });
     JobResult {
         v: quayside_common::job::PROTOCOL_VERSION,
         id: id.clone(),
@@ -285,13 +296,17 @@ fn completed(
         stdout: out.stdout,
         stderr: out.stderr,
         compile_output: out.compile_output,
-        error: None,
+        error: out.error,
         durations: Durations {
             queued_ms: started_ms.saturating_sub(claimed.enqueued_at_ms),
             compile_ms: out.compile_ms,
             run_ms: out.run_ms,
             total_ms: finished.saturating_sub(claimed.enqueued_at_ms),
         },
+        cpu_ms: out.cpu_ms,
+        peak_memory_bytes: out.peak_memory_bytes,
+        tests: out.tests,
+        summary,
         attempts: claimed.attempts,
         worker: Some(ctx.worker_id.clone()),
         runner: Some(ctx.runner.name().to_owned()),
@@ -328,8 +343,36 @@ fn request(
     attempt: u32,
     fleet: &Fleet,
 ) -> Result<RunRequest, SpecError> {
+    let limits = resolve_limits(cfg, &spec)?;
+    let compare = spec.compare_mode();
+    let tests = spec.tests.as_deref().map(|cases| {
+        Arc::new(
+            TestPlan::new(
+                cases,
+                &limits,
+                &spec.args,
+                compare,
+                spec.stop_on_failure,
+                cfg.limits.test_output_kept_bytes,
+                cfg.limits.max_result_output_bytes,
+            )
+            .with_checker(spec.checker.as_ref().map(|c| {
+                // Admission checked that the language is known and uses the job's image.
+                let lang = cfg.languages.get(&c.language).cloned().unwrap_or_default();
+                let (build, run) = build_and_run(&lang, &c.compiler_options, &c.files);
+                PlannedChecker {
+                    files: c.files.clone(),
+                    build,
+                    run,
+                }
+            })),
+        )
+    });
     Ok(RunRequest {
-        limits: resolve_limits(cfg, &spec)?,
+        limits: tests
+            .as_ref()
+            .map_or(limits, |plan| plan.sandbox_limits(&limits)),
+        tests,
         language_config: cfg
             .languages
             .get(&spec.language)
@@ -421,6 +464,43 @@ mod tests {
         );
         go.limits.pids = Some(cfg.limits.max.pids + 1);
         assert!(resolve_limits(&cfg, &go).is_err(), "never over the maximum");
+    }
+
+    #[test]
+    fn a_job_with_tests_or_a_checker_is_run() {
+        let cfg = Config::load(None).expect("defaults");
+        let mut s = spec();
+        s.files = [("main.c".into(), "int main(){}".into())].into();
+        s.tests = Some(vec![quayside_common::cases::TestCase {
+            name: "01".into(),
+            stdin: String::new(),
+            args: None,
+            expected_stdout: Some("1\n".into()),
+            limits: Default::default(),
+        }]);
+        admission::check(&cfg, &s).expect("the spec itself is valid");
+        validate(&cfg, &claimed(&s)).expect("tests run");
+        s.checker = Some(quayside_common::cases::Checker {
+            language: "c".into(),
+            files: [("check.c".into(), "int main(){}".into())].into(),
+            compiler_options: Vec::new(),
+        });
+        s.tests.as_mut().expect("tests")[0].expected_stdout = None;
+        admission::check(&cfg, &s).expect("the spec itself is valid");
+        let (id, spec) = validate(&cfg, &claimed(&s)).expect("a checker runs");
+        let req = request(&cfg, spec, 1, &Fleet::default()).expect("request");
+        let plan = req.tests.expect("the tests go to the runner");
+        let checker = plan
+            .checker
+            .as_ref()
+            .expect("the checker goes to the runner");
+        assert_eq!(id, s.id);
+        assert!(checker.build.contains("'check.c'"), "{}", checker.build);
+        assert_eq!(
+            req.limits.run_wall_time_ms,
+            plan.tests[0].limits.run_wall_time_ms + 1_250,
+            "the sandbox's wall time holds every test, plus 250 ms each and 1 s"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::limits::{Limits, LimitsSpec};
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LanguageConfig {
-    /// Runner image, e.g. `quayside/runner-c:2`; never pulled.
+    /// Runner image, e.g. `quayside/runner-c:3`; never pulled.
     pub image: String,
     /// Extension of this language's source files, without the dot; what `{sources}` lists.
     pub source_extension: String,
@@ -73,7 +73,7 @@ impl LanguageConfig {
 /// Tag of the runner images the built-in language table names: the content of
 /// `deploy/images/VERSION` (a test keeps them equal), bumped whenever an image changes so an
 /// old image is never taken for the new one.
-pub const RUNNER_IMAGE_VERSION: &str = "2";
+pub const RUNNER_IMAGE_VERSION: &str = "3";
 
 /// The runner image of a built-in language: `quayside/runner-<language>:<RUNNER_IMAGE_VERSION>`.
 pub fn default_image(language: &str) -> String {

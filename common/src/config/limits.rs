@@ -45,6 +45,13 @@ pub struct LimitsConfig {
     /// Total bytes of all the spec's text: file names and contents, stdin, args, compiler
     /// options, labels, ids. Bounds what one job writes to Redis and to the engine.
     pub max_spec_bytes: u64,
+    /// Test cases per job (`tests`).
+    pub max_tests: u64,
+    /// Bytes of each test's stdout and stderr kept in the result (its `output_bytes` still
+    /// decides `output_exceeded`): 1,000 tests must not make a gigabyte result.
+    pub test_output_kept_bytes: u64,
+    /// Bytes of all tests' kept output in one result; later tests keep none (`truncated`).
+    pub max_result_output_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -65,6 +72,9 @@ impl Default for LimitsConfig {
             max_labels: 64,
             max_label_bytes: 1 << 10,
             max_spec_bytes: 4 << 20,
+            max_tests: 1_000,
+            test_output_kept_bytes: 4 << 10,
+            max_result_output_bytes: 8 << 20,
         }
     }
 }
@@ -81,6 +91,7 @@ impl LimitsConfig {
         positive("limits.max_source_bytes", self.max_source_bytes)?;
         positive("limits.max_path_bytes", self.max_path_bytes)?;
         positive("limits.max_spec_bytes", self.max_spec_bytes)?;
+        positive("limits.max_tests", self.max_tests)?;
         if self.max_path_bytes > PATH_MAX {
             return Err(invalid(
                 "limits.max_path_bytes",
@@ -118,6 +129,7 @@ mod tests {
                 (|c| c.max_path_bytes = 5000, "limits.max_path_bytes"),
                 (|c| c.max_spec_bytes = 1 << 20, "limits.max_spec_bytes"),
                 (|c| c.max_files = 0, "limits.max_files"),
+                (|c| c.max_tests = 0, "limits.max_tests"),
             ],
         );
         let mut c = LimitsConfig::default();

@@ -13,6 +13,10 @@ pub enum LogSource {
     Compile,
     /// Lines from Quayside itself, e.g. "retrying after ...".
     System,
+    /// A test of the job starts: the entry's data is its name.
+    Test,
+    /// A test of the job was judged: `<name> <status> <wall_ms>ms`.
+    Verdict,
 }
 
 impl LogSource {
@@ -22,6 +26,8 @@ impl LogSource {
             Self::Stderr => "stderr",
             Self::Compile => "compile",
             Self::System => "system",
+            Self::Test => "test",
+            Self::Verdict => "verdict",
         }
     }
 }

@@ -83,6 +83,9 @@ pub(crate) enum Command {
     },
     /// Serve the HTTP gateway (docs/http.md) until SIGTERM or SIGINT.
     Serve(serve::ServeArgs),
+    /// Print the language table: image, build, run and compile-only commands with the options
+    /// they pass, and each language's default limits (from the config, as workers use it).
+    Languages,
 }
 
 #[derive(Debug, Subcommand)]

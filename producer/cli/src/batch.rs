@@ -5,6 +5,11 @@ mod inputs;
 mod junit;
 mod progress;
 mod summary;
+#[allow(
+    dead_code,
+    reason = "read by `batch --tests`, the next step of issue 13"
+)]
+mod tests_dir;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

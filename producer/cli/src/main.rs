@@ -13,6 +13,7 @@ mod args;
 mod batch;
 mod dlq;
 mod job_flags;
+mod languages;
 mod print;
 mod submit;
 mod terminal;
@@ -136,6 +137,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => serve::run(cfg, producer, args).await,
+        // Needs no Redis either: the table is the configuration's.
+        Command::Languages => {
+            print!("{}", languages::render(&cfg, json)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { repair } => {
             let report = producer.check(repair).await?;
             if json {

@@ -11,7 +11,9 @@ use crate::{Error, JobStatus, Producer};
 /// One entry of a job's live log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LogEntry {
-    /// `stdout`, `stderr`, `compile`, `system`, or `end` (the last entry; `data` is the status).
+    /// `stdout`, `stderr`, `compile`, `system`, `test` (a test starts: its name), `verdict` (a
+    /// test was judged: `<name> <status> <wall_ms>ms`), or `end` (the last entry; `data` is
+    /// the status).
     pub source: String,
     #[serde(serialize_with = "lossy")]
     pub data: Vec<u8>,

@@ -79,6 +79,8 @@ fn source(s: &str) -> &'static str {
         "stdout" => "stdout",
         "stderr" => "stderr",
         "compile" => "compile",
+        "test" => "test",
+        "verdict" => "verdict",
         "end" => "end",
         _ => "system",
     }

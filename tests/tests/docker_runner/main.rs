@@ -200,6 +200,7 @@ fn job(language: &str, files: &[(&str, &str)], stdin: &str) -> RunRequest {
         stdin: stdin.to_owned(),
         limits: LIMITS,
         fleet: fleet(),
+        tests: None,
     }
 }
 

@@ -7,7 +7,11 @@
 //! Each case runs as `docker::<case>` and `kubernetes::<case>`: every ending maps to the same
 //! status (exit 0, exit n, signal, build error, timeout, OOM, output cap, killed from outside),
 //! a cancel and a dropped future remove the sandbox, a missing image is a runner error, and
-//! output shows while the program runs (a prompt without a newline included).
+//! output shows while the program runs (a prompt without a newline included), and every run
+//! reports its cpu time and peak memory within the bounds. For those measured C
+//! programs the Kubernetes world plays the kubelet for real: it runs the pod's own command in
+//! the pod's image on the Docker engine, with the ConfigMap as files, and serves its output as
+//! the pod log.
 
 #[allow(
     dead_code,
@@ -83,6 +87,26 @@ macro_rules! contract {
             #[tokio::test(flavor = "multi_thread")]
             async fn a_missing_image_is_image_missing() {
                 suite::image_missing($world).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn touching_100_mib_reports_100_mib_within_10_percent() {
+                suite::measured($world, suite::Work::TouchesMemory).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn a_1_s_spin_reports_1000_ms_of_cpu_within_15_percent() {
+                suite::measured($world, suite::Work::Spins).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn tests_run_after_one_build_each_with_its_verdict() {
+                suite::tests($world).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn a_1_s_sleep_reports_almost_no_cpu() {
+                suite::measured($world, suite::Work::Sleeps).await;
             }
         }
     };

@@ -3,9 +3,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use quayside_common::{JobId, Status};
+use quayside_common::cases::{Compare, TestCase, TestLimits};
+use quayside_common::verdicts::TestStatus;
+use quayside_common::{JobId, Limits, Status};
 use quayside_e2e::sandboxes::{assert_ended, show};
 use quayside_e2e::within;
+use quayside_worker::runner::sandbox::tests_mode::TestPlan;
 use quayside_worker::runner::{
     LogSource, Output, RunOutput, RunRequest, Runner, RunnerError, RunnerErrorKind,
 };
@@ -31,6 +34,76 @@ pub enum Program {
     Floods,
     /// Runs in an image that is not there.
     ImageMissing,
+    /// A C program whose cpu time and peak memory the runner measures.
+    Measured(Work),
+    /// A C program run against the tests of [`tests_plan`], after one build.
+    Tests,
+}
+
+/// The program of [`Program::Tests`] (`main.c`): its input's first word says what to do.
+pub const TESTS_PROGRAM: &str = "#include <stdio.h>\n#include <string.h>\n\
+    int main(void) { char w[16] = \"\"; scanf(\"%15s\", w);\n\
+    if (!strcmp(w, \"spin\")) for (;;) {}\n\
+    if (!strcmp(w, \"crash\")) { volatile int *p = 0; *p = 1; }\n\
+    printf(\"%s\\n\", w); return 0; }\n";
+
+/// The tests of [`Program::Tests`], each with a different verdict, against `limits` (the
+/// job's); the request's limits are then the plan's sandbox limits.
+pub fn tests_plan(limits: &Limits) -> TestPlan {
+    let case = |name: &str, input: &str, expected: &str| TestCase {
+        name: name.into(),
+        stdin: format!("{input}\n"),
+        args: None,
+        expected_stdout: Some(expected.into()),
+        limits: TestLimits::default(),
+    };
+    let mut slow = case("slow", "spin", "");
+    slow.limits.run_wall_time_ms = Some(300);
+    let cases = [
+        case("ok", "hello", "hello\n"),
+        case("wrong", "hello", "bye\n"),
+        case("crash", "crash", ""),
+        slow,
+    ];
+    TestPlan::new(&cases, limits, &[], Compare::Lines, false, 4096, 1 << 20)
+}
+
+/// What a [`Program::Measured`] does: the issue's accuracy cases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Work {
+    /// Touches every page of 100 MiB.
+    TouchesMemory,
+    /// Spins on the CPU for 1 s of its own cpu time.
+    Spins,
+    /// Sleeps for 1 s.
+    Sleeps,
+}
+
+impl Work {
+    /// The program, in C (`main.c`), which starts in ~1 ms: what it reports is its own work.
+    pub fn source(self) -> &'static str {
+        match self {
+            Self::TouchesMemory => {
+                "#include <stdlib.h>\n\
+                 int main(void) {\n\
+                 size_t n = (size_t)100 << 20;\n\
+                 volatile char *p = malloc(n);\n\
+                 if (!p) return 9;\n\
+                 for (size_t i = 0; i < n; i += 4096) p[i] = 1;\n\
+                 return 0;\n\
+                 }\n"
+            }
+            Self::Spins => {
+                "#include <time.h>\n\
+                 int main(void) {\n\
+                 struct timespec t;\n\
+                 do clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t); while (t.tv_sec < 1);\n\
+                 return 0;\n\
+                 }\n"
+            }
+            Self::Sleeps => "#include <unistd.h>\nint main(void) { sleep(1); return 0; }\n",
+        }
+    }
 }
 
 /// A backend and what surrounds it.
@@ -156,12 +229,84 @@ pub async fn exit_zero<W: World>(world: W) {
         (out.stdout.data.as_str(), out.stderr.data.as_str()),
         ("out\n", "err\n")
     );
+    assert_measured(&out);
+}
+
+/// The run reports its cpu time and peak memory: a Python program that ran is above 0 in both
+/// (its interpreter alone is several MiB).
+fn assert_measured(out: &RunOutput) {
+    assert!(
+        out.peak_memory_bytes.is_some_and(|b| b > 1 << 20) && out.cpu_ms.is_some(),
+        "cpu_ms {:?}, peak_memory_bytes {:?}: {}",
+        out.cpu_ms,
+        out.peak_memory_bytes,
+        show(out)
+    );
+}
+
+/// What a [`Work`] program reports, against the issue's bounds: 100 MiB touched reports
+/// 100 MiB ± 10%, a 1 s spin 1000 ms ± 15%, a 1 s sleep near 0 (under 50 ms; 250 under gVisor).
+pub async fn measured<W: World>(world: W, work: Work) {
+    let out = ends(world, Program::Measured(work), |_| {})
+        .await
+        .expect("ran");
+    assert_ended(&out, Status::Succeeded, Some(0), None);
+    let (cpu_ms, peak) = (
+        out.cpu_ms.expect("cpu_ms reported"),
+        out.peak_memory_bytes.expect("peak_memory_bytes reported"),
+    );
+    let mib = peak as f64 / f64::from(1 << 20);
+    match work {
+        Work::TouchesMemory => assert!((90.0..=110.0).contains(&mib), "peak {mib:.1} MiB"),
+        Work::Spins => assert!((850..=1150).contains(&cpu_ms), "cpu {cpu_ms} ms"),
+        Work::Sleeps => {
+            // runc: ~2 ms. gVisor charges cpu time in 10 ms ticks and counts its own exec of
+            // the shell and the program: 0-110 ms measured here (docs/protocol.md says so).
+            let bound = if std::env::var("E2E_DOCKER_RUNTIME").as_deref() == Ok("runsc") {
+                250
+            } else {
+                50
+            };
+            assert!(cpu_ms < bound, "cpu {cpu_ms} ms");
+            assert!(mib < 10.0, "a sleeping C program is small: {mib:.1} MiB");
+        }
+    }
+}
+
+/// One build, each test its own verdict, in the test's order; the job's status is the first
+/// test's that did not pass; each test reports its cpu time and peak memory.
+pub async fn tests<W: World>(world: W) {
+    let out = ends(world, Program::Tests, |_| {}).await.expect("ran");
+    let verdicts: Vec<_> = out
+        .tests
+        .iter()
+        .map(|t| (t.name.as_str(), t.status))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("ok", TestStatus::Passed),
+            ("wrong", TestStatus::WrongAnswer),
+            ("crash", TestStatus::Failed),
+            ("slow", TestStatus::TimedOut),
+        ],
+        "{}",
+        show(&out)
+    );
+    assert_eq!(out.status, Status::WrongAnswer);
+    assert_eq!(
+        (out.tests[2].exit_code, out.tests[2].signal),
+        (Some(139), Some(11))
+    );
+    assert!(out.tests[0].peak_memory_bytes > 0, "{:?}", out.tests[0]);
+    assert_eq!(out.tests[1].stdout.data, "hello\n");
 }
 
 pub async fn exit_n<W: World>(world: W) {
     let out = ends(world, Program::Exits(3), |_| {}).await.expect("ran");
     assert_ended(&out, Status::Failed, Some(3), None);
     assert_eq!(out.stderr.data, "err\n", "{}", show(&out));
+    assert_measured(&out);
 }
 
 pub async fn signal<W: World>(world: W) {

@@ -190,6 +190,7 @@ mod tests {
                 ..Limits::DEFAULT
             },
             fleet: Fleet::default(),
+            tests: None,
         }
     }
 

@@ -46,6 +46,9 @@ pub struct RunRequest {
     pub limits: Limits,
     /// The fleet the worker belongs to, for the sandbox's labels.
     pub fleet: Fleet,
+    /// A job with tests: each is run after the one build, in the same sandbox. `limits` are
+    /// then the sandbox's ([`sandbox::tests_mode::TestPlan::sandbox_limits`]).
+    pub tests: Option<Arc<sandbox::tests_mode::TestPlan>>,
 }
 
 impl RunRequest {
@@ -60,11 +63,26 @@ impl RunRequest {
             self.kind,
             &self.compiler_options,
             &self.files,
+            self.tests.as_deref(),
         )
         .ok_or_else(|| RunnerError::NoCommand {
             language: self.language.clone(),
             kind: self.kind.as_label(),
         })
+    }
+}
+
+impl RunRequest {
+    /// The files the sandbox gets: the job's, and the inputs of its tests.
+    pub fn sandbox_files(&self) -> std::borrow::Cow<'_, BTreeMap<String, String>> {
+        match &self.tests {
+            None => std::borrow::Cow::Borrowed(&self.files),
+            Some(plan) => {
+                let mut files = self.files.clone();
+                files.extend(plan.input_files());
+                std::borrow::Cow::Owned(files)
+            }
+        }
     }
 }
 
@@ -83,6 +101,16 @@ pub struct RunOutput {
     /// How long creating and starting the sandbox (container, pod) took, if the runner knows:
     /// exported as `quayside_sandbox_start_seconds`. `None` records nothing.
     pub sandbox_start_ms: Option<u64>,
+    /// User + system CPU time of the program and its descendants, as `quayside-run` measured
+    /// it; `None` when the program did not run to its end marker or the image has no helper.
+    pub cpu_ms: Option<u64>,
+    /// Peak resident memory of the program's largest process, from the same report.
+    pub peak_memory_bytes: Option<u64>,
+    /// A job with tests: one result per test, in order (empty when the build failed).
+    pub tests: Vec<quayside_common::verdicts::TestResult>,
+    /// Why the job ended as it did when its output does not say (a checker that did not
+    /// build: its build output).
+    pub error: Option<String>,
 }
 
 impl RunOutput {
@@ -98,6 +126,10 @@ impl RunOutput {
             compile_ms: 0,
             run_ms: 0,
             sandbox_start_ms: None,
+            cpu_ms: None,
+            peak_memory_bytes: None,
+            tests: Vec::new(),
+            error: None,
         }
     }
 }

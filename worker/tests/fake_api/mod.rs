@@ -17,7 +17,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use quayside_worker::runner::{Fleet, RunRequest};
 use serde_json::{json, Value};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -43,6 +43,8 @@ struct State {
     requests: Vec<Access>,
     faults: Vec<(String, String, Fault)>,
     logs: BTreeMap<String, (Vec<u8>, bool)>,
+    /// Logs written while they are followed ([`FakeApi::live_log`]); taken by the first GET.
+    live_logs: BTreeMap<String, mpsc::UnboundedReceiver<Bytes>>,
 }
 
 /// The fake server. Cheap to clone; all clones share state.
@@ -216,6 +218,14 @@ impl FakeApi {
         self.lock().logs.insert(pod.to_owned(), (log, hold_open));
     }
 
+    /// A log the test writes while the runner follows it (a kubelet streaming a running
+    /// container's output): each message is sent as it comes; dropping the sender ends the log.
+    pub fn live_log(&self, pod: &str) -> mpsc::UnboundedSender<Bytes> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().live_logs.insert(pod.to_owned(), rx);
+        tx
+    }
+
     /// The two marker nonces the runner put in the attempt's ConfigMap.
     pub fn nonces(&self, name: &str) -> (String, String) {
         let cm = self.get("configmaps", name).expect("configmap");
@@ -374,6 +384,16 @@ impl FakeApi {
                 None => status(404, "NotFound"),
             },
             ("get", Some(n), Some("log")) => {
+                let live = self.lock().live_logs.remove(&n);
+                if let Some(rx) = live {
+                    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+                        let chunk = rx.recv().await?;
+                        Some((Ok::<_, Infallible>(Frame::data(chunk)), rx))
+                    });
+                    return Ok(Response::builder()
+                        .body(StreamBody::new(chunks).boxed_unsync())
+                        .expect("response"));
+                }
                 let Some((log, hold)) = self.lock().logs.get(&n).cloned() else {
                     return Ok(status(400, "BadRequest"));
                 };
@@ -518,6 +538,7 @@ pub fn request(job_id: quayside_common::JobId, fleet: Fleet) -> RunRequest {
         stdin: String::new(),
         limits: quayside_common::Limits::DEFAULT,
         fleet,
+        tests: None,
     }
 }
 

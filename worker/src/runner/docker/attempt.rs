@@ -56,15 +56,16 @@ pub(super) async fn run(
     cancel: &CancellationToken,
 ) -> Result<RunOutput, RunnerError> {
     let docker = sandbox.docker.clone();
-    let nonce = protocol::new_nonce();
+    let nonces = (protocol::new_nonce(), protocol::new_nonce());
     let creating = Instant::now();
-    let (stream, _stdin, generation) = start(sandbox, cfg, req, script, worker_id, &nonce).await?;
+    let (stream, stdin, generation) = start(sandbox, cfg, req, script, worker_id, &nonces).await?;
     output.sandbox_started();
     let id = sandbox.id.clone().unwrap_or_default();
     let sandbox_start_ms = u64::try_from(creating.elapsed().as_millis()).unwrap_or(u64::MAX);
 
-    let mut phases = PhasedOutput::new(&nonce, None, &req.limits);
-    let ending = match read(stream, &mut phases, output, cancel).await {
+    let mut phases =
+        PhasedOutput::new(&nonces.0, Some(&nonces.1), &req.limits).with_tests(req.tests.clone());
+    let ending = match read(stream, &mut phases, &stdin, output, cancel).await {
         // Stopped at a limit or cancelled: kill it now.
         Some(ending) => {
             sandbox.remove().await;
@@ -75,25 +76,33 @@ pub(super) async fn run(
     phases.conclude(&req.job_id, req.kind, ending, Some(sandbox_start_ms))
 }
 
+/// The wrapper's stdin once the header, files and the job's stdin are written: open for a
+/// checker's answers ([`PhasedOutput::take_answers`]) while the task runs, closed otherwise.
+struct Stdin {
+    answers: Option<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
+    _task: AbortOnDropHandle<()>,
+}
+
 /// Creates, attaches and starts the container and starts feeding its stdin. Returns its
-/// output, the stdin task and the event stream's generation when it was created.
+/// output, its stdin and the event stream's generation when it was created.
 async fn start(
     sandbox: &mut Sandbox,
     cfg: &RunnerConfig,
     req: &RunRequest,
     script: String,
     worker_id: &str,
-    nonce: &str,
-) -> Result<(Stream, AbortOnDropHandle<()>, u64), RunnerError> {
+    (nonce, end_nonce): &(String, String),
+) -> Result<(Stream, Stdin, u64), RunnerError> {
     let job = &req.job_id;
     let docker = sandbox.docker.clone();
     // A uid of its own: per-user kernel limits are not shared with the jobs beside it.
     let user = spec::attempt_user(&cfg.sandbox);
-    let archive =
-        protocol::archive(&req.files, user.0, user.1).map_err(|e| RunnerError::Files {
+    let archive = protocol::archive(&req.sandbox_files(), user.0, user.1).map_err(|e| {
+        RunnerError::Files {
             detail: format!("cannot archive the files of job {job}"),
             source: Some(Box::new(e)),
-        })?;
+        }
+    })?;
     let l = &req.limits;
     let wall_s = (l.compile_wall_time_ms + l.run_wall_time_ms) / 1000 + DEADLINE_SLACK_S;
     let deadline = sandbox::unix_now_s().saturating_add(i64::try_from(wall_s).unwrap_or(i64::MAX));
@@ -142,7 +151,7 @@ async fn start(
         .await
         .map_err(|e| api_error(format!("cannot start the sandbox of job {job}"), e))?;
     let payload = match cfg.docker.file_transfer {
-        FileTransfer::Stdin => protocol::stdin_payload(nonce, &archive, &req.stdin),
+        FileTransfer::Stdin => protocol::stdin_payload(nonce, &archive, end_nonce, &req.stdin),
         FileTransfer::Archive => {
             // Only now that the container runs is its /work volume mounted to write through.
             let to = UploadToContainerOptions {
@@ -153,16 +162,33 @@ async fn start(
                 .upload_to_container(&id, Some(to), bollard::body_full(archive.into()))
                 .await
                 .map_err(|e| api_error(format!("cannot upload the files of job {job}"), e))?;
-            protocol::stdin_payload(nonce, &[], &req.stdin)
+            protocol::stdin_payload(nonce, &[], end_nonce, &req.stdin)
         }
     };
     // A task of its own: a program that never reads its stdin must not block its output.
-    let stdin = AbortOnDropHandle::new(tokio::spawn(async move {
+    let checker = req
+        .tests
+        .as_ref()
+        .is_some_and(|plan| plan.checker.is_some());
+    let (answers, mut owed) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let task = AbortOnDropHandle::new(tokio::spawn(async move {
         // A failed write means the program exited or closed its stdin: nothing to do.
-        if input.write_all(&payload).await.is_ok() {
-            let _ = input.shutdown().await;
+        if input.write_all(&payload).await.is_err() {
+            return;
         }
+        if checker {
+            while let Some(answer) = owed.recv().await {
+                if input.write_all(&answer).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = input.shutdown().await;
     }));
+    let stdin = Stdin {
+        answers: checker.then_some(answers),
+        _task: task,
+    };
     Ok((output, stdin, generation))
 }
 
@@ -171,6 +197,7 @@ async fn start(
 async fn read(
     mut stream: Stream,
     phases: &mut PhasedOutput,
+    stdin: &Stdin,
     output: &Output,
     cancel: &CancellationToken,
 ) -> Option<Ending> {
@@ -191,8 +218,16 @@ async fn read(
             Some(Ok(LogOutput::StdErr { message })) => phases.feed_stderr(&message, output),
             Some(Ok(_)) => Progress::Nothing,
         };
-        if progress == Progress::OutputExceeded {
-            break Some(Ending::OutputExceeded);
+        if let Some(answers) = &stdin.answers {
+            for answer in phases.take_answers() {
+                // The task is gone only when the sandbox's stdin is: its output ends too.
+                let _ = answers.send(answer);
+            }
+        }
+        match progress {
+            Progress::OutputExceeded => break Some(Ending::OutputExceeded),
+            Progress::StopTests => break Some(Ending::Stopped),
+            Progress::Nothing | Progress::BuildEnded => {}
         }
     };
     phases.flush(output);

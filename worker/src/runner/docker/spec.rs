@@ -156,7 +156,16 @@ pub fn check_command(cfg: &DockerConfig, req: &RunRequest, script: &str) -> Resu
     if too_long > longest {
         let options: usize = req.compiler_options.iter().map(|o| 4 * o.len()).sum();
         let names: usize = req.files.keys().map(String::len).sum();
-        let field = if options > names {
+        // Each test is one line of the script: its limits and its args, quoted.
+        let tests: usize = req
+            .tests
+            .iter()
+            .flat_map(|p| &p.tests)
+            .map(|t| 32 + t.args.iter().map(|a| 4 * a.len() + 3).sum::<usize>())
+            .sum();
+        let field = if tests > options.max(names) {
+            "tests"
+        } else if options > names {
             "compiler_options"
         } else {
             "files"
@@ -230,6 +239,7 @@ mod tests {
             stdin: String::new(),
             limits: Limits::DEFAULT,
             fleet: Default::default(),
+            tests: None,
         }
     }
 
@@ -304,9 +314,10 @@ mod tests {
         check_command(&DockerConfig::default(), &req, "true").expect("small");
         req.compiler_options = vec!["'".repeat(40 << 10)];
         let lang = quayside_common::config::default_languages()["c"].clone();
-        let script = protocol::wrapper_body(&lang, JobKind::Run, &req.compiler_options, &req.files)
-            .map(|b| protocol::stdin_wrapper(&b))
-            .expect("script");
+        let script =
+            protocol::wrapper_body(&lang, JobKind::Run, &req.compiler_options, &req.files, None)
+                .map(|b| protocol::stdin_wrapper(&b))
+                .expect("script");
         let err = check_command(&DockerConfig::default(), &req, &script)
             .expect_err("quoted options over 128 KiB");
         assert!(err.to_string().starts_with("compiler_options: "), "{err}");
@@ -334,9 +345,10 @@ mod tests {
         req.compiler_options = vec!["'".repeat(n(caps.max_compiler_options_bytes))];
         for lang in quayside_common::config::default_languages().values() {
             for kind in [JobKind::Run, JobKind::Compile] {
-                let script = protocol::wrapper_body(lang, kind, &req.compiler_options, &req.files)
-                    .map(|b| protocol::stdin_wrapper(&b))
-                    .expect("script");
+                let script =
+                    protocol::wrapper_body(lang, kind, &req.compiler_options, &req.files, None)
+                        .map(|b| protocol::stdin_wrapper(&b))
+                        .expect("script");
                 check_command(&DockerConfig::default(), &req, &script)
                     .expect("the default caps fit");
             }

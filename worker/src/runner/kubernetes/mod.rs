@@ -215,6 +215,19 @@ impl Runner for KubernetesRunner {
         let Ok(body) = req.wrapper_body() else {
             return Ok(());
         };
+        if req
+            .tests
+            .as_ref()
+            .is_some_and(|plan| plan.checker.is_some())
+        {
+            // A pod has no stdin to send each answer after its test (docs/design/tests-per-job.md
+            // §6); the ConfigMap would show the answers to the program: refused, never judged
+            // another way.
+            return Err(SpecError::field(
+                "checker",
+                "the Kubernetes runner does not run checkers yet (the Docker runner does)",
+            ));
+        }
         sandbox::check_args(&req.args)?;
         spec::check_size(&self.cfg.sandbox, req, &body)
     }

@@ -5,14 +5,19 @@
 //!   its phase markers.
 //! - [`phases`]: the phased-output parser (marker scan, per-stream caps, build and run
 //!   clocks), and how an attempt is classified from the way its sandbox ended.
+//! - [`run_report`]: what the in-sandbox helper `quayside-run` reports about one run (cpu time,
+//!   peak memory, how it ended), and a test's verdict from it.
 //! - [`fleet`]: the labels that tie a sandbox to its fleet, the orphan rule, and each runner's
 //!   list of sandboxes in use or left to remove.
 //! - [`seccomp`]: Quayside's seccomp profile, shared by both backends.
+//! - [`tests_mode`]: a job with tests: the resolved plan, the wrapper's tests mode, its frames.
 
 pub mod fleet;
 pub mod phases;
 pub mod protocol;
+pub mod run_report;
 pub mod seccomp;
+pub mod tests_mode;
 
 use quayside_common::job::SpecError;
 use quayside_common::JobId;

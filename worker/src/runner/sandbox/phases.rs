@@ -5,13 +5,23 @@
 //! what is kept goes to the attempt's [`Output`] as it arrives. How the sandbox ended then makes
 //! the verdict ([`classify`]).
 
+mod ending;
+mod frames;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use quayside_common::{Captured, JobId, JobKind, Limits, Status};
 use tokio::time::Instant;
 
-use super::protocol::{wrapper_failure, PhaseMarker, Scan, EXIT_UNPACK};
+use super::protocol::{PhaseMarker, Scan};
+use super::run_report::{run_verdict, RunReport};
+use super::tests_mode::{Frame, TestPlan};
 use crate::runner::{LogSource, Output, RunOutput, RunnerError};
+use frames::{test_frame, tests_output, TestsPhase};
+use quayside_common::verdicts::TestStatus;
+
+pub use self::ending::{classify, signal_of, Ending, Verdict};
 
 /// One output stream kept up to `cap` bytes; what arrives beyond is counted, not stored.
 #[derive(Debug, Default)]
@@ -50,6 +60,11 @@ impl CappedOutput {
     pub fn into_captured(self) -> Captured {
         Captured::from_bytes(self.kept, self.exceeded)
     }
+
+    /// The bytes kept, and whether more arrived.
+    pub fn into_parts(self) -> (Vec<u8>, bool) {
+        (self.kept, self.exceeded)
+    }
 }
 
 #[derive(Debug)]
@@ -71,6 +86,8 @@ pub enum Progress {
     BuildEnded,
     /// A stream passed its cap: stop the sandbox.
     OutputExceeded,
+    /// A test did not pass under `stop_on_failure`: stop the sandbox, the rest are skipped.
+    StopTests,
 }
 
 /// The three capped streams of one attempt, where in the wrapper's output the parser is, and
@@ -83,7 +100,13 @@ pub struct PhasedOutput {
     stdout: CappedOutput,
     stderr: CappedOutput,
     build_status: Option<i64>,
+    /// What `quayside-run` reported about the program, from the end marker.
+    report: Option<RunReport>,
+    /// A job with tests: their frames, between the build marker and the end marker.
+    tests: Option<TestsPhase>,
     compile_wall: Duration,
+    /// The job's limits, to read the run report against.
+    limits: Limits,
     run_wall: Duration,
     started: Option<Instant>,
     build_ended: Option<Instant>,
@@ -91,8 +114,9 @@ pub struct PhasedOutput {
 }
 
 impl PhasedOutput {
-    /// A parser for a stream whose build marker carries `nonce` and, when the program's
-    /// stderr follows its stdout on the same stream, whose end marker carries `end_nonce`.
+    /// A parser for a stream whose build marker carries `nonce` and whose end marker (after the
+    /// program's stdout; on a single stream the program's stderr follows it) carries
+    /// `end_nonce`.
     pub fn new(nonce: &str, end_nonce: Option<&str>, limits: &Limits) -> Self {
         let cap = limits.output_bytes;
         Self {
@@ -102,12 +126,30 @@ impl PhasedOutput {
             stdout: CappedOutput::new(cap),
             stderr: CappedOutput::new(cap),
             build_status: None,
+            report: None,
+            tests: None,
             compile_wall: Duration::from_millis(limits.compile_wall_time_ms),
+            limits: *limits,
             run_wall: Duration::from_millis(limits.run_wall_time_ms),
             started: None,
             build_ended: None,
             ended: None,
         }
+    }
+
+    /// Reads the program's part as the frames of `plan`'s tests ([`super::tests_mode`]).
+    #[must_use]
+    pub fn with_tests(mut self, plan: Option<Arc<TestPlan>>) -> Self {
+        self.tests = plan.map(TestsPhase::new);
+        self
+    }
+
+    /// What the worker owes the wrapper's stdin now (a checker's answers, in order).
+    pub fn take_answers(&mut self) -> Vec<Vec<u8>> {
+        self.tests
+            .as_mut()
+            .map(TestsPhase::take_answers)
+            .unwrap_or_default()
     }
 
     /// The sandbox runs: the build's clock starts.
@@ -143,11 +185,12 @@ impl PhasedOutput {
                         build,
                         status,
                         program,
+                        ..
                     } => {
                         output.send(LogSource::Compile, self.compile.push(&build));
                         self.build_status = Some(status);
                         self.build_ended = Some(Instant::now());
-                        let end = self.end_nonce.as_deref().map(PhaseMarker::new);
+                        let end = self.end_nonce.as_deref().map(PhaseMarker::with_detail);
                         self.phase = Phase::Program(end);
                         progress = Progress::BuildEnded;
                         rest = program;
@@ -159,19 +202,45 @@ impl PhasedOutput {
                 }
                 Phase::Program(Some(marker)) => match marker.feed(&rest) {
                     Scan::Build(bytes) => {
-                        output.send(LogSource::Stdout, self.stdout.push(&bytes));
+                        self.program_bytes(&bytes, output);
                         break;
                     }
-                    Scan::Ended { build, program, .. } => {
-                        output.send(LogSource::Stdout, self.stdout.push(&build));
-                        self.phase = Phase::Stderr;
+                    Scan::Ended {
+                        build,
+                        detail,
+                        program,
+                        ..
+                    } => {
+                        self.program_bytes(&build, output);
                         rest = program;
+                        let frame = Frame::parse(&detail);
+                        match (self.tests.as_mut(), frame) {
+                            (Some(tests), Some(frame)) => {
+                                if test_frame(tests, frame, output) {
+                                    progress = Progress::StopTests;
+                                }
+                                let end = self.end_nonce.as_deref().unwrap_or_default();
+                                self.phase = Phase::Program(Some(PhaseMarker::with_detail(end)));
+                            }
+                            _ => {
+                                self.report = read_report(&detail);
+                                self.phase = Phase::Stderr;
+                            }
+                        }
                     }
                 },
                 Phase::Stderr => return self.feed_stderr(&rest, output),
             }
         }
         self.progress(progress)
+    }
+
+    /// Bytes of the program's stdout: the job's, or the running test's.
+    fn program_bytes(&mut self, bytes: &[u8], output: &Output) {
+        match self.tests.as_mut() {
+            Some(tests) => tests.bytes(bytes),
+            None => output.send(LogSource::Stdout, self.stdout.push(bytes)),
+        }
     }
 
     /// Feeds a chunk of the program's own stderr stream (a container's). The wrapper writes
@@ -183,6 +252,9 @@ impl PhasedOutput {
     }
 
     fn progress(&self, progress: Progress) -> Progress {
+        if progress == Progress::StopTests {
+            return progress;
+        }
         if self.compile.exceeded() || self.stdout.exceeded() || self.stderr.exceeded() {
             Progress::OutputExceeded
         } else {
@@ -201,7 +273,7 @@ impl PhasedOutput {
             }
             Phase::Program(Some(marker)) => {
                 let held = marker.take_held();
-                output.send(LogSource::Stdout, self.stdout.push(&held));
+                self.program_bytes(&held, output);
             }
             Phase::Program(None) | Phase::Stderr => {}
         }
@@ -214,7 +286,7 @@ impl PhasedOutput {
     /// [`RunnerError::Files`] when the job's files did not unpack, [`RunnerError::Wrapper`]
     /// otherwise (with the build output so far, which tells what went wrong).
     pub fn conclude(
-        self,
+        mut self,
         job: &JobId,
         kind: JobKind,
         ending: Ending,
@@ -228,6 +300,15 @@ impl PhasedOutput {
         };
         let compile_ms = ms(self.started, self.build_ended);
         let run_ms = ms(self.build_ended, None);
+        // A job with tests whose build passed: the tests decide, not how the sandbox ended.
+        let tests = match self.tests.take() {
+            Some(tests) if self.build_status == Some(0) => {
+                let checker = tests.checker_build_failure().cloned();
+                Some((tests.finish(ending), checker))
+            }
+            _ => None,
+        };
+        let ending = self.oom_from_report(ending);
         let verdict = match classify(kind, self.build_status, ending) {
             Ok(verdict) => verdict,
             Err((what, transient)) => {
@@ -243,6 +324,16 @@ impl PhasedOutput {
                 });
             }
         };
+        if let Some((tests, checker_build)) = tests {
+            let mut out = tests_output(tests, ending, self.compile, compile_ms, run_ms);
+            out.sandbox_start_ms = sandbox_start_ms;
+            if let Some(build) = checker_build {
+                // No test ran: the checker the job brought did not build.
+                out.status = Status::CheckerFailed;
+                out.error = Some(format!("the checker did not build:\n{}", build.lossy()));
+            }
+            return Ok(out);
+        }
         Ok(RunOutput {
             status: verdict.status,
             exit_code: verdict.exit_code,
@@ -258,8 +349,48 @@ impl PhasedOutput {
             compile_output: self.compile.into_captured(),
             compile_ms,
             sandbox_start_ms,
+            cpu_ms: self.report.map(|r| r.cpu_ms()),
+            peak_memory_bytes: self.report.map(|r| r.peak_memory_bytes()),
+            tests: Vec::new(),
+            error: None,
         })
     }
+}
+
+impl PhasedOutput {
+    /// `ending`, taken as an out-of-memory kill when the engine did not say so but the run
+    /// report does: gVisor's own memory limit kills the program inside the sandbox, which
+    /// then ends normally with 137 and no OOM flag; the report shows a SIGKILL the helper did
+    /// not send, at a peak near the limit (the rule a test's verdict follows).
+    fn oom_from_report(&self, ending: Ending) -> Ending {
+        let Ending::Exited {
+            code,
+            oom_killed: false,
+        } = ending
+        else {
+            return ending;
+        };
+        let oom = self.report.is_some_and(|r| {
+            run_verdict(&r.through_shell(), &self.limits) == Some(TestStatus::MemoryExceeded)
+        });
+        Ending::Exited {
+            code,
+            oom_killed: oom,
+        }
+    }
+}
+
+/// The run report an end marker carries; `None` when it has none (an image without the
+/// helper, a compile-only job) or it does not parse (logged: the helper and the worker
+/// disagree, which only a version skew explains).
+fn read_report(detail: &str) -> Option<RunReport> {
+    if detail.trim().is_empty() {
+        return None;
+    }
+    detail
+        .parse()
+        .inspect_err(|error| tracing::warn!(%error, "ignoring the sandbox's run report"))
+        .ok()
 }
 
 /// Waits for a deadline that may not be set yet ([`PhasedOutput::deadline`]).
@@ -268,81 +399,6 @@ pub async fn until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
-}
-
-/// The signal that killed a program, from a shell-style exit status (128 + n).
-///
-/// # Caveats
-/// A program that calls `exit(137)` looks exactly like one killed by SIGKILL.
-pub fn signal_of(exit_code: i64) -> Option<i32> {
-    (129..=128 + 64)
-        .contains(&exit_code)
-        .then(|| (exit_code - 128) as i32)
-}
-
-/// How a sandbox's main process ended, as the backend saw it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ending {
-    /// It exited by itself; `oom_killed` if the kernel killed any process of it for memory.
-    Exited { code: i64, oom_killed: bool },
-    /// The worker (or the pod's deadline) stopped it at a wall-time limit.
-    TimedOut,
-    /// The worker stopped it because an output stream passed its cap.
-    OutputExceeded,
-    /// The worker stopped it because its cancellation token fired (a user's cancel, or a
-    /// drain): the result keeps the output so far.
-    Cancelled,
-}
-
-/// The status, exit code and signal a job gets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Verdict {
-    pub status: Status,
-    pub exit_code: Option<i64>,
-    pub signal: Option<i32>,
-}
-
-/// Classifies an attempt from how the sandbox ended and the build status its marker reported.
-///
-/// # Errors
-/// The wrapper ended before its marker without hitting a limit: what went wrong, and whether
-/// a retry may help (not when the job's files do not fit in `/work`).
-pub fn classify(
-    kind: JobKind,
-    build_status: Option<i64>,
-    ending: Ending,
-) -> Result<Verdict, (&'static str, bool)> {
-    let verdict = |status, exit_code: Option<i64>| Verdict {
-        status,
-        exit_code,
-        signal: exit_code.and_then(signal_of),
-    };
-    Ok(match (ending, build_status) {
-        (Ending::OutputExceeded, _) => verdict(Status::OutputExceeded, None),
-        (Ending::TimedOut, _) => verdict(Status::TimedOut, None),
-        (Ending::Cancelled, _) => verdict(Status::Cancelled, None),
-        // The exit code is the program's only if the program ran: an OOM kill during the build
-        // (or the unpack) ends the wrapper with the build's status, which no program returned.
-        (
-            Ending::Exited {
-                code,
-                oom_killed: true,
-            },
-            build,
-        ) => {
-            let ran = kind == JobKind::Run && build == Some(0);
-            verdict(Status::MemoryExceeded, ran.then_some(code))
-        }
-        (Ending::Exited { code, .. }, None) => {
-            return Err((wrapper_failure(code), code != EXIT_UNPACK))
-        }
-        (Ending::Exited { .. }, Some(s)) if s != 0 => verdict(Status::CompileError, None),
-        (Ending::Exited { .. }, Some(_)) if kind == JobKind::Compile => {
-            verdict(Status::Succeeded, None)
-        }
-        (Ending::Exited { code: 0, .. }, Some(_)) => verdict(Status::Succeeded, Some(0)),
-        (Ending::Exited { code, .. }, Some(_)) => verdict(Status::Failed, Some(code)),
-    })
 }
 
 #[cfg(test)]

@@ -66,9 +66,38 @@ pub fn expand(template: &str, vars: &[(&str, String)]) -> String {
 /// read the header, unpack the archive into `/work`, then run `body` ([`wrapper_body`]).
 pub fn stdin_wrapper(body: &str) -> String {
     format!(
-        "IFS=' ' read -r nonce size || exit {EXIT_NO_HEADER}\n\
+        "IFS=' ' read -r nonce size end || exit {EXIT_NO_HEADER}\n\
          if [ \"$size\" -gt 0 ]; then head -c \"$size\" | tar -xf - -C {WORK_DIR} 2>&1 || exit {EXIT_UNPACK}; fi\n\
-         {body}"
+         {body}exit \"$s\"\n"
+    )
+}
+
+/// What `{options}`, `{sources}` and `{entry}` stand for in `lang`'s commands, quoted.
+fn vars(
+    lang: &LanguageConfig,
+    options: &[String],
+    files: &BTreeMap<String, String>,
+) -> [(&'static str, String); 3] {
+    let sources = lang.source_files(files);
+    let options: Vec<&str> = options.iter().map(String::as_str).collect();
+    [
+        ("options", quote_all(&options)),
+        ("sources", quote_all(&sources)),
+        ("entry", shell_quote(lang.entry_file_for(files))),
+    ]
+}
+
+/// The build and run commands of `lang` for `files`, with `{options}`, `{sources}` and
+/// `{entry}` filled in (a checker's, which the tests mode runs in its own folder).
+pub fn build_and_run(
+    lang: &LanguageConfig,
+    options: &[String],
+    files: &BTreeMap<String, String>,
+) -> (String, String) {
+    let vars = vars(lang, options, files);
+    (
+        expand(&lang.build_command, &vars),
+        expand(&lang.run_command, &vars),
     )
 }
 
@@ -81,15 +110,9 @@ pub fn wrapper_body(
     kind: JobKind,
     options: &[String],
     files: &BTreeMap<String, String>,
+    tests: Option<&super::tests_mode::TestPlan>,
 ) -> Option<String> {
-    let sources = lang.source_files(files);
-    let entry = lang.entry_file_for(files);
-    let options: Vec<&str> = options.iter().map(String::as_str).collect();
-    let vars = [
-        ("options", quote_all(&options)),
-        ("sources", quote_all(&sources)),
-        ("entry", shell_quote(entry)),
-    ];
+    let vars = vars(lang, options, files);
     let (step, run) = match kind {
         JobKind::Compile => (lang.compile_only_command.as_str(), None),
         JobKind::Run => (lang.build_command.as_str(), Some(lang.run_command.as_str())),
@@ -98,6 +121,9 @@ pub fn wrapper_body(
         return None;
     }
     let mut script = String::new();
+    if tests.is_some() {
+        script.push_str(&super::tests_mode::helper_check());
+    }
     if step.trim().is_empty() {
         script.push_str("s=0\n");
     } else {
@@ -110,12 +136,45 @@ pub fn wrapper_body(
     script.push_str("printf '%s:%d\\n' \"$nonce\" \"$s\"\n[ \"$s\" -eq 0 ] || exit \"$s\"\n");
     match run {
         Some(run) if !run.trim().is_empty() => {
-            script.push_str(&format!("(\n{}\n)\n", expand(run, &vars)))
+            let run = expand(run, &vars);
+            script.push_str(&match tests {
+                Some(plan) => plan.script(&run),
+                None => measured_run(&run),
+            });
         }
         Some(_) => return None,
-        None => {}
+        None => script.push_str("r=\n"),
     }
+    script.push_str(END_MARKER);
     Some(script)
+}
+
+/// Where the runner images install `quayside-run` (deploy/images/base/quayside-run.c).
+pub const HELPER: &str = "/usr/local/bin/quayside-run";
+
+/// Prints the end marker, `<end nonce>:<status> <report>` (the report empty when there is
+/// none), and leaves the status in `$s` for the backend's own ending.
+const END_MARKER: &str = "printf '%s:%d %s\\n' \"$end\" \"$s\" \"$r\"\n";
+
+/// Runs the program (`run`, a shell command using `"$@"`) under [`HELPER`], which reports its
+/// cpu time and peak memory on a descriptor of its own (fd 3, captured in `$r`, never
+/// inherited by the program), while the program keeps the wrapper's stdin, stdout and stderr.
+/// Sets `$s` to the program's status as a shell gives it (its exit code, or 128 + the signal
+/// that killed it). An image without the helper (an operator's own) runs the program
+/// directly, with no report.
+fn measured_run(run: &str) -> String {
+    format!(
+        "if [ -x {HELPER} ]; then\n\
+         {{ r=$({HELPER} --report-fd 3 -- /bin/sh -c {cmd} quayside \"$@\" 3>&1 1>&4 4>&-); }} 4>&1\n\
+         h=$?\n\
+         case $r in\n\
+         'exit=- signal='*) s=${{r#*signal=}}; s=$((128 + ${{s%% *}})) ;;\n\
+         exit=*) s=${{r#exit=}}; s=${{s%% *}} ;;\n\
+         *) s=$h; r= ;;\n\
+         esac\n\
+         else\n(\n{run}\n)\ns=$?\nr=\nfi\n",
+        cmd = shell_quote(&format!("\n{run}\n")),
+    )
 }
 
 /// Where the wrapper's execute-only copy of the shell lives while it starts.
@@ -175,6 +234,10 @@ pub fn wrapper_failure(exit_code: i64) -> &'static str {
     match exit_code {
         EXIT_NO_HEADER => "the sandbox got no input header",
         EXIT_UNPACK => "the job files did not unpack into /work",
+        super::tests_mode::EXIT_NO_HELPER => {
+            "the runner image has no /usr/local/bin/quayside-run, which jobs with tests need \
+             (build it on deploy/images/base)"
+        }
         _ => "the sandbox ended before the build step finished",
     }
 }
@@ -213,9 +276,10 @@ pub fn archive(files: &BTreeMap<String, String>, uid: u32, gid: u32) -> std::io:
     tar.into_inner()
 }
 
-/// What the worker writes to the wrapper's stdin: header line, archive (may be empty), stdin.
-pub fn stdin_payload(nonce: &str, archive: &[u8], stdin: &str) -> Vec<u8> {
-    let mut payload = format!("{nonce} {}\n", archive.len()).into_bytes();
+/// What the worker writes to the wrapper's stdin: header line (build marker nonce, archive
+/// size, end marker nonce), archive (may be empty), stdin.
+pub fn stdin_payload(nonce: &str, archive: &[u8], end_nonce: &str, stdin: &str) -> Vec<u8> {
+    let mut payload = format!("{nonce} {} {end_nonce}\n", archive.len()).into_bytes();
     payload.extend_from_slice(archive);
     payload.extend_from_slice(stdin.as_bytes());
     payload
@@ -232,29 +296,45 @@ pub enum Scan {
     /// No marker yet; these bytes are build output.
     Build(Vec<u8>),
     /// The build ended with `status`; `build` is its last output, `program` the program's first.
+    /// `detail` is what the marker line carried after its status (an end marker's run report).
     Ended {
         build: Vec<u8>,
         status: i64,
+        detail: String,
         program: Vec<u8>,
     },
 }
 
-/// Finds `<nonce>:<status>\n` in a stdout stream split into arbitrary chunks. Holds back at
-/// most the length of a marker, so memory stays bounded whatever the build prints.
+/// Finds `<nonce>:<status>[ <detail>]\n` in a stdout stream split into arbitrary chunks. Holds
+/// back at most the length of a marker, so memory stays bounded whatever the build prints.
 #[derive(Debug)]
 pub struct PhaseMarker {
     nonce: Vec<u8>,
     held: Vec<u8>,
+    max_tail: usize,
 }
 
-/// Longest `:<status>\n` tail accepted after the nonce.
+/// Longest `:<status>\n` tail accepted after a build marker's nonce.
 const MAX_STATUS_LEN: usize = 8;
+/// Longest tail accepted after an end marker's nonce: `:<status> <quayside-run report>\n`.
+const MAX_REPORT_LEN: usize = 512;
 
 impl PhaseMarker {
+    /// A build marker: `<nonce>:<status>\n`.
     pub fn new(nonce: &str) -> Self {
         Self {
             nonce: nonce.as_bytes().to_vec(),
             held: Vec::new(),
+            max_tail: MAX_STATUS_LEN,
+        }
+    }
+
+    /// An end marker, whose status may be followed by the run's report:
+    /// `<nonce>:<status> <report>\n` ([`end_marker`]).
+    pub fn with_detail(nonce: &str) -> Self {
+        Self {
+            max_tail: MAX_REPORT_LEN,
+            ..Self::new(nonce)
         }
     }
 
@@ -283,31 +363,35 @@ impl PhaseMarker {
         };
         let tail = &self.held[at + n..];
         match tail.iter().position(|&b| b == b'\n') {
-            Some(nl) => {
+            Some(nl) if nl <= self.max_tail => {
                 // A malformed status (only a forged marker has one) counts as a failed build.
-                let status = std::str::from_utf8(&tail[..nl])
-                    .ok()
+                let line = std::str::from_utf8(&tail[..nl]).ok();
+                let (status, detail) = line
                     .and_then(|t| t.strip_prefix(':'))
-                    .and_then(|t| t.parse().ok())
-                    .unwrap_or(255);
+                    .map(|t| t.split_once(' ').unwrap_or((t, "")))
+                    .unwrap_or(("", ""));
+                let detail = detail.to_owned();
+                let status = status.parse().unwrap_or(255);
                 let program = tail[nl + 1..].to_vec();
                 self.held.truncate(at);
                 Scan::Ended {
                     build: std::mem::take(&mut self.held),
                     status,
+                    detail,
                     program,
                 }
             }
-            None if tail.len() > MAX_STATUS_LEN => {
+            _ if tail.len() > self.max_tail => {
                 let program = tail.to_vec();
                 self.held.truncate(at);
                 Scan::Ended {
                     build: std::mem::take(&mut self.held),
                     status: 255,
+                    detail: String::new(),
                     program,
                 }
             }
-            None => Scan::Build(self.held.drain(..at).collect()),
+            _ => Scan::Build(self.held.drain(..at).collect()),
         }
     }
 }
@@ -349,7 +433,7 @@ mod tests {
             ("lib/a.h".to_owned(), String::new()),
         ]);
         let opts = vec!["-DX=$(id)".to_owned()];
-        let run = wrapper_body(&lang(), JobKind::Run, &opts, &files)
+        let run = wrapper_body(&lang(), JobKind::Run, &opts, &files, None)
             .map(|b| stdin_wrapper(&b))
             .expect("runnable");
         assert!(
@@ -357,7 +441,7 @@ mod tests {
             "{run}"
         );
         assert!(run.contains(r#"./main "$@""#), "{run}");
-        let check = wrapper_body(&lang(), JobKind::Compile, &[], &files)
+        let check = wrapper_body(&lang(), JobKind::Compile, &[], &files, None)
             .map(|b| stdin_wrapper(&b))
             .expect("checkable");
         assert!(
@@ -368,14 +452,14 @@ mod tests {
         let single = BTreeMap::from([("hello.c".to_owned(), String::new())]);
         let mut by_entry = lang();
         by_entry.run_command = "run {entry}".into();
-        let run = wrapper_body(&by_entry, JobKind::Run, &[], &single)
+        let run = wrapper_body(&by_entry, JobKind::Run, &[], &single, None)
             .map(|b| stdin_wrapper(&b))
             .expect("runnable");
         assert!(
             run.contains("run 'hello.c'"),
             "a lone file is the entry: {run}"
         );
-        let run = wrapper_body(&by_entry, JobKind::Run, &[], &files)
+        let run = wrapper_body(&by_entry, JobKind::Run, &[], &files, None)
             .map(|b| stdin_wrapper(&b))
             .expect("runnable");
         assert!(run.contains("run 'main.c'"), "{run}");
@@ -383,12 +467,12 @@ mod tests {
         let mut empty = lang();
         empty.run_command.clear();
         assert_eq!(
-            wrapper_body(&empty, JobKind::Run, &[], &files).map(|b| stdin_wrapper(&b)),
+            wrapper_body(&empty, JobKind::Run, &[], &files, None).map(|b| stdin_wrapper(&b)),
             None
         );
         empty.compile_only_command.clear();
         assert_eq!(
-            wrapper_body(&empty, JobKind::Compile, &[], &files).map(|b| stdin_wrapper(&b)),
+            wrapper_body(&empty, JobKind::Compile, &[], &files, None).map(|b| stdin_wrapper(&b)),
             None
         );
     }
@@ -452,6 +536,7 @@ mod tests {
                         build: last,
                         status,
                         program,
+                        ..
                     } => {
                         build.extend(last);
                         ended = Some((status, program));
@@ -486,6 +571,7 @@ mod tests {
             Scan::Ended {
                 build: b"01".to_vec(),
                 status: 1,
+                detail: String::new(),
                 program: vec![]
             }
         );

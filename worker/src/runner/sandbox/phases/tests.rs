@@ -198,7 +198,7 @@ oops
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_separate_stderr_and_no_end_marker_is_the_container_shape() {
+async fn with_no_end_marker_everything_after_the_build_is_stdout() {
     let output = Output::discard();
     let mut p = PhasedOutput::new("N", None, &limits(4));
     p.start();
@@ -282,4 +282,222 @@ fn a_compile_job_or_a_failed_build_has_no_run_time() {
         let out = p.conclude(&job, kind, ending, None).expect("ran");
         assert_eq!(out.run_ms, 0, "{kind:?} {marker}");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_end_marker_carries_the_programs_cpu_time_and_peak_memory() {
+    let report = "exit=0 signal=- timed_out=0 wall_us=1005000 cpu_us=1000223 maxrss_kb=103400 \
+                  oom_kills=0 stdout_bytes=- stderr_bytes=- orphans=0 subreaper=1";
+    let stream = format!("N:0\nhello{END}:0 {report}\n", END = "E".repeat(32));
+    let job = JobId::parse("j").expect("id");
+    // Split anywhere: the report is read whole, and the program's output keeps every byte.
+    for split in 0..stream.len() {
+        let (a, b) = stream.as_bytes().split_at(split);
+        let mut p = PhasedOutput::new("N", Some(&"E".repeat(32)), &limits(100));
+        p.start();
+        p.feed(a, &Output::discard());
+        p.feed(b, &Output::discard());
+        p.flush(&Output::discard());
+        let ending = Ending::Exited {
+            code: 0,
+            oom_killed: false,
+        };
+        let out = p.conclude(&job, JobKind::Run, ending, None).expect("ran");
+        assert_eq!(out.stdout.data, "hello", "split at {split}");
+        assert_eq!(
+            (out.cpu_ms, out.peak_memory_bytes),
+            (Some(1000), Some(103400 * 1024)),
+            "split at {split}"
+        );
+    }
+    // No report (an image without the helper), a garbled one, or no end marker at all: no
+    // numbers, never made-up ones.
+    for tail in [
+        format!("{}:0 \n", "E".repeat(32)),
+        format!("{}:0 exit=0 cpu_us=lots\n", "E".repeat(32)),
+        String::new(),
+    ] {
+        let mut p = PhasedOutput::new("N", Some(&"E".repeat(32)), &limits(100));
+        p.start();
+        p.feed(format!("N:0\nhi{tail}").as_bytes(), &Output::discard());
+        p.flush(&Output::discard());
+        let ending = Ending::Exited {
+            code: 0,
+            oom_killed: false,
+        };
+        let out = p.conclude(&job, JobKind::Run, ending, None).expect("ran");
+        assert_eq!(out.stdout.data, "hi", "{tail:?}");
+        assert_eq!(
+            (out.cpu_ms, out.peak_memory_bytes),
+            (None, None),
+            "{tail:?}"
+        );
+    }
+}
+
+fn plan(stop_on_failure: bool) -> std::sync::Arc<crate::runner::sandbox::tests_mode::TestPlan> {
+    use quayside_common::cases::{Compare, TestCase};
+    let case = |name: &str, expected: &str| TestCase {
+        name: name.into(),
+        stdin: String::new(),
+        args: None,
+        expected_stdout: Some(expected.into()),
+        limits: Default::default(),
+    };
+    std::sync::Arc::new(crate::runner::sandbox::tests_mode::TestPlan::new(
+        &[case("a", "1\n"), case("b", "2\n"), case("c", "3\n")],
+        &limits(100),
+        &[],
+        Compare::Lines,
+        stop_on_failure,
+        4,
+        6,
+    ))
+}
+
+/// A test's frames as the wrapper prints them.
+fn frames(end: &str, i: usize, out: &str, err: &str, exit: i64) -> String {
+    format!(
+        "{end}:0 T {i}\n{out}{end}:0 E {i}\n{err}{end}:0 R {i} exit={exit} signal=- timed_out=0 \
+         wall_us=2000 cpu_us=1000 maxrss_kb=1024 oom_kills=0 stdout_bytes={} stderr_bytes={} \
+         orphans=0 subreaper=1\n",
+        out.len(),
+        err.len()
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn test_frames_are_judged_as_they_arrive_and_the_rest_skipped() {
+    let end = "E".repeat(32);
+    let stream = format!(
+        "N:0\n{}{}",
+        frames(&end, 0, "1\n", "warn\n", 0),
+        frames(&end, 1, "5\n", "", 0)
+    );
+    let job = JobId::parse("j").expect("id");
+    for split in 0..stream.len() {
+        let (output, mut rx) = Output::channel();
+        let mut p = PhasedOutput::new("N", Some(&end), &limits(100)).with_tests(Some(plan(false)));
+        p.start();
+        let (a, b) = stream.as_bytes().split_at(split);
+        assert_ne!(p.feed(a, &output), Progress::StopTests);
+        assert_ne!(p.feed(b, &output), Progress::StopTests);
+        // The sandbox stopped while test `c` had not started.
+        p.flush(&output);
+        let out = p
+            .conclude(&job, JobKind::Run, Ending::TimedOut, None)
+            .expect("ran");
+        let got: Vec<_> = out
+            .tests
+            .iter()
+            .map(|t| (t.name.as_str(), t.status))
+            .collect();
+        use quayside_common::verdicts::TestStatus::*;
+        assert_eq!(
+            got,
+            [("a", Passed), ("b", WrongAnswer), ("c", Skipped)],
+            "split {split}"
+        );
+        assert_eq!(out.status, Status::WrongAnswer);
+        let a = &out.tests[0];
+        assert_eq!(
+            (a.stdout.data.as_str(), a.stderr.data.as_str()),
+            ("1\n", "warn")
+        );
+        assert!(a.stderr.truncated, "4 bytes kept per stream");
+        assert_eq!(
+            (
+                out.tests[1].stdout.data.as_str(),
+                out.tests[1].stdout.truncated
+            ),
+            ("", true),
+            "6 bytes kept in all"
+        );
+        assert_eq!(
+            (out.cpu_ms, out.peak_memory_bytes),
+            (Some(2), Some(1 << 20))
+        );
+        let log: Vec<_> = drain(&mut rx)
+            .into_iter()
+            .filter(|(s, _)| matches!(s, LogSource::Test | LogSource::Verdict))
+            .collect();
+        assert_eq!(
+            log,
+            [
+                (LogSource::Test, "a\n".into()),
+                (LogSource::Verdict, "a passed 2ms\n".into()),
+                (LogSource::Test, "b\n".into()),
+                (LogSource::Verdict, "b wrong_answer 2ms\n".into()),
+            ]
+        );
+    }
+    // Under stop_on_failure the first failure stops the run, and what follows it in the same
+    // chunk is not taken; a test the sandbox ended in gets the sandbox's verdict.
+    let stream = format!(
+        "N:0\n{}{}{}",
+        frames(&end, 0, "9\n", "", 0),
+        frames(&end, 1, "2\n", "", 0),
+        format_args!("{end}:0 T 2\n3")
+    );
+    let mut p = PhasedOutput::new("N", Some(&end), &limits(100)).with_tests(Some(plan(true)));
+    p.start();
+    assert_eq!(
+        p.feed(stream.as_bytes(), &Output::discard()),
+        Progress::StopTests
+    );
+    let out = p
+        .conclude(&job, JobKind::Run, Ending::Stopped, None)
+        .expect("ran");
+    let got: Vec<_> = out.tests.iter().map(|t| t.status.as_str()).collect();
+    assert_eq!(got, ["wrong_answer", "skipped", "skipped"]);
+    let mut p = PhasedOutput::new("N", Some(&end), &limits(100)).with_tests(Some(plan(false)));
+    p.start();
+    p.feed(format!("N:0\n{end}:0 T 0\n").as_bytes(), &Output::discard());
+    let oom = Ending::Exited {
+        code: 137,
+        oom_killed: true,
+    };
+    let out = p.conclude(&job, JobKind::Run, oom, None).expect("ran");
+    let got: Vec<_> = out.tests.iter().map(|t| t.status.as_str()).collect();
+    assert_eq!(
+        got,
+        ["memory_exceeded", "skipped", "skipped"],
+        "gVisor: the sandbox ends"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sigkill_near_the_memory_limit_in_the_report_is_memory_exceeded() {
+    let job = JobId::parse("j").expect("id");
+    let end = "E".repeat(32);
+    let run = |maxrss_kb: u64| {
+        let mut p = PhasedOutput::new("N", Some(&end), &limits(100));
+        p.start();
+        let report = format!(
+            "exit=- signal=9 timed_out=0 wall_us=1 cpu_us=1 maxrss_kb={maxrss_kb} \
+             oom_kills=- stdout_bytes=- stderr_bytes=- orphans=0 subreaper=0"
+        );
+        p.feed(
+            format!("N:0\n{end}:137 {report}\n").as_bytes(),
+            &Output::discard(),
+        );
+        let ending = Ending::Exited {
+            code: 137,
+            oom_killed: false,
+        };
+        p.conclude(&job, JobKind::Run, ending, None)
+            .expect("ran")
+            .status
+    };
+    // limits(100) has the default 256 MiB.
+    assert_eq!(
+        run(250 << 10),
+        Status::MemoryExceeded,
+        "gVisor's own OOM kill"
+    );
+    assert_eq!(
+        run(10 << 10),
+        Status::Failed,
+        "a small program killed: not memory"
+    );
 }
