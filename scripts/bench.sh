@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks (not tests): scripts/bench.sh queue|docker|idle|batch
+# Benchmarks (not tests): scripts/bench.sh queue|docker|idle|batch|tests
 #   queue   enqueue and processing rates, latency at 500 jobs/s, Redis commands per job, with a
 #           runner that returns at once, against a private redis-server (AOF everysec, as in
 #           production) on 127.0.0.1. BENCH_METRICS=0 runs it without metrics (no recorder, no
@@ -27,6 +27,12 @@
 #           `docker run -i --rm` with the runner's own hardening flags (printed from its
 #           host config by `quayside-bench docker-run-argv`), the source on stdin. Each side
 #           gets one warm-up job first and is bounded by BENCH_BATCH_TIMEOUT_S (1800).
+#   tests   compile once, run many (issue 13): one C submission (reads two numbers, prints
+#           their sum) with BENCH_TESTS (100) tests as one job (`quayside batch --tests`), next
+#           to the same runs as BENCH_TESTS plain jobs (one per test input, a manifest) and a
+#           one-test job, in one run, through one quayside-worker with BENCH_TESTS_SLOTS (2)
+#           slots; wall time from submit to summary for each, the ratio, and the per-test
+#           overhead ((N-test job - 1-test job) / (N - 1)).
 #   idle    the real quayside-worker (Docker runner) idle: memory (VmRSS) and CPU over 30 s,
 #           scraped twice like Prometheus would, against a private Redis.
 # The binary is built with cargo into $CARGO_TARGET_DIR (default target/). Setup and builds
@@ -150,8 +156,74 @@ print(f"xargs -P {p} docker run --rm (hardened):      {x:8.1f} s  {n / x:6.1f} j
 print(f"quayside / xargs wall time: {q / x:.2f}")
 PY
     ;;
+  tests)
+    ensure_packages docker:docker.io dockerd:docker.io debootstrap:debootstrap
+    ensure_dockerd
+    scripts/build-images.sh c
+    step "cargo build --release (quayside, quayside-worker)" \
+      cargo build --release --bin quayside --bin quayside-worker
+    n=${BENCH_TESTS:-100}
+    slots=${BENCH_TESTS_SLOTS:-2}
+    work=$(mktemp -d /tmp/quayside-bench.XXXXXX)
+    start_redis "$work/redis"
+    WORKER_PIDS=()
+    trap 'kill "${WORKER_PIDS[@]}" "$REDIS_PID" 2>/dev/null || true; remove_bench_containers; rm -rf "$work"' EXIT
+    remove_bench_containers
+    quayside() { "$target/release/quayside" --redis-url "$REDIS_URL" --queue bench "$@"; }
+    printf '[redis]\nurl = "%s"\n[queue]\nname = "bench"\n[worker]\nid = "quayside-bench-docker-tests"\nslots = %s\n[metrics]\nlisten_addr = ""\n[runner]\nbackend = "docker"\n' \
+      "$REDIS_URL" "$slots" >"$work/worker.toml"
+    RUST_LOG=warn "$target/release/quayside-worker" --config "$work/worker.toml" 2>"$work/worker.log" &
+    WORKER_PIDS+=($!)
+    mkdir -p "$work/sub" "$work/tests" "$work/one"
+    printf '#include <stdio.h>\nint main(void) { long a, b; if (scanf("%%ld %%ld", &a, &b) != 2) return 2; printf("%%ld\\n", a + b); return 0; }\n' >"$work/sub/sum.c"
+    for i in $(seq 1 "$n"); do
+      echo "$i $((i * 7))" >"$work/tests/$i.in"
+      echo "$((i * 8))" >"$work/tests/$i.out"
+    done
+    cp "$work/tests/1.in" "$work/tests/1.out" "$work/one/"
+    # The same runs as plain jobs: one per test input, the program reading it on stdin.
+    python3 - "$work/sub/sum.c" "$work/tests" "$n" >"$work/jobs.jsonl" <<'PY'
+import json, sys
+src = open(sys.argv[1]).read()
+for i in range(1, int(sys.argv[3]) + 1):
+    stdin = open(f"{sys.argv[2]}/{i}.in").read()
+    print(json.dumps({"kind": "run", "language": "c", "files": {"sum.c": src}, "stdin": stdin,
+                      "labels": {"name": f"run-{i}"}}))
+PY
+    echo "tests benchmark: one C submission, $n tests as one job vs $n jobs; 1 worker x $slots slots"
+    # Warm-up (not counted): image layers and the engine's caches.
+    quayside submit --language c --stdin '1 2' --wait --timeout 120 "$work/sub/sum.c" >/dev/null
+    timed() { # LABEL CMD...: runs the CMD, prints its wall seconds, fails loudly
+      local t0 t1 rc
+      t0=$(date +%s.%N)
+      set +e
+      "${@:2}" >"$work/$1.txt" 2>"$work/$1.err"
+      rc=$?
+      set -e
+      t1=$(date +%s.%N)
+      if [ "$rc" -ne 0 ]; then
+        echo "$1: quayside batch exited $rc (1 = a job did not succeed, 4 = timeout); its summary:" >&2
+        head -30 "$work/$1.txt" "$work/$1.err" >&2
+        exit 1
+      fi
+      python3 -c "print($t1 - $t0)"
+    }
+    one=$(timed one quayside batch --batch-id "one-$$" --tests "$work/one" --wait --timeout 600 "$work/sub")
+    many=$(timed many quayside batch --batch-id "many-$$" --tests "$work/tests" --wait --timeout 600 "$work/sub")
+    jobs=$(timed jobs quayside batch --batch-id "jobs-$$" --manifest "$work/jobs.jsonl" --wait --timeout 600)
+    grep -q "$n/$n" "$work/many.txt" || { echo "the $n-test job did not pass every test:" >&2; cat "$work/many.txt" >&2; exit 1; }
+    python3 - "$n" "$one" "$many" "$jobs" "$slots" <<'PY'
+import sys
+n, one, many, jobs, slots = int(sys.argv[1]), *map(float, sys.argv[2:5]), sys.argv[5]
+print(f"1 job, {n} tests (--tests):          {many:8.2f} s")
+print(f"{n} jobs, one run each ({slots} slots):   {jobs:8.2f} s")
+print(f"1 job, 1 test:                      {one:8.2f} s")
+print(f"{n} jobs / 1 job of {n} tests, wall time: {jobs / many:.1f}x")
+print(f"per-test overhead: {(many - one) / (n - 1) * 1000:.1f} ms  (({n}-test job - 1-test job) / {n - 1})")
+PY
+    ;;
   *)
-    echo "usage: scripts/bench.sh queue|docker|idle|batch" >&2
+    echo "usage: scripts/bench.sh queue|docker|idle|batch|tests" >&2
     exit 2
     ;;
 esac

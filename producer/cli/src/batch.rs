@@ -3,13 +3,11 @@
 
 mod inputs;
 mod junit;
+mod per_test;
 mod progress;
 mod summary;
-#[allow(
-    dead_code,
-    reason = "read by `batch --tests`, the next step of issue 13"
-)]
 mod tests_dir;
+mod tests_flags;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -61,15 +59,26 @@ enum BatchAction {
 
 #[derive(Debug, clap::Args)]
 struct SubmitBatch {
-    /// Folders (one job per file, one per sub-folder project) or single files.
+    /// Folders (one job per source file, one per sub-folder project; the folder's headers
+    /// .h/.hpp/.hh/.inc go to each of its source files) or single source files.
     sources: Vec<PathBuf>,
-    /// Glob pattern (repeatable, quote it); each matching file or folder is one job.
+    /// Glob pattern (repeatable, quote it); each matching source file or folder is one job,
+    /// matching headers go to each.
     #[arg(long = "glob", value_name = "PATTERN")]
     globs: Vec<String>,
+    /// Files (headers, data) added to every job: a glob pattern (repeatable, quote it); a file
+    /// keeps its name, a folder its name with its files under it.
+    #[arg(long = "shared", value_name = "GLOB")]
+    shared: Vec<String>,
     /// JSON-lines file (or - for stdin): one job spec per line; `v`, `id`, `batch` optional.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["sources", "globs", "JobFlags"])]
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["sources", "globs", "shared", "JobFlags", "TestsFlags"]
+    )]
     manifest: Option<PathBuf>,
-    /// Batch id; generated when absent. The same id and inputs enqueue the same jobs once.
+    /// Batch id; generated when absent. A job's id comes from the batch id, its path and its
+    /// content (files, flags, tests): the same inputs enqueue nothing new, an edited one runs.
     #[arg(long)]
     batch_id: Option<String>,
     /// Follow the batch until it ends, then print the summary; exit 1 if any job failed.
@@ -79,17 +88,20 @@ struct SubmitBatch {
     follow: FollowArgs,
     #[command(flatten)]
     job: JobFlags,
+    #[command(flatten)]
+    tests: tests_flags::TestsFlags,
 }
 
 #[derive(Debug, clap::Args)]
 struct FollowArgs {
-    /// Write JUnit XML (one testcase per job) to FILE.
+    /// Write JUnit XML to FILE: one testcase per job, or with tests one testsuite per job and
+    /// one testcase per test.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
     /// Stop following after this many seconds (exit code 4); the batch runs on.
     #[arg(long)]
     timeout: Option<f64>,
-    /// How many of the slowest jobs the summary lists.
+    /// How many of the slowest jobs (and of the slowest tests) the summary lists.
     #[arg(long, default_value_t = 5)]
     slowest: usize,
     /// How many failures the summary shows with their output.
@@ -177,8 +189,22 @@ async fn submit(
             ))
         }
         None => {
-            let template = a.job.template()?;
-            inputs::from_paths(&a.sources, &a.globs, &template, &cfg.languages, &batch)?
+            let mut template = a.job.template()?;
+            a.tests.apply(&mut template, &cfg.languages)?;
+            let paths = inputs::Paths {
+                sources: &a.sources,
+                globs: &a.globs,
+                shared: &a.shared,
+            };
+            let plan = inputs::from_paths(&paths, &template, &cfg.languages, &batch)?;
+            if !plan.skipped.is_empty() {
+                eprintln!(
+                    "quayside: {} file(s) are no language's source and became no job (--shared adds files to every job): {}",
+                    plan.skipped.len(),
+                    terminal::line(&plan.skipped.join(", "))
+                );
+            }
+            plan.jobs
         }
     };
     let mut names = HashMap::with_capacity(planned.len());
@@ -198,8 +224,9 @@ async fn submit(
     let enqueued = producer.enqueue_many(&specs).await?;
     let created = enqueued.iter().filter(|e| e.created).count();
     eprintln!(
-        "batch {batch}: {} jobs enqueued ({created} new) in {}",
+        "batch {batch}: {} jobs enqueued: {created} new, {} unchanged, in {}",
         specs.len(),
+        specs.len() - created,
         progress::human(started.elapsed())
     );
     if !a.wait {
@@ -239,22 +266,26 @@ async fn wait(
             return Ok(ExitCode::from(INTERRUPTED));
         }
     };
-    let rows = summary::rows(producer, batch, names).await?;
+    let members = summary::rows(producer, batch, names).await?;
+    let rows = &members.rows;
     if let Some(path) = &f.junit {
         let wall = match (status.created_at_ms, status.finished_at_ms) {
             (Some(a), Some(b)) => b.saturating_sub(a) as f64 / 1000.0,
             _ => 0.0,
         };
-        std::fs::write(path, junit::render(batch, &rows, wall))
+        std::fs::write(path, junit::render(batch, rows, wall))
             .with_context(|| format!("writing {}", path.display()))?;
     }
     let mut out = std::io::stdout().lock();
     if json {
-        summary::json_lines(&mut out, batch, &rows)?;
+        summary::json_lines(&mut out, batch, rows)?;
     } else {
-        summary::print(&mut out, &status, &rows, f.slowest, f.failures)?;
+        summary::print(&mut out, &status, &members, f.slowest, f.failures)?;
     }
-    let all_ok = rows.len() as u64 == status.total && rows.iter().all(summary::Row::succeeded);
+    // Every member is accounted for (none lost from the list), and each job's latest version
+    // succeeded.
+    let all_ok = (rows.len() + members.superseded) as u64 == status.total
+        && rows.iter().all(summary::Row::succeeded);
     Ok(if all_ok {
         ExitCode::SUCCESS
     } else {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context as _};
+use quayside_common::config::LanguageConfig;
 use quayside_common::{JobKind, JobSpec, Priority};
 
 use crate::usage;
@@ -137,4 +138,27 @@ pub fn collect(
     })?;
     files.insert(name, text);
     Ok(())
+}
+
+/// A job of a language whose sources have an extension must have one such file, or it fails
+/// at build time with "no input files" instead of being refused here. Languages this CLI's
+/// table does not know (the worker's may) are not checked.
+///
+/// # Errors
+/// A usage error naming the job and the extension.
+pub fn check_has_source(
+    name: &str,
+    spec: &JobSpec,
+    languages: &BTreeMap<String, LanguageConfig>,
+) -> anyhow::Result<()> {
+    let Some(lang) = languages.get(&spec.language) else {
+        return Ok(());
+    };
+    if lang.source_extension.is_empty() || !lang.source_files(&spec.files).is_empty() {
+        return Ok(());
+    }
+    Err(usage(format!(
+        "{name}: a {} job needs a .{} file and it has none",
+        spec.language, lang.source_extension
+    )))
 }

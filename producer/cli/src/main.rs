@@ -75,7 +75,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let producer = Producer::new(&cfg)?;
     let json = cli.json;
     match cli.command {
-        Command::Submit(args) => submit(&producer, *args, json).await,
+        Command::Submit(args) => submit(&producer, &cfg.languages, *args, json).await,
         Command::Status { id } => {
             let id = parse_id(&id)?;
             let st = producer.status(&id).await?.ok_or(Error::NotFound(id))?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::stream::{self, BoxStream};
 use futures_util::StreamExt as _;
 use quayside_common::job::MAX_ID_LEN;
-use quayside_common::{JobId, Status};
+use quayside_common::{JobId, JobSpec, Priority, Status};
 use serde::Serialize;
 
 use crate::logs::pumped;
@@ -27,11 +27,15 @@ const BURST: Duration = Duration::from_millis(100);
 /// The label holding a batch job's name (its path for `quayside batch`, or the caller's own).
 pub const NAME_LABEL: &str = "name";
 
-/// The id of the job named `name` in `batch`: `<batch>:<16 hex digits>`, stable across runs, so
-/// submitting the same jobs under the same batch id again (CLI or HTTP) adds nothing.
-pub fn batch_member_id(batch: &str, name: &str) -> JobId {
-    let key = format!("{batch}\n{name}");
-    let uuid = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, key.as_bytes());
+/// The id of the job named `name` in `batch` with this content: `<batch>:<16 hex digits>` over
+/// the batch id, the name and the content of `spec` (`content_key`). Submitting the same jobs under the same
+/// batch id again (CLI or HTTP) adds nothing, and a job whose content changed (an edited file,
+/// other flags, tests, compare mode, checker or limits) gets a new id, so it runs again instead
+/// of returning its old result.
+pub fn batch_member_id(batch: &str, name: &str, spec: &JobSpec) -> JobId {
+    let mut key = format!("{batch}\n{name}\n").into_bytes();
+    key.extend_from_slice(&content_key(spec));
+    let uuid = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, &key);
     let short = format!("{batch}:{}", &uuid.simple().to_string()[..16]);
     let id = if short.len() <= MAX_ID_LEN {
         short
@@ -39,6 +43,21 @@ pub fn batch_member_id(batch: &str, name: &str) -> JobId {
         uuid.to_string()
     };
     JobId::parse(&id).expect("batch ids and hex digits are valid id characters")
+}
+
+/// The canonical bytes of what decides a job's result: the spec as JSON (struct fields in
+/// declaration order, maps sorted, defaults left out) without its id and batch, and without
+/// what only says how it is queued or kept (priority, attempts, result TTL, labels). A field
+/// the spec gains later counts by default, so new content is never mistaken for old.
+fn content_key(spec: &JobSpec) -> Vec<u8> {
+    let mut s = spec.clone();
+    s.id = JobId::parse("x").expect("a valid id");
+    s.batch = None;
+    s.priority = Priority::default();
+    s.max_attempts = None;
+    s.result_ttl_s = None;
+    s.labels.clear();
+    serde_json::to_vec(&s).expect("a job spec serializes to JSON")
 }
 
 /// A batch's counters as Redis holds them.
@@ -323,18 +342,107 @@ fn parse_ending(payload: &str) -> Option<BatchEvent> {
 mod tests {
     use super::*;
 
+    fn spec(source: &str) -> JobSpec {
+        JobSpec::new(
+            quayside_common::JobKind::Run,
+            "c",
+            BTreeMap::from([("main.c".to_owned(), source.to_owned())]),
+        )
+    }
+
     #[test]
     fn member_ids_are_stable_distinct_and_valid() {
-        let a = batch_member_id("nightly", "tests/a.c");
+        let s = spec("int main(void) { return 0; }");
+        let a = batch_member_id("nightly", "tests/a.c", &s);
+        let mut other_id = s.clone();
+        other_id.id = JobId::generate();
         assert_eq!(
             a,
-            batch_member_id("nightly", "tests/a.c"),
+            batch_member_id("nightly", "tests/a.c", &other_id),
             "same inputs, same id"
         );
         assert!(a.as_str().starts_with("nightly:"), "{a}");
-        assert_ne!(a, batch_member_id("nightly", "tests/b.c"));
-        assert_ne!(a, batch_member_id("other", "tests/a.c"));
+        assert_ne!(a, batch_member_id("nightly", "tests/b.c", &s));
+        assert_ne!(a, batch_member_id("other", "tests/a.c", &s));
         let long = "b".repeat(MAX_ID_LEN);
-        assert!(batch_member_id(&long, "x").as_str().len() <= MAX_ID_LEN);
+        assert!(batch_member_id(&long, "x", &s).as_str().len() <= MAX_ID_LEN);
+    }
+
+    #[test]
+    fn member_ids_change_with_what_decides_the_result_and_nothing_else() {
+        use quayside_common::cases::{Checker, Compare, TestCase};
+        let base = spec("int main(void) { return 0; }");
+        let id = |s: &JobSpec| batch_member_id("b", "a.c", s);
+        let changed: Vec<(&str, JobSpec)> = vec![
+            ("file content", spec("int main(void) { return 1; }")),
+            ("compiler options", {
+                let mut s = base.clone();
+                s.compiler_options = vec!["-O0".into()];
+                s
+            }),
+            ("args", {
+                let mut s = base.clone();
+                s.args = vec!["x".into()];
+                s
+            }),
+            ("stdin", {
+                let mut s = base.clone();
+                s.stdin = "1\n".into();
+                s
+            }),
+            ("limits", {
+                let mut s = base.clone();
+                s.limits.run_wall_time_ms = Some(1_000);
+                s
+            }),
+            ("language", {
+                let mut s = base.clone();
+                s.language = "cpp".into();
+                s
+            }),
+            ("tests", {
+                let mut s = base.clone();
+                s.tests = Some(vec![TestCase {
+                    name: "1".into(),
+                    stdin: String::new(),
+                    args: None,
+                    expected_stdout: Some("1\n".into()),
+                    limits: Default::default(),
+                }]);
+                s
+            }),
+            ("compare", {
+                let mut s = base.clone();
+                s.compare = Some(Compare::Tokens);
+                s
+            }),
+            ("checker", {
+                let mut s = base.clone();
+                s.checker = Some(Checker {
+                    language: "c".into(),
+                    files: BTreeMap::from([("check.c".into(), "int main(){}".into())]),
+                    compiler_options: Vec::new(),
+                });
+                s
+            }),
+            ("stop_on_failure", {
+                let mut s = base.clone();
+                s.stop_on_failure = true;
+                s
+            }),
+        ];
+        let mut seen = std::collections::HashSet::from([id(&base)]);
+        for (what, s) in &changed {
+            assert!(seen.insert(id(s)), "{what} changed but the id did not");
+        }
+        let mut queued_differently = base.clone();
+        queued_differently.priority = Priority::High;
+        queued_differently.max_attempts = Some(1);
+        queued_differently.result_ttl_s = Some(60);
+        queued_differently.batch = Some("b".into());
+        queued_differently
+            .labels
+            .insert("name".into(), "a.c".into());
+        assert_eq!(id(&queued_differently), id(&base));
     }
 }

@@ -60,21 +60,17 @@ pub(super) fn check(
     let mut specs = Vec::with_capacity(req.jobs.len());
     for (i, mut value) in req.jobs.into_iter().enumerate() {
         let prefix = format!("jobs[{i}].");
+        // A job without an id gets one from the batch id, its name (its `name` label, else its
+        // place, as in a `quayside batch` manifest) and its content, so posting the same batch
+        // again adds nothing and a job whose content changed runs again.
+        let mut member_name = None;
         if let Some(obj) = value.as_object_mut() {
-            // A job without an id gets one from the batch id and its name (its `name` label,
-            // else its place, as in a `quayside batch` manifest), so posting the same batch
-            // again adds nothing.
             if !obj.contains_key("id") {
-                let name = obj
-                    .get("labels")
-                    .and_then(|l| l.get(quayside_producer::NAME_LABEL))
-                    .and_then(|n| n.as_str())
-                    .map_or_else(|| format!("line {}", i + 1), str::to_owned);
-                obj.insert(
-                    "id".into(),
-                    quayside_producer::batch_member_id(batch.as_str(), &name)
-                        .as_str()
-                        .into(),
+                member_name = Some(
+                    obj.get("labels")
+                        .and_then(|l| l.get(quayside_producer::NAME_LABEL))
+                        .and_then(|n| n.as_str())
+                        .map_or_else(|| format!("line {}", i + 1), str::to_owned),
                 );
             }
             match obj.get("batch") {
@@ -90,7 +86,11 @@ pub(super) fn check(
                 }
             }
         }
-        specs.push(body::job(value, &prefix, cfg)?);
+        let mut spec = body::job(value, &prefix, cfg)?;
+        if let Some(name) = member_name {
+            spec.id = quayside_producer::batch_member_id(batch.as_str(), &name, &spec);
+        }
+        specs.push(spec);
     }
     Ok((batch, specs))
 }
@@ -192,4 +192,69 @@ pub(super) async fn cancel(
 ) -> Result<Response, ApiError> {
     let id = body::id(&id)?;
     Ok(Json(gw.producer.cancel_batch(id.as_str()).await?).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(jobs: serde_json::Value) -> Vec<String> {
+        let body = serde_json::json!({ "id": "nightly", "jobs": jobs });
+        let cfg = Config {
+            languages: quayside_common::config::default_languages(),
+            ..Config::default()
+        };
+        let (_, specs) = check(body, &cfg).expect("a valid batch");
+        specs.into_iter().map(|s| s.id.to_string()).collect()
+    }
+
+    fn job(name: &str, source: &str) -> serde_json::Value {
+        serde_json::json!({
+            "kind": "run", "language": "python",
+            "files": { "main.py": source },
+            "labels": { "name": name },
+        })
+    }
+
+    #[test]
+    fn member_ids_follow_name_and_content_as_the_cli_derives_them() {
+        let first = ids(serde_json::json!([
+            job("a", "print(1)"),
+            job("b", "print(2)")
+        ]));
+        let again = ids(serde_json::json!([
+            job("a", "print(1)"),
+            job("b", "print(2)")
+        ]));
+        assert_eq!(first, again, "the same batch posted again: the same ids");
+        let edited = ids(serde_json::json!([
+            job("a", "print(1)"),
+            job("b", "print(3)")
+        ]));
+        assert_eq!(edited[0], first[0], "a did not change");
+        assert_ne!(edited[1], first[1], "b changed: a new id, so it runs");
+        let mut flagged = job("a", "print(1)");
+        flagged["args"] = serde_json::json!(["-v"]);
+        assert_ne!(
+            ids(serde_json::json!([flagged]))[0],
+            first[0],
+            "new args: new id"
+        );
+
+        // The id `quayside batch --manifest` gives the same line (the same function, over the
+        // decoded spec, so spelling a default out changes nothing).
+        let mut spelled = job("a", "print(1)");
+        spelled["stdin"] = "".into();
+        spelled["priority"] = "high".into();
+        assert_eq!(ids(serde_json::json!([spelled]))[0], first[0]);
+        let spec: JobSpec = serde_json::from_value(serde_json::json!({
+            "v": 1, "id": "any", "kind": "run", "language": "python",
+            "files": { "main.py": "print(1)" },
+        }))
+        .expect("spec");
+        assert_eq!(
+            quayside_producer::batch_member_id("nightly", "a", &spec).as_str(),
+            first[0]
+        );
+    }
 }

@@ -10,6 +10,7 @@ use quayside_producer::{BatchStatus, Producer};
 use serde::Serialize;
 
 use super::inputs::NAME_LABEL;
+use super::per_test;
 use super::progress::human;
 use crate::terminal;
 
@@ -62,7 +63,10 @@ impl Row {
         let Some(r) = &self.result else {
             return vec!["no result: the job's record is gone (expired?)".into()];
         };
-        let mut text = if r.status == Status::CompileError {
+        let first_failure = per_test::first_failure(r);
+        let mut text = if let Some(line) = first_failure {
+            line
+        } else if r.status == Status::CompileError {
             r.compile_output.lossy()
         } else if !r.stderr.is_empty() {
             r.stderr.lossy()
@@ -80,7 +84,16 @@ impl Row {
     }
 }
 
-/// Every job of the batch in enqueue order, with its result.
+/// The batch's jobs as the summary shows them.
+pub struct Members {
+    /// One per name, in the order names were first enqueued, each at its latest version.
+    pub rows: Vec<Row>,
+    /// Earlier versions of jobs enqueued again with new content under the same name (their
+    /// ids differ: ids follow the content), left out of `rows`.
+    pub superseded: usize,
+}
+
+/// Every job of the batch with its result: one per name, at the version enqueued last.
 ///
 /// # Errors
 /// Unknown batch; Redis errors.
@@ -88,23 +101,40 @@ pub async fn rows(
     producer: &Producer,
     batch: &str,
     names: &HashMap<JobId, String>,
-) -> anyhow::Result<Vec<Row>> {
+) -> anyhow::Result<Members> {
     let ids = producer.batch_jobs(batch).await?;
     let records = producer.statuses(&ids).await?;
-    Ok(ids
-        .into_iter()
-        .zip(records)
-        .map(|(id, record)| {
-            let (labelled, result) = match record {
-                Some(r) => (r.labels.get(NAME_LABEL).cloned(), r.result),
-                None => (None, None),
-            };
-            let name = labelled
-                .or_else(|| names.get(&id).cloned())
-                .unwrap_or_else(|| id.to_string());
-            Row { id, name, result }
-        })
-        .collect())
+    let all = ids.into_iter().zip(records).map(|(id, record)| {
+        let (labelled, result) = match record {
+            Some(r) => (r.labels.get(NAME_LABEL).cloned(), r.result),
+            None => (None, None),
+        };
+        let name = labelled
+            .or_else(|| names.get(&id).cloned())
+            .unwrap_or_else(|| id.to_string());
+        Row { id, name, result }
+    });
+    Ok(latest_by_name(all))
+}
+
+/// Keeps each name once, at its first place, with its last version.
+fn latest_by_name(all: impl Iterator<Item = Row>) -> Members {
+    let mut rows: Vec<Row> = Vec::new();
+    let mut place: HashMap<String, usize> = HashMap::new();
+    let mut superseded = 0;
+    for row in all {
+        match place.get(&row.name) {
+            Some(&i) => {
+                rows[i] = row;
+                superseded += 1;
+            }
+            None => {
+                place.insert(row.name.clone(), rows.len());
+                rows.push(row);
+            }
+        }
+    }
+    Members { rows, superseded }
 }
 
 /// Counts by status, the slowest jobs, and the failures with the first lines of their output.
@@ -114,17 +144,22 @@ pub async fn rows(
 pub fn print(
     out: &mut impl Write,
     status: &BatchStatus,
-    rows: &[Row],
+    members: &Members,
     slowest: usize,
     failures: usize,
 ) -> std::io::Result<()> {
+    let rows = &members.rows;
     let wall = match (status.created_at_ms, status.finished_at_ms) {
         (Some(a), Some(b)) => format!(" in {}", human(Duration::from_millis(b.saturating_sub(a)))),
         _ => String::new(),
     };
+    let earlier = match members.superseded {
+        0 => String::new(),
+        n => format!(" ({n} earlier version(s) of jobs enqueued again with new content left out)"),
+    };
     writeln!(
         out,
-        "batch {}: {} jobs{wall}",
+        "batch {}: {} jobs{wall}{earlier}",
         terminal::line(&status.id),
         rows.len()
     )?;
@@ -153,6 +188,9 @@ pub fn print(
             )?;
         }
     }
+
+    per_test::scores(out, rows)?;
+    per_test::slowest_tests(out, rows, slowest)?;
 
     let failed: Vec<&Row> = rows.iter().filter(|r| !r.succeeded()).collect();
     if failed.is_empty() {
@@ -217,6 +255,7 @@ pub fn json_lines(out: &mut impl Write, batch: &str, rows: &[Row]) -> anyhow::Re
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use quayside_common::verdicts::{Summary, TestResult, TestStatus};
     use quayside_common::Captured;
 
     pub fn row(name: &str, status: Status, stderr: &str, compile: &str, run_ms: u64) -> Row {
@@ -261,9 +300,133 @@ pub(super) mod tests {
         ]
     }
 
+    /// A test's result as a worker reports it.
+    pub fn test(name: &str, status: TestStatus, wall_ms: u64) -> TestResult {
+        TestResult {
+            status,
+            wall_ms,
+            cpu_ms: wall_ms / 2,
+            peak_memory_bytes: 3 << 20,
+            exit_code: Some(0),
+            ..TestResult::skipped(name)
+        }
+    }
+
+    /// Submissions of a `batch --tests`: all passed, a wrong answer then a timeout, a crash
+    /// with the rest skipped, a build failure.
+    pub fn tests_rows() -> Vec<Row> {
+        let with_tests = |name: &str, status: Status, tests: Vec<TestResult>| {
+            let mut r = row(name, status, "", "", tests.iter().map(|t| t.wall_ms).sum());
+            let res = r.result.as_mut().expect("result");
+            res.summary = Some(Summary::of(&tests));
+            res.tests = tests;
+            r
+        };
+        let mut wrong = test("2", TestStatus::WrongAnswer, 20);
+        wrong.checker_message = Some("line 1: expected \"3\", got \"4\"".into());
+        wrong.stderr = Captured::from_bytes(b"debug: n=4\n".to_vec(), false);
+        let mut timeout = test("3", TestStatus::TimedOut, 2_000);
+        (timeout.exit_code, timeout.signal) = (None, Some(9));
+        let mut crash = test("1", TestStatus::Failed, 30);
+        (crash.exit_code, crash.signal) = (None, Some(11));
+        vec![
+            with_tests(
+                "good.c",
+                Status::Succeeded,
+                vec![
+                    test("1", TestStatus::Passed, 100),
+                    test("2", TestStatus::Passed, 1_500),
+                    test("3", TestStatus::Passed, 50),
+                ],
+            ),
+            with_tests(
+                "wrong.c",
+                Status::WrongAnswer,
+                vec![test("1", TestStatus::Passed, 10), wrong, timeout],
+            ),
+            with_tests(
+                "crash.c",
+                Status::Failed,
+                vec![crash, TestResult::skipped("2"), TestResult::skipped("3")],
+            ),
+            row(
+                "broken.c",
+                Status::CompileError,
+                "",
+                "broken.c:1: error: nope",
+                40,
+            ),
+        ]
+    }
+
+    fn members(rows: Vec<Row>) -> Members {
+        Members {
+            rows,
+            superseded: 0,
+        }
+    }
+
+    #[test]
+    fn each_name_is_shown_once_at_its_latest_version() {
+        let v1 = row("b.c", Status::Failed, "old", "", 5);
+        let mut v2 = row("b.c", Status::Succeeded, "new", "", 5);
+        v2.id = JobId::parse("b:b_c-2").expect("id");
+        let all = vec![
+            row("a.c", Status::Succeeded, "", "", 1),
+            v1,
+            row("c.c", Status::Succeeded, "", "", 1),
+            v2,
+        ];
+        let m = latest_by_name(all.into_iter());
+        let got: Vec<_> = m
+            .rows
+            .iter()
+            .map(|r| (r.name.as_str(), r.status()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a.c", "succeeded"),
+                ("b.c", "succeeded"),
+                ("c.c", "succeeded")
+            ]
+        );
+        assert_eq!(m.rows[1].id.as_str(), "b:b_c-2");
+        assert_eq!(m.superseded, 1);
+    }
+
+    #[test]
+    fn a_tests_batch_summary_has_scores_slowest_tests_and_the_failing_test() {
+        let status = BatchStatus {
+            id: "g".into(),
+            ..BatchStatus::default()
+        };
+        let mut out = Vec::new();
+        print(&mut out, &status, &members(tests_rows()), 5, 10).expect("print");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.contains("scores (tests passed)"), "{text}");
+        assert!(
+            text.contains("      0/3  failed          crash.c"),
+            "{text}"
+        );
+        assert!(
+            text.contains("      0/3  compile_error   broken.c"),
+            "a build failure scores 0: {text}"
+        );
+        assert!(text.contains("slowest tests"), "{text}");
+        assert!(
+            text.contains("      | test 2: wrong_answer: line 1: expected \"3\", got \"4\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("      | test 1: failed (signal 11)"),
+            "{text}"
+        );
+        assert!(text.contains("      | broken.c:1: error: nope"), "{text}");
+    }
+
     #[test]
     fn summary_counts_statuses_ranks_slowest_and_shows_why_jobs_failed() {
-        let rows = mixed_rows();
         let status = BatchStatus {
             id: "b".into(),
             created_at_ms: Some(1_000),
@@ -271,7 +434,7 @@ pub(super) mod tests {
             ..BatchStatus::default()
         };
         let mut out = Vec::new();
-        print(&mut out, &status, &rows, 2, 10).expect("print");
+        print(&mut out, &status, &members(mixed_rows()), 2, 10).expect("print");
         let text = String::from_utf8(out).expect("utf8");
         assert!(text.starts_with("batch b: 6 jobs in 2.5s\n"), "{text}");
         assert!(text.contains("compile_error          1\n"), "{text}");
