@@ -19,6 +19,9 @@
 #           uids cost: two workers, hardened (defaults) and baseline (engine's default profile,
 #           one uid), side by side in one run; latency p50 and 4-slot jobs/s as ratios (target:
 #           within 5%), plus the wrapper prelude both run, as bare cycles with and without it.
+#           BENCH_COMPARE=runtime measures runc against crun (scripts/setup-crun.sh) under job
+#           containers: cold Engine API cycle p50/p99 of `true` and of the C compile+run,
+#           containers/s 4 in parallel, and the real worker's submit-to-result, ABBA-ordered.
 #   batch   `quayside batch --wait` of BENCH_BATCH_JOBS (1000) C hello-world compile-and-run jobs
 #           (a folder, one file per job) through 2 quayside-worker processes with
 #           BENCH_BATCH_SLOTS (2) slots each (2 x 2 = 4 jobs at once: on 2 cores each job's gcc
@@ -57,6 +60,7 @@ case "$what" in
       ensure_packages docker:docker.io dockerd:docker.io debootstrap:debootstrap
       ensure_dockerd
       scripts/build-images.sh c
+      [ "${BENCH_COMPARE:-}" != runtime ] || scripts/setup-crun.sh
     fi
     step "cargo build --release (quayside-bench)" cargo build --release -p quayside-e2e --bin quayside-bench
     work=$(mktemp -d /tmp/quayside-bench.XXXXXX)

@@ -206,3 +206,38 @@ start_dockerd() {
   echo "dockerd did not answer within 60 s; see /var/log/quayside-dockerd.log" >&2
   return 1
 }
+
+# register_runtime NAME JSON: adds the OCI runtime NAME (JSON: its daemon.json entry, e.g.
+# {"path": "/usr/bin/crun"}) to /etc/docker/daemon.json and makes a running engine reload it
+# (SIGHUP: the engine reloads `runtimes` without a restart, so running containers are not
+# touched); starts the engine if it is down; fails unless the engine then lists NAME.
+register_runtime() {
+  local name=$1 want=$2 config=/etc/docker/daemon.json changed
+  as_root mkdir -p /etc/docker
+  changed=$(as_root python3 - "$config" "$name" "$want" <<'PY'
+import json, os, sys
+path, name, want = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+cfg = json.load(open(path)) if os.path.exists(path) and os.path.getsize(path) else {}
+if cfg.get("runtimes", {}).get(name) == want:
+    print("no")
+else:
+    cfg.setdefault("runtimes", {})[name] = want
+    json.dump(cfg, open(path, "w"), indent=2)
+    print("yes")
+PY
+)
+  if [ "$changed" = yes ] && docker info >/dev/null 2>&1; then
+    reload_runtimes() {
+      as_root pkill -HUP -x dockerd
+      for _ in $(seq 40); do
+        docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q "\"$name\"" && return 0
+        sleep 0.25
+      done
+      echo "dockerd did not list runtime $name after a reload" >&2
+      return 1
+    }
+    step "reload dockerd's runtimes (adds $name)" reload_runtimes
+  fi
+  ensure_dockerd
+  docker info --format '{{json .Runtimes}}' | grep -q "\"$name\"" || die "$name is not registered with dockerd"
+}

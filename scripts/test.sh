@@ -17,13 +17,15 @@ parse_flags "$@"
 
 ensure_log_dir
 ensure_rust
-ensure_packages redis-server:redis-server redis-cli:redis-tools docker:docker.io dockerd:docker.io \
-  debootstrap:debootstrap python3:python3 prometheus:prometheus promtool:prometheus openssl:openssl
+ensure_packages redis-server:redis-server redis-cli:redis-tools redis-sentinel:redis-sentinel \
+  docker:docker.io dockerd:docker.io debootstrap:debootstrap python3:python3 prometheus:prometheus promtool:prometheus openssl:openssl
 # The compose-file test parses YAML with Python (docker compose itself may not be installed).
 if ! python3 -c 'import yaml' 2>/dev/null; then ensure_packages python3-yaml; fi
 ensure_dockerd
 # gVisor as the optional second wall: registered so the hostile suite also runs under it.
 scripts/setup-runsc.sh
+# crun, the faster OCI runtime scripts/run.sh uses: the runner contract suite runs under it too.
+scripts/setup-crun.sh
 scripts/build-images.sh
 # Python venv and node_modules for the client examples that tests/tests/clients.rs runs.
 scripts/setup-clients.sh
@@ -48,3 +50,7 @@ scripts/validate-k8s.sh
 # of them starting six language sandboxes) pushed hello-world runs past their wall budget.
 step --tests "runner suite again under gVisor (runsc)" \
   env E2E_DOCKER_RUNTIME=runsc cargo test -p quayside-e2e --test docker_runner -- --test-threads=1
+# The runner suite (verdicts, hostile programs, cancel, sweep) under crun, which scripts/run.sh
+# sets up by default; the workspace tests above run under the engine's default, runc.
+step --tests "runner suite again under crun" \
+  env E2E_DOCKER_RUNTIME=crun cargo test -p quayside-e2e --test docker_runner -- --test-threads=2

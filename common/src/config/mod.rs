@@ -39,7 +39,7 @@ pub use gateway::GatewayConfig;
 pub use languages::{default_image, default_languages, LanguageConfig, RUNNER_IMAGE_VERSION};
 pub use limits::LimitsConfig;
 pub use queue::{QueueConfig, RetryConfig, WorkerConfig};
-pub use redis::RedisConfig;
+pub use redis::{RedisConfig, SentinelConfig};
 pub use runner::{
     DockerConfig, FileTransfer, JobUser, KubernetesConfig, RunnerBackend, RunnerConfig,
     SandboxConfig, SeccompProfile,
@@ -81,9 +81,22 @@ pub struct Config {
 
 /// Variables read verbatim rather than parsed by figment, which would turn `123` into a number
 /// and `[x]` into an array: secrets can be any string.
-const RAW_ENV: [(&str, &str); 2] = [
+const RAW_ENV: [(&str, &str); 6] = [
     ("QUAYSIDE_REDIS__PASSWORD", "redis.password"),
     ("QUAYSIDE_REDIS__USERNAME", "redis.username"),
+    ("QUAYSIDE_REDIS__SENTINEL__MASTER", "redis.sentinel.master"),
+    (
+        "QUAYSIDE_REDIS__SENTINEL__ADDRESSES",
+        "redis.sentinel.addresses",
+    ),
+    (
+        "QUAYSIDE_REDIS__SENTINEL__USERNAME",
+        "redis.sentinel.username",
+    ),
+    (
+        "QUAYSIDE_REDIS__SENTINEL__PASSWORD",
+        "redis.sentinel.password",
+    ),
 ];
 
 /// `QUAYSIDE_*` variables that are not config keys, so that setting them never stops a worker or

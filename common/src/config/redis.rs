@@ -26,6 +26,79 @@ pub struct RedisConfig {
     pub connect_timeout_ms: u64,
     /// Give up on a command's reply after this long (blocking reads add their block time).
     pub command_timeout_ms: u64,
+    /// Find the primary through Redis Sentinel instead of at `url`'s host; `url` then gives
+    /// only the primary's credentials, TLS (`rediss://`) and database.
+    pub sentinel: Option<SentinelConfig>,
+}
+
+/// `redis.sentinel.*`: the sentinels that name the primary, and how to talk to them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SentinelConfig {
+    /// The name the sentinels monitor the primary under (`sentinel monitor <master> ...`).
+    pub master: String,
+    /// `host:port` of each sentinel, as a list or one comma-separated string (environment).
+    #[serde(deserialize_with = "list_or_commas")]
+    pub addresses: Vec<String>,
+    /// ACL user on the sentinels, if they require one.
+    pub username: Option<String>,
+    /// Password on the sentinels (`requirepass` in sentinel.conf), if any.
+    pub password: Option<Secret>,
+    /// Talk TLS to the sentinels too (with `redis.tls_ca_file` as for the primary).
+    pub tls: bool,
+}
+
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        Commas(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::List(v) => v,
+        Either::Commas(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+impl SentinelConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.master.is_empty() {
+            return Err(invalid(
+                "redis.sentinel.master",
+                "empty: the name the sentinels monitor",
+            ));
+        }
+        if self.addresses.is_empty() {
+            return Err(invalid(
+                "redis.sentinel.addresses",
+                "no sentinel host:port given",
+            ));
+        }
+        for a in &self.addresses {
+            let port = a
+                .rsplit_once(':')
+                .and_then(|(h, p)| (!h.is_empty()).then_some(p));
+            if port.and_then(|p| p.parse::<u16>().ok()).is_none() {
+                return Err(invalid(
+                    "redis.sentinel.addresses",
+                    format!("{a:?} is not host:port"),
+                ));
+            }
+        }
+        if self.username.is_some() && self.password.is_none() {
+            return Err(invalid(
+                "redis.sentinel.username",
+                "needs redis.sentinel.password",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for RedisConfig {
@@ -38,6 +111,7 @@ impl Default for RedisConfig {
             pool_size: 8,
             connect_timeout_ms: 5_000,
             command_timeout_ms: 10_000,
+            sentinel: None,
         }
     }
 }
@@ -69,6 +143,9 @@ impl RedisConfig {
                 "needs a rediss:// redis.url (TLS)",
             ));
         }
+        if let Some(s) = &self.sentinel {
+            s.validate()?;
+        }
         at_least("redis.pool_size", self.pool_size, 1)?;
         positive("redis.connect_timeout_ms", self.connect_timeout_ms)?;
         positive("redis.command_timeout_ms", self.command_timeout_ms)
@@ -80,6 +157,9 @@ impl RedisConfig {
         c.url = super::redact_url(&c.url);
         if c.password.is_some() {
             c.password = Some(Secret::redacted());
+        }
+        if let Some(s) = c.sentinel.as_mut().filter(|s| s.password.is_some()) {
+            s.password = Some(Secret::redacted());
         }
         c
     }
@@ -117,6 +197,32 @@ mod tests {
         assert!(e.expect_err("not redis").contains("redis.url"));
         let e = with(|r| r.pool_size = 0);
         assert!(e.expect_err("no pool").contains("redis.pool_size"));
+    }
+
+    #[test]
+    fn sentinel_settings_are_checked_and_addresses_read_from_a_list_or_commas() {
+        let sentinel = |f: &dyn Fn(&mut SentinelConfig)| {
+            with(|r| {
+                let mut s = SentinelConfig {
+                    master: "mymaster".into(),
+                    addresses: vec!["127.0.0.1:26379".into(), "s2:26380".into()],
+                    ..SentinelConfig::default()
+                };
+                f(&mut s);
+                r.sentinel = Some(s);
+            })
+        };
+        sentinel(&|_| {}).expect("valid");
+        let e = sentinel(&|s| s.master.clear()).expect_err("no master");
+        assert!(e.contains("redis.sentinel.master"), "{e}");
+        let e = sentinel(&|s| s.addresses.clear()).expect_err("no sentinels");
+        assert!(e.contains("redis.sentinel.addresses"), "{e}");
+        let e = sentinel(&|s| s.addresses = vec!["nohost".into()]).expect_err("no port");
+        assert!(e.contains("\"nohost\" is not host:port"), "{e}");
+        let from_env: SentinelConfig =
+            serde_json::from_value(serde_json::json!({"master": "m", "addresses": "a:1, b:2,"}))
+                .expect("commas");
+        assert_eq!(from_env.addresses, ["a:1", "b:2"]);
     }
 
     #[test]

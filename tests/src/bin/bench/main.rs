@@ -6,7 +6,8 @@
 //! - `docker`: the real worker with the Docker runner, end to end (submit to result), next to the
 //!   same container work done directly: a `docker run --rm` loop and bare Engine API cycles.
 //!   With `BENCH_COMPARE=hardening`: the cost of the seccomp profile and per-attempt uids
-//!   instead, two workers side by side (`hardening`).
+//!   instead, two workers side by side (`hardening`). With `BENCH_COMPARE=runtime`: runc
+//!   against crun under job containers, side by side (`runtime`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -154,6 +155,9 @@ async fn main() -> anyhow::Result<()> {
         "queue" => queue_main().await,
         "docker" if std::env::var("BENCH_COMPARE").is_ok_and(|c| c == "hardening") => {
             hardening::main().await
+        }
+        "docker" if std::env::var("BENCH_COMPARE").is_ok_and(|c| c == "runtime") => {
+            runtime::main().await
         }
         "docker" => docker::main().await,
         // For scripts/bench.sh batch: the `docker run` baseline of a C job, NUL-separated.
@@ -398,3 +402,4 @@ async fn latency(url: &str, tag: u32, client: &redis::Client) -> anyhow::Result<
 
 mod docker;
 mod hardening;
+mod runtime;

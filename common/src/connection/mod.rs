@@ -8,7 +8,10 @@
 //!
 //! Authentication and TLS come from [`RedisConfig`]: the URL (`rediss://` for TLS), or
 //! `username`/`password` and `tls_ca_file` beside it. Every connection, pooled, dedicated or
-//! pub/sub, is made from the same [`ConnectionInfo`].
+//! pub/sub, is made from the same [`ConnectionInfo`]. With `redis.sentinel` the address in it
+//! is asked of the sentinels for each new connection ([`sentinel`]), so connections made after
+//! a failover reach the new primary; a connection that fails or meets a read-only replica is
+//! dropped ([`Redis::note_error`]) and the next one is made anew.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -17,7 +20,10 @@ use deadpool_redis::{Manager, Pool, Runtime};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionInfo, IntoConnectionInfo as _, TlsCertificates};
 
-use crate::config::{redact_url, RedisConfig};
+use crate::config::{redact_url, RedisConfig, SentinelConfig};
+
+mod sentinel;
+pub use sentinel::NoPrimary;
 
 /// Why Redis could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -46,12 +52,25 @@ pub enum ConnectError {
         #[source]
         source: redis::RedisError,
     },
+    #[error(transparent)]
+    NoPrimary(#[from] NoPrimary),
+}
+
+/// Where connections go: one fixed server (pooled), or the primary the sentinels name.
+enum Primary {
+    Fixed {
+        pool: Pool,
+        client: redis::Client,
+    },
+    Sentinel {
+        cfg: SentinelConfig,
+        base: ConnectionInfo,
+    },
 }
 
 /// A pool plus the shared connection in use.
 pub struct Redis {
-    pool: Pool,
-    client: redis::Client,
+    primary: Primary,
     url: String,
     connect: Duration,
     command: Duration,
@@ -82,6 +101,22 @@ impl Redis {
             source,
         };
         let info = connection_info(cfg)?;
+        if let Some(sentinel) = &cfg.sentinel {
+            return Ok(Self {
+                primary: Primary::Sentinel {
+                    cfg: sentinel.clone(),
+                    base: info,
+                },
+                url: format!(
+                    "sentinel {} at {}",
+                    sentinel.master,
+                    sentinel.addresses.join(",")
+                ),
+                connect,
+                command,
+                shared: Mutex::new(None),
+            });
+        }
         let manager = Manager::new_with_config(info.clone(), conn_cfg).map_err(redis_err)?;
         let pool = Pool::builder(manager)
             .max_size(cfg.pool_size)
@@ -96,8 +131,7 @@ impl Redis {
             })?;
         let client = redis::Client::open(info).map_err(redis_err)?;
         Ok(Self {
-            pool,
-            client,
+            primary: Primary::Fixed { pool, client },
             url,
             connect,
             command,
@@ -113,12 +147,26 @@ impl Redis {
         if let Some(c) = self.shared.lock().expect("lock poisoned").as_ref() {
             return Ok(c.clone());
         }
-        let fresh = deadpool_redis::Connection::take(self.pool.get().await.map_err(|source| {
-            ConnectError::Connect {
-                url: self.url.clone(),
-                source,
+        let fresh = match &self.primary {
+            Primary::Fixed { pool, .. } => {
+                deadpool_redis::Connection::take(pool.get().await.map_err(|source| {
+                    ConnectError::Connect {
+                        url: self.url.clone(),
+                        source,
+                    }
+                })?)
             }
-        })?);
+            Primary::Sentinel { .. } => {
+                let cfg = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.connect))
+                    .set_response_timeout(Some(self.command));
+                self.client()
+                    .await?
+                    .get_multiplexed_async_connection_with_config(&cfg)
+                    .await
+                    .map_err(|source| self.redis_error(source))?
+            }
+        };
         *self.shared.lock().expect("lock poisoned") = Some(fresh.clone());
         Ok(fresh)
     }
@@ -126,10 +174,16 @@ impl Redis {
     /// Drops the shared connection after `err` if it means the socket is unusable, so the next
     /// [`Redis::conn`] reconnects.
     pub fn note_error(&self, err: &redis::RedisError) {
+        // A read-only reply: this server was demoted to a replica by a failover.
+        let demoted = matches!(
+            err.kind(),
+            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+        );
         if err.is_io_error()
             || err.is_connection_dropped()
             || err.is_connection_refusal()
             || err.is_timeout()
+            || demoted
         {
             self.shared.lock().expect("lock poisoned").take();
         }
@@ -144,13 +198,11 @@ impl Redis {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect))
             .set_response_timeout(None);
-        self.client
+        self.client()
+            .await?
             .get_multiplexed_async_connection_with_config(&cfg)
             .await
-            .map_err(|source| ConnectError::Redis {
-                url: self.url.clone(),
-                source,
-            })
+            .map_err(|source| self.redis_error(source))
     }
 
     /// A pub/sub connection.
@@ -158,13 +210,29 @@ impl Redis {
     /// # Errors
     /// Redis cannot be reached.
     pub async fn pubsub(&self) -> Result<redis::aio::PubSub, ConnectError> {
-        self.client
+        self.client()
+            .await?
             .get_async_pubsub()
             .await
-            .map_err(|source| ConnectError::Redis {
-                url: self.url.clone(),
-                source,
-            })
+            .map_err(|source| self.redis_error(source))
+    }
+
+    /// A client for the server to use now: the fixed one, or the primary the sentinels name.
+    async fn client(&self) -> Result<redis::Client, ConnectError> {
+        match &self.primary {
+            Primary::Fixed { client, .. } => Ok(client.clone()),
+            Primary::Sentinel { cfg, base } => {
+                let info = sentinel::primary(cfg, base, self.connect).await?;
+                redis::Client::open(info).map_err(|source| self.redis_error(source))
+            }
+        }
+    }
+
+    fn redis_error(&self, source: redis::RedisError) -> ConnectError {
+        ConnectError::Redis {
+            url: self.url.clone(),
+            source,
+        }
     }
 
     /// How long a reply may take before a command is given up.
@@ -188,16 +256,7 @@ pub fn connection_info(cfg: &RedisConfig) -> Result<ConnectionInfo, ConnectError
         source,
     };
     let mut info = cfg.url.as_str().into_connection_info().map_err(redis_err)?;
-    if cfg.username.is_some() || cfg.password.is_some() {
-        let mut settings = info.redis_settings().clone();
-        if let Some(user) = &cfg.username {
-            settings = settings.set_username(user);
-        }
-        if let Some(password) = &cfg.password {
-            settings = settings.set_password(password.expose());
-        }
-        info = info.set_redis_settings(settings);
-    }
+    info = with_credentials(info, cfg.username.as_deref(), cfg.password.as_ref());
     if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
         // rustls needs a process-wide crypto provider; a second install (ours or another
         // library's) is refused harmlessly.
@@ -220,10 +279,36 @@ pub fn connection_info(cfg: &RedisConfig) -> Result<ConnectionInfo, ConnectError
     Ok(info)
 }
 
+/// `info` with the user and password that are set (the others as they were).
+fn with_credentials(
+    info: ConnectionInfo,
+    username: Option<&str>,
+    password: Option<&crate::config::Secret>,
+) -> ConnectionInfo {
+    if username.is_none() && password.is_none() {
+        return info;
+    }
+    let mut settings = info.redis_settings().clone();
+    if let Some(user) = username {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = password {
+        settings = settings.set_password(password.expose());
+    }
+    info.set_redis_settings(settings)
+}
+
 /// Where `cfg` points, for logs: `host:port` (or the socket path), then `/db` unless it is 0,
 /// then ` (tls)` for `rediss://`. Never a user name or password, not even of a URL that does
 /// not parse (config validation refuses those first).
 pub fn endpoint(cfg: &RedisConfig) -> String {
+    if let Some(s) = &cfg.sentinel {
+        return format!(
+            "primary {:?} of sentinels {}",
+            s.master,
+            s.addresses.join(",")
+        );
+    }
     let Ok(info) = cfg.url.as_str().into_connection_info() else {
         return "(invalid redis.url)".to_owned();
     };
