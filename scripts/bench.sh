@@ -5,7 +5,10 @@
 #           production) on 127.0.0.1. BENCH_METRICS=0 runs it without metrics (no recorder, no
 #           sampling, no listener), to measure what metrics cost. Phase `logs`: live-log appends
 #           through the fenced log.lua next to a plain XADD (the path before the fence), one job
-#           and 64 at once, as a ratio. BENCH_PHASES=enqueue,process,latency,logs picks phases.
+#           and 64 at once, as a ratio. Phase `tenants`: processing at 8 slots with every job the
+#           default tenant's, one named tenant's, or two tenants' interleaved (fair share), rate
+#           and commands per job as ratios to the default tenant's.
+#           BENCH_PHASES=enqueue,process,tenants,latency,logs picks phases.
 #   docker  the real worker with the Docker runner (in the benchmark's process), end to end:
 #           latency of a C `run` job printing one line (submit to result, one at a time) and
 #           jobs/s for a batch with 2 and 4 slots, next to the same compile+run done directly

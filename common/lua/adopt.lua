@@ -18,6 +18,8 @@ for idx = 1, 3 do
     if last and id_before(last, cursor) then redis.call('HDEL', K.adopted, idx) end
   end
   read = read + #entries
+  -- Raw producers write the default lane without joining the rotation: it joins here.
+  if #entries > 0 then join(idx, '') end
   for _, e in ipairs(entries) do
     local id, job = field(e[2], 'id'), field(e[2], 'job')
     if job and valid_id(id) then

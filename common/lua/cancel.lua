@@ -12,13 +12,13 @@ if not default_ttl or not min_ttl or not tonumber(ARGV[5]) then
 end
 local rec = K.job(id)
 local r = redis.call('HMGET', rec, 'state', 'entry', 'priority', 'ttl', 'attempts', 'batch', 'cancel',
-  'enqueued_at')
+  'enqueued_at', 'tenant')
 local state = r[1]
 if not state then return 'unknown' end
 if state == 'queued' or state == 'delayed' then
   if state == 'queued' then
     -- Not yet delivered (claiming marks a job running in the same step), so deleting is safe.
-    redis.call('XDEL', K.streams[tonumber(r[3])], r[2])
+    redis.call('XDEL', K.lane(tonumber(r[3]), r[9]), r[2])
   else
     redis.call('ZREM', K.delayed, id)
   end

@@ -14,7 +14,7 @@ for j = 0, n - 1 do
   local reason, err = ARGV[b + 7], ARGV[b + 8]
   local r = holds(id, idx, entry, token, worker)
   if r then
-    drop_entry(idx, entry)
+    drop_entry(idx, r[10], entry)
     if reason ~= '' then
       local spec = redis.call('HGET', K.job(id), 'spec') or ''
       dead_letter(id, reason, err, r[5] or '0', spec, dlq_cap)

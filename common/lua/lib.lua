@@ -106,23 +106,76 @@ local function finalize(id, status, result, ttl, log_cap, was, batch, cancel)
   end
 end
 
--- Acknowledges and deletes a claimed entry; its payload is no longer needed. (XACK of a group
--- that no longer exists answers 0: nothing is pending there.)
-local function drop_entry(idx, entry)
-  local stream = K.streams[idx]
-  redis.call('XACK', stream, K.group, entry)
-  redis.call('XDEL', stream, entry)
-  redis.call('HDEL', K.running, idx .. ':' .. entry)
+-- The tenant part of a lane's turns member ('' or nil: the default tenant).
+local function member_of(tenant)
+  if not tenant or tenant == '' then return K.default_member end
+  return tenant
 end
 
--- Queues a job again under a fresh entry of its priority's stream, when the entry it had can no
--- longer be delivered (deleted while pending, trimmed, or left behind by a lost group). The
--- token moves on, so whoever held the job is fenced out. `was` is the record's state.
+-- A lane's member of the turns: `<priority index>:<tenant>`.
+local function turn_of(idx, tenant)
+  return idx .. ':' .. member_of(tenant)
+end
+
+-- The `running` field of a claimed entry: entry ids are per stream, so a tenant lane's names it.
+local function running_field(idx, tenant, entry)
+  if not tenant or tenant == '' then return idx .. ':' .. entry end
+  return idx .. ':' .. tenant .. ':' .. entry
+end
+
+-- Puts a lane into the rotation, unless it is there: at the lowest pass of its priority's lanes
+-- waiting (so an idle tenant neither banks credit nor waits behind busy ones). A tenant lane
+-- that joins gets its consumer group (made once), its tenant listed, and the doorbell rung so
+-- idle workers, which block on the default streams only, wake for it. Asked once per lane per
+-- script call.
+local joined = {}
+local function join(idx, tenant)
+  local m = member_of(tenant)
+  local turn = turn_of(idx, tenant)
+  if joined[turn] then return end
+  joined[turn] = true
+  if redis.call('ZSCORE', K.turns, turn) then return end
+  -- Scores ascend: the first member of this priority has its lowest pass.
+  local all = redis.call('ZRANGE', K.turns, 0, -1, 'WITHSCORES')
+  local low = '0'
+  local prefix = idx .. ':'
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, #prefix) == prefix then
+      low = all[i + 1]
+      break
+    end
+  end
+  redis.call('ZADD', K.turns, 'NX', low, turn)
+  if m ~= K.default_member then
+    pcall(redis.call, 'XGROUP', 'CREATE', K.lane(idx, tenant), K.group, '0', 'MKSTREAM')
+    redis.call('SADD', K.tenants, tenant)
+    redis.call('XADD', K.doorbell, 'MAXLEN', '~', 16, '*', 't', tenant)
+  end
+end
+
+-- Adds a job's entry to the lane of its priority and tenant. Returns the entry id.
+local function push(idx, tenant, id)
+  join(idx, tenant)
+  return redis.call('XADD', K.lane(idx, tenant), '*', 'id', id)
+end
+
+-- Acknowledges and deletes a claimed entry; its payload is no longer needed. (XACK of a group
+-- that no longer exists answers 0: nothing is pending there.)
+local function drop_entry(idx, tenant, entry)
+  local stream = K.lane(idx, tenant)
+  redis.call('XACK', stream, K.group, entry)
+  redis.call('XDEL', stream, entry)
+  redis.call('HDEL', K.running, running_field(idx, tenant, entry))
+end
+
+-- Queues a job again under a fresh entry of its lane, when the entry it had can no longer be
+-- delivered (deleted while pending, trimmed, or left behind by a lost group). The token moves
+-- on, so whoever held the job is fenced out. `was` is the record's state.
 local function requeue(id, idx, entry, was)
   local rec = K.job(id)
-  local r = redis.call('HMGET', rec, 'priority', 'token', 'batch')
-  if entry and entry ~= '' then drop_entry(idx, entry) end
-  local fresh = redis.call('XADD', K.streams[tonumber(r[1]) or idx], '*', 'id', id)
+  local r = redis.call('HMGET', rec, 'priority', 'token', 'batch', 'tenant')
+  if entry and entry ~= '' then drop_entry(idx, r[4], entry) end
+  local fresh = push(tonumber(r[1]) or idx, r[4], id)
   redis.call('HSET', rec, 'state', 'queued', 'entry', fresh, 'token', next_token(r[2]))
   if was == 'running' then batch_count(r[3], 'running', -1) end
   return fresh
@@ -131,11 +184,13 @@ end
 -- The fencing check: only the execution that holds a running job's current lease may act on it:
 -- the same token, entry (and stream) and claiming worker. A lease from an earlier life of the
 -- same id (record deleted and enqueued again) or from a claim lost in a failover never matches.
--- Returns the record's fields { token, state, batch, cancel, attempts, ttl } (never the spec,
--- which may be large: this runs for every renewal and log line).
+-- The record's tenant never changes in a job's life, so the lease's priority and the record's
+-- tenant name the lane. Returns the record's fields { token, state, batch, cancel, attempts,
+-- ttl, priority, entry, worker, tenant } (never the spec, which may be large: this runs for
+-- every renewal and log line).
 local function holds(id, idx, entry, token, worker)
   local r = redis.call('HMGET', K.job(id), 'token', 'state', 'batch', 'cancel', 'attempts', 'ttl',
-    'priority', 'entry', 'worker')
+    'priority', 'entry', 'worker', 'tenant')
   if r[2] == 'running' and r[1] == token and r[8] == entry and r[9] == worker
     and tonumber(r[7]) == idx then
     return r

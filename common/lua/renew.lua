@@ -14,7 +14,7 @@ for i = 3, #ARGV, 4 do
   local r = holds(id, idx, entry, token, worker)
   local answer = 'lost'
   if r then
-    local stream = K.streams[idx]
+    local stream = K.lane(idx, r[10])
     local ok, p = pcall(redis.call, 'XPENDING', stream, K.group, entry, entry, 1)
     local owner = ok and p[1] and p[1][2]
     if owner and owner ~= worker then

@@ -10,32 +10,35 @@
 --                          without delivering it (group made again at '$', XGROUP SETID)
 --   running_entry_gone     running, but its entry is gone, or pending for no worker (its group
 --                          was lost): no worker can take it over
+--   queued_lane_idle       queued in a tenant's lane, deliverable, but the lane is not in its
+--                          priority's turns (what claims rotate over): no claim would find it
+--                          (the default lane needs no entry there: claims look at it anyway)
 --   delayed_unscheduled    waiting for a retry, but not in the delayed set
 --   ended_without_ttl      ended, but its record or log has no TTL
--- Repair queues the job again under a fresh entry (the token moves on), schedules it now, or
--- sets the TTL; it also creates a stream's missing consumer group (from id 0), as the next
+-- Repair queues the job again under a fresh entry (the token moves on), puts its lane back in
+-- the rotation, schedules it now, or sets the TTL; it also creates a stream's missing consumer group (from id 0), as the next
 -- worker to claim would (a missing group alone is not a finding: workers create it).
 local repair = ARGV[2] == 'repair'
 local default_ttl = tonumber(ARGV[3])
 local out = {}
 local groups = {}
 
--- The group's last delivered id for stream `idx`, or false when it has no group.
-local function last_delivered(idx)
-  if groups[idx] == nil then
-    groups[idx] = false
-    local ok, list = pcall(redis.call, 'XINFO', 'GROUPS', K.streams[idx])
+-- The group's last delivered id for lane `stream`, or false when it has no group.
+local function last_delivered(stream)
+  if groups[stream] == nil then
+    groups[stream] = false
+    local ok, list = pcall(redis.call, 'XINFO', 'GROUPS', stream)
     if ok then
       for _, g in ipairs(list) do
-        if field(g, 'name') == K.group then groups[idx] = field(g, 'last-delivered-id') end
+        if field(g, 'name') == K.group then groups[stream] = field(g, 'last-delivered-id') end
       end
     end
-    if not groups[idx] and repair then
-      redis.call('XGROUP', 'CREATE', K.streams[idx], K.group, '0', 'MKSTREAM')
-      groups[idx] = '0-0'
+    if not groups[stream] and repair then
+      redis.call('XGROUP', 'CREATE', stream, K.group, '0', 'MKSTREAM')
+      groups[stream] = '0-0'
     end
   end
-  return groups[idx]
+  return groups[stream]
 end
 
 local function finding(id, what)
@@ -46,11 +49,11 @@ end
 for i = 4, #ARGV do
   local id = ARGV[i]
   local rec = K.job(id)
-  local r = redis.call('HMGET', rec, 'state', 'entry', 'priority', 'ttl')
+  local r = redis.call('HMGET', rec, 'state', 'entry', 'priority', 'ttl', 'tenant')
   local state, entry, idx = r[1], r[2], tonumber(r[3] or '')
   if state == 'queued' or state == 'running' then
-    local stream = idx and K.streams[idx]
-    local last = idx and last_delivered(idx)
+    local stream = idx and K.lane(idx, r[5])
+    local last = stream and last_delivered(stream)
     local exists = stream and entry and entry ~= ''
       and #redis.call('XRANGE', stream, entry, entry) > 0
     local pending = false
@@ -66,6 +69,10 @@ for i = 4, #ARGV do
         finding(id, 'running_entry_gone')
       end
       if repair then requeue(id, idx or 2, entry, state) end
+    elseif state == 'queued' and r[5] and r[5] ~= ''
+      and not redis.call('ZSCORE', K.turns, turn_of(idx, r[5])) then
+      finding(id, 'queued_lane_idle')
+      if repair then join(idx, r[5]) end
     end
   elseif state == 'delayed' then
     if not redis.call('ZSCORE', K.delayed, id) then

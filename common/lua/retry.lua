@@ -21,7 +21,7 @@ if delay <= 0 then
   -- A fresh entry and a new token fence the execution that just gave the job back.
   requeue(id, idx, entry, 'running')
 else
-  drop_entry(idx, entry)
+  drop_entry(idx, held[10], entry)
   batch_count(held[3], 'running', -1)
   redis.call('ZADD', K.delayed, now_ms() + delay, id)
   redis.call('HSET', rec, 'state', 'delayed', 'entry', '', 'token', next_token(token))

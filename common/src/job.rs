@@ -153,6 +153,11 @@ pub struct JobSpec {
     /// The first test that does not pass ends the run; the rest are `skipped`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stop_on_failure: bool,
+    /// Who the job is run for: the unit of fair share and quotas (`docs/design/tenants.md`).
+    /// Unset is the default tenant (as for raw `XADD` producers). The gateway never takes it
+    /// from a request body: a caller's tenant comes from its token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 impl JobSpec {
@@ -177,6 +182,7 @@ impl JobSpec {
             compare: None,
             checker: None,
             stop_on_failure: false,
+            tenant: None,
         }
     }
 
@@ -228,6 +234,9 @@ impl JobSpec {
         check_id("id", self.id.as_str())?;
         if let Some(b) = &self.batch {
             check_id("batch", b)?;
+        }
+        if let Some(t) = &self.tenant {
+            check_tenant(t)?;
         }
         if self.language.is_empty() {
             return Err(SpecError::field("language", "must not be empty"));
@@ -317,6 +326,34 @@ pub(crate) fn check_id(field: &str, s: &str) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// Longest tenant id: it is part of stream keys and metric labels.
+pub const MAX_TENANT_LEN: usize = 64;
+
+/// Tenant ids that name something else: the default tenant (write no tenant instead) and the
+/// metric label that unconfigured tenants fold into.
+pub const RESERVED_TENANTS: [&str; 2] = ["default", "other"];
+
+/// Checks a tenant id: a spec's `tenant` and a configured tenant's name follow the same rule.
+///
+/// # Errors
+/// Empty, longer than [`MAX_TENANT_LEN`], characters outside `[A-Za-z0-9._:-]`, or reserved.
+pub fn check_tenant(t: &str) -> Result<(), SpecError> {
+    check_id("tenant", t)?;
+    if t.len() > MAX_TENANT_LEN {
+        return Err(SpecError::field(
+            "tenant",
+            format!("must be 1 to {MAX_TENANT_LEN} characters"),
+        ));
+    }
+    if RESERVED_TENANTS.contains(&t) {
+        return Err(SpecError::field(
+            "tenant",
+            format!("{t:?} is reserved (leave the tenant unset for the default tenant)"),
+        ));
+    }
+    Ok(())
+}
+
 /// A file name must stay inside the job's work folder: relative, no `..`, no empty or `.` parts.
 fn check_path(files: &str, name: &str) -> Result<(), SpecError> {
     let field = || format!("{files}[{name:?}]");
@@ -401,6 +438,38 @@ pub(crate) mod tests {
             assert!(JobId::parse(bad).is_err(), "{bad:?} accepted");
         }
         JobId::parse("build-42:main.c_v1").expect("valid id");
+    }
+
+    #[test]
+    fn tenants_are_short_ids_and_not_reserved_names() {
+        let mut s = spec();
+        s.tenant = Some("team-a.builds".into());
+        s.validate_shape().expect("a valid tenant");
+        for (bad, why) in [
+            ("", "1 to"),
+            ("a b", "not allowed"),
+            ("a{b}", "not allowed"),
+            (&"t".repeat(65), "1 to 64"),
+            ("default", "reserved"),
+            ("other", "reserved"),
+        ] {
+            s.tenant = Some(bad.to_owned());
+            let e = s.validate_shape().expect_err(bad).to_string();
+            assert!(e.starts_with("tenant: ") && e.contains(why), "{bad:?}: {e}");
+        }
+        s.tenant = Some("t".repeat(64));
+        s.validate_shape().expect("64 characters fit");
+    }
+
+    #[test]
+    fn a_tenant_travels_in_the_json_and_an_unset_one_is_left_out() {
+        let mut s = spec();
+        let json = serde_json::to_string(&s).expect("json");
+        assert!(!json.contains("tenant"), "{json}");
+        s.tenant = Some("acme".into());
+        let back: JobSpec =
+            serde_json::from_str(&serde_json::to_string(&s).expect("json")).expect("parse");
+        assert_eq!(back.tenant.as_deref(), Some("acme"));
     }
 
     #[test]

@@ -24,6 +24,24 @@ const WORKERS_EXPIRY: &str = "workers:expiry";
 const CANCEL: &str = "cancel";
 const ADOPTED: &str = "adopted";
 const FLEET: &str = "fleet";
+const PAUSED: &str = "paused";
+const LANE: &str = ":t:";
+const TURNS: &str = "turns";
+const TENANTS: &str = "tenants";
+const DOORBELL: &str = "doorbell";
+
+/// The field of [`Keys::paused`] that pauses the whole queue; a tenant's pause is
+/// [`paused_tenant_field`].
+pub const PAUSED_QUEUE: &str = "*";
+
+/// The tenant part of a [`Keys::turns`] member that stands for the default tenant's lane (the
+/// priority's stream itself).
+pub const DEFAULT_MEMBER: &str = "default";
+
+/// The field of [`Keys::paused`] that pauses one tenant: `t:<tenant>`.
+pub fn paused_tenant_field(tenant: &str) -> String {
+    format!("t:{tenant}")
+}
 
 /// Key builder for one queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +85,40 @@ impl Keys {
         Priority::ALL.map(|p| self.stream(p))
     }
 
+    /// The lane of `tenant` at `priority`: the stream its jobs wait in. The default tenant's
+    /// (`None`) is [`Keys::stream`] itself, so raw producers and old queues need no change.
+    pub fn lane(&self, priority: Priority, tenant: Option<&str>) -> String {
+        match tenant {
+            None => self.stream(priority),
+            Some(t) => format!("{}{LANE}{t}", self.stream(priority)),
+        }
+    }
+
+    /// Sorted set: the lanes with queued work, member `<priority index>:<tenant>` (tenant
+    /// [`DEFAULT_MEMBER`] for the default tenant), scored by the lane's stride-scheduling pass:
+    /// within a priority a claim serves the lowest. One key for the three priorities, so a
+    /// claim reads the rotation with one command.
+    pub fn turns(&self) -> String {
+        format!("{}{TURNS}", self.prefix)
+    }
+
+    /// Set: every tenant that has had a lane (what reclaim, heartbeat and stats walk).
+    pub fn tenants(&self) -> String {
+        format!("{}{TENANTS}", self.prefix)
+    }
+
+    /// Stream, capped at a few entries: rung when a tenant lane gets work after being empty (or
+    /// a tenant is resumed), so idle workers blocked on the default streams wake for it.
+    pub fn doorbell(&self) -> String {
+        format!("{}{DOORBELL}", self.prefix)
+    }
+
+    /// What an idle worker blocks on (`XREAD`): the three default streams and the doorbell.
+    pub fn wake_streams(&self) -> [String; 4] {
+        let [a, b, c] = self.streams();
+        [a, b, c, self.doorbell()]
+    }
+
     /// Hash: the job's record (state, spec, attempts, fencing token, result).
     pub fn job(&self, id: &JobId) -> String {
         format!("{}{JOB}{id}", self.prefix)
@@ -108,8 +160,9 @@ impl Keys {
         format!("{}{DLQ}", self.prefix)
     }
 
-    /// Hash: `<priority index>:<entry id>` to job id for every claimed entry, so an entry deleted
-    /// while pending can still be traced to its job.
+    /// Hash: `<priority index>:<entry id>` (default lane) or `<priority index>:<tenant>:<entry
+    /// id>` (a tenant's lane: entry ids are per stream) to job id for every claimed entry, so an
+    /// entry deleted while pending can still be traced to its job.
     pub fn running(&self) -> String {
         format!("{}{RUNNING}", self.prefix)
     }
@@ -147,6 +200,13 @@ impl Keys {
         format!("{}{FLEET}", self.prefix)
     }
 
+    /// Hash: pause state set by an operator. Field [`PAUSED_QUEUE`] present = no worker claims
+    /// from the queue; its value is the unix time (ms) of the pause. Operator state, not a job's:
+    /// it never expires, so a pause outlives worker and Redis restarts.
+    pub fn paused(&self) -> String {
+        format!("{}{PAUSED}", self.prefix)
+    }
+
     /// Pub/sub channel: ids of running jobs whose cancellation was requested.
     pub fn cancel_channel(&self) -> String {
         format!("{}{CANCEL}", self.prefix)
@@ -165,7 +225,11 @@ impl Keys {
             self.workers_expiry(),
             self.adopted(),
             self.fleet(),
+            self.paused(),
+            self.tenants(),
+            self.doorbell(),
         ]);
+        keys.push(self.turns());
         keys
     }
 
@@ -176,6 +240,15 @@ impl Keys {
             r#"local P = ARGV[1]
 local K = {{}}
 K.streams = {{ P .. '{STREAM}high', P .. '{STREAM}normal', P .. '{STREAM}low' }}
+K.turns = P .. '{TURNS}'
+K.tenants = P .. '{TENANTS}'
+K.doorbell = P .. '{DOORBELL}'
+K.default_member = '{DEFAULT_MEMBER}'
+-- The lane of (priority index, tenant); the default tenant ('' or nil) has the priority's stream.
+function K.lane(idx, tenant)
+  if not tenant or tenant == '' then return K.streams[idx] end
+  return K.streams[idx] .. '{LANE}' .. tenant
+end
 function K.job(id) return P .. '{JOB}' .. id end
 function K.logs(id) return P .. '{LOGS}' .. id end
 function K.batch(b) return P .. '{BATCH}' .. b end
@@ -189,6 +262,8 @@ K.workers = P .. '{WORKERS}'
 K.workers_expiry = P .. '{WORKERS_EXPIRY}'
 K.cancel = P .. '{CANCEL}'
 K.adopted = P .. '{ADOPTED}'
+K.paused = P .. '{PAUSED}'
+K.paused_queue = '{PAUSED_QUEUE}'
 K.group = '{GROUP}'
 "#
         )
@@ -219,6 +294,11 @@ mod tests {
             k.cancel_channel(),
             k.adopted(),
             k.fleet(),
+            k.paused(),
+            k.lane(Priority::Low, Some("acme")),
+            k.turns(),
+            k.tenants(),
+            k.doorbell(),
         ];
         for key in all {
             assert!(key.starts_with("qs:{builds}:"), "{key}");
@@ -227,6 +307,11 @@ mod tests {
         assert_eq!(k.job_id_of(&k.job(&id)), Some("j1"));
         assert_eq!(k.job_pattern(), "qs:{builds}:job:*");
         assert_eq!(k.stream(Priority::High), "qs:{builds}:stream:high");
+        assert_eq!(k.lane(Priority::High, None), k.stream(Priority::High));
+        assert_eq!(
+            k.lane(Priority::Normal, Some("acme")),
+            "qs:{builds}:stream:normal:t:acme"
+        );
     }
 
     #[test]
@@ -239,6 +324,10 @@ mod tests {
             "'delayed'",
             "'dlq'",
             "'workers'",
+            "'paused'",
+            "'turns'",
+            "':t:'",
+            "'doorbell'",
         ] {
             assert!(lua.contains(needle), "{needle} missing from prelude");
         }

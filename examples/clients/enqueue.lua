@@ -1,6 +1,15 @@
 local P = ARGV[1]
 local K = {}
 K.streams = { P .. 'stream:high', P .. 'stream:normal', P .. 'stream:low' }
+K.turns = P .. 'turns'
+K.tenants = P .. 'tenants'
+K.doorbell = P .. 'doorbell'
+K.default_member = 'default'
+-- The lane of (priority index, tenant); the default tenant ('' or nil) has the priority's stream.
+function K.lane(idx, tenant)
+  if not tenant or tenant == '' then return K.streams[idx] end
+  return K.streams[idx] .. ':t:' .. tenant
+end
 function K.job(id) return P .. 'job:' .. id end
 function K.logs(id) return P .. 'logs:' .. id end
 function K.batch(b) return P .. 'batch:' .. b end
@@ -14,6 +23,8 @@ K.workers = P .. 'workers'
 K.workers_expiry = P .. 'workers:expiry'
 K.cancel = P .. 'cancel'
 K.adopted = P .. 'adopted'
+K.paused = P .. 'paused'
+K.paused_queue = '*'
 K.group = 'workers'
 
 -- Helpers shared by every Quayside script (prepended after the generated key prelude).
@@ -124,23 +135,76 @@ local function finalize(id, status, result, ttl, log_cap, was, batch, cancel)
   end
 end
 
--- Acknowledges and deletes a claimed entry; its payload is no longer needed. (XACK of a group
--- that no longer exists answers 0: nothing is pending there.)
-local function drop_entry(idx, entry)
-  local stream = K.streams[idx]
-  redis.call('XACK', stream, K.group, entry)
-  redis.call('XDEL', stream, entry)
-  redis.call('HDEL', K.running, idx .. ':' .. entry)
+-- The tenant part of a lane's turns member ('' or nil: the default tenant).
+local function member_of(tenant)
+  if not tenant or tenant == '' then return K.default_member end
+  return tenant
 end
 
--- Queues a job again under a fresh entry of its priority's stream, when the entry it had can no
--- longer be delivered (deleted while pending, trimmed, or left behind by a lost group). The
--- token moves on, so whoever held the job is fenced out. `was` is the record's state.
+-- A lane's member of the turns: `<priority index>:<tenant>`.
+local function turn_of(idx, tenant)
+  return idx .. ':' .. member_of(tenant)
+end
+
+-- The `running` field of a claimed entry: entry ids are per stream, so a tenant lane's names it.
+local function running_field(idx, tenant, entry)
+  if not tenant or tenant == '' then return idx .. ':' .. entry end
+  return idx .. ':' .. tenant .. ':' .. entry
+end
+
+-- Puts a lane into the rotation, unless it is there: at the lowest pass of its priority's lanes
+-- waiting (so an idle tenant neither banks credit nor waits behind busy ones). A tenant lane
+-- that joins gets its consumer group (made once), its tenant listed, and the doorbell rung so
+-- idle workers, which block on the default streams only, wake for it. Asked once per lane per
+-- script call.
+local joined = {}
+local function join(idx, tenant)
+  local m = member_of(tenant)
+  local turn = turn_of(idx, tenant)
+  if joined[turn] then return end
+  joined[turn] = true
+  if redis.call('ZSCORE', K.turns, turn) then return end
+  -- Scores ascend: the first member of this priority has its lowest pass.
+  local all = redis.call('ZRANGE', K.turns, 0, -1, 'WITHSCORES')
+  local low = '0'
+  local prefix = idx .. ':'
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, #prefix) == prefix then
+      low = all[i + 1]
+      break
+    end
+  end
+  redis.call('ZADD', K.turns, 'NX', low, turn)
+  if m ~= K.default_member then
+    pcall(redis.call, 'XGROUP', 'CREATE', K.lane(idx, tenant), K.group, '0', 'MKSTREAM')
+    redis.call('SADD', K.tenants, tenant)
+    redis.call('XADD', K.doorbell, 'MAXLEN', '~', 16, '*', 't', tenant)
+  end
+end
+
+-- Adds a job's entry to the lane of its priority and tenant. Returns the entry id.
+local function push(idx, tenant, id)
+  join(idx, tenant)
+  return redis.call('XADD', K.lane(idx, tenant), '*', 'id', id)
+end
+
+-- Acknowledges and deletes a claimed entry; its payload is no longer needed. (XACK of a group
+-- that no longer exists answers 0: nothing is pending there.)
+local function drop_entry(idx, tenant, entry)
+  local stream = K.lane(idx, tenant)
+  redis.call('XACK', stream, K.group, entry)
+  redis.call('XDEL', stream, entry)
+  redis.call('HDEL', K.running, running_field(idx, tenant, entry))
+end
+
+-- Queues a job again under a fresh entry of its lane, when the entry it had can no longer be
+-- delivered (deleted while pending, trimmed, or left behind by a lost group). The token moves
+-- on, so whoever held the job is fenced out. `was` is the record's state.
 local function requeue(id, idx, entry, was)
   local rec = K.job(id)
-  local r = redis.call('HMGET', rec, 'priority', 'token', 'batch')
-  if entry and entry ~= '' then drop_entry(idx, entry) end
-  local fresh = redis.call('XADD', K.streams[tonumber(r[1]) or idx], '*', 'id', id)
+  local r = redis.call('HMGET', rec, 'priority', 'token', 'batch', 'tenant')
+  if entry and entry ~= '' then drop_entry(idx, r[4], entry) end
+  local fresh = push(tonumber(r[1]) or idx, r[4], id)
   redis.call('HSET', rec, 'state', 'queued', 'entry', fresh, 'token', next_token(r[2]))
   if was == 'running' then batch_count(r[3], 'running', -1) end
   return fresh
@@ -149,11 +213,13 @@ end
 -- The fencing check: only the execution that holds a running job's current lease may act on it:
 -- the same token, entry (and stream) and claiming worker. A lease from an earlier life of the
 -- same id (record deleted and enqueued again) or from a claim lost in a failover never matches.
--- Returns the record's fields { token, state, batch, cancel, attempts, ttl } (never the spec,
--- which may be large: this runs for every renewal and log line).
+-- The record's tenant never changes in a job's life, so the lease's priority and the record's
+-- tenant name the lane. Returns the record's fields { token, state, batch, cancel, attempts,
+-- ttl, priority, entry, worker, tenant } (never the spec, which may be large: this runs for
+-- every renewal and log line).
 local function holds(id, idx, entry, token, worker)
   local r = redis.call('HMGET', K.job(id), 'token', 'state', 'batch', 'cancel', 'attempts', 'ttl',
-    'priority', 'entry', 'worker')
+    'priority', 'entry', 'worker', 'tenant')
   if r[2] == 'running' and r[1] == token and r[8] == entry and r[9] == worker
     and tonumber(r[7]) == idx then
     return r
@@ -172,18 +238,57 @@ end
 
 -- Enqueue one or more jobs. Idempotent: an id whose record exists is reported, not queued again,
 -- and so is an id its batch already counts (a member whose record expired after it ended).
+-- Each job goes to the lane of its priority and tenant, which joins the priority's turns.
 -- ARGV: prefix, max_depth (0 = unlimited), n, then n times: id, priority index (1-3), spec JSON,
---       batch id ('' = none), result ttl seconds.
+--       batch id ('' = none), result ttl seconds, tenant ('' = default), the tenant's most
+--       queued jobs (0 = no cap).
 -- Returns one string per job: 'new:<entry id>', 'exists:<state>', 'exists:expired' (a member
--- of its batch whose record has expired: nothing added) or 'full'.
+-- of its batch whose record has expired: nothing added), 'full', or
+-- 'tenant_full:<queued>:<cap>' (its tenant's queued cap: every new job of that tenant in this
+-- call is refused, so a batch is never half enqueued).
 local max_depth = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
+local W = 7
 local depth = 0
 if max_depth > 0 then
   for i = 1, 3 do depth = depth + redis.call('XLEN', K.streams[i]) end
+  for _, t in ipairs(redis.call('SMEMBERS', K.tenants)) do
+    for i = 1, 3 do depth = depth + redis.call('XLEN', K.lane(i, t)) end
+  end
 end
 local now = now_ms()
 local out = {}
+
+-- Jobs of a tenant waiting to run: its lanes' entries less those pending (running).
+local function queued_of(tenant)
+  local q = 0
+  for i = 1, 3 do
+    local lane = K.lane(i, tenant)
+    q = q + redis.call('XLEN', lane)
+    local ok, p = pcall(redis.call, 'XPENDING', lane, K.group)
+    if ok then q = q - (tonumber(p[1]) or 0) end
+  end
+  return math.max(q, 0)
+end
+
+-- Tenants with a queued cap that this call's new jobs would pass: tenant -> answer.
+local refused = {}
+do
+  local adding, caps = {}, {}
+  for j = 0, n - 1 do
+    local b = 4 + j * W
+    local cap = tonumber(ARGV[b + 6]) or 0
+    if cap > 0 and redis.call('HEXISTS', K.job(ARGV[b]), 'state') == 0 then
+      local t = ARGV[b + 5]
+      adding[t] = (adding[t] or 0) + 1
+      caps[t] = cap
+    end
+  end
+  for t, more in pairs(adding) do
+    local q = queued_of(t)
+    if q + more > caps[t] then refused[t] = 'tenant_full:' .. q .. ':' .. caps[t] end
+  end
+end
 
 -- Whether `id` is listed in `batch`. Batches made before member lists were sorted sets keep a
 -- list: it is turned into the sorted set (positions kept) the first time it is asked.
@@ -199,20 +304,28 @@ local function listed(batch, id)
   return redis.call('ZSCORE', members, id)
 end
 for j = 0, n - 1 do
-  local b = 4 + j * 5
+  local b = 4 + j * W
   local id, prio, spec, batch, ttl = ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+  local tenant = ARGV[b + 5]
   local rec = K.job(id)
   local state = redis.call('HGET', rec, 'state')
   if state then
     out[#out + 1] = 'exists:' .. state
   elseif batch ~= '' and listed(batch, id) then
     out[#out + 1] = 'exists:expired'
+  elseif refused[tenant] then
+    out[#out + 1] = refused[tenant]
   elseif max_depth > 0 and depth >= max_depth then
     out[#out + 1] = 'full'
   else
-    local entry = redis.call('XADD', K.streams[prio], '*', 'id', id)
-    redis.call('HSET', rec, 'state', 'queued', 'spec', spec, 'priority', prio, 'entry', entry,
-      'attempts', 0, 'token', 0, 'enqueued_at', now, 'ttl', ttl, 'batch', batch)
+    local entry = push(prio, tenant, id)
+    local fields = { 'state', 'queued', 'spec', spec, 'priority', prio, 'entry', entry,
+      'attempts', 0, 'token', 0, 'enqueued_at', now, 'ttl', ttl, 'batch', batch }
+    if tenant ~= '' then
+      fields[#fields + 1] = 'tenant'
+      fields[#fields + 1] = tenant
+    end
+    redis.call('HSET', rec, unpack(fields))
     -- A new life starts with a new log (an earlier life's may outlive its record by a moment).
     redis.call('DEL', K.logs(id))
     if batch ~= '' then

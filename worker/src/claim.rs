@@ -16,6 +16,14 @@ use crate::metrics::Event;
 use crate::queue::ClaimBatch;
 use crate::shutdown::sleep_or_stop;
 
+/// How often a worker asks again while the queue is paused: a resume is seen within this long
+/// (no signal needed, and the pause itself holds from the moment it is written).
+pub const PAUSE_POLL: Duration = Duration::from_millis(500);
+
+/// Longest an idle worker blocks while a tenant with queued work is held at its running cap:
+/// the slot that frees (on any worker) rings nothing, so it asks again this soon.
+pub const HELD_POLL: Duration = Duration::from_millis(100);
+
 const STRICT: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
 const LOWEST_FIRST: [Priority; 3] = [Priority::Low, Priority::Normal, Priority::High];
 
@@ -41,6 +49,8 @@ pub async fn claim_loop(
     let mut next_reclaim = Instant::now();
     let mut claimed_total: u64 = 0;
     let mut error_delay = Duration::from_millis(100);
+    // Whether the last claim found the queue paused (to log the change once, not every poll).
+    let mut paused = false;
 
     loop {
         if !ctx.gate.is_open() && !ctx.gate.wait_open(&stop).await {
@@ -79,8 +89,21 @@ pub async fn claim_loop(
         };
 
         match result {
+            Ok((batch, _)) if batch.paused => {
+                error_delay = Duration::from_millis(100);
+                drop(permits);
+                if !std::mem::replace(&mut paused, true) {
+                    tracing::info!("queue paused; claiming nothing until it is resumed");
+                }
+                if sleep_or_stop(&stop, PAUSE_POLL).await {
+                    return;
+                }
+            }
             Ok((batch, reclaiming)) => {
                 error_delay = Duration::from_millis(100);
+                if std::mem::replace(&mut paused, false) {
+                    tracing::info!("queue resumed; claiming again");
+                }
                 log_dropped(&ctx, &batch);
                 let idle = batch.claimed.is_empty();
                 claimed_total += batch.claimed.len() as u64;
@@ -89,9 +112,12 @@ pub async fn claim_loop(
                 if idle && !reclaiming {
                     if let Some(last) = batch.last_ids {
                         let until_reclaim = next_reclaim.saturating_duration_since(Instant::now());
-                        let block = Duration::from_millis(w.claim_block_ms)
-                            .min(until_reclaim)
-                            .max(Duration::from_millis(1));
+                        let most = if batch.held {
+                            HELD_POLL
+                        } else {
+                            Duration::from_millis(w.claim_block_ms)
+                        };
+                        let block = most.min(until_reclaim).max(Duration::from_millis(1));
                         tokio::select! {
                             _ = stop.cancelled() => return,
                             r = ctx.queue.wait_for_entries(&last, block.as_millis() as u64) => {
@@ -127,11 +153,15 @@ async fn claim_new(
         return ctx.queue.claim(n, &STRICT).await;
     }
     let mut batch = ctx.queue.claim(guarded, &LOWEST_FIRST).await?;
+    if batch.paused {
+        return Ok(batch);
+    }
     let rest = n - batch.claimed.len();
     if rest > 0 {
         let more = ctx.queue.claim(rest, &STRICT).await?;
         batch.claimed.extend(more.claimed);
         batch.dropped.extend(more.dropped);
+        batch.held |= more.held;
         batch.last_ids = if batch.claimed.is_empty() {
             more.last_ids
         } else {

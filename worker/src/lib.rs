@@ -110,12 +110,10 @@ pub async fn run(
     let worker_id = cfg.worker.id.clone().unwrap_or_else(generate_worker_id);
     let keys = Keys::new(&cfg.queue.name)?;
     let redis = Arc::new(Redis::new(&cfg.redis)?);
-    let observed = Observed::new(RedisQueue::new(
-        redis,
-        keys,
-        cfg.queue.clone(),
-        worker_id.clone(),
-    ));
+    let observed = Observed::new(
+        RedisQueue::new(redis, keys, cfg.queue.clone(), worker_id.clone())
+            .with_tenants(cfg.tenants.clone()),
+    );
     let redis_outage = observed.outage();
     let queue: Arc<dyn JobQueue> = Arc::new(observed);
     let exporter = if cfg.metrics.enabled {
@@ -123,12 +121,15 @@ pub async fn run(
     } else {
         None
     };
-    let metrics = Arc::new(WorkerMetrics::new(
-        &cfg.queue.name,
-        runner.name(),
-        cfg.worker.slots,
-        cfg.languages.keys(),
-    ));
+    let metrics = Arc::new(
+        WorkerMetrics::new(
+            &cfg.queue.name,
+            runner.name(),
+            cfg.worker.slots,
+            cfg.languages.keys(),
+        )
+        .with_tenants(cfg.tenants.clone()),
+    );
     let gate = Arc::new(RunnerGate::new(Arc::clone(&runner), Arc::clone(&metrics)));
 
     // Background tasks live until the drain is over; the listener starts first, so /healthz

@@ -12,6 +12,8 @@
 //!   and each backend's own settings.
 //! - `gateway`: `gateway.*`, the HTTP gateway (`quayside serve`).
 //! - `telemetry`: `metrics.*` and `log.*`.
+//! - `tenants`: `tenants.<name>.*`, fair-share weight, quotas, tokens and webhook secret of each
+//!   caller of the fleet.
 //! - `secret`: [`Secret`] and URL redaction, for what is printed or logged.
 
 use std::collections::BTreeMap;
@@ -31,6 +33,7 @@ mod redis;
 mod runner;
 mod secret;
 mod telemetry;
+mod tenants;
 
 pub use gateway::GatewayConfig;
 pub use languages::{default_image, default_languages, LanguageConfig, RUNNER_IMAGE_VERSION};
@@ -43,6 +46,9 @@ pub use runner::{
 };
 pub use secret::{redact_url, Secret};
 pub use telemetry::{LogConfig, MetricsConfig};
+pub use tenants::{
+    tenant_label, TenantConfig, DEFAULT_LABEL, MAX_TENANTS, MAX_WEIGHT, OTHER_LABEL,
+};
 
 /// Why configuration could not be loaded. Messages name the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +75,8 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// Language table: name (the job's `language`) to how it is built and run.
     pub languages: BTreeMap<String, LanguageConfig>,
+    /// Tenants by name: fair-share weight, quotas, gateway tokens, webhook secret.
+    pub tenants: BTreeMap<String, TenantConfig>,
 }
 
 /// Variables read verbatim rather than parsed by figment, which would turn `123` into a number
@@ -187,15 +195,17 @@ impl Config {
         languages::validate(&self.languages, &self.limits)?;
         self.runner.validate()?;
         self.gateway.validate(&self.limits)?;
+        tenants::validate(&self.tenants, &self.gateway)?;
         self.metrics.validate()
     }
 
-    /// A copy safe to print or log: the Redis password, in the URL or on its own, and the
-    /// gateway's tokens are replaced.
+    /// A copy safe to print or log: the Redis password, in the URL or on its own, the
+    /// gateway's tokens and the tenants' tokens and webhook secrets are replaced.
     pub fn redacted(&self) -> Config {
         Config {
             redis: self.redis.redacted(),
             gateway: self.gateway.redacted(),
+            tenants: tenants::redacted(&self.tenants),
             ..self.clone()
         }
     }

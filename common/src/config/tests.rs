@@ -41,6 +41,32 @@ fn env_overrides_file_overrides_defaults() {
 }
 
 #[test]
+fn tenants_load_from_the_file_with_env_overrides_and_defaults() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "t.toml",
+            "[tenants.acme]\nweight = 3\nmax_running = 20\n\
+             tokens = [\"acme-token-0123456789\"]\n[tenants.beta]\n",
+        )?;
+        jail.set_env("QUAYSIDE_TENANTS__ACME__MAX_QUEUED", "500");
+        let c = Config::load(Some(Path::new("t.toml"))).expect("loads");
+        let acme = &c.tenants["acme"];
+        assert_eq!((acme.weight, acme.max_running), (3, 20), "from the file");
+        assert_eq!(acme.max_queued, 500, "from the environment");
+        assert_eq!(c.tenants["beta"], TenantConfig::default(), "defaults");
+        assert!(
+            !format!("{:?}", c.redacted()).contains("acme-token"),
+            "tokens redacted"
+        );
+
+        jail.create_file("bad.toml", "[tenants.acme]\nwieght = 3\n")?;
+        let e = Config::load(Some(Path::new("bad.toml"))).expect_err("unknown key");
+        assert!(e.to_string().contains("wieght"), "{e}");
+        Ok(())
+    });
+}
+
+#[test]
 fn errors_name_the_key() {
     Jail::expect_with(|jail| {
         jail.create_file("bad.toml", "[worker]\nslotz = 3\n")?;

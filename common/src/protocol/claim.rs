@@ -1,10 +1,13 @@
 //! `claim.lua`: claim new entries (`XREADGROUP`) or take over idle ones (`XAUTOCLAIM`), each
 //! marked running under a new fencing token.
 
+use std::collections::BTreeMap;
+
 use redis::Value;
 
 use super::reply::Reader;
 use super::{stream_index, Args, Call, DeadLetterReason, Lease, ReplyError};
+use crate::config::TenantConfig;
 use crate::job::Priority;
 use crate::keys::Keys;
 use crate::scripts::ScriptName;
@@ -31,6 +34,9 @@ pub struct Claim<'a> {
     pub log_cap: u64,
     /// Result TTL of a rejected raw job that carries none.
     pub default_ttl_s: u64,
+    /// The configured tenants: fair-share weights and running caps travel with every claim
+    /// (keep one config per fleet: each claim enforces the claiming worker's).
+    pub tenants: &'a BTreeMap<String, TenantConfig>,
 }
 
 /// One job handed to this worker.
@@ -79,8 +85,15 @@ pub struct Dropped {
 pub struct ClaimBatch {
     pub claimed: Vec<Claimed>,
     pub dropped: Vec<Dropped>,
-    /// When nothing was claimed: each stream's last entry id, to block on.
-    pub last_ids: Option<[String; 3]>,
+    /// When nothing was claimed: the last entry id of each default stream and of the doorbell
+    /// ([`Keys::wake_streams`]), to block on.
+    pub last_ids: Option<[String; 4]>,
+    /// A tenant with queued work was skipped for its running cap: ask again soon rather than
+    /// block (the slot that frees rings nothing).
+    pub held: bool,
+    /// The queue is paused: nothing was claimed, and no last ids come back (poll instead of
+    /// blocking, so a resume is seen quickly).
+    pub paused: bool,
 }
 
 /// The reply: the batch, and the streams found without the consumer group (nothing was read
@@ -107,6 +120,15 @@ impl Claim<'_> {
             .arg(self.dlq_cap)
             .arg(self.log_cap)
             .arg(self.default_ttl_s);
+        let shares: Vec<_> = self
+            .tenants
+            .iter()
+            .filter(|(_, t)| t.weight != 1 || t.max_running != 0)
+            .collect();
+        let mut args = args.arg(shares.len());
+        for (name, t) in shares {
+            args = args.arg(name.as_str()).arg(t.weight).arg(t.max_running);
+        }
         Call::new(ScriptName::Claim, keys.streams().to_vec(), args, parse).named(op)
     }
 }
@@ -122,8 +144,12 @@ fn order_digits(order: &[Priority]) -> String {
 const R: Reader = Reader("claim");
 
 fn parse(reply: Value) -> Result<ClaimReply, ReplyError> {
-    let [claimed, dropped, last, missing] = R.parts(reply)?;
-    let mut batch = ClaimBatch::default();
+    let [claimed, dropped, last, missing, paused, held] = R.parts(reply)?;
+    let mut batch = ClaimBatch {
+        paused: R.number::<u8>(&paused)? == 1,
+        held: R.number::<u8>(&held)? == 1,
+        ..ClaimBatch::default()
+    };
     // The specs move out of the reply instead of being copied.
     let Value::Array(mut claimed) = claimed else {
         return Err(R.error(format!("expected the claimed jobs, got {claimed:?}")));
@@ -163,8 +189,10 @@ fn parse(reply: Value) -> Result<ClaimReply, ReplyError> {
     }
     match R.array(&last)? {
         [] => {}
-        [a, b, c] => batch.last_ids = Some([R.text(a)?, R.text(b)?, R.text(c)?]),
-        other => return Err(R.error(format!("{} last ids for 3 streams", other.len()))),
+        [a, b, c, d] => {
+            batch.last_ids = Some([R.text(a)?, R.text(b)?, R.text(c)?, R.text(d)?]);
+        }
+        other => return Err(R.error(format!("{} last ids for 4 streams", other.len()))),
     }
     let missing = R
         .array(&missing)?
@@ -180,6 +208,18 @@ mod tests {
     use crate::protocol::testing::{bulk, bulks, keys, text};
 
     fn claim(mode: ClaimMode<'_>) -> Call<ClaimReply> {
+        let tenants = [
+            ("acme".to_owned(), TenantConfig::default()),
+            (
+                "big".to_owned(),
+                TenantConfig {
+                    weight: 3,
+                    max_running: 20,
+                    ..TenantConfig::default()
+                },
+            ),
+        ]
+        .into();
         Claim {
             worker: "w1",
             mode,
@@ -187,6 +227,7 @@ mod tests {
             dlq_cap: 100,
             log_cap: 1000,
             default_ttl_s: 3600,
+            tenants: &tenants,
         }
         .call(&keys())
     }
@@ -198,7 +239,11 @@ mod tests {
         assert_eq!(call.op(), "claim");
         assert_eq!(
             text(&call),
-            ["qs:{q}:", "w1", "new", "4", "321", "0", "100", "1000", "3600"]
+            [
+                "qs:{q}:", "w1", "new", "4", "321", "0", "100", "1000", "3600", "1", "big", "3",
+                "20"
+            ],
+            "only tenants whose share differs from the default travel"
         );
         assert_eq!(call.keys(), keys().streams());
     }
@@ -211,12 +256,22 @@ mod tests {
         assert_eq!(call.op(), "reclaim");
         assert_eq!(
             text(&call),
-            ["qs:{q}:", "w1", "reclaim", "4", "123", "30000", "100", "1000", "3600"]
+            [
+                "qs:{q}:", "w1", "reclaim", "4", "123", "30000", "100", "1000", "3600", "1", "big",
+                "3", "20"
+            ]
         );
     }
 
     fn reply(claimed: Value, dropped: Value, last: Value, missing: Value) -> Value {
-        Value::Array(vec![claimed, dropped, last, missing])
+        Value::Array(vec![
+            claimed,
+            dropped,
+            last,
+            missing,
+            Value::Int(0),
+            Value::Int(0),
+        ])
     }
 
     #[test]
@@ -284,14 +339,37 @@ mod tests {
         .parse(reply(
             empty(),
             empty(),
-            bulks(&["1-0", "0-0", "7-3"]),
+            bulks(&["1-0", "0-0", "7-3", "9-0"]),
             empty(),
         ))
         .expect("valid");
         assert!(r.batch.claimed.is_empty());
         assert_eq!(
             r.batch.last_ids,
-            Some(["1-0".into(), "0-0".into(), "7-3".into()])
+            Some(["1-0".into(), "0-0".into(), "7-3".into(), "9-0".into()])
+        );
+    }
+
+    #[test]
+    fn a_paused_reply_is_read() {
+        let empty = || Value::Array(vec![]);
+        let r = claim(ClaimMode::New {
+            order: &Priority::ALL,
+        })
+        .parse(Value::Array(vec![
+            empty(),
+            empty(),
+            empty(),
+            empty(),
+            Value::Int(1),
+            Value::Int(0),
+        ]))
+        .expect("valid");
+        assert!(r.batch.paused);
+        assert!(r.batch.claimed.is_empty());
+        assert_eq!(
+            r.batch.last_ids, None,
+            "a paused worker polls, it does not block"
         );
     }
 
@@ -302,10 +380,10 @@ mod tests {
         });
         let empty = || Value::Array(vec![]);
         let cases = [
-            (Value::Int(1), "expected 4 parts"),
+            (Value::Int(1), "expected 6 parts"),
             (
                 Value::Array(vec![empty(), empty()]),
-                "expected 4 parts, got 2",
+                "expected 6 parts, got 2",
             ),
             (
                 reply(bulks(&["2", "1-0"]), empty(), empty(), empty()),
@@ -331,7 +409,7 @@ mod tests {
             ),
             (
                 reply(empty(), empty(), bulks(&["1-0"]), empty()),
-                "1 last ids",
+                "1 last ids for 4",
             ),
             (
                 reply(empty(), empty(), empty(), bulks(&["9"])),

@@ -10,7 +10,8 @@
 //! - fenced writes answer [`Write`]: `Taken`, or `Fenced` when the caller no longer holds the
 //!   job's [`Lease`];
 //! - [`dead_letter::DeadLetterReason`] is every `reason` a dead letter can carry;
-//! - [`stats`] reads the queue's size (the worker's gauges and `quayside stats`).
+//! - [`stats`] reads the queue's size (the worker's gauges and `quayside stats`);
+//! - [`pause`] pauses and resumes claiming (plain commands; claim.lua honours it).
 
 pub mod adopt;
 pub mod cancel;
@@ -20,6 +21,7 @@ pub mod enqueue;
 pub mod finish;
 pub mod heartbeat;
 pub mod log;
+pub mod pause;
 pub mod promote;
 pub mod renew;
 pub mod repair;

@@ -27,6 +27,9 @@ pub enum Problem {
     QueuedEntryGone,
     /// Queued, its entry is there, but the group has moved past it without delivering it.
     QueuedEntrySkipped,
+    /// Queued in a tenant's lane, but the lane is not in its priority's rotation: no claim
+    /// would find it.
+    QueuedLaneIdle,
     /// Running, but its entry is gone or pending for no worker: no worker can take it over.
     RunningEntryGone,
     /// Waiting for a retry, but not in the delayed set.
@@ -36,9 +39,10 @@ pub enum Problem {
 }
 
 impl Problem {
-    pub const ALL: [Problem; 5] = [
+    pub const ALL: [Problem; 6] = [
         Self::QueuedEntryGone,
         Self::QueuedEntrySkipped,
+        Self::QueuedLaneIdle,
         Self::RunningEntryGone,
         Self::DelayedUnscheduled,
         Self::EndedWithoutTtl,
@@ -48,6 +52,7 @@ impl Problem {
         match self {
             Self::QueuedEntryGone => "queued_entry_gone",
             Self::QueuedEntrySkipped => "queued_entry_skipped",
+            Self::QueuedLaneIdle => "queued_lane_idle",
             Self::RunningEntryGone => "running_entry_gone",
             Self::DelayedUnscheduled => "delayed_unscheduled",
             Self::EndedWithoutTtl => "ended_without_ttl",

@@ -38,6 +38,8 @@ async function enqueue(redis, queue, spec, maxDepth = 0) {
     prefix(queue), maxDepth, 1,
     spec.id, PRIORITIES[spec.priority || 'normal'], JSON.stringify(spec),
     spec.batch || '', spec.result_ttl_s || DEFAULT_RESULT_TTL_S,
+    // The tenant (its lane and fair share), and its queued cap (0: none).
+    spec.tenant || '', 0,
   );
   if (answer === 'full') throw new QueueFull(`queue ${queue} is full`);
   return { id: spec.id, existing: answer.startsWith('exists:') ? answer.slice(7) : null };

@@ -41,9 +41,12 @@ def enqueue(r, queue, spec, max_depth=0):
     prio = PRIORITIES[spec.get("priority", "normal")]
     args = [_prefix(queue), max_depth, 1,
             spec["id"], prio, json.dumps(spec), spec.get("batch", ""),
-            spec.get("result_ttl_s", DEFAULT_RESULT_TTL_S)]
+            spec.get("result_ttl_s", DEFAULT_RESULT_TTL_S),
+            # The tenant (its lane and fair share), and its queued cap (0: none) if you hold
+            # your callers to one: the script cannot read the operator's config.
+            spec.get("tenant", ""), 0]
     [answer] = _enqueue_script(keys=[_prefix(queue) + "stream:normal"], args=args, client=r)
-    if answer == "full":
+    if answer == "full" or answer.startswith("tenant_full:"):
         raise QueueFull(queue)
     kind, _, state = answer.partition(":")
     return spec["id"], (state if kind == "exists" else None)

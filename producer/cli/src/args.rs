@@ -61,8 +61,21 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
-    /// Queue depths, pending, delayed and dead-letter counts, workers.
+    /// Queue depths, pending, delayed and dead-letter counts, pause state, workers.
     Stats,
+    /// Stop workers claiming from the queue: running jobs finish, enqueues are still accepted,
+    /// and the pause holds across worker and Redis restarts until `quayside resume`.
+    Pause {
+        /// Pause only this tenant (`default`: jobs without a tenant); others keep running.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Let workers claim from a paused queue (or tenant) again (within about a second).
+    Resume {
+        /// Resume only this tenant (`default`: jobs without a tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// Find jobs that can no longer reach their next step (a queued job whose stream entry was
     /// trimmed, a running one whose entry or consumer group was lost, a lost retry) and ended
     /// jobs whose keys would never expire. Exit 1 when problems were found and not repaired.

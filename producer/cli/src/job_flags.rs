@@ -48,6 +48,9 @@ pub struct JobFlags {
     /// job ends; the worker's default when absent.
     #[arg(long)]
     pub result_ttl_s: Option<u64>,
+    /// Tenant the job is run for (fair share and quotas); the default tenant when absent.
+    #[arg(long)]
+    pub tenant: Option<String>,
 }
 
 impl JobFlags {
@@ -79,6 +82,7 @@ impl JobFlags {
         };
         spec.max_attempts = self.max_attempts;
         spec.result_ttl_s = self.result_ttl_s;
+        spec.tenant = self.tenant.clone();
         for l in &self.labels {
             let (k, v) = l
                 .split_once('=')

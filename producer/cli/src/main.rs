@@ -44,11 +44,44 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `quayside pause|resume [--tenant T]`.
+async fn pause(
+    producer: &quayside_producer::Producer,
+    tenant: Option<String>,
+    pause: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let change = match &tenant {
+        None => producer.set_paused(pause).await?,
+        Some(t) => producer.set_tenant_paused(t, pause).await?,
+    };
+    let state = if pause { "paused" } else { "running" };
+    let changed = change == quayside_producer::PauseChange::Changed;
+    let queue = producer.keys().queue();
+    let what = match &tenant {
+        None => format!("queue {queue}"),
+        Some(t) => format!("tenant {} of queue {queue}", terminal::text(t)),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"queue": queue, "tenant": tenant, "state": state, "changed": changed})
+        );
+    } else if changed {
+        println!("{what} {state}");
+    } else {
+        println!("{what} was already {state}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn exit_code_of(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<Error>() {
         Some(Error::Invalid(_) | Error::QueueFull { .. }) => 2,
         Some(Error::NotFound(_) | Error::BatchNotFound(_)) => 3,
         Some(Error::Timeout { .. }) => 4,
+        // EX_TEMPFAIL: the tenant's queue drains; the same command succeeds later.
+        Some(Error::TenantQueueFull { .. }) => 75,
         Some(_) => 5,
         None if e.downcast_ref::<UsageError>().is_some() => 2,
         None => 5,
@@ -156,6 +189,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Pause { tenant } => pause(&producer, tenant, true, json).await,
+        Command::Resume { tenant } => pause(&producer, tenant, false, json).await,
         Command::Stats => {
             let stats = producer.stats().await?;
             if json {

@@ -71,7 +71,14 @@ pub(crate) fn print_check(r: &quayside_producer::CheckReport) {
 }
 
 pub(crate) fn print_stats(s: &QueueStats) {
-    println!("queue {}", s.queue);
+    match s.paused_since_ms {
+        Some(ms) => println!(
+            "queue {}   PAUSED for {} s: workers claim nothing (quayside resume)",
+            s.queue,
+            quayside_common::now_ms().saturating_sub(ms) / 1000
+        ),
+        None => println!("queue {}", s.queue),
+    }
     println!(
         "{:<8} {:>8} {:>8} {:>8}",
         "priority", "waiting", "running", "depth"
@@ -93,6 +100,7 @@ pub(crate) fn print_stats(s: &QueueStats) {
         "delayed retries: {}   dead letters: {}",
         s.delayed, s.dead_letters
     );
+    print_tenants(s);
     let num = |w: &quayside_producer::WorkerInfo, k: &str| w.0.get(k).and_then(|v| v.as_u64());
     // Worker fields come from Redis, which anyone with queue access can write.
     let text = |w: &quayside_producer::WorkerInfo, k: &str| {
@@ -126,4 +134,29 @@ pub(crate) fn print_stats(s: &QueueStats) {
         "  {:<32} {:<20} {:<10} {:>5} {:>9}",
         "total", "", "", slots, in_flight
     );
+}
+
+/// The tenants table: only when some tenant other than the default has had work.
+fn print_tenants(s: &QueueStats) {
+    if s.tenants.iter().all(|t| t.tenant == "default") {
+        return;
+    }
+    let cap = |c: Option<String>| c.unwrap_or_else(|| "-".into());
+    println!(
+        "{:<24} {:>8} {:>8} {:>8} {:>8} {:>6} {:<7}",
+        "tenant", "queued", "max", "running", "cap", "weight", "state"
+    );
+    for t in &s.tenants {
+        println!(
+            "{:<24} {:>8} {:>8} {:>8} {:>8} {:>6} {:<7}",
+            // Tenant ids come from Redis, which anyone with queue access can write.
+            terminal::line(&t.tenant),
+            t.queued,
+            cap(t.queued_cap.map(|c| c.to_string())),
+            t.running,
+            cap(t.running_cap.map(|c| c.to_string())),
+            t.weight,
+            if t.paused { "PAUSED" } else { "-" }
+        );
+    }
 }

@@ -32,7 +32,8 @@ impl Producer {
     /// Enqueues one job. Enqueueing an id that exists returns that job's state and adds nothing.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for a malformed spec, [`Error::QueueFull`] past `queue.max_depth`.
+    /// [`Error::Invalid`] for a malformed spec, [`Error::QueueFull`] past `queue.max_depth`,
+    /// [`Error::TenantQueueFull`] past its tenant's `max_queued`.
     pub async fn enqueue(&self, spec: &JobSpec) -> Result<Enqueued, Error> {
         let mut out = self.enqueue_many(std::slice::from_ref(spec)).await?;
         out.pop().ok_or_else(|| Error::Reply {
@@ -60,6 +61,7 @@ impl Producer {
                     specs,
                     max_depth: self.queue.max_depth,
                     default_ttl_s: self.queue.default_result_ttl_s,
+                    tenants: &self.tenants,
                 }
                 .call(&self.keys)
             })
@@ -98,6 +100,14 @@ impl Producer {
                 return Err(Error::QueueFull {
                     queue: self.keys.queue().to_owned(),
                     max_depth: self.queue.max_depth,
+                    id: spec.id.clone(),
+                })
+            }
+            EnqueueAnswer::TenantFull { queued, cap } => {
+                return Err(Error::TenantQueueFull {
+                    tenant: spec.tenant.clone().unwrap_or_default(),
+                    queued,
+                    cap,
                     id: spec.id.clone(),
                 })
             }

@@ -22,6 +22,16 @@ pub enum Error {
         max_depth: u64,
         id: JobId,
     },
+    /// The tenant's queued cap (`tenants.<name>.max_queued`): a temporary refusal; retry later.
+    #[error(
+        "tenant {tenant} has {queued} jobs queued (max_queued {cap}); job {id} was not enqueued"
+    )]
+    TenantQueueFull {
+        tenant: String,
+        queued: u64,
+        cap: u64,
+        id: JobId,
+    },
     #[error("job {0} not found (never enqueued, or its result expired)")]
     NotFound(JobId),
     #[error("batch {0} not found (no job was enqueued under it, or it expired)")]

@@ -10,7 +10,7 @@
 //! - `logs`: waiting for a result, reading and following the live log.
 //! - `batch`: batches as a whole (status, events, cancel).
 //! - `dead_letters`, `stats`, `check`: the operator's side (dead-letter queue, queue
-//!   statistics, the consistency check).
+//!   statistics, the consistency check); `set_paused` pauses and resumes claiming.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), quayside_producer::Error> {
@@ -37,6 +37,7 @@ use std::sync::Arc;
 
 use quayside_common::config::{Config, LimitsConfig, QueueConfig};
 use quayside_common::connection::Redis;
+use quayside_common::protocol::pause::{Pause, Scope};
 use quayside_common::protocol::stats::Sample;
 use quayside_common::protocol::{Call, CallError};
 use quayside_common::Keys;
@@ -49,9 +50,10 @@ pub use error::Error;
 pub use jobs::JobStatus;
 pub use logs::LogEntry;
 pub use quayside_common::protocol::cancel::CancelOutcome;
+pub use quayside_common::protocol::pause::Change as PauseChange;
 pub use quayside_common::protocol::repair::Problem;
 pub use quayside_common::protocol::replay::ReplayOutcome;
-pub use stats::{PriorityStats, QueueStats, WorkerInfo};
+pub use stats::{PriorityStats, QueueStats, TenantStats, WorkerInfo};
 /// A handle on one queue. Cheap to clone; share it.
 #[derive(Clone, Debug)]
 pub struct Producer {
@@ -61,6 +63,8 @@ pub struct Producer {
     /// The caps and floors a job is checked against before it is sent (the workers check
     /// again, with their language table).
     limits: LimitsConfig,
+    /// The configured tenants (their queued caps are enforced at enqueue).
+    tenants: std::collections::BTreeMap<String, quayside_common::config::TenantConfig>,
 }
 
 impl Producer {
@@ -74,6 +78,7 @@ impl Producer {
             keys: Keys::new(&cfg.queue.name)?,
             queue: cfg.queue.clone(),
             limits: cfg.limits.clone(),
+            tenants: cfg.tenants.clone(),
         })
     }
 
@@ -119,6 +124,38 @@ impl Producer {
         call.run(&mut conn).await.map_err(|e| self.call_error(e))
     }
 
+    /// Pauses (`paused = true`) or resumes the queue: while paused no worker claims from it
+    /// (running jobs finish; enqueues are still accepted). The state lives in Redis, so it
+    /// outlives worker and Redis restarts.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn set_paused(&self, paused: bool) -> Result<PauseChange, Error> {
+        let mut conn = self.conn().await?;
+        Pause::apply(&mut conn, &self.keys, Scope::Queue, paused)
+            .await
+            .map_err(|e| self.call_error(e))
+    }
+
+    /// Pauses or resumes one tenant (`default`: the default tenant): workers skip its lanes
+    /// and serve other tenants; its running jobs finish, its enqueues are accepted.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a tenant id that is not one; Redis unreachable.
+    pub async fn set_tenant_paused(
+        &self,
+        tenant: &str,
+        paused: bool,
+    ) -> Result<PauseChange, Error> {
+        if tenant != quayside_common::config::DEFAULT_LABEL {
+            quayside_common::job::check_tenant(tenant)?;
+        }
+        let mut conn = self.conn().await?;
+        Pause::apply(&mut conn, &self.keys, Scope::Tenant(tenant), paused)
+            .await
+            .map_err(|e| self.call_error(e))
+    }
+
     /// Depths, pending entries, lag, delayed and dead-letter counts, and live workers.
     ///
     /// # Errors
@@ -129,6 +166,6 @@ impl Producer {
             .read(&mut conn, &self.keys)
             .await
             .map_err(|e| self.call_error(e))?;
-        Ok(QueueStats::new(self.keys.queue(), sample))
+        Ok(QueueStats::new(self.keys.queue(), sample, &self.tenants))
     }
 }

@@ -1,8 +1,13 @@
 //! Bearer-token authentication of `/v1/` routes. Every configured token is compared with the
 //! presented one in constant time (`subtle`), all of them on every request, so timing reveals
 //! neither which token nor how much of one matched (only the presented token's length).
+//!
+//! A token acts as a tenant: `gateway.tokens` as the default tenant, `tenants.<name>.tokens`
+//! as `<name>`, rate-limited by that tenant's `rate_per_s` ([`crate::rate`]). The request
+//! carries the [`Caller`] on to the handlers.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -11,13 +16,29 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::{Choice, ConstantTimeEq as _};
 
+use quayside_common::config::Config;
+
 use super::error::ApiError;
+use super::rate::{retry_after_s, Gcra};
 use super::Gateway;
+
+/// Who made a request: the tenant its token acts as (`None`: the default tenant).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Caller {
+    pub tenant: Option<String>,
+}
+
+/// One accepted token.
+struct Token {
+    secret: Vec<u8>,
+    caller: Caller,
+    limit: Option<Gcra>,
+}
 
 /// The tokens a gateway accepts; empty means every request is let through (an explicitly open
 /// gateway: `gateway.allow_unauthenticated`).
-#[derive(Clone, Default)]
-pub(super) struct Tokens(Vec<Vec<u8>>);
+#[derive(Default)]
+pub(super) struct Tokens(Vec<Token>);
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -26,16 +47,45 @@ impl std::fmt::Debug for Tokens {
 }
 
 impl Tokens {
-    pub(super) fn new<'a>(tokens: impl IntoIterator<Item = &'a str>) -> Self {
-        Self(tokens.into_iter().map(|t| t.as_bytes().to_vec()).collect())
+    /// `gateway.tokens` (the default tenant, no rate limit) and every tenant's tokens.
+    pub(super) fn from_config(cfg: &Config) -> Self {
+        let mut tokens: Vec<Token> = cfg
+            .gateway
+            .tokens
+            .iter()
+            .map(|t| Token {
+                secret: t.expose().as_bytes().to_vec(),
+                caller: Caller::default(),
+                limit: None,
+            })
+            .collect();
+        for (name, tenant) in &cfg.tenants {
+            for t in &tenant.tokens {
+                tokens.push(Token {
+                    secret: t.expose().as_bytes().to_vec(),
+                    caller: Caller {
+                        tenant: Some(name.clone()),
+                    },
+                    // Each token has its own limit: a tenant's tokens do not share one.
+                    limit: (tenant.rate_per_s > 0)
+                        .then(|| Gcra::new(tenant.rate_per_s, tenant.rate_burst)),
+                });
+            }
+        }
+        Self(tokens)
     }
 
-    fn accepts(&self, presented: &[u8]) -> bool {
-        let mut ok = Choice::from(0);
+    /// The token equal to `presented`. Every token is compared, in constant time; the config
+    /// guarantees at most one matches.
+    fn find(&self, presented: &[u8]) -> Option<&Token> {
+        let mut found = None;
         for t in &self.0 {
-            ok |= t.as_slice().ct_eq(presented);
+            let eq: Choice = t.secret.as_slice().ct_eq(presented);
+            if bool::from(eq) {
+                found = Some(t);
+            }
         }
-        ok.into()
+        found
     }
 }
 
@@ -58,18 +108,41 @@ fn unauthorized(message: &'static str, challenge: &'static str) -> Response {
     r
 }
 
-/// Lets a request through with a valid token; `401` with `WWW-Authenticate: Bearer` otherwise.
+fn rate_limited(wait: std::time::Duration) -> Response {
+    let secs = retry_after_s(wait);
+    let mut r = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("this token's request rate is exceeded; retry in {secs} s"),
+    )
+    .into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
+/// Lets a request through with a valid token within its rate, carrying its [`Caller`]; `401`
+/// with `WWW-Authenticate: Bearer` for a missing or wrong token, `429` with `Retry-After` over
+/// the rate.
 pub(super) async fn require(
     State(gw): State<Arc<Gateway>>,
-    req: Request<Body>,
+    mut req: Request<Body>,
     next: Next,
 ) -> Response {
     if gw.tokens.0.is_empty() {
+        req.extensions_mut().insert(Caller::default());
         return next.run(req).await;
     }
-    match bearer(&req) {
-        Some(t) if gw.tokens.accepts(t) => next.run(req).await,
-        Some(_) => unauthorized(
+    let token = bearer(&req).map(|t| gw.tokens.find(t));
+    match token {
+        Some(Some(t)) => {
+            if let Some(Err(wait)) = t.limit.as_ref().map(|l| l.check(Instant::now())) {
+                return rate_limited(wait);
+            }
+            req.extensions_mut().insert(t.caller.clone());
+            next.run(req).await
+        }
+        Some(None) => unauthorized(
             "invalid bearer token",
             r#"Bearer realm="quayside", error="invalid_token""#,
         ),
@@ -84,18 +157,39 @@ pub(super) async fn require(
 mod tests {
     use super::*;
 
+    use quayside_common::config::{Secret, TenantConfig};
+
     #[test]
-    fn only_a_configured_token_is_accepted() {
-        let t = Tokens::new(["first-token-0123456789", "second-token-0123456789"]);
-        assert!(t.accepts(b"first-token-0123456789"));
-        assert!(t.accepts(b"second-token-0123456789"));
+    fn only_a_configured_token_is_accepted_and_names_its_tenant() {
+        let mut cfg = Config::default();
+        cfg.gateway.tokens = vec![
+            Secret::new("first-token-0123456789"),
+            Secret::new("second-token-0123456789"),
+        ];
+        let acme = TenantConfig {
+            tokens: vec![Secret::new("acme-token-0123456789")],
+            rate_per_s: 1,
+            ..TenantConfig::default()
+        };
+        cfg.tenants.insert("acme".into(), acme);
+        let t = Tokens::from_config(&cfg);
+        let tenant = |p: &[u8]| t.find(p).map(|t| t.caller.tenant.clone());
+        assert_eq!(tenant(b"first-token-0123456789"), Some(None));
+        assert_eq!(tenant(b"second-token-0123456789"), Some(None));
+        assert_eq!(tenant(b"acme-token-0123456789"), Some(Some("acme".into())));
+        assert!(t
+            .find(b"acme-token-0123456789")
+            .is_some_and(|t| t.limit.is_some()));
+        assert!(t
+            .find(b"first-token-0123456789")
+            .is_some_and(|t| t.limit.is_none()));
         for bad in [
             &b""[..],
             b"first-token-012345678",
             b"first-token-01234567890",
             b"x",
         ] {
-            assert!(!t.accepts(bad), "{bad:?}");
+            assert!(t.find(bad).is_none(), "{bad:?}");
         }
     }
 

@@ -7,11 +7,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use quayside_common::config::Config;
 use quayside_common::{JobId, JobResult, JobSpec, Status};
 use serde::{Deserialize, Serialize};
 
+use super::auth::Caller;
 use super::error::ApiError;
 use super::{body, Gateway};
 use quayside_producer::{BatchStatus, Enqueued, Error};
@@ -40,6 +41,7 @@ struct BatchEnqueued {
 pub(super) fn check(
     value: serde_json::Value,
     cfg: &Config,
+    tenant: Option<&str>,
 ) -> Result<(JobId, Vec<JobSpec>), ApiError> {
     let req: BatchRequest = body::typed(value, "")?;
     let batch = match &req.id {
@@ -86,7 +88,7 @@ pub(super) fn check(
                 }
             }
         }
-        let mut spec = body::job(value, &prefix, cfg)?;
+        let mut spec = body::job(value, &prefix, cfg, tenant)?;
         if let Some(name) = member_name {
             spec.id = quayside_producer::batch_member_id(batch.as_str(), &name, &spec);
         }
@@ -100,10 +102,12 @@ pub(super) fn check(
 /// `201` when any job was added, `200` when every id existed already.
 pub(super) async fn create(
     State(gw): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (batch, specs) = check(body::json(&headers, raw)?, &gw.cfg)?;
+    let tenant = caller.tenant.as_deref();
+    let (batch, specs) = check(body::json(&headers, raw)?, &gw.cfg, tenant)?;
     let jobs = gw.producer.enqueue_many(&specs).await?;
     let created = jobs.iter().filter(|j| j.created).count();
     let status = if created > 0 {
@@ -204,7 +208,7 @@ mod tests {
             languages: quayside_common::config::default_languages(),
             ..Config::default()
         };
-        let (_, specs) = check(body, &cfg).expect("a valid batch");
+        let (_, specs) = check(body, &cfg, None).expect("a valid batch");
         specs.into_iter().map(|s| s.id.to_string()).collect()
     }
 

@@ -116,7 +116,12 @@ fn struct_as_array(value: &Value, prefix: &str) -> Option<String> {
 /// A job spec from a request: `v` defaults to 1 and `id` to a fresh UUIDv7; then the shape is
 /// checked and the spec is admitted against `cfg` (language, sizes, limits), exactly as a
 /// worker would, so a job the workers would reject is refused here with `422`.
-pub(super) fn job(mut value: Value, prefix: &str, cfg: &Config) -> Result<JobSpec, ApiError> {
+pub(super) fn job(
+    mut value: Value,
+    prefix: &str,
+    cfg: &Config,
+    tenant: Option<&str>,
+) -> Result<JobSpec, ApiError> {
     let Some(obj) = value.as_object_mut() else {
         return Err(ApiError::invalid(
             "bad_schema",
@@ -140,7 +145,21 @@ pub(super) fn job(mut value: Value, prefix: &str, cfg: &Config) -> Result<JobSpe
     if !obj.contains_key("id") {
         obj.insert("id".into(), JobId::generate().as_str().into());
     }
-    let spec: JobSpec = typed(value, prefix)?;
+    let mut spec: JobSpec = typed(value, prefix)?;
+    if spec.tenant.is_some() && spec.tenant.as_deref() != tenant {
+        // A caller's tenant comes from its token, never from what it writes.
+        let mut e = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "tenant_mismatch",
+            format!(
+                "{prefix}tenant: your token acts as {}; leave the field out",
+                tenant.map_or("the default tenant".to_owned(), |t| format!("tenant {t:?}"))
+            ),
+        );
+        e.body.field = Some(format!("{prefix}tenant"));
+        return Err(e);
+    }
+    spec.tenant = tenant.map(str::to_owned);
     spec.validate_shape()
         .map_err(|e| ApiError::spec(prefix, &e))?;
     admission::check(cfg, &spec).map_err(|e| ApiError::spec(prefix, &e))?;
@@ -199,10 +218,40 @@ mod tests {
             serde_json::json!({"kind": "run", "language": "python", "files": {"main.py": "print(1)"}}),
             "",
             &cfg(),
+            None,
         )
         .expect("valid");
         assert_eq!(spec.v, 1);
         JobId::parse(spec.id.as_str()).expect("generated id");
+    }
+
+    #[test]
+    fn the_tenant_is_the_tokens_and_a_body_cannot_name_another() {
+        let body = |tenant: Option<&str>| {
+            let mut v =
+                serde_json::json!({"kind": "run", "language": "python", "files": {"main.py": "1"}});
+            if let Some(t) = tenant {
+                v["tenant"] = t.into();
+            }
+            v
+        };
+        let spec = job(body(None), "", &cfg(), Some("acme")).expect("from the token");
+        assert_eq!(spec.tenant.as_deref(), Some("acme"));
+        let spec = job(body(Some("acme")), "", &cfg(), Some("acme")).expect("the same tenant");
+        assert_eq!(spec.tenant.as_deref(), Some("acme"));
+        let spec = job(body(None), "", &cfg(), None).expect("default tenant");
+        assert_eq!(spec.tenant, None);
+        for (named, token) in [(Some("beta"), Some("acme")), (Some("acme"), None)] {
+            let e = job(body(named), "jobs[2].", &cfg(), token).expect_err("another tenant");
+            assert_eq!(
+                (e.status, e.body.error, e.body.field.as_deref()),
+                (
+                    StatusCode::FORBIDDEN,
+                    "tenant_mismatch",
+                    Some("jobs[2].tenant")
+                )
+            );
+        }
     }
 
     #[test]
@@ -250,7 +299,7 @@ mod tests {
             ),
         ];
         for (value, kind, field) in cases {
-            let e = job(value.clone(), "", &cfg()).expect_err(&value.to_string());
+            let e = job(value.clone(), "", &cfg(), None).expect_err(&value.to_string());
             assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
             assert_eq!(
                 (e.body.error, e.body.field.as_deref()),
@@ -264,6 +313,7 @@ mod tests {
             serde_json::json!({"kind": "run", "language": "c", "files": {"a.c": ""}, "limits": [null]}),
             "",
             &cfg(),
+            None,
         )
         .expect_err("limits as an array");
         assert_eq!(
@@ -272,7 +322,8 @@ mod tests {
             "{}",
             e.body.message
         );
-        let e = job(serde_json::json!({"kind": 1}), "jobs[2].", &cfg()).expect_err("bad kind");
+        let e =
+            job(serde_json::json!({"kind": 1}), "jobs[2].", &cfg(), None).expect_err("bad kind");
         assert_eq!(
             e.body.field.as_deref(),
             Some("jobs[2].kind"),

@@ -12,6 +12,10 @@ use serde::Serialize;
 
 use quayside_producer::Error;
 
+/// `Retry-After` of a `429 tenant_queue_full`: jobs drain at the fleet's pace, not at a rate
+/// the gateway could compute, so a fixed few seconds.
+pub const TENANT_QUEUE_RETRY_AFTER_S: u32 = 5;
+
 /// Largest error body of axum's own rejections that is read to be rewrapped as JSON.
 const MAX_REWRAPPED: usize = 16 << 10;
 
@@ -80,6 +84,15 @@ impl From<Error> for ApiError {
             Error::QueueFull { .. } => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", e.to_string())
             }
+            Error::TenantQueueFull { .. } => {
+                let mut r = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "tenant_queue_full",
+                    e.to_string(),
+                );
+                r.body.field = Some("tenant".into());
+                r
+            }
             Error::Timeout { .. } => Self::new(StatusCode::ACCEPTED, "timeout", e.to_string()),
             Error::Connect(_) | Error::Redis { .. } => {
                 tracing::warn!(error = %quayside_common::error_chain(&e), "redis unavailable");
@@ -107,6 +120,13 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            // Callers that set their own (the rate limiter) overwrite it.
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(TENANT_QUEUE_RETRY_AFTER_S),
+            );
         }
         r
     }

@@ -8,9 +8,10 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 
+use super::auth::Caller;
 use super::error::ApiError;
 use super::{body, Gateway};
 use quayside_producer::Error;
@@ -19,10 +20,12 @@ use quayside_producer::Error;
 /// existing job's state for an id already enqueued (nothing is added: the first spec wins).
 pub(super) async fn create(
     State(gw): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let spec = body::job(body::json(&headers, raw)?, "", &gw.cfg)?;
+    let tenant = caller.tenant.as_deref();
+    let spec = body::job(body::json(&headers, raw)?, "", &gw.cfg, tenant)?;
     let enqueued = gw.producer.enqueue(&spec).await?;
     let status = if enqueued.created {
         StatusCode::CREATED

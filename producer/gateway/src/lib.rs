@@ -4,10 +4,10 @@
 //!
 //! - [`router`] / [`serve`]: the routes ([`routes`] lists them; `docs/openapi.json` documents
 //!   them, served at `/openapi.json`) and graceful shutdown on the gateway's token.
-//! - `auth`: bearer tokens, compared in constant time; `/healthz`, `/readyz`, `/metrics` and
-//!   `/openapi.json` need none.
+//! - `auth`: bearer tokens, compared in constant time, each acting as a tenant, with `rate`'s
+//!   per-token limit; `/healthz`, `/readyz`, `/metrics` and `/openapi.json` need none.
 //! - `body`: JSON bodies and query parameters, errors naming the field (`422`).
-//! - `jobs`, `batches`, `sse`: the handlers; logs stream as Server-Sent Events.
+//! - `jobs`, `batches`, `sse`, `pause`: the handlers; logs stream as Server-Sent Events.
 //! - `error`: the one JSON error shape, `{"error", "message", "field"}`.
 //! - [`metrics`]: requests by route template and status.
 
@@ -18,6 +18,8 @@ mod error;
 mod jobs;
 pub mod metrics;
 pub mod openapi;
+mod pause;
+mod rate;
 mod sse;
 
 use std::sync::Arc;
@@ -64,7 +66,7 @@ impl Gateway {
         metrics: Option<PrometheusHandle>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
-        let tokens = auth::Tokens::new(cfg.gateway.tokens.iter().map(|t| t.expose()));
+        let tokens = auth::Tokens::from_config(&cfg);
         Arc::new(Self {
             producer,
             cfg,
@@ -89,6 +91,18 @@ fn api_routes() -> Routes {
         ("GET", "/v1/batches/{id}", get(batches::show)),
         ("DELETE", "/v1/batches/{id}", delete(batches::cancel)),
         ("GET", "/v1/stats", get(stats)),
+        ("POST", "/v1/pause", post(pause::pause)),
+        ("POST", "/v1/resume", post(pause::resume)),
+        (
+            "POST",
+            "/v1/tenants/{tenant}/pause",
+            post(pause::pause_tenant),
+        ),
+        (
+            "POST",
+            "/v1/tenants/{tenant}/resume",
+            post(pause::resume_tenant),
+        ),
     ]
 }
 

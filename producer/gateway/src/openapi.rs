@@ -55,8 +55,8 @@ mod tests {
             for (name, ex) in examples {
                 let value = ex["value"].clone();
                 let outcome = match path.as_str() {
-                    "/v1/jobs" => super::super::body::job(value, "", &cfg).map(drop),
-                    "/v1/batches" => super::super::batches::check(value, &cfg).map(drop),
+                    "/v1/jobs" => super::super::body::job(value, "", &cfg, None).map(drop),
+                    "/v1/batches" => super::super::batches::check(value, &cfg, None).map(drop),
                     other => panic!("no check for {other}"),
                 };
                 if let Err(e) = outcome {

@@ -18,12 +18,13 @@
 mod event;
 mod table;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use quayside_common::config::{tenant_label, TenantConfig, DEFAULT_LABEL, OTHER_LABEL};
 use quayside_common::Priority;
 
 pub use event::{Event, HandBack};
@@ -134,6 +135,9 @@ pub struct WorkerMetrics {
     delayed: Gauge,
     dead_letters: Gauge,
     workers: Gauge,
+    paused: Gauge,
+    /// Configured tenants (label values and caps of the tenant gauges).
+    tenants: BTreeMap<String, TenantConfig>,
 }
 
 impl WorkerMetrics {
@@ -187,8 +191,24 @@ impl WorkerMetrics {
             delayed: QUEUE_DELAYED.gauge(q()),
             dead_letters: QUEUE_DEAD_LETTERS.gauge(q()),
             workers: QUEUE_WORKERS.gauge(q()),
+            paused: QUEUE_PAUSED.gauge(q()),
+            tenants: BTreeMap::new(),
             queue,
         }
+    }
+
+    /// Tenant gauges labelled with these tenants (`tenants.<name>`), `default` and `other`.
+    #[must_use]
+    pub fn with_tenants(mut self, tenants: BTreeMap<String, TenantConfig>) -> Self {
+        for (name, t) in &tenants {
+            if t.max_running > 0 {
+                TENANT_RUNNING_CAP
+                    .gauge([self.queue.clone(), SharedString::from(name.clone())])
+                    .set(f64::from(t.max_running));
+            }
+        }
+        self.tenants = tenants;
+        self
     }
 
     /// The labels of a job of `language` (`None` or an unconfigured one: `unknown`).
@@ -321,6 +341,42 @@ impl WorkerMetrics {
         self.delayed.set(s.delayed as f64);
         self.dead_letters.set(s.dead_letters as f64);
         self.workers.set(s.workers as f64);
+        self.paused.set(if s.paused_since_ms.is_some() {
+            1.0
+        } else {
+            0.0
+        });
+        self.set_tenants(s);
+    }
+
+    /// Tenant gauges: every label the config allows is set each sample (0 when idle), so a
+    /// tenant that drained reads 0 rather than its last value; unconfigured tenants add up
+    /// under `other`.
+    fn set_tenants(&self, s: &QueueSample) {
+        let mut by_label: BTreeMap<&str, (u64, u64, bool)> = BTreeMap::new();
+        for label in [DEFAULT_LABEL, OTHER_LABEL] {
+            by_label.insert(label, (0, 0, false));
+        }
+        for name in self.tenants.keys() {
+            by_label.insert(name, (0, 0, false));
+        }
+        for t in &s.tenants {
+            let label = if t.tenant == DEFAULT_LABEL {
+                DEFAULT_LABEL
+            } else {
+                tenant_label(&self.tenants, Some(&t.tenant))
+            };
+            let e = by_label.entry(label).or_default();
+            e.0 += t.queued();
+            e.1 += t.running();
+            e.2 |= t.paused_since_ms.is_some() && label != OTHER_LABEL;
+        }
+        for (label, (queued, running, paused)) in by_label {
+            let l = || [self.queue.clone(), SharedString::from(label.to_owned())];
+            TENANT_QUEUED.gauge(l()).set(queued as f64);
+            TENANT_RUNNING.gauge(l()).set(running as f64);
+            TENANT_PAUSED.gauge(l()).set(if paused { 1.0 } else { 0.0 });
+        }
     }
 }
 

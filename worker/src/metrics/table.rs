@@ -207,6 +207,37 @@ pub const QUEUE_WORKERS: Metric = row(
     QUEUE,
     "Workers whose registry heartbeat has not expired; sampled.",
 );
+pub const QUEUE_PAUSED: Metric = row(
+    Kind::Gauge,
+    "quayside_queue_paused",
+    QUEUE,
+    "1 while an operator has the queue paused (no worker claims), else 0; sampled.",
+);
+const BY_TENANT: &[&str] = &["queue", "tenant"];
+pub const TENANT_QUEUED: Metric = row(
+    Kind::Gauge,
+    "quayside_tenant_queued",
+    BY_TENANT,
+    "Jobs of the tenant waiting to run; tenants not in the config fold into `other`; sampled.",
+);
+pub const TENANT_RUNNING: Metric = row(
+    Kind::Gauge,
+    "quayside_tenant_running",
+    BY_TENANT,
+    "Jobs of the tenant claimed and not yet finished, fleet-wide; sampled.",
+);
+pub const TENANT_RUNNING_CAP: Metric = row(
+    Kind::Gauge,
+    "quayside_tenant_running_cap",
+    BY_TENANT,
+    "The tenant's max_running, for configured tenants that have one.",
+);
+pub const TENANT_PAUSED: Metric = row(
+    Kind::Gauge,
+    "quayside_tenant_paused",
+    BY_TENANT,
+    "1 while an operator has the tenant paused (workers skip its jobs), else 0; sampled.",
+);
 pub const QUEUE_SAMPLE_ERRORS_TOTAL: Metric = row(
     Kind::Counter,
     "quayside_queue_sample_errors_total",
@@ -215,7 +246,7 @@ pub const QUEUE_SAMPLE_ERRORS_TOTAL: Metric = row(
 );
 
 /// Every metric, in the order `docs/metrics.md` lists them.
-pub const TABLE: [Metric; 24] = [
+pub const TABLE: [Metric; 29] = [
     JOBS_CLAIMED_TOTAL,
     JOBS_FINISHED_TOTAL,
     JOBS_RETRIED_TOTAL,
@@ -239,6 +270,11 @@ pub const TABLE: [Metric; 24] = [
     QUEUE_DELAYED,
     QUEUE_DEAD_LETTERS,
     QUEUE_WORKERS,
+    QUEUE_PAUSED,
+    TENANT_QUEUED,
+    TENANT_RUNNING,
+    TENANT_RUNNING_CAP,
+    TENANT_PAUSED,
     QUEUE_SAMPLE_ERRORS_TOTAL,
 ];
 

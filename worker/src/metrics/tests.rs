@@ -101,9 +101,51 @@ fn line<'a>(logs: &'a [serde_json::Value], message: &str) -> &'a serde_json::Val
 }
 
 #[test]
+fn tenant_gauges_fold_unconfigured_tenants_into_other() {
+    use quayside_common::protocol::stats::TenantSample;
+    let (text, _) = recorded(|| {
+        let m = WorkerMetrics::new("q", "docker", 2, &["c".to_owned()])
+            .with_tenants([("acme".to_owned(), Default::default())].into());
+        let t = |name: &str, depth, pending, paused| TenantSample {
+            tenant: name.to_owned(),
+            depth: [0, depth, 0],
+            pending: [0, pending, 0],
+            paused_since_ms: paused,
+        };
+        let sample = crate::queue::QueueSample {
+            tenants: vec![
+                t("default", 1, 0, None),
+                t("acme", 5, 2, Some(1)),
+                t("made-up-1", 4, 1, None),
+                t("made-up-2", 3, 3, Some(1)),
+            ],
+            ..Default::default()
+        };
+        m.set_queue(&sample);
+    });
+    for want in [
+        "quayside_tenant_queued{queue=\"q\",tenant=\"acme\"} 3",
+        "quayside_tenant_running{queue=\"q\",tenant=\"acme\"} 2",
+        "quayside_tenant_paused{queue=\"q\",tenant=\"acme\"} 1",
+        "quayside_tenant_queued{queue=\"q\",tenant=\"other\"} 3",
+        "quayside_tenant_running{queue=\"q\",tenant=\"other\"} 4",
+        "quayside_tenant_paused{queue=\"q\",tenant=\"other\"} 0",
+        "quayside_tenant_queued{queue=\"q\",tenant=\"default\"} 1",
+    ] {
+        assert!(text.contains(want), "{want} in {text}");
+    }
+    assert!(!text.contains("made-up"), "{text}");
+}
+
+#[test]
 fn every_metric_of_the_table_is_described_with_its_kind() {
     let (text, _) = recorded(|| {
-        let m = WorkerMetrics::new("q", "docker", 2, &["c".to_owned()]);
+        let capped = quayside_common::config::TenantConfig {
+            max_running: 5,
+            ..Default::default()
+        };
+        let m = WorkerMetrics::new("q", "docker", 2, &["c".to_owned()])
+            .with_tenants([("acme".to_owned(), capped)].into());
         let j = m.labels(Priority::Normal, Some("c"));
         m.claimed(j, Duration::from_millis(3));
         m.ran(j, Duration::from_secs(1), Some(Duration::from_millis(200)));

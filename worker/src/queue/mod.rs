@@ -111,7 +111,7 @@ pub trait JobQueue: std::fmt::Debug + Send + Sync + 'static {
     /// re-creates missing groups, as [`JobQueue::claim`]).
     async fn reclaim(&self, count: usize, min_idle_ms: u64) -> Result<ClaimBatch, QueueError>;
     /// Blocks up to `block_ms` until an entry newer than `after` arrives in any stream.
-    async fn wait_for_entries(&self, after: &[String; 3], block_ms: u64) -> Result<(), QueueError>;
+    async fn wait_for_entries(&self, after: &[String; 4], block_ms: u64) -> Result<(), QueueError>;
     /// Writes the terminal result, fenced.
     async fn finish(&self, done: Completion<'_>) -> Result<Write, QueueError>;
     /// Puts the job back, fenced; [`Charge::InfraFailure`] records the failure in the job's
@@ -129,7 +129,7 @@ pub trait JobQueue: std::fmt::Debug + Send + Sync + 'static {
     /// many retries moved.
     async fn promote(&self, limit: usize) -> Result<u64, QueueError>;
     /// Heartbeats into the worker registry.
-    async fn heartbeat(&self, doc: &str, ttl_ms: u64) -> Result<(), QueueError>;
+    async fn heartbeat(&self, doc: &str, ttl_ms: u64, sweep: bool) -> Result<(), QueueError>;
     /// Ids of the workers in the registry (heartbeat not expired).
     async fn live_workers(&self) -> Result<Vec<String>, QueueError>;
     /// Ids of running jobs whose cancellation is requested, as they are requested.

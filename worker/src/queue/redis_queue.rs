@@ -5,11 +5,12 @@
 
 mod infra;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt as _;
-use quayside_common::config::QueueConfig;
+use quayside_common::config::{QueueConfig, TenantConfig};
 use quayside_common::connection::Redis;
 use quayside_common::keys::GROUP;
 use quayside_common::protocol::adopt::Adopt;
@@ -46,6 +47,8 @@ pub struct RedisQueue {
     redis: Arc<Redis>,
     keys: Keys,
     cfg: QueueConfig,
+    /// The configured tenants: their fair-share weights and running caps go with each claim.
+    tenants: BTreeMap<String, TenantConfig>,
     worker: String,
     finishes: mpsc::Sender<PendingFinish>,
     /// The connection blocking reads wait on, kept between waits.
@@ -77,11 +80,20 @@ impl RedisQueue {
             redis,
             keys,
             cfg,
+            tenants: BTreeMap::new(),
             worker,
             finishes,
             blocking: tokio::sync::Mutex::new(None),
             fleet: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Claims with these tenants' weights and running caps (`tenants.<name>`); without, every
+    /// tenant has weight 1 and no cap.
+    #[must_use]
+    pub fn with_tenants(mut self, tenants: BTreeMap<String, TenantConfig>) -> Self {
+        self.tenants = tenants;
+        self
     }
 
     pub fn keys(&self) -> &Keys {
@@ -103,6 +115,7 @@ impl RedisQueue {
             dlq_cap: self.cfg.dlq_max_len,
             log_cap: self.cfg.log_max_entries,
             default_ttl_s: self.cfg.default_result_ttl_s,
+            tenants: &self.tenants,
         }
         .call(&self.keys)
     }
@@ -233,7 +246,7 @@ impl JobQueue for RedisQueue {
             .await
     }
 
-    async fn wait_for_entries(&self, after: &[String; 3], block_ms: u64) -> Result<(), QueueError> {
+    async fn wait_for_entries(&self, after: &[String; 4], block_ms: u64) -> Result<(), QueueError> {
         // A connection of its own: a blocked multiplexed connection would stall every other
         // request queued behind it.
         let mut slot = self.blocking.lock().await;
@@ -247,7 +260,7 @@ impl JobQueue for RedisQueue {
             .arg("BLOCK")
             .arg(block_ms)
             .arg("STREAMS");
-        cmd.arg(&self.keys.streams()[..]).arg(&after[..]);
+        cmd.arg(&self.keys.wake_streams()[..]).arg(&after[..]);
         let bound = std::time::Duration::from_millis(block_ms) + self.command_timeout;
         match tokio::time::timeout(bound, cmd.query_async::<Value>(&mut conn)).await {
             Ok(Ok(_)) => {
@@ -317,11 +330,12 @@ impl JobQueue for RedisQueue {
         Ok(promoted)
     }
 
-    async fn heartbeat(&self, doc: &str, ttl_ms: u64) -> Result<(), QueueError> {
+    async fn heartbeat(&self, doc: &str, ttl_ms: u64, sweep: bool) -> Result<(), QueueError> {
         let beat = Heartbeat {
             worker: &self.worker,
             doc,
             ttl_ms,
+            sweep,
         };
         let _expired = self.run(beat.call(&self.keys)).await?;
         Ok(())

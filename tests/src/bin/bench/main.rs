@@ -115,15 +115,22 @@ async fn commands(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Resul
     Ok((total, scripts, usec))
 }
 
-/// Waits until every entry is gone from the streams: an entry is deleted when its job ends.
+/// Waits until every entry is gone from the lanes of the default tenant and of `tenants`: an
+/// entry is deleted when its job ends.
 async fn wait_drained(
     conn: &mut redis::aio::MultiplexedConnection,
     keys: &Keys,
+    tenants: &[&str],
 ) -> anyhow::Result<()> {
     loop {
         let mut pipe = redis::pipe();
         for s in keys.streams() {
             pipe.cmd("XLEN").arg(s);
+        }
+        for p in quayside_common::Priority::ALL {
+            for t in tenants {
+                pipe.cmd("XLEN").arg(keys.lane(p, Some(t)));
+            }
         }
         let lens: Vec<u64> = pipe.query_async(conn).await?;
         if lens.iter().sum::<u64>() == 0 {
@@ -184,13 +191,16 @@ async fn queue_main() -> anyhow::Result<()> {
         }
     );
 
-    let phases =
-        std::env::var("BENCH_PHASES").unwrap_or_else(|_| "enqueue,process,latency,logs".into());
+    let phases = std::env::var("BENCH_PHASES")
+        .unwrap_or_else(|_| "enqueue,process,tenants,latency,logs".into());
     if phases.contains("enqueue") {
         enqueue_rates(&url, n, tag).await?;
     }
     if phases.contains("process") {
         processing_rates(&url, n, tag, &mut conn).await?;
+    }
+    if phases.contains("tenants") {
+        tenant_rates(&url, n, tag, &mut conn).await?;
     }
     if phases.contains("latency") {
         latency(&url, tag, &client).await?;
@@ -241,7 +251,7 @@ async fn processing_rates(
             let stop = CancellationToken::new();
             let t = Instant::now();
             let worker = tokio::spawn(quayside_worker::run(cfg, Arc::new(Noop), stop.clone()));
-            wait_drained(conn, &keys).await?;
+            wait_drained(conn, &keys, &[]).await?;
             let took = t.elapsed();
             stop.cancel();
             worker.await?.context("worker")?;
@@ -261,6 +271,71 @@ async fn processing_rates(
             scripts as f64 / n as f64,
             cmds as f64 / n as f64,
             usec as f64 / n as f64
+        );
+    }
+    Ok(())
+}
+
+/// 2b. What fair share costs: a full queue at 8 slots, its jobs all the default tenant's, all
+/// one named tenant's, or split between two tenants (interleaved), in one run; rate and Redis
+/// commands per job, each as a ratio to the default tenant's.
+async fn tenant_rates(
+    url: &str,
+    n: usize,
+    tag: u32,
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> anyhow::Result<()> {
+    let repeat: usize = std::env::var("BENCH_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let shapes: [(&str, &[&str]); 3] = [
+        ("default tenant", &[]),
+        ("one tenant", &["a"]),
+        ("two tenants", &["a", "b"]),
+    ];
+    let mut base: Option<(f64, f64)> = None;
+    for (name, tenants) in shapes {
+        let mut runs = Vec::new();
+        for r in 0..repeat {
+            let queue = format!("bench-ten{}-{r}-{tag}", tenants.len());
+            let cfg = config(url, &queue, 8);
+            let keys = Keys::new(&queue)?;
+            let p = Producer::new(&cfg)?;
+            let mut specs = jobs(n, None);
+            if !tenants.is_empty() {
+                for (i, s) in specs.iter_mut().enumerate() {
+                    s.tenant = Some(tenants[i % tenants.len()].to_owned());
+                }
+            }
+            let (e0, _, _) = commands(conn).await?;
+            p.enqueue_many(&specs).await?;
+            let (c0, s0, _) = commands(conn).await?;
+            let stop = CancellationToken::new();
+            let t = Instant::now();
+            let worker = tokio::spawn(quayside_worker::run(cfg, Arc::new(Noop), stop.clone()));
+            wait_drained(conn, &keys, tenants).await?;
+            let took = t.elapsed();
+            stop.cancel();
+            worker.await?.context("worker")?;
+            let (c1, s1, _) = commands(conn).await?;
+            runs.push((took, c0 - e0, c1 - c0, s1 - s0));
+        }
+        runs.sort_by_key(|r| r.0);
+        let (took, enq, cmds, scripts) = runs[runs.len() / 2];
+        let per_s = n as f64 / took.as_secs_f64();
+        let per_job = (enq + cmds) as f64 / n as f64;
+        let (b_rate, b_cmds) = *base.get_or_insert((per_s, per_job));
+        println!(
+            "tenants, 8 slots, {name:<14} {}   x{:.2} of default   redis per job: {:.1} commands \
+             ({:.1} enqueue + {:.1} processing; {:.2} script calls), {:+.1} vs default",
+            rate(n, took),
+            per_s / b_rate,
+            per_job,
+            enq as f64 / n as f64,
+            cmds as f64 / n as f64,
+            scripts as f64 / n as f64,
+            per_job - b_cmds
         );
     }
     Ok(())
