@@ -35,7 +35,7 @@
 #           to the same runs as BENCH_TESTS plain jobs (one per test input, a manifest) and a
 #           one-test job, in one run, through one quayside-worker with BENCH_TESTS_SLOTS (2)
 #           slots; wall time from submit to summary for each, the ratio, and the per-test
-#           overhead ((N-test job - 1-test job) / (N - 1)). Needs the runners' tests mode.
+#           overhead ((N-test job - 1-test job) / (N - 1)).
 #   idle    the real quayside-worker (Docker runner) idle: memory (VmRSS) and CPU over 30 s,
 #           scraped twice like Prometheus would, against a private Redis.
 # The binary is built with cargo into $CARGO_TARGET_DIR (default target/). Setup and builds
@@ -205,7 +205,7 @@ PY
       set -e
       t1=$(date +%s.%N)
       if [ "$rc" -ne 0 ]; then
-        echo "$1: quayside batch exited $rc (workers without the tests mode reject jobs with tests)" >&2
+        echo "$1: quayside batch exited $rc (1 = a job did not succeed, 4 = timeout); its summary:" >&2
         head -30 "$work/$1.txt" "$work/$1.err" >&2
         exit 1
       fi

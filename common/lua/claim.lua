@@ -3,9 +3,9 @@
 --       min_idle_ms (reclaim only), dlq cap, log cap, default result ttl s, then the tenants
 --       whose share is configured: their number n, then n times: tenant ('default' for the
 --       default tenant), weight (1-1000), max running (0 = no cap).
--- Within a priority, 'new' claims rotate over the lanes in the priority's turns (stride
--- scheduling: the lane with the lowest pass is served and its pass grows by 1e6 / weight), so a
--- tenant with a huge backlog and a tenant with one job are both served. A tenant at its running
+-- Within a priority, 'new' claims rotate over the priority's lanes in the turns (stride
+-- scheduling: the lane with the lowest pass is served and its pass grows by 1e6 / weight per
+-- job), so a tenant with a huge backlog and a tenant with one job are both served. A tenant at its running
 -- cap (its lanes' pending entries, fleet-wide) or paused is skipped, keeping its pass. The
 -- default lane is also read when it is not in the turns (raw producers do not join them) and the
 -- rotation had nothing to give.
@@ -184,19 +184,29 @@ local function room(m)
   return share.cap - running_of(m)
 end
 
--- One priority's rotation: serve the lowest pass among lanes that can still give work.
-local function rotate(idx)
-  local turns = K.turns[idx]
-  local flat_turns = redis.call('ZRANGE', turns, 0, -1, 'WITHSCORES')
-  local lanes, has_default = {}, false
+-- The rotation's lanes by priority index, read once per call: { m, pass } in pass order.
+local function read_turns()
+  local by_idx = { {}, {}, {} }
+  local flat_turns = redis.call('ZRANGE', K.turns, 0, -1, 'WITHSCORES')
   for i = 1, #flat_turns, 2 do
-    local m = flat_turns[i]
-    local share = shares[m]
+    local idx, m = string.match(flat_turns[i], '^(%d):(.+)$')
+    local list = by_idx[tonumber(idx or '')]
+    if list then list[#list + 1] = { m = m, pass = tonumber(flat_turns[i + 1]) } end
+  end
+  return by_idx
+end
+
+-- One priority's rotation: serve the lowest pass among lanes that can still give work, each
+-- turn an even share of the slots left (all of them for a lane alone).
+local function rotate(idx, members)
+  local lanes, has_default = {}, false
+  for _, t in ipairs(members) do
+    local share = shares[t.m]
     local weight = (share and share.weight) or 1
-    local lane = { m = m, pass = tonumber(flat_turns[i + 1]), got = 0, live = true,
+    local lane = { m = t.m, pass = t.pass, got = 0, live = true,
       stride = math.floor(STRIDE_UNIT / math.max(1, weight)) }
-    if m == K.default_member then has_default = true end
-    if paused['t:' .. m] then lane.live = false end
+    if t.m == K.default_member then has_default = true end
+    if paused['t:' .. t.m] then lane.live = false end
     lanes[#lanes + 1] = lane
   end
   local live = 0
@@ -211,8 +221,7 @@ local function rotate(idx)
       best.live, held = false, 1
       live = live - 1
     else
-      -- Alone in the rotation, a lane is read in one go (as a single queue always was).
-      local n = (live == 1) and math.min(count - taken, left) or 1
+      local n = math.min(math.ceil((count - taken) / live), left)
       local before = taken
       local read = read_lane(idx, tenant_of(best.m), n)
       if read == nil or read == 0 then
@@ -228,9 +237,11 @@ local function rotate(idx)
   end
   for _, l in ipairs(lanes) do
     if l.empty then
-      redis.call('ZREM', turns, l.m)
-    elseif l.got > 0 then
-      redis.call('ZADD', turns, 'XX', string.format('%.0f', l.pass), l.m)
+      redis.call('ZREM', K.turns, idx .. ':' .. l.m)
+    elseif l.got > 0 and #lanes > 1 then
+      -- A lane alone keeps its pass: only the order among a priority's lanes matters, and a
+      -- lane that joins enters at the lowest pass present.
+      redis.call('ZADD', K.turns, 'XX', string.format('%.0f', l.pass), idx .. ':' .. l.m)
     end
   end
   if not has_default and taken < count and not paused['t:' .. K.default_member] then
@@ -241,9 +252,10 @@ local function rotate(idx)
 end
 
 if mode == 'new' then
+  local turns = read_turns()
   for c in string.gmatch(order, '%d') do
     if taken >= count then break end
-    rotate(tonumber(c))
+    rotate(tonumber(c), turns[tonumber(c)])
   end
 else
   local tenants = {}

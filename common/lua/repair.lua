@@ -70,7 +70,7 @@ for i = 4, #ARGV do
       end
       if repair then requeue(id, idx or 2, entry, state) end
     elseif state == 'queued' and r[5] and r[5] ~= ''
-      and not redis.call('ZSCORE', K.turns[idx], r[5]) then
+      and not redis.call('ZSCORE', K.turns, turn_of(idx, r[5])) then
       finding(id, 'queued_lane_idle')
       if repair then join(idx, r[5]) end
     end

@@ -30,6 +30,7 @@ pub fn check(cfg: &Config, spec: &JobSpec) -> Result<(), SpecError> {
         ));
     }
     check_sizes(&cfg.limits, &cfg.queue, spec)?;
+    check_has_source(cfg, spec)?;
     check_entry_file(cfg, spec)?;
     check_checker_language(cfg, spec)?;
     resolve_limits(cfg, spec)?;
@@ -204,6 +205,24 @@ fn over(field: String, got: u64, max: u64, unit: &str) -> Result<(), SpecError> 
     Ok(())
 }
 
+/// A job of a language with a source extension must have a file with it: a C job of headers
+/// alone would be accepted and then fail in the compiler with "no input files".
+fn check_has_source(cfg: &Config, spec: &JobSpec) -> Result<(), SpecError> {
+    let Some(lang) = cfg.languages.get(&spec.language) else {
+        return Ok(());
+    };
+    if lang.source_extension.is_empty() || !lang.source_files(&spec.files).is_empty() {
+        return Ok(());
+    }
+    Err(SpecError::field(
+        "files",
+        format!(
+            "a {} job needs a .{} file and has none (headers and data files go beside one)",
+            spec.language, lang.source_extension
+        ),
+    ))
+}
+
 /// A job whose program starts from an entry file (`{entry}` in its language's commands) must
 /// have it: its only source file, or the language's `entry_file` at the top of `files`.
 fn check_entry_file(cfg: &Config, spec: &JobSpec) -> Result<(), SpecError> {
@@ -305,6 +324,27 @@ mod tests {
                 format!("files[{long:?}]"),
             ),
         ]
+    }
+
+    #[test]
+    fn a_job_with_no_file_of_its_languages_extension_is_refused_naming_files() {
+        let cfg = Config {
+            languages: crate::config::default_languages(),
+            ..Config::default()
+        };
+        let mut s = JobSpec::new(
+            crate::JobKind::Run,
+            "c",
+            [("util.h".to_owned(), "int f(void);".to_owned())].into(),
+        );
+        let err = check(&cfg, &s).expect_err("headers alone");
+        assert!(
+            err.to_string().starts_with("files: ") && err.to_string().contains("needs a .c file"),
+            "{err}"
+        );
+        s.files
+            .insert("main.c".into(), "int main(void){return 0;}".into());
+        check(&cfg, &s).expect("a source beside the header");
     }
 
     #[test]

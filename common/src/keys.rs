@@ -26,7 +26,7 @@ const ADOPTED: &str = "adopted";
 const FLEET: &str = "fleet";
 const PAUSED: &str = "paused";
 const LANE: &str = ":t:";
-const TURNS: &str = "turns:";
+const TURNS: &str = "turns";
 const TENANTS: &str = "tenants";
 const DOORBELL: &str = "doorbell";
 
@@ -34,8 +34,8 @@ const DOORBELL: &str = "doorbell";
 /// [`paused_tenant_field`].
 pub const PAUSED_QUEUE: &str = "*";
 
-/// The member of [`Keys::turns`] that stands for the default tenant's lane (the priority's
-/// stream itself).
+/// The tenant part of a [`Keys::turns`] member that stands for the default tenant's lane (the
+/// priority's stream itself).
 pub const DEFAULT_MEMBER: &str = "default";
 
 /// The field of [`Keys::paused`] that pauses one tenant: `t:<tenant>`.
@@ -94,10 +94,12 @@ impl Keys {
         }
     }
 
-    /// Sorted set: the tenants with queued work at `priority` (member [`DEFAULT_MEMBER`] for
-    /// the default tenant), scored by their stride-scheduling pass: a claim serves the lowest.
-    pub fn turns(&self, priority: Priority) -> String {
-        format!("{}{TURNS}{}", self.prefix, priority.as_label())
+    /// Sorted set: the lanes with queued work, member `<priority index>:<tenant>` (tenant
+    /// [`DEFAULT_MEMBER`] for the default tenant), scored by the lane's stride-scheduling pass:
+    /// within a priority a claim serves the lowest. One key for the three priorities, so a
+    /// claim reads the rotation with one command.
+    pub fn turns(&self) -> String {
+        format!("{}{TURNS}", self.prefix)
     }
 
     /// Set: every tenant that has had a lane (what reclaim, heartbeat and stats walk).
@@ -227,7 +229,7 @@ impl Keys {
             self.tenants(),
             self.doorbell(),
         ]);
-        keys.extend(Priority::ALL.map(|p| self.turns(p)));
+        keys.push(self.turns());
         keys
     }
 
@@ -238,7 +240,7 @@ impl Keys {
             r#"local P = ARGV[1]
 local K = {{}}
 K.streams = {{ P .. '{STREAM}high', P .. '{STREAM}normal', P .. '{STREAM}low' }}
-K.turns = {{ P .. '{TURNS}high', P .. '{TURNS}normal', P .. '{TURNS}low' }}
+K.turns = P .. '{TURNS}'
 K.tenants = P .. '{TENANTS}'
 K.doorbell = P .. '{DOORBELL}'
 K.default_member = '{DEFAULT_MEMBER}'
@@ -294,7 +296,7 @@ mod tests {
             k.fleet(),
             k.paused(),
             k.lane(Priority::Low, Some("acme")),
-            k.turns(Priority::High),
+            k.turns(),
             k.tenants(),
             k.doorbell(),
         ];
@@ -323,7 +325,7 @@ mod tests {
             "'dlq'",
             "'workers'",
             "'paused'",
-            "'turns:high'",
+            "'turns'",
             "':t:'",
             "'doorbell'",
         ] {

@@ -1,7 +1,7 @@
 local P = ARGV[1]
 local K = {}
 K.streams = { P .. 'stream:high', P .. 'stream:normal', P .. 'stream:low' }
-K.turns = { P .. 'turns:high', P .. 'turns:normal', P .. 'turns:low' }
+K.turns = P .. 'turns'
 K.tenants = P .. 'tenants'
 K.doorbell = P .. 'doorbell'
 K.default_member = 'default'
@@ -135,10 +135,15 @@ local function finalize(id, status, result, ttl, log_cap, was, batch, cancel)
   end
 end
 
--- The member of a priority's turns for `tenant` ('' or nil: the default tenant).
+-- The tenant part of a lane's turns member ('' or nil: the default tenant).
 local function member_of(tenant)
   if not tenant or tenant == '' then return K.default_member end
   return tenant
+end
+
+-- A lane's member of the turns: `<priority index>:<tenant>`.
+local function turn_of(idx, tenant)
+  return idx .. ':' .. member_of(tenant)
 end
 
 -- The `running` field of a claimed entry: entry ids are per stream, so a tenant lane's names it.
@@ -147,7 +152,7 @@ local function running_field(idx, tenant, entry)
   return idx .. ':' .. tenant .. ':' .. entry
 end
 
--- Puts a lane into its priority's rotation, unless it is there: at the lowest pass of those
+-- Puts a lane into the rotation, unless it is there: at the lowest pass of its priority's lanes
 -- waiting (so an idle tenant neither banks credit nor waits behind busy ones). A tenant lane
 -- that joins gets its consumer group (made once), its tenant listed, and the doorbell rung so
 -- idle workers, which block on the default streams only, wake for it. Asked once per lane per
@@ -155,13 +160,21 @@ end
 local joined = {}
 local function join(idx, tenant)
   local m = member_of(tenant)
-  local seen = idx .. ':' .. m
-  if joined[seen] then return end
-  joined[seen] = true
-  local turns = K.turns[idx]
-  if redis.call('ZSCORE', turns, m) then return end
-  local low = redis.call('ZRANGE', turns, 0, 0, 'WITHSCORES')
-  redis.call('ZADD', turns, 'NX', low[2] or 0, m)
+  local turn = turn_of(idx, tenant)
+  if joined[turn] then return end
+  joined[turn] = true
+  if redis.call('ZSCORE', K.turns, turn) then return end
+  -- Scores ascend: the first member of this priority has its lowest pass.
+  local all = redis.call('ZRANGE', K.turns, 0, -1, 'WITHSCORES')
+  local low = '0'
+  local prefix = idx .. ':'
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, #prefix) == prefix then
+      low = all[i + 1]
+      break
+    end
+  end
+  redis.call('ZADD', K.turns, 'NX', low, turn)
   if m ~= K.default_member then
     pcall(redis.call, 'XGROUP', 'CREATE', K.lane(idx, tenant), K.group, '0', 'MKSTREAM')
     redis.call('SADD', K.tenants, tenant)

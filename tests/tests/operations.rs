@@ -168,7 +168,15 @@ async fn the_exposition_passes_promtool_check_metrics() {
     let addr = free_addr();
     {
         let addr = addr.clone();
-        q.spawn_worker(move |c| c.metrics.listen_addr = addr);
+        q.spawn_worker(move |c| {
+            c.metrics.listen_addr = addr;
+            // A tenant with a running cap, so the cap gauge is exported too.
+            let capped = quayside_common::config::TenantConfig {
+                max_running: 2,
+                ..Default::default()
+            };
+            c.tenants.insert("capped".into(), capped);
+        });
     }
     // Every family of counters and histograms appears: success, failure, retry, dead letter,
     // rejection.

@@ -1,5 +1,6 @@
 //! Pausing a queue (issue 15, item 3): running jobs finish, queued ones stay queued across a
 //! worker restart and a Redis restart, enqueues are still accepted, and a resume lets them run.
+//! A tenant's pause holds the same way and outlives the queue's resume.
 
 use std::time::Duration;
 
@@ -68,6 +69,19 @@ async fn a_paused_queue_starts_nothing_across_restarts_until_resumed() {
     // Enqueues are accepted while paused.
     let later = q.jobs(3, &format!("record {rec}\nprint later"));
     let later_ids = q.enqueue_all(&later).await;
+    // One tenant is paused on top of the queue: it must still wait once the queue resumes.
+    let out = q
+        .cli()
+        .args(["pause", "--tenant", "held"])
+        .output()
+        .expect("run quayside pause --tenant");
+    assert_eq!(
+        stdout_ok(&out).trim(),
+        format!("tenant held of queue {} paused", q.cfg.queue.name)
+    );
+    let mut held = q.job(&format!("record {rec}\nprint held"));
+    held.tenant = Some("held".into());
+    let held_ids = q.enqueue_all(&[held]).await;
 
     // Running jobs finish normally.
     for r in q.wait_all(&running_ids, 30).await {
@@ -130,7 +144,32 @@ async fn a_paused_queue_starts_nothing_across_restarts_until_resumed() {
     let stats = gw.get("/v1/stats").await.json();
     assert_eq!(stats["paused"], false, "{stats}");
     assert!(stats.get("paused_since_ms").is_none(), "{stats}");
+    let tenant = |stats: &serde_json::Value| {
+        stats["tenants"]
+            .as_array()
+            .and_then(|ts| ts.iter().find(|t| t["tenant"] == "held").cloned())
+            .unwrap_or_default()
+    };
+    assert_eq!(tenant(&stats)["paused"], true, "{stats}");
+    assert_still_queued(&q, &held_ids, &rec, "while its tenant is paused").await;
 
-    let all: Vec<JobId> = running_ids.into_iter().chain(later_ids).collect();
+    let r = gw
+        .post("/v1/tenants/held/resume", "application/json", b"")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["changed"], true);
+    for r in q.wait_all(&held_ids, 30).await {
+        assert_eq!(
+            r.status,
+            Status::Succeeded,
+            "runs after its tenant's resume"
+        );
+    }
+
+    let all: Vec<JobId> = running_ids
+        .into_iter()
+        .chain(later_ids)
+        .chain(held_ids)
+        .collect();
     q.assert_settled(&all).await;
 }

@@ -179,7 +179,12 @@ pub async fn heartbeat_loop(ctx: Arc<Context>, stop: CancellationToken) {
                 "heartbeat_at_ms": now_ms(),
             });
             let ttl_ms = ctx.cfg.worker.heartbeat_interval_ms * 3;
-            match ctx.queue.heartbeat(&doc.to_string(), ttl_ms).await {
+            let periodic = tokio::time::Instant::now() >= due;
+            match ctx
+                .queue
+                .heartbeat(&doc.to_string(), ttl_ms, periodic)
+                .await
+            {
                 Ok(()) => {
                     sent = Some(in_flight);
                     ctx.beat.written(ticket);

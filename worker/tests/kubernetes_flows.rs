@@ -318,6 +318,52 @@ async fn jobs_no_config_map_can_carry_are_refused_before_any_request() {
         .admit(&req)
         .expect_err("over the kernel's 128 KiB per argument");
     assert!(err.to_string().starts_with("args[1]: "), "{err}");
+
+    // Tests ride in the ConfigMap: their inputs count, and name `tests` when they are most of it.
+    use quayside_common::cases::{Checker, Compare, TestCase};
+    use quayside_worker::runner::sandbox::tests_mode::{PlannedChecker, TestPlan};
+    let cases: Vec<TestCase> = (0..3)
+        .map(|i| TestCase {
+            name: format!("t{i}"),
+            stdin: "x".repeat(400 << 10),
+            args: None,
+            expected_stdout: None,
+            limits: Default::default(),
+        })
+        .collect();
+    let plan = |cases: &[TestCase]| {
+        TestPlan::new(
+            cases,
+            &req.limits,
+            &[],
+            Compare::Lines,
+            false,
+            4096,
+            1 << 20,
+        )
+    };
+    let mut req = request();
+    req.tests = Some(std::sync::Arc::new(plan(&cases[..1])));
+    r.admit(&req).expect("one 400 KiB input fits");
+    req.tests = Some(std::sync::Arc::new(plan(&cases)));
+    let err = r.admit(&req).expect_err("three do not");
+    assert!(err.to_string().starts_with("tests: "), "{err}");
+    // A checker would need each answer sent after its test: refused, naming it.
+    let checker = Checker {
+        language: "python".into(),
+        files: [("check.py".into(), "exit(0)".into())].into(),
+        compiler_options: Vec::new(),
+    };
+    let planned = PlannedChecker {
+        files: checker.files.clone(),
+        build: String::new(),
+        run: "python3 check.py \"$@\"".into(),
+    };
+    req.tests = Some(std::sync::Arc::new(
+        plan(&cases[..1]).with_checker(Some(planned)),
+    ));
+    let err = r.admit(&req).expect_err("no checker on Kubernetes yet");
+    assert!(err.to_string().starts_with("checker: "), "{err}");
     assert!(fake.accesses().is_empty(), "refused before any API request");
 }
 

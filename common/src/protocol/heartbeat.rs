@@ -12,6 +12,10 @@ pub struct Heartbeat<'a> {
     pub doc: &'a str,
     /// The worker counts as live this long after this beat.
     pub ttl_ms: u64,
+    /// Also delete idle consumers of departed workers from every lane's group: the periodic
+    /// beat does, not the extra beats a worker sends as its in-flight count changes (one per
+    /// job on a busy worker).
+    pub sweep: bool,
 }
 
 impl Heartbeat<'_> {
@@ -20,7 +24,8 @@ impl Heartbeat<'_> {
         let args = Args::new(keys)
             .arg(self.worker)
             .arg(self.doc)
-            .arg(self.ttl_ms);
+            .arg(self.ttl_ms)
+            .arg(if self.sweep { "1" } else { "0" });
         Call::count(ScriptName::Heartbeat, vec![keys.workers()], args)
     }
 }
@@ -38,9 +43,10 @@ mod tests {
             worker: "w",
             doc: "{}",
             ttl_ms: 6000,
+            sweep: true,
         }
         .call(&keys());
-        let args = ["qs:{q}:", "w", "{}", "6000"];
+        let args = ["qs:{q}:", "w", "{}", "6000", "1"];
         check(&call, &args, (Value::Int(0), 0), Value::Nil);
     }
 }

@@ -72,6 +72,7 @@ pub(crate) enum Command {
     },
     /// Let workers claim from a paused queue (or tenant) again (within about a second).
     Resume {
+        /// Resume only this tenant (`default`: jobs without a tenant).
         #[arg(long)]
         tenant: Option<String>,
     },

@@ -100,6 +100,11 @@ macro_rules! contract {
             }
 
             #[tokio::test(flavor = "multi_thread")]
+            async fn tests_run_after_one_build_each_with_its_verdict() {
+                suite::tests($world).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
             async fn a_1_s_sleep_reports_almost_no_cpu() {
                 suite::measured($world, suite::Work::Sleeps).await;
             }

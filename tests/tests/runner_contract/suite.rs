@@ -3,9 +3,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use quayside_common::{JobId, Status};
+use quayside_common::cases::{Compare, TestCase, TestLimits};
+use quayside_common::verdicts::TestStatus;
+use quayside_common::{JobId, Limits, Status};
 use quayside_e2e::sandboxes::{assert_ended, show};
 use quayside_e2e::within;
+use quayside_worker::runner::sandbox::tests_mode::TestPlan;
 use quayside_worker::runner::{
     LogSource, Output, RunOutput, RunRequest, Runner, RunnerError, RunnerErrorKind,
 };
@@ -33,6 +36,36 @@ pub enum Program {
     ImageMissing,
     /// A C program whose cpu time and peak memory the runner measures.
     Measured(Work),
+    /// A C program run against the tests of [`tests_plan`], after one build.
+    Tests,
+}
+
+/// The program of [`Program::Tests`] (`main.c`): its input's first word says what to do.
+pub const TESTS_PROGRAM: &str = "#include <stdio.h>\n#include <string.h>\n\
+    int main(void) { char w[16] = \"\"; scanf(\"%15s\", w);\n\
+    if (!strcmp(w, \"spin\")) for (;;) {}\n\
+    if (!strcmp(w, \"crash\")) { volatile int *p = 0; *p = 1; }\n\
+    printf(\"%s\\n\", w); return 0; }\n";
+
+/// The tests of [`Program::Tests`], each with a different verdict, against `limits` (the
+/// job's); the request's limits are then the plan's sandbox limits.
+pub fn tests_plan(limits: &Limits) -> TestPlan {
+    let case = |name: &str, input: &str, expected: &str| TestCase {
+        name: name.into(),
+        stdin: format!("{input}\n"),
+        args: None,
+        expected_stdout: Some(expected.into()),
+        limits: TestLimits::default(),
+    };
+    let mut slow = case("slow", "spin", "");
+    slow.limits.run_wall_time_ms = Some(300);
+    let cases = [
+        case("ok", "hello", "hello\n"),
+        case("wrong", "hello", "bye\n"),
+        case("crash", "crash", ""),
+        slow,
+    ];
+    TestPlan::new(&cases, limits, &[], Compare::Lines, false, 4096, 1 << 20)
 }
 
 /// What a [`Program::Measured`] does: the issue's accuracy cases.
@@ -238,6 +271,35 @@ pub async fn measured<W: World>(world: W, work: Work) {
             assert!(mib < 10.0, "a sleeping C program is small: {mib:.1} MiB");
         }
     }
+}
+
+/// One build, each test its own verdict, in the test's order; the job's status is the first
+/// test's that did not pass; each test reports its cpu time and peak memory.
+pub async fn tests<W: World>(world: W) {
+    let out = ends(world, Program::Tests, |_| {}).await.expect("ran");
+    let verdicts: Vec<_> = out
+        .tests
+        .iter()
+        .map(|t| (t.name.as_str(), t.status))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("ok", TestStatus::Passed),
+            ("wrong", TestStatus::WrongAnswer),
+            ("crash", TestStatus::Failed),
+            ("slow", TestStatus::TimedOut),
+        ],
+        "{}",
+        show(&out)
+    );
+    assert_eq!(out.status, Status::WrongAnswer);
+    assert_eq!(
+        (out.tests[2].exit_code, out.tests[2].signal),
+        (Some(139), Some(11))
+    );
+    assert!(out.tests[0].peak_memory_bytes > 0, "{:?}", out.tests[0]);
+    assert_eq!(out.tests[1].stdout.data, "hello\n");
 }
 
 pub async fn exit_n<W: World>(world: W) {

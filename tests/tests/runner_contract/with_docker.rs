@@ -96,7 +96,10 @@ impl World for Docker {
             Program::Floods => python("print('0123456789' * 1000)\n".into()),
             Program::ImageMissing => (NOPE, "main.py", "print('never')\n".into()),
             Program::Measured(work) => ("c", "main.c", work.source().into()),
+            Program::Tests => ("c", "main.c", crate::suite::TESTS_PROGRAM.into()),
         };
+        let tests = (program == Program::Tests)
+            .then(|| std::sync::Arc::new(crate::suite::tests_plan(&LIMITS)));
         RunRequest {
             job_id: JobId::generate(),
             attempt: 1,
@@ -107,9 +110,9 @@ impl World for Docker {
             compiler_options: Vec::new(),
             args: Vec::new(),
             stdin: String::new(),
-            limits: LIMITS,
+            limits: tests.as_ref().map_or(LIMITS, |p| p.sandbox_limits(&LIMITS)),
             fleet: self.fleet.clone(),
-            tests: None,
+            tests,
         }
     }
 

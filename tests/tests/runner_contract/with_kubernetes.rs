@@ -78,12 +78,20 @@ impl World for Kubernetes {
             id: "f1".into(),
         };
         let mut req = fake_api::request(JobId::generate(), fleet);
-        if let Program::Measured(work) = program {
-            req.language = "c".into();
-            req.language_config = default_languages()["c"].clone();
-            req.files = BTreeMap::from([("main.c".to_owned(), work.source().to_owned())]);
-            // Room for the compiler on a busy machine.
-            req.limits.compile_wall_time_ms = 60_000;
+        let source = match program {
+            Program::Measured(work) => work.source(),
+            Program::Tests => crate::suite::TESTS_PROGRAM,
+            _ => return req,
+        };
+        req.language = "c".into();
+        req.language_config = default_languages()["c"].clone();
+        req.files = BTreeMap::from([("main.c".to_owned(), source.to_owned())]);
+        // Room for the compiler on a busy machine.
+        req.limits.compile_wall_time_ms = 60_000;
+        if program == Program::Tests {
+            let plan = crate::suite::tests_plan(&req.limits);
+            req.limits = plan.sandbox_limits(&req.limits);
+            req.tests = Some(std::sync::Arc::new(plan));
         }
         req
     }
@@ -125,7 +133,7 @@ impl World for Kubernetes {
                 fake.set_pod_status(&pod, waiting("ImagePullBackOff"));
                 return;
             }
-            Program::Measured(_) => {
+            Program::Measured(_) | Program::Tests => {
                 let log = fake.live_log(&pod);
                 fake.set_pod_status(&pod, running());
                 let code = kubelet_in_docker(fake, &job, log).await;

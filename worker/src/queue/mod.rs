@@ -129,7 +129,7 @@ pub trait JobQueue: std::fmt::Debug + Send + Sync + 'static {
     /// many retries moved.
     async fn promote(&self, limit: usize) -> Result<u64, QueueError>;
     /// Heartbeats into the worker registry.
-    async fn heartbeat(&self, doc: &str, ttl_ms: u64) -> Result<(), QueueError>;
+    async fn heartbeat(&self, doc: &str, ttl_ms: u64, sweep: bool) -> Result<(), QueueError>;
     /// Ids of the workers in the registry (heartbeat not expired).
     async fn live_workers(&self) -> Result<Vec<String>, QueueError>;
     /// Ids of running jobs whose cancellation is requested, as they are requested.

@@ -86,8 +86,8 @@ impl<Q: JobQueue> JobQueue for Observed<Q> {
         self.seen(self.inner.promote(limit).await)
     }
 
-    async fn heartbeat(&self, doc: &str, ttl_ms: u64) -> Result<(), QueueError> {
-        self.seen(self.inner.heartbeat(doc, ttl_ms).await)
+    async fn heartbeat(&self, doc: &str, ttl_ms: u64, sweep: bool) -> Result<(), QueueError> {
+        self.seen(self.inner.heartbeat(doc, ttl_ms, sweep).await)
     }
 
     async fn live_workers(&self) -> Result<Vec<String>, QueueError> {

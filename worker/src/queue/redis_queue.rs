@@ -330,11 +330,12 @@ impl JobQueue for RedisQueue {
         Ok(promoted)
     }
 
-    async fn heartbeat(&self, doc: &str, ttl_ms: u64) -> Result<(), QueueError> {
+    async fn heartbeat(&self, doc: &str, ttl_ms: u64, sweep: bool) -> Result<(), QueueError> {
         let beat = Heartbeat {
             worker: &self.worker,
             doc,
             ttl_ms,
+            sweep,
         };
         let _expired = self.run(beat.call(&self.keys)).await?;
         Ok(())

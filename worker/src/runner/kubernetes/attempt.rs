@@ -89,7 +89,8 @@ pub async fn follow(
     cancel: &CancellationToken,
 ) -> Result<(PhasedOutput, Ending), RunnerError> {
     let limits = &req.limits;
-    let mut phases = PhasedOutput::new(&objects.nonce, Some(&objects.end_nonce), limits);
+    let mut phases = PhasedOutput::new(&objects.nonce, Some(&objects.end_nonce), limits)
+        .with_tests(req.tests.clone());
     let selector = format!("{LABEL_SANDBOX}={}", objects.name);
     // Backoff between re-lists: a watch that breaks (API server restart, 410 Gone) resumes
     // instead of failing the attempt; only errors in a row give up.
@@ -108,8 +109,21 @@ pub async fn follow(
     let mut ended: Option<(i64, bool)> = None;
     // Room for all three capped streams, both markers (the end one with its run report), and
     // one byte over a cap.
-    let log_limit = i64::try_from(limits.output_bytes.saturating_mul(3).saturating_add(1024))
-        .unwrap_or(i64::MAX);
+    // A job with tests: each test's two streams (up to its cap and a byte) and its frames.
+    let tests: u64 = req
+        .tests
+        .iter()
+        .flat_map(|plan| &plan.tests)
+        .map(|t| t.limits.output_bytes.saturating_add(1).saturating_mul(2) + 1024)
+        .fold(0, u64::saturating_add);
+    let log_limit = i64::try_from(
+        limits
+            .output_bytes
+            .saturating_mul(3)
+            .saturating_add(1024)
+            .saturating_add(tests),
+    )
+    .unwrap_or(i64::MAX);
     let stopped = loop {
         if let (Some((code, oom_killed)), true) = (ended, log_done) {
             break Ending::Exited { code, oom_killed };
@@ -173,11 +187,12 @@ pub async fn follow(
                     log_done = true;
                 }
                 Some(Err(e)) => return Err(e),
-                Some(Ok(bytes)) => {
-                    if phases.feed(&bytes, output) == Progress::OutputExceeded {
-                        break Ending::OutputExceeded;
-                    }
-                }
+                Some(Ok(bytes)) => match phases.feed(&bytes, output) {
+                    Progress::OutputExceeded => break Ending::OutputExceeded,
+                    // The Job is deleted on the way out, as after any limit.
+                    Progress::StopTests => break Ending::Stopped,
+                    Progress::Nothing | Progress::BuildEnded => {}
+                },
             },
             () = until(phases.deadline()), if ended.is_none() => break Ending::TimedOut,
             () = cancel.cancelled() => break Ending::Cancelled,

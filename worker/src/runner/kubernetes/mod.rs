@@ -215,12 +215,17 @@ impl Runner for KubernetesRunner {
         let Ok(body) = req.wrapper_body() else {
             return Ok(());
         };
-        if req.tests.is_some() {
-            // Until the ConfigMap carries the inputs (docs/design/tests-per-job.md §6): refused,
-            // never run as a plain job.
+        if req
+            .tests
+            .as_ref()
+            .is_some_and(|plan| plan.checker.is_some())
+        {
+            // A pod has no stdin to send each answer after its test (docs/design/tests-per-job.md
+            // §6); the ConfigMap would show the answers to the program: refused, never judged
+            // another way.
             return Err(SpecError::field(
-                "tests",
-                "the Kubernetes runner does not run test cases yet (the Docker runner does)",
+                "checker",
+                "the Kubernetes runner does not run checkers yet (the Docker runner does)",
             ));
         }
         sandbox::check_args(&req.args)?;

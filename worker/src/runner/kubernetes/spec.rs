@@ -105,8 +105,9 @@ pub fn wrapper(cfg: &SandboxConfig, req: &RunRequest, body: &str, cap: u64) -> S
          ulimit -n {nofile} && ulimit -f {blocks} || exit {EXIT_LIMITS}\n\
          {{ ulimit -u {pids} 2>/dev/null || ulimit -p {pids} 2>/dev/null; }} || exit {EXIT_LIMITS}\n"
     );
-    let dirs: BTreeSet<&str> = req
-        .files
+    // The job's files and, for a job with tests, their inputs.
+    let files = req.sandbox_files();
+    let dirs: BTreeSet<&str> = files
         .keys()
         .flat_map(|f| f.match_indices('/').map(move |(i, _)| &f[..i]))
         .collect();
@@ -117,7 +118,7 @@ pub fn wrapper(cfg: &SandboxConfig, req: &RunRequest, body: &str, cap: u64) -> S
             shell_quote(&format!("{WORK_DIR}/{dir}"))
         ));
     }
-    for (i, name) in req.files.keys().enumerate() {
+    for (i, name) in files.keys().enumerate() {
         let to = shell_quote(&format!("{WORK_DIR}/{name}"));
         unpack.push(format!("cp {JOB_DIR}/f{i} {to}"));
     }
@@ -150,7 +151,7 @@ fn config_map_data(
             wrapper(cfg, req, body, req.limits.output_bytes),
         ),
     ]);
-    for (i, text) in req.files.values().enumerate() {
+    for (i, text) in req.sandbox_files().values().enumerate() {
         data.insert(format!("f{i}"), text.clone());
     }
     data
@@ -160,7 +161,7 @@ fn config_map_data(
 /// would refuse it for every attempt.
 ///
 /// # Errors
-/// `files` (or `stdin`, when it is most of it), with the sizes.
+/// `files` (or `stdin` or `tests`, when it is most of it), with the sizes.
 pub fn check_size(cfg: &SandboxConfig, req: &RunRequest, body: &str) -> Result<(), SpecError> {
     let nonce = new_nonce();
     let data = config_map_data(cfg, req, body, &nonce, &nonce);
@@ -168,7 +169,16 @@ pub fn check_size(cfg: &SandboxConfig, req: &RunRequest, body: &str) -> Result<(
     if total <= MAX_CONFIG_MAP_BYTES {
         return Ok(());
     }
-    let field = if req.stdin.len() > req.files.values().map(String::len).sum() {
+    let files: usize = req.files.values().map(String::len).sum();
+    let tests: usize = req
+        .tests
+        .iter()
+        .flat_map(|plan| &plan.tests)
+        .map(|t| t.stdin.len() + 40)
+        .sum();
+    let field = if tests > files.max(req.stdin.len()) {
+        "tests"
+    } else if req.stdin.len() > files {
         "stdin"
     } else {
         "files"

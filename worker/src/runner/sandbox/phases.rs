@@ -15,10 +15,11 @@ use quayside_common::{Captured, JobId, JobKind, Limits, Status};
 use tokio::time::Instant;
 
 use super::protocol::{PhaseMarker, Scan};
-use super::run_report::RunReport;
+use super::run_report::{run_verdict, RunReport};
 use super::tests_mode::{Frame, TestPlan};
 use crate::runner::{LogSource, Output, RunOutput, RunnerError};
 use frames::{test_frame, tests_output, TestsPhase};
+use quayside_common::verdicts::TestStatus;
 
 pub use self::ending::{classify, signal_of, Ending, Verdict};
 
@@ -104,6 +105,8 @@ pub struct PhasedOutput {
     /// A job with tests: their frames, between the build marker and the end marker.
     tests: Option<TestsPhase>,
     compile_wall: Duration,
+    /// The job's limits, to read the run report against.
+    limits: Limits,
     run_wall: Duration,
     started: Option<Instant>,
     build_ended: Option<Instant>,
@@ -126,6 +129,7 @@ impl PhasedOutput {
             report: None,
             tests: None,
             compile_wall: Duration::from_millis(limits.compile_wall_time_ms),
+            limits: *limits,
             run_wall: Duration::from_millis(limits.run_wall_time_ms),
             started: None,
             build_ended: None,
@@ -304,6 +308,7 @@ impl PhasedOutput {
             }
             _ => None,
         };
+        let ending = self.oom_from_report(ending);
         let verdict = match classify(kind, self.build_status, ending) {
             Ok(verdict) => verdict,
             Err((what, transient)) => {
@@ -349,6 +354,29 @@ impl PhasedOutput {
             tests: Vec::new(),
             error: None,
         })
+    }
+}
+
+impl PhasedOutput {
+    /// `ending`, taken as an out-of-memory kill when the engine did not say so but the run
+    /// report does: gVisor's own memory limit kills the program inside the sandbox, which
+    /// then ends normally with 137 and no OOM flag; the report shows a SIGKILL the helper did
+    /// not send, at a peak near the limit (the rule a test's verdict follows).
+    fn oom_from_report(&self, ending: Ending) -> Ending {
+        let Ending::Exited {
+            code,
+            oom_killed: false,
+        } = ending
+        else {
+            return ending;
+        };
+        let oom = self.report.is_some_and(|r| {
+            run_verdict(&r.through_shell(), &self.limits) == Some(TestStatus::MemoryExceeded)
+        });
+        Ending::Exited {
+            code,
+            oom_killed: oom,
+        }
     }
 }
 

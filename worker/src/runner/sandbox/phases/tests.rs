@@ -465,3 +465,39 @@ async fn test_frames_are_judged_as_they_arrive_and_the_rest_skipped() {
         "gVisor: the sandbox ends"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_sigkill_near_the_memory_limit_in_the_report_is_memory_exceeded() {
+    let job = JobId::parse("j").expect("id");
+    let end = "E".repeat(32);
+    let run = |maxrss_kb: u64| {
+        let mut p = PhasedOutput::new("N", Some(&end), &limits(100));
+        p.start();
+        let report = format!(
+            "exit=- signal=9 timed_out=0 wall_us=1 cpu_us=1 maxrss_kb={maxrss_kb} \
+             oom_kills=- stdout_bytes=- stderr_bytes=- orphans=0 subreaper=0"
+        );
+        p.feed(
+            format!("N:0\n{end}:137 {report}\n").as_bytes(),
+            &Output::discard(),
+        );
+        let ending = Ending::Exited {
+            code: 137,
+            oom_killed: false,
+        };
+        p.conclude(&job, JobKind::Run, ending, None)
+            .expect("ran")
+            .status
+    };
+    // limits(100) has the default 256 MiB.
+    assert_eq!(
+        run(250 << 10),
+        Status::MemoryExceeded,
+        "gVisor's own OOM kill"
+    );
+    assert_eq!(
+        run(10 << 10),
+        Status::Failed,
+        "a small program killed: not memory"
+    );
+}
