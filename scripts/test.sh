@@ -18,7 +18,8 @@ parse_flags "$@"
 ensure_log_dir
 ensure_rust
 ensure_packages redis-server:redis-server redis-cli:redis-tools redis-sentinel:redis-sentinel \
-  docker:docker.io dockerd:docker.io debootstrap:debootstrap python3:python3 prometheus:prometheus promtool:prometheus openssl:openssl
+  docker:docker.io dockerd:docker.io debootstrap:debootstrap python3:python3 prometheus:prometheus promtool:prometheus openssl:openssl \
+  chromium:chromium
 # The compose-file test parses YAML with Python (docker compose itself may not be installed).
 if ! python3 -c 'import yaml' 2>/dev/null; then ensure_packages python3-yaml; fi
 ensure_dockerd

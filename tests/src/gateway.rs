@@ -57,7 +57,15 @@ impl TestQueue {
     /// Starts `quayside serve` for this queue on a free port with [`TOKEN`], its config changed
     /// by `tweak`, and waits for `/healthz`.
     pub async fn spawn_gateway(&self, tweak: impl FnOnce(&mut Config)) -> GatewayProcess {
-        let port = free_port();
+        self.spawn_gateway_on(free_port(), tweak).await
+    }
+
+    /// [`Self::spawn_gateway`] on a given port: a gateway restarted where clients knew it.
+    pub async fn spawn_gateway_on(
+        &self,
+        port: u16,
+        tweak: impl FnOnce(&mut Config),
+    ) -> GatewayProcess {
         let mut cfg = self.cfg.clone();
         cfg.gateway.listen_addr = format!("127.0.0.1:{port}");
         cfg.gateway.tokens = vec![Secret::new(TOKEN)];

@@ -9,11 +9,12 @@
 //! - `completions`: terminal notifications, counted per job ([`Completions`]).
 //! - `leases`: simulated workers driving the queue's fenced calls by hand ([`leases::LeaseCalls`]).
 //! - `private_redis`: a redis-server of a test's own, to kill and restart ([`PrivateRedis`]).
-//! - `private_dockerd`, `gateway`, `ops`, `sandbox_cli`, `script_runner`, `log_bench`, `model`:
-//!   the harness pieces of one concern each (an engine of a test's own, `quayside serve`,
+//! - `browser`, `private_dockerd`, `gateway`, `ops`, `sandbox_cli`, `script_runner`, `log_bench`, `model`:
+//!   the harness pieces of one concern each (headless Chromium, an engine of a test's own, `quayside serve`,
 //!   operations, the benchmark's bare `docker run`, the script runner, the log benchmark, the
 //!   model test).
 
+pub mod browser;
 mod completions;
 pub mod gateway;
 pub mod leases;

@@ -23,7 +23,22 @@ pub struct JobStatus {
     /// The spec's labels (e.g. `name`, which `quayside batch` sets to the job's path).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// What the job is (the dashboard's summary); absent when the stored spec does not parse.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spec: Option<SpecSummary>,
     pub result: Option<JobResult>,
+}
+
+/// A job's spec in brief: what it is, never the files' content.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SpecSummary {
+    pub kind: Option<String>,
+    pub language: Option<String>,
+    /// The files' names.
+    pub files: Vec<String>,
+    /// The tenant the job runs as; absent for the default tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 impl Producer {

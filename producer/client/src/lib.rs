@@ -47,7 +47,7 @@ pub use check::{CheckReport, Finding};
 pub use dead_letters::DeadLetterEntry;
 pub use enqueue::Enqueued;
 pub use error::Error;
-pub use jobs::JobStatus;
+pub use jobs::{JobStatus, SpecSummary};
 pub use logs::LogEntry;
 pub use quayside_common::protocol::cancel::CancelOutcome;
 pub use quayside_common::protocol::pause::Change as PauseChange;

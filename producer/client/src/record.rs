@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use quayside_common::wire::decode_result;
 use quayside_common::{JobId, Priority, Status};
 
-use crate::{Error, JobStatus};
+use crate::{Error, JobStatus, SpecSummary};
 
 /// The record's fields as `HGETALL` returns them; `None` when there are none (no such job).
 pub(crate) fn parse(
@@ -34,6 +34,7 @@ pub(crate) fn parse(
         })?),
         None => None,
     };
+    let (labels, summary) = fields.get("spec").map(|s| spec(s)).unwrap_or_default();
     Ok(Some(JobStatus {
         id: id.clone(),
         state,
@@ -46,19 +47,35 @@ pub(crate) fn parse(
         enqueued_at_ms: text("enqueued_at").and_then(|a| a.parse().ok()),
         last_error: text("last_error"),
         cancel_requested: text("cancel").as_deref() == Some("1"),
-        labels: fields.get("spec").map(|s| labels(s)).unwrap_or_default(),
+        labels,
+        spec: summary,
         result,
     }))
 }
 
-/// The labels of a stored spec; none if it does not parse (the worker judges specs, not readers).
-fn labels(spec: &[u8]) -> BTreeMap<String, String> {
+/// What the record keeps of a stored spec: its labels and a summary (never the files' content);
+/// nothing if it does not parse (the worker judges specs, not readers).
+fn spec(spec: &[u8]) -> (BTreeMap<String, String>, Option<SpecSummary>) {
     #[derive(serde::Deserialize)]
-    struct Labels {
+    struct Stored {
         #[serde(default)]
         labels: BTreeMap<String, String>,
+        kind: Option<String>,
+        language: Option<String>,
+        #[serde(default)]
+        files: BTreeMap<String, serde::de::IgnoredAny>,
+        tenant: Option<String>,
     }
-    serde_json::from_slice::<Labels>(spec)
-        .map(|l| l.labels)
-        .unwrap_or_default()
+    match serde_json::from_slice::<Stored>(spec) {
+        Ok(s) => (
+            s.labels,
+            Some(SpecSummary {
+                kind: s.kind,
+                language: s.language,
+                files: s.files.into_keys().collect(),
+                tenant: s.tenant,
+            }),
+        ),
+        Err(_) => (BTreeMap::new(), None),
+    }
 }

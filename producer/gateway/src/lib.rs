@@ -10,6 +10,7 @@
 //! - `jobs`, `batches`, `sse`, `pause`: the handlers; logs stream as Server-Sent Events.
 //! - `error`: the one JSON error shape, `{"error", "message", "field"}`.
 //! - [`metrics`]: requests by route template and status.
+//! - `ui`: the dashboard at `/`, static files embedded in the binary, under a strict CSP.
 
 mod auth;
 mod batches;
@@ -21,6 +22,7 @@ pub mod openapi;
 mod pause;
 mod rate;
 mod sse;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,9 +108,12 @@ fn api_routes() -> Routes {
     ]
 }
 
-/// Routes anyone may call: probes, metrics and the API description.
+/// Routes anyone may call: probes, metrics, the API description and the dashboard's files
+/// (which hold no data: the page asks for a token and reads `/v1/`).
 fn public_routes() -> Routes {
     vec![
+        ("GET", "/", get(ui::index)),
+        ("GET", "/ui/{file}", get(ui::asset)),
         ("GET", "/healthz", get(healthz)),
         ("GET", "/readyz", get(readyz)),
         ("GET", "/metrics", get(prometheus)),
