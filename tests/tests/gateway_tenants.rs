@@ -261,6 +261,26 @@ async fn a_tenant_may_pause_itself_and_only_operators_pause_others() {
             .is_some_and(|ts| ts.iter().any(|t| t["tenant"] == "default")),
         "{tenants}"
     );
+    // A tenant's token sees its own line only; operators see every tenant's.
+    for tenant in ["acme", "beta"] {
+        let mut job = q.job("sleep 1");
+        job.tenant = Some(tenant.into());
+        q.enqueue_all(&[job]).await;
+    }
+    let all = gw.get("/v1/stats").await.json()["tenants"].to_string();
+    assert!(
+        all.contains("\"acme\"") && all.contains("\"beta\""),
+        "{all}"
+    );
+    let r = gw.request("GET", "/v1/stats", Some(ACME), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let names: Vec<String> = r.json()["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .map(|t| t["tenant"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(names, ["acme"], "{}", r.text());
     let r = gw
         .request("POST", "/v1/tenants/acme/resume", Some(ACME), None)
         .await;

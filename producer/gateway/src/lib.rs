@@ -245,6 +245,15 @@ async fn prometheus(State(gw): State<Arc<Gateway>>) -> Response {
     }
 }
 
-async fn stats(State(gw): State<Arc<Gateway>>) -> Result<Response, ApiError> {
-    Ok(Json(gw.producer.stats().await?).into_response())
+/// The queue's stats; a tenant's token sees only its own tenant's line (operators see all),
+/// so one service never learns another's name or volume from it.
+async fn stats(
+    State(gw): State<Arc<Gateway>>,
+    axum::Extension(caller): axum::Extension<auth::Caller>,
+) -> Result<Response, ApiError> {
+    let mut stats = gw.producer.stats().await?;
+    if let Some(own) = &caller.tenant {
+        stats.tenants.retain(|t| &t.tenant == own);
+    }
+    Ok(Json(stats).into_response())
 }
