@@ -184,8 +184,13 @@ impl GatewayProcess {
     }
 
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Reply {
-        self.post(path, "application/json", body.to_string().as_bytes())
-            .await
+        self.post_json_as(path, TOKEN, body).await
+    }
+
+    /// A JSON POST with `token` (a tenant's, say) instead of the test token.
+    pub async fn post_json_as(&self, path: &str, token: &str, body: &serde_json::Value) -> Reply {
+        let body = Some(("application/json", body.to_string().into_bytes()));
+        self.request("POST", path, Some(token), body).await
     }
 
     /// A POST of any bytes under any content type (malformed JSON, the wrong type).

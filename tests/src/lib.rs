@@ -33,7 +33,7 @@ mod workers;
 use std::time::Duration;
 
 pub use completions::Completions;
-pub use machine::{bin_path, free_addr, free_port, private_dir, redis_url, stdout_ok};
+pub use machine::{bin_path, free_addr, free_port, private_dir, redis_url, run_bounded, stdout_ok};
 pub use private_redis::PrivateRedis;
 pub use queue::TestQueue;
 pub use workers::{recorded, WorkerHandle};

@@ -63,3 +63,15 @@ pub fn free_port() -> u16 {
 pub fn free_addr() -> String {
     format!("127.0.0.1:{}", free_port())
 }
+
+/// Runs a command (the built CLI, say) to completion with stdin closed, bounded by `secs`.
+pub async fn run_bounded(mut cmd: std::process::Command, secs: u64) -> std::process::Output {
+    cmd.stdin(std::process::Stdio::null());
+    crate::within(
+        secs,
+        &format!("{cmd:?}"),
+        tokio::process::Command::from(cmd).output(),
+    )
+    .await
+    .expect("run the command")
+}

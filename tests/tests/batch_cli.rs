@@ -9,20 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use quayside_common::Status;
-use quayside_e2e::{within, TestQueue};
+use quayside_e2e::{run_bounded as run, within, TestQueue};
 use quayside_producer::BatchStatus;
-
-/// Runs the CLI to completion, bounded by `secs`.
-async fn run(mut cmd: Command, secs: u64) -> Output {
-    cmd.stdin(Stdio::null());
-    within(
-        secs,
-        &format!("{cmd:?}"),
-        tokio::process::Command::from(cmd).output(),
-    )
-    .await
-    .expect("run quayside")
-}
 
 /// The batch's counters from Redis.
 async fn counters(q: &TestQueue, batch: &str) -> Option<BatchStatus> {

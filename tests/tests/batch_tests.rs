@@ -5,23 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
 use quayside_common::wire::decode_spec;
 use quayside_common::JobId;
-use quayside_e2e::{within, TestQueue};
-
-/// Runs the CLI to completion, bounded by `secs`.
-async fn run(mut cmd: Command, secs: u64) -> Output {
-    cmd.stdin(Stdio::null());
-    within(
-        secs,
-        &format!("{cmd:?}"),
-        tokio::process::Command::from(cmd).output(),
-    )
-    .await
-    .expect("run quayside")
-}
+use quayside_e2e::{run_bounded as run, TestQueue};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -89,14 +89,7 @@ async fn a_token_enqueues_as_its_tenant_and_cannot_name_another() {
     }
     let batch = serde_json::json!({"jobs": [serde_json::to_value(q.job("print 1")).expect("json"),
         {"tenant": "beta", "kind": "run", "language": "script", "files": {"job.txt": "print 2"}}]});
-    let r = gw
-        .request(
-            "POST",
-            "/v1/batches",
-            Some(ACME),
-            Some(("application/json", batch.to_string().into_bytes())),
-        )
-        .await;
+    let r = gw.post_json_as("/v1/batches", ACME, &batch).await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(r.json()["field"], "jobs[1].tenant", "nothing enqueued");
 
@@ -185,14 +178,7 @@ async fn a_tenant_past_its_queued_cap_gets_429_with_retry_after() {
     // A batch past the cap is refused whole: nothing of it is queued.
     let batch =
         serde_json::json!({"jobs": [serde_json::to_value(q.job("print 1")).expect("json")]});
-    let r = gw
-        .request(
-            "POST",
-            "/v1/batches",
-            Some(ACME),
-            Some(("application/json", batch.to_string().into_bytes())),
-        )
-        .await;
+    let r = gw.post_json_as("/v1/batches", ACME, &batch).await;
     assert_eq!(r.status, 429, "{}", r.text());
     let stats = q.producer.stats().await.expect("stats");
     let acme = stats
