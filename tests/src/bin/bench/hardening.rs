@@ -28,7 +28,7 @@ use quayside_worker::runner::sandbox::WORK_DIR;
 
 use super::docker::engine::{api_cycle, connect, job_containers, sweep};
 use super::docker::report::{load, pct};
-use super::docker::{bounded, env_usize, image, rand_u16, Worker, BENCH_LABEL};
+use super::docker::{bounded, image, Params, Worker, BENCH_LABEL};
 
 /// Throughput runs in this many chunks per variant, ordered ABBA-style.
 const CHUNKS: usize = 4;
@@ -42,10 +42,12 @@ fn baseline(cfg: &mut Config) {
 }
 
 pub async fn main() -> anyhow::Result<()> {
-    let url = quayside_e2e::redis_url();
-    let seq = env_usize("BENCH_SEQ", 30);
-    let batch = env_usize("BENCH_BATCH", 200);
-    let tag = format!("{}-{:04x}", std::process::id(), rand_u16());
+    let Params {
+        url,
+        seq,
+        batch,
+        tag,
+    } = Params::from_env();
     let docker = connect().await?;
     let version = docker.version().await.context("docker version")?;
     println!(

@@ -19,17 +19,19 @@ use quayside_common::config::Config;
 
 use super::docker::engine::{api_cycle, compile_run_script, connect, create_body, sweep, Options};
 use super::docker::report::{load, pct};
-use super::docker::{bounded, env_usize, image, rand_u16, Worker};
+use super::docker::{bounded, image, Params, Worker};
 
 const RUNTIMES: [&str; 2] = ["runc", "crun"];
 const PARALLEL: usize = 4;
 const CHUNKS: usize = 4;
 
 pub async fn main() -> anyhow::Result<()> {
-    let url = quayside_e2e::redis_url();
-    let seq = env_usize("BENCH_SEQ", 30);
-    let batch = env_usize("BENCH_BATCH", 200);
-    let tag = format!("{}-{:04x}", std::process::id(), rand_u16());
+    let Params {
+        url,
+        seq,
+        batch,
+        tag,
+    } = Params::from_env();
     let docker = connect().await?;
     let info = docker.info().await.context("docker info")?;
     let registered: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();

@@ -106,16 +106,18 @@ where
 }
 
 pub async fn main() -> anyhow::Result<()> {
-    let url = quayside_e2e::redis_url();
-    let seq = env_usize("BENCH_SEQ", 30);
-    let batch = env_usize("BENCH_BATCH", 200);
+    let Params {
+        url,
+        seq,
+        batch,
+        tag,
+    } = Params::from_env();
     let parallels: Vec<usize> = std::env::var("BENCH_PARALLEL")
         .unwrap_or_else(|_| "2,4".into())
         .split(',')
         .filter_map(|p| p.trim().parse().ok())
         .filter(|&p| p > 0)
         .collect();
-    let tag = format!("{}-{:04x}", std::process::id(), rand_u16());
     let docker = connect().await?;
     let version = docker.version().await.context("docker version")?;
     docker
@@ -150,6 +152,26 @@ pub async fn main() -> anyhow::Result<()> {
         "{ours} job containers of this benchmark are left"
     );
     Ok(())
+}
+
+/// What every docker benchmark mode starts from: the Redis URL, `BENCH_SEQ` (30) rounds,
+/// `BENCH_BATCH` (200) jobs, and a tag naming this run's queues and containers apart.
+pub(super) struct Params {
+    pub url: String,
+    pub seq: usize,
+    pub batch: usize,
+    pub tag: String,
+}
+
+impl Params {
+    pub(super) fn from_env() -> Self {
+        Self {
+            url: quayside_e2e::redis_url(),
+            seq: env_usize("BENCH_SEQ", 30),
+            batch: env_usize("BENCH_BATCH", 200),
+            tag: format!("{}-{:04x}", std::process::id(), rand_u16()),
+        }
+    }
 }
 
 pub(super) fn rand_u16() -> u16 {
