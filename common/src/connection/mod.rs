@@ -71,7 +71,7 @@ enum Primary {
         cfg: SentinelConfig,
         base: ConnectionInfo,
     },
-    Cluster(cluster::Cluster),
+    Cluster(Box<cluster::Cluster>),
 }
 
 /// A pool plus the shared connection in use.
@@ -125,7 +125,9 @@ impl Redis {
         }
         if let Some(c) = &cfg.cluster {
             return Ok(Self {
-                primary: Primary::Cluster(cluster::Cluster::new(cfg, c, &info, connect, command)?),
+                primary: Primary::Cluster(Box::new(cluster::Cluster::new(
+                    cfg, c, &info, connect, command,
+                )?)),
                 url: cluster::describe(c),
                 connect,
                 command,

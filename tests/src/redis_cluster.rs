@@ -1,0 +1,155 @@
+//! A Redis Cluster of a test's own: three primaries (`redis-server --cluster-enabled yes`, no
+//! replicas) on free loopback ports, each with a private folder, joined by
+//! `redis-cli --cluster create` and ready (`cluster_state:ok`) before [`RedisCluster::start`]
+//! returns; every node is killed on drop.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use crate::free_port;
+
+/// Three cluster primaries on 127.0.0.1.
+pub struct RedisCluster {
+    /// Client ports, in the order the cluster was created.
+    pub ports: Vec<u16>,
+    children: Vec<Child>,
+}
+
+impl RedisCluster {
+    /// Starts three nodes under `dir` and creates the cluster (slots split three ways).
+    pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        let mut c = Self {
+            ports: Vec::new(),
+            children: Vec::new(),
+        };
+        for _ in 0..3 {
+            let (port, bus) = (free_port(), free_port());
+            let node_dir = dir.join(port.to_string());
+            std::fs::create_dir_all(&node_dir).context("node folder")?;
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus.to_string(),
+                ])
+                .args(["--cluster-config-file", "nodes.conf"])
+                .args(["--cluster-node-timeout", "5000"])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(["--maxmemory-policy", "noeviction"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(Stdio::null())
+                .spawn()
+                .context("start redis-server --cluster-enabled yes")?;
+            c.children.push(child);
+            c.ports.push(port);
+        }
+        for &port in &c.ports {
+            wait("a cluster node to listen", || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            })?;
+        }
+        let nodes: Vec<String> = c.nodes();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .context("redis-cli --cluster create")?;
+        if !out.status.success() {
+            bail!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for &port in &c.ports {
+            wait("cluster_state:ok on every node", || {
+                let info = c.cli(port, &["CLUSTER", "INFO"]);
+                info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
+            })?;
+        }
+        Ok(c)
+    }
+
+    /// Every node as `host:port` (what `redis.cluster.nodes` takes).
+    pub fn nodes(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// `redis-cli -p PORT ARGS…` on a node, its stdout.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        crate::redis_cli(port, args)
+    }
+
+    /// The slot of `key` (`CLUSTER KEYSLOT`).
+    pub fn keyslot(&self, key: &str) -> u16 {
+        self.cli(self.ports[0], &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("CLUSTER KEYSLOT answers a number")
+    }
+
+    /// The port of the primary serving `slot`, from `CLUSTER SLOTS` (ranges of `[start, end,
+    /// [primary ip, port, id, ...], replicas...]`).
+    pub fn primary_of(&self, slot: u16) -> u16 {
+        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{}", self.ports[0]))
+            .and_then(|c| c.get_connection())
+            .expect("connect to a cluster node");
+        let ranges: Vec<redis::Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query(&mut conn)
+            .expect("CLUSTER SLOTS");
+        for range in ranges {
+            let redis::Value::Array(parts) = range else {
+                continue;
+            };
+            let int = |v: Option<&redis::Value>| match v {
+                Some(redis::Value::Int(n)) => Some(*n),
+                _ => None,
+            };
+            let primary = match parts.get(2) {
+                Some(redis::Value::Array(p)) => int(p.get(1)),
+                _ => None,
+            };
+            if let (Some(start), Some(end), Some(port)) =
+                (int(parts.first()), int(parts.get(1)), primary)
+            {
+                if (start..=end).contains(&i64::from(slot)) {
+                    return u16::try_from(port).expect("a port");
+                }
+            }
+        }
+        panic!("no range of CLUSTER SLOTS holds slot {slot}")
+    }
+}
+
+fn wait(what: &str, mut ok: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        if Instant::now() > deadline {
+            bail!("timed out after 30s waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
