@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use quayside_common::config::ClusterConfig;
 use quayside_common::{JobId, Priority, Status};
+use quayside_e2e::gateway::TOKEN;
 use quayside_e2e::{
     free_port, private_dir, recorded, run_bounded, stdout_ok, within, Completions, RedisCluster,
     TestQueue,
@@ -303,6 +304,53 @@ async fn the_gateway_serves_a_queue_on_a_cluster() {
     assert_eq!(
         (r.status, r.json()["status"].as_str()),
         (200, Some("succeeded"))
+    );
+
+    // A batch: enqueued in one request, its progress read to the end.
+    let jobs: Vec<_> = (0..4)
+        .map(|i| json!({ "kind": "run", "language": "script", "files": { "a": format!("print {i}") } }))
+        .collect();
+    let r = gw
+        .post_json("/v1/batches", &json!({ "id": "cl-b", "jobs": jobs }))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let batch = within(20, "batch done", async {
+        loop {
+            let b = gw.get("/v1/batches/cl-b").await.json();
+            if b["done"].as_bool() == Some(true) {
+                return b;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        (batch["total"].as_u64(), batch["succeeded"].as_u64()),
+        (Some(4), Some(4))
+    );
+
+    // DELETE stops a running job.
+    let r = gw
+        .post_json(
+            "/v1/jobs",
+            &json!({ "id": "cl-long", "kind": "run", "language": "script",
+            "files": { "a": "sleep 60000" } }),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    q.wait_state(&JobId::parse("cl-long").expect("id"), Status::Running, 15)
+        .await;
+    let r = gw
+        .request("DELETE", "/v1/jobs/cl-long", Some(TOKEN), None)
+        .await;
+    assert_eq!(
+        (r.status, r.json()["outcome"].as_str()),
+        (200, Some("requested"))
+    );
+    let r = gw.get("/v1/jobs/cl-long/wait?timeout=15").await;
+    assert_eq!(
+        (r.status, r.json()["status"].as_str()),
+        (200, Some("cancelled"))
     );
 
     let stats = within(10, "stats", async {
