@@ -103,7 +103,12 @@ impl RedisCluster {
     /// The port of the primary serving `slot`, from `CLUSTER SLOTS` (ranges of `[start, end,
     /// [primary ip, port, id, ...], replicas...]`).
     pub fn primary_of(&self, slot: u16) -> u16 {
-        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{}", self.ports[0]))
+        self.primary_seen_by(self.ports[0], slot)
+    }
+
+    /// [`Self::primary_of`] as the node on `port` sees it.
+    pub fn primary_seen_by(&self, port: u16, slot: u16) -> u16 {
+        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
             .and_then(|c| c.get_connection())
             .expect("connect to a cluster node");
         let ranges: Vec<redis::Value> = redis::cmd("CLUSTER")
@@ -131,6 +136,45 @@ impl RedisCluster {
             }
         }
         panic!("no range of CLUSTER SLOTS holds slot {slot}")
+    }
+}
+
+impl RedisCluster {
+    /// Moves `slot` with its keys to the primary on `to`, as `redis-cli --cluster reshard` does
+    /// for each slot: mark it importing and migrating, `MIGRATE` its keys, assign it to `to` on
+    /// every node; returns once every node names `to` as its owner.
+    pub fn move_slot(&self, slot: u16, to: u16) -> anyhow::Result<()> {
+        let from = self.primary_of(slot);
+        let id = |port| self.cli(port, &["CLUSTER", "MYID"]).trim().to_owned();
+        let (from_id, to_id, s) = (id(from), id(to), slot.to_string());
+        let ok = |port, args: &[&str]| -> anyhow::Result<()> {
+            let out = self.cli(port, args);
+            if out.trim() != "OK" {
+                bail!("{args:?} on {port}: {out}");
+            }
+            Ok(())
+        };
+        ok(to, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id])?;
+        ok(from, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id])?;
+        loop {
+            let listed = self.cli(from, &["CLUSTER", "GETKEYSINSLOT", &s, "100"]);
+            let keys: Vec<&str> = listed.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let port = to.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys);
+            ok(from, &args)?;
+        }
+        for &port in &self.ports {
+            ok(port, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id])?;
+        }
+        wait("every node to see the slot's new owner", || {
+            self.ports
+                .iter()
+                .all(|&p| self.primary_seen_by(p, slot) == to)
+        })
     }
 }
 

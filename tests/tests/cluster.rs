@@ -366,3 +366,53 @@ async fn the_gateway_serves_a_queue_on_a_cluster() {
     .await;
     assert_eq!(stats["queue"], q.cfg.queue.name.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queue_whose_slot_moves_to_another_primary_keeps_serving() {
+    let dir = private_dir("cluster-reshard");
+    let cluster = RedisCluster::start(&dir).expect("a three-primary cluster");
+    let q = queue_on(&cluster, "cl-move");
+    let from = shard_of(&cluster, &q);
+    let done = q.count_completions().await;
+    q.spawn_worker(|_| {});
+    let gw = q.spawn_gateway(|_| {}).await;
+    let before = q.enqueue_all(&q.jobs(3, "print before")).await;
+    q.wait_all(&before, 20).await;
+
+    // Resharding while the queue is idle (its worker blocked on the streams, the gateway and
+    // the producer holding connections to the old owner): the slot and every key move.
+    let to = *cluster
+        .ports
+        .iter()
+        .find(|&&p| p != from)
+        .expect("another primary");
+    let slot = cluster.keyslot(&format!("{{{}}}", q.cfg.queue.name));
+    cluster.move_slot(slot, to).expect("move the queue's slot");
+    assert_eq!(shard_of(&cluster, &q), to);
+    assert_eq!(
+        cluster.cli(to, &["EXISTS", &q.keys.job(&before[0])]).trim(),
+        "1",
+        "the record moved with the slot"
+    );
+
+    // Every component follows the MOVED redirection: the library enqueues and waits, the
+    // worker claims and reports, the gateway answers, the check's SCAN finds every record.
+    let after = q.enqueue_all(&q.jobs(5, "sleep 100\nprint after")).await;
+    for r in q.wait_all(&after, 30).await {
+        assert_eq!(
+            (r.status, r.stdout.data.as_str()),
+            (Status::Succeeded, "after\n")
+        );
+    }
+    let r = gw.get(&format!("/v1/jobs/{}", after[0])).await;
+    assert_eq!(
+        (r.status, r.json()["state"].as_str()),
+        (200, Some("succeeded"))
+    );
+    let all: Vec<JobId> = before.iter().chain(&after).cloned().collect();
+    let report = q.producer.check(false).await.expect("check");
+    assert_eq!(report.records, all.len() as u64, "{report:?}");
+    within(15, "settled", q.assert_settled(&all)).await;
+    done.wait_for(all.len(), 10).await;
+    done.assert_exactly_once(&all);
+}
