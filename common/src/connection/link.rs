@@ -49,11 +49,6 @@ impl Connection {
             }
         }
     }
-
-    /// Whether this is a cluster connection.
-    pub fn is_cluster(&self) -> bool {
-        matches!(self, Self::Cluster(_))
-    }
 }
 
 impl ConnectionLike for Connection {
