@@ -15,14 +15,24 @@ use crate::free_port;
 pub struct RedisCluster {
     /// Client ports, in the order the cluster was created.
     pub ports: Vec<u16>,
+    /// What `redis-cli` needs besides the port (password, TLS).
+    cli_args: Vec<String>,
     children: Vec<Child>,
 }
 
 impl RedisCluster {
     /// Starts three nodes under `dir` and creates the cluster (slots split three ways).
     pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(dir, &[], &[])
+    }
+
+    /// [`Self::start`] with more server arguments (`{port}` in them is replaced by the node's
+    /// port), e.g. `--requirepass` or `--port 0 --tls-port {port} --tls-cluster yes`, and what
+    /// `redis-cli` then needs to reach the nodes (`-a`, `--tls --cacert`).
+    pub fn start_with(dir: &Path, server: &[&str], cli: &[&str]) -> anyhow::Result<Self> {
         let mut c = Self {
             ports: Vec::new(),
+            cli_args: cli.iter().map(|a| (*a).to_owned()).collect(),
             children: Vec::new(),
         };
         for _ in 0..3 {
@@ -43,6 +53,11 @@ impl RedisCluster {
                 .args(["--maxmemory-policy", "noeviction"])
                 .arg("--dir")
                 .arg(&node_dir)
+                .args(
+                    server
+                        .iter()
+                        .map(|a| a.replace("{port}", &port.to_string())),
+                )
                 .stdout(Stdio::null())
                 .spawn()
                 .context("start redis-server --cluster-enabled yes")?;
@@ -55,7 +70,10 @@ impl RedisCluster {
             })?;
         }
         let nodes: Vec<String> = c.nodes();
-        let out = Command::new("redis-cli")
+        // Bounded: redis-cli waits forever for nodes that cannot meet on the bus.
+        let out = Command::new("timeout")
+            .args(["30", "redis-cli"])
+            .args(&c.cli_args)
             .arg("--cluster")
             .arg("create")
             .args(&nodes)
@@ -89,7 +107,9 @@ impl RedisCluster {
 
     /// `redis-cli -p PORT ARGS…` on a node, its stdout.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
-        crate::redis_cli(port, args)
+        let mut all: Vec<&str> = self.cli_args.iter().map(String::as_str).collect();
+        all.extend(args);
+        crate::redis_cli(port, &all)
     }
 
     /// The slot of `key` (`CLUSTER KEYSLOT`).
@@ -100,46 +120,39 @@ impl RedisCluster {
             .expect("CLUSTER KEYSLOT answers a number")
     }
 
-    /// The port of the primary serving `slot`, from `CLUSTER SLOTS` (ranges of `[start, end,
-    /// [primary ip, port, id, ...], replicas...]`).
+    /// The port of the primary serving `slot`.
     pub fn primary_of(&self, slot: u16) -> u16 {
         self.primary_seen_by(self.ports[0], slot)
     }
 
-    /// [`Self::primary_of`] as the node on `port` sees it.
+    /// [`Self::primary_of`] as the node on `port` sees it, from `CLUSTER NODES`: one line per
+    /// node, `id ip:port@bus flags master ping pong epoch link slot-range...`.
     pub fn primary_seen_by(&self, port: u16, slot: u16) -> u16 {
-        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-            .and_then(|c| c.get_connection())
-            .expect("connect to a cluster node");
-        let ranges: Vec<redis::Value> = redis::cmd("CLUSTER")
-            .arg("SLOTS")
-            .query(&mut conn)
-            .expect("CLUSTER SLOTS");
-        for range in ranges {
-            let redis::Value::Array(parts) = range else {
+        let out = self.cli(port, &["CLUSTER", "NODES"]);
+        for line in out.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else {
                 continue;
             };
-            let int = |v: Option<&redis::Value>| match v {
-                Some(redis::Value::Int(n)) => Some(*n),
-                _ => None,
-            };
-            let primary = match parts.get(2) {
-                Some(redis::Value::Array(p)) => int(p.get(1)),
-                _ => None,
-            };
-            if let (Some(start), Some(end), Some(port)) =
-                (int(parts.first()), int(parts.get(1)), primary)
-            {
-                if (start..=end).contains(&i64::from(slot)) {
-                    return u16::try_from(port).expect("a port");
-                }
+            if !flags.split(',').any(|f| f == "master") {
+                continue;
+            }
+            let serves = fields.iter().skip(8).any(|range| {
+                let (a, b) = range.split_once('-').unwrap_or((range, range));
+                matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot))
+            });
+            if serves {
+                let port = addr
+                    .split('@')
+                    .next()
+                    .and_then(|a| a.rsplit_once(':'))
+                    .and_then(|(_, p)| p.parse().ok());
+                return port.unwrap_or_else(|| panic!("no port in {addr}"));
             }
         }
-        panic!("no range of CLUSTER SLOTS holds slot {slot}")
+        panic!("no primary of slot {slot} in CLUSTER NODES: {out}")
     }
-}
 
-impl RedisCluster {
     /// Moves `slot` with its keys to the primary on `to`, as `redis-cli --cluster reshard` does
     /// for each slot: mark it importing and migrating, `MIGRATE` its keys, assign it to `to` on
     /// every node; returns once every node names `to` as its owner.

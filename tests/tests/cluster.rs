@@ -7,9 +7,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use quayside_common::config::ClusterConfig;
+use quayside_common::config::{ClusterConfig, Secret};
 use quayside_common::{JobId, Priority, Status};
 use quayside_e2e::gateway::TOKEN;
+use quayside_e2e::ops::TestCerts;
 use quayside_e2e::{
     free_port, private_dir, recorded, run_bounded, stdout_ok, within, Completions, RedisCluster,
     TestQueue,
@@ -415,4 +416,74 @@ async fn a_queue_whose_slot_moves_to_another_primary_keeps_serving() {
     within(15, "settled", q.assert_settled(&all)).await;
     done.wait_for(all.len(), 10).await;
     done.assert_exactly_once(&all);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_with_a_password_and_tls_serves_a_queue() {
+    const PASSWORD: &str = "s3cret-Cluster-pw";
+    let dir = private_dir("cluster-tls");
+    let certs = TestCerts::generate(&dir.join("certs")).expect("certificates");
+    let mut server = certs.redis_server_args();
+    server.extend(["--requirepass", PASSWORD, "--tls-cluster", "yes"].map(str::to_owned));
+    let server: Vec<&str> = server.iter().map(String::as_str).collect();
+    let ca = certs.ca.display().to_string();
+    let cli = [
+        "-a",
+        PASSWORD,
+        "--no-auth-warning",
+        "--tls",
+        "--cacert",
+        &ca,
+    ];
+    let cluster = RedisCluster::start_with(&dir, &server, &cli).expect("a TLS cluster");
+    // Credentials and TLS as for one server: the URL's scheme, the password and the CA beside it.
+    let q = TestQueue::with_redis("cl-tls", |r| {
+        r.url = format!("rediss://127.0.0.1:{}", free_port());
+        r.password = Some(Secret::new(PASSWORD));
+        r.tls_ca_file = Some(certs.ca.clone());
+        r.cluster = Some(ClusterConfig {
+            nodes: cluster.nodes(),
+        });
+    });
+    q.spawn_worker(|_| {});
+    let ok = q.job("print over tls");
+    let running = q.job("sleep 60000");
+    let ids = q.enqueue_all(&[ok, running.clone()]).await;
+    q.wait_state(&running.id, Status::Running, 15).await;
+    assert_eq!(
+        q.producer.cancel(&running.id).await.expect("cancel"),
+        CancelOutcome::Requested
+    );
+    let got: Vec<Status> = q
+        .wait_all(&ids, 20)
+        .await
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(got, [Status::Succeeded, Status::Cancelled]);
+    within(15, "settled", q.assert_settled(&ids)).await;
+
+    let mut stats = q.cli();
+    stats
+        .env("QUAYSIDE_REDIS__URL", &q.cfg.redis.url)
+        .env("QUAYSIDE_REDIS__CLUSTER__NODES", cluster.nodes().join(","))
+        .env("QUAYSIDE_REDIS__PASSWORD", PASSWORD)
+        .env("QUAYSIDE_REDIS__TLS_CA_FILE", &ca)
+        .args(["--json", "stats"]);
+    let out = stdout_ok(&run_bounded(stats, 20).await);
+    assert!(out.contains(&q.cfg.queue.name), "{out}");
+    // Without the CA the nodes' certificates are not trusted: a clear error, not a hang.
+    let mut untrusted = q.cli();
+    untrusted
+        .env("QUAYSIDE_REDIS__URL", &q.cfg.redis.url)
+        .env("QUAYSIDE_REDIS__CLUSTER__NODES", cluster.nodes().join(","))
+        .env("QUAYSIDE_REDIS__PASSWORD", PASSWORD)
+        .args(["stats"]);
+    let out = run_bounded(untrusted, 30).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot connect to redis at cluster of"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
