@@ -20,7 +20,7 @@ pub struct RedisConfig {
     pub password: Option<Secret>,
     /// PEM file with the CA certificate(s) to trust for `rediss://` instead of the system's.
     pub tls_ca_file: Option<PathBuf>,
-    /// Pooled connections per process (each multiplexes many requests).
+    /// Pooled connections per process (each multiplexes many requests); not used on a cluster.
     pub pool_size: usize,
     /// Give up on a connection attempt after this long.
     pub connect_timeout_ms: u64,
