@@ -329,6 +329,12 @@ async fn the_gateway_serves_a_queue_on_a_cluster() {
         (batch["total"].as_u64(), batch["succeeded"].as_u64()),
         (Some(4), Some(4))
     );
+    let listed = gw.get("/v1/batches").await.json();
+    assert_eq!(
+        listed["batches"][0]["id"].as_str(),
+        Some("cl-b"),
+        "the recent batches list: {listed}"
+    );
 
     // DELETE stops a running job.
     let r = gw
