@@ -43,7 +43,8 @@ impl Producer {
     }
 
     /// Enqueues many jobs: validated first (shape, then the `limits` caps and floors of this
-    /// producer's config: what needs no language table), then sent in script calls of 256
+    /// producer's config: what needs no language table; a `callback` against its
+    /// `webhooks.*` rules), then sent in script calls of 256
     /// jobs, pipelined.
     ///
     /// # Errors
@@ -53,6 +54,7 @@ impl Producer {
         for s in specs {
             s.validate_shape()?;
             admission::check_sizes(&self.limits, &self.queue, s)?;
+            admission::check_callback(&self.webhooks, &self.tenants, s)?;
         }
         let calls: Vec<_> = specs
             .chunks(ENQUEUE_CHUNK)
