@@ -53,7 +53,7 @@ pub use quayside_common::protocol::cancel::CancelOutcome;
 pub use quayside_common::protocol::pause::Change as PauseChange;
 pub use quayside_common::protocol::repair::Problem;
 pub use quayside_common::protocol::replay::ReplayOutcome;
-pub use stats::{PriorityStats, QueueStats, TenantStats, WorkerInfo};
+pub use stats::{PriorityStats, QueueStats, TenantStats, WebhookStats, WorkerInfo};
 /// A handle on one queue. Cheap to clone; share it.
 #[derive(Clone, Debug)]
 pub struct Producer {

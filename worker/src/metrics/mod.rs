@@ -136,6 +136,8 @@ pub struct WorkerMetrics {
     dead_letters: Gauge,
     workers: Gauge,
     paused: Gauge,
+    webhooks_pending: Gauge,
+    webhooks_dead: Gauge,
     /// Configured tenants (label values and caps of the tenant gauges).
     tenants: BTreeMap<String, TenantConfig>,
 }
@@ -192,6 +194,8 @@ impl WorkerMetrics {
             dead_letters: QUEUE_DEAD_LETTERS.gauge(q()),
             workers: QUEUE_WORKERS.gauge(q()),
             paused: QUEUE_PAUSED.gauge(q()),
+            webhooks_pending: QUEUE_WEBHOOKS_PENDING.gauge(q()),
+            webhooks_dead: QUEUE_WEBHOOKS_DEAD.gauge(q()),
             tenants: BTreeMap::new(),
             queue,
         }
@@ -346,7 +350,22 @@ impl WorkerMetrics {
         } else {
             0.0
         });
+        self.webhooks_pending.set(s.webhooks_pending as f64);
+        self.webhooks_dead.set(s.webhooks_dead as f64);
         self.set_tenants(s);
+    }
+
+    /// Counts one completion-webhook attempt of a job of `tenant` (`None`: the default
+    /// tenant) by its `outcome` label; the tenant folds into the configured label set.
+    pub fn webhook(&self, tenant: Option<&str>, outcome: &'static str) {
+        let label = tenant_label(&self.tenants, tenant).to_owned();
+        WEBHOOKS_TOTAL
+            .counter([
+                self.queue.clone(),
+                SharedString::from(label),
+                SharedString::const_str(outcome),
+            ])
+            .increment(1);
     }
 
     /// Tenant gauges: every label the config allows is set each sample (0 when idle), so a
