@@ -3,14 +3,14 @@
 -- Each job goes to the lane of its priority and tenant, which joins the priority's turns.
 -- ARGV: prefix, max_depth (0 = unlimited), n, then n times: id, priority index (1-3), spec JSON,
 --       batch id ('' = none), result ttl seconds, tenant ('' = default), the tenant's most
---       queued jobs (0 = no cap), callback URL ('' = none).
+--       queued jobs (0 = no cap).
 -- Returns one string per job: 'new:<entry id>', 'exists:<state>', 'exists:expired' (a member
 -- of its batch whose record has expired: nothing added), 'full', or
 -- 'tenant_full:<queued>:<cap>' (its tenant's queued cap: every new job of that tenant in this
 -- call is refused, so a batch is never half enqueued).
 local max_depth = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
-local W = 8
+local W = 7
 local depth = 0
 if max_depth > 0 then
   for i = 1, 3 do depth = depth + redis.call('XLEN', K.streams[i]) end
@@ -68,7 +68,7 @@ end
 for j = 0, n - 1 do
   local b = 4 + j * W
   local id, prio, spec, batch, ttl = ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
-  local tenant, callback = ARGV[b + 5], ARGV[b + 7]
+  local tenant = ARGV[b + 5]
   local rec = K.job(id)
   local state = redis.call('HGET', rec, 'state')
   if state then
@@ -87,7 +87,8 @@ for j = 0, n - 1 do
       fields[#fields + 1] = 'tenant'
       fields[#fields + 1] = tenant
     end
-    if callback ~= '' then
+    local callback = callback_of(spec)
+    if callback then
       fields[#fields + 1] = 'callback'
       fields[#fields + 1] = callback
     end

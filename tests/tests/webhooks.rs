@@ -13,7 +13,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use quayside_common::config::{Secret, TenantConfig};
-use quayside_common::JobSpec;
+use quayside_common::{JobSpec, Status};
 use quayside_e2e::ops::{http_get, repo_root, wait_http};
 use quayside_e2e::{free_addr, within, TestQueue};
 use quayside_producer::{Error, Producer};
@@ -423,4 +423,38 @@ async fn a_worker_killed_between_the_result_and_the_post_leaves_the_webhook_to_a
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_raw_xadd_job_with_a_callback_gets_its_webhook_and_a_disallowed_one_is_rejected() {
+    let q = queue("raw");
+    let rx = Receiver::start(|_| 200).await;
+    q.spawn_worker(|_| {});
+    // Raw producers (plain XADD, the Python and Node examples) skip the admission doors: the
+    // worker checks the callback when it claims the job, and the sender again at send time.
+    let good = job_calling(&q, &rx.url());
+    q.raw_enqueue(&good).await;
+    let bad = job_calling(&q, "https://evil.example.net/hook");
+    q.raw_enqueue(&bad).await;
+    let hit = rx.wait_for(1, 20).await.remove(0);
+    assert_eq!(hit.header("quayside-job-id"), good.id.as_str());
+    let rejected = q.wait_one(&bad.id, 20).await;
+    assert_eq!(rejected.status, Status::Rejected);
+    assert!(
+        rejected
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("callback: host evil.example.net"),
+        "{:?}",
+        rejected.error
+    );
+    // Its webhook is refused at send time too: dead-lettered, never sent.
+    within(10, "the refused webhook dead-lettered", async {
+        while q.producer.stats().await.expect("stats").webhooks.dead != 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(rx.hits().len(), 1, "nothing sent to a host not allowed");
 }

@@ -58,8 +58,7 @@ impl Enqueue<'_> {
                         .as_deref()
                         .and_then(|t| self.tenants.get(t))
                         .map_or(0, |t| t.max_queued),
-                )
-                .arg(s.callback.as_deref().unwrap_or(""));
+                );
         }
         let n = self.specs.len();
         let key = keys.stream(Priority::Normal);
@@ -110,7 +109,6 @@ mod tests {
         b.batch = Some("nightly".into());
         b.result_ttl_s = Some(7200);
         b.tenant = Some("acme".into());
-        b.callback = Some("https://hooks.example.com/done".into());
         vec![a, b]
     }
 
@@ -132,28 +130,15 @@ mod tests {
     }
 
     #[test]
-    fn each_job_is_eight_arguments() {
+    fn each_job_is_seven_arguments() {
         let specs = specs();
         let args = text(&Enqueue::call_for(&specs));
         assert_eq!(args[..3], ["qs:{q}:", "10", "2"]);
         assert_eq!(args[3..5], ["a", "2"]);
-        assert_eq!(
-            args[6..11],
-            ["", "3600", "", "0", ""],
-            "default tenant: no cap"
-        );
-        assert_eq!(args[11..13], ["b", "1"]);
-        assert_eq!(
-            args[14..],
-            [
-                "nightly",
-                "7200",
-                "acme",
-                "50",
-                "https://hooks.example.com/done"
-            ]
-        );
-        let spec: JobSpec = serde_json::from_str(&args[13]).expect("spec JSON");
+        assert_eq!(args[6..10], ["", "3600", "", "0"], "default tenant: no cap");
+        assert_eq!(args[10..12], ["b", "1"]);
+        assert_eq!(args[13..], ["nightly", "7200", "acme", "50"]);
+        let spec: JobSpec = serde_json::from_str(&args[12]).expect("spec JSON");
         assert_eq!(spec.id.as_str(), "b");
     }
 
