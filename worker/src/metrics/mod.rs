@@ -355,6 +355,24 @@ impl WorkerMetrics {
         self.set_tenants(s);
     }
 
+    /// Counts a claim that passed over `tenant` (a turns member: `default` for the default
+    /// tenant) for `reason` (`running_cap` or `paused`); the tenant folds into the configured
+    /// label set.
+    pub fn claim_skipped(&self, tenant: &str, reason: &'static str) {
+        let label = if tenant == DEFAULT_LABEL {
+            DEFAULT_LABEL
+        } else {
+            tenant_label(&self.tenants, Some(tenant))
+        };
+        TENANT_CLAIMS_SKIPPED_TOTAL
+            .counter([
+                self.queue.clone(),
+                SharedString::from(label.to_owned()),
+                SharedString::const_str(reason),
+            ])
+            .increment(1);
+    }
+
     /// Counts one completion-webhook attempt of a job of `tenant` (`None`: the default
     /// tenant) by its `outcome` label; the tenant folds into the configured label set.
     pub fn webhook(&self, tenant: Option<&str>, outcome: &'static str) {

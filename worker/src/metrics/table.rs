@@ -238,6 +238,13 @@ pub const TENANT_PAUSED: Metric = row(
     BY_TENANT,
     "1 while an operator has the tenant paused (workers skip its jobs), else 0; sampled.",
 );
+pub const TENANT_CLAIMS_SKIPPED_TOTAL: Metric = row(
+    Kind::Counter,
+    "quayside_tenant_claims_skipped_total",
+    &["queue", "tenant", "reason"],
+    "Claims of this worker that passed over a tenant with queued work, by reason: running_cap \
+     (at its max_running) or paused.",
+);
 pub const WEBHOOKS_TOTAL: Metric = row(
     Kind::Counter,
     "quayside_webhooks_total",
@@ -265,7 +272,7 @@ pub const QUEUE_SAMPLE_ERRORS_TOTAL: Metric = row(
 );
 
 /// Every metric, in the order `docs/metrics.md` lists them.
-pub const TABLE: [Metric; 32] = [
+pub const TABLE: [Metric; 33] = [
     JOBS_CLAIMED_TOTAL,
     JOBS_FINISHED_TOTAL,
     JOBS_RETRIED_TOTAL,
@@ -294,6 +301,7 @@ pub const TABLE: [Metric; 32] = [
     TENANT_RUNNING,
     TENANT_RUNNING_CAP,
     TENANT_PAUSED,
+    TENANT_CLAIMS_SKIPPED_TOTAL,
     WEBHOOKS_TOTAL,
     QUEUE_WEBHOOKS_PENDING,
     QUEUE_WEBHOOKS_DEAD,
