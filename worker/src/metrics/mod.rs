@@ -211,6 +211,26 @@ impl WorkerMetrics {
                     .set(f64::from(t.max_running));
             }
         }
+        // The per-tenant counters start at 0 for every label the config allows, so a rate
+        // over them reads 0 rather than nothing before the first event.
+        let labels = [DEFAULT_LABEL, OTHER_LABEL]
+            .into_iter()
+            .chain(tenants.keys().map(String::as_str));
+        for label in labels {
+            let l = |v: &'static str| {
+                [
+                    self.queue.clone(),
+                    SharedString::from(label.to_owned()),
+                    SharedString::const_str(v),
+                ]
+            };
+            for reason in ["running_cap", "paused"] {
+                TENANT_CLAIMS_SKIPPED_TOTAL.counter(l(reason)).absolute(0);
+            }
+            for outcome in ["delivered", "retried", "dead"] {
+                WEBHOOKS_TOTAL.counter(l(outcome)).absolute(0);
+            }
+        }
         self.tenants = tenants;
         self
     }
