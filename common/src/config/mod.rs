@@ -86,7 +86,7 @@ pub struct Config {
 
 /// Variables read verbatim rather than parsed by figment, which would turn `123` into a number
 /// and `[x]` into an array: secrets can be any string.
-const RAW_ENV: [(&str, &str); 6] = [
+const RAW_ENV: [(&str, &str); 7] = [
     ("QUAYSIDE_REDIS__PASSWORD", "redis.password"),
     ("QUAYSIDE_REDIS__USERNAME", "redis.username"),
     ("QUAYSIDE_REDIS__SENTINEL__MASTER", "redis.sentinel.master"),
@@ -102,6 +102,7 @@ const RAW_ENV: [(&str, &str); 6] = [
         "QUAYSIDE_REDIS__SENTINEL__PASSWORD",
         "redis.sentinel.password",
     ),
+    ("QUAYSIDE_WEBHOOKS__SECRET", "webhooks.secret"),
 ];
 
 /// `QUAYSIDE_*` variables that are not config keys, so that setting them never stops a worker or
