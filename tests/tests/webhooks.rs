@@ -49,6 +49,12 @@ struct Receiver {
 
 impl Receiver {
     async fn start(status: fn(usize) -> u16) -> Self {
+        Self::start_holding(status, usize::MAX).await
+    }
+
+    /// A receiver that never answers its `hold`-th request (0-based): the sender stays
+    /// mid-POST.
+    async fn start_holding(status: fn(usize) -> u16, hold: usize) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -72,6 +78,9 @@ impl Receiver {
                             });
                             hits.len() - 1
                         };
+                        if n == hold {
+                            std::future::pending::<()>().await;
+                        }
                         let mut resp = Response::new(Full::new(Bytes::from("thanks")));
                         *resp.status_mut() =
                             hyper::StatusCode::from_u16(status(n)).expect("a status");
@@ -457,4 +466,42 @@ async fn a_raw_xadd_job_with_a_callback_gets_its_webhook_and_a_disallowed_one_is
     })
     .await;
     assert_eq!(rx.hits().len(), 1, "nothing sent to a host not allowed");
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_post_leaves_the_delivery_to_another_once_its_lease_ends() {
+    let mut q = queue("midpost");
+    // The lease a sender holds a delivery for: 2 × timeout + 5 s = 7 s here.
+    q.cfg.webhooks.timeout_ms = 1_000;
+    let rx = Receiver::start_holding(|_| 200, 0).await;
+    let first = q.spawn_worker(|_| {});
+    let spec = job_calling(&q, &rx.url());
+    q.producer.enqueue(&spec).await.expect("enqueue");
+    // The first POST arrives and is held unanswered: the sender is mid-delivery. Kill it.
+    let held = rx.wait_for(1, 20).await.remove(0);
+    first.signal(9);
+    first.wait_exit(10).await;
+    assert_eq!(held.header("quayside-delivery"), "1");
+    let killed_at = Instant::now();
+    q.spawn_worker(|_| {});
+    let hits = rx.wait_for(2, 30).await;
+    let again = &hits[1];
+    assert_eq!(again.header("quayside-job-id"), spec.id.as_str());
+    assert_eq!(
+        again.header("quayside-delivery"),
+        "2",
+        "a possible duplicate, told apart by the attempt"
+    );
+    assert_eq!(again.body, held.body, "the same result");
+    assert!(
+        again.at.duration_since(killed_at) >= Duration::from_secs(4),
+        "not before the dead sender's lease ended: {:?}",
+        again.at.duration_since(killed_at)
+    );
+    within(10, "outbox empty", async {
+        while q.producer.stats().await.expect("stats").webhooks.pending != 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
 }

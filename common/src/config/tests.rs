@@ -95,7 +95,10 @@ fn webhooks_load_with_the_usual_precedence_are_checked_and_the_secret_is_redacte
 
         jail.clear_env();
         for (file, key) in [
-            ("[webhooks]\nallowed_hosts = [\"a/b\"]\n", "webhooks.allowed_hosts"),
+            (
+                "[webhooks]\nallowed_hosts = [\"a/b\"]\n",
+                "webhooks.allowed_hosts",
+            ),
             ("[webhooks]\nsecret = \"short\"\n", "webhooks.secret"),
             ("[webhooks]\ntimeout_ms = 1\n", "webhooks.timeout_ms"),
             ("[webhooks]\nretry_for_s = 0\n", "webhooks.retry_for_s"),
