@@ -236,7 +236,11 @@ async fn the_queued_cap_refuses_whole_calls_and_frees_as_jobs_run() {
         max_queued: 5,
         ..TenantConfig::default()
     };
-    let q = queue_with("qcap", &[("capped", capped)]);
+    let big = TenantConfig {
+        max_queued: 300,
+        ..TenantConfig::default()
+    };
+    let q = queue_with("qcap", &[("capped", capped), ("big", big)]);
     let five = jobs_of(&q, "capped", 5, "print ok");
     q.producer.enqueue_many(&five).await.expect("five fit");
     // Enqueueing the same ids again answers their state: nothing new is added.
@@ -269,8 +273,31 @@ async fn the_queued_cap_refuses_whole_calls_and_frees_as_jobs_run() {
         .await
         .expect("others enqueue");
 
+    // A call larger than one script call is held to the cap as a whole: nothing of it is
+    // queued (the scripts alone would queue its first 256 jobs).
+    let batch = jobs_of(&q, "big", 301, "print no");
+    match q.producer.enqueue_many(&batch).await {
+        Err(Error::TenantQueueFull { queued, cap, .. }) => assert_eq!((queued, cap), (0, 300)),
+        other => panic!("expected TenantQueueFull, got {other:?}"),
+    }
+    let statuses = q.producer.statuses(&ids(&batch)).await.expect("statuses");
+    assert!(
+        statuses.iter().all(Option::is_none),
+        "part of a refused call was queued"
+    );
+    let fits = &batch[..300];
+    let added = q.producer.enqueue_many(fits).await.expect("300 fit");
+    assert!(added.iter().all(|e| e.created));
+    let again = q
+        .producer
+        .enqueue_many(fits)
+        .await
+        .expect("re-posting adds nothing, so it fits");
+    assert!(again.iter().all(|e| !e.created));
+    let mut all = ids(fits);
+
     q.spawn_worker(|_| {});
-    let mut all = ids(&five);
+    all.extend(ids(&five));
     all.extend(ids(&other));
     q.wait_all(&all, 60).await;
     q.producer
