@@ -366,6 +366,7 @@ async fn a_tenants_token_reaches_only_its_own_jobs_and_batches() {
         (r.json()["error"].clone(), r.json()["field"].clone()),
         ("id_conflict".into(), "id".into())
     );
+    assert_eq!(rejected(&gw, "zeta", "id_conflict").await, 1.0);
     let r = gw.post_json_as("/v1/jobs", ACME, &job("iso-a")).await;
     assert_eq!(r.status, 200, "its own tenant re-posts: {}", r.text());
     let inside = serde_json::json!({"id": "iso-z", "jobs": [job("iso-z1"), job("iso-a")]});
@@ -399,6 +400,8 @@ async fn a_tenants_token_reaches_only_its_own_jobs_and_batches() {
     }
     let st = q.producer.batch_status("iso-b").await.expect("status");
     assert_eq!(st.expect("batch").total, 2, "nothing joined acme's batch");
+    assert_eq!(rejected(&gw, "zeta", "batch_conflict").await, 2.0);
+    assert_eq!(rejected(&gw, "default", "batch_conflict").await, 2.0);
 
     // The list of recent batches: each tenant its own, operators all, newest first.
     let r = gw

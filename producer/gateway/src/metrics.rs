@@ -33,13 +33,15 @@ pub const REJECTED_TOTAL: &str = "quayside_gateway_rejected_total";
 pub const ALL: [&str; 3] = [REQUESTS_TOTAL, REQUEST_DURATION_SECONDS, REJECTED_TOTAL];
 
 /// The error kinds [`REJECTED_TOTAL`] counts: a caller held back by its quota, rate or rights.
-pub const REJECTION_REASONS: [&str; 6] = [
+pub const REJECTION_REASONS: [&str; 8] = [
     "rate_limited",
     "tenant_queue_full",
     "queue_full",
     "tenant_mismatch",
     "operator_only",
     "unauthorized",
+    "id_conflict",
+    "batch_conflict",
 ];
 
 /// The `tenant` label of a request without a valid token.
