@@ -45,7 +45,8 @@ impl Producer {
     }
 
     /// Enqueues many jobs: validated first (shape, then the `limits` caps and floors of this
-    /// producer's config: what needs no language table), then sent in script calls of 256
+    /// producer's config: what needs no language table; a `callback` against its
+    /// `webhooks.*` rules), then sent in script calls of 256
     /// jobs, pipelined.
     ///
     /// # Errors
@@ -55,6 +56,7 @@ impl Producer {
         for s in specs {
             s.validate_shape()?;
             admission::check_sizes(&self.limits, &self.queue, s)?;
+            admission::check_callback(&self.webhooks, &self.tenants, s)?;
         }
         self.check_caps_whole(specs).await?;
         let calls: Vec<_> = specs

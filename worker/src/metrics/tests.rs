@@ -164,12 +164,24 @@ fn every_metric_of_the_table_is_described_with_its_kind() {
         });
         m.emit(Event::Reclaimed { jobs: 2 });
         m.emit(Event::HandedBack(HandBack::Drain));
+        m.webhook(Some("acme"), "delivered");
+        m.claim_skipped("acme", "running_cap");
+        m.claim_skipped("default", "paused");
+        m.webhook(Some("made-up"), "dead");
         m.set_queue(&crate::queue::QueueSample::default());
         m.emit(Event::SampleFailed(&crate::queue::QueueError::Reply {
             op: "stats",
             detail: "x".into(),
         }));
     });
+    for want in [
+        "quayside_webhooks_total{queue=\"q\",tenant=\"acme\",outcome=\"delivered\"} 1",
+        "quayside_webhooks_total{queue=\"q\",tenant=\"other\",outcome=\"dead\"} 1",
+        "quayside_tenant_claims_skipped_total{queue=\"q\",tenant=\"acme\",reason=\"running_cap\"} 1",
+        "quayside_tenant_claims_skipped_total{queue=\"q\",tenant=\"default\",reason=\"paused\"} 1",
+    ] {
+        assert!(text.contains(want), "{want} in {text}");
+    }
     for metric in TABLE {
         let name = metric.name;
         assert!(
