@@ -9,6 +9,7 @@
 //! - `completions`: terminal notifications, counted per job ([`Completions`]).
 //! - `leases`: simulated workers driving the queue's fenced calls by hand ([`leases::LeaseCalls`]).
 //! - `private_redis`: a redis-server of a test's own, to kill and restart ([`PrivateRedis`]).
+//! - `redis_cluster`: a three-primary Redis Cluster of a test's own ([`RedisCluster`]).
 //! - `browser`, `private_dockerd`, `gateway`, `ops`, `sandbox_cli`, `script_runner`, `log_bench`, `model`:
 //!   the harness pieces of one concern each (headless Chromium, an engine of a test's own, `quayside serve`,
 //!   operations, the benchmark's bare `docker run`, the script runner, the log benchmark, the
@@ -25,6 +26,7 @@ pub mod ops;
 pub mod private_dockerd;
 mod private_redis;
 mod queue;
+mod redis_cluster;
 pub mod sandbox_cli;
 pub mod sandboxes;
 pub mod script_runner;
@@ -33,9 +35,12 @@ mod workers;
 use std::time::Duration;
 
 pub use completions::Completions;
-pub use machine::{bin_path, free_addr, free_port, private_dir, redis_url, run_bounded, stdout_ok};
+pub use machine::{
+    bin_path, free_addr, free_port, private_dir, redis_cli, redis_url, run_bounded, stdout_ok,
+};
 pub use private_redis::PrivateRedis;
 pub use queue::TestQueue;
+pub use redis_cluster::RedisCluster;
 pub use workers::{recorded, WorkerHandle};
 
 /// Bounds every await of a test: a hang fails the test with `what` instead of stalling CI.

@@ -75,3 +75,13 @@ pub async fn run_bounded(mut cmd: std::process::Command, secs: u64) -> std::proc
     .await
     .expect("run the command")
 }
+
+/// `redis-cli -p PORT ARGS…` against a server on 127.0.0.1; its stdout.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

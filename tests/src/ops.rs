@@ -235,7 +235,7 @@ impl TestCerts {
         std::fs::write(
             p("ext.cnf"),
             "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n",
         )?;
         run_ok(
             Command::new("openssl")
@@ -256,5 +256,27 @@ impl TestCerts {
             server_cert: p("server.pem"),
             server_key: p("server.key"),
         })
+    }
+
+    /// `redis-server` arguments for TLS only on `{port}` (the `PrivateRedis`/`RedisCluster`
+    /// placeholder) with these files, clients not asked for certificates.
+    pub fn redis_server_args(&self) -> Vec<String> {
+        let path = |p: &Path| p.display().to_string();
+        [
+            "--port",
+            "0",
+            "--tls-port",
+            "{port}",
+            "--tls-cert-file",
+            &path(&self.server_cert),
+            "--tls-key-file",
+            &path(&self.server_key),
+            "--tls-ca-cert-file",
+            &path(&self.ca),
+            "--tls-auth-clients",
+            "no",
+        ]
+        .map(str::to_owned)
+        .to_vec()
     }
 }

@@ -269,7 +269,7 @@ impl TestQueue {
     }
 
     /// Raw connection for tests that speak plain Redis (with the queue's auth and TLS).
-    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+    pub async fn conn(&self) -> quayside_common::connection::Connection {
         Redis::new(&self.cfg.redis)
             .expect("redis config")
             .dedicated()
@@ -293,7 +293,7 @@ impl TestQueue {
 }
 
 /// The size of `key` as a counting command (`XLEN`, `HLEN`, `ZCARD`) reads it.
-async fn size(conn: &mut redis::aio::MultiplexedConnection, command: &str, key: &str) -> u64 {
+async fn size(conn: &mut quayside_common::connection::Connection, command: &str, key: &str) -> u64 {
     redis::cmd(command)
         .arg(key)
         .query_async(conn)

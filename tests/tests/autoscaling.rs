@@ -86,7 +86,7 @@ fn triggers(so: &Value) -> Vec<Trigger> {
 
 /// The figure KEDA's redis-streams scaler reads for trigger `t`, on stream `key`: the
 /// metadata decides the command, as in KEDA's `parseRedisStreamsMetadata`.
-async fn figure(conn: &mut redis::aio::MultiplexedConnection, t: &Trigger, key: &str) -> i64 {
+async fn figure(conn: &mut quayside_common::connection::Connection, t: &Trigger, key: &str) -> i64 {
     let group = t.metadata["consumerGroup"].as_str();
     match group {
         None => redis::cmd("XLEN")
@@ -111,7 +111,11 @@ async fn figure(conn: &mut redis::aio::MultiplexedConnection, t: &Trigger, key: 
 
 /// The `lag` of `group` in XINFO GROUPS (Redis 7): `None` when Redis cannot tell (an entry
 /// not yet delivered was deleted).
-async fn lag(conn: &mut redis::aio::MultiplexedConnection, key: &str, group: &str) -> Option<i64> {
+async fn lag(
+    conn: &mut quayside_common::connection::Connection,
+    key: &str,
+    group: &str,
+) -> Option<i64> {
     let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
         .arg("GROUPS")
         .arg(key)

@@ -445,7 +445,7 @@ async fn drain_past_the_grace_period_hands_jobs_back_without_spending_an_attempt
 
 /// The keys one claim writes, as `DUMP` saw them (None: the key did not exist).
 async fn snapshot(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut quayside_common::connection::Connection,
     keys: &[String],
 ) -> Vec<(String, Option<Vec<u8>>)> {
     let mut out = Vec::new();
@@ -463,7 +463,7 @@ async fn snapshot(
 /// Puts the keys back as they were: what a failover to a replica that missed the last write,
 /// or a restart that lost the unsynced tail of the AOF, leaves behind.
 async fn roll_back(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut quayside_common::connection::Connection,
     snap: &[(String, Option<Vec<u8>>)],
 ) {
     for (k, dump) in snap {

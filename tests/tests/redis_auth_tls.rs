@@ -267,32 +267,11 @@ async fn an_acl_user_limited_to_the_queues_keys_runs_every_flow() {
 async fn tls_with_a_private_ca_for_worker_library_and_cli() {
     let dir = private_dir("tls");
     let certs = TestCerts::generate(&dir.join("certs")).expect("certificates");
-    let path = |p: &std::path::Path| p.display().to_string();
-    let (cert, key, ca) = (
-        path(&certs.server_cert),
-        path(&certs.server_key),
-        path(&certs.ca),
-    );
-    let redis = PrivateRedis::start_with(
-        &dir,
-        &[
-            "--port",
-            "0",
-            "--tls-port",
-            "{port}",
-            "--tls-cert-file",
-            &cert,
-            "--tls-key-file",
-            &key,
-            "--tls-ca-cert-file",
-            &ca,
-            "--tls-auth-clients",
-            "no",
-            "--requirepass",
-            PASSWORD,
-        ],
-    )
-    .expect("redis with TLS");
+    let ca = certs.ca.display().to_string();
+    let mut args = certs.redis_server_args();
+    args.extend(["--requirepass".to_owned(), PASSWORD.to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let redis = PrivateRedis::start_with(&dir, &args).expect("redis with TLS");
     let url = format!("rediss://localhost:{}", redis.port);
     let q = TestQueue::with_redis("tls", |r| {
         r.url = url.clone();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use quayside_common::config::SentinelConfig;
 use quayside_common::now_ms;
-use quayside_e2e::{free_port, private_dir, recorded, within, PrivateRedis, TestQueue};
+use quayside_e2e::{free_port, private_dir, recorded, redis_cli, within, PrivateRedis, TestQueue};
 
 const MASTER: &str = "quayside";
 
@@ -93,15 +93,6 @@ impl Drop for Sentinel {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {

@@ -41,7 +41,8 @@ pub use gateway::GatewayConfig;
 pub use languages::{default_image, default_languages, LanguageConfig, RUNNER_IMAGE_VERSION};
 pub use limits::LimitsConfig;
 pub use queue::{QueueConfig, RetryConfig, WorkerConfig};
-pub use redis::{RedisConfig, SentinelConfig};
+pub(crate) use redis::host_port;
+pub use redis::{ClusterConfig, RedisConfig, SentinelConfig};
 pub use runner::{
     DockerConfig, FileTransfer, JobUser, KubernetesConfig, RunnerBackend, RunnerConfig,
     SandboxConfig, SeccompProfile,
@@ -86,7 +87,7 @@ pub struct Config {
 
 /// Variables read verbatim rather than parsed by figment, which would turn `123` into a number
 /// and `[x]` into an array: secrets can be any string.
-const RAW_ENV: [(&str, &str); 7] = [
+const RAW_ENV: [(&str, &str); 8] = [
     ("QUAYSIDE_REDIS__PASSWORD", "redis.password"),
     ("QUAYSIDE_REDIS__USERNAME", "redis.username"),
     ("QUAYSIDE_REDIS__SENTINEL__MASTER", "redis.sentinel.master"),
@@ -102,6 +103,7 @@ const RAW_ENV: [(&str, &str); 7] = [
         "QUAYSIDE_REDIS__SENTINEL__PASSWORD",
         "redis.sentinel.password",
     ),
+    ("QUAYSIDE_REDIS__CLUSTER__NODES", "redis.cluster.nodes"),
     ("QUAYSIDE_WEBHOOKS__SECRET", "webhooks.secret"),
 ];
 

@@ -20,7 +20,7 @@ pub struct RedisConfig {
     pub password: Option<Secret>,
     /// PEM file with the CA certificate(s) to trust for `rediss://` instead of the system's.
     pub tls_ca_file: Option<PathBuf>,
-    /// Pooled connections per process (each multiplexes many requests).
+    /// Pooled connections per process (each multiplexes many requests); not used on a cluster.
     pub pool_size: usize,
     /// Give up on a connection attempt after this long.
     pub connect_timeout_ms: u64,
@@ -29,6 +29,56 @@ pub struct RedisConfig {
     /// Find the primary through Redis Sentinel instead of at `url`'s host; `url` then gives
     /// only the primary's credentials, TLS (`rediss://`) and database.
     pub sentinel: Option<SentinelConfig>,
+    /// Talk to a Redis Cluster through these seed nodes instead of one server at `url`; `url`
+    /// then gives only the credentials and TLS (`rediss://`) every node shares. Not with
+    /// `sentinel`.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `redis.cluster.*`: the seed nodes of a Redis Cluster (the rest is discovered from them).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `host:port` of one or more nodes, as a list or one comma-separated string (environment).
+    #[serde(deserialize_with = "list_or_commas")]
+    pub nodes: Vec<String>,
+}
+
+impl ClusterConfig {
+    /// `scheme` and `path` are `redis.url`'s.
+    fn validate(&self, scheme: &str, path: &str) -> Result<(), ConfigError> {
+        if self.nodes.is_empty() {
+            return Err(invalid("redis.cluster.nodes", "no node host:port given"));
+        }
+        for n in &self.nodes {
+            if host_port(n).is_none() {
+                return Err(invalid(
+                    "redis.cluster.nodes",
+                    format!("{n:?} is not host:port"),
+                ));
+            }
+        }
+        if !matches!(scheme, "redis" | "rediss") {
+            return Err(invalid(
+                "redis.url",
+                "a cluster needs a redis:// or rediss:// URL (for its credentials and TLS)",
+            ));
+        }
+        if !matches!(path, "" | "/" | "/0") {
+            return Err(invalid(
+                "redis.url",
+                "a cluster has only database 0; remove the /db from the URL",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `(host, port)` of a `host:port` address (not a URL).
+pub(crate) fn host_port(address: &str) -> Option<(String, u16)> {
+    let (h, p) = address.rsplit_once(':')?;
+    (!h.is_empty() && !h.contains('/')).then_some(())?;
+    Some((h.to_owned(), p.parse().ok()?))
 }
 
 /// `redis.sentinel.*`: the sentinels that name the primary, and how to talk to them.
@@ -81,10 +131,7 @@ impl SentinelConfig {
             ));
         }
         for a in &self.addresses {
-            let port = a
-                .rsplit_once(':')
-                .and_then(|(h, p)| (!h.is_empty()).then_some(p));
-            if port.and_then(|p| p.parse::<u16>().ok()).is_none() {
+            if host_port(a).is_none() {
                 return Err(invalid(
                     "redis.sentinel.addresses",
                     format!("{a:?} is not host:port"),
@@ -112,6 +159,7 @@ impl Default for RedisConfig {
             connect_timeout_ms: 5_000,
             command_timeout_ms: 10_000,
             sentinel: None,
+            cluster: None,
         }
     }
 }
@@ -145,6 +193,15 @@ impl RedisConfig {
         }
         if let Some(s) = &self.sentinel {
             s.validate()?;
+        }
+        if let Some(c) = &self.cluster {
+            if self.sentinel.is_some() {
+                return Err(invalid(
+                    "redis.cluster",
+                    "set either redis.cluster or redis.sentinel, not both",
+                ));
+            }
+            c.validate(url.scheme(), url.path())?;
         }
         at_least("redis.pool_size", self.pool_size, 1)?;
         positive("redis.connect_timeout_ms", self.connect_timeout_ms)?;
@@ -223,6 +280,27 @@ mod tests {
             serde_json::from_value(serde_json::json!({"master": "m", "addresses": "a:1, b:2,"}))
                 .expect("commas");
         assert_eq!(from_env.addresses, ["a:1", "b:2"]);
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let cluster = |url: &str, nodes: &[&str]| {
+            with(|r| {
+                r.url = url.into();
+                r.cluster = Some(ClusterConfig {
+                    nodes: nodes.iter().map(|n| (*n).to_owned()).collect(),
+                });
+            })
+        };
+        cluster("redis://:pw@seed", &["127.0.0.1:7000", "h:7001"]).expect("valid");
+        let e = cluster("redis://h", &[]).expect_err("no nodes");
+        assert!(e.contains("redis.cluster.nodes"), "{e}");
+        let e = cluster("redis://h", &["redis://h:7000"]).expect_err("not host:port");
+        assert!(e.contains("redis.cluster.nodes"), "{e}");
+        let e = cluster("redis://h/2", &["h:7000"]).expect_err("db 2");
+        assert!(e.contains("redis.url") && e.contains("database 0"), "{e}");
+        let e = cluster("redis+unix:///s.sock", &["h:7000"]).expect_err("unix");
+        assert!(e.contains("redis.url"), "{e}");
     }
 
     #[test]

@@ -348,3 +348,26 @@ fn secrets_from_the_environment_are_taken_verbatim() {
         Ok(())
     });
 }
+
+#[test]
+fn cluster_nodes_load_from_file_and_environment_and_exclude_sentinel() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "q.toml",
+            "[redis]\nurl = \"rediss://:pw@ignored:1\"\n[redis.cluster]\nnodes = [\"10.0.0.1:7000\"]\n",
+        )?;
+        let c = Config::load(Some(Path::new("q.toml"))).expect("loads");
+        let nodes = |c: &Config| c.redis.cluster.as_ref().map(|k| k.nodes.clone());
+        assert_eq!(nodes(&c), Some(vec!["10.0.0.1:7000".to_owned()]));
+        jail.set_env("QUAYSIDE_REDIS__CLUSTER__NODES", "a:7000, b:7001");
+        let c = Config::load(Some(Path::new("q.toml"))).expect("loads");
+        assert_eq!(nodes(&c), Some(vec!["a:7000".to_owned(), "b:7001".into()]));
+        jail.set_env("QUAYSIDE_REDIS__SENTINEL__MASTER", "m");
+        jail.set_env("QUAYSIDE_REDIS__SENTINEL__ADDRESSES", "s:26379");
+        let err = Config::load(Some(Path::new("q.toml"))).expect_err("both");
+        assert!(err.to_string().contains("redis.cluster"), "{err}");
+        assert!(err.to_string().contains("not both"), "{err}");
+        jail.set_env("QUAYSIDE_REDIS__SENTINEL__MASTER", "");
+        Ok(())
+    });
+}

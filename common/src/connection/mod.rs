@@ -11,18 +11,22 @@
 //! pub/sub, is made from the same [`ConnectionInfo`]. With `redis.sentinel` the address in it
 //! is asked of the sentinels for each new connection ([`sentinel`]), so connections made after
 //! a failover reach the new primary; a connection that fails or meets a read-only replica is
-//! dropped ([`Redis::note_error`]) and the next one is made anew.
+//! dropped ([`Redis::note_error`]) and the next one is made anew. With `redis.cluster` the
+//! connections reach every node of a Redis Cluster ([`cluster`]); callers see the same
+//! [`Connection`] type either way.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use deadpool_redis::{Manager, Pool, Runtime};
-use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionInfo, IntoConnectionInfo as _, TlsCertificates};
 
 use crate::config::{redact_url, RedisConfig, SentinelConfig};
 
+mod cluster;
+mod link;
 mod sentinel;
+pub use link::Connection;
 pub use sentinel::NoPrimary;
 
 /// Why Redis could not be reached.
@@ -56,7 +60,8 @@ pub enum ConnectError {
     NoPrimary(#[from] NoPrimary),
 }
 
-/// Where connections go: one fixed server (pooled), or the primary the sentinels name.
+/// Where connections go: one fixed server (pooled), the primary the sentinels name, or a
+/// cluster.
 enum Primary {
     Fixed {
         pool: Pool,
@@ -66,6 +71,7 @@ enum Primary {
         cfg: SentinelConfig,
         base: ConnectionInfo,
     },
+    Cluster(Box<cluster::Cluster>),
 }
 
 /// A pool plus the shared connection in use.
@@ -74,7 +80,7 @@ pub struct Redis {
     url: String,
     connect: Duration,
     command: Duration,
-    shared: Mutex<Option<MultiplexedConnection>>,
+    shared: Mutex<Option<Connection>>,
 }
 
 impl std::fmt::Debug for Redis {
@@ -117,6 +123,17 @@ impl Redis {
                 shared: Mutex::new(None),
             });
         }
+        if let Some(c) = &cfg.cluster {
+            return Ok(Self {
+                primary: Primary::Cluster(Box::new(cluster::Cluster::new(
+                    cfg, c, &info, connect, command,
+                )?)),
+                url: cluster::describe(c),
+                connect,
+                command,
+                shared: Mutex::new(None),
+            });
+        }
         let manager = Manager::new_with_config(info.clone(), conn_cfg).map_err(redis_err)?;
         let pool = Pool::builder(manager)
             .max_size(cfg.pool_size)
@@ -143,29 +160,35 @@ impl Redis {
     ///
     /// # Errors
     /// Redis cannot be reached.
-    pub async fn conn(&self) -> Result<MultiplexedConnection, ConnectError> {
+    pub async fn conn(&self) -> Result<Connection, ConnectError> {
         if let Some(c) = self.shared.lock().expect("lock poisoned").as_ref() {
             return Ok(c.clone());
         }
         let fresh = match &self.primary {
-            Primary::Fixed { pool, .. } => {
-                deadpool_redis::Connection::take(pool.get().await.map_err(|source| {
-                    ConnectError::Connect {
-                        url: self.url.clone(),
-                        source,
-                    }
-                })?)
-            }
+            Primary::Fixed { pool, .. } => Connection::Single(deadpool_redis::Connection::take(
+                pool.get().await.map_err(|source| ConnectError::Connect {
+                    url: self.url.clone(),
+                    source,
+                })?,
+            )),
             Primary::Sentinel { .. } => {
                 let cfg = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(self.connect))
                     .set_response_timeout(Some(self.command));
-                self.client()
-                    .await?
-                    .get_multiplexed_async_connection_with_config(&cfg)
-                    .await
-                    .map_err(|source| self.redis_error(source))?
+                Connection::Single(
+                    self.client()
+                        .await?
+                        .get_multiplexed_async_connection_with_config(&cfg)
+                        .await
+                        .map_err(|source| self.redis_error(source))?,
+                )
             }
+            Primary::Cluster(c) => Connection::Cluster(
+                c.shared
+                    .get_async_connection()
+                    .await
+                    .map_err(|source| self.redis_error(source))?,
+            ),
         };
         *self.shared.lock().expect("lock poisoned") = Some(fresh.clone());
         Ok(fresh)
@@ -194,7 +217,15 @@ impl Redis {
     ///
     /// # Errors
     /// Redis cannot be reached.
-    pub async fn dedicated(&self) -> Result<MultiplexedConnection, ConnectError> {
+    pub async fn dedicated(&self) -> Result<Connection, ConnectError> {
+        if let Primary::Cluster(c) = &self.primary {
+            return c
+                .blocking
+                .get_async_connection()
+                .await
+                .map(Connection::Cluster)
+                .map_err(|source| self.redis_error(source));
+        }
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect))
             .set_response_timeout(None);
@@ -202,14 +233,18 @@ impl Redis {
             .await?
             .get_multiplexed_async_connection_with_config(&cfg)
             .await
+            .map(Connection::Single)
             .map_err(|source| self.redis_error(source))
     }
 
-    /// A pub/sub connection.
+    /// A pub/sub connection (on a cluster, to one node: see [`cluster`]).
     ///
     /// # Errors
     /// Redis cannot be reached.
     pub async fn pubsub(&self) -> Result<redis::aio::PubSub, ConnectError> {
+        if let Primary::Cluster(c) = &self.primary {
+            return c.pubsub().await.map_err(|source| self.redis_error(source));
+        }
         self.client()
             .await?
             .get_async_pubsub()
@@ -225,6 +260,11 @@ impl Redis {
                 let info = sentinel::primary(cfg, base, self.connect).await?;
                 redis::Client::open(info).map_err(|source| self.redis_error(source))
             }
+            // Callers take cluster connections from the cluster clients before asking this.
+            Primary::Cluster(_) => Err(self.redis_error(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "a cluster has no single server to connect to",
+            )))),
         }
     }
 
@@ -308,6 +348,9 @@ pub fn endpoint(cfg: &RedisConfig) -> String {
             s.master,
             s.addresses.join(",")
         );
+    }
+    if let Some(c) = &cfg.cluster {
+        return cluster::describe(c);
     }
     let Ok(info) = cfg.url.as_str().into_connection_info() else {
         return "(invalid redis.url)".to_owned();

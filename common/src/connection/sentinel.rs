@@ -78,7 +78,7 @@ async fn ask(
 }
 
 /// `base`'s kind of address (plain or TLS, with its certificates) at `host:port`.
-fn at(base: &ConnectionAddr, host: String, port: u16) -> ConnectionAddr {
+pub(super) fn at(base: &ConnectionAddr, host: String, port: u16) -> ConnectionAddr {
     match base {
         ConnectionAddr::TcpTls {
             insecure,

@@ -51,17 +51,20 @@ impl Producer {
         let pattern = self.keys.job_pattern();
         let mut cursor = 0u64;
         loop {
+            let scan = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(PAGE)
+                .clone();
+            // SCAN names no key: on a cluster it must go to the node of the queue's slot.
             let (next, keys): (u64, Vec<String>) = self
-                .query(
-                    "SCAN",
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(PAGE),
-                )
-                .await?;
+                .conn()
+                .await?
+                .query_at(&pattern, &scan)
+                .await
+                .map_err(|e| self.redis_error("SCAN", e))?;
             let ids: Vec<&str> = keys.iter().filter_map(|k| self.keys.job_id_of(k)).collect();
             report.records += ids.len() as u64;
             if !ids.is_empty() {

@@ -89,7 +89,7 @@ impl Producer {
         &self.keys
     }
 
-    async fn conn(&self) -> Result<redis::aio::MultiplexedConnection, Error> {
+    async fn conn(&self) -> Result<quayside_common::connection::Connection, Error> {
         Ok(self.redis.conn().await?)
     }
 

@@ -82,7 +82,7 @@ fn text(v: &Value) -> String {
 
 /// Every key of the queue with prefix `prefix`, by name without the prefix.
 pub async fn inspect(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut quayside_common::connection::Connection,
     prefix: &str,
 ) -> redis::RedisResult<BTreeMap<String, KeyView>> {
     let reply: Value = redis::Script::new(SCRIPT)

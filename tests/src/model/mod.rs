@@ -95,7 +95,7 @@ pub(crate) struct Sim<'r> {
     keys: Keys,
     producer: Producer,
     client: Arc<Redis>,
-    conn: redis::aio::MultiplexedConnection,
+    conn: quayside_common::connection::Connection,
     workers: Vec<SimWorker>,
     world: World,
     rng: Rng,

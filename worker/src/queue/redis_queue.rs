@@ -52,7 +52,7 @@ pub struct RedisQueue {
     worker: String,
     finishes: mpsc::Sender<PendingFinish>,
     /// The connection blocking reads wait on, kept between waits.
-    blocking: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    blocking: tokio::sync::Mutex<Option<quayside_common::connection::Connection>>,
     command_timeout: std::time::Duration,
     /// The fleet id once read, to put back if the key is lost.
     fleet: std::sync::Mutex<Option<String>>,
@@ -125,14 +125,15 @@ impl RedisQueue {
     async fn create_groups(&self) -> Result<(), QueueError> {
         let mut conn = self.redis.conn().await?;
         for stream in self.keys.streams() {
-            let created: Result<(), _> = redis::cmd("XGROUP")
+            let create = redis::cmd("XGROUP")
                 .arg("CREATE")
                 .arg(&stream)
                 .arg(GROUP)
                 .arg("0")
                 .arg("MKSTREAM")
-                .query_async(&mut conn)
-                .await;
+                .clone();
+            // The crate routes XGROUP by no key: on a cluster, send it to the stream's node.
+            let created: Result<(), _> = conn.query_at(&stream, &create).await;
             match created {
                 Ok(()) => tracing::info!(%stream, group = GROUP, "created consumer group"),
                 Err(e) if e.code() == Some("BUSYGROUP") => {}
