@@ -42,7 +42,7 @@ pub use queue::{QueueConfig, RetryConfig, WorkerConfig};
 pub use redis::{RedisConfig, SentinelConfig};
 pub use runner::{
     DockerConfig, FileTransfer, JobUser, KubernetesConfig, RunnerBackend, RunnerConfig,
-    SandboxConfig, SeccompProfile,
+    SandboxConfig, SeccompProfile, WarmConfig,
 };
 pub use secret::{redact_url, Secret};
 pub use telemetry::{LogConfig, MetricsConfig};
@@ -194,6 +194,7 @@ impl Config {
         self.limits.validate()?;
         languages::validate(&self.languages, &self.limits)?;
         self.runner.validate()?;
+        self.runner.docker.warm.validate(&self.languages)?;
         self.gateway.validate(&self.limits)?;
         tenants::validate(&self.tenants, &self.gateway)?;
         self.metrics.validate()

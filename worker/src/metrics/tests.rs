@@ -169,7 +169,20 @@ fn every_metric_of_the_table_is_described_with_its_kind() {
             op: "stats",
             detail: "x".into(),
         }));
+        let pool = PoolMetrics::new("q");
+        pool.waiting("c", 1);
+        pool.hit("c");
+        pool.miss("c", Miss::Limits);
+        pool.refilled("c", Duration::from_millis(150));
     });
+    assert!(
+        text.contains(r#"quayside_pool_misses_total{queue="q",language="c",reason="limits"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"quayside_pool_containers{queue="q",language="c"} 1"#),
+        "{text}"
+    );
     for metric in TABLE {
         let name = metric.name;
         assert!(
