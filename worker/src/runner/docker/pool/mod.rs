@@ -35,7 +35,6 @@ use crate::metrics::{Miss, PoolMetrics};
 use crate::runner::sandbox::{self, name_safe, Fleet, Sandboxes};
 use crate::runner::RunRequest;
 
-
 /// Name prefix of a warm container that has not been handed a job yet.
 pub(super) const POOL_PREFIX: &str = "quayside-pool-";
 /// How long the refill task waits before it tries a language whose refill failed again; it
