@@ -56,6 +56,8 @@ pub(super) struct Started {
     pub(super) user: (u32, u32),
     /// The event stream's generation when it was registered under the sandbox's name.
     pub(super) generation: u64,
+    /// When taking it began: its hand-over and rename are the attempt's sandbox start.
+    pub(super) since: Instant,
 }
 
 /// Runs one attempt in `warm` or else in a container it creates in `sandbox`. Removes it when
@@ -77,7 +79,7 @@ pub(super) async fn run(
 ) -> Result<RunOutput, RunnerError> {
     let docker = sandbox.docker.clone();
     let nonces = (protocol::new_nonce(), protocol::new_nonce());
-    let creating = Instant::now();
+    let creating = warm.as_ref().map_or_else(Instant::now, |w| w.since);
     let (stream, stdin, generation) =
         start(sandbox, cfg, req, script, worker_id, warm, &nonces).await?;
     output.sandbox_started();

@@ -152,7 +152,10 @@ pub(crate) fn report(rows: &[Row]) {
 /// `a`'s p50 (latency rows) or jobs/s (batch rows) over `b`'s at the same parallelism.
 fn find_ratio(rows: &[Row]) -> impl Fn(Kind, Kind, usize) -> Option<f64> + '_ {
     move |a: Kind, b: Kind, parallel: usize| {
-        let find = |kind: Kind| rows.iter().find(|r| r.kind == kind && r.parallel == parallel);
+        let find = |kind: Kind| {
+            rows.iter()
+                .find(|r| r.kind == kind && r.parallel == parallel)
+        };
         let (a, b) = (find(a)?, find(b)?);
         Some(match (a.rate(), b.rate()) {
             (Some(x), Some(y)) => x / y,
@@ -195,7 +198,10 @@ fn warm_verdict(rows: &[Row], ratio: &impl Fn(Kind, Kind, usize) -> Option<f64>)
         );
     }
     let vs_plain = ratio(Kind::Quayside, Kind::BareApi, 1);
-    println!("warm/bare p50 vs the plain bare API cycle: {}", show(vs_plain));
+    println!(
+        "warm/bare p50 vs the plain bare API cycle: {}",
+        show(vs_plain)
+    );
     let warm = ratio(Kind::Quayside, Kind::BareSandbox, 1);
     let target = verdict(warm.is_some_and(|x| x <= 0.5));
     println!("warm pool p50 target <= 0.50 x bare API*: {target}");

@@ -21,19 +21,22 @@ use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, RenameContainerOptions, StartContainerOptions,
 };
 use bollard::Docker;
-use futures_util::StreamExt as _;
 use quayside_common::config::{Config, RunnerConfig};
 use quayside_common::Limits;
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::attempt::{attach_all, Input, Started, Stream, DEADLINE_SLACK_S};
-use super::cleanup::{remove_container, Sandbox};
+use super::attempt::{attach_all, Started, DEADLINE_SLACK_S};
+use super::cleanup::Sandbox;
 use super::spec;
 use crate::metrics::{Miss, PoolMetrics};
 use crate::runner::sandbox::{self, name_safe, Fleet, Sandboxes};
 use crate::runner::RunRequest;
+
+mod waiting;
+
+use self::waiting::{watch, Waiting};
 
 /// Name prefix of a warm container that has not been handed a job yet.
 pub(super) const POOL_PREFIX: &str = "quayside-pool-";
@@ -74,63 +77,6 @@ pub fn profiles(cfg: &Config) -> BTreeMap<String, Profile> {
         .collect()
 }
 
-/// One container waiting for a job. Dropped without being handed over, it is removed in the
-/// background.
-struct Waiting {
-    name: String,
-    user: (u32, u32),
-    input: Option<Input>,
-    born: Instant,
-    hand_over: Option<oneshot::Sender<()>>,
-    /// Ends with the output stream when handed over, with `None` when the container died.
-    watch: Option<JoinHandle<Option<Stream>>>,
-    docker: Docker,
-    sandboxes: Arc<Sandboxes>,
-}
-
-impl Waiting {
-    fn dead(&self) -> bool {
-        self.watch.as_ref().is_none_or(JoinHandle::is_finished)
-    }
-
-    /// Removes the container, waiting for the engine.
-    async fn discard(mut self, why: &str) {
-        tracing::debug!(container = %self.name, why, "removing warm container");
-        let name = std::mem::take(&mut self.name);
-        remove(&self.docker, &name, &self.sandboxes).await;
-    }
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        if self.name.is_empty() {
-            return;
-        }
-        let (docker, sandboxes, name) = (
-            self.docker.clone(),
-            Arc::clone(&self.sandboxes),
-            std::mem::take(&mut self.name),
-        );
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move { remove(&docker, &name, &sandboxes).await });
-            }
-            Err(_) => sandboxes.removal_failed(&name),
-        }
-    }
-}
-
-/// Removes a warm container; a failure goes on the runner's list to retry.
-async fn remove(docker: &Docker, name: &str, sandboxes: &Sandboxes) {
-    match remove_container(docker, name).await {
-        Ok(()) => sandboxes.removed(name),
-        Err(error) => {
-            sandboxes.removal_failed(name);
-            tracing::warn!(container = %name, %error, "cannot remove warm container; retrying from upkeep");
-        }
-    }
-}
-
 /// One runner's warm pool, refilled by [`Pool::refill_forever`] until [`Pool::stop`].
 #[derive(Debug)]
 pub(super) struct Pool {
@@ -147,12 +93,6 @@ pub(super) struct Pool {
     refills: Mutex<Option<JoinHandle<()>>>,
     next: AtomicU64,
     metrics: PoolMetrics,
-}
-
-impl std::fmt::Debug for Waiting {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Waiting").field("name", &self.name).finish()
-    }
 }
 
 impl Pool {
@@ -214,12 +154,13 @@ impl Pool {
         }
         let mut failed = false;
         loop {
-            let next = self
-                .waiting
-                .lock()
-                .expect("lock poisoned")
-                .get_mut(&req.language)
-                .and_then(VecDeque::pop_front);
+            let next = {
+                let mut waiting = self.waiting.lock().expect("lock poisoned");
+                let queue = waiting.entry(req.language.clone()).or_default();
+                let next = queue.pop_front();
+                self.metrics.waiting(&req.language, queue.len());
+                next
+            };
             self.wake.notify_one();
             let Some(w) = next else {
                 let why = if failed { Miss::Failed } else { Miss::Empty };
@@ -247,6 +188,7 @@ impl Pool {
         sandbox: &mut Sandbox,
         req: &RunRequest,
     ) -> Result<Started, &'static str> {
+        let since = Instant::now();
         if w.dead() {
             w.discard("it died while waiting").await;
             return Err("it died while waiting");
@@ -273,22 +215,25 @@ impl Pool {
         let name = sandbox::sandbox_name(&req.job_id, req.attempt);
         sandbox.sandboxes.started(&name);
         let generation = sandbox.kills.watch(&name);
+        // The attempt's guard owns it under its new name from here: an attempt dropped
+        // mid-rename removes it by either name (this one, and `w`'s drop by the old one).
+        sandbox.id = Some(name.clone());
         let rename = RenameContainerOptions { name: name.clone() };
         if let Err(error) = self.docker.rename_container(&w.name, rename).await {
             tracing::warn!(container = %w.name, %error, "cannot rename warm container");
+            sandbox.id = None;
             sandbox.kills.forget(&name);
             sandbox.sandboxes.removed(&name);
             w.discard("its rename failed").await;
             return Err("its rename failed");
         }
-        // The attempt's guard owns it now, under its new name.
-        sandbox.id = Some(name);
         self.sandboxes.removed(&std::mem::take(&mut w.name));
         Ok(Started {
             stream,
             input,
             user: w.user,
             generation,
+            since,
         })
     }
 
@@ -431,26 +376,5 @@ impl Pool {
         w.hand_over = Some(hand_over);
         w.watch = Some(tokio::spawn(watch(output, handed, Arc::clone(&self.wake))));
         Ok(w)
-    }
-}
-
-/// Holds a waiting container's output until it is handed over (`Some`), or until it prints
-/// or its stream ends (`None`): the stub prints nothing while it waits, so either means the
-/// container is dead.
-async fn watch(
-    mut output: Stream,
-    handed: oneshot::Receiver<()>,
-    wake: Arc<Notify>,
-) -> Option<Stream> {
-    let handed = tokio::select! {
-        biased;
-        _ = handed => true,
-        _ = output.next() => false,
-    };
-    if handed {
-        Some(output)
-    } else {
-        wake.notify_one();
-        None
     }
 }
