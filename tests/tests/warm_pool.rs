@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
 use quayside_common::config::Config;
 use quayside_common::{JobId, JobKind, JobResult, JobSpec, Status};
 use quayside_e2e::ops::http_get;
@@ -337,8 +338,17 @@ async fn cancel_and_timeout_end_a_warm_job_as_a_cold_one() {
         let timed_out = run(&q, &timeout, 60).await;
         pool_ready(&addr, &q, &["python"]).await;
         q.producer.enqueue(&cancelled).await.expect("enqueue");
-        q.wait_state(&cancelled.id, Status::Running, 60).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Cancelled once the program has printed, so both keep the same output.
+        within(60, "the program to print", async {
+            let mut log = q.producer.logs(&cancelled.id, true);
+            while let Some(Ok(entry)) = log.next().await {
+                if entry.source == "stdout" {
+                    return;
+                }
+            }
+            panic!("the log ended before the program printed");
+        })
+        .await;
         q.producer.cancel(&cancelled.id).await.expect("cancel");
         let cancelled = q.wait_one(&cancelled.id, 30).await;
         endings.push((ending(&timed_out), ending(&cancelled)));
