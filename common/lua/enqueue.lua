@@ -94,7 +94,15 @@ for j = 0, n - 1 do
       local bk = K.batch(batch)
       local position = redis.call('HINCRBY', bk, 'total', 1)
       redis.call('HINCRBY', bk, 'remaining', 1)
-      redis.call('HSETNX', bk, 'created_at', now)
+      if redis.call('HSETNX', bk, 'created_at', now) == 1 then
+        -- A new batch: whose it is (readers acting for a tenant see only theirs), and listed
+        -- among the newest, the list trimmed by count and age.
+        redis.call('HSET', bk, 'tenant', member_of(tenant))
+        redis.call('ZADD', K.batches, now, batch)
+        redis.call('ZREMRANGEBYRANK', K.batches, 0, -K.recent_batches - 1)
+        redis.call('ZREMRANGEBYSCORE', K.batches, '-inf', now - K.recent_batches_ttl_s * 1000)
+        redis.call('EXPIRE', K.batches, K.recent_batches_ttl_s)
+      end
       redis.call('HDEL', bk, 'finished_at')
       redis.call('PERSIST', bk)
       local members = K.batch_jobs(batch)

@@ -14,6 +14,7 @@ const JOB: &str = "job:";
 const LOGS: &str = "logs:";
 const BATCH: &str = "batch:";
 const BATCH_JOBS: &str = "batch-jobs:";
+const BATCHES: &str = "batches";
 const DONE: &str = "done:";
 const BATCH_EVENTS: &str = "batch-events:";
 const DELAYED: &str = "delayed";
@@ -33,6 +34,13 @@ const DOORBELL: &str = "doorbell";
 /// The field of [`Keys::paused`] that pauses the whole queue; a tenant's pause is
 /// [`paused_tenant_field`].
 pub const PAUSED_QUEUE: &str = "*";
+
+/// Batches [`Keys::batches`] keeps listed, newest first.
+pub const RECENT_BATCHES: u64 = 1_000;
+
+/// How long [`Keys::batches`] lives after the last batch was made, and the age past which a
+/// batch leaves it.
+pub const RECENT_BATCHES_TTL_S: u64 = 7 * 24 * 3600;
 
 /// The tenant part of a [`Keys::turns`] member that stands for the default tenant's lane (the
 /// priority's stream itself).
@@ -150,6 +158,14 @@ impl Keys {
         format!("{}{BATCH_JOBS}{batch}", self.prefix)
     }
 
+    /// Sorted set: the newest batches (at most [`RECENT_BATCHES`]), scored by creation time (ms),
+    /// so a dashboard or `quayside batches` can list them without scanning. Expires
+    /// [`RECENT_BATCHES_TTL_S`] after the last batch was made; a listed batch whose counters
+    /// expired is skipped by readers and trimmed by later batches.
+    pub fn batches(&self) -> String {
+        format!("{}{BATCHES}", self.prefix)
+    }
+
     /// Sorted set: job ids waiting for a retry, scored by due time (ms).
     pub fn delayed(&self) -> String {
         format!("{}{DELAYED}", self.prefix)
@@ -253,6 +269,9 @@ function K.job(id) return P .. '{JOB}' .. id end
 function K.logs(id) return P .. '{LOGS}' .. id end
 function K.batch(b) return P .. '{BATCH}' .. b end
 function K.batch_jobs(b) return P .. '{BATCH_JOBS}' .. b end
+K.batches = P .. '{BATCHES}'
+K.recent_batches = {RECENT_BATCHES}
+K.recent_batches_ttl_s = {RECENT_BATCHES_TTL_S}
 function K.done(id) return P .. '{DONE}' .. id end
 function K.batch_events(b) return P .. '{BATCH_EVENTS}' .. b end
 K.delayed = P .. '{DELAYED}'
@@ -284,6 +303,7 @@ mod tests {
             k.logs(&id),
             k.batch("b"),
             k.batch_jobs("b"),
+            k.batches(),
             k.delayed(),
             k.dlq(),
             k.running(),

@@ -271,6 +271,30 @@ async fn five_hundred_mixed_jobs_end_with_a_complete_summary_junit_file_and_json
         status["by_status"],
         serde_json::json!({"succeeded": 420, "compile_error": 40, "failed": 20, "timed_out": 20})
     );
+    // And listed among the newest batches, as a table and as JSON.
+    let mut cmd = q.cli();
+    cmd.args(["--json", "batch", "list"]);
+    let list: serde_json::Value = serde_json::from_slice(&run(cmd, 30).await.stdout).expect("json");
+    assert_eq!(list[0]["id"], "mixed", "{list}");
+    assert_eq!(
+        (list[0]["total"].clone(), list[0]["done"].clone()),
+        (500.into(), true.into())
+    );
+    let mut cmd = q.cli();
+    cmd.args(["batch", "list"]);
+    let table = text(&run(cmd, 30).await.stdout);
+    let row = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    assert_eq!(
+        row,
+        ["mixed", "default", "done", "500", "420", "80", "0", "0"],
+        "{table}"
+    );
+
     let mut cmd = q.cli();
     cmd.args(["batch", "wait", "mixed", "--slowest", "3"]);
     let out = run(cmd, 60).await;

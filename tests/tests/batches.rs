@@ -36,6 +36,12 @@ async fn a_followed_batch_reports_every_ending_once_and_final_counters() {
     assert_eq!(q.producer.batch_jobs("b1").await.expect("members"), ids);
 
     let mut events = q.producer.follow_batch("b1");
+    // Endings are reported from the first counters on: start the worker only after them.
+    let first = within(10, "first counters", events.next()).await;
+    assert!(
+        matches!(first, Some(Ok(BatchEvent::Progress(ref p))) if p.remaining == 60),
+        "{first:?}"
+    );
     q.spawn_worker(|c| c.worker.slots = 4);
     let mut ended = Vec::new();
     let last = within(60, "batch to finish", async {
@@ -174,4 +180,90 @@ async fn a_rerun_batch_never_reruns_a_member_whose_record_expired_even_from_a_le
         .expect("known");
     assert_eq!((b.total, b.remaining, b.succeeded), (2, 0, 2));
     assert_eq!(q.producer.batch_jobs("b1").await.expect("members"), ids);
+}
+
+#[tokio::test]
+async fn the_newest_batches_are_listed_bounded_and_expiring() {
+    let q = TestQueue::new("batch-recent");
+    let mut specs = Vec::new();
+    for (batch, tenant) in [("old", None), ("mid", Some("acme")), ("new", None)] {
+        let mut s = q.job("print hi");
+        s.batch = Some(batch.into());
+        s.tenant = tenant.map(str::to_owned);
+        specs.push(s);
+        // A second job joins its batch: the batch is listed once.
+        let mut s = q.job("print hi");
+        s.batch = Some(batch.into());
+        s.tenant = tenant.map(str::to_owned);
+        specs.push(s);
+        q.enqueue_all(&specs).await;
+        specs.clear();
+        // Creation times in ms order the list: keep them apart.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let listed = q.producer.recent_batches(10, None).await.expect("list");
+    let ids: Vec<&str> = listed.iter().map(|b| b.id.as_str()).collect();
+    assert_eq!(ids, ["new", "mid", "old"], "newest first, each once");
+    assert_eq!(listed[1].tenant.as_deref(), Some("acme"));
+    assert_eq!((listed[0].total, listed[0].queued), (2, 2));
+    assert_eq!(listed[0].tenant, None, "the default tenant's");
+
+    let producer = &q.producer;
+    let only = |t| async move {
+        let l = producer.recent_batches(10, Some(t)).await.expect("list");
+        l.into_iter().map(|b| b.id).collect::<Vec<_>>()
+    };
+    assert_eq!(only(Some("acme")).await, ["mid"]);
+    assert_eq!(only(None).await, ["new", "old"]);
+    assert_eq!(
+        q.producer
+            .recent_batches(1, None)
+            .await
+            .expect("list")
+            .len(),
+        1,
+        "limit"
+    );
+
+    let mut conn = q.conn().await;
+    let key = q.producer.keys().batches();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("ttl");
+    assert!(
+        ttl > 0 && ttl <= 7 * 24 * 3600,
+        "the list expires 7 days after the last batch: ttl {ttl}"
+    );
+    // A batch whose counters expired is skipped.
+    let _: () = redis::cmd("DEL")
+        .arg(q.producer.keys().batch("mid"))
+        .query_async(&mut conn)
+        .await
+        .expect("del");
+    let listed = q.producer.recent_batches(10, None).await.expect("list");
+    let ids: Vec<&str> = listed.iter().map(|b| b.id.as_str()).collect();
+    assert_eq!(ids, ["new", "old"]);
+
+    // Bounded: 1,000 more batches push the oldest out.
+    let many: Vec<_> = (0..1_000)
+        .map(|i| {
+            let mut s = q.job("print hi");
+            s.batch = Some(format!("many-{i}"));
+            s
+        })
+        .collect();
+    q.enqueue_all(&many).await;
+    let n: u64 = redis::cmd("ZCARD")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("zcard");
+    assert_eq!(n, quayside_common::keys::RECENT_BATCHES);
+    let listed = q.producer.recent_batches(2_000, None).await.expect("list");
+    assert!(
+        listed.iter().all(|b| b.id.starts_with("many-")),
+        "the three first batches left the list"
+    );
 }

@@ -144,6 +144,26 @@ async fn pages_show_the_queue_batches_and_live_job_logs_as_text() {
     assert_eq!(cells[2], "script", "runner: {cells}");
     assert_eq!(cells[3], "2", "slots: {cells}");
     assert_eq!(cells[4], "0", "in flight (paused): {cells}");
+    // The recent batches: the one posted, all five queued, linking to its page.
+    let row = b
+        .eval(&format!(
+            "[...document.querySelectorAll('tr[data-batch=\"{batch}\"] td')].map(td => td.textContent)"
+        ))
+        .await
+        .expect("batch row");
+    assert_eq!(row[0], format!("{batch} in progress"), "{row}");
+    assert_eq!(
+        (&row[3], &row[4], &row[5], &row[6]),
+        (&json!("0/5"), &json!("0"), &json!("0"), &json!("5")),
+        "{row}"
+    );
+    let link = b
+        .eval(&format!(
+            "document.querySelector('tr[data-batch=\"{batch}\"] a').getAttribute('href')"
+        ))
+        .await
+        .expect("link");
+    assert_eq!(link, json!(format!("#/batch/{batch}")));
     let href = b.eval("location.href").await.expect("href");
     assert!(!href.to_string().contains(TOKEN), "token left in {href}");
     let kept = b.eval("sessionStorage.getItem('quayside.token')").await;

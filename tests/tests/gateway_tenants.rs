@@ -273,3 +273,144 @@ async fn a_tenant_may_pause_itself_and_only_operators_pause_others() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["changed"], true);
 }
+
+/// Every route that reads or acts on a job or a batch by id, with the method.
+const BY_ID: [(&str, &str); 7] = [
+    ("GET", "/v1/jobs/{job}"),
+    ("GET", "/v1/jobs/{job}/wait?timeout=0"),
+    ("GET", "/v1/jobs/{job}/logs?follow=false"),
+    ("DELETE", "/v1/jobs/{job}"),
+    ("GET", "/v1/batches/{batch}"),
+    ("GET", "/v1/batches/{batch}?results=true"),
+    ("DELETE", "/v1/batches/{batch}"),
+];
+
+#[tokio::test]
+async fn a_tenants_token_reaches_only_its_own_jobs_and_batches() {
+    let q = TestQueue::new("gw-isolation");
+    const ZETA: &str = "zeta-token-0123456789abcdef";
+    let gw = q
+        .spawn_gateway(|c| {
+            for (name, token) in [("acme", ACME), ("zeta", ZETA)] {
+                let t = TenantConfig {
+                    tokens: vec![Secret::new(token)],
+                    ..TenantConfig::default()
+                };
+                c.tenants.insert(name.to_owned(), t);
+            }
+        })
+        .await;
+    let operator = quayside_e2e::gateway::TOKEN;
+    let job = |id: &str| {
+        let mut spec = serde_json::to_value(q.job("print hi")).expect("spec json");
+        spec["id"] = id.into();
+        spec
+    };
+    let r = gw.post_json_as("/v1/jobs", ACME, &job("iso-a")).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let batch = serde_json::json!({"id": "iso-b", "jobs": [job("iso-b1"), job("iso-b2")]});
+    let r = gw.post_json_as("/v1/batches", ACME, &batch).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+
+    // Another tenant finds nothing, on every route by id, and changes nothing.
+    for (method, path) in BY_ID {
+        let path = path.replace("{job}", "iso-a").replace("{batch}", "iso-b");
+        let r = gw.request(method, &path, Some(ZETA), None).await;
+        assert_eq!(r.status, 404, "{method} {path} as zeta: {}", r.text());
+        assert_eq!(r.json()["error"], "not_found", "{method} {path}");
+        let r = gw.request(method, &path, Some(ACME), None).await;
+        assert_ne!(r.status, 404, "{method} {path} as acme: {}", r.text());
+    }
+    // (acme cancelled its own jobs last; the records say who did what.)
+    let st = q.producer.batch_status("iso-b").await.expect("status");
+    assert_eq!(st.expect("batch").total, 2, "nothing joined acme's batch");
+    // Operators see every tenant's.
+    let r = gw
+        .request("GET", "/v1/jobs/iso-a", Some(operator), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["spec"]["tenant"], "acme");
+
+    // An id another tenant holds is refused, not answered with that job's state.
+    let r = gw.post_json_as("/v1/jobs", ZETA, &job("iso-a")).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(
+        (r.json()["error"].clone(), r.json()["field"].clone()),
+        ("id_conflict".into(), "id".into())
+    );
+    let r = gw.post_json_as("/v1/jobs", ACME, &job("iso-a")).await;
+    assert_eq!(r.status, 200, "its own tenant re-posts: {}", r.text());
+    let inside = serde_json::json!({"id": "iso-z", "jobs": [job("iso-z1"), job("iso-a")]});
+    let r = gw.post_json_as("/v1/batches", ZETA, &inside).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.json()["field"], "jobs[1].id");
+    assert!(
+        q.producer
+            .batch_status("iso-z")
+            .await
+            .expect("status")
+            .is_none(),
+        "nothing of a refused batch is enqueued"
+    );
+
+    // A batch holds one tenant's jobs: no other caller adds to (and counts in) it.
+    for (token, who) in [(ZETA, "zeta"), (operator, "operator")] {
+        let more = serde_json::json!({"id": "iso-b", "jobs": [job("iso-x")]});
+        let r = gw.post_json_as("/v1/batches", token, &more).await;
+        assert_eq!(r.status, 409, "{who}: {}", r.text());
+        assert_eq!(
+            (r.json()["error"].clone(), r.json()["field"].clone()),
+            ("batch_conflict".into(), "id".into()),
+            "{who}"
+        );
+        let mut one = job("iso-y");
+        one["batch"] = "iso-b".into();
+        let r = gw.post_json_as("/v1/jobs", token, &one).await;
+        assert_eq!(r.status, 409, "{who}: {}", r.text());
+        assert_eq!(r.json()["field"], "batch", "{who}");
+    }
+    let st = q.producer.batch_status("iso-b").await.expect("status");
+    assert_eq!(st.expect("batch").total, 2, "nothing joined acme's batch");
+
+    // The list of recent batches: each tenant its own, operators all, newest first.
+    let r = gw
+        .post_json_as(
+            "/v1/batches",
+            ZETA,
+            &serde_json::json!({"id": "iso-c", "jobs": [job("iso-c1")]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let list = |token: &'static str| {
+        let gw = &gw;
+        async move {
+            let r = gw.request("GET", "/v1/batches", Some(token), None).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()["batches"]
+                .as_array()
+                .expect("batches")
+                .iter()
+                .map(|b| {
+                    (
+                        b["id"].as_str().unwrap_or_default().to_owned(),
+                        b["tenant"].clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(ACME).await, [("iso-b".to_owned(), "acme".into())]);
+    assert_eq!(list(ZETA).await, [("iso-c".to_owned(), "zeta".into())]);
+    assert_eq!(
+        list(operator).await,
+        [
+            ("iso-c".to_owned(), "zeta".into()),
+            ("iso-b".to_owned(), "acme".into())
+        ]
+    );
+    let r = gw
+        .request("GET", "/v1/batches?limit=0", Some(operator), None)
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.json()["field"], "limit");
+}

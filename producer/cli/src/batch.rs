@@ -38,6 +38,13 @@ pub struct BatchArgs {
 
 #[derive(Debug, Subcommand)]
 enum BatchAction {
+    /// List the newest batches with their progress (the last 1,000 made in 7 days, newest
+    /// first).
+    List {
+        /// List at most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Show a batch's counters (kept in Redis: works from any terminal, after restarts).
     Status {
         /// Batch id.
@@ -124,6 +131,15 @@ pub async fn run(
         Some(BatchAction::Wait { id, follow }) => {
             check_batch_id(&id)?;
             wait(producer, &id, &HashMap::new(), &follow, json).await
+        }
+        Some(BatchAction::List { limit }) => {
+            let batches = producer.recent_batches(limit, None).await?;
+            if json {
+                println!("{}", terminal::json(&batches)?);
+            } else {
+                print_list(&batches);
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Some(BatchAction::Status { id }) => {
             let status = producer
@@ -313,6 +329,28 @@ fn print_status(s: &BatchStatus) {
         println!(
             "  wall time {}",
             progress::human(Duration::from_millis(b.saturating_sub(a)))
+        );
+    }
+}
+
+/// One line per batch, newest first.
+fn print_list(batches: &[BatchStatus]) {
+    println!(
+        "{:<40} {:<16} {:<7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "batch", "tenant", "state", "total", "ok", "not ok", "running", "queued"
+    );
+    for b in batches {
+        println!(
+            "{:<40} {:<16} {:<7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+            // Batch ids and tenants come from Redis, which anyone with queue access can write.
+            terminal::line(&b.id),
+            terminal::line(b.tenant.as_deref().unwrap_or("default")),
+            if b.done { "done" } else { "running" },
+            b.total,
+            b.succeeded,
+            b.unsuccessful,
+            b.running,
+            b.queued
         );
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures_util::stream::{self, BoxStream};
 use futures_util::StreamExt as _;
 use quayside_common::job::MAX_ID_LEN;
+use quayside_common::keys::{DEFAULT_MEMBER, RECENT_BATCHES};
 use quayside_common::{JobId, JobSpec, Priority, Status};
 use serde::Serialize;
 
@@ -17,6 +18,8 @@ use crate::{CancelOutcome, Error, JobStatus, Producer};
 
 /// Member ids read, and records fetched, per round trip.
 const CHUNK: usize = 512;
+/// Batches read per round trip when listing the newest.
+const RECENT_CHUNK: usize = 100;
 /// Cancel script calls in flight at once (pipelined on one connection).
 const CANCEL_IN_FLIGHT: usize = 64;
 /// How often a follower re-reads the counters even without events (covers a lost message).
@@ -64,6 +67,10 @@ fn content_key(spec: &JobSpec) -> Vec<u8> {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct BatchStatus {
     pub id: String,
+    /// The tenant whose job made the batch; absent for the default tenant (and for batches
+    /// made before batches recorded it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// Jobs enqueued under the batch.
     pub total: u64,
     /// Jobs not yet ended (queued, delayed or running).
@@ -105,6 +112,10 @@ impl BatchStatus {
         let (total, remaining, running) = (num("total"), num("remaining"), num("running"));
         Self {
             id: id.to_owned(),
+            tenant: fields
+                .get("tenant")
+                .filter(|t| t.as_str() != DEFAULT_MEMBER)
+                .cloned(),
             total,
             remaining,
             running,
@@ -155,6 +166,54 @@ impl Producer {
             return Ok(None);
         }
         Ok(Some(BatchStatus::from_fields(batch, &fields)))
+    }
+
+    /// The newest batches, newest first, at most `limit`: every tenant's (`tenant` `None`), or
+    /// only those made by one tenant's jobs (`Some(None)`: the default tenant's). Batches whose
+    /// counters expired are skipped.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn recent_batches(
+        &self,
+        limit: usize,
+        tenant: Option<Option<&str>>,
+    ) -> Result<Vec<BatchStatus>, Error> {
+        let ids: Vec<String> = self
+            .query(
+                "ZREVRANGE",
+                redis::cmd("ZREVRANGE")
+                    .arg(self.keys.batches())
+                    .arg(0)
+                    .arg(RECENT_BATCHES - 1),
+            )
+            .await?;
+        let mut out = Vec::new();
+        let mut conn = self.conn().await?;
+        for chunk in ids.chunks(RECENT_CHUNK) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("HGETALL").arg(self.keys.batch(id));
+            }
+            let hashes: Vec<HashMap<String, String>> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.redis_error("HGETALL", e))?;
+            for (id, fields) in chunk.iter().zip(hashes) {
+                if fields.is_empty() {
+                    continue;
+                }
+                let status = BatchStatus::from_fields(id, &fields);
+                if tenant.is_some_and(|t| t != status.tenant.as_deref()) {
+                    continue;
+                }
+                out.push(status);
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Ids of the batch's jobs, in enqueue order.

@@ -57,6 +57,33 @@ impl Producer {
         crate::record::parse(id, &fields)
     }
 
+    /// For each id, whose job it is: `None` if no record exists, `Some(None)` for the default
+    /// tenant's, `Some(Some(t))` for tenant `t`'s. One pipelined round trip, reading two fields.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn owners(&self, ids: &[JobId]) -> Result<Vec<Option<Option<String>>>, Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HMGET")
+                .arg(self.keys.job(id))
+                .arg("state")
+                .arg("tenant");
+        }
+        let mut conn = self.conn().await?;
+        let rows: Vec<(Option<String>, Option<String>)> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.redis_error("HMGET", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(state, tenant)| state.map(|_| tenant.filter(|t| !t.is_empty())))
+            .collect())
+    }
+
     /// Gives a record to every job a raw producer added with a plain `XADD` that no worker has
     /// seen yet (`adopt.lua`), so it can be seen and cancelled while queued. Returns how many
     /// records were made.

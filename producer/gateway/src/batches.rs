@@ -14,8 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::{body, Gateway};
+use super::{body, owner, Gateway};
 use quayside_producer::{BatchStatus, Enqueued, Error};
+
+/// Batches `GET /v1/batches` lists by default, and at most.
+const LIST_DEFAULT: u64 = 20;
+const LIST_MAX: u64 = 200;
 
 /// Members listed per `GET /v1/batches/{id}?results=true` page, at most.
 const MAX_PAGE: u64 = 1_000;
@@ -42,7 +46,7 @@ pub(super) fn check(
     value: serde_json::Value,
     cfg: &Config,
     tenant: Option<&str>,
-) -> Result<(JobId, Vec<JobSpec>), ApiError> {
+) -> Result<Checked, ApiError> {
     let req: BatchRequest = body::typed(value, "")?;
     let batch = match &req.id {
         Some(raw) => body::id(raw)?,
@@ -60,6 +64,7 @@ pub(super) fn check(
         ));
     }
     let mut specs = Vec::with_capacity(req.jobs.len());
+    let mut given_ids = Vec::new();
     for (i, mut value) in req.jobs.into_iter().enumerate() {
         let prefix = format!("jobs[{i}].");
         // A job without an id gets one from the batch id, its name (its `name` label, else its
@@ -89,12 +94,28 @@ pub(super) fn check(
             }
         }
         let mut spec = body::job(value, &prefix, cfg, tenant)?;
-        if let Some(name) = member_name {
-            spec.id = quayside_producer::batch_member_id(batch.as_str(), &name, &spec);
+        match member_name {
+            Some(name) => {
+                spec.id = quayside_producer::batch_member_id(batch.as_str(), &name, &spec)
+            }
+            None => given_ids.push((spec.id.clone(), format!("{prefix}id"))),
         }
         specs.push(spec);
     }
-    Ok((batch, specs))
+    Ok(Checked {
+        batch,
+        specs,
+        given_ids,
+    })
+}
+
+/// A checked batch request.
+pub(super) struct Checked {
+    pub batch: JobId,
+    pub specs: Vec<JobSpec>,
+    /// The ids the caller chose, with their fields (`jobs[3].id`); the others derive from the
+    /// batch id.
+    pub given_ids: Vec<(JobId, String)>,
 }
 
 /// `POST /v1/batches`: `{"id"?, "jobs": [spec, ...]}`. Every spec is checked first (nothing is
@@ -107,7 +128,13 @@ pub(super) async fn create(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant.as_deref();
-    let (batch, specs) = check(body::json(&headers, raw)?, &gw.cfg, tenant)?;
+    let Checked {
+        batch,
+        specs,
+        given_ids,
+    } = check(body::json(&headers, raw)?, &gw.cfg, tenant)?;
+    owner::joinable(&gw, batch.as_str(), tenant, "id").await?;
+    owner::ids_free(&gw, &caller, &given_ids).await?;
     let jobs = gw.producer.enqueue_many(&specs).await?;
     let created = jobs.iter().filter(|j| j.created).count();
     let status = if created > 0 {
@@ -152,6 +179,7 @@ struct BatchView {
 /// (enqueue order) with their state and result.
 pub(super) async fn show(
     State(gw): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(q): Query<ShowQuery>,
 ) -> Result<Response, ApiError> {
@@ -159,11 +187,7 @@ pub(super) async fn show(
     let results = body::flag(q.results.as_deref(), "results", false)?;
     let offset = body::number(q.offset.as_deref(), "offset", 0, 0, u64::from(u32::MAX))? as usize;
     let limit = body::number(q.limit.as_deref(), "limit", 100, 1, MAX_PAGE)? as usize;
-    let status = gw
-        .producer
-        .batch_status(id.as_str())
-        .await?
-        .ok_or_else(|| Error::BatchNotFound(id.as_str().to_owned()))?;
+    let status = owner::batch(&gw, &caller, id.as_str()).await?;
     let jobs = if results {
         let ids = match gw.producer.batch_jobs(id.as_str()).await {
             Ok(ids) => ids,
@@ -189,12 +213,37 @@ pub(super) async fn show(
     Ok(Json(BatchView { status, jobs }).into_response())
 }
 
+#[derive(Debug, Deserialize)]
+pub(super) struct ListQuery {
+    limit: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct BatchList {
+    batches: Vec<BatchStatus>,
+}
+
+/// `GET /v1/batches?limit=N`: the newest batches first, with their counters; a tenant's token
+/// sees its tenant's only.
+pub(super) async fn list(
+    State(gw): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = body::number(q.limit.as_deref(), "limit", LIST_DEFAULT, 1, LIST_MAX)? as usize;
+    let only = caller.tenant.as_ref().map(|t| Some(t.as_str()));
+    let batches = gw.producer.recent_batches(limit, only).await?;
+    Ok(Json(BatchList { batches }).into_response())
+}
+
 /// `DELETE /v1/batches/{id}`: cancels every job of the batch that has not ended.
 pub(super) async fn cancel(
     State(gw): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = body::id(&id)?;
+    owner::batch(&gw, &caller, id.as_str()).await?;
     Ok(Json(gw.producer.cancel_batch(id.as_str()).await?).into_response())
 }
 
@@ -208,7 +257,7 @@ mod tests {
             languages: quayside_common::config::default_languages(),
             ..Config::default()
         };
-        let (_, specs) = check(body, &cfg, None).expect("a valid batch");
+        let specs = check(body, &cfg, None).expect("a valid batch").specs;
         specs.into_iter().map(|s| s.id.to_string()).collect()
     }
 

@@ -47,15 +47,25 @@ impl ApiError {
         }
     }
 
+    /// An error naming the field of the request it is about.
+    fn about(
+        status: StatusCode,
+        error: &'static str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        let mut e = Self::new(status, error, message);
+        e.body.field = Some(field.into());
+        e
+    }
+
     /// `422` naming the offending field.
     pub fn invalid(
         error: &'static str,
         field: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
-        let mut e = Self::new(StatusCode::UNPROCESSABLE_ENTITY, error, message);
-        e.body.field = Some(field.into());
-        e
+        Self::about(StatusCode::UNPROCESSABLE_ENTITY, error, field, message)
     }
 
     /// A [`SpecError`] found at `prefix` (`""` for a job body, `jobs[3].` inside a batch).
@@ -69,6 +79,15 @@ impl ApiError {
                 Self::invalid("invalid_spec", &field, format!("{field}: {problem}"))
             }
         }
+    }
+
+    /// `409` naming the field whose value clashes with what exists.
+    pub fn conflict(
+        error: &'static str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::about(StatusCode::CONFLICT, error, field, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::{body, Gateway};
+use super::{body, owner, Gateway};
 use quayside_producer::Error;
 
 /// `POST /v1/jobs`: `201` and the job for a new id, `200` with `created: false` and the
@@ -25,7 +25,15 @@ pub(super) async fn create(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant.as_deref();
-    let spec = body::job(body::json(&headers, raw)?, "", &gw.cfg, tenant)?;
+    let value = body::json(&headers, raw)?;
+    let id_given = value.get("id").is_some();
+    let spec = body::job(value, "", &gw.cfg, tenant)?;
+    if id_given {
+        owner::ids_free(&gw, &caller, &[(spec.id.clone(), "id".to_owned())]).await?;
+    }
+    if let Some(batch) = &spec.batch {
+        owner::joinable(&gw, batch, tenant, "batch").await?;
+    }
     let enqueued = gw.producer.enqueue(&spec).await?;
     let status = if enqueued.created {
         StatusCode::CREATED
@@ -39,13 +47,11 @@ pub(super) async fn create(
 /// `GET /v1/jobs/{id}`: the record, with the result once the job ended.
 pub(super) async fn show(
     State(gw): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = body::id(&id)?;
-    match gw.producer.status(&id).await? {
-        Some(st) => Ok(Json(st).into_response()),
-        None => Err(Error::NotFound(id).into()),
-    }
+    Ok(Json(owner::job(&gw, &caller, &id).await?).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +64,7 @@ pub(super) struct WaitQuery {
 /// stands (ask again). No polling: the producer waits on the job's completion channel.
 pub(super) async fn wait(
     State(gw): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(q): Query<WaitQuery>,
 ) -> Result<Response, ApiError> {
@@ -76,6 +83,7 @@ pub(super) async fn wait(
             }
         },
     };
+    owner::job(&gw, &caller, &id).await?;
     let waited = tokio::select! {
         r = gw.producer.wait(&id, Some(Duration::from_secs_f64(timeout))) => r,
         // Shutting down: answer now, as if the time were up, so the drain is not held up.
@@ -95,8 +103,10 @@ pub(super) async fn wait(
 /// worker was told to stop it (`requested`), or it had already ended (`already_terminal`).
 pub(super) async fn cancel(
     State(gw): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = body::id(&id)?;
+    owner::job(&gw, &caller, &id).await?;
     Ok(Json(gw.producer.cancel(&id).await?).into_response())
 }

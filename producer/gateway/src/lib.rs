@@ -19,6 +19,7 @@ mod error;
 mod jobs;
 pub mod metrics;
 pub mod openapi;
+mod owner;
 mod pause;
 mod rate;
 mod sse;
@@ -90,6 +91,7 @@ fn api_routes() -> Routes {
         ("GET", "/v1/jobs/{id}/wait", get(jobs::wait)),
         ("GET", "/v1/jobs/{id}/logs", get(sse::logs)),
         ("POST", "/v1/batches", post(batches::create)),
+        ("GET", "/v1/batches", get(batches::list)),
         ("GET", "/v1/batches/{id}", get(batches::show)),
         ("DELETE", "/v1/batches/{id}", delete(batches::cancel)),
         ("GET", "/v1/stats", get(stats)),

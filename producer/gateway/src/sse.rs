@@ -12,12 +12,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures_util::StreamExt as _;
 use quayside_common::Captured;
 use serde::Deserialize;
 
+use super::auth::Caller;
 use super::error::ApiError;
-use super::{body, Gateway};
+use super::{body, owner, Gateway};
 use quayside_producer::{Error, LogEntry};
 
 #[derive(Debug, Deserialize)]
@@ -29,6 +31,7 @@ pub(super) struct LogsQuery {
 /// job has ended).
 pub(super) async fn logs(
     State(gw): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(q): Query<LogsQuery>,
     headers: HeaderMap,
@@ -37,9 +40,7 @@ pub(super) async fn logs(
     let follow = body::flag(q.follow.as_deref(), "follow", true)?;
     let after = last_event_id(&headers)?;
     // Answer 404 before the stream starts; afterwards only an event can say anything.
-    if gw.producer.status(&id).await?.is_none() {
-        return Err(Error::NotFound(id).into());
-    }
+    owner::job(&gw, &caller, &id).await?;
     let events = gw
         .producer
         .logs_after(&id, follow, after)

@@ -7,6 +7,7 @@
 (() => {
   const KEY = 'quayside.token';
   const REFRESH_MS = 2000;
+  const RECENT_BATCHES = 20; // batches the overview lists, newest first
   const PAGE = 1000; // members per /v1/batches/{id}?results=true call (the gateway's maximum)
   const SHOWN_FAILURES = 500;
   const ACTIVE = ['queued', 'delayed', 'running'];
@@ -202,13 +203,45 @@
               el('td', { class: 'num' }, w.in_flight),
               el('td', {}, w.version),
               el('td', {}, w.heartbeat_at_ms ? Math.max(0, Math.round((now - w.heartbeat_at_ms) / 1000)) + ' s ago' : ''))))));
-      const note = el('p', { class: 'muted' },
-        'Open a job or a batch by id above. There is no list of recent batches yet.');
-      view.replaceChildren(queue, ...(tenants ? [tenants] : []), workers, note);
+      const recent = (await getJson('/v1/batches?limit=' + RECENT_BATCHES)).batches;
+      const batches = el('section', { id: 'batches' },
+        el('h2', {}, 'Recent batches (', recent.length, ')'),
+        recent.length === 0 ? el('p', { class: 'muted' }, 'No batch was made in the last 7 days.') :
+          el('table', {},
+            el('thead', {}, el('tr', {}, ['batch', 'tenant', 'progress', 'ended', 'failed', 'running', 'queued', 'created']
+              .map((h, i) => el('th', { class: i >= 3 && i <= 6 ? 'num' : null }, h)))),
+            el('tbody', {}, recent.map((b) => el('tr', { 'data-batch': b.id },
+              el('td', {}, el('a', { href: batchHref(b.id) }, b.id), ' ',
+                b.done ? badge('done', 'succeeded') : badge('in progress', 'running')),
+              el('td', {}, b.tenant || 'default'),
+              el('td', { class: 'mini' }, progressBar(b)),
+              el('td', { class: 'num' }, (b.total - b.remaining) + '/' + b.total),
+              el('td', { class: 'num' }, b.unsuccessful),
+              el('td', { class: 'num' }, b.running),
+              el('td', { class: 'num' }, b.queued),
+              el('td', {}, when(b.created_at_ms)))))));
+      view.replaceChildren(queue, ...(tenants ? [tenants] : []), workers, batches);
     };
   }
 
   // ---- batch --------------------------------------------------------------------------------
+
+  /** A batch's jobs by where they are: the bar's parts and the legend's numbers. */
+  function barParts(b) {
+    return [['succeeded', b.succeeded], ['failed', b.unsuccessful], ['running', b.running], ['queued', b.queued]];
+  }
+
+  /** A bar whose parts are as wide as their share of the batch (widths set as properties:
+   * the page's CSP allows no inline style attribute). */
+  function progressBar(b) {
+    const total = Math.max(b.total, 1);
+    return el('div', { class: 'bar', role: 'img', 'aria-label': 'progress' },
+      barParts(b).map(([cls, n]) => {
+        const s = el('span', { class: cls, title: cls + ' ' + n });
+        s.style.width = (100 * n / total) + '%';
+        return s;
+      }));
+  }
 
   function batchPage(id, view) {
     let seenEnded = -1;
@@ -220,15 +253,8 @@
       const path = '/v1/batches/' + encodeURIComponent(id);
       const b = await getJson(path);
       $('queue-name').textContent = '';
-      const failed = b.unsuccessful;
-      const parts = [['succeeded', b.succeeded], ['failed', failed], ['running', b.running], ['queued', b.queued]];
-      const total = Math.max(b.total, 1);
-      const bar = el('div', { class: 'bar', role: 'img', 'aria-label': 'progress' },
-        parts.map(([cls, n]) => {
-          const s = el('span', { class: cls, title: cls + ' ' + n });
-          s.style.width = (100 * n / total) + '%';
-          return s;
-        }));
+      const parts = barParts(b);
+      const bar = progressBar(b);
       head.replaceChildren(
         el('h1', {}, 'Batch ', id, ' ', b.done ? badge('done', 'succeeded') : badge('in progress', 'running')),
         bar,

@@ -47,6 +47,8 @@ impl Batch {
 pub struct World {
     pub jobs: BTreeMap<String, Job>,
     pub batches: BTreeMap<String, Batch>,
+    /// Every batch id made over the run, expired ones too (the recent-batches list keeps them).
+    pub made_batches: std::collections::BTreeSet<String>,
     /// The last few ids whose life started, newest last.
     pub recent: std::collections::VecDeque<String>,
     /// Lives started and terminal results written, over the whole run.
@@ -86,6 +88,7 @@ impl World {
         job.lost = false;
         job.batch = batch.map(str::to_owned);
         if let Some(b) = batch {
+            self.made_batches.insert(b.to_owned());
             let batch = self.batches.entry(b.to_owned()).or_default();
             if batch.ended.contains_key(id) {
                 return fail(format!(
@@ -254,6 +257,8 @@ impl World {
                 self.check_batch(b, k, keys)?;
             } else if let Some(b) = name.strip_prefix("batch-jobs:") {
                 self.check_members(b, k)?;
+            } else if name == "batches" {
+                self.check_recent_batches(k)?;
             } else {
                 return fail(format!("unexpected key {name} ({})", k.kind));
             }
@@ -417,6 +422,24 @@ impl World {
                 k.pttl,
                 batch.remaining()
             ));
+        }
+        Ok(())
+    }
+}
+
+impl World {
+    /// The list of recent batches: made batches only, each once, and expiring.
+    fn check_recent_batches(&self, k: &KeyView) -> Check {
+        let week_ms = quayside_common::keys::RECENT_BATCHES_TTL_S as i64 * 1000;
+        if k.pttl <= 0 || k.pttl > week_ms {
+            return fail(format!("batches: pttl {} (want 1..={week_ms})", k.pttl));
+        }
+        let unique: std::collections::BTreeSet<&String> = k.detail.iter().collect();
+        if unique.len() != k.detail.len() {
+            return fail(format!("batches: a batch listed twice: {:?}", k.detail));
+        }
+        if let Some(b) = k.detail.iter().find(|b| !self.made_batches.contains(*b)) {
+            return fail(format!("batches: lists {b}, which no enqueue made"));
         }
         Ok(())
     }
