@@ -26,7 +26,7 @@ pub use pool::{profiles, Profile};
 pub use spec::{attempt_user, host_config};
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,6 +60,8 @@ pub struct DockerRunner {
     pool: Mutex<Option<Arc<Pool>>>,
     /// Set by [`Runner::cool_down`]: no pool from then on.
     cooled: AtomicBool,
+    /// Taken warm containers being removed in the background after their job.
+    removing: Arc<AtomicUsize>,
 }
 
 impl Drop for DockerRunner {
@@ -86,6 +88,7 @@ impl DockerRunner {
             profiles: BTreeMap::new(),
             pool: Mutex::default(),
             cooled: AtomicBool::new(false),
+            removing: Arc::default(),
         }
     }
 
@@ -235,22 +238,27 @@ impl Runner for DockerRunner {
     }
 
     async fn retry_removals(&self) -> usize {
+        // Removals running in the background (taken warm containers) count as left, so a
+        // draining worker waits for them before it exits.
+        let removing = self.removing.load(Ordering::Acquire);
         if self.sandboxes.failed().is_empty() {
-            return 0;
+            return removing;
         }
         let Ok((docker, _)) = self.client().await else {
-            return self.sandboxes.failed().len();
+            return self.sandboxes.failed().len() + removing;
         };
-        self.sandboxes
-            .retry_failed(|name| async move {
-                remove_container(docker, &name)
+        removing
+            + self
+                .sandboxes
+                .retry_failed(|name| async move {
+                    remove_container(docker, &name)
                     .await
                     .inspect_err(|error| {
                         tracing::debug!(container = %name, %error, "still cannot remove sandbox")
                     })
                     .is_ok()
-            })
-            .await
+                })
+                .await
     }
 
     fn admit(&self, req: &RunRequest) -> Result<(), SpecError> {
@@ -274,6 +282,7 @@ impl Runner for DockerRunner {
             Some(pool) => pool.take(&mut sandbox, req).await,
             None => None,
         };
+        let was_warm = warm.is_some();
         let outcome = attempt::run(
             &mut sandbox,
             &self.cfg,
@@ -285,8 +294,19 @@ impl Runner for DockerRunner {
             &cancel,
         )
         .await;
-        // Also on errors: removing with force kills what still runs.
-        sandbox.remove().await;
+        // Also on errors: removing with force kills what still runs. A warm container is
+        // removed after the result is written (its verdict is already read), as the design
+        // puts step 6 off the job's path; the cold path keeps removing before it returns.
+        if was_warm {
+            let removing = Arc::clone(&self.removing);
+            removing.fetch_add(1, Ordering::AcqRel);
+            tokio::spawn(async move {
+                sandbox.remove().await;
+                removing.fetch_sub(1, Ordering::AcqRel);
+            });
+        } else {
+            sandbox.remove().await;
+        }
         outcome
     }
 }
