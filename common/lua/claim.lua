@@ -9,7 +9,7 @@
 -- cap (its lanes' pending entries, fleet-wide) or paused is skipped, keeping its pass. The
 -- default lane is also read when it is not in the turns (raw producers do not join them) and the
 -- rotation had nothing to give.
--- Returns { claimed, dropped, last_ids, missing, paused, held }:
+-- Returns { claimed, dropped, last_ids, missing, paused, held, skipped }:
 --   claimed: flat, 8 per job: stream index, entry id, job id, token, attempts, spec JSON,
 --            enqueued_at ms, cancel flag ('1' or '')
 --   dropped: flat, 4 per entry: stream index, entry id, what ('duplicate' | 'requeued' |
@@ -26,13 +26,15 @@
 --           claim, so no claim that starts after a pause was written can start a job.
 --   held: 1 when a tenant with queued work was skipped for its running cap: the worker asks
 --         again soon instead of blocking (a slot frees without any stream entry to wake it).
+--   skipped: flat, 2 per lane with queued work that this call passed over: its turns member
+--            (the tenant, 'default' for the default tenant), and why ('running_cap' | 'paused').
 local worker, mode, count, order = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local min_idle, dlq_cap, ttl_default = ARGV[6], ARGV[7], tonumber(ARGV[9])
 local paused = {}
 local flat = redis.call('HGETALL', K.paused)
 for i = 1, #flat, 2 do paused[flat[i]] = true end
 if paused[K.paused_queue] then
-  return { {}, {}, {}, {}, 1, 0 }
+  return { {}, {}, {}, {}, 1, 0, {} }
 end
 local STRIDE_UNIT = 1000000
 local shares = {}
@@ -41,6 +43,11 @@ for j = 0, (tonumber(ARGV[10] or '0') or 0) - 1 do
   shares[ARGV[b]] = { weight = tonumber(ARGV[b + 1]) or 1, cap = tonumber(ARGV[b + 2]) or 0 }
 end
 local held = 0
+local skipped = {}
+local function skip(m, why)
+  skipped[#skipped + 1] = m
+  skipped[#skipped + 1] = why
+end
 local now = now_ms()
 local claimed, dropped, missing, taken = {}, {}, {}, 0
 
@@ -206,7 +213,10 @@ local function rotate(idx, members)
     local lane = { m = t.m, pass = t.pass, got = 0, live = true,
       stride = math.floor(STRIDE_UNIT / math.max(1, weight)) }
     if t.m == K.default_member then has_default = true end
-    if paused['t:' .. t.m] then lane.live = false end
+    if paused['t:' .. t.m] then
+      lane.live = false
+      skip(t.m, 'paused')
+    end
     lanes[#lanes + 1] = lane
   end
   local live = 0
@@ -220,6 +230,7 @@ local function rotate(idx, members)
     if left <= 0 then
       best.live, held = false, 1
       live = live - 1
+      skip(best.m, 'running_cap')
     else
       local n = math.min(math.ceil((count - taken) / live), left)
       local before = taken
@@ -292,4 +303,4 @@ if mode == 'new' and taken == 0 and #missing == 0 then
     last_ids[i] = (ok and field(info, 'last-generated-id')) or '0-0'
   end
 end
-return { claimed, dropped, last_ids, missing, 0, held }
+return { claimed, dropped, last_ids, missing, 0, held, skipped }

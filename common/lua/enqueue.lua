@@ -87,6 +87,11 @@ for j = 0, n - 1 do
       fields[#fields + 1] = 'tenant'
       fields[#fields + 1] = tenant
     end
+    local callback = callback_of(spec)
+    if callback then
+      fields[#fields + 1] = 'callback'
+      fields[#fields + 1] = callback
+    end
     redis.call('HSET', rec, unpack(fields))
     -- A new life starts with a new log (an earlier life's may outlive its record by a moment).
     redis.call('DEL', K.logs(id))

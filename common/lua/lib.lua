@@ -92,6 +92,12 @@ local function finalize(id, status, result, ttl, log_cap, was, batch, cancel)
     redis.call('EXPIRE', logs, ttl)
   end
   redis.call('PUBLISH', K.done(id), status)
+  -- A job with a callback enters the webhook outbox in the same atomic step as its result, so
+  -- no crash between the two can lose the webhook (webhook.lua delivers it).
+  if redis.call('HEXISTS', rec, 'callback') == 1 then
+    redis.call('HSET', rec, 'hook_attempts', 0, 'hook_first_at', now_ms())
+    redis.call('ZADD', K.webhooks, now_ms(), id)
+  end
   if was == 'running' then batch_count(batch, 'running', -1) end
   batch_count(batch, 's:' .. status, 1)
   local left = batch_count(batch, 'remaining', -1)
@@ -198,11 +204,25 @@ local function holds(id, idx, entry, token, worker)
   return nil
 end
 
+-- The spec's `callback` URL, or nil. The record keeps it beside the spec, so that `finalize`
+-- needs no JSON. Specs without the word are not decoded (most specs: it costs one scan).
+local function callback_of(spec)
+  if not spec or not string.find(spec, '"callback"', 1, true) then return nil end
+  local ok, s = pcall(cjson.decode, spec)
+  if ok and type(s) == 'table' and type(s.callback) == 'string' and s.callback ~= '' then
+    return s.callback
+  end
+  return nil
+end
+
 -- Makes the record of a job a raw producer wrote only as a stream entry (`id` and `job`), the
 -- way the enqueue script would have: queued under that entry.
 local function adopt(idx, entry, id, job)
   redis.call('HSET', K.job(id), 'state', 'queued', 'spec', job, 'priority', idx, 'entry', entry,
     'attempts', 0, 'token', 0, 'enqueued_at', string.match(entry, '^(%d+)'), 'batch', '')
+  -- A raw spec's callback, so its webhook is sent (and checked again) like anyone's.
+  local callback = callback_of(job)
+  if callback then redis.call('HSET', K.job(id), 'callback', callback) end
   -- A new life starts with a new log (an earlier life's may outlive its record by a moment).
   redis.call('DEL', K.logs(id))
 end

@@ -7,7 +7,9 @@
 //! infrastructure error (an engine that refuses its container, an archive too big for memory,
 //! a config too big for the engine's disk): it gets `rejected`, naming the field, instead.
 
-use crate::config::{Config, LimitsConfig, QueueConfig};
+use std::collections::BTreeMap;
+
+use crate::config::{Config, LimitsConfig, QueueConfig, TenantConfig, WebhooksConfig};
 use crate::job::{JobSpec, SpecError};
 use crate::limits::Limits;
 
@@ -33,7 +35,35 @@ pub fn check(cfg: &Config, spec: &JobSpec) -> Result<(), SpecError> {
     check_has_source(cfg, spec)?;
     check_entry_file(cfg, spec)?;
     check_checker_language(cfg, spec)?;
+    check_callback(&cfg.webhooks, &cfg.tenants, spec)?;
     resolve_limits(cfg, spec)?;
+    Ok(())
+}
+
+/// A job's `callback`, if it has one, against the operator's webhook rules: an allowed host,
+/// not an internal address unless allowed, and a tenant with a signing secret.
+///
+/// # Errors
+/// Why the callback is refused, naming `callback`.
+pub fn check_callback(
+    webhooks: &WebhooksConfig,
+    tenants: &BTreeMap<String, TenantConfig>,
+    spec: &JobSpec,
+) -> Result<(), SpecError> {
+    let Some(url) = &spec.callback else {
+        return Ok(());
+    };
+    crate::callback::check(webhooks, url).map_err(|e| SpecError::field("callback", e))?;
+    if crate::callback::secret_for(webhooks, tenants, spec.tenant.as_deref()).is_none() {
+        let whose = match &spec.tenant {
+            Some(t) => format!("tenant {t:?} has no tenants.{t}.webhook_secret"),
+            None => "the default tenant has no webhooks.secret".to_owned(),
+        };
+        return Err(SpecError::field(
+            "callback",
+            format!("{whose}: its webhooks could not be signed"),
+        ));
+    }
     Ok(())
 }
 

@@ -158,6 +158,11 @@ pub struct JobSpec {
     /// from a request body: a caller's tenant comes from its token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// A URL (`https://…`, or `http://…`) the fleet POSTs the signed result to when the job
+    /// ends (`docs/protocol.md`, "Completion webhooks"). Only hosts the operator allows
+    /// (`webhooks.allowed_hosts`) are accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<String>,
 }
 
 impl JobSpec {
@@ -183,6 +188,7 @@ impl JobSpec {
             checker: None,
             stop_on_failure: false,
             tenant: None,
+            callback: None,
         }
     }
 
@@ -210,6 +216,7 @@ impl JobSpec {
         self.id.as_str().len()
             + self.language.len()
             + self.batch.as_ref().map_or(0, String::len)
+            + self.callback.as_ref().map_or(0, String::len)
             + map(&self.files)
             + self.stdin.len()
             + list(&self.args)
@@ -237,6 +244,9 @@ impl JobSpec {
         }
         if let Some(t) = &self.tenant {
             check_tenant(t)?;
+        }
+        if let Some(url) = &self.callback {
+            crate::callback::Target::parse(url).map_err(|e| SpecError::field("callback", e))?;
         }
         if self.language.is_empty() {
             return Err(SpecError::field("language", "must not be empty"));

@@ -30,6 +30,8 @@ const LANE: &str = ":t:";
 const TURNS: &str = "turns";
 const TENANTS: &str = "tenants";
 const DOORBELL: &str = "doorbell";
+const WEBHOOKS: &str = "webhooks";
+const WEBHOOKS_DEAD: &str = "webhooks:dead";
 
 /// The field of [`Keys::paused`] that pauses the whole queue; a tenant's pause is
 /// [`paused_tenant_field`].
@@ -223,6 +225,19 @@ impl Keys {
         format!("{}{PAUSED}", self.prefix)
     }
 
+    /// Sorted set: the completion-webhook outbox, ids of ended jobs whose webhook is due, scored
+    /// by when (unix ms) the next attempt may be made (a claimed one: when its sender's lease
+    /// ends). Members leave on delivery or dead letter.
+    pub fn webhooks(&self) -> String {
+        format!("{}{WEBHOOKS}", self.prefix)
+    }
+
+    /// Stream: webhooks given up on (`id`, `url`, `tenant`, `attempts`, `reason`, `error`,
+    /// `at`), capped at `queue.dlq_max_len` entries like the dead-letter queue.
+    pub fn webhooks_dead(&self) -> String {
+        format!("{}{WEBHOOKS_DEAD}", self.prefix)
+    }
+
     /// Pub/sub channel: ids of running jobs whose cancellation was requested.
     pub fn cancel_channel(&self) -> String {
         format!("{}{CANCEL}", self.prefix)
@@ -244,6 +259,8 @@ impl Keys {
             self.paused(),
             self.tenants(),
             self.doorbell(),
+            self.webhooks(),
+            self.webhooks_dead(),
         ]);
         keys.push(self.turns());
         keys
@@ -283,6 +300,8 @@ K.cancel = P .. '{CANCEL}'
 K.adopted = P .. '{ADOPTED}'
 K.paused = P .. '{PAUSED}'
 K.paused_queue = '{PAUSED_QUEUE}'
+K.webhooks = P .. '{WEBHOOKS}'
+K.webhooks_dead = P .. '{WEBHOOKS_DEAD}'
 K.group = '{GROUP}'
 "#
         )
@@ -315,6 +334,8 @@ mod tests {
             k.adopted(),
             k.fleet(),
             k.paused(),
+            k.webhooks(),
+            k.webhooks_dead(),
             k.lane(Priority::Low, Some("acme")),
             k.turns(),
             k.tenants(),

@@ -17,6 +17,7 @@
 //! The protocol these types implement is specified in `docs/protocol.md`.
 
 pub mod admission;
+pub mod callback;
 pub mod cases;
 pub mod compare;
 pub mod config;

@@ -26,11 +26,12 @@ pub enum ScriptName {
     Log,
     Adopt,
     Repair,
+    Webhook,
 }
 
 impl ScriptName {
     /// In the order of [`BODIES`].
-    pub const ALL: [ScriptName; 12] = [
+    pub const ALL: [ScriptName; 13] = [
         Self::Enqueue,
         Self::Claim,
         Self::Finish,
@@ -43,6 +44,7 @@ impl ScriptName {
         Self::Log,
         Self::Adopt,
         Self::Repair,
+        Self::Webhook,
     ];
 
     /// The file name without `.lua`.
@@ -66,7 +68,7 @@ macro_rules! bodies {
 }
 
 /// Bodies by name, as shipped in `common/lua/`.
-pub const BODIES: [(&str, &str); 12] = bodies![
+pub const BODIES: [(&str, &str); 13] = bodies![
     "enqueue",
     "claim",
     "finish",
@@ -79,11 +81,12 @@ pub const BODIES: [(&str, &str); 12] = bodies![
     "log",
     "adopt",
     "repair",
+    "webhook",
 ];
 
 /// The script, compiled once per process.
 pub fn get(name: ScriptName) -> &'static Script {
-    static SCRIPTS: OnceLock<[Script; 12]> = OnceLock::new();
+    static SCRIPTS: OnceLock<[Script; 13]> = OnceLock::new();
     &SCRIPTS.get_or_init(|| BODIES.map(|(_, body)| Script::new(&source(body))))[name as usize]
 }
 

@@ -320,3 +320,102 @@ async fn a_backlog_at_any_priority_raises_the_replicas_and_running_jobs_keep_the
     let total: i64 = values.iter().map(|(_, v)| v).sum();
     assert_eq!(total, 2_004, "{values:?}");
 }
+
+/// A kustomization of the base, `components` of the repository, then the component that
+/// `scripts/keda-tenants.sh` generates for `tenants`, in `target/<dir>`.
+fn with_tenant_lanes(dir: &str, components: &[&str], tenants: &[&str]) -> String {
+    let root = repo_root();
+    let generated = run_ok(
+        Command::new("bash")
+            .arg(root.join("scripts/keda-tenants.sh"))
+            .args(tenants),
+    )
+    .expect("scripts/keda-tenants.sh");
+    let abs = root.join("target").join(dir);
+    std::fs::create_dir_all(abs.join("lanes")).expect("mkdir");
+    std::fs::write(abs.join("lanes/kustomization.yaml"), generated).expect("write component");
+    let mut list: Vec<String> = components
+        .iter()
+        .map(|c| format!("../../deploy/k8s/components/{c}"))
+        .collect();
+    list.push("lanes".into());
+    std::fs::write(
+        abs.join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources: [../../deploy/k8s/base]\ncomponents: [{}]\n",
+            list.join(", ")
+        ),
+    )
+    .expect("write kustomization");
+    format!("target/{dir}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn named_tenants_lanes_count_once_their_component_is_added() {
+    let q = TestQueue::new("keda-lanes");
+    let keys = q.keys.clone();
+    let of = |n: usize, p: Priority, tenant: Option<&str>| -> Vec<_> {
+        (0..n)
+            .map(|_| {
+                let mut j = q.job_at("sleep 60000", p);
+                j.tenant = tenant.map(str::to_owned);
+                j
+            })
+            .collect()
+    };
+    q.enqueue_all(&of(2, Priority::Normal, None)).await;
+    q.enqueue_all(&of(6, Priority::Low, Some("acme"))).await;
+    q.enqueue_all(&of(3, Priority::High, Some("b.c:d"))).await;
+    q.enqueue_all(&of(4, Priority::Normal, Some("not-listed")))
+        .await;
+
+    // The shipped object alone sees the default tenant's two jobs only.
+    let base = render_scaled_object("deploy/k8s/base");
+    let (n, values) = read(&q, &base, &keys).await;
+    assert_eq!(
+        (n, values.iter().map(|(_, v)| v).sum::<i64>()),
+        (1, 2),
+        "{values:?}"
+    );
+
+    // With the generated component: every listed tenant's lanes, at every priority.
+    let so = render_scaled_object(&with_tenant_lanes("keda-lanes", &[], &["acme", "b.c:d"]));
+    assert_eq!(
+        triggers(&so).len(),
+        9,
+        "three streams and three lanes per tenant"
+    );
+    let (n, values) = read(&q, &so, &keys).await;
+    let total: i64 = values.iter().map(|(_, v)| v).sum();
+    assert_eq!(
+        total,
+        2 + 6 + 3,
+        "a tenant not listed is not read: {values:?}"
+    );
+    assert_eq!(n, (11 + 3) / 4, "ceil(11 / 4 slots): {values:?}");
+
+    // Listed after the Sentinel component, the lanes are read through the sentinels too.
+    let so = render_scaled_object(&with_tenant_lanes(
+        "keda-lanes-sentinel",
+        &["keda-sentinel"],
+        &["acme"],
+    ));
+    for t in triggers(&so) {
+        assert_eq!(t.kind, "redis-sentinel-streams", "trigger {}", t.name);
+        assert!(
+            t.metadata.get("sentinelMasterFromEnv").is_some(),
+            "{}",
+            t.name
+        );
+    }
+
+    // A name that is no tenant is refused, naming it.
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/keda-tenants.sh"))
+        .arg("no such")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such"));
+}

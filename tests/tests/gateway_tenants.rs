@@ -22,6 +22,18 @@ async fn stored_spec(q: &TestQueue, id: &str) -> JobSpec {
     serde_json::from_str(&json).expect("stored spec parses")
 }
 
+/// The gateway's `quayside_gateway_rejected_total` for `tenant` and `reason` (0 when absent).
+async fn rejected(gw: &GatewayProcess, tenant: &str, reason: &str) -> f64 {
+    let r = gw.get("/metrics").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let series =
+        format!("quayside_gateway_rejected_total{{tenant=\"{tenant}\",reason=\"{reason}\"}} ");
+    r.text()
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0.0, |v| v.parse().expect("a number"))
+}
+
 /// A gateway for `q` with one tenant, `name`, whose one token is `token`, its rate `per_s`
 /// (0: none) with `burst`.
 async fn gateway_with_tenant(
@@ -103,6 +115,20 @@ async fn a_token_enqueues_as_its_tenant_and_cannot_name_another() {
         !q.producer.stats().await.expect("stats").paused,
         "the queue was not paused"
     );
+    let r = gw
+        .request(
+            "POST",
+            "/v1/jobs",
+            Some("not-a-token-0123456789"),
+            Some(body(None)),
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    // Each refusal counted by the caller's tenant and why (a bounded label set).
+    assert_eq!(rejected(&gw, "acme", "tenant_mismatch").await, 2.0);
+    assert_eq!(rejected(&gw, "default", "tenant_mismatch").await, 1.0);
+    assert_eq!(rejected(&gw, "acme", "operator_only").await, 2.0);
+    assert_eq!(rejected(&gw, "unknown", "unauthorized").await, 1.0);
 }
 
 #[tokio::test]
@@ -126,6 +152,7 @@ async fn a_tenants_token_is_rate_limited_and_told_when_to_retry() {
         wait, 1,
         "one request a second: the next fits within a second"
     );
+    assert_eq!(rejected(&gw, "slow", "rate_limited").await, 1.0);
 
     // Other tokens are not held back by it.
     for _ in 0..10 {
@@ -187,6 +214,7 @@ async fn a_tenant_past_its_queued_cap_gets_429_with_retry_after() {
         .find(|t| t.tenant == "acme")
         .expect("acme");
     assert_eq!(acme.queued, 2, "{acme:?}");
+    assert_eq!(rejected(&gw, "acme", "tenant_queue_full").await, 2.0);
     // The default tenant (operator token) is not held to acme's cap.
     let r = gw
         .request(
@@ -338,6 +366,7 @@ async fn a_tenants_token_reaches_only_its_own_jobs_and_batches() {
         (r.json()["error"].clone(), r.json()["field"].clone()),
         ("id_conflict".into(), "id".into())
     );
+    assert_eq!(rejected(&gw, "zeta", "id_conflict").await, 1.0);
     let r = gw.post_json_as("/v1/jobs", ACME, &job("iso-a")).await;
     assert_eq!(r.status, 200, "its own tenant re-posts: {}", r.text());
     let inside = serde_json::json!({"id": "iso-z", "jobs": [job("iso-z1"), job("iso-a")]});
@@ -371,6 +400,8 @@ async fn a_tenants_token_reaches_only_its_own_jobs_and_batches() {
     }
     let st = q.producer.batch_status("iso-b").await.expect("status");
     assert_eq!(st.expect("batch").total, 2, "nothing joined acme's batch");
+    assert_eq!(rejected(&gw, "zeta", "batch_conflict").await, 2.0);
+    assert_eq!(rejected(&gw, "default", "batch_conflict").await, 2.0);
 
     // The list of recent batches: each tenant its own, operators all, newest first.
     let r = gw

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use quayside_common::config::TenantConfig;
 use quayside_common::{JobId, JobSpec, Status};
-use quayside_e2e::{recorded, within, TestQueue};
+use quayside_e2e::ops::{http_get, wait_http};
+use quayside_e2e::{free_addr, recorded, within, TestQueue};
 use quayside_producer::{Error, Producer};
 
 /// A queue whose producer and workers know `tenants`.
@@ -43,6 +44,40 @@ fn positions(order: &[(String, String)], specs: &[JobSpec]) -> Vec<usize> {
         .enumerate()
         .filter(|(_, (id, _))| specs.iter().any(|s| s.id.as_str() == id))
         .map(|(i, _)| i)
+        .collect()
+}
+
+/// `quayside_tenant_claims_skipped_total` of `tenant` for `reason`, added up over the workers
+/// serving `/metrics` at `addrs`.
+async fn claims_skipped(q: &TestQueue, addrs: &[String], tenant: &str, reason: &str) -> f64 {
+    let series = format!(
+        "quayside_tenant_claims_skipped_total{{queue=\"{}\",tenant=\"{tenant}\",reason=\"{reason}\"}} ",
+        q.cfg.queue.name
+    );
+    let mut sum = 0.0;
+    for addr in addrs {
+        wait_http(addr, "/readyz", 10, "worker ready", |s, _| s == 200).await;
+        let (_, text) = http_get(addr, "/metrics").await.expect("scrape");
+        sum += text
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map_or(0.0, |v| v.parse().expect("a number"));
+    }
+    sum
+}
+
+/// Spawns `n` workers of `slots` each, each serving `/metrics` on an address of its own.
+fn workers_with_metrics(q: &TestQueue, n: usize, slots: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let addr = free_addr();
+            let a = addr.clone();
+            q.spawn_worker(move |c| {
+                c.worker.slots = slots;
+                c.metrics.listen_addr = a;
+            });
+            addr
+        })
         .collect()
 }
 
@@ -146,7 +181,7 @@ async fn the_running_cap_holds_fleet_wide_under_a_burst() {
     let (cp, fp) = (q.path("capped.rec"), q.path("free.rec"));
     let c = jobs_of(&q, "capped", 40, &format!("record {cp}\nsleep 150"));
     let f = jobs_of(&q, "free", 40, &format!("record {fp}\nsleep 150"));
-    q.spawn_workers(3, |c| c.worker.slots = 4);
+    let addrs = workers_with_metrics(&q, 3, 4);
     q.producer.enqueue_many(&c).await.expect("enqueue capped");
     q.producer.enqueue_many(&f).await.expect("enqueue free");
     let mut all = ids(&c);
@@ -185,6 +220,13 @@ async fn the_running_cap_holds_fleet_wide_under_a_burst() {
         free_peak > 3,
         "the other tenant used the slots the capped one could not: peak {free_peak}"
     );
+    // The workers say why the capped tenant waited; the other was never passed over.
+    let skipped = claims_skipped(&q, &addrs, "capped", "running_cap").await;
+    assert!(
+        skipped >= 1.0,
+        "claims skipped the capped tenant: {skipped}"
+    );
+    assert_eq!(claims_skipped(&q, &addrs, "free", "running_cap").await, 0.0);
     q.assert_settled(&all).await;
 }
 
@@ -194,7 +236,11 @@ async fn the_queued_cap_refuses_whole_calls_and_frees_as_jobs_run() {
         max_queued: 5,
         ..TenantConfig::default()
     };
-    let q = queue_with("qcap", &[("capped", capped)]);
+    let big = TenantConfig {
+        max_queued: 300,
+        ..TenantConfig::default()
+    };
+    let q = queue_with("qcap", &[("capped", capped), ("big", big)]);
     let five = jobs_of(&q, "capped", 5, "print ok");
     q.producer.enqueue_many(&five).await.expect("five fit");
     // Enqueueing the same ids again answers their state: nothing new is added.
@@ -227,8 +273,31 @@ async fn the_queued_cap_refuses_whole_calls_and_frees_as_jobs_run() {
         .await
         .expect("others enqueue");
 
+    // A call larger than one script call is held to the cap as a whole: nothing of it is
+    // queued (the scripts alone would queue its first 256 jobs).
+    let batch = jobs_of(&q, "big", 301, "print no");
+    match q.producer.enqueue_many(&batch).await {
+        Err(Error::TenantQueueFull { queued, cap, .. }) => assert_eq!((queued, cap), (0, 300)),
+        other => panic!("expected TenantQueueFull, got {other:?}"),
+    }
+    let statuses = q.producer.statuses(&ids(&batch)).await.expect("statuses");
+    assert!(
+        statuses.iter().all(Option::is_none),
+        "part of a refused call was queued"
+    );
+    let fits = &batch[..300];
+    let added = q.producer.enqueue_many(fits).await.expect("300 fit");
+    assert!(added.iter().all(|e| e.created));
+    let again = q
+        .producer
+        .enqueue_many(fits)
+        .await
+        .expect("re-posting adds nothing, so it fits");
+    assert!(again.iter().all(|e| !e.created));
+    let mut all = ids(fits);
+
     q.spawn_worker(|_| {});
-    let mut all = ids(&five);
+    all.extend(ids(&five));
     all.extend(ids(&other));
     q.wait_all(&all, 60).await;
     q.producer
@@ -260,7 +329,7 @@ async fn a_paused_tenant_waits_while_the_others_run() {
         .await
         .expect("a's enqueues accepted");
     q.producer.enqueue_many(&b).await.expect("enqueue b");
-    q.spawn_worker(|c| c.worker.slots = 2);
+    let addrs = workers_with_metrics(&q, 1, 2);
     q.wait_all(&ids(&b), 30).await;
     // Give a worker every chance to (wrongly) take a's jobs.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
@@ -271,6 +340,12 @@ async fn a_paused_tenant_waits_while_the_others_run() {
     let ta = stats.tenants.iter().find(|t| t.tenant == "a").expect("a");
     assert!(ta.paused && ta.queued == 5, "{ta:?}");
     assert!(!stats.paused, "only the tenant is paused");
+    // Tenant `a` is not configured: its label is `other` (the label set stays the config's).
+    let skipped = claims_skipped(&q, &addrs, "other", "paused").await;
+    assert!(
+        skipped >= 1.0,
+        "claims passed over the paused tenant: {skipped}"
+    );
 
     let out = q
         .cli()

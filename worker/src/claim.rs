@@ -105,6 +105,9 @@ pub async fn claim_loop(
                     tracing::info!("queue resumed; claiming again");
                 }
                 log_dropped(&ctx, &batch);
+                for (tenant, why) in &batch.skipped {
+                    ctx.metrics.claim_skipped(tenant, why);
+                }
                 let idle = batch.claimed.is_empty();
                 claimed_total += batch.claimed.len() as u64;
                 dispatch(&ctx, &tracker, batch.claimed, &mut permits);
@@ -162,6 +165,7 @@ async fn claim_new(
         batch.claimed.extend(more.claimed);
         batch.dropped.extend(more.dropped);
         batch.held |= more.held;
+        batch.skipped.extend(more.skipped);
         batch.last_ids = if batch.claimed.is_empty() {
             more.last_ids
         } else {

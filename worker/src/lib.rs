@@ -35,6 +35,7 @@ pub mod runner;
 pub mod shutdown;
 pub mod telemetry;
 pub mod upkeep;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,8 +112,13 @@ pub async fn run(
     let keys = Keys::new(&cfg.queue.name)?;
     let redis = Arc::new(Redis::new(&cfg.redis)?);
     let observed = Observed::new(
-        RedisQueue::new(redis, keys, cfg.queue.clone(), worker_id.clone())
-            .with_tenants(cfg.tenants.clone()),
+        RedisQueue::new(
+            Arc::clone(&redis),
+            keys.clone(),
+            cfg.queue.clone(),
+            worker_id.clone(),
+        )
+        .with_tenants(cfg.tenants.clone()),
     );
     let redis_outage = observed.outage();
     let queue: Arc<dyn JobQueue> = Arc::new(observed);
@@ -175,6 +181,15 @@ pub async fn run(
             "runner gate probe",
             Arc::clone(&gate).probe_forever(background.clone()),
         );
+        if cfg.webhooks.send {
+            let sender = webhook::Sender {
+                cfg: Arc::clone(&cfg),
+                redis: Arc::clone(&redis),
+                keys: keys.clone(),
+                metrics: Arc::clone(&metrics),
+            };
+            upkeep::spawn(&chores, "webhook sender", sender.run(background.clone()));
+        }
         serve(
             &cfg,
             &worker_id,

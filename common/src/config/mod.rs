@@ -14,6 +14,7 @@
 //! - `telemetry`: `metrics.*` and `log.*`.
 //! - `tenants`: `tenants.<name>.*`, fair-share weight, quotas, tokens and webhook secret of each
 //!   caller of the fleet.
+//! - `webhooks`: `webhooks.*`, which callback hosts are allowed and how delivery is retried.
 //! - `secret`: [`Secret`] and URL redaction, for what is printed or logged.
 
 use std::collections::BTreeMap;
@@ -34,6 +35,7 @@ mod runner;
 mod secret;
 mod telemetry;
 mod tenants;
+mod webhooks;
 
 pub use gateway::GatewayConfig;
 pub use languages::{default_image, default_languages, LanguageConfig, RUNNER_IMAGE_VERSION};
@@ -49,6 +51,7 @@ pub use telemetry::{LogConfig, MetricsConfig};
 pub use tenants::{
     tenant_label, TenantConfig, DEFAULT_LABEL, MAX_TENANTS, MAX_WEIGHT, OTHER_LABEL,
 };
+pub use webhooks::WebhooksConfig;
 
 /// Why configuration could not be loaded. Messages name the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -77,11 +80,13 @@ pub struct Config {
     pub languages: BTreeMap<String, LanguageConfig>,
     /// Tenants by name: fair-share weight, quotas, gateway tokens, webhook secret.
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// Completion webhooks: allowed hosts, default secret, delivery.
+    pub webhooks: WebhooksConfig,
 }
 
 /// Variables read verbatim rather than parsed by figment, which would turn `123` into a number
 /// and `[x]` into an array: secrets can be any string.
-const RAW_ENV: [(&str, &str); 6] = [
+const RAW_ENV: [(&str, &str); 7] = [
     ("QUAYSIDE_REDIS__PASSWORD", "redis.password"),
     ("QUAYSIDE_REDIS__USERNAME", "redis.username"),
     ("QUAYSIDE_REDIS__SENTINEL__MASTER", "redis.sentinel.master"),
@@ -97,6 +102,7 @@ const RAW_ENV: [(&str, &str); 6] = [
         "QUAYSIDE_REDIS__SENTINEL__PASSWORD",
         "redis.sentinel.password",
     ),
+    ("QUAYSIDE_WEBHOOKS__SECRET", "webhooks.secret"),
 ];
 
 /// `QUAYSIDE_*` variables that are not config keys, so that setting them never stops a worker or
@@ -197,16 +203,18 @@ impl Config {
         self.runner.docker.warm.validate(&self.languages)?;
         self.gateway.validate(&self.limits)?;
         tenants::validate(&self.tenants, &self.gateway)?;
+        self.webhooks.validate()?;
         self.metrics.validate()
     }
 
     /// A copy safe to print or log: the Redis password, in the URL or on its own, the
-    /// gateway's tokens and the tenants' tokens and webhook secrets are replaced.
+    /// gateway's tokens, the tenants' tokens and webhook secrets and `webhooks.secret` are replaced.
     pub fn redacted(&self) -> Config {
         Config {
             redis: self.redis.redacted(),
             gateway: self.gateway.redacted(),
             tenants: tenants::redacted(&self.tenants),
+            webhooks: self.webhooks.redacted(),
             ..self.clone()
         }
     }

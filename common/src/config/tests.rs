@@ -67,6 +67,51 @@ fn tenants_load_from_the_file_with_env_overrides_and_defaults() {
 }
 
 #[test]
+fn webhooks_load_with_the_usual_precedence_are_checked_and_the_secret_is_redacted() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "w.toml",
+            "[webhooks]\nallowed_hosts = [\"hooks.example.com\", \"*.acme.io:8443\"]\n\
+             retry_for_s = 600\n",
+        )?;
+        jail.set_env("QUAYSIDE_WEBHOOKS__SECRET", "0123456789012345678");
+        jail.set_env("QUAYSIDE_WEBHOOKS__TIMEOUT_MS", "2500");
+        let c = Config::load(Some(Path::new("w.toml"))).expect("loads");
+        let w = &c.webhooks;
+        assert_eq!(w.allowed_hosts, ["hooks.example.com", "*.acme.io:8443"]);
+        assert_eq!((w.retry_for_s, w.timeout_ms), (600, 2500));
+        assert_eq!(
+            w.secret.as_ref().map(Secret::expose),
+            Some("0123456789012345678"),
+            "digits taken verbatim, not as a number"
+        );
+        assert_eq!(w.backoff_base_ms, 1000, "defaults");
+        let printed = format!(
+            "{:?} {}",
+            c.redacted(),
+            toml::to_string(&c.redacted()).expect("toml")
+        );
+        assert!(!printed.contains("0123456789012345678"), "{printed}");
+
+        jail.clear_env();
+        for (file, key) in [
+            (
+                "[webhooks]\nallowed_hosts = [\"a/b\"]\n",
+                "webhooks.allowed_hosts",
+            ),
+            ("[webhooks]\nsecret = \"short\"\n", "webhooks.secret"),
+            ("[webhooks]\ntimeout_ms = 1\n", "webhooks.timeout_ms"),
+            ("[webhooks]\nretry_for_s = 0\n", "webhooks.retry_for_s"),
+        ] {
+            jail.create_file("bad.toml", file)?;
+            let e = Config::load(Some(Path::new("bad.toml"))).expect_err(key);
+            assert!(e.to_string().contains(key), "{key}: {e}");
+        }
+        Ok(())
+    });
+}
+
+#[test]
 fn errors_name_the_key() {
     Jail::expect_with(|jail| {
         jail.create_file("bad.toml", "[worker]\nslotz = 3\n")?;

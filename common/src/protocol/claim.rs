@@ -91,6 +91,9 @@ pub struct ClaimBatch {
     /// A tenant with queued work was skipped for its running cap: ask again soon rather than
     /// block (the slot that frees rings nothing).
     pub held: bool,
+    /// Lanes with queued work this call passed over: the tenant (`default` for the default
+    /// tenant) and why, `running_cap` or `paused`.
+    pub skipped: Vec<(String, &'static str)>,
     /// The queue is paused: nothing was claimed, and no last ids come back (poll instead of
     /// blocking, so a resume is seen quickly).
     pub paused: bool,
@@ -144,12 +147,20 @@ fn order_digits(order: &[Priority]) -> String {
 const R: Reader = Reader("claim");
 
 fn parse(reply: Value) -> Result<ClaimReply, ReplyError> {
-    let [claimed, dropped, last, missing, paused, held] = R.parts(reply)?;
+    let [claimed, dropped, last, missing, paused, held, skipped] = R.parts(reply)?;
     let mut batch = ClaimBatch {
         paused: R.number::<u8>(&paused)? == 1,
         held: R.number::<u8>(&held)? == 1,
         ..ClaimBatch::default()
     };
+    for s in R.records(&skipped, 2)? {
+        let why = match R.text(&s[1])?.as_str() {
+            "running_cap" => "running_cap",
+            "paused" => "paused",
+            other => return Err(R.error(format!("unknown skip reason {other:?}"))),
+        };
+        batch.skipped.push((R.text(&s[0])?, why));
+    }
     // The specs move out of the reply instead of being copied.
     let Value::Array(mut claimed) = claimed else {
         return Err(R.error(format!("expected the claimed jobs, got {claimed:?}")));
@@ -271,6 +282,7 @@ mod tests {
             missing,
             Value::Int(0),
             Value::Int(0),
+            bulks(&["acme", "running_cap", "default", "paused"]),
         ])
     }
 
@@ -328,6 +340,13 @@ mod tests {
         assert_eq!(r.batch.dropped[1].priority, Priority::Low);
         assert_eq!(r.batch.last_ids, None);
         assert_eq!(r.missing, [Priority::Low]);
+        assert_eq!(
+            r.batch.skipped,
+            [
+                ("acme".to_owned(), "running_cap"),
+                ("default".to_owned(), "paused")
+            ]
+        );
     }
 
     #[test]
@@ -363,6 +382,7 @@ mod tests {
             empty(),
             Value::Int(1),
             Value::Int(0),
+            empty(),
         ]))
         .expect("valid");
         assert!(r.batch.paused);
@@ -380,10 +400,10 @@ mod tests {
         });
         let empty = || Value::Array(vec![]);
         let cases = [
-            (Value::Int(1), "expected 6 parts"),
+            (Value::Int(1), "expected 7 parts"),
             (
                 Value::Array(vec![empty(), empty()]),
-                "expected 6 parts, got 2",
+                "expected 7 parts, got 2",
             ),
             (
                 reply(bulks(&["2", "1-0"]), empty(), empty(), empty()),

@@ -29,6 +29,7 @@ pub mod replay;
 mod reply;
 pub mod retry;
 pub mod stats;
+pub mod webhook;
 
 use redis::{ToRedisArgs, Value};
 

@@ -54,6 +54,10 @@ pub struct QueueSample {
     pub workers: u64,
     /// When an operator paused the queue (unix ms), or `None` while it is not paused.
     pub paused_since_ms: Option<u64>,
+    /// Completion webhooks waiting to be delivered (due, being sent, or waiting to retry).
+    pub webhooks_pending: u64,
+    /// Entries of the webhook dead-letter stream: webhooks given up on.
+    pub webhooks_dead: u64,
     /// Each worker's last heartbeat document, expired ones not yet pruned included (only when
     /// asked for: [`Sample::worker_docs`]); documents that are not JSON are left out.
     pub worker_docs: Vec<serde_json::Value>,
@@ -104,6 +108,8 @@ impl Sample {
                 pipe.cmd("XPENDING").arg(&lane).arg(GROUP);
             }
         }
+        pipe.cmd("ZCARD").arg(keys.webhooks());
+        pipe.cmd("XLEN").arg(keys.webhooks_dead());
         pipe.ignore_errors();
         pipe
     }
@@ -114,7 +120,7 @@ impl Sample {
     /// A command failed (other than for a missing group), or a reply has the wrong shape.
     pub fn parse(&self, replies: Vec<Value>, tenants: &[String]) -> Result<QueueSample, CallError> {
         let base = 10 + usize::from(self.worker_docs);
-        let expected = base + 6 * tenants.len();
+        let expected = base + 6 * tenants.len() + 2;
         if replies.len() != expected {
             return Err(R
                 .error(format!("{} replies for {expected} commands", replies.len()))
@@ -165,6 +171,8 @@ impl Sample {
                 .map(|(_, v)| R.number(v).unwrap_or(0))
         };
         s.paused_since_ms = since(PAUSED_QUEUE);
+        s.webhooks_pending = count(&replies[expected - 2])?;
+        s.webhooks_dead = count(&replies[expected - 1])?;
         let default = TenantSample {
             tenant: DEFAULT_LABEL.to_owned(),
             depth: s.depth,
@@ -254,6 +262,12 @@ mod tests {
         r
     }
 
+    /// The webhook outbox's replies, last: 6 pending, 1 dead.
+    fn hooks(mut r: Vec<Value>) -> Vec<Value> {
+        r.extend([Value::Int(6), Value::Int(1)]);
+        r
+    }
+
     #[test]
     fn the_pipeline_reads_streams_then_sets() {
         let pipe = Sample { worker_docs: true }.pipeline(&keys(), &["acme".into()], 1000);
@@ -269,7 +283,7 @@ mod tests {
             [
                 "XLEN", "XPENDING", "XLEN", "XPENDING", "XLEN", "XPENDING", "ZCARD", "XLEN",
                 "ZCOUNT", "HGETALL", "HVALS", "XLEN", "XPENDING", "XLEN", "XPENDING", "XLEN",
-                "XPENDING"
+                "XPENDING", "ZCARD", "XLEN"
             ]
         );
         assert_eq!(
@@ -277,30 +291,33 @@ mod tests {
                 .pipeline(&keys(), &[], 1000)
                 .cmd_iter()
                 .count(),
-            10
+            12
         );
     }
 
     #[test]
     fn a_missing_group_reads_as_nothing_pending() {
-        let s = Sample::default().parse(replies(None), &[]).expect("valid");
+        let s = Sample::default()
+            .parse(hooks(replies(None)), &[])
+            .expect("valid");
         assert_eq!(s.depth, [5, 0, 1]);
         assert_eq!(s.pending, [2, 0, 0]);
         assert_eq!((s.delayed, s.dead_letters, s.workers), (3, 4, 2));
         assert_eq!(s.lag(Priority::High), 3);
         assert!(s.worker_docs.is_empty());
         assert_eq!(s.paused_since_ms, None);
+        assert_eq!((s.webhooks_pending, s.webhooks_dead), (6, 1));
     }
 
     #[test]
     fn a_pause_reads_with_its_time() {
         let mut r = replies(None);
         r[9] = Value::Array(vec![bulk("*"), bulk("1700000000000")]);
-        let s = Sample::default().parse(r, &[]).expect("valid");
+        let s = Sample::default().parse(hooks(r), &[]).expect("valid");
         assert_eq!(s.paused_since_ms, Some(1_700_000_000_000));
         let mut r = replies(None);
         r[9] = Value::Array(vec![bulk("*"), bulk("by hand")]);
-        let s = Sample::default().parse(r, &[]).expect("valid");
+        let s = Sample::default().parse(hooks(r), &[]).expect("valid");
         assert_eq!(
             s.paused_since_ms,
             Some(0),
@@ -321,7 +338,9 @@ mod tests {
             Value::Int(0),
             server_error("NOGROUP no group"),
         ]);
-        let s = Sample::default().parse(r, &["acme".into()]).expect("valid");
+        let s = Sample::default()
+            .parse(hooks(r), &["acme".into()])
+            .expect("valid");
         assert_eq!(s.depth, [5, 10, 1], "lanes count in their priority");
         assert_eq!(s.pending, [2, 3, 0]);
         assert_eq!(s.paused_since_ms, None);
@@ -343,7 +362,7 @@ mod tests {
     fn worker_documents_are_json_or_left_out() {
         let docs = Value::Array(vec![bulk(r#"{"id":"w1"}"#), bulk("not json")]);
         let s = Sample { worker_docs: true }
-            .parse(replies(Some(docs)), &[])
+            .parse(hooks(replies(Some(docs))), &[])
             .expect("valid");
         assert_eq!(s.worker_docs, [serde_json::json!({"id": "w1"})]);
     }
@@ -352,13 +371,13 @@ mod tests {
     fn other_errors_and_wrong_shapes_fail_the_sample() {
         let mut r = replies(None);
         r[6] = server_error("NOAUTH Authentication required.");
-        let e = Sample::default().parse(r, &[]).expect_err("noauth");
+        let e = Sample::default().parse(hooks(r), &[]).expect_err("noauth");
         assert!(matches!(e, CallError::Redis { .. }), "{e}");
         let mut r = replies(None);
         r[0] = bulk("many");
-        assert!(Sample::default().parse(r, &[]).is_err());
+        assert!(Sample::default().parse(hooks(r), &[]).is_err());
         assert!(Sample { worker_docs: true }
-            .parse(replies(None), &[])
+            .parse(hooks(replies(None)), &[])
             .is_err());
     }
 }

@@ -51,6 +51,10 @@ pub struct JobFlags {
     /// Tenant the job is run for (fair share and quotas); the default tenant when absent.
     #[arg(long)]
     pub tenant: Option<String>,
+    /// URL the fleet POSTs the signed result to when the job ends (a host the operator allows
+    /// in `webhooks.allowed_hosts`).
+    #[arg(long)]
+    pub callback: Option<String>,
 }
 
 impl JobFlags {
@@ -83,6 +87,7 @@ impl JobFlags {
         spec.max_attempts = self.max_attempts;
         spec.result_ttl_s = self.result_ttl_s;
         spec.tenant = self.tenant.clone();
+        spec.callback = self.callback.clone();
         for l in &self.labels {
             let (k, v) = l
                 .split_once('=')

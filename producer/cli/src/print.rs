@@ -100,6 +100,10 @@ pub(crate) fn print_stats(s: &QueueStats) {
         "delayed retries: {}   dead letters: {}",
         s.delayed, s.dead_letters
     );
+    println!(
+        "webhooks: pending {}   dead-lettered {}",
+        s.webhooks.pending, s.webhooks.dead
+    );
     print_tenants(s);
     let num = |w: &quayside_producer::WorkerInfo, k: &str| w.0.get(k).and_then(|v| v.as_u64());
     // Worker fields come from Redis, which anyone with queue access can write.

@@ -1,6 +1,8 @@
 //! Enqueueing: one job or many, checked first, then sent in pipelined script calls; an id that
 //! exists is answered with its state and nothing is added.
 
+use std::collections::BTreeMap;
+
 use futures_util::stream::{self};
 use futures_util::StreamExt as _;
 use quayside_common::admission;
@@ -43,7 +45,8 @@ impl Producer {
     }
 
     /// Enqueues many jobs: validated first (shape, then the `limits` caps and floors of this
-    /// producer's config: what needs no language table), then sent in script calls of 256
+    /// producer's config: what needs no language table; a `callback` against its
+    /// `webhooks.*` rules), then sent in script calls of 256
     /// jobs, pipelined.
     ///
     /// # Errors
@@ -53,7 +56,9 @@ impl Producer {
         for s in specs {
             s.validate_shape()?;
             admission::check_sizes(&self.limits, &self.queue, s)?;
+            admission::check_callback(&self.webhooks, &self.tenants, s)?;
         }
+        self.check_caps_whole(specs).await?;
         let calls: Vec<_> = specs
             .chunks(ENQUEUE_CHUNK)
             .map(|specs| {
@@ -89,6 +94,54 @@ impl Producer {
             }
         }
         Ok(out)
+    }
+
+    /// A call of more jobs than one script call takes is held to its tenants' queued caps as a
+    /// whole before any of it is sent: each script call checks only its own jobs, so a batch
+    /// past a cap would otherwise be queued in part. New jobs are those without a record; a
+    /// concurrent enqueue of the same tenant between this check and the script calls can still
+    /// pass the cap by that enqueue's size, or split the call (the scripts check again).
+    async fn check_caps_whole(&self, specs: &[JobSpec]) -> Result<(), Error> {
+        if specs.len() <= ENQUEUE_CHUNK {
+            return Ok(());
+        }
+        let mut capped: BTreeMap<&str, (u64, Vec<&JobSpec>)> = BTreeMap::new();
+        for s in specs {
+            let Some(tenant) = s.tenant.as_deref() else {
+                continue;
+            };
+            match self.tenants.get(tenant).map(|t| t.max_queued) {
+                Some(cap) if cap > 0 => capped.entry(tenant).or_insert((cap, Vec::new())).1.push(s),
+                _ => {}
+            }
+        }
+        if capped.is_empty() {
+            return Ok(());
+        }
+        let stats = self.stats().await?;
+        for (tenant, (cap, members)) in capped {
+            let ids: Vec<JobId> = members.iter().map(|s| s.id.clone()).collect();
+            let owners = self.owners(&ids).await?;
+            let mut new = members.iter().zip(owners).filter(|(_, o)| o.is_none());
+            let Some((first, _)) = new.next() else {
+                continue;
+            };
+            let adding = 1 + new.count() as u64;
+            let queued = stats
+                .tenants
+                .iter()
+                .find(|t| t.tenant == tenant)
+                .map_or(0, |t| t.queued);
+            if queued + adding > cap {
+                return Err(Error::TenantQueueFull {
+                    tenant: tenant.to_owned(),
+                    queued,
+                    cap,
+                    id: first.id.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn enqueued(&self, spec: &JobSpec, answer: EnqueueAnswer) -> Result<Enqueued, Error> {

@@ -53,7 +53,7 @@ pub use quayside_common::protocol::cancel::CancelOutcome;
 pub use quayside_common::protocol::pause::Change as PauseChange;
 pub use quayside_common::protocol::repair::Problem;
 pub use quayside_common::protocol::replay::ReplayOutcome;
-pub use stats::{PriorityStats, QueueStats, TenantStats, WorkerInfo};
+pub use stats::{PriorityStats, QueueStats, TenantStats, WebhookStats, WorkerInfo};
 /// A handle on one queue. Cheap to clone; share it.
 #[derive(Clone, Debug)]
 pub struct Producer {
@@ -65,6 +65,8 @@ pub struct Producer {
     limits: LimitsConfig,
     /// The configured tenants (their queued caps are enforced at enqueue).
     tenants: std::collections::BTreeMap<String, quayside_common::config::TenantConfig>,
+    /// The webhook rules a job's `callback` is checked against.
+    webhooks: quayside_common::config::WebhooksConfig,
 }
 
 impl Producer {
@@ -79,6 +81,7 @@ impl Producer {
             queue: cfg.queue.clone(),
             limits: cfg.limits.clone(),
             tenants: cfg.tenants.clone(),
+            webhooks: cfg.webhooks.clone(),
         })
     }
 

@@ -23,6 +23,17 @@ pub struct QueueStats {
     pub workers: Vec<WorkerInfo>,
     /// Per tenant: the default tenant, then every tenant that has had a lane in this queue.
     pub tenants: Vec<TenantStats>,
+    /// The completion-webhook outbox.
+    pub webhooks: WebhookStats,
+}
+
+/// Completion webhooks of the queue's jobs.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct WebhookStats {
+    /// Waiting to be delivered: due, being sent, or waiting to retry.
+    pub pending: u64,
+    /// Given up on (the webhook dead-letter stream, capped at `queue.dlq_max_len`).
+    pub dead: u64,
 }
 
 /// One tenant's share of the queue, and the quotas this producer's config gives it.
@@ -117,6 +128,10 @@ impl QueueStats {
             paused_since_ms: sample.paused_since_ms,
             workers: sample.worker_docs.into_iter().map(WorkerInfo).collect(),
             tenants: tenant_stats,
+            webhooks: WebhookStats {
+                pending: sample.webhooks_pending,
+                dead: sample.webhooks_dead,
+            },
         }
     }
 }

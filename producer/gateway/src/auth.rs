@@ -16,9 +16,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::{Choice, ConstantTimeEq as _};
 
-use quayside_common::config::Config;
+use quayside_common::config::{Config, DEFAULT_LABEL};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorKind};
+use super::metrics::{rejected, UNKNOWN_TENANT};
 use super::rate::{retry_after_s, Gcra};
 use super::Gateway;
 
@@ -123,7 +124,8 @@ fn rate_limited(wait: std::time::Duration) -> Response {
 
 /// Lets a request through with a valid token within its rate, carrying its [`Caller`]; `401`
 /// with `WWW-Authenticate: Bearer` for a missing or wrong token, `429` with `Retry-After` over
-/// the rate.
+/// the rate. Every refusal for a quota, rate or right is counted by tenant
+/// (`quayside_gateway_rejected_total`).
 pub(super) async fn require(
     State(gw): State<Arc<Gateway>>,
     mut req: Request<Body>,
@@ -131,16 +133,16 @@ pub(super) async fn require(
 ) -> Response {
     if gw.tokens.0.is_empty() {
         req.extensions_mut().insert(Caller::default());
-        return next.run(req).await;
+        return counted(&Caller::default(), next.run(req).await);
     }
     let token = bearer(&req).map(|t| gw.tokens.find(t));
-    match token {
+    let response = match token {
         Some(Some(t)) => {
             if let Some(Err(wait)) = t.limit.as_ref().map(|l| l.check(Instant::now())) {
-                return rate_limited(wait);
+                return counted(&t.caller, rate_limited(wait));
             }
             req.extensions_mut().insert(t.caller.clone());
-            next.run(req).await
+            return counted(&t.caller, next.run(req).await);
         }
         Some(None) => unauthorized(
             "invalid bearer token",
@@ -150,7 +152,19 @@ pub(super) async fn require(
             "missing bearer token: send Authorization: Bearer <token>",
             r#"Bearer realm="quayside""#,
         ),
+    };
+    rejected(UNKNOWN_TENANT, "unauthorized");
+    response
+}
+
+/// Counts `response` if it refuses `caller` for a quota, rate or right. A token's tenant is
+/// always a configured one, so its name is a bounded label.
+fn counted(caller: &Caller, response: Response) -> Response {
+    if let Some(ErrorKind(kind)) = response.extensions().get::<ErrorKind>() {
+        let tenant = caller.tenant.as_deref().unwrap_or(DEFAULT_LABEL);
+        rejected(tenant, kind);
     }
+    response
 }
 
 #[cfg(test)]

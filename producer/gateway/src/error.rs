@@ -133,9 +133,15 @@ impl From<Error> for ApiError {
     }
 }
 
+/// The `error` kind of an error response, for the middleware that counts refusals
+/// ([`crate::metrics::rejected`]) without reading the body.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ErrorKind(pub &'static str);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = (self.status, Json(&self.body)).into_response();
+        r.extensions_mut().insert(ErrorKind(self.body.error));
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -24,8 +24,41 @@ pub const REQUESTS_TOTAL: &str = "quayside_gateway_requests_total";
 /// `route`, `method` and `status`.
 pub const REQUEST_DURATION_SECONDS: &str = "quayside_gateway_request_duration_seconds";
 
+/// Requests refused for a tenant's limits or rights, by `tenant` (the token's tenant name,
+/// `default` for `gateway.tokens`, `unknown` without a valid token) and `reason`
+/// ([`REJECTION_REASONS`]).
+pub const REJECTED_TOTAL: &str = "quayside_gateway_rejected_total";
+
 /// Every name above, for tests and docs checks.
-pub const ALL: [&str; 2] = [REQUESTS_TOTAL, REQUEST_DURATION_SECONDS];
+pub const ALL: [&str; 3] = [REQUESTS_TOTAL, REQUEST_DURATION_SECONDS, REJECTED_TOTAL];
+
+/// The error kinds [`REJECTED_TOTAL`] counts: a caller held back by its quota, rate or rights.
+pub const REJECTION_REASONS: [&str; 8] = [
+    "rate_limited",
+    "tenant_queue_full",
+    "queue_full",
+    "tenant_mismatch",
+    "operator_only",
+    "unauthorized",
+    "id_conflict",
+    "batch_conflict",
+];
+
+/// The `tenant` label of a request without a valid token.
+pub const UNKNOWN_TENANT: &str = "unknown";
+
+/// Counts a refused request in [`REJECTED_TOTAL`] when `reason` is one of
+/// [`REJECTION_REASONS`]. `tenant` is already a bounded label (a configured tenant, `default` or
+/// [`UNKNOWN_TENANT`]).
+pub(super) fn rejected(tenant: &str, reason: &str) {
+    if let Some(reason) = REJECTION_REASONS.iter().find(|r| **r == reason) {
+        let labels = [
+            ("tenant", tenant.to_owned()),
+            ("reason", (*reason).to_owned()),
+        ];
+        metrics::counter!(REJECTED_TOTAL, &labels).increment(1);
+    }
+}
 
 /// From 1 ms (a status read) to 5 min (a long `wait`).
 const BUCKETS: [f64; 14] = [
@@ -44,6 +77,11 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
         REQUESTS_TOTAL,
         Unit::Count,
         "Requests the gateway answered."
+    );
+    metrics::describe_counter!(
+        REJECTED_TOTAL,
+        Unit::Count,
+        "Requests refused for a tenant's quota, rate or rights, by tenant and reason."
     );
     metrics::describe_histogram!(
         REQUEST_DURATION_SECONDS,

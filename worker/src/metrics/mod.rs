@@ -138,6 +138,8 @@ pub struct WorkerMetrics {
     dead_letters: Gauge,
     workers: Gauge,
     paused: Gauge,
+    webhooks_pending: Gauge,
+    webhooks_dead: Gauge,
     /// Configured tenants (label values and caps of the tenant gauges).
     tenants: BTreeMap<String, TenantConfig>,
 }
@@ -194,6 +196,8 @@ impl WorkerMetrics {
             dead_letters: QUEUE_DEAD_LETTERS.gauge(q()),
             workers: QUEUE_WORKERS.gauge(q()),
             paused: QUEUE_PAUSED.gauge(q()),
+            webhooks_pending: QUEUE_WEBHOOKS_PENDING.gauge(q()),
+            webhooks_dead: QUEUE_WEBHOOKS_DEAD.gauge(q()),
             tenants: BTreeMap::new(),
             queue,
         }
@@ -207,6 +211,26 @@ impl WorkerMetrics {
                 TENANT_RUNNING_CAP
                     .gauge([self.queue.clone(), SharedString::from(name.clone())])
                     .set(f64::from(t.max_running));
+            }
+        }
+        // The per-tenant counters start at 0 for every label the config allows, so a rate
+        // over them reads 0 rather than nothing before the first event.
+        let labels = [DEFAULT_LABEL, OTHER_LABEL]
+            .into_iter()
+            .chain(tenants.keys().map(String::as_str));
+        for label in labels {
+            let l = |v: &'static str| {
+                [
+                    self.queue.clone(),
+                    SharedString::from(label.to_owned()),
+                    SharedString::const_str(v),
+                ]
+            };
+            for reason in ["running_cap", "paused"] {
+                TENANT_CLAIMS_SKIPPED_TOTAL.counter(l(reason)).absolute(0);
+            }
+            for outcome in ["delivered", "retried", "dead"] {
+                WEBHOOKS_TOTAL.counter(l(outcome)).absolute(0);
             }
         }
         self.tenants = tenants;
@@ -348,7 +372,40 @@ impl WorkerMetrics {
         } else {
             0.0
         });
+        self.webhooks_pending.set(s.webhooks_pending as f64);
+        self.webhooks_dead.set(s.webhooks_dead as f64);
         self.set_tenants(s);
+    }
+
+    /// Counts a claim that passed over `tenant` (a turns member: `default` for the default
+    /// tenant) for `reason` (`running_cap` or `paused`); the tenant folds into the configured
+    /// label set.
+    pub fn claim_skipped(&self, tenant: &str, reason: &'static str) {
+        let label = if tenant == DEFAULT_LABEL {
+            DEFAULT_LABEL
+        } else {
+            tenant_label(&self.tenants, Some(tenant))
+        };
+        TENANT_CLAIMS_SKIPPED_TOTAL
+            .counter([
+                self.queue.clone(),
+                SharedString::from(label.to_owned()),
+                SharedString::const_str(reason),
+            ])
+            .increment(1);
+    }
+
+    /// Counts one completion-webhook attempt of a job of `tenant` (`None`: the default
+    /// tenant) by its `outcome` label; the tenant folds into the configured label set.
+    pub fn webhook(&self, tenant: Option<&str>, outcome: &'static str) {
+        let label = tenant_label(&self.tenants, tenant).to_owned();
+        WEBHOOKS_TOTAL
+            .counter([
+                self.queue.clone(),
+                SharedString::from(label),
+                SharedString::const_str(outcome),
+            ])
+            .increment(1);
     }
 
     /// Tenant gauges: every label the config allows is set each sample (0 when idle), so a

@@ -265,6 +265,32 @@ pub const TENANT_PAUSED: Metric = row(
     BY_TENANT,
     "1 while an operator has the tenant paused (workers skip its jobs), else 0; sampled.",
 );
+pub const TENANT_CLAIMS_SKIPPED_TOTAL: Metric = row(
+    Kind::Counter,
+    "quayside_tenant_claims_skipped_total",
+    &["queue", "tenant", "reason"],
+    "Claims of this worker that passed over a tenant with queued work, by reason: running_cap \
+     (at its max_running) or paused.",
+);
+pub const WEBHOOKS_TOTAL: Metric = row(
+    Kind::Counter,
+    "quayside_webhooks_total",
+    &["queue", "tenant", "outcome"],
+    "Completion-webhook attempts this worker made, by outcome: delivered (2xx), retried \
+     (will be tried again), dead (given up: retry time over, or the target refused).",
+);
+pub const QUEUE_WEBHOOKS_PENDING: Metric = row(
+    Kind::Gauge,
+    "quayside_queue_webhooks_pending",
+    QUEUE,
+    "Completion webhooks waiting to be delivered (due, being sent, or waiting to retry); sampled.",
+);
+pub const QUEUE_WEBHOOKS_DEAD: Metric = row(
+    Kind::Gauge,
+    "quayside_queue_webhooks_dead",
+    QUEUE,
+    "Entries in the webhook dead-letter stream; sampled.",
+);
 pub const QUEUE_SAMPLE_ERRORS_TOTAL: Metric = row(
     Kind::Counter,
     "quayside_queue_sample_errors_total",
@@ -273,7 +299,7 @@ pub const QUEUE_SAMPLE_ERRORS_TOTAL: Metric = row(
 );
 
 /// Every metric, in the order `docs/metrics.md` lists them.
-pub const TABLE: [Metric; 33] = [
+pub const TABLE: [Metric; 37] = [
     JOBS_CLAIMED_TOTAL,
     JOBS_FINISHED_TOTAL,
     JOBS_RETRIED_TOTAL,
@@ -306,6 +332,10 @@ pub const TABLE: [Metric; 33] = [
     TENANT_RUNNING,
     TENANT_RUNNING_CAP,
     TENANT_PAUSED,
+    TENANT_CLAIMS_SKIPPED_TOTAL,
+    WEBHOOKS_TOTAL,
+    QUEUE_WEBHOOKS_PENDING,
+    QUEUE_WEBHOOKS_DEAD,
     QUEUE_SAMPLE_ERRORS_TOTAL,
 ];
 

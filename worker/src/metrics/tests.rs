@@ -164,6 +164,10 @@ fn every_metric_of_the_table_is_described_with_its_kind() {
         });
         m.emit(Event::Reclaimed { jobs: 2 });
         m.emit(Event::HandedBack(HandBack::Drain));
+        m.webhook(Some("acme"), "delivered");
+        m.claim_skipped("acme", "running_cap");
+        m.claim_skipped("default", "paused");
+        m.webhook(Some("made-up"), "dead");
         m.set_queue(&crate::queue::QueueSample::default());
         m.emit(Event::SampleFailed(&crate::queue::QueueError::Reply {
             op: "stats",
@@ -175,14 +179,16 @@ fn every_metric_of_the_table_is_described_with_its_kind() {
         pool.miss("c", Miss::Limits);
         pool.refilled("c", Duration::from_millis(150));
     });
-    assert!(
-        text.contains(r#"quayside_pool_misses_total{queue="q",language="c",reason="limits"} 1"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"quayside_pool_containers{queue="q",language="c"} 1"#),
-        "{text}"
-    );
+    for want in [
+        "quayside_webhooks_total{queue=\"q\",tenant=\"acme\",outcome=\"delivered\"} 1",
+        "quayside_webhooks_total{queue=\"q\",tenant=\"other\",outcome=\"dead\"} 1",
+        "quayside_tenant_claims_skipped_total{queue=\"q\",tenant=\"acme\",reason=\"running_cap\"} 1",
+        "quayside_tenant_claims_skipped_total{queue=\"q\",tenant=\"default\",reason=\"paused\"} 1",
+        "quayside_pool_misses_total{queue=\"q\",language=\"c\",reason=\"limits\"} 1",
+        "quayside_pool_containers{queue=\"q\",language=\"c\"} 1",
+    ] {
+        assert!(text.contains(want), "{want} in {text}");
+    }
     for metric in TABLE {
         let name = metric.name;
         assert!(
