@@ -11,8 +11,11 @@
 #           BENCH_PHASES=enqueue,process,tenants,latency,logs picks phases.
 #   docker  the real worker with the Docker runner (in the benchmark's process), end to end:
 #           latency of a C `run` job printing one line (submit to result, one at a time) and
-#           jobs/s for a batch with 2 and 4 slots, next to the same compile+run done directly
-#           (`docker run --rm` loop, bare Engine API create+start+wait+remove). Needs the
+#           jobs/s for a batch with 2 and 4 slots, each with the warm pool on (the default) and
+#           off (runner.docker.warm.enabled = false), next to the same compile+run done
+#           directly (`docker run --rm` loop, bare Engine API create+start+wait+remove). The
+#           last line is `warm/bare p50 ratio: X.XX` (warm pool p50 over the bare cycle with the
+#           worker's sandbox options). Needs the
 #           Docker engine (started if it does not answer) and quayside/runner-c:<VERSION> (built
 #           offline if missing). Sizes: BENCH_SEQ (30), BENCH_BATCH (200), BENCH_PARALLEL (2,4).
 #           BENCH_COMPARE=hardening measures instead what the seccomp profile and per-attempt

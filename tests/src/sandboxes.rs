@@ -31,6 +31,20 @@ pub fn docker(args: &[&str]) {
     assert!(out.status.success(), "docker {args:?}: {out:?}");
 }
 
+/// The ids of the shared engine's containers, running or not, that carry `label` (`key` or
+/// `key=value`), through the docker CLI (for tests with no engine client of their own).
+pub fn docker_ps(label: &str) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label={label}"))
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Asserts how a run ended: its status, exit code and signal, with the whole run as the message.
 #[track_caller]
 pub fn assert_ended(out: &RunOutput, status: Status, exit_code: Option<i64>, signal: Option<i32>) {

@@ -57,15 +57,7 @@ fn worker_on(
 
 /// Containers of the shared engine with `label`.
 fn containers(label: &str) -> Vec<String> {
-    let out = std::process::Command::new("docker")
-        .args(["ps", "-aq", "--filter"])
-        .arg(format!("label={label}"))
-        .output()
-        .expect("docker ps");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    quayside_e2e::sandboxes::docker_ps(label)
 }
 
 /// Waits until the job's container exists (on the shared engine unless `engine`).

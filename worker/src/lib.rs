@@ -243,6 +243,7 @@ async fn serve(
     };
     tracing::info!(worker = %worker_id, queue = %cfg.queue.name, fleet = %fleet.id, slots = cfg.worker.slots, runner = runner.name(), "worker started");
 
+    runner.warm_up(&fleet).await;
     let inflight = Arc::new(InFlight::default());
     let ctx = Arc::new(Context {
         cfg: Arc::clone(cfg),
@@ -288,6 +289,8 @@ async fn serve(
     claim::claim_loop(Arc::clone(&ctx), slots, jobs.clone(), shutdown).await;
 
     metrics.set_draining();
+    // No job starts from here on: warm sandboxes would only wait to be removed.
+    runner.cool_down().await;
     tracing::info!(
         running = inflight.len(),
         grace_ms = cfg.worker.drain_timeout_ms,

@@ -45,7 +45,7 @@ pub(crate) use redis::host_port;
 pub use redis::{ClusterConfig, RedisConfig, SentinelConfig};
 pub use runner::{
     DockerConfig, FileTransfer, JobUser, KubernetesConfig, RunnerBackend, RunnerConfig,
-    SandboxConfig, SeccompProfile,
+    SandboxConfig, SeccompProfile, WarmConfig,
 };
 pub use secret::{redact_url, Secret};
 pub use telemetry::{LogConfig, MetricsConfig};
@@ -202,6 +202,7 @@ impl Config {
         self.limits.validate()?;
         languages::validate(&self.languages, &self.limits)?;
         self.runner.validate()?;
+        self.runner.docker.warm.validate(&self.languages)?;
         self.gateway.validate(&self.limits)?;
         tenants::validate(&self.tenants, &self.gateway)?;
         self.webhooks.validate()?;

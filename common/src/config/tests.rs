@@ -211,6 +211,35 @@ fn kubernetes_settings_load_from_file_and_environment() {
 }
 
 #[test]
+fn the_warm_pool_is_on_with_one_per_language_and_sized_per_language_by_file_and_env() {
+    let c = Config::default();
+    assert_eq!(c.runner.docker.warm.size_of("c"), 1, "on by default");
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "w.toml",
+            "[runner.docker.warm]\nmax_idle_s = 30\nsize = { c = 3, python = 2 }\n",
+        )?;
+        jail.set_env("QUAYSIDE_RUNNER__DOCKER__WARM__SIZE__PYTHON", "0");
+        let c = Config::load(Some(Path::new("w.toml"))).expect("loads");
+        let warm = &c.runner.docker.warm;
+        assert_eq!((warm.size_of("c"), warm.size_of("python")), (3, 0));
+        assert_eq!((warm.size_of("go"), warm.max_idle_s), (1, 30));
+        jail.set_env("QUAYSIDE_RUNNER__DOCKER__WARM__ENABLED", "false");
+        let off = Config::load(Some(Path::new("w.toml"))).expect("loads");
+        assert_eq!(
+            off.runner.docker.warm.size_of("c"),
+            0,
+            "off for every language"
+        );
+        jail.set_env("QUAYSIDE_RUNNER__DOCKER__WARM__SIZE__COBOL", "1");
+        let err = Config::load(Some(Path::new("w.toml"))).expect_err("unknown language");
+        assert!(err.to_string().contains("runner.docker.warm.size"), "{err}");
+        assert!(err.to_string().contains("cobol"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
 fn docker_settings_load_from_file_and_environment() {
     Jail::expect_with(|jail| {
         jail.create_file("d.toml", "[runner.docker]\nruntime = \"runsc\"\n")?;

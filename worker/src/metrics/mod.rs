@@ -16,6 +16,7 @@
 )]
 
 mod event;
+mod pool;
 mod table;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +29,7 @@ use quayside_common::config::{tenant_label, TenantConfig, DEFAULT_LABEL, OTHER_L
 use quayside_common::Priority;
 
 pub use event::{Event, HandBack};
+pub use pool::{Miss, PoolMetrics};
 pub use table::*;
 
 use crate::queue::QueueSample;

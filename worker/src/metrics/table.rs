@@ -132,6 +132,33 @@ pub const SANDBOX_START_SECONDS: Metric = row(
     "Time to create and start a job's sandbox (container or pod), as the runner reports it.",
 );
 
+// The Docker runner's warm pool.
+const POOL: &[&str] = &["queue", "language"];
+pub const POOL_CONTAINERS: Metric = row(
+    Kind::Gauge,
+    "quayside_pool_containers",
+    POOL,
+    "Warm containers waiting for a job on this worker, by language.",
+);
+pub const POOL_HITS_TOTAL: Metric = row(
+    Kind::Counter,
+    "quayside_pool_hits_total",
+    POOL,
+    "Jobs that ran in a warm container.",
+);
+pub const POOL_MISSES_TOTAL: Metric = row(
+    Kind::Counter,
+    "quayside_pool_misses_total",
+    &["queue", "language", "reason"],
+    "Jobs of a pooled language that took the cold path: limits, empty, failed.",
+);
+pub const POOL_REFILL_SECONDS: Metric = row(
+    Kind::Histogram,
+    "quayside_pool_refill_seconds",
+    POOL,
+    "Time to create, attach and start one warm container.",
+);
+
 // Gauges of this worker.
 pub const JOBS_IN_FLIGHT: Metric = row(
     Kind::Gauge,
@@ -272,7 +299,7 @@ pub const QUEUE_SAMPLE_ERRORS_TOTAL: Metric = row(
 );
 
 /// Every metric, in the order `docs/metrics.md` lists them.
-pub const TABLE: [Metric; 33] = [
+pub const TABLE: [Metric; 37] = [
     JOBS_CLAIMED_TOTAL,
     JOBS_FINISHED_TOTAL,
     JOBS_RETRIED_TOTAL,
@@ -284,6 +311,10 @@ pub const TABLE: [Metric; 33] = [
     JOB_DURATION_SECONDS,
     JOB_QUEUE_WAIT_SECONDS,
     SANDBOX_START_SECONDS,
+    POOL_CONTAINERS,
+    POOL_HITS_TOTAL,
+    POOL_MISSES_TOTAL,
+    POOL_REFILL_SECONDS,
     JOBS_IN_FLIGHT,
     WORKER_SLOTS,
     WORKER_SLOTS_FREE,

@@ -173,12 +173,19 @@ fn every_metric_of_the_table_is_described_with_its_kind() {
             op: "stats",
             detail: "x".into(),
         }));
+        let pool = PoolMetrics::new("q");
+        pool.waiting("c", 1);
+        pool.hit("c");
+        pool.miss("c", Miss::Limits);
+        pool.refilled("c", Duration::from_millis(150));
     });
     for want in [
         "quayside_webhooks_total{queue=\"q\",tenant=\"acme\",outcome=\"delivered\"} 1",
         "quayside_webhooks_total{queue=\"q\",tenant=\"other\",outcome=\"dead\"} 1",
         "quayside_tenant_claims_skipped_total{queue=\"q\",tenant=\"acme\",reason=\"running_cap\"} 1",
         "quayside_tenant_claims_skipped_total{queue=\"q\",tenant=\"default\",reason=\"paused\"} 1",
+        "quayside_pool_misses_total{queue=\"q\",language=\"c\",reason=\"limits\"} 1",
+        "quayside_pool_containers{queue=\"q\",language=\"c\"} 1",
     ] {
         assert!(text.contains(want), "{want} in {text}");
     }

@@ -71,6 +71,14 @@ impl<R: Runner> Runner for Guarded<R> {
         self.inner.retry_removals().await
     }
 
+    async fn warm_up(&self, fleet: &Fleet) {
+        self.inner.warm_up(fleet).await;
+    }
+
+    async fn cool_down(&self) {
+        self.inner.cool_down().await;
+    }
+
     async fn run(
         &self,
         req: &RunRequest,

@@ -73,6 +73,14 @@ impl RunRequest {
 }
 
 impl RunRequest {
+    /// The program's args: the job's for a run, none for a compile-only job.
+    pub fn args_of_kind(&self) -> Vec<String> {
+        match self.kind {
+            JobKind::Run => self.args.clone(),
+            JobKind::Compile => Vec::new(),
+        }
+    }
+
     /// The files the sandbox gets: the job's, and the inputs of its tests.
     pub fn sandbox_files(&self) -> std::borrow::Cow<'_, BTreeMap<String, String>> {
         match &self.tests {
@@ -282,6 +290,14 @@ pub trait Runner: std::fmt::Debug + Send + Sync + 'static {
         Ok(0)
     }
 
+    /// Starts keeping sandboxes warm for `fleet`'s jobs (the Docker runner's pool), in the
+    /// background; returns at once. Called once the worker knows its fleet.
+    async fn warm_up(&self, _fleet: &Fleet) {}
+
+    /// Stops keeping sandboxes warm and removes those waiting for a job: a draining worker
+    /// starts no job, so it needs none.
+    async fn cool_down(&self) {}
+
     /// Tries again to remove the sandboxes whose removal failed (the engine was down).
     /// Returns how many are still left.
     async fn retry_removals(&self) -> usize {
@@ -323,10 +339,9 @@ pub fn build(cfg: &quayside_common::config::Config) -> Result<SharedRunner, Runn
             &cfg.languages,
             worker_id,
         )))),
-        _ => Ok(Arc::new(Guarded::new(docker::DockerRunner::new(
-            cfg.runner.clone(),
-            &cfg.languages,
-            worker_id,
-        )))),
+        _ => Ok(Arc::new(Guarded::new(
+            docker::DockerRunner::new(cfg.runner.clone(), &cfg.languages, worker_id)
+                .with_warm(docker::profiles(cfg)),
+        ))),
     }
 }

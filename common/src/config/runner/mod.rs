@@ -16,7 +16,7 @@ mod former_keys;
 mod kubernetes;
 mod sandbox;
 
-pub use docker::{DockerConfig, FileTransfer};
+pub use docker::{DockerConfig, FileTransfer, WarmConfig};
 pub(super) use former_keys::FormerKeys;
 pub use kubernetes::KubernetesConfig;
 pub use sandbox::{JobUser, SandboxConfig};

@@ -135,7 +135,11 @@ async fn measure(
 
     let mut workers = Vec::new();
     for rt in RUNTIMES {
-        let tweak = move |cfg: &mut Config| cfg.runner.docker.runtime = rt.into();
+        // Cold containers: a warm pool would take the runtime's create and start off the path.
+        let tweak = move |cfg: &mut Config| {
+            cfg.runner.docker.runtime = rt.into();
+            cfg.runner.docker.warm.enabled = false;
+        };
         workers.push(Worker::start_with(url, &format!("{tag}-{rt}"), 1, tweak).await?);
     }
     let mut e2e = [Vec::new(), Vec::new()];

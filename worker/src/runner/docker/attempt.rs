@@ -40,12 +40,33 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 const INSPECT_PATIENCE: Duration = Duration::from_secs(60);
 /// Seconds past both wall times after which the worker has given up on a sandbox for sure
 /// (its outer backstop is 60 s); written on the sandbox for other fleets' sweeps.
-const DEADLINE_SLACK_S: u64 = 120;
+pub(super) const DEADLINE_SLACK_S: u64 = 120;
 
-type Stream = Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, DockerError>> + Send>>;
+pub(super) type Stream =
+    Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, DockerError>> + Send>>;
+pub(super) type Input = Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
 
-/// Runs one attempt in a container it creates in `sandbox`. Removes it when it stops it at a
-/// limit or on cancel; otherwise (exit, error) the caller does.
+/// A container that is already created, attached and started, running the stub
+/// ([`protocol::stub_command`]): a warm pool's, renamed to the sandbox's name and registered
+/// in the attempt's [`Sandbox`] (its removal guard and the kill watch) by whoever handed it.
+pub(super) struct Started {
+    pub(super) stream: Stream,
+    pub(super) input: Input,
+    /// The uid and gid it runs as: the archive's owner.
+    pub(super) user: (u32, u32),
+    /// The event stream's generation when it was registered under the sandbox's name.
+    pub(super) generation: u64,
+    /// When taking it began: its hand-over and rename are the attempt's sandbox start.
+    pub(super) since: Instant,
+}
+
+/// Runs one attempt in `warm` or else in a container it creates in `sandbox`. Removes it when
+/// it stops it at a limit or on cancel; otherwise (exit, error) the caller does. From the
+/// header on, a warm container runs the job exactly like a cold one.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the attempt's parts; a struct for one call would only rename them"
+)]
 pub(super) async fn run(
     sandbox: &mut Sandbox,
     cfg: &RunnerConfig,
@@ -53,12 +74,14 @@ pub(super) async fn run(
     output: &Output,
     script: String,
     worker_id: &str,
+    warm: Option<Started>,
     cancel: &CancellationToken,
 ) -> Result<RunOutput, RunnerError> {
     let docker = sandbox.docker.clone();
     let nonces = (protocol::new_nonce(), protocol::new_nonce());
-    let creating = Instant::now();
-    let (stream, stdin, generation) = start(sandbox, cfg, req, script, worker_id, &nonces).await?;
+    let creating = warm.as_ref().map_or_else(Instant::now, |w| w.since);
+    let (stream, stdin, generation) =
+        start(sandbox, cfg, req, script, worker_id, warm, &nonces).await?;
     output.sandbox_started();
     let id = sandbox.id.clone().unwrap_or_default();
     let sandbox_start_ms = u64::try_from(creating.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -83,26 +106,73 @@ struct Stdin {
     _task: AbortOnDropHandle<()>,
 }
 
-/// Creates, attaches and starts the container and starts feeding its stdin. Returns its
-/// output, its stdin and the event stream's generation when it was created.
+/// Creates, attaches and starts the container (unless `warm` is one) and starts feeding its
+/// stdin. Returns its output, its stdin and the event stream's generation when it was
+/// registered.
 async fn start(
     sandbox: &mut Sandbox,
     cfg: &RunnerConfig,
     req: &RunRequest,
     script: String,
     worker_id: &str,
+    warm: Option<Started>,
     (nonce, end_nonce): &(String, String),
 ) -> Result<(Stream, Stdin, u64), RunnerError> {
     let job = &req.job_id;
     let docker = sandbox.docker.clone();
     // A uid of its own: per-user kernel limits are not shared with the jobs beside it.
-    let user = spec::attempt_user(&cfg.sandbox);
+    let user = warm
+        .as_ref()
+        .map_or_else(|| spec::attempt_user(&cfg.sandbox), |w| w.user);
     let archive = protocol::archive(&req.sandbox_files(), user.0, user.1).map_err(|e| {
         RunnerError::Files {
             detail: format!("cannot archive the files of job {job}"),
             source: Some(Box::new(e)),
         }
     })?;
+    let (output, input, generation, header) = match warm {
+        Some(w) => {
+            let header = protocol::stub_header(&req.args_of_kind(), &script);
+            (w.stream, w.input, w.generation, header)
+        }
+        None => {
+            let (output, input, generation) =
+                create(sandbox, cfg, req, script, worker_id, user).await?;
+            (output, input, generation, Vec::new())
+        }
+    };
+    let id = sandbox.id.clone().unwrap_or_default();
+    let mut payload = header;
+    payload.extend(match cfg.docker.file_transfer {
+        FileTransfer::Stdin => protocol::stdin_payload(nonce, &archive, end_nonce, &req.stdin),
+        FileTransfer::Archive => {
+            // Only now that the container runs is its /work volume mounted to write through.
+            let to = UploadToContainerOptions {
+                path: WORK_DIR.into(),
+                ..Default::default()
+            };
+            docker
+                .upload_to_container(&id, Some(to), bollard::body_full(archive.into()))
+                .await
+                .map_err(|e| api_error(format!("cannot upload the files of job {job}"), e))?;
+            protocol::stdin_payload(nonce, &[], end_nonce, &req.stdin)
+        }
+    });
+    Ok((output, feed(req, input, payload), generation))
+}
+
+/// Creates, attaches and starts a container for the attempt, run as `user`, registered in
+/// `sandbox` before it exists.
+async fn create(
+    sandbox: &mut Sandbox,
+    cfg: &RunnerConfig,
+    req: &RunRequest,
+    script: String,
+    worker_id: &str,
+    user: (u32, u32),
+) -> Result<(Stream, Input, u64), RunnerError> {
+    let job = &req.job_id;
+    let docker = sandbox.docker.clone();
     let l = &req.limits;
     let wall_s = (l.compile_wall_time_ms + l.run_wall_time_ms) / 1000 + DEADLINE_SLACK_S;
     let deadline = sandbox::unix_now_s().saturating_add(i64::try_from(wall_s).unwrap_or(i64::MAX));
@@ -135,37 +205,32 @@ async fn start(
         }
     }
     // Attached before the start, so no output is missed.
-    let attach = AttachContainerOptions {
-        stream: true,
-        stdin: true,
-        stdout: true,
-        stderr: true,
-        ..Default::default()
-    };
-    let AttachContainerResults { output, mut input } = docker
-        .attach_container(&id, Some(attach))
+    let AttachContainerResults { output, input } = docker
+        .attach_container(&id, Some(attach_all()))
         .await
         .map_err(|e| api_error(format!("cannot attach to the sandbox of job {job}"), e))?;
     docker
         .start_container(&id, None::<StartContainerOptions>)
         .await
         .map_err(|e| api_error(format!("cannot start the sandbox of job {job}"), e))?;
-    let payload = match cfg.docker.file_transfer {
-        FileTransfer::Stdin => protocol::stdin_payload(nonce, &archive, end_nonce, &req.stdin),
-        FileTransfer::Archive => {
-            // Only now that the container runs is its /work volume mounted to write through.
-            let to = UploadToContainerOptions {
-                path: WORK_DIR.into(),
-                ..Default::default()
-            };
-            docker
-                .upload_to_container(&id, Some(to), bollard::body_full(archive.into()))
-                .await
-                .map_err(|e| api_error(format!("cannot upload the files of job {job}"), e))?;
-            protocol::stdin_payload(nonce, &[], end_nonce, &req.stdin)
-        }
-    };
-    // A task of its own: a program that never reads its stdin must not block its output.
+    Ok((output, input, generation))
+}
+
+/// An attach to a sandbox's stdin, stdout and stderr, streaming.
+pub(super) fn attach_all() -> AttachContainerOptions {
+    AttachContainerOptions {
+        stream: true,
+        stdin: true,
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    }
+}
+
+/// Writes `payload` to the sandbox's stdin, then a checker's answers while there are any, then
+/// closes it. A task of its own: a program that never reads its stdin must not block its
+/// output.
+fn feed(req: &RunRequest, mut input: Input, payload: Vec<u8>) -> Stdin {
     let checker = req
         .tests
         .as_ref()
@@ -185,11 +250,10 @@ async fn start(
         }
         let _ = input.shutdown().await;
     }));
-    let stdin = Stdin {
+    Stdin {
         answers: checker.then_some(answers),
         _task: task,
-    };
-    Ok((output, stdin, generation))
+    }
 }
 
 /// Reads the container's output into `phases` until it ends (`None`: the container exited), a

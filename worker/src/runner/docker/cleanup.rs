@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bollard::errors::Error as DockerError;
-use bollard::models::ContainerSummary;
+use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 use bollard::Docker;
 
 use super::api_error;
 use super::events::KillWatch;
-use crate::runner::sandbox::{Sandboxes, Sweep, LABEL_JOB, LABEL_WORKER};
+use super::pool::POOL_PREFIX;
+use crate::runner::sandbox::{Sandboxes, Sweep, LABEL_JOB, LABEL_POOL, LABEL_WORKER};
 use crate::runner::RunnerError;
 
 /// The containers, running or not, that carry `label` (`key`, or `key=value`).
@@ -110,8 +111,10 @@ pub(super) async fn remove_container(docker: &Docker, id: &str) -> Result<(), Do
     }
 }
 
-/// Removes the containers labelled as sandboxes for which `rule` gives a reason, logging
-/// each. Returns how many.
+/// Removes the containers labelled as sandboxes (job containers and warm ones) for which
+/// `rule` gives a reason, and any fleet's warm container that stopped before it got a job (its
+/// stub exits when its worker's attach goes: a worker that died), logging each. Returns how
+/// many.
 ///
 /// # Errors
 /// The engine cannot be reached or listed.
@@ -120,9 +123,14 @@ pub(super) async fn sweep(
     sandboxes: &Sandboxes,
     rule: &Sweep<'_>,
 ) -> Result<usize, RunnerError> {
-    let containers = labelled(docker, LABEL_JOB)
+    let mut containers = labelled(docker, LABEL_JOB)
         .await
         .map_err(|e| api_error("cannot list sandbox containers", e))?;
+    containers.extend(
+        labelled(docker, LABEL_POOL)
+            .await
+            .map_err(|e| api_error("cannot list warm containers", e))?,
+    );
     let mut removed = 0;
     for c in containers {
         let Some(labels) = c.labels else { continue };
@@ -135,7 +143,18 @@ pub(super) async fn sweep(
             continue;
         };
         let active = sandboxes.is_active(&name);
-        let Some(why) = rule.verdict(&labels, c.created, active) else {
+        let unused_and_stopped = name.starts_with(POOL_PREFIX)
+            && labels.contains_key(LABEL_POOL)
+            && matches!(
+                c.state,
+                Some(ContainerSummaryStateEnum::EXITED | ContainerSummaryStateEnum::DEAD)
+            );
+        let why = if unused_and_stopped && !active {
+            Some("a warm container that stopped before it got a job")
+        } else {
+            rule.verdict(&labels, c.created, active)
+        };
+        let Some(why) = why else {
             continue;
         };
         let (job, owner) = (labels.get(LABEL_JOB), labels.get(LABEL_WORKER));

@@ -8,6 +8,7 @@
 //! - `cleanup`: the attempt's removal guard; the label sweep.
 //! - `events`: the engine's `kill`/`die` events for this worker's containers, which tell a
 //!   container killed from outside from a program that killed itself.
+//! - `pool`: the warm pool: containers started before their job is known, one job each.
 //!
 //! The in-sandbox protocol (wrapper script, phase marker, archive) is in [`sandbox`]. Every
 //! container carries the fleet's labels ([`sandbox::labels`]) and is force-removed on every
@@ -17,13 +18,16 @@
 mod attempt;
 mod cleanup;
 mod events;
+mod pool;
 mod spec;
 
 pub use cleanup::labelled;
+pub use pool::{profiles, Profile};
 pub use spec::{attempt_user, host_config};
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
@@ -35,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::cleanup::{remove_container, Sandbox};
 use self::events::KillWatch;
+use self::pool::Pool;
 use super::sandbox::{self, protocol, Fleet, Sandboxes, Sweep};
 use super::{Output, RunOutput, RunRequest, Runner, RunnerError};
 
@@ -49,6 +54,22 @@ pub struct DockerRunner {
     /// the engine's event stream is followed from then on.
     client: OnceCell<(Docker, Arc<KillWatch>)>,
     sandboxes: Arc<Sandboxes>,
+    /// What the warm pool keeps per language (empty: no pool).
+    profiles: BTreeMap<String, Profile>,
+    /// The pool once the fleet is known and the engine answered.
+    pool: Mutex<Option<Arc<Pool>>>,
+    /// Set by [`Runner::cool_down`]: no pool from then on.
+    cooled: AtomicBool,
+    /// Taken warm containers being removed in the background after their job.
+    removing: Arc<AtomicUsize>,
+}
+
+impl Drop for DockerRunner {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.lock().expect("lock poisoned").take() {
+            pool.abandon();
+        }
+    }
 }
 
 impl DockerRunner {
@@ -64,7 +85,46 @@ impl DockerRunner {
             worker_id: worker_id.into(),
             client: OnceCell::new(),
             sandboxes: Arc::default(),
+            profiles: BTreeMap::new(),
+            pool: Mutex::default(),
+            cooled: AtomicBool::new(false),
+            removing: Arc::default(),
         }
+    }
+
+    /// The same runner with a warm pool of `profiles` (see [`profiles`]), started by
+    /// [`Runner::warm_up`].
+    #[must_use]
+    pub fn with_warm(mut self, profiles: BTreeMap<String, Profile>) -> Self {
+        self.profiles = profiles;
+        self
+    }
+
+    /// The warm pool, started for `fleet` if it is not yet (and the engine answers).
+    async fn pool(&self, fleet: &Fleet) -> Option<Arc<Pool>> {
+        if self.profiles.is_empty() || self.cooled.load(Ordering::Acquire) {
+            return None;
+        }
+        if let Some(pool) = self.pool.lock().expect("lock poisoned").as_ref() {
+            return Some(Arc::clone(pool));
+        }
+        let (docker, _) = self.client().await.ok()?;
+        let mut slot = self.pool.lock().expect("lock poisoned");
+        if self.cooled.load(Ordering::Acquire) {
+            return None;
+        }
+        let pool = slot.get_or_insert_with(|| {
+            tracing::info!(languages = ?self.profiles.keys().collect::<Vec<_>>(), "starting the warm pool");
+            Pool::start(
+                self.profiles.clone(),
+                self.cfg.clone(),
+                self.worker_id.clone(),
+                fleet.clone(),
+                docker.clone(),
+                Arc::clone(&self.sandboxes),
+            )
+        });
+        Some(Arc::clone(pool))
     }
 
     /// The id this runner labels its containers with.
@@ -161,23 +221,44 @@ impl Runner for DockerRunner {
         self.sweep_fleet(fleet, live_workers, ORPHAN_MIN_AGE).await
     }
 
+    async fn warm_up(&self, fleet: &Fleet) {
+        if self.pool(fleet).await.is_none() && !self.profiles.is_empty() {
+            tracing::info!(
+                "warm pool not started yet (engine not answering); the first job starts it"
+            );
+        }
+    }
+
+    async fn cool_down(&self) {
+        self.cooled.store(true, Ordering::Release);
+        let pool = self.pool.lock().expect("lock poisoned").take();
+        if let Some(pool) = pool {
+            pool.stop().await;
+        }
+    }
+
     async fn retry_removals(&self) -> usize {
+        // Removals running in the background (taken warm containers) count as left, so a
+        // draining worker waits for them before it exits.
+        let removing = self.removing.load(Ordering::Acquire);
         if self.sandboxes.failed().is_empty() {
-            return 0;
+            return removing;
         }
         let Ok((docker, _)) = self.client().await else {
-            return self.sandboxes.failed().len();
+            return self.sandboxes.failed().len() + removing;
         };
-        self.sandboxes
-            .retry_failed(|name| async move {
-                remove_container(docker, &name)
+        removing
+            + self
+                .sandboxes
+                .retry_failed(|name| async move {
+                    remove_container(docker, &name)
                     .await
                     .inspect_err(|error| {
                         tracing::debug!(container = %name, %error, "still cannot remove sandbox")
                     })
                     .is_ok()
-            })
-            .await
+                })
+                .await
     }
 
     fn admit(&self, req: &RunRequest) -> Result<(), SpecError> {
@@ -197,6 +278,11 @@ impl Runner for DockerRunner {
         let script = protocol::stdin_wrapper(&req.wrapper_body()?);
         let (docker, kills) = self.client().await?.clone();
         let mut sandbox = Sandbox::new(docker, Arc::clone(&self.sandboxes), kills);
+        let warm = match self.pool(&req.fleet).await {
+            Some(pool) => pool.take(&mut sandbox, req).await,
+            None => None,
+        };
+        let was_warm = warm.is_some();
         let outcome = attempt::run(
             &mut sandbox,
             &self.cfg,
@@ -204,11 +290,23 @@ impl Runner for DockerRunner {
             output,
             script,
             &self.worker_id,
+            warm,
             &cancel,
         )
         .await;
-        // Also on errors: removing with force kills what still runs.
-        sandbox.remove().await;
+        // Also on errors: removing with force kills what still runs. A warm container is
+        // removed after the result is written (its verdict is already read), as the design
+        // puts step 6 off the job's path; the cold path keeps removing before it returns.
+        if was_warm {
+            let removing = Arc::clone(&self.removing);
+            removing.fetch_add(1, Ordering::AcqRel);
+            tokio::spawn(async move {
+                sandbox.remove().await;
+                removing.fetch_sub(1, Ordering::AcqRel);
+            });
+        } else {
+            sandbox.remove().await;
+        }
         outcome
     }
 }

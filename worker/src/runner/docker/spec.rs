@@ -10,7 +10,7 @@ use quayside_common::config::{
     DockerConfig, FileTransfer, RunnerConfig, SandboxConfig, SeccompProfile,
 };
 use quayside_common::job::SpecError;
-use quayside_common::{JobKind, Limits};
+use quayside_common::Limits;
 
 use crate::runner::sandbox::{self, protocol, seccomp, MAX_ARG_STRLEN, WORK_DIR};
 use crate::runner::RunRequest;
@@ -33,16 +33,40 @@ pub fn create_body(
     labels: HashMap<String, String>,
     user: (u32, u32),
 ) -> ContainerCreateBody {
+    let args = req.args_of_kind();
+    let command = protocol::sandbox_command(script, wrapper_shell(&cfg.docker));
+    let image = &req.language_config.image;
+    container_body(cfg, image, &req.limits, (command, args), labels, user)
+}
+
+/// A warm container for `image`'s jobs with `limits`, run as `user`: the same container as
+/// [`create_body`]'s, its command the job-independent stub ([`protocol::stub_command`]),
+/// which reads the job's script from stdin.
+pub fn warm_body(
+    cfg: &RunnerConfig,
+    image: &str,
+    limits: &Limits,
+    labels: HashMap<String, String>,
+    user: (u32, u32),
+) -> ContainerCreateBody {
+    let command = protocol::stub_command(wrapper_shell(&cfg.docker));
+    container_body(cfg, image, limits, (command, Vec::new()), labels, user)
+}
+
+/// Every job container, cold or warm: `command` (its entrypoint) with `args`.
+fn container_body(
+    cfg: &RunnerConfig,
+    image: &str,
+    limits: &Limits,
+    (command, args): (Vec<String>, Vec<String>),
+    labels: HashMap<String, String>,
+    user: (u32, u32),
+) -> ContainerCreateBody {
     // The entrypoint replaces the image's, and with an entrypoint set the image's CMD is
     // ignored, so an empty args list stays empty.
-    let entrypoint = protocol::sandbox_command(script, wrapper_shell(&cfg.docker));
-    let args = match req.kind {
-        JobKind::Run => req.args.clone(),
-        JobKind::Compile => Vec::new(),
-    };
     ContainerCreateBody {
-        image: Some(req.language_config.image.clone()),
-        entrypoint: Some(entrypoint),
+        image: Some(image.to_owned()),
+        entrypoint: Some(command),
         cmd: Some(args),
         user: Some(format!("{}:{}", user.0, user.1)),
         working_dir: Some(WORK_DIR.into()),
@@ -50,7 +74,8 @@ pub fn create_body(
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         open_stdin: Some(true),
-        // Closing our end of the attach closes the program's stdin (EOF).
+        // Closing our end of the attach closes the program's stdin (EOF); so does a worker
+        // that dies: a warm container's stub then exits.
         stdin_once: Some(true),
         tty: Some(false),
         network_disabled: Some(true),
@@ -58,7 +83,7 @@ pub fn create_body(
         // wait the default 10 s for nothing before its SIGKILL.
         stop_timeout: Some(1),
         labels: Some(labels),
-        host_config: Some(host_config(cfg, &req.limits, user)),
+        host_config: Some(host_config(cfg, limits, user)),
         ..Default::default()
     }
 }
@@ -219,7 +244,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use quayside_common::config::LanguageConfig;
-    use quayside_common::{JobId, Limits};
+    use quayside_common::{JobId, JobKind, Limits};
 
     use super::*;
 
@@ -295,6 +320,35 @@ mod tests {
             body.cmd,
             Some(vec!["a b".to_owned()]),
             "args are parameters, not text"
+        );
+    }
+
+    /// A warm container differs from a cold one of the same limits in its command alone.
+    #[test]
+    fn a_warm_container_has_the_cold_ones_hardening_and_the_stub_as_its_command() {
+        let cfg = RunnerConfig::default();
+        let mut req = request(JobKind::Compile);
+        req.args.clear();
+        let labels = HashMap::from([("k".to_owned(), "v".to_owned())]);
+        let cold = create_body(&cfg, &req, "true".into(), labels.clone(), (10001, 10001));
+        let warm = warm_body(
+            &cfg,
+            &req.language_config.image,
+            &req.limits,
+            labels,
+            (10001, 10001),
+        );
+        let command = protocol::stub_command(protocol::WrapperShell::Undumpable);
+        assert_eq!(warm.entrypoint.as_ref(), Some(&command));
+        assert_eq!(
+            ContainerCreateBody {
+                entrypoint: None,
+                ..warm
+            },
+            ContainerCreateBody {
+                entrypoint: None,
+                ..cold
+            }
         );
     }
 

@@ -27,6 +27,10 @@ pub const LABEL_FLEET: &str = "quayside.fleet";
 /// (both wall times plus the worker's own backstop): past it, it is garbage whoever made it.
 pub const LABEL_DEADLINE: &str = "quayside.deadline";
 
+/// Label carrying the language of a warm container (Docker's pool), created before its job
+/// is known: it has no [`LABEL_JOB`] or [`LABEL_ATTEMPT`].
+pub const LABEL_POOL: &str = "quayside.pool";
+
 /// How long past its deadline a sandbox of another fleet is left alone (clock skew between
 /// hosts sharing an engine, a worker paused for a while).
 pub const DEADLINE_GRACE_S: i64 = 600;
@@ -56,6 +60,23 @@ pub fn labels(
         (LABEL_JOB.to_owned(), job_id.to_string()),
         (LABEL_WORKER.to_owned(), worker_id.to_owned()),
         (LABEL_ATTEMPT.to_owned(), attempt.to_string()),
+        (LABEL_QUEUE.to_owned(), fleet.queue.clone()),
+        (LABEL_FLEET.to_owned(), fleet.id.clone()),
+        (LABEL_DEADLINE.to_owned(), deadline_s.to_string()),
+    ])
+}
+
+/// The labels of a warm container of `language`: [`labels`]' without the job's, plus
+/// [`LABEL_POOL`].
+pub fn pool_labels(
+    fleet: &Fleet,
+    language: &str,
+    worker_id: &str,
+    deadline_s: i64,
+) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_POOL.to_owned(), language.to_owned()),
+        (LABEL_WORKER.to_owned(), worker_id.to_owned()),
         (LABEL_QUEUE.to_owned(), fleet.queue.clone()),
         (LABEL_FLEET.to_owned(), fleet.id.clone()),
         (LABEL_DEADLINE.to_owned(), deadline_s.to_string()),

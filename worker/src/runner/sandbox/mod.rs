@@ -23,8 +23,8 @@ use quayside_common::job::SpecError;
 use quayside_common::JobId;
 
 pub use self::fleet::{
-    labels, unix_now_s, Fleet, Sandboxes, Sweep, LABEL_ATTEMPT, LABEL_DEADLINE, LABEL_FLEET,
-    LABEL_JOB, LABEL_QUEUE, LABEL_WORKER,
+    labels, pool_labels, unix_now_s, Fleet, Sandboxes, Sweep, LABEL_ATTEMPT, LABEL_DEADLINE,
+    LABEL_FLEET, LABEL_JOB, LABEL_POOL, LABEL_QUEUE, LABEL_WORKER,
 };
 pub use self::phases::{
     classify, signal_of, CappedOutput, Ending, PhasedOutput, Progress, Verdict,

@@ -217,6 +217,28 @@ pub fn sandbox_command(script: String, shell: WrapperShell) -> Vec<String> {
     vec!["sh".into(), "-c".into(), prelude, "quayside".into(), script]
 }
 
+/// What a warm container runs before its job is known: read `<length>\n`, then that many
+/// bytes of script, and run it. Nothing in it is job-specific; [`stub_header`] is.
+const STUB: &str = "IFS=' ' read -r n || exit 120\ns=$(head -c \"$n\")\neval \"$s\"\n";
+
+/// The command of a warm container: [`sandbox_command`] with the [`STUB`] as its script, so
+/// the prelude (the undumpable shell) runs before anything is read, as on the cold path.
+pub fn stub_command(shell: WrapperShell) -> Vec<String> {
+    sandbox_command(STUB.to_owned(), shell)
+}
+
+/// What the worker writes to a warm container's stdin before [`stdin_payload`]: the length of
+/// the job's script, a newline, and the script: the job's `args` set as its positional
+/// parameters (a cold container gets them as its command's arguments), then `script`
+/// ([`stdin_wrapper`]). GNU `head -c` reads no further than the script from the pipe.
+pub fn stub_header(args: &[String], script: &str) -> Vec<u8> {
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let script = format!("set -- {}\n{script}", quote_all(&words));
+    let mut header = format!("{}\n", script.len()).into_bytes();
+    header.extend_from_slice(script.as_bytes());
+    header
+}
+
 /// The longest single argument any `exec` of [`sandbox_command`] passes for `script`: the
 /// script itself, which the prelude passes again behind the removal of its shell copy.
 pub fn longest_argument(script: &str, shell: WrapperShell) -> usize {
@@ -512,6 +534,45 @@ mod tests {
             longest_argument(&script, WrapperShell::Undumpable),
             "rm -f /work/.quayside-sh\n".len() + script.len(),
             "the re-executed shell gets the script behind the removal"
+        );
+    }
+
+    /// The stub and its header, run by a real shell: the script sees the args as its
+    /// parameters and the rest of stdin untouched, as a cold wrapper would.
+    #[test]
+    fn the_stub_runs_the_script_its_header_carries_with_the_args_and_the_rest_of_stdin() {
+        use std::io::Write as _;
+        let command = stub_command(WrapperShell::Plain);
+        let args = vec!["a b".to_owned(), "it's".to_owned(), String::new()];
+        let script = "printf '%s|' \"$#\" \"$@\"; cat\n";
+        let mut input = stub_header(&args, script);
+        input.extend_from_slice(b"rest of stdin\n");
+        let mut child = std::process::Command::new(&command[0])
+            .args(&command[1..])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&input)
+            .expect("write");
+        let out = child.wait_with_output().expect("sh ran");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "3|a b|it's||rest of stdin\n"
+        );
+        let no_header = std::process::Command::new(&command[0])
+            .args(&command[1..])
+            .stdin(std::process::Stdio::null())
+            .status()
+            .expect("sh");
+        assert_eq!(
+            i64::from(no_header.code().unwrap_or(-1)),
+            EXIT_NO_HEADER,
+            "no header is the cold wrapper's missing header: {no_header:?}"
         );
     }
 

@@ -192,7 +192,39 @@ struct Scenario {
 enum How {
     Api(Box<ContainerCreateBody>),
     Cli(Vec<String>),
-    Quayside,
+    /// The real worker, with its warm pool (`true`) or without.
+    Quayside(bool),
+}
+
+/// The two real workers of one slot count: warm pool on (the default) and off.
+struct Workers {
+    warm: Worker,
+    cold: Worker,
+}
+
+impl Workers {
+    async fn start(url: &str, tag: &str, slots: usize) -> anyhow::Result<Self> {
+        let warm = Worker::start(url, tag, slots).await?;
+        let cold_tag = format!("{tag}-cold");
+        let cold = Worker::start_with(url, &cold_tag, slots, |c| {
+            c.runner.docker.warm.enabled = false;
+        })
+        .await?;
+        Ok(Self { warm, cold })
+    }
+
+    fn of(&self, warm: bool) -> &Worker {
+        if warm {
+            &self.warm
+        } else {
+            &self.cold
+        }
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.warm.stop().await?;
+        self.cold.stop().await
+    }
 }
 
 impl Scenario {
@@ -200,14 +232,14 @@ impl Scenario {
     async fn once(
         &self,
         docker: &Docker,
-        worker: &Worker,
+        workers: &Workers,
     ) -> anyhow::Result<(Duration, Option<Durations>)> {
         bounded(self.label, async {
             Ok(match &self.how {
                 How::Api(body) => (api_cycle(docker, (**body).clone()).await?, None),
                 How::Cli(args) => (cli_run(args).await?, None),
-                How::Quayside => {
-                    let (took, r) = worker.submit_and_wait().await?;
+                How::Quayside(warm) => {
+                    let (took, r) = workers.of(*warm).submit_and_wait().await?;
                     (took, Some(r.durations))
                 }
             })
@@ -220,7 +252,7 @@ impl Scenario {
     async fn batch(
         &self,
         docker: &Docker,
-        worker: &Worker,
+        workers: &Workers,
         n: usize,
         parallel: usize,
     ) -> anyhow::Result<(Duration, Vec<Duration>)> {
@@ -232,10 +264,10 @@ impl Scenario {
                 .await
             }
             How::Cli(args) => concurrent(self.label, n, parallel, || cli_run(args)).await,
-            How::Quayside => {
+            How::Quayside(warm) => {
                 // Each wait inside is bounded; so is the whole batch.
                 let limit = STEP_TIMEOUT * 10;
-                tokio::time::timeout(limit, worker.batch(n))
+                tokio::time::timeout(limit, workers.of(*warm).batch(n))
                     .await
                     .map_err(|_| anyhow::anyhow!("quayside batch: no end within {limit:?}"))?
             }
@@ -292,36 +324,54 @@ async fn measure(
         Scenario {
             kind: Kind::Quayside,
             label: "quayside run job",
-            how: How::Quayside,
+            how: How::Quayside(true),
+        },
+        Scenario {
+            kind: Kind::QuaysideCold,
+            label: "quayside run job, pool off",
+            how: How::Quayside(false),
         },
     ];
-    let label = |s: &Scenario, p: usize| match s.kind {
-        Kind::Quayside if p == 1 => "quayside run job, 1 slot, submit to result".to_owned(),
-        Kind::Quayside => format!("quayside run jobs, {p} slots, submit to last result"),
-        _ => s.label.to_owned(),
+    let label = |s: &Scenario, p: usize| {
+        let pool = if s.kind == Kind::Quayside {
+            "warm pool"
+        } else {
+            "pool off"
+        };
+        match s.kind {
+            Kind::Quayside | Kind::QuaysideCold if p == 1 => {
+                format!("quayside run job, {pool}, submit to result")
+            }
+            Kind::Quayside | Kind::QuaysideCold => {
+                format!("quayside run jobs, {pool}, {p} slots, to last result")
+            }
+            _ => s.label.to_owned(),
+        }
     };
     let mut rows = Vec::new();
 
     // Latency: the scenarios take turns (starting one further each round), so load that
     // comes and goes on the machine falls on all of them alike.
     eprintln!("latency, one at a time: {seq} rounds of every scenario, after a warm-up:");
-    let worker = Worker::start(url, tag, 1).await?;
+    let workers = Workers::start(url, tag, 1).await?;
     let mut samples = vec![Vec::with_capacity(seq); scenarios.len()];
     let mut loads = Vec::with_capacity(seq);
     let mut phases = Vec::with_capacity(seq);
     for s in &scenarios {
-        s.once(docker, &worker).await.context("warm-up")?;
+        s.once(docker, &workers).await.context("warm-up")?;
     }
     for round in 0..seq {
         for k in 0..scenarios.len() {
             let i = (round + k) % scenarios.len();
-            let (took, durations) = scenarios[i].once(docker, &worker).await?;
+            let (took, durations) = scenarios[i].once(docker, &workers).await?;
             samples[i].push(took);
-            phases.extend(durations);
+            if scenarios[i].kind == Kind::QuaysideCold {
+                phases.extend(durations);
+            }
         }
         loads.push(load());
     }
-    worker.stop().await?;
+    workers.stop().await?;
     let mean_load = loads.iter().sum::<f64>() / loads.len().max(1) as f64;
     for (s, samples) in scenarios.iter().zip(samples) {
         let row = Row {
@@ -340,7 +390,7 @@ async fn measure(
         pct(&d, 0.5)
     };
     println!(
-        "  quayside 1 slot, worker's view, p50: queued {:.0} ms, compile {:.0} ms, run {:.0} ms, enqueue to result {:.0} ms",
+        "  quayside 1 slot, pool off, worker's view, p50: queued {:.0} ms, compile {:.0} ms, run {:.0} ms, enqueue to result {:.0} ms",
         worker_view(|d| d.queued_ms),
         worker_view(|d| d.compile_ms),
         worker_view(|d| d.run_ms),
@@ -350,9 +400,9 @@ async fn measure(
     // Throughput: each scenario's whole batch in turn (a batch is enqueued at once).
     for &p in parallels {
         eprintln!("throughput, {batch} jobs, {p} at once:");
-        let worker = Worker::start(url, tag, p).await?;
+        let workers = Workers::start(url, tag, p).await?;
         for s in &scenarios {
-            let (wall, samples) = s.batch(docker, &worker, batch, p).await?;
+            let (wall, samples) = s.batch(docker, &workers, batch, p).await?;
             let row = Row {
                 kind: s.kind,
                 parallel: p,
@@ -364,7 +414,7 @@ async fn measure(
             progress(&row);
             rows.push(row);
         }
-        worker.stop().await?;
+        workers.stop().await?;
     }
     Ok(rows)
 }
