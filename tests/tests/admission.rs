@@ -308,8 +308,10 @@ async fn a_worker_rejects_what_a_raw_producer_sends_without_a_retry_or_a_contain
         );
     }
 
-    // Still serving; no container was ever created for a refused job.
-    let hello = job(|_| {});
+    // Still serving; no container was ever created for a refused job. The job that runs
+    // takes the cold path (limits other than the language's defaults, so no warm container),
+    // whose create event proves the watch sees creations at all.
+    let hello = job(|s| s.limits.run_wall_time_ms = Some(4_321));
     q.producer.enqueue(&hello).await.expect("enqueue");
     let r = q.wait_one(&hello.id, 120).await;
     assert_eq!(
