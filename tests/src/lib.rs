@@ -41,7 +41,7 @@ pub use machine::{
 pub use private_redis::PrivateRedis;
 pub use queue::TestQueue;
 pub use redis_cluster::RedisCluster;
-pub use workers::{recorded, WorkerHandle};
+pub use workers::{recorded, wait_started, WorkerHandle};
 
 /// Bounds every await of a test: a hang fails the test with `what` instead of stalling CI.
 pub async fn within<T>(secs: u64, what: &str, fut: impl std::future::Future<Output = T>) -> T {

@@ -125,6 +125,18 @@ fn send_signal(pid: u32, sig: i32) -> i32 {
     }
 }
 
+/// Waits (up to `secs`) until `path` records at least `n` execution starts. A job's state is
+/// `running` from its claim, before its program has begun: a test that kills a worker
+/// "mid-job" waits for this, not for the state.
+pub async fn wait_started(path: &str, n: usize, secs: u64) {
+    within(secs, "the execution to start", async {
+        while recorded(path).iter().filter(|e| e.2 == "start").count() < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
 /// Lines `<job id> <attempt> <what> <ms>` an execution recorded.
 pub fn recorded(path: &str) -> Vec<(String, u32, String, u64)> {
     std::fs::read_to_string(path)

@@ -12,8 +12,8 @@ use quayside_common::{JobId, Priority, Status};
 use quayside_e2e::gateway::TOKEN;
 use quayside_e2e::ops::TestCerts;
 use quayside_e2e::{
-    free_port, private_dir, recorded, run_bounded, stdout_ok, within, Completions, RedisCluster,
-    TestQueue,
+    free_port, private_dir, recorded, run_bounded, stdout_ok, wait_started, within, Completions,
+    RedisCluster, TestQueue,
 };
 use quayside_producer::{CancelOutcome, ReplayOutcome};
 use serde_json::json;
@@ -182,6 +182,7 @@ async fn two_queues_on_two_shards_run_the_core_flows() {
     let crashed = a.job(&format!("record {rec}\nsleep 1500\nprint finished"));
     a.producer.enqueue(&crashed).await.expect("enqueue");
     a.wait_state(&crashed.id, Status::Running, 10).await;
+    wait_started(&rec, 1, 10).await;
     wa.signal(9);
     assert_eq!(wa.wait_exit(5).await, None, "killed by the signal");
     let second = a.spawn_worker(|c| c.worker.lease_ms = 1_000);

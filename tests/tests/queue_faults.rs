@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use quayside_common::keys::GROUP;
 use quayside_common::{JobId, JobResult, Priority, Status};
 use quayside_e2e::leases::{worker_queues, LeaseCalls};
-use quayside_e2e::{private_dir, recorded, within, PrivateRedis, TestQueue};
+use quayside_e2e::{private_dir, recorded, wait_started, within, PrivateRedis, TestQueue};
 use quayside_producer::ReplayOutcome;
 use quayside_worker::queue::{Claimed, JobQueue, LeaseState, RedisQueue, Write};
 
@@ -20,6 +20,7 @@ async fn a_job_whose_worker_is_killed_completes_on_another_exactly_once() {
     q.producer.enqueue(&spec).await.expect("enqueue");
     let a = q.spawn_worker(|c| c.worker.lease_ms = 1_000);
     q.wait_state(&spec.id, Status::Running, 10).await;
+    wait_started(&rec, 1, 10).await;
     a.signal(9);
     assert_eq!(a.wait_exit(5).await, None, "killed by the signal");
     q.spawn_worker(|c| c.worker.lease_ms = 1_000);
