@@ -111,11 +111,13 @@ async fn sweep_orphans(ctx: &Context) {
     }
 }
 
-/// Sweeps orphans every [`SWEEP_INTERVAL`] (the first at once: what a previous process with
-/// this worker's id left goes first) and retries failed sandbox removals every
-/// [`REMOVAL_RETRY_INTERVAL`], until `stop`.
+/// Sweeps orphans every [`SWEEP_INTERVAL`] and retries failed sandbox removals every
+/// [`REMOVAL_RETRY_INTERVAL`], until `stop`. The first sweep runs at once (what a previous
+/// process with this worker's id left goes first), the second once a worker that died just
+/// before this one started has left the registry (its sandboxes are spared while it is in it).
 pub async fn sandbox_loop(ctx: Arc<Context>, stop: CancellationToken) {
     let mut sweep_due = tokio::time::Instant::now();
+    let mut next_gap = registry_ttl(&ctx.cfg) + Duration::from_secs(1);
     loop {
         let left = ctx.runner.retry_removals().await;
         if left > 0 {
@@ -123,7 +125,8 @@ pub async fn sandbox_loop(ctx: Arc<Context>, stop: CancellationToken) {
         }
         if tokio::time::Instant::now() >= sweep_due {
             sweep_orphans(&ctx).await;
-            sweep_due = tokio::time::Instant::now() + SWEEP_INTERVAL;
+            sweep_due =
+                tokio::time::Instant::now() + std::mem::replace(&mut next_gap, SWEEP_INTERVAL);
         }
         if sleep_or_stop(&stop, REMOVAL_RETRY_INTERVAL).await {
             return;
@@ -153,6 +156,11 @@ pub async fn remove_leftovers(runner: &SharedRunner) {
     }
 }
 
+/// How long a worker stays in the registry after its last heartbeat.
+fn registry_ttl(cfg: &quayside_common::config::Config) -> Duration {
+    Duration::from_millis(cfg.worker.heartbeat_interval_ms.saturating_mul(3))
+}
+
 /// Keeps this worker's entry in the registry fresh: every `heartbeat_interval_ms`, within a
 /// second of its in-flight count changing, and at once when an execution asks ([`Beat`]).
 /// It also keeps the queue's fleet id in place.
@@ -178,7 +186,7 @@ pub async fn heartbeat_loop(ctx: Arc<Context>, stop: CancellationToken) {
                 "started_at_ms": started,
                 "heartbeat_at_ms": now_ms(),
             });
-            let ttl_ms = ctx.cfg.worker.heartbeat_interval_ms * 3;
+            let ttl_ms = u64::try_from(registry_ttl(&ctx.cfg).as_millis()).unwrap_or(u64::MAX);
             let periodic = tokio::time::Instant::now() >= due;
             match ctx
                 .queue

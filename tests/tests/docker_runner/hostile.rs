@@ -390,3 +390,46 @@ async fn work_and_its_files_belong_to_the_attempts_uid_in_both_transfer_modes() 
         );
     }
 }
+
+/// The worker concludes a run from the wrapper's end markers, before the container has
+/// exited, only when nothing the engine knows could change the verdict: an OOM kill of a
+/// child (the program itself exits 0), even one during the build, still makes the job
+/// `memory_exceeded`; and the program's last stderr, written just before it exits, all arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_early_verdict_never_hides_what_the_engine_knows() {
+    let h = Harness::new().await;
+    let noisy =
+        python("import sys\nsys.stderr.write('e' * 300000)\nsys.stderr.flush()\nprint('ok')\n");
+    let out = h.run(&noisy).await;
+    assert_eq!(
+        (out.status, out.stdout.data.as_str(), out.stderr.data.len()),
+        (Status::Succeeded, "ok\n", 300_000),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        out.stderr.data.bytes().all(|b| b == b'e'),
+        "nothing but the program's stderr"
+    );
+    if gvisor() {
+        // gVisor's own memory limit kills inside the sandbox and leaves no cgroup count.
+        return;
+    }
+    let hog = "b = [bytearray(1 << 20) for _ in range(1 << 12)]";
+    let mut child_oom = python(&format!(
+        "import os\npid = os.fork()\nif pid == 0:\n    {hog}\n    os._exit(0)\nos.waitpid(pid, 0)\nprint('parent done')\n"
+    ));
+    child_oom.limits.memory_bytes = 64 << 20;
+    let mut build_oom = python("print('parent done')\n");
+    build_oom.language_config.build_command = format!("python3 -c '{hog}'; echo built");
+    build_oom.limits.memory_bytes = 64 << 20;
+    for (what, req) in [("in the run", child_oom), ("in the build", build_oom)] {
+        let out = within(120, "oom", h.run(&req)).await;
+        assert_eq!(
+            (out.status, out.exit_code, out.stdout.data.as_str()),
+            (Status::MemoryExceeded, Some(0), "parent done\n"),
+            "a child OOM-killed {what}: {}",
+            show(&out)
+        );
+    }
+}

@@ -16,7 +16,7 @@ pub enum Miss {
     Limits,
     /// No container was waiting (all taken, or still being made).
     Empty,
-    /// The waiting container could not be handed over (it died, or the rename failed).
+    /// The waiting containers could not be handed over (they had died).
     Failed,
 }
 

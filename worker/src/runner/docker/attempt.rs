@@ -2,7 +2,9 @@
 //!
 //! Round trips: create, attach, start (plus the archive upload with `file_transfer = archive`),
 //! then everything else goes over the attach: the header, the files and the job's stdin in,
-//! stdout and stderr out. When the output ends the container has exited, and one inspect
+//! stdout and stderr out. Once the wrapper has said all there is (both end markers, a clean
+//! run report: `phases::settled`), the verdict is known and the container's exit is not
+//! waited for. Otherwise, when the output ends the container has exited, and one inspect
 //! gives its exit code and whether the kernel OOM-killed any process in it. The worker times
 //! the build and the run apart from the wrapper's end-of-build marker, and stops the container
 //! at a wall-time limit, when an output stream passes its cap, or when the job is cancelled
@@ -47,8 +49,8 @@ pub(super) type Stream =
 pub(super) type Input = Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
 
 /// A container that is already created, attached and started, running the stub
-/// ([`protocol::stub_command`]): a warm pool's, renamed to the sandbox's name and registered
-/// in the attempt's [`Sandbox`] (its removal guard and the kill watch) by whoever handed it.
+/// ([`protocol::stub_command`]): a warm pool's, registered under its own name in the attempt's
+/// [`Sandbox`] (its removal guard and the kill watch) by whoever handed it.
 pub(super) struct Started {
     pub(super) stream: Stream,
     pub(super) input: Input,
@@ -56,7 +58,7 @@ pub(super) struct Started {
     pub(super) user: (u32, u32),
     /// The event stream's generation when it was registered under the sandbox's name.
     pub(super) generation: u64,
-    /// When taking it began: its hand-over and rename are the attempt's sandbox start.
+    /// When taking it began: its hand-over is the attempt's sandbox start.
     pub(super) since: Instant,
 }
 
@@ -89,12 +91,13 @@ pub(super) async fn run(
     let mut phases =
         PhasedOutput::new(&nonces.0, Some(&nonces.1), &req.limits).with_tests(req.tests.clone());
     let ending = match read(stream, &mut phases, &stdin, output, cancel).await {
-        // Stopped at a limit or cancelled: kill it now.
-        Some(ending) => {
+        Read::Stopped(ending) => {
             sandbox.remove().await;
             ending
         }
-        None => exited(&docker, &id, &sandbox.kills, generation).await?,
+        // The caller removes it, as after an exit: its last steps are no one's business.
+        Read::Settled(ending) => ending,
+        Read::Ended => exited(&docker, &id, &sandbox.kills, generation).await?,
     };
     phases.conclude(&req.job_id, req.kind, ending, Some(sandbox_start_ms))
 }
@@ -256,27 +259,37 @@ fn feed(req: &RunRequest, mut input: Input, payload: Vec<u8>) -> Stdin {
     }
 }
 
-/// Reads the container's output into `phases` until it ends (`None`: the container exited), a
-/// wall-time limit passes, a stream passes its cap or `cancel` fires.
+/// How reading a container's output ended.
+enum Read {
+    /// The output ended: the container exited (or is about to), its state says how.
+    Ended,
+    /// The wrapper said everything ([`PhasedOutput::settled`]): the verdict is known.
+    Settled(Ending),
+    /// The worker stops the container: a limit, a cancel, a failed test.
+    Stopped(Ending),
+}
+
+/// Reads the container's output into `phases` until it ends, the wrapper has settled the
+/// verdict, a wall-time limit passes, a stream passes its cap or `cancel` fires.
 async fn read(
     mut stream: Stream,
     phases: &mut PhasedOutput,
     stdin: &Stdin,
     output: &Output,
     cancel: &CancellationToken,
-) -> Option<Ending> {
+) -> Read {
     phases.start();
     let ending = loop {
         let frame = tokio::select! {
             frame = stream.next() => frame,
-            () = until(phases.deadline()) => break Some(Ending::TimedOut),
-            () = cancel.cancelled() => break Some(Ending::Cancelled),
+            () = until(phases.deadline()) => break Read::Stopped(Ending::TimedOut),
+            () = cancel.cancelled() => break Read::Stopped(Ending::Cancelled),
         };
         let progress = match frame {
-            None => break None,
+            None => break Read::Ended,
             Some(Err(error)) => {
                 tracing::warn!(%error, "sandbox output stream broke");
-                break None;
+                break Read::Ended;
             }
             Some(Ok(LogOutput::StdOut { message })) => phases.feed(&message, output),
             Some(Ok(LogOutput::StdErr { message })) => phases.feed_stderr(&message, output),
@@ -289,9 +302,12 @@ async fn read(
             }
         }
         match progress {
-            Progress::OutputExceeded => break Some(Ending::OutputExceeded),
-            Progress::StopTests => break Some(Ending::Stopped),
+            Progress::OutputExceeded => break Read::Stopped(Ending::OutputExceeded),
+            Progress::StopTests => break Read::Stopped(Ending::Stopped),
             Progress::Nothing | Progress::BuildEnded => {}
+        }
+        if let Some(ending) = phases.settled() {
+            break Read::Settled(ending);
         }
     };
     phases.flush(output);

@@ -112,9 +112,10 @@ pub(super) async fn remove_container(docker: &Docker, id: &str) -> Result<(), Do
 }
 
 /// Removes the containers labelled as sandboxes (job containers and warm ones) for which
-/// `rule` gives a reason, and any fleet's warm container that stopped before it got a job (its
-/// stub exits when its worker's attach goes: a worker that died), logging each. Returns how
-/// many.
+/// `rule` gives a reason, and any fleet's warm container that stopped (its stub exits when its
+/// worker's attach goes: a worker that died), logging each; but not one of a live worker of
+/// this fleet, which may have given it a job that just ended and not read its state yet.
+/// Returns how many.
 ///
 /// # Errors
 /// The engine cannot be reached or listed.
@@ -143,14 +144,14 @@ pub(super) async fn sweep(
             continue;
         };
         let active = sandboxes.is_active(&name);
-        let unused_and_stopped = name.starts_with(POOL_PREFIX)
+        let stopped_warm = name.starts_with(POOL_PREFIX)
             && labels.contains_key(LABEL_POOL)
             && matches!(
                 c.state,
                 Some(ContainerSummaryStateEnum::EXITED | ContainerSummaryStateEnum::DEAD)
             );
-        let why = if unused_and_stopped && !active {
-            Some("a warm container that stopped before it got a job")
+        let why = if stopped_warm && !active && !rule.owner_is_live_peer(&labels) {
+            Some("a warm container that stopped with no worker to remove it")
         } else {
             rule.verdict(&labels, c.created, active)
         };

@@ -7,6 +7,7 @@
 
 mod ending;
 mod frames;
+mod settled;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use super::tests_mode::{Frame, TestPlan};
 use crate::runner::{LogSource, Output, RunOutput, RunnerError};
 use frames::{test_frame, tests_output, TestsPhase};
 use quayside_common::verdicts::TestStatus;
+use settled::StderrEnd;
 
 pub use self::ending::{classify, signal_of, Ending, Verdict};
 
@@ -100,6 +102,10 @@ pub struct PhasedOutput {
     stdout: CappedOutput,
     stderr: CappedOutput,
     build_status: Option<i64>,
+    /// The status the end marker carried: the wrapper's exit code to come.
+    end_status: Option<i64>,
+    /// The marker after the program's stderr ([`settled`]).
+    stderr_end: StderrEnd,
     /// What `quayside-run` reported about the program, from the end marker.
     report: Option<RunReport>,
     /// A job with tests: their frames, between the build marker and the end marker.
@@ -126,6 +132,8 @@ impl PhasedOutput {
             stdout: CappedOutput::new(cap),
             stderr: CappedOutput::new(cap),
             build_status: None,
+            end_status: None,
+            stderr_end: StderrEnd::new(end_nonce),
             report: None,
             tests: None,
             compile_wall: Duration::from_millis(limits.compile_wall_time_ms),
@@ -207,9 +215,9 @@ impl PhasedOutput {
                     }
                     Scan::Ended {
                         build,
+                        status,
                         detail,
                         program,
-                        ..
                     } => {
                         self.program_bytes(&build, output);
                         rest = program;
@@ -224,6 +232,7 @@ impl PhasedOutput {
                             }
                             _ => {
                                 self.report = read_report(&detail);
+                                self.end_status = Some(status);
                                 self.phase = Phase::Stderr;
                             }
                         }
@@ -247,7 +256,7 @@ impl PhasedOutput {
     /// nothing to stderr before the program starts, so all of it is the program's, even if
     /// it overtakes the marker on the way.
     pub fn feed_stderr(&mut self, chunk: &[u8], output: &Output) -> Progress {
-        output.send(LogSource::Stderr, self.stderr.push(chunk));
+        self.stderr_bytes(chunk, output);
         self.progress(Progress::Nothing)
     }
 
@@ -277,6 +286,8 @@ impl PhasedOutput {
             }
             Phase::Program(None) | Phase::Stderr => {}
         }
+        let held = self.stderr_end.take_held();
+        output.send(LogSource::Stderr, self.stderr.push(&held));
     }
 
     /// The attempt's output, from how its sandbox ended.

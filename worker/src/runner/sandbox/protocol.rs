@@ -63,12 +63,13 @@ pub fn expand(template: &str, vars: &[(&str, String)]) -> String {
 }
 
 /// The wrapper of a sandbox that gets its files and nonce through stdin ([`stdin_payload`]):
-/// read the header, unpack the archive into `/work`, then run `body` ([`wrapper_body`]).
+/// read the header, unpack the archive into `/work`, then run `body` ([`wrapper_body`]), then
+/// mark the end of stderr ([`STDERR_END`]).
 pub fn stdin_wrapper(body: &str) -> String {
     format!(
         "IFS=' ' read -r nonce size end || exit {EXIT_NO_HEADER}\n\
          if [ \"$size\" -gt 0 ]; then head -c \"$size\" | tar -xf - -C {WORK_DIR} 2>&1 || exit {EXIT_UNPACK}; fi\n\
-         {body}exit \"$s\"\n"
+         {body}{STDERR_END}exit \"$s\"\n"
     )
 }
 
@@ -155,6 +156,19 @@ pub const HELPER: &str = "/usr/local/bin/quayside-run";
 /// Prints the end marker, `<end nonce>:<status> <report>` (the report empty when there is
 /// none), and leaves the status in `$s` for the backend's own ending.
 const END_MARKER: &str = "printf '%s:%d %s\\n' \"$end\" \"$s\" \"$r\"\n";
+
+/// After the end marker, on stderr: `<end nonce>:<OOM kills>`, the memory cgroup's count over
+/// the sandbox's life (cgroup v1 or v2; `-1` where neither file is readable), after which the
+/// program's stderr is complete (`phases::settled`). Only where stdout and stderr are two
+/// streams (Docker's attach; a pod log is one). Only shell builtins: this is on every job's
+/// path.
+const STDERR_END: &str = "o=-1\n\
+    for f in /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events; do\n\
+    [ -r \"$f\" ] || continue\n\
+    while read -r k v; do [ \"$k\" != oom_kill ] || o=$v; done <\"$f\"\n\
+    break\n\
+    done\n\
+    printf '%s:%s\\n' \"$end\" \"$o\" >&2\n";
 
 /// Runs the program (`run`, a shell command using `"$@"`) under [`HELPER`], which reports its
 /// cpu time and peak memory on a descriptor of its own (fd 3, captured in `$r`, never

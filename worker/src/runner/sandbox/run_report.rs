@@ -35,6 +35,9 @@ pub struct RunReport {
     pub stderr_bytes: Option<u64>,
     /// A descendant outlived the run (it dies with the sandbox).
     pub orphans: bool,
+    /// The helper was the program's subreaper, so `orphans` covers every descendant (not
+    /// under gVisor; `false` in a report without the field).
+    pub subreaper: bool,
 }
 
 impl RunReport {
@@ -122,6 +125,10 @@ impl std::str::FromStr for RunReport {
             stdout_bytes: optional("stdout_bytes")?,
             stderr_bytes: optional("stderr_bytes")?,
             orphans: flag("orphans")?,
+            subreaper: match get("subreaper") {
+                Ok(_) => flag("subreaper")?,
+                Err(_) => false,
+            },
         };
         if report.exit_code.is_some() == report.signal.is_some() {
             return Err(fail("exactly one of exit and signal must be set".into()));

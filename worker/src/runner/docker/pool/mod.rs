@@ -7,9 +7,9 @@
 //!
 //! A waiting container holds nothing of a job. Its output is watched until it is handed over:
 //! a container that prints or whose stream ends (killed from outside, OOM, an engine restart)
-//! is dead, and is removed and replaced, never handed a job. A taken container is renamed to
-//! the attempt's sandbox name, so everything that finds a sandbox by name works unchanged.
-//! See `docs/design/warm-pool.md`.
+//! is dead, and is removed and replaced, never handed a job. A taken container keeps its pool
+//! name, under which the attempt's guard removes it and the kill watch follows it (a rename
+//! was the slowest step of the hand-over). See `docs/design/warm-pool.md`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bollard::container::AttachContainerResults;
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, RenameContainerOptions, StartContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, StartContainerOptions,
 };
 use bollard::Docker;
 use quayside_common::config::{Config, RunnerConfig};
@@ -167,7 +167,7 @@ impl Pool {
                 self.metrics.miss(&req.language, why);
                 return None;
             };
-            match self.hand_over(w, sandbox, req).await {
+            match self.hand_over(w, sandbox).await {
                 Ok(started) => {
                     self.metrics.hit(&req.language);
                     return Some(started);
@@ -180,13 +180,12 @@ impl Pool {
         }
     }
 
-    /// Takes the output of `w` from its watch, checks the container still runs, and renames
-    /// it to the attempt's sandbox name, registered in `sandbox` first.
+    /// Takes the output of `w` from its watch, checks the container still runs, and makes it
+    /// `sandbox`'s, under its pool name.
     async fn hand_over(
         &self,
         mut w: Waiting,
         sandbox: &mut Sandbox,
-        req: &RunRequest,
     ) -> Result<Started, &'static str> {
         let since = Instant::now();
         if w.dead() {
@@ -212,22 +211,11 @@ impl Pool {
             w.discard("it died while waiting").await;
             return Err("it died while waiting");
         };
-        let name = sandbox::sandbox_name(&req.job_id, req.attempt);
-        sandbox.sandboxes.started(&name);
+        // The attempt's guard owns it from here (`w`'s drop no longer removes it); it stays
+        // on the runner's list of sandboxes, so this worker's sweep spares it.
+        let name = std::mem::take(&mut w.name);
         let generation = sandbox.kills.watch(&name);
-        // The attempt's guard owns it under its new name from here: an attempt dropped
-        // mid-rename removes it by either name (this one, and `w`'s drop by the old one).
-        sandbox.id = Some(name.clone());
-        let rename = RenameContainerOptions { name: name.clone() };
-        if let Err(error) = self.docker.rename_container(&w.name, rename).await {
-            tracing::warn!(container = %w.name, %error, "cannot rename warm container");
-            sandbox.id = None;
-            sandbox.kills.forget(&name);
-            sandbox.sandboxes.removed(&name);
-            w.discard("its rename failed").await;
-            return Err("its rename failed");
-        }
-        self.sandboxes.removed(&std::mem::take(&mut w.name));
+        sandbox.id = Some(name);
         Ok(Started {
             stream,
             input,
