@@ -61,6 +61,18 @@ fn containers(label: &str) -> Vec<String> {
 }
 
 /// Waits until the job's container exists (on the shared engine unless `engine`).
+/// Waits (a bounded time) until no container of job `id` is left: removal runs after the
+/// verdict, off the job's path.
+async fn gone(id: &JobId) {
+    let label = format!("quayside.job={id}");
+    within(30, &format!("the containers of job {id} removed"), async {
+        while !containers(&label).is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}
+
 async fn container_of(id: &JobId, engine: Option<&PrivateDockerd>) -> String {
     let label = format!("quayside.job={id}");
     within(60, &format!("container of {id}"), async {
@@ -198,7 +210,7 @@ async fn a_container_killed_or_removed_from_outside_is_retried_then_succeeds() {
             .count();
         assert_eq!(runs, 2, "docker {what:?}: ran again after the kill");
         q.assert_settled(std::slice::from_ref(&spec.id)).await;
-        assert!(containers(&format!("quayside.job={}", spec.id)).is_empty());
+        gone(&spec.id).await;
     }
 }
 
@@ -223,7 +235,7 @@ async fn a_job_cancelled_while_running_keeps_what_it_printed() {
         (Status::Cancelled, "step 1\n", "careful\n")
     );
     q.assert_settled(std::slice::from_ref(&spec.id)).await;
-    assert!(containers(&format!("quayside.job={}", spec.id)).is_empty());
+    gone(&spec.id).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -166,12 +166,15 @@ impl Harness {
         sandboxes::containers(&self.docker, label).await
     }
 
+    /// Nothing of the job is left once its removal, which runs after its verdict, is done.
     async fn assert_gone(&self, id: &JobId) {
-        let left = self.containers(&format!("quayside.job={id}")).await;
-        assert!(
-            left.is_empty(),
-            "containers of job {id} left behind: {left:?}"
-        );
+        let label = format!("quayside.job={id}");
+        let gone = async {
+            while !self.containers(&label).await.is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        within(30, &format!("containers of job {id} removed"), gone).await;
     }
 }
 

@@ -294,10 +294,14 @@ impl Runner for DockerRunner {
             &cancel,
         )
         .await;
-        // Also on errors: removing with force kills what still runs. A warm container is
-        // removed after the result is written (its verdict is already read), as the design
-        // puts step 6 off the job's path; the cold path keeps removing before it returns.
-        if was_warm {
+        // Also on errors: removing with force kills what still runs. Once the verdict is read
+        // the container is removed in the background, off the job's path (its wrapper may
+        // still be exiting: the verdict can come before the exit), unless so many removals
+        // are already under way that the engine is falling behind.
+        let in_flight = self.removing.load(Ordering::Acquire);
+        if sandbox.id.is_none() {
+            // Already removed (stopped at a limit or cancelled), or never created.
+        } else if (outcome.is_ok() || was_warm) && in_flight < MAX_BACKGROUND_REMOVALS {
             let removing = Arc::clone(&self.removing);
             removing.fetch_add(1, Ordering::AcqRel);
             tokio::spawn(async move {
@@ -310,6 +314,10 @@ impl Runner for DockerRunner {
         outcome
     }
 }
+
+/// Most container removals running in the background at once; beyond, a job removes its own
+/// before it returns, so a slow engine slows the jobs down instead of piling up containers.
+const MAX_BACKGROUND_REMOVALS: usize = 8;
 
 /// A worker that just started may not have heartbeated yet: the periodic sweep spares other
 /// workers' containers younger than this.

@@ -214,6 +214,7 @@ impl Pool {
         // The attempt's guard owns it from here (`w`'s drop no longer removes it); it stays
         // on the runner's list of sandboxes, so this worker's sweep spares it.
         let name = std::mem::take(&mut w.name);
+        tracing::debug!(container = %name, "served from the warm pool");
         let generation = sandbox.kills.watch(&name);
         sandbox.id = Some(name);
         Ok(Started {
