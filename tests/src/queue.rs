@@ -277,6 +277,25 @@ impl TestQueue {
             .expect("connect")
     }
 
+    /// The `d` fields of a job's live log entries from `source` (`stdout`, `stderr`,
+    /// `compile`), so far.
+    pub async fn logged(&self, id: &JobId, source: &str) -> Vec<String> {
+        let mut conn = self.conn().await;
+        let entries: Vec<(String, std::collections::HashMap<String, String>)> =
+            redis::cmd("XRANGE")
+                .arg(self.keys.logs(id))
+                .arg("-")
+                .arg("+")
+                .query_async(&mut conn)
+                .await
+                .expect("XRANGE");
+        entries
+            .into_iter()
+            .filter(|(_, f)| f.get("s").map(String::as_str) == Some(source))
+            .filter_map(|(_, mut f)| f.remove("d"))
+            .collect()
+    }
+
     /// Waits until the job's record says `state`.
     pub async fn wait_state(&self, id: &JobId, state: Status, secs: u64) {
         let deadline = Instant::now() + Duration::from_secs(secs);

@@ -5,7 +5,6 @@
 //! stop, freeze or restart an engine use a private `dockerd` each ([`PrivateDockerd`]), never
 //! the shared one.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use quayside_common::config::{default_image, Config};
@@ -90,23 +89,6 @@ async fn container_of(id: &JobId, engine: Option<&PrivateDockerd>) -> String {
     .await
 }
 
-/// The `d` fields of a job's live log entries from `source`.
-async fn logged(q: &TestQueue, id: &JobId, source: &str) -> Vec<String> {
-    let mut conn = q.conn().await;
-    let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-        .arg(q.keys.logs(id))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .expect("XRANGE");
-    entries
-        .into_iter()
-        .filter(|(_, f)| f.get("s").map(String::as_str) == Some(source))
-        .filter_map(|(_, mut f)| f.remove("d"))
-        .collect()
-}
-
 fn lines_with(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
 }
@@ -189,7 +171,7 @@ async fn a_container_killed_or_removed_from_outside_is_retried_then_succeeds() {
         q.producer.enqueue(&spec).await.expect("enqueue");
         let first = container_of(&spec.id, None).await;
         within(60, "the program started", async {
-            while logged(&q, &spec.id, "stdout").await.is_empty() {
+            while q.logged(&spec.id, "stdout").await.is_empty() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
@@ -203,7 +185,8 @@ async fn a_container_killed_or_removed_from_outside_is_retried_then_succeeds() {
             r.error
         );
         assert_eq!(r.attempts, 1, "an outside kill spends no attempt");
-        let runs = logged(&q, &spec.id, "stdout")
+        let runs = q
+            .logged(&spec.id, "stdout")
             .await
             .concat()
             .matches("started")
@@ -223,7 +206,7 @@ async fn a_job_cancelled_while_running_keeps_what_it_printed() {
     );
     q.producer.enqueue(&spec).await.expect("enqueue");
     within(60, "the program printed", async {
-        while logged(&q, &spec.id, "stdout").await.is_empty() {
+        while q.logged(&spec.id, "stdout").await.is_empty() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })

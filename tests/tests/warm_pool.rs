@@ -325,6 +325,68 @@ async fn a_killed_or_drained_worker_leaves_no_container() {
     );
 }
 
+/// A warm container stopped from outside while its job runs (`docker kill`, `docker rm -f`) is
+/// the infrastructure's failure, never the job's verdict, though the container keeps its pool
+/// name: the job runs again, succeeds, and the kill spends no attempt. A program that kills
+/// itself is its own verdict (the engine's events, followed under the pool name, say no one
+/// else killed it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_container_stopped_from_outside_mid_job_is_retried() {
+    use quayside_e2e::sandboxes::docker;
+
+    let q = TestQueue::new("warm-kill");
+    let (w, addr) = worker(&q, |c| pool_of(c, &["python"]));
+    let program = "import socket, time\nprint('started', socket.gethostname(), flush=True)\n\
+                   time.sleep(3)\nprint('done')\n";
+    for (n, what) in [&["kill"][..], &["rm", "-f"][..]].into_iter().enumerate() {
+        pool_ready(&addr, &q, &["python"]).await;
+        let spec = python(program);
+        q.producer.enqueue(&spec).await.expect("enqueue");
+        // The hostname is the container's id: the job's own container, whatever its name.
+        let host = within(60, "the program started", async {
+            loop {
+                if let Some(line) = q.logged(&spec.id, "stdout").await.first() {
+                    return line.trim().trim_start_matches("started ").to_owned();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        docker(&[what, &[host.as_str()]].concat());
+        let r = q.wait_one(&spec.id, 120).await;
+        assert_eq!(
+            (r.status, r.attempts),
+            (Status::Succeeded, 1),
+            "docker {what:?}: {:?} {}",
+            r.error,
+            r.stdout.lossy()
+        );
+        assert!(r.stdout.lossy().ends_with("done\n"), "{}", r.stdout.lossy());
+        let runs = q.logged(&spec.id, "stdout").await.concat();
+        assert_eq!(
+            runs.matches("started").count(),
+            2,
+            "docker {what:?}: ran again"
+        );
+        assert!(
+            hits(&addr, &q, "python").await >= (n + 1) as f64,
+            "served warm"
+        );
+    }
+    pool_ready(&addr, &q, &["python"]).await;
+    let served = hits(&addr, &q, "python").await;
+    let suicide = python("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n");
+    let r = run(&q, &suicide, 60).await;
+    assert_eq!(
+        (r.status, r.signal, r.attempts),
+        (Status::Failed, Some(9), 1),
+        "{:?}",
+        r.error
+    );
+    assert_eq!(hits(&addr, &q, "python").await, served + 1.0, "served warm");
+    drain(&w).await;
+}
+
 /// A cancel and a timeout end a warm job as they end a cold one: same status, same output.
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_and_timeout_end_a_warm_job_as_a_cold_one() {

@@ -119,7 +119,9 @@ impl Harness {
         out
     }
 
-    /// Runs `req` with its output going through the worker's live log into memory.
+    /// Runs `req` with its output going through the worker's live log into memory, then
+    /// waits for the removal of its containers (which runs after the verdict, off the job's
+    /// path), so no test leaves one behind when its runtime ends.
     async fn try_run(
         &self,
         req: &RunRequest,
@@ -133,6 +135,7 @@ impl Harness {
         let live = LiveLog::start(chunks, writer);
         let out = within(180, "runner.run", self.runner.run(req, &output, cancel)).await;
         live.finish(output, Duration::from_secs(2)).await;
+        self.assert_gone(&req.job_id).await;
         out
     }
 
