@@ -328,8 +328,8 @@ async fn a_killed_or_drained_worker_leaves_no_container() {
 /// A warm container stopped from outside while its job runs (`docker kill`, `docker rm -f`) is
 /// the infrastructure's failure, never the job's verdict, though the container keeps its pool
 /// name: the job runs again, succeeds, and the kill spends no attempt. A program that kills
-/// itself is its own verdict (the engine's events, followed under the pool name, say no one
-/// else killed it).
+/// itself, or that the kernel kills for memory, gets its own verdict (the engine's events,
+/// followed under the pool name, say no one else killed it).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_warm_container_stopped_from_outside_mid_job_is_retried() {
     use quayside_e2e::sandboxes::docker;
@@ -384,6 +384,17 @@ async fn a_warm_container_stopped_from_outside_mid_job_is_retried() {
         r.error
     );
     assert_eq!(hits(&addr, &q, "python").await, served + 1.0, "served warm");
+    // The pool's profile is the default 256 MiB: a program past it is the kernel's OOM kill.
+    pool_ready(&addr, &q, &["python"]).await;
+    let hog = python("b = [bytearray(1 << 20) for _ in range(1 << 12)]\n");
+    let r = run(&q, &hog, 60).await;
+    assert_eq!(
+        (r.status, r.attempts),
+        (Status::MemoryExceeded, 1),
+        "{:?}",
+        r.error
+    );
+    assert_eq!(hits(&addr, &q, "python").await, served + 2.0, "served warm");
     drain(&w).await;
 }
 
