@@ -34,11 +34,24 @@ pub struct Browser {
 
 impl Browser {
     /// Starts Chromium with a fresh profile under `dir` and opens a blank tab that records its
-    /// requests.
+    /// requests. A Chromium that does not answer its first call is started once more: on a
+    /// loaded machine its first start has hung before creating its profile (seen once in CI
+    /// runs), which says nothing about the page under test.
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
-        let profile = dir.join("chromium-profile");
+        match Self::launch(dir, 1).await {
+            Ok(b) => Ok(b),
+            Err(first) => {
+                eprintln!("chromium did not start ({first:#}); starting it once more");
+                Self::launch(dir, 2).await
+            }
+        }
+    }
+
+    /// One start of Chromium, with profile and log of its own (`try_no`).
+    async fn launch(dir: &Path, try_no: u32) -> anyhow::Result<Self> {
+        let profile = dir.join(format!("chromium-profile-{try_no}"));
         std::fs::create_dir_all(&profile)?;
-        let log = std::fs::File::create(dir.join("chromium.log"))?;
+        let log = std::fs::File::create(dir.join(format!("chromium-{try_no}.log")))?;
         // The protocol pipe is fds 3 (Chromium reads) and 4 (Chromium writes): this shell maps
         // them onto the stdin and stdout pipes.
         let mut child = Command::new("bash")
