@@ -117,7 +117,7 @@ async fn sweep_orphans(ctx: &Context) {
 /// before this one started has left the registry (its sandboxes are spared while it is in it).
 pub async fn sandbox_loop(ctx: Arc<Context>, stop: CancellationToken) {
     let mut sweep_due = tokio::time::Instant::now();
-    let mut next_gap = registry_ttl(&ctx.cfg) + Duration::from_secs(1);
+    let mut next_gap = Duration::from_millis(registry_ttl_ms(&ctx.cfg)) + Duration::from_secs(1);
     loop {
         let left = ctx.runner.retry_removals().await;
         if left > 0 {
@@ -156,9 +156,9 @@ pub async fn remove_leftovers(runner: &SharedRunner) {
     }
 }
 
-/// How long a worker stays in the registry after its last heartbeat.
-fn registry_ttl(cfg: &quayside_common::config::Config) -> Duration {
-    Duration::from_millis(cfg.worker.heartbeat_interval_ms.saturating_mul(3))
+/// How long (ms) a worker stays in the registry after its last heartbeat.
+fn registry_ttl_ms(cfg: &quayside_common::config::Config) -> u64 {
+    cfg.worker.heartbeat_interval_ms.saturating_mul(3)
 }
 
 /// Keeps this worker's entry in the registry fresh: every `heartbeat_interval_ms`, within a
@@ -186,7 +186,7 @@ pub async fn heartbeat_loop(ctx: Arc<Context>, stop: CancellationToken) {
                 "started_at_ms": started,
                 "heartbeat_at_ms": now_ms(),
             });
-            let ttl_ms = u64::try_from(registry_ttl(&ctx.cfg).as_millis()).unwrap_or(u64::MAX);
+            let ttl_ms = registry_ttl_ms(&ctx.cfg);
             let periodic = tokio::time::Instant::now() >= due;
             match ctx
                 .queue

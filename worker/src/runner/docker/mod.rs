@@ -298,10 +298,10 @@ impl Runner for DockerRunner {
         // the container is removed in the background, off the job's path (its wrapper may
         // still be exiting: the verdict can come before the exit), unless so many removals
         // are already under way that the engine is falling behind.
+        // (Nothing is left to remove when it was stopped at a limit or cancelled.)
         let in_flight = self.removing.load(Ordering::Acquire);
-        if sandbox.id.is_none() {
-            // Already removed (stopped at a limit or cancelled), or never created.
-        } else if (outcome.is_ok() || was_warm) && in_flight < MAX_BACKGROUND_REMOVALS {
+        let background = (outcome.is_ok() || was_warm) && in_flight < MAX_BACKGROUND_REMOVALS;
+        if sandbox.id.is_some() && background {
             let removing = Arc::clone(&self.removing);
             removing.fetch_add(1, Ordering::AcqRel);
             tokio::spawn(async move {

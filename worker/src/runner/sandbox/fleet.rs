@@ -99,8 +99,6 @@ pub struct Sweep<'a> {
 }
 
 impl Sweep<'_> {
-    /// Why the sandbox `name` with `labels`, created at `created_s`, is garbage, or `None`.
-    /// `active`: whether this runner is using it right now.
     /// The sandbox belongs to another worker of this fleet whose heartbeat is live: that
     /// worker removes it itself.
     pub fn owner_is_live_peer(&self, labels: &HashMap<String, String>) -> bool {
@@ -109,6 +107,8 @@ impl Sweep<'_> {
         ours && owner.is_some_and(|o| o != self.me && self.live.iter().any(|w| w == o))
     }
 
+    /// Why the sandbox `name` with `labels`, created at `created_s`, is garbage, or `None`.
+    /// `active`: whether this runner is using it right now.
     pub fn verdict(
         &self,
         labels: &HashMap<String, String>,

@@ -1,9 +1,9 @@
 //! Knowing the verdict before the sandbox has exited.
 //!
 //! Where stdout and stderr are two streams (Docker), the wrapper writes, after its end marker
-//! on stdout, `<end>:<oom kills>\n` on stderr: how
-//! many times the kernel's OOM killer fired in the sandbox's memory cgroup over its whole life
-//! (`-1` where no cgroup file can be read, as under gVisor). Each stream keeps its order, so
+//! on stdout, `<end>:<oom kills>\n` on stderr: how many times the kernel's OOM killer fired
+//! in the sandbox's memory cgroup over its whole life (`-1` where no cgroup file can be read,
+//! as under gVisor). Each stream keeps its order, so
 //! once both markers are in, every byte the program wrote has arrived. When, besides, the run
 //! report says the program and everything it started are gone (a subreaper reaped them all)
 //! and ended by itself with an exit code, and no OOM kill happened, the verdict is the one the
@@ -109,17 +109,17 @@ mod tests {
 
     /// A docker-like attempt: `stdout` and `stderr` fed as two streams, each split at `split`.
     fn docker(stdout: &str, stderr: &str, split: usize) -> PhasedOutput {
+        fn halves(s: &str, split: usize) -> [&[u8]; 2] {
+            let (a, b) = s.as_bytes().split_at(split.min(s.len()));
+            [a, b]
+        }
         let mut p = PhasedOutput::new("N", Some(&end()), &Limits::DEFAULT);
         p.start();
-        for s in [stdout, stderr] {
-            let (a, b) = s.as_bytes().split_at(split.min(s.len()));
-            for chunk in [a, b] {
-                if s == stdout {
-                    p.feed(chunk, &Output::discard());
-                } else {
-                    p.feed_stderr(chunk, &Output::discard());
-                }
-            }
+        for chunk in halves(stdout, split) {
+            p.feed(chunk, &Output::discard());
+        }
+        for chunk in halves(stderr, split) {
+            p.feed_stderr(chunk, &Output::discard());
         }
         p
     }
@@ -196,8 +196,7 @@ mod tests {
             let p = docker(&stdout, &stderr, 2);
             assert_eq!(p.settled(), None, "{why}");
         }
-        let mut status = docker(&format!("N:0\nout{}:137 {REPORT}\n", end()), &clean, 2);
+        let status = docker(&format!("N:0\nout{}:137 {REPORT}\n", end()), &clean, 2);
         assert_eq!(status.settled(), None, "a status a signal gives");
-        status.flush(&Output::discard());
     }
 }
